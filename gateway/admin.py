@@ -1,0 +1,223 @@
+"""The admin API: issue and revoke keys, fund wallets, read balances. Each change is a
+control event (the admin log), produced with acks=all before the call returns."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway import errors
+from gateway.app import new_key_secret
+from gateway.errors import GatewayError, error_response
+from gateway.views import LocalViews, key_sha256
+from schemas.ids import now_ms, uuid7
+from schemas.money import format_usd, usd_to_nanousd
+from schemas.publisher import ChainedPublisher
+from schemas.records import Event, KeyIssued, KeyRevoked, WalletFunded
+from schemas.topics import CONTROL
+from streams.wallets.logic import team_wallet_id
+
+KEY_PREFIX_CHARS = 10
+VIEW_WAIT_S = 5.0
+MAX_ADMIN_BODY_BYTES = 64 * 1024
+ID_MAX_CHARS = 128
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _identifier(data: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = data.get(name, default)
+    if not isinstance(value, str) or not value or len(value) > ID_MAX_CHARS or "/" in value:
+        raise GatewayError(
+            errors.INVALID_REQUEST, f"'{name}' must be a non-empty string without '/'"
+        )
+    return value
+
+
+class AdminApi:
+    """Admin routes, authenticated with the admin bearer token."""
+
+    def __init__(
+        self, *, token: str, views: LocalViews, control: ChainedPublisher, default_tenant: str
+    ) -> None:
+        assert token, "the admin API needs a token"
+        self._token = token
+        self.views = views
+        self.control = control
+        self.default_tenant = default_tenant
+
+    def routes(self) -> list[web.RouteDef]:
+        """The admin routes."""
+        return [
+            web.post("/v1/admin/keys", self._guard(self.create_key)),
+            web.get("/v1/admin/keys", self._guard(self.list_keys)),
+            web.post("/v1/admin/keys/{key_id}/revoke", self._guard(self.revoke_key)),
+            web.post("/v1/admin/wallets/fund", self._guard(self.fund_wallet)),
+            web.get("/v1/admin/wallets/balance", self._guard(self.balance)),
+        ]
+
+    def _guard(self, handler: Any) -> Any:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            header = request.headers.get("Authorization", "")
+            presented = header[7:].strip() if header.startswith("Bearer ") else ""
+            if not presented or not hmac.compare_digest(presented, self._token):
+                return error_response(errors.INVALID_API_KEY, "admin token required")
+            try:
+                return await handler(request)  # type: ignore[no-any-return]
+            except GatewayError as exc:
+                return error_response(exc.kind, exc.message)
+
+        return guarded
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        body = await request.content.read(MAX_ADMIN_BODY_BYTES + 1)
+        if len(body) > MAX_ADMIN_BODY_BYTES:
+            raise GatewayError(errors.BODY_TOO_LARGE, "admin request body too large")
+        try:
+            data = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(errors.INVALID_JSON, f"body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise GatewayError(errors.INVALID_REQUEST, "body must be a JSON object")
+        return data
+
+    def _envelope(self, record_type: type[Event], tenant_id: str) -> dict[str, Any]:
+        return {
+            "event_id": uuid7(),
+            "event_type": record_type.event_type_name,
+            "occurred_at": now_ms(),
+            "tenant_id": tenant_id,
+            "producer_id": "",
+            "seq": 0,
+        }
+
+    async def _publish(self, record: Event) -> Event:
+        return await self.control.publish_and_wait(CONTROL.name, record.tenant_id, record)
+
+    async def create_key(self, request: web.Request) -> web.Response:
+        """Issue a key; the secret is in this response and nowhere else."""
+        data = await self._body(request)
+        tenant = _identifier(data, "tenant", self.default_tenant)
+        team = _identifier(data, "team")
+        name = data.get("name") or team
+        if not isinstance(name, str) or len(name) > ID_MAX_CHARS:
+            raise GatewayError(errors.INVALID_REQUEST, "'name' must be a short string")
+        secret = new_key_secret()
+        key_id = f"key_{secrets.token_hex(8)}"
+        record = KeyIssued(
+            **self._envelope(KeyIssued, tenant),
+            key_id=key_id,
+            key_prefix=secret[:KEY_PREFIX_CHARS],
+            key_sha256=key_sha256(secret),
+            team_id=team,
+            wallet_id=team_wallet_id(tenant, team),
+            name=name,
+            issued_by="admin",
+        )
+        await self._publish(record)
+        await self._wait_until(lambda: key_id in self.views.keys)
+        return _json(
+            {
+                "key": secret,
+                "key_id": key_id,
+                "key_prefix": record.key_prefix,
+                "tenant": tenant,
+                "team": team,
+                "wallet_id": record.wallet_id,
+                "name": name,
+            },
+            status=201,
+        )
+
+    async def list_keys(self, request: web.Request) -> web.Response:
+        """Keys with prefix, team and status; never a secret."""
+        now = now_ms()
+        keys = [
+            {
+                "key_id": k.key_id,
+                "key_prefix": k.key_prefix,
+                "tenant": k.tenant_id,
+                "team": k.team_id,
+                "name": k.name,
+                "status": k.status(now),
+                "wallet_id": k.wallet_id,
+            }
+            for k in self.views.keys.values()
+        ]
+        return _json({"data": keys})
+
+    async def revoke_key(self, request: web.Request) -> web.Response:
+        """Revoke a key; calls with it get 401 key_revoked once the gateway sees the event."""
+        key_id = request.match_info["key_id"]
+        key = self.views.keys.get(key_id)
+        if key is None:
+            raise GatewayError(errors.NOT_FOUND, f"no key {key_id}")
+        data = await self._body(request)
+        reason = data.get("reason", "revoked by admin")
+        record = KeyRevoked(
+            **self._envelope(KeyRevoked, key.tenant_id),
+            key_id=key_id,
+            reason=str(reason)[:512],
+            revoked_by="admin",
+        )
+        await self._publish(record)
+        await self._wait_until(lambda: self.views.keys[key_id].revoked_at is not None)
+        return _json({"key_id": key_id, "status": "revoked"})
+
+    async def fund_wallet(self, request: web.Request) -> web.Response:
+        """Credit a team's wallet with an exact USD amount."""
+        data = await self._body(request)
+        tenant = _identifier(data, "tenant", self.default_tenant)
+        team = _identifier(data, "team")
+        try:
+            amount = usd_to_nanousd(data.get("usd", ""))
+        except ValueError as exc:
+            raise GatewayError(errors.INVALID_REQUEST, str(exc)) from exc
+        if amount <= 0:
+            raise GatewayError(errors.INVALID_REQUEST, "'usd' must be positive")
+        record = WalletFunded(
+            **self._envelope(WalletFunded, tenant),
+            wallet_id=team_wallet_id(tenant, team),
+            team_id=team,
+            amount_nanousd=amount,
+            memo=str(data.get("memo", ""))[:512],
+            funded_by="admin",
+        )
+        sealed = await self._publish(record)
+        return _json(
+            {"event_id": sealed.event_id, "wallet_id": record.wallet_id, "amount_nanousd": amount},
+            status=201,
+        )
+
+    async def balance(self, request: web.Request) -> web.Response:
+        """A team wallet's balance as the gateway's local view has it."""
+        query = dict(request.query)
+        tenant = _identifier(query, "tenant", self.default_tenant)
+        team = _identifier(query, "team")
+        wallet_id = team_wallet_id(tenant, team)
+        wallet = self.views.wallets.get(wallet_id)
+        balance = wallet.balance_nanousd if wallet is not None else 0
+        return _json(
+            {
+                "wallet_id": wallet_id,
+                "balance_nanousd": balance,
+                "balance_usd": format_usd(balance),
+                "funded_nanousd": wallet.funded_nanousd if wallet is not None else 0,
+                "spent_nanousd": wallet.spent_nanousd if wallet is not None else 0,
+                "entry_count": wallet.entry_count if wallet is not None else 0,
+            }
+        )
+
+    async def _wait_until(self, condition: Any) -> None:
+        deadline = asyncio.get_running_loop().time() + VIEW_WAIT_S
+        while not condition():
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.01)

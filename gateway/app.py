@@ -1,0 +1,348 @@
+"""The gateway's HTTP surface: chat completions, models, health, and the admin API."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import orjson
+import structlog
+from aiohttp import web
+
+from gateway import errors
+from gateway.catalogue import Target
+from gateway.chat import (
+    DONE_EVENT,
+    ChatRequest,
+    chunk_event,
+    completion_body,
+    parse_chat_request,
+)
+from gateway.errors import GatewayError, error_response
+from gateway.providers.base import ChatCall, Provider, UpstreamError, Usage
+from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
+from gateway.views import LocalViews
+from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
+from schemas.publisher import ChainedPublisher
+from schemas.records import Attempt, LineageRecord, UsageSource
+from schemas.settings import GatewaySettings
+from schemas.topics import LINEAGE
+from streams.keys.logic import Key
+
+log = structlog.get_logger(__name__)
+
+# Reservation when the caller sets no max_tokens: a generous answer, so the budget check
+# errs on the side of refusing rather than overspending.
+DEFAULT_RESERVED_COMPLETION_TOKENS = 4_096
+POLICIES_APPLIED = ("auth", "model-access", "budget")
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What the gateway learns during one call; becomes the lineage record."""
+
+    started: float
+    request_sha256: str
+    trace_id: str
+    parent_span_id: str | None
+    stream: bool = False
+    tenant_id: str = "unknown"
+    team_id: str = ""
+    key_id: str = ""
+    wallet_id: str = ""
+    user_id: str | None = None
+    model_requested: str = ""
+    target: Target | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_source: UsageSource = "none"
+    reserved_nanousd: int = 0
+    ttft_ms: float | None = None
+    response_sha256: str | None = None
+
+    def upstream_ms(self) -> float:
+        """Time spent waiting on upstream attempts."""
+        return sum(a.latency_ms for a in self.attempts)
+
+
+def parse_traceparent(header: str | None) -> tuple[str, str | None]:
+    """(trace_id, parent_span_id) from a W3C traceparent header, else a new trace."""
+    if header:
+        parts = header.strip().split("-")
+        if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
+            return parts[1].lower(), parts[2].lower()
+    return new_trace_id(), None
+
+
+class Gateway:
+    """Routes calls under a tenant's keys and budget, and records each one."""
+
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        views: LocalViews,
+        lineage: ChainedPublisher,
+        providers: dict[str, Provider],
+        catalogue: dict[str, Target],
+        region: str = "local",
+    ) -> None:
+        self.settings = settings
+        self.views = views
+        self.lineage = lineage
+        self.providers = providers
+        self.catalogue = catalogue
+        self.region = region
+        self.reservations_nanousd: dict[str, int] = {}
+
+    # --- routes ---------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness and whether the local views have caught up."""
+        return web.json_response(
+            {"status": "ok", "keys": len(self.views.keys), "wallets": len(self.views.wallets)},
+            dumps=lambda v: orjson.dumps(v).decode(),
+        )
+
+    async def models(self, request: web.Request) -> web.Response:
+        """OpenAI `GET /v1/models`."""
+        try:
+            self._authenticate(request.headers.get("Authorization"))
+        except GatewayError as exc:
+            return error_response(exc.kind, exc.message)
+        data = [
+            {"id": t.model, "object": "model", "created": 0, "owned_by": t.provider}
+            for t in self.catalogue.values()
+        ]
+        return web.Response(
+            body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+        )
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI `POST /v1/chat/completions`: one lineage record per call, whatever happens."""
+        started = time.perf_counter()
+        trace_id, parent = parse_traceparent(request.headers.get("traceparent"))
+        call = CallRecord(started, "", trace_id, parent)
+        try:
+            body = await self._read_body(request, call)
+            key = self._authenticate(request.headers.get("Authorization"))
+            call.tenant_id, call.team_id = key.tenant_id, key.team_id
+            call.key_id, call.wallet_id = key.key_id, key.wallet_id
+            chat = parse_chat_request(body, max_messages=self.settings.max_messages)
+            call.stream, call.model_requested, call.user_id = chat.stream, chat.model, chat.user
+            target = self.catalogue.get(chat.model)
+            if target is None:
+                raise GatewayError(errors.MODEL_NOT_FOUND, f"model '{chat.model}' does not exist")
+            call.target = target
+            self._reserve(call, chat, target)
+        except GatewayError as exc:
+            await self._record(call, exc.kind.status, exc.kind.code, "rejected")
+            return error_response(exc.kind, exc.message)
+        try:
+            if chat.stream:
+                return await self._stream(request, call, chat, target)
+            return await self._complete(call, chat, target)
+        finally:
+            self._release(call)
+
+    # --- steps ----------------------------------------------------------------------
+
+    async def _read_body(self, request: web.Request, call: CallRecord) -> bytes:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise GatewayError(errors.BODY_TOO_LARGE, f"request body over {limit} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise GatewayError(errors.BODY_TOO_LARGE, f"request body over {limit} bytes") from exc
+        call.request_sha256 = hashlib.sha256(body).hexdigest()
+        return body
+
+    def _authenticate(self, header: str | None) -> Key:
+        if not header or not header.startswith("Bearer ") or not header[7:].strip():
+            raise GatewayError(errors.MISSING_API_KEY, "missing bearer key in Authorization")
+        key = self.views.key_for_secret(header[7:].strip())
+        if key is None:
+            raise GatewayError(errors.INVALID_API_KEY, "unknown gateway key")
+        status = key.status(now_ms())
+        if status == "revoked":
+            raise GatewayError(errors.KEY_REVOKED, f"key {key.key_prefix}… has been revoked")
+        if status == "expired":
+            raise GatewayError(errors.KEY_EXPIRED, f"key {key.key_prefix}… has expired")
+        return key
+
+    def _reserve(self, call: CallRecord, chat: ChatRequest, target: Target) -> None:
+        completion_tokens = chat.max_tokens or DEFAULT_RESERVED_COMPLETION_TOKENS
+        reserve = target.cost_nanousd(estimate_prompt_tokens(chat.messages), completion_tokens)
+        wallet = self.views.wallets.get(call.wallet_id)
+        balance = wallet.balance_nanousd if wallet is not None else 0
+        in_flight = self.reservations_nanousd.get(call.wallet_id, 0)
+        if balance - in_flight < reserve:
+            raise GatewayError(
+                errors.BUDGET_EXHAUSTED,
+                f"wallet {call.wallet_id} cannot cover this call "
+                f"(available {balance - in_flight} nano-USD, needs up to {reserve})",
+            )
+        call.reserved_nanousd = reserve
+        self.reservations_nanousd[call.wallet_id] = in_flight + reserve
+
+    def _release(self, call: CallRecord) -> None:
+        if call.reserved_nanousd:
+            left = self.reservations_nanousd[call.wallet_id] - call.reserved_nanousd
+            self.reservations_nanousd[call.wallet_id] = left
+
+    def _upstream_call(self, chat: ChatRequest, target: Target) -> tuple[Provider, ChatCall]:
+        provider = self.providers[target.provider]
+        return provider, ChatCall(
+            target.upstream_model, chat.messages, chat.max_tokens, chat.temperature, chat.extra
+        )
+
+    def _settle_usage(
+        self, call: CallRecord, usage: Usage | None, text: str, chat: ChatRequest
+    ) -> Usage:
+        if usage is not None:
+            call.usage_source = "reported"
+            resolved = usage
+        else:
+            call.usage_source = "estimated"
+            resolved = Usage(estimate_prompt_tokens(chat.messages), estimate_text_tokens(text))
+        call.prompt_tokens, call.completion_tokens = (
+            resolved.prompt_tokens,
+            resolved.completion_tokens,
+        )
+        call.response_sha256 = hashlib.sha256(text.encode()).hexdigest()
+        return resolved
+
+    async def _complete(self, call: CallRecord, chat: ChatRequest, target: Target) -> web.Response:
+        provider, upstream = self._upstream_call(chat, target)
+        attempt_started = time.perf_counter()
+        try:
+            completion = await provider.complete(upstream)
+        except UpstreamError as exc:
+            self._attempt(call, target, attempt_started, exc.status, exc.error_class)
+            await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
+            return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
+        self._attempt(call, target, attempt_started, 200, None)
+        usage = self._settle_usage(call, completion.usage, completion.content, chat)
+        completion_id = f"chatcmpl-{uuid7().replace('-', '')}"
+        body = completion_body(
+            completion_id, chat.model, completion.content, completion.finish_reason, usage
+        )
+        await self._record(call, 200, None, "allowed")
+        return web.Response(body=body, content_type="application/json")
+
+    async def _stream(
+        self, request: web.Request, call: CallRecord, chat: ChatRequest, target: Target
+    ) -> web.StreamResponse:
+        provider, upstream = self._upstream_call(chat, target)
+        completion_id = f"chatcmpl-{uuid7().replace('-', '')}"
+        attempt_started = time.perf_counter()
+        deltas = provider.stream(upstream)
+        response: web.StreamResponse | None = None
+        parts: list[str] = []
+        usage: Usage | None = None
+        finish = "stop"
+        try:
+            async for delta in deltas:
+                if response is None:
+                    call.ttft_ms = (time.perf_counter() - call.started) * 1000
+                    response = web.StreamResponse(
+                        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+                    )
+                    await response.prepare(request)
+                    await response.write(
+                        chunk_event(completion_id, chat.model, role="assistant", content="")
+                    )
+                if delta.content:
+                    parts.append(delta.content)
+                    await response.write(
+                        chunk_event(completion_id, chat.model, content=delta.content)
+                    )
+                if delta.finish_reason:
+                    finish = delta.finish_reason
+                if delta.usage is not None:
+                    usage = delta.usage
+        except UpstreamError as exc:
+            self._attempt(call, target, attempt_started, exc.status, exc.error_class)
+            await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
+            if response is None:
+                return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
+            await response.write(
+                b"data: " + errors.error_body(errors.UPSTREAM_ERROR, str(exc)) + b"\n\n"
+            )
+            return response
+        self._attempt(call, target, attempt_started, 200, None)
+        text = "".join(parts)
+        resolved = self._settle_usage(call, usage, text, chat)
+        if response is None:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+        await response.write(chunk_event(completion_id, chat.model, finish_reason=finish))
+        await response.write(chunk_event(completion_id, chat.model, usage=resolved))
+        await response.write(DONE_EVENT)
+        await self._record(call, 200, None, "allowed")
+        await response.write_eof()
+        return response
+
+    def _attempt(
+        self, call: CallRecord, target: Target, started: float, status: int, error: str | None
+    ) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        call.attempts.append(
+            Attempt(target.provider, target.upstream_model, status, latency_ms, error)
+        )
+
+    async def _record(
+        self, call: CallRecord, http_status: int, error_code: str | None, decision: str
+    ) -> None:
+        latency_ms = (time.perf_counter() - call.started) * 1000
+        target = call.target
+        cost = 0
+        if target is not None and decision == "allowed":
+            cost = target.cost_nanousd(call.prompt_tokens, call.completion_tokens)
+        record = LineageRecord(
+            event_id=uuid7(),
+            event_type=LineageRecord.event_type_name,
+            occurred_at=now_ms(),
+            tenant_id=call.tenant_id,
+            producer_id="",
+            seq=0,
+            trace_id=call.trace_id,
+            span_id=new_span_id(),
+            parent_span_id=call.parent_span_id,
+            team_id=call.team_id,
+            user_id=call.user_id,
+            key_id=call.key_id,
+            wallet_id=call.wallet_id,
+            region=self.region,
+            model_requested=call.model_requested,
+            model_selected=target.upstream_model if target is not None else "",
+            provider=target.provider if target is not None else "",
+            selection_reason="catalogue" if target is not None else "",
+            attempts=tuple(call.attempts),
+            policies_applied=POLICIES_APPLIED,
+            guardrails_triggered=(),
+            decision=decision,  # type: ignore[arg-type]
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            usage_source=call.usage_source,
+            cost_nanousd=cost,
+            reserved_nanousd=call.reserved_nanousd,
+            latency_ms=latency_ms,
+            ttft_ms=call.ttft_ms,
+            gateway_overhead_ms=max(latency_ms - call.upstream_ms(), 0.0),
+            http_status=http_status,
+            error_code=error_code,
+            stream=call.stream,
+            request_sha256=call.request_sha256,
+            response_sha256=call.response_sha256,
+        )
+        await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
+
+
+def new_key_secret() -> str:
+    """A gateway key secret; shown once, stored only as a hash."""
+    return "gk_" + secrets.token_urlsafe(32)

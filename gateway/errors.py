@@ -1,0 +1,73 @@
+"""The one table of error codes the gateway returns, OpenAI-style."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorKind:
+    """An error code with its HTTP status and OpenAI error type."""
+
+    code: str
+    status: int
+    type: str
+
+
+INVALID_JSON = ErrorKind("invalid_json", 400, "invalid_request_error")
+INVALID_REQUEST = ErrorKind("invalid_request", 400, "invalid_request_error")
+MISSING_API_KEY = ErrorKind("missing_api_key", 401, "authentication_error")
+INVALID_API_KEY = ErrorKind("invalid_api_key", 401, "authentication_error")
+KEY_REVOKED = ErrorKind("key_revoked", 401, "authentication_error")
+KEY_EXPIRED = ErrorKind("key_expired", 401, "authentication_error")
+BUDGET_EXHAUSTED = ErrorKind("budget_exhausted", 402, "insufficient_quota")
+FORBIDDEN = ErrorKind("forbidden", 403, "permission_error")
+NOT_FOUND = ErrorKind("not_found", 404, "invalid_request_error")
+MODEL_NOT_FOUND = ErrorKind("model_not_found", 404, "invalid_request_error")
+BODY_TOO_LARGE = ErrorKind("request_too_large", 413, "invalid_request_error")
+OVERLOADED = ErrorKind("overloaded", 503, "server_error")
+UPSTREAM_ERROR = ErrorKind("upstream_error", 502, "upstream_error")
+INTERNAL_ERROR = ErrorKind("internal_error", 500, "server_error")
+
+ALL_KINDS: tuple[ErrorKind, ...] = (
+    INVALID_JSON,
+    INVALID_REQUEST,
+    MISSING_API_KEY,
+    INVALID_API_KEY,
+    KEY_REVOKED,
+    KEY_EXPIRED,
+    BUDGET_EXHAUSTED,
+    FORBIDDEN,
+    NOT_FOUND,
+    MODEL_NOT_FOUND,
+    BODY_TOO_LARGE,
+    OVERLOADED,
+    UPSTREAM_ERROR,
+    INTERNAL_ERROR,
+)
+
+
+class GatewayError(Exception):
+    """An expected refusal: carries the error kind and a message for the caller."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def error_body(kind: ErrorKind, message: str) -> bytes:
+    """The OpenAI-style JSON error body."""
+    return orjson.dumps(
+        {"error": {"message": message, "type": kind.type, "code": kind.code, "param": None}}
+    )
+
+
+def error_response(kind: ErrorKind, message: str) -> web.Response:
+    """An OpenAI-style JSON error response."""
+    return web.Response(
+        status=kind.status, body=error_body(kind, message), content_type="application/json"
+    )

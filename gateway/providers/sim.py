@@ -1,0 +1,96 @@
+"""The built-in `sim` provider: deterministic text and usage, configurable latency,
+error rate and chunking. Stands in for upstreams in tests, the demo and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator
+
+from gateway.providers.base import ChatCall, Completion, Delta, UpstreamError, Usage
+from gateway.tokens import estimate_prompt_tokens
+
+_WORDS = (
+    "ledger",
+    "audit",
+    "tenant",
+    "budget",
+    "model",
+    "token",
+    "policy",
+    "stream",
+    "wallet",
+    "gateway",
+    "trace",
+    "balance",
+    "quota",
+    "latency",
+    "provider",
+    "region",
+    "record",
+    "replay",
+    "export",
+    "breaker",
+)
+
+
+class SimProvider:
+    """Answers from a hash of the prompt: same prompt, same answer, same usage."""
+
+    name = "sim"
+
+    def __init__(
+        self,
+        *,
+        latency_ms: float,
+        error_rate: float,
+        chunk_tokens: int,
+        completion_tokens: int,
+        seed: int = 0,
+    ) -> None:
+        assert 0.0 <= error_rate <= 1.0, "error_rate is a fraction"
+        assert chunk_tokens >= 1 and completion_tokens >= 1, "sim needs at least one token"
+        self.latency_ms = latency_ms
+        self.error_rate = error_rate
+        self.chunk_tokens = chunk_tokens
+        self.completion_tokens = completion_tokens
+        # Not for security: the error draw only needs to be reproducible.
+        self._random = random.Random(seed)  # noqa: S311
+
+    def _words(self, call: ChatCall) -> list[str]:
+        digest = hashlib.sha256(repr(call.messages).encode()).digest()
+        count = self.completion_tokens
+        if call.max_tokens is not None:
+            count = max(1, min(count, call.max_tokens))
+        return [_WORDS[digest[i % len(digest)] % len(_WORDS)] for i in range(count)]
+
+    async def _wait_or_fail(self) -> None:
+        if self.latency_ms > 0:
+            await asyncio.sleep(self.latency_ms / 1000)
+        if self.error_rate and self._random.random() < self.error_rate:
+            raise UpstreamError(503, "http_5xx", "sim provider: injected failure")
+
+    async def complete(self, call: ChatCall) -> Completion:
+        """One answer after the configured latency."""
+        await self._wait_or_fail()
+        words = self._words(call)
+        usage = Usage(estimate_prompt_tokens(call.messages), len(words))
+        finish = (
+            "length" if call.max_tokens is not None and len(words) >= call.max_tokens else "stop"
+        )
+        return Completion(" ".join(words), finish, usage)
+
+    async def stream(self, call: ChatCall) -> AsyncIterator[Delta]:
+        """The same answer in chunks of `chunk_tokens` words, usage in the last delta."""
+        await self._wait_or_fail()
+        words = self._words(call)
+        for start in range(0, len(words), self.chunk_tokens):
+            piece = " ".join(words[start : start + self.chunk_tokens])
+            yield Delta(piece if start == 0 else " " + piece)
+            await asyncio.sleep(0)
+        usage = Usage(estimate_prompt_tokens(call.messages), len(words))
+        yield Delta("", "stop", usage)
+
+    async def close(self) -> None:
+        """Nothing to release."""

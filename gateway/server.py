@@ -1,0 +1,132 @@
+"""Assemble and run one gateway process."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.admin import AdminApi
+from gateway.app import Gateway
+from gateway.catalogue import build_catalogue
+from gateway.errors import INTERNAL_ERROR, error_response
+from gateway.providers.base import Provider
+from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.providers.sim import SimProvider
+from gateway.views import LocalViews
+from schemas.ids import new_producer_id
+from schemas.kafka import TopicTailer
+from schemas.publisher import ChainedPublisher
+from schemas.settings import GatewaySettings
+from schemas.topics import CONTROL, WALLET_STATE
+
+log = structlog.get_logger(__name__)
+
+
+def build_providers(settings: GatewaySettings) -> dict[str, Provider]:
+    """The provider adapters this gateway's settings enable."""
+    providers: dict[str, Provider] = {
+        "sim": SimProvider(
+            latency_ms=settings.sim_latency_ms,
+            error_rate=settings.sim_error_rate,
+            chunk_tokens=settings.sim_chunk_tokens,
+            completion_tokens=settings.sim_completion_tokens,
+        )
+    }
+    if settings.upstream_base_url:
+        providers["openai"] = OpenAICompatProvider(
+            name="openai",
+            base_url=settings.upstream_base_url,
+            api_key=settings.upstream_api_key,
+            timeout_s=settings.upstream_timeout_s,
+        )
+    return providers
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
+    # A bug must still answer OpenAI-style (5xx: ours), never an HTML page.
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            from gateway.errors import NOT_FOUND
+
+            return error_response(NOT_FOUND, f"no route {request.method} {request.path}")
+        raise
+    except Exception:
+        log.exception("unhandled error", path=request.path)
+        return error_response(INTERNAL_ERROR, "internal error; see gateway logs")
+
+
+class GatewayProcess:
+    """The gateway with its views, publishers and HTTP server."""
+
+    def __init__(self, settings: GatewaySettings, admin_token: str) -> None:
+        assert settings.kafka_bootstrap, "the gateway needs a broker"
+        self.settings = settings
+        self.views = LocalViews()
+        self.tailer = TopicTailer(
+            settings.kafka_bootstrap, [CONTROL.name, WALLET_STATE.name], self.views.apply
+        )
+        self.lineage = ChainedPublisher(
+            settings.kafka_bootstrap,
+            new_producer_id("gateway"),
+            linger_ms=settings.lineage_linger_ms,
+        )
+        self.control = ChainedPublisher(settings.kafka_bootstrap, new_producer_id("admin"))
+        self.providers = build_providers(settings)
+        self.gateway = Gateway(
+            settings=settings,
+            views=self.views,
+            lineage=self.lineage,
+            providers=self.providers,
+            catalogue=build_catalogue(settings),
+        )
+        self.admin = AdminApi(
+            token=admin_token,
+            views=self.views,
+            control=self.control,
+            default_tenant=settings.default_tenant,
+        )
+        self._runner: web.AppRunner | None = None
+
+    def application(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application(
+            client_max_size=self.settings.max_body_bytes, middlewares=[_errors_as_json]
+        )
+        app.add_routes(
+            [
+                web.get("/healthz", self.gateway.healthz),
+                web.get("/v1/models", self.gateway.models),
+                web.post("/v1/chat/completions", self.gateway.chat_completions),
+                *self.admin.routes(),
+            ]
+        )
+        return app
+
+    async def start(self) -> None:
+        """Read the views up to date, then listen."""
+        await self.lineage.start()
+        await self.control.start()
+        await self.tailer.start()
+        await asyncio.wait_for(self.tailer.caught_up.wait(), timeout=60)
+        self._runner = web.AppRunner(self.application(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
+        await site.start()
+        log.info("gateway listening", url=self.settings.gateway_url, keys=len(self.views.keys))
+
+    async def stop(self) -> None:
+        """Stop listening, flush lineage, disconnect."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.tailer.stop()
+        await self.lineage.stop()
+        await self.control.stop()
+        for provider in self.providers.values():
+            await provider.close()

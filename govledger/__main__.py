@@ -1,0 +1,5 @@
+"""`python -m govledger`."""
+
+from govledger.cli import main
+
+raise SystemExit(main())

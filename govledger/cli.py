@@ -1,0 +1,264 @@
+"""The `govledger` command line."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from schemas.money import format_usd
+from schemas.settings import (
+    CommonSettings,
+    GatewaySettings,
+    RuntimeSettings,
+    SettingsError,
+    SinkSettings,
+    StreamSettings,
+    describe,
+    load,
+)
+
+ADMIN_TIMEOUT_S = 30.0
+
+
+class CliError(Exception):
+    """A failure to report on stderr with exit code 1."""
+
+
+def _admin(settings: CommonSettings) -> httpx.Client:
+    from govledger.admin_token import resolve_admin_token
+
+    try:
+        token = resolve_admin_token(settings, create=False)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from exc
+    return httpx.Client(
+        base_url=settings.gateway_url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=ADMIN_TIMEOUT_S,
+    )
+
+
+def _checked(response: httpx.Response) -> Any:
+    try:
+        data = response.json()
+    except ValueError:
+        data = {}
+    if response.status_code >= 400:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        raise CliError(
+            f"{response.status_code} {error.get('code', '')}: {error.get('message', response.text)}"
+        )
+    return data
+
+
+def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        return _checked(client.request(method, path, **kwargs))
+    except httpx.HTTPError as exc:
+        raise CliError(
+            f"cannot reach the gateway at {client.base_url}: {exc} (is `govledger up` running?)"
+        ) from exc
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the whole stack until Ctrl-C or SIGTERM."""
+    from govledger.logs import configure
+    from govledger.runtime import Stack
+
+    settings = load(RuntimeSettings)
+    configure(settings.log_level, "runtime")
+    stack = Stack(settings)
+    stopping = False
+
+    def request_stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    print("starting govledger (broker, store, processors, gateway)…", file=sys.stderr)
+    stack.start()
+    print(
+        f"govledger is up\n  gateway  {settings.gateway_url}/v1\n"
+        f"  query    {settings.query_url}/?query=SELECT+1\n"
+        f"  data     {settings.data_path}\n  logs     {stack.log_dir}\n"
+        "Ctrl-C stops everything.",
+        flush=True,
+    )
+    try:
+        while not stopping:
+            dead = stack.dead_child()
+            if dead is not None:
+                print(
+                    f"{dead.name} exited with {dead.process.returncode}; stopping "
+                    f"(see {stack.log_dir}/{dead.name}.log)",
+                    file=sys.stderr,
+                )
+                return 1
+            time.sleep(0.2)
+    finally:
+        print("stopping…", file=sys.stderr)
+        stack.stop()
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    """Run one service in the foreground."""
+    from govledger import services
+    from govledger.logs import configure
+
+    if args.command == "gateway":
+        gateway_settings = load(GatewaySettings)
+        configure(gateway_settings.log_level, "gateway")
+        services.run(services.gateway_main(gateway_settings))
+    elif args.command == "sink":
+        sink_settings = load(SinkSettings)
+        configure(sink_settings.log_level, "sink")
+        services.run(services.sink_main(sink_settings))
+    else:
+        stream_settings = load(StreamSettings)
+        configure(stream_settings.log_level, "worker")
+        services.worker_main(stream_settings)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """keys create | list | revoke."""
+    settings = load(GatewaySettings)
+    with _admin(settings) as client:
+        if args.keys_command == "create":
+            body = {"team": args.team, "tenant": args.tenant or settings.default_tenant}
+            if args.name:
+                body["name"] = args.name
+            print(_request(client, "POST", "/v1/admin/keys", json=body)["key"])
+        elif args.keys_command == "list":
+            print("key_id\tprefix\ttenant\tteam\tname\tstatus")
+            for key in _request(client, "GET", "/v1/admin/keys")["data"]:
+                print(
+                    f"{key['key_id']}\t{key['key_prefix']}\t{key['tenant']}\t{key['team']}\t{key['name']}\t{key['status']}"
+                )
+        else:
+            _request(
+                client, "POST", f"/v1/admin/keys/{args.key_id}/revoke", json={"reason": args.reason}
+            )
+            print(f"revoked {args.key_id}")
+    return 0
+
+
+def cmd_wallets(args: argparse.Namespace) -> int:
+    """wallets fund | balance."""
+    settings = load(GatewaySettings)
+    tenant = args.tenant or settings.default_tenant
+    with _admin(settings) as client:
+        if args.wallets_command == "fund":
+            data = _request(
+                client,
+                "POST",
+                "/v1/admin/wallets/fund",
+                json={"team": args.team, "tenant": tenant, "usd": args.usd, "memo": args.memo},
+            )
+            print(f"funded {data['wallet_id']} with {format_usd(data['amount_nanousd'])} USD")
+        else:
+            data = _request(
+                client,
+                "GET",
+                "/v1/admin/wallets/balance",
+                params={"team": args.team, "tenant": tenant},
+            )
+            print(data["balance_usd"])
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Run a read-only query against the store; TSV on stdout."""
+    from govledger.admin_token import resolve_admin_token
+
+    settings = load(SinkSettings)
+    try:
+        token = resolve_admin_token(settings, create=False)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        response = httpx.post(
+            f"{settings.query_url}/",
+            content=args.query.encode(),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=ADMIN_TIMEOUT_S,
+        )
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the query API at {settings.query_url}: {exc}") from exc
+    if response.status_code >= 400:
+        _checked(response)
+    sys.stdout.write(response.text)
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """Print every setting as a Markdown table."""
+    print("| service | variable | default | meaning |\n|---|---|---|---|")
+    for service, name, default, doc in describe():
+        print(f"| {service} | `{name}` | `{default}` | {doc} |")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="govledger", description="Governance ledger for AI traffic."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "up", help="run the whole stack (embedded broker and store by default)"
+    ).set_defaults(func=cmd_up)
+    for name, text in (
+        ("gateway", "run a gateway"),
+        ("sink", "run the sink and query API"),
+        ("worker", "run the stream processors"),
+    ):
+        commands.add_parser(name, help=text).set_defaults(func=cmd_service)
+
+    keys = commands.add_parser("keys", help="issue, list and revoke gateway keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="issue a key; prints the secret alone")
+    create.add_argument("--team", required=True)
+    create.add_argument("--tenant")
+    create.add_argument("--name")
+    keys_commands.add_parser("list", help="list keys (prefix, team, status)")
+    revoke = keys_commands.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--reason", default="revoked by admin")
+    keys.set_defaults(func=cmd_keys)
+
+    wallets = commands.add_parser("wallets", help="fund wallets and read balances")
+    wallets_commands = wallets.add_subparsers(dest="wallets_command", required=True)
+    fund = wallets_commands.add_parser("fund", help="credit a team's wallet")
+    fund.add_argument("--team", required=True)
+    fund.add_argument("--tenant")
+    fund.add_argument("--usd", required=True, help="exact amount, e.g. 25 or 0.125")
+    fund.add_argument("--memo", default="")
+    balance = wallets_commands.add_parser("balance", help="print a team's balance in USD")
+    balance.add_argument("--team", required=True)
+    balance.add_argument("--tenant")
+    wallets.set_defaults(func=cmd_wallets)
+
+    sql = commands.add_parser("sql", help="run a read-only SQL query; prints TSV")
+    sql.add_argument("query")
+    sql.set_defaults(func=cmd_sql)
+    commands.add_parser("settings", help="print every setting").set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except (CliError, SettingsError) as exc:
+        print(f"govledger: {exc}", file=sys.stderr)
+        return 1

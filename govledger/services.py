@@ -1,0 +1,115 @@
+"""Each service's process: gateway, sink (store owner + query API), stream worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.server import GatewayProcess
+from govledger.admin_token import resolve_admin_token
+from replay.restore import broker_is_empty, restore
+from schemas.ids import new_producer_id
+from schemas.kafka import ensure_topics
+from schemas.publisher import ChainedPublisher
+from schemas.settings import GatewaySettings, SinkSettings, StreamSettings
+from sinks.query_api import QueryApi
+from sinks.store import Store
+from sinks.writer import SinkWriter
+
+log = structlog.get_logger(__name__)
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def run(coroutine: Any) -> None:
+    """Run a service's main coroutine on uvloop."""
+    import uvloop
+
+    uvloop.run(coroutine)
+
+
+async def gateway_main(settings: GatewaySettings) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    stop = _stop_event()
+    token = resolve_admin_token(settings, create=True)
+    process = GatewayProcess(settings, token)
+    await process.start()
+    try:
+        await stop.wait()
+    finally:
+        await process.stop()
+
+
+async def sink_main(settings: SinkSettings) -> None:
+    """Migrate, restore an empty broker, serve queries and write until SIGINT/SIGTERM."""
+    stop = _stop_event()
+    token = resolve_admin_token(settings, create=True)
+    store = Store(settings.effective_clickhouse_dsn)
+    await store.run(store.migrate)
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    if settings.restore_on_start and await broker_is_empty(settings.kafka_bootstrap):
+        await restore(store, settings.kafka_bootstrap, new_producer_id("restore"))
+    dlq = ChainedPublisher(settings.kafka_bootstrap, new_producer_id("sink"))
+    await dlq.start()
+    writer = SinkWriter(settings, store, dlq)
+    api = QueryApi(store, token, lambda: _stats(writer), settings.query_max_rows)
+    runner = web.AppRunner(api.application(), access_log=None)
+    await runner.setup()
+    await writer.start()
+    task = asyncio.create_task(writer.run())
+    await web.TCPSite(runner, settings.query_host, settings.query_port).start()
+    log.info("sink ready", query_url=settings.query_url, dsn=store.dsn)
+    try:
+        done, _ = await asyncio.wait(
+            [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            task.result()  # the writer died: surface why
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # Stopped on purpose: the producers stopped first, so write what is left.
+        await writer.drain()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await writer.stop()
+        await runner.cleanup()
+        await dlq.stop()
+        store.close()
+
+
+def _stats(writer: SinkWriter) -> dict[str, Any]:
+    stats = writer.stats
+    return {
+        "rows_inserted": stats.rows_inserted,
+        "dead_lettered": stats.dead_lettered,
+        "last_insert_ms": stats.last_insert_ms,
+    }
+
+
+def worker_main(settings: StreamSettings) -> None:
+    """Run the Faust worker with every domain agent (blocks; Faust handles signals)."""
+    import faust
+
+    from streams.app import create_app
+    from streams.seeds import load_wallet_seeds
+    from streams.wallets import agent as wallets_agent
+
+    seeds = asyncio.run(load_wallet_seeds(settings.kafka_bootstrap))
+    app = create_app(settings)
+    wallets_agent.register(app, seeds, new_producer_id("streams"))
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()

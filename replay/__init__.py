@@ -1,0 +1,1 @@
+"""Rebuilding state from history with the same pure folds the processors run."""

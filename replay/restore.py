@@ -1,0 +1,91 @@
+"""Restore an empty broker from the store (the system of record).
+
+Tansu's memory storage is gone when it stops. Before the processors and gateways start,
+this re-publishes the admin log (so gateways know every key) and the wallet balances
+folded from history with `streams.wallets.logic` (so processors and gateways resume from
+exact balances). Re-published records carry the restored header: the sink skips them,
+the folds are idempotent, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from replay.history import read_events, read_in_time_order
+from schemas import codec
+from schemas.ids import now_ms, uuid7
+from schemas.kafka import make_producer
+from schemas.records import Event
+from schemas.topics import CONTROL, RESTORED_HEADER, WALLET_STATE
+from sinks.store import Store
+from streams.wallets import logic as wallets
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    """What a restore re-published."""
+
+    control_events: int
+    wallets: int
+
+
+def fold_wallets(store: Store) -> dict[str, wallets.Wallet]:
+    """Every wallet as its recorded journal (fundings and settlements) makes it."""
+    funded = read_events(store, "control_events", "event_type = 'wallet.funded'")
+    settled = read_events(store, "lineage", "cost_nanousd > 0 AND wallet_id != ''")
+    return wallets.fold(settled, wallets.fold(funded))
+
+
+async def broker_is_empty(bootstrap: str) -> bool:
+    """Whether the control topic has never held a record (a fresh broker)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(CONTROL.name) or set()
+        tps = [TopicPartition(CONTROL.name, p) for p in partitions]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return all(offset == 0 for offset in ends.values())
+    finally:
+        await consumer.stop()
+
+
+async def restore(store: Store, bootstrap: str, producer_id: str) -> RestoreReport:
+    """Re-publish control events and folded balances into an empty broker."""
+    control: list[Event] = await store.run(read_in_time_order, store, "control_events")
+    folded: dict[str, wallets.Wallet] = await store.run(fold_wallets, store)
+    producer: Any = make_producer(bootstrap, client_id=producer_id)
+    headers = [(RESTORED_HEADER, b"1")]
+    await producer.start()
+    try:
+        for event in control:
+            await producer.send(
+                CONTROL.name, codec.encode(event), key=event.tenant_id.encode(), headers=headers
+            )
+        chain = codec.HashChain(producer_id)
+        for wallet in folded.values():
+            balance = chain.seal(
+                wallets.to_balance(
+                    wallet, event_id=uuid7(), occurred_at=now_ms(), producer_id="", seq=0
+                )
+            )
+            await producer.send(
+                WALLET_STATE.name,
+                codec.encode(balance),
+                key=wallet.wallet_id.encode(),
+                headers=headers,
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    report = RestoreReport(len(control), len(folded))
+    log.info(
+        "broker restored from store", control_events=report.control_events, wallets=report.wallets
+    )
+    return report

@@ -1,0 +1,1 @@
+"""The shared language of govledger: event schemas, codec, topics, money, settings."""

@@ -1,0 +1,120 @@
+"""Kafka client conventions shared by every service: how we produce and how we tail topics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from schemas.topics import CATALOGUE
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+
+def make_producer(bootstrap: str, *, linger_ms: int = 0, client_id: str = "govledger") -> Any:
+    """A producer with acks=all. Idempotence is off: Tansu has no InitProducerId, and our
+    consumers are idempotent by (producer_id, seq) instead."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=linger_ms,
+        max_request_size=MAX_REQUEST_BYTES,
+        client_id=client_id,
+        request_timeout_ms=10_000,
+    )
+
+
+async def ensure_topics(bootstrap: str, partitions: int) -> None:
+    """Create every catalogue topic that does not exist; state topics are compacted."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govledger-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                topic.name,
+                partitions,
+                1,
+                topic_configs={"cleanup.policy": "compact" if topic.compacted else "delete"},
+            )
+            for topic in CATALOGUE
+            if topic.name not in existing
+        ]
+        if missing:
+            await admin.create_topics(missing)
+            log.info("topics created", topics=[t.name for t in missing])
+    finally:
+        await admin.close()
+
+
+Handler = Callable[[Any], Awaitable[None] | None]
+
+
+class TopicTailer:
+    """Reads whole topics from the beginning and follows them, without a consumer group:
+    every reader gets the full state (how gateways read the control and state topics)."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], handle: Handler) -> None:
+        self._bootstrap = bootstrap
+        self._topics = list(topics)
+        self._handle = handle
+        self._consumer: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self.caught_up = asyncio.Event()
+
+    async def start(self) -> None:
+        """Assign every partition, seek to the beginning and start following."""
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            client_id="govledger-tailer",
+        )
+        await self._consumer.start()
+        partitions: list[TopicPartition] = []
+        for topic in self._topics:
+            for attempt in range(50):
+                found = self._consumer.partitions_for_topic(topic)
+                if found:
+                    break
+                # aiokafka has no public call to refresh metadata.
+                await self._consumer._client.force_metadata_update()
+                await asyncio.sleep(0.1 * (attempt + 1))
+            else:
+                raise RuntimeError(f"topic {topic} does not exist")
+            partitions.extend(TopicPartition(topic, p) for p in sorted(found))
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
+        end_offsets = await self._consumer.end_offsets(partitions)
+        self._task = asyncio.create_task(self._run(end_offsets))
+
+    async def _run(self, end_offsets: dict[TopicPartition, int]) -> None:
+        pending = {tp: end for tp, end in end_offsets.items() if end > 0}
+        if not pending:
+            self.caught_up.set()
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=5_000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    result = self._handle(message)
+                    if result is not None:
+                        await result
+                if tp in pending and messages[-1].offset + 1 >= pending[tp]:
+                    del pending[tp]
+            if not pending and not self.caught_up.is_set():
+                self.caught_up.set()
+
+    async def stop(self) -> None:
+        """Stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()

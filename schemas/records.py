@@ -1,0 +1,204 @@
+"""Typed event records: frozen dataclasses whose fields match the `.avsc` files one to one.
+
+Timestamps are UTC epoch milliseconds (`int`); money is integer nano-USD.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+GuardrailAction = Literal["allow", "redact", "block", "escalate"]
+Decision = Literal["allowed", "rejected", "failed"]
+UsageSource = Literal["reported", "estimated", "none"]
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """The envelope every record carries."""
+
+    schema_name: ClassVar[str] = ""
+    event_type_name: ClassVar[str] = ""
+
+    event_id: str
+    event_type: str
+    occurred_at: int
+    tenant_id: str
+    producer_id: str
+    seq: int
+    prev_hash: str = GENESIS_HASH
+    record_hash: str = ""
+
+    def to_avro(self) -> dict[str, Any]:
+        """The record as the plain dict fastavro writes."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_avro(cls, data: Mapping[str, Any]) -> Event:
+        """Build the record from the dict fastavro reads."""
+        return cls(**data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Attempt | Guardrail):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Attempt:
+    """One upstream attempt of the fallback trail."""
+
+    provider: str
+    model: str
+    status: int
+    latency_ms: float
+    error_class: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Guardrail:
+    """A guardrail that fired and what it did."""
+
+    name: str
+    action: GuardrailAction
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LineageRecord(Event):
+    """One gateway call."""
+
+    schema_name: ClassVar[str] = "govledger.v1.LineageRecord"
+    event_type_name: ClassVar[str] = "gateway.call"
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None = None
+    team_id: str
+    user_id: str | None = None
+    key_id: str
+    wallet_id: str
+    region: str
+    model_requested: str
+    model_selected: str
+    provider: str
+    selection_reason: str
+    attempts: tuple[Attempt, ...] = ()
+    policies_applied: tuple[str, ...] = ()
+    guardrails_triggered: tuple[Guardrail, ...] = ()
+    decision: Decision
+    prompt_tokens: int
+    completion_tokens: int
+    usage_source: UsageSource
+    cost_nanousd: int
+    reserved_nanousd: int
+    latency_ms: float
+    ttft_ms: float | None = None
+    gateway_overhead_ms: float
+    http_status: int
+    error_code: str | None = None
+    stream: bool
+    request_sha256: str
+    response_sha256: str | None = None
+
+    @classmethod
+    def from_avro(cls, data: Mapping[str, Any]) -> LineageRecord:
+        """Build the record, turning nested dicts into typed tuples."""
+        fields = dict(data)
+        fields["attempts"] = tuple(Attempt(**a) for a in data["attempts"])
+        fields["policies_applied"] = tuple(data["policies_applied"])
+        fields["guardrails_triggered"] = tuple(Guardrail(**g) for g in data["guardrails_triggered"])
+        return cls(**fields)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class KeyIssued(Event):
+    """A gateway key was issued; only the secret's hash travels."""
+
+    schema_name: ClassVar[str] = "govledger.v1.KeyIssued"
+    event_type_name: ClassVar[str] = "key.issued"
+
+    key_id: str
+    key_prefix: str
+    key_sha256: str
+    team_id: str
+    wallet_id: str
+    name: str
+    issued_by: str
+    expires_at: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRevoked(Event):
+    """A gateway key was revoked."""
+
+    schema_name: ClassVar[str] = "govledger.v1.KeyRevoked"
+    event_type_name: ClassVar[str] = "key.revoked"
+
+    key_id: str
+    reason: str
+    revoked_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WalletFunded(Event):
+    """Money was credited to a wallet."""
+
+    schema_name: ClassVar[str] = "govledger.v1.WalletFunded"
+    event_type_name: ClassVar[str] = "wallet.funded"
+
+    wallet_id: str
+    team_id: str
+    amount_nanousd: int
+    memo: str
+    funded_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WalletBalance(Event):
+    """Projection of a wallet's journal, published to the compacted wallet-state topic."""
+
+    schema_name: ClassVar[str] = "govledger.v1.WalletBalance"
+    event_type_name: ClassVar[str] = "wallet.balance"
+
+    wallet_id: str
+    team_id: str
+    balance_nanousd: int
+    funded_nanousd: int
+    spent_nanousd: int
+    entry_count: int
+    last_event_id: str
+    last_occurred_at: int
+    applied_seqs: Mapping[str, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter(Event):
+    """A record some consumer could not decode or validate."""
+
+    schema_name: ClassVar[str] = "govledger.v1.DeadLetter"
+    event_type_name: ClassVar[str] = "dead_letter"
+
+    origin_topic: str
+    origin_partition: int
+    origin_offset: int
+    consumer: str
+    error: str
+    payload: bytes
+
+
+RECORD_TYPES: tuple[type[Event], ...] = (
+    LineageRecord,
+    KeyIssued,
+    KeyRevoked,
+    WalletFunded,
+    WalletBalance,
+    DeadLetter,
+)

@@ -1,0 +1,191 @@
+"""Typed settings: one frozen dataclass per service, every field an environment variable.
+
+Each field is read from ``GOVLEDGER_<FIELD_NAME_UPPER>``. Any ``GOVLEDGER_*`` variable that
+no settings class declares is rejected, so a typo fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+ENV_PREFIX = "GOVLEDGER_"
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or has a value of the wrong shape."""
+
+
+def setting(default: Any, doc: str) -> Any:
+    """Declare one setting with its default and a one-line doc."""
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonSettings:
+    """Settings every service reads."""
+
+    data_dir: str = setting(".govledger", "Directory for the embedded store and runtime files.")
+    kafka_bootstrap: str = setting(
+        "", "Kafka bootstrap servers; empty starts the embedded Tansu broker."
+    )
+    clickhouse_dsn: str = setting(
+        "", "ClickHouse DSN (http://host:8123 or chdb:///abs/path); empty uses chDB in data_dir."
+    )
+    topic_partitions: int = setting(4, "Partitions for each topic created at start.")
+    kafka_session_timeout_ms: int = setting(
+        6000, "Consumer-group session timeout; Tansu joins in about half of it."
+    )
+    log_level: str = setting("info", "Log level: debug, info, warning or error.")
+    admin_token: str = setting(
+        "", "Admin bearer token for the admin API; empty generates one in data_dir."
+    )
+    gateway_host: str = setting("127.0.0.1", "Address the gateway listens on.")
+    gateway_port: int = setting(8080, "Port the gateway listens on.")
+    query_host: str = setting("127.0.0.1", "Address the query API (store owner) listens on.")
+    query_port: int = setting(8124, "Port of the query API (ClickHouse-style SQL over HTTP).")
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory as an absolute path."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def effective_clickhouse_dsn(self) -> str:
+        """The DSN to connect with: the configured one, else chDB under data_dir."""
+        return self.clickhouse_dsn or f"chdb://{self.data_path / 'chdb'}"
+
+    @property
+    def gateway_url(self) -> str:
+        """Base URL of the gateway."""
+        return f"http://{self.gateway_host}:{self.gateway_port}"
+
+    @property
+    def query_url(self) -> str:
+        """Base URL of the query API."""
+        return f"http://{self.query_host}:{self.query_port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSettings(CommonSettings):
+    """Settings of `govledger up`, the embedded runtime."""
+
+    broker_port: int = setting(19092, "Port of the embedded Tansu broker on 127.0.0.1.")
+    start_timeout_s: float = setting(60.0, "How long `up` waits for each child to become ready.")
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewaySettings(CommonSettings):
+    """Settings of the gateway."""
+
+    max_body_bytes: int = setting(1_048_576, "Largest request body accepted; larger gets 413.")
+    max_messages: int = setting(1024, "Most messages one chat request may carry.")
+    default_tenant: str = setting("default", "Tenant of keys created without --tenant.")
+    sim_latency_ms: float = setting(0.0, "Latency the sim provider adds per call.")
+    sim_error_rate: float = setting(0.0, "Fraction of sim calls that fail with 503 (0..1).")
+    sim_chunk_tokens: int = setting(4, "Tokens per streamed chunk from the sim provider.")
+    sim_completion_tokens: int = setting(24, "Completion tokens the sim provider returns.")
+    upstream_base_url: str = setting(
+        "", "Base URL of an OpenAI-compatible upstream (e.g. http://host/v1); empty disables it."
+    )
+    upstream_api_key: str = setting("", "API key sent to the OpenAI-compatible upstream.")
+    upstream_models: str = setting("", "Comma-separated models served by the upstream provider.")
+    upstream_timeout_s: float = setting(60.0, "Timeout of one upstream attempt.")
+    lineage_linger_ms: int = setting(2, "Producer linger for lineage records.")
+    lineage_max_pending: int = setting(100_000, "Most lineage records buffered before shedding.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SinkSettings(CommonSettings):
+    """Settings of the sink and query API (the process that owns the store)."""
+
+    sink_batch_rows: int = setting(50_000, "Most rows in one insert.")
+    sink_flush_ms: int = setting(100, "Longest wait before a partial batch is inserted.")
+    query_max_rows: int = setting(100_000, "Most rows one SQL query returns.")
+    restore_on_start: bool = setting(
+        True, "Restore control events and balances into an empty broker from the store."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSettings(CommonSettings):
+    """Settings of the Faust stream processors."""
+
+    worker_app_id: str = setting("govledger-streams", "Faust application id (consumer group).")
+    worker_web_port: int = setting(6066, "Port of the Faust worker's web endpoint (0 disables).")
+
+
+ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
+    RuntimeSettings,
+    GatewaySettings,
+    SinkSettings,
+    StreamSettings,
+)
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that carries a setting."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def known_env_names() -> frozenset[str]:
+    """Every GOVLEDGER_* variable that some service declares."""
+    return frozenset(env_name(f.name) for cls in ALL_SETTINGS for f in dataclasses.fields(cls))
+
+
+def _convert(raw: str, kind: Any, name: str) -> Any:
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from exc
+    return raw
+
+
+def load(cls: type[S], environ: Mapping[str, str] | None = None, **overrides: Any) -> S:
+    """Build settings from the environment; reject unknown GOVLEDGER_* variables."""
+    env = os.environ if environ is None else environ
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known_env_names())
+    if unknown:
+        raise SettingsError(f"unknown settings: {', '.join(unknown)}")
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        name = env_name(f.name)
+        if name in env:
+            values[f.name] = _convert(env[name], hints[f.name], name)
+    for key, value in overrides.items():
+        if key not in hints:
+            raise SettingsError(f"unknown setting override: {key}")
+        values[key] = value
+    return cls(**values)
+
+
+def describe() -> list[tuple[str, str, str, str]]:
+    """Rows (service, env var, default, doc) for documentation, each setting once."""
+    seen: set[str] = set()
+    rows: list[tuple[str, str, str, str]] = []
+    classes: tuple[type[CommonSettings], ...] = (CommonSettings, *ALL_SETTINGS)
+    for cls in classes:
+        own = {f.name for f in dataclasses.fields(cls)}
+        for f in dataclasses.fields(cls):
+            if f.name in seen or f.name not in own:
+                continue
+            seen.add(f.name)
+            service = cls.__name__.removesuffix("Settings").lower()
+            rows.append((service, env_name(f.name), repr(f.default), f.metadata["doc"]))
+    return rows

@@ -1,0 +1,1 @@
+"""The audit store: migrations, the batch writer, the query API."""

@@ -1,0 +1,1 @@
+"""Gateway keys as a projection of key issued / key revoked control events."""

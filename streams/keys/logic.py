@@ -1,0 +1,79 @@
+"""Keys as projections of control events. Pure: no I/O, no clock, no ids.
+
+A key is usable while it is issued, not revoked and not past its expiry. A revocation
+is final: a later or replayed `key.issued` for the same key id does not revive it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+from schemas.records import Event, KeyIssued, KeyRevoked
+
+KeyStatus = Literal["active", "revoked", "expired"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Key:
+    """What the gateway knows of a key: never the secret, only its hash."""
+
+    key_id: str
+    tenant_id: str
+    team_id: str
+    wallet_id: str
+    name: str
+    key_prefix: str
+    key_sha256: str
+    issued_at: int
+    expires_at: int | None
+    revoked_at: int | None = None
+
+    def status(self, now_ms: int) -> KeyStatus:
+        """Whether the key may be used at a moment."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now_ms >= self.expires_at:
+            return "expired"
+        return "active"
+
+
+def key_id_of(event: Event) -> str | None:
+    """The key an event concerns, if it is a key event."""
+    if isinstance(event, KeyIssued | KeyRevoked):
+        return event.key_id
+    return None
+
+
+def evolve(key: Key | None, event: Event) -> Key | None:
+    """One key after one event about it (see `key_id_of`); other events change nothing."""
+    if isinstance(event, KeyIssued):
+        if key is not None:
+            return key
+        return Key(
+            key_id=event.key_id,
+            tenant_id=event.tenant_id,
+            team_id=event.team_id,
+            wallet_id=event.wallet_id,
+            name=event.name,
+            key_prefix=event.key_prefix,
+            key_sha256=event.key_sha256,
+            issued_at=event.occurred_at,
+            expires_at=event.expires_at,
+        )
+    if isinstance(event, KeyRevoked) and key is not None and key.revoked_at is None:
+        return dataclasses.replace(key, revoked_at=event.occurred_at)
+    return key
+
+
+def fold(events: Iterable[Event], keys: Mapping[str, Key] | None = None) -> dict[str, Key]:
+    """Keys by key_id after a history of control events."""
+    result = dict(keys or {})
+    for event in events:
+        key_id = key_id_of(event)
+        if key_id is not None:
+            key = evolve(result.get(key_id), event)
+            if key is not None:
+                result[key_id] = key
+    return result

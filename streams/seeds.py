@@ -1,0 +1,37 @@
+"""Reading the wallet-state topic once at start: balances restored from the store into
+a fresh broker, which the agents use where their own table has no entry yet."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from schemas import codec
+from schemas.kafka import TopicTailer
+from schemas.records import WalletBalance
+from schemas.topics import WALLET_STATE
+from streams.wallets import logic
+
+SEED_TIMEOUT_S = 60.0
+
+
+async def load_wallet_seeds(bootstrap: str) -> dict[str, logic.Wallet]:
+    """The latest published balance of every wallet."""
+    seeds: dict[str, logic.Wallet] = {}
+
+    def keep(message: Any) -> None:
+        try:
+            record = codec.decode_as(message.value, WalletBalance)
+        except codec.DecodeError:
+            return  # the sink dead-letters it; a seed only needs good balances
+        known = seeds.get(record.wallet_id)
+        if known is None or known.entry_count <= record.entry_count:
+            seeds[record.wallet_id] = logic.from_balance(record)
+
+    tailer = TopicTailer(bootstrap, [WALLET_STATE.name], keep)
+    await tailer.start()
+    try:
+        await asyncio.wait_for(tailer.caught_up.wait(), timeout=SEED_TIMEOUT_S)
+    finally:
+        await tailer.stop()
+    return seeds
