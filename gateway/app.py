@@ -245,47 +245,62 @@ class Gateway:
         parts: list[str] = []
         usage: Usage | None = None
         finish = "stop"
+
+        async def send(event: bytes) -> web.StreamResponse:
+            nonlocal response
+            if response is None:
+                call.ttft_ms = (time.perf_counter() - call.started) * 1000
+                response = web.StreamResponse(
+                    headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+                )
+                await response.prepare(request)
+                await response.write(
+                    chunk_event(completion_id, chat.model, role="assistant", content="")
+                )
+            await response.write(event)
+            return response
+
         try:
             async for delta in deltas:
-                if response is None:
-                    call.ttft_ms = (time.perf_counter() - call.started) * 1000
-                    response = web.StreamResponse(
-                        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-                    )
-                    await response.prepare(request)
-                    await response.write(
-                        chunk_event(completion_id, chat.model, role="assistant", content="")
-                    )
                 if delta.content:
                     parts.append(delta.content)
-                    await response.write(
-                        chunk_event(completion_id, chat.model, content=delta.content)
-                    )
-                if delta.finish_reason:
-                    finish = delta.finish_reason
-                if delta.usage is not None:
-                    usage = delta.usage
+                    await send(chunk_event(completion_id, chat.model, content=delta.content))
+                finish = delta.finish_reason or finish
+                usage = delta.usage or usage
         except UpstreamError as exc:
             self._attempt(call, target, attempt_started, exc.status, exc.error_class)
             await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
             if response is None:
                 return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
-            await response.write(
-                b"data: " + errors.error_body(errors.UPSTREAM_ERROR, str(exc)) + b"\n\n"
-            )
+            error_event = errors.error_body(errors.UPSTREAM_ERROR, str(exc))
+            await self._write_or_drop(response, b"data: " + error_event + b"\n\n")
             return response
+        except ConnectionResetError:
+            # The caller went away mid-stream. The upstream still produced (and billed)
+            # what was generated so far: charge that, estimated, and record why it ended.
+            await deltas.aclose()
+            self._attempt(call, target, attempt_started, 200, None)
+            self._settle_usage(call, None, "".join(parts), chat)
+            await self._record(call, 499, errors.CLIENT_CLOSED.code, "allowed")
+            return response or web.StreamResponse()
         self._attempt(call, target, attempt_started, 200, None)
-        text = "".join(parts)
-        resolved = self._settle_usage(call, usage, text, chat)
-        if response is None:
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            await response.prepare(request)
-        await response.write(chunk_event(completion_id, chat.model, finish_reason=finish))
-        await response.write(chunk_event(completion_id, chat.model, usage=resolved))
-        await response.write(DONE_EVENT)
+        resolved = self._settle_usage(call, usage, "".join(parts), chat)
         await self._record(call, 200, None, "allowed")
-        await response.write_eof()
+        try:
+            await send(chunk_event(completion_id, chat.model, finish_reason=finish))
+            await send(chunk_event(completion_id, chat.model, usage=resolved))
+            stream = await send(DONE_EVENT)
+            await stream.write_eof()
+        except ConnectionResetError:
+            log.info("caller left before the end of the stream", trace_id=call.trace_id)
+        assert response is not None, "send() prepared the response"
         return response
+
+    async def _write_or_drop(self, response: web.StreamResponse, event: bytes) -> None:
+        try:
+            await response.write(event)
+        except ConnectionResetError:
+            log.info("caller left before the error event")
 
     def _attempt(
         self, call: CallRecord, target: Target, started: float, status: int, error: str | None

@@ -28,6 +28,8 @@ FORBIDDEN = ErrorKind("forbidden", 403, "permission_error")
 NOT_FOUND = ErrorKind("not_found", 404, "invalid_request_error")
 MODEL_NOT_FOUND = ErrorKind("model_not_found", 404, "invalid_request_error")
 BODY_TOO_LARGE = ErrorKind("request_too_large", 413, "invalid_request_error")
+# Recorded in lineage only: the caller closed the connection before the answer ended.
+CLIENT_CLOSED = ErrorKind("client_closed_request", 499, "client_error")
 OVERLOADED = ErrorKind("overloaded", 503, "server_error")
 UPSTREAM_ERROR = ErrorKind("upstream_error", 502, "upstream_error")
 INTERNAL_ERROR = ErrorKind("internal_error", 500, "server_error")
@@ -44,6 +46,7 @@ ALL_KINDS: tuple[ErrorKind, ...] = (
     NOT_FOUND,
     MODEL_NOT_FOUND,
     BODY_TOO_LARGE,
+    CLIENT_CLOSED,
     OVERLOADED,
     UPSTREAM_ERROR,
     INTERNAL_ERROR,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from sinks.store import Store
 
 DEFAULT_FORMAT = "TabSeparated"
+TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 MAX_QUERY_BYTES = 256 * 1024
 
 
@@ -82,6 +84,10 @@ class QueryApi:
         if not query.strip():
             return _error(400, "invalid_request", "no query: pass ?query= or a POST body")
         fmt = request.query.get("default_format", DEFAULT_FORMAT)
+        named = TRAILING_FORMAT.search(query)
+        if named is not None:
+            # The client passes the format separately; a FORMAT clause is moved there.
+            fmt, query = named.group(1), query[: named.start()]
         settings = {"max_result_rows": self.max_rows, "result_overflow_mode": "throw"}
         try:
             result = await self.store.run(self.store.raw_read_only, query, fmt, settings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,7 +62,7 @@ class Provider(Protocol):
         """One non-streamed completion."""
         ...
 
-    def stream(self, call: ChatCall) -> AsyncIterator[Delta]:
+    def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
         """A streamed completion, usage in the last delta when the provider reports it."""
         ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -86,7 +86,7 @@ class OpenAICompatProvider:
             raise UpstreamError(response.status_code, "bad_response", str(exc)) from exc
         return Completion(content, finish, _usage(data.get("usage")))
 
-    async def stream(self, call: ChatCall) -> AsyncIterator[Delta]:
+    async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
         """Server-sent events from the upstream, re-yielded as deltas."""
         request = self._client.build_request(
             "POST",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from gateway.providers.base import ChatCall, Completion, Delta, UpstreamError, Usage
 from gateway.tokens import estimate_prompt_tokens
@@ -81,7 +81,7 @@ class SimProvider:
         )
         return Completion(" ".join(words), finish, usage)
 
-    async def stream(self, call: ChatCall) -> AsyncIterator[Delta]:
+    async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
         """The same answer in chunks of `chunk_tokens` words, usage in the last delta."""
         await self._wait_or_fail()
         words = self._words(call)

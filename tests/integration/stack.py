@@ -1,0 +1,117 @@
+"""Starting the real stack for tests, and talking to it as a user would."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from govledger.admin_token import resolve_admin_token
+from govledger.runtime import Stack
+from schemas.settings import ENV_PREFIX, RuntimeSettings, load
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stack_environ(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(
+        {
+            "GOVLEDGER_DATA_DIR": str(data_dir),
+            "GOVLEDGER_GATEWAY_PORT": str(free_port()),
+            "GOVLEDGER_QUERY_PORT": str(free_port()),
+            "GOVLEDGER_BROKER_PORT": str(free_port()),
+            "GOVLEDGER_WORKER_WEB_PORT": str(free_port()),
+            "GOVLEDGER_LOG_LEVEL": "info",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float = 15.0, every_s: float = 0.05) -> Any:
+    """Poll until check() returns something truthy; fail with the last value."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every_s)
+    raise AssertionError(f"condition not met within {timeout_s}s; last value: {last!r}")
+
+
+@dataclass
+class RunningStack:
+    """A started stack and the ways a user reaches it."""
+
+    env: dict[str, str]
+    settings: RuntimeSettings
+    stack: Stack
+    token: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.token = resolve_admin_token(self.settings, create=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.settings.gateway_url}/v1"
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(
+            method,
+            f"{self.settings.gateway_url}{path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+            **kwargs,
+        )
+
+    def create_key(self, team: str, tenant: str = "default") -> dict[str, Any]:
+        response = self.admin("POST", "/v1/admin/keys", json={"team": team, "tenant": tenant})
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    def fund(self, team: str, usd: str, tenant: str = "default") -> None:
+        response = self.admin(
+            "POST", "/v1/admin/wallets/fund", json={"team": team, "tenant": tenant, "usd": usd}
+        )
+        assert response.status_code == 201, response.text
+
+    def balance_nanousd(self, team: str, tenant: str = "default") -> int:
+        response = self.admin(
+            "GET", "/v1/admin/wallets/balance", params={"team": team, "tenant": tenant}
+        )
+        assert response.status_code == 200, response.text
+        return int(response.json()["balance_nanousd"])
+
+    def sql(self, query: str) -> list[list[str]]:
+        response = httpx.post(
+            f"{self.settings.query_url}/",
+            content=query.encode(),
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return [line.split("\t") for line in response.text.splitlines()]
+
+
+@contextlib.contextmanager
+def running_stack(env: dict[str, str]) -> Iterator[RunningStack]:
+    settings = load(RuntimeSettings, env)
+    stack = Stack(settings, env)
+    stack.start()
+    try:
+        yield RunningStack(env, settings, stack)
+    finally:
+        stack.stop()

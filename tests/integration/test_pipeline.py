@@ -1,0 +1,331 @@
+"""The whole pipeline on the embedded default: real Tansu, Faust worker, chDB sink and
+gateway, driven with the official openai SDK the way a newcomer would."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import httpx
+import openai
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from gateway.catalogue import SIM_TARGETS
+from tests.integration.conftest import FAILING_MODEL
+from tests.integration.stack import RunningStack, running_stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+SIM_SMALL = next(t for t in SIM_TARGETS if t.model == "sim-small")
+
+
+def traceparent() -> tuple[str, str]:
+    trace_id = secrets.token_hex(16)
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
+def lineage_row(stack: RunningStack, trace_id: str, columns: str) -> list[str]:
+    rows = wait_for(
+        lambda: stack.sql(f"SELECT {columns} FROM lineage WHERE trace_id = '{trace_id}'"),
+        timeout_s=10,
+    )
+    assert len(rows) == 1, f"expected exactly one lineage record, got {rows}"
+    return rows[0]
+
+
+def client(stack: RunningStack, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.base_url, api_key=key, max_retries=0)
+
+
+def test_chat_completion_is_answered_recorded_and_charged(stack: RunningStack) -> None:
+    key = stack.create_key("search")
+    stack.fund("search", "5")
+    wait_for(lambda: stack.balance_nanousd("search") == 5_000_000_000)
+    trace_id, header = traceparent()
+
+    started = time.monotonic()
+    reply = client(stack, key["key"]).chat.completions.create(
+        model="sim-small",
+        messages=[{"role": "user", "content": "Summarise our Q3 spend."}],
+        extra_headers={"traceparent": header},
+    )
+    assert reply.choices[0].message.content
+    assert reply.usage is not None
+    row = lineage_row(
+        stack,
+        trace_id,
+        "key_id, team_id, prompt_tokens, completion_tokens, cost_nanousd, http_status, "
+        "decision, usage_source, stream, wallet_id",
+    )
+    visible_s = time.monotonic() - started
+    assert row == [
+        key["key_id"],
+        "search",
+        str(reply.usage.prompt_tokens),
+        str(reply.usage.completion_tokens),
+        str(SIM_SMALL.cost_nanousd(reply.usage.prompt_tokens, reply.usage.completion_tokens)),
+        "200",
+        "allowed",
+        "reported",
+        "false",
+        "default/search",
+    ]
+    assert visible_s < 5, f"lineage took {visible_s:.2f}s to reach ClickHouse"
+
+
+def test_streamed_call_carries_usage_in_last_chunk_and_is_never_free(stack: RunningStack) -> None:
+    key = stack.create_key("stream-team")
+    stack.fund("stream-team", "1")
+    wait_for(lambda: stack.balance_nanousd("stream-team") > 0)
+    trace_id, header = traceparent()
+
+    chunks = list(
+        client(stack, key["key"]).chat.completions.create(
+            model="sim-small",
+            messages=[{"role": "user", "content": "Stream me a haiku about ledgers."}],
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"traceparent": header},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert chunks[-1].usage is not None
+    usage = chunks[-1].usage
+    row = lineage_row(
+        stack,
+        trace_id,
+        "stream, usage_source, completion_tokens, cost_nanousd, toBool(ttft_ms > 0)",
+    )
+    expected_cost = SIM_SMALL.cost_nanousd(usage.prompt_tokens, usage.completion_tokens)
+    assert row == ["true", "reported", str(usage.completion_tokens), str(expected_cost), "true"]
+    assert expected_cost > 0
+
+
+def test_balance_equals_funding_minus_recorded_costs_exactly(stack: RunningStack) -> None:
+    key = stack.create_key("finops")
+    stack.fund("finops", "0.75")
+    stack.fund("finops", "0.000000001")
+    funded = 750_000_001
+    wait_for(lambda: stack.balance_nanousd("finops") == funded)
+    sdk = client(stack, key["key"])
+    for i in range(12):
+        sdk.chat.completions.create(
+            model="sim-large" if i % 3 else "sim-small",
+            messages=[{"role": "user", "content": f"question {i} " * (i + 1)}],
+            stream=bool(i % 2),
+        )
+
+    def reconciled() -> tuple[int, int] | None:
+        spent = stack.sql(
+            "SELECT sum(cost_nanousd), count() FROM lineage WHERE wallet_id = 'default/finops'"
+        )[0]
+        balance = stack.balance_nanousd("finops")
+        if spent[1] == "12" and balance == funded - int(spent[0]):
+            return balance, int(spent[0])
+        return None
+
+    balance, spent = wait_for(reconciled)
+    assert spent > 0
+    assert balance == funded - spent
+    stored = stack.sql(
+        "SELECT balance_nanousd FROM wallet_state WHERE wallet_id = 'default/finops' "
+        "ORDER BY entry_count DESC LIMIT 1"
+    )
+    assert stored == [[str(balance)]]
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code"),
+    [
+        ("malformed_json", 400, "invalid_json"),
+        ("invalid_request", 400, "invalid_request"),
+        ("missing_key", 401, "missing_api_key"),
+        ("unknown_key", 401, "invalid_api_key"),
+        ("revoked_key", 401, "key_revoked"),
+        ("unknown_model", 404, "model_not_found"),
+        ("body_too_large", 413, "request_too_large"),
+        ("upstream_failure", 502, "upstream_error"),
+    ],
+)
+def test_each_error_is_openai_shaped_and_recorded(
+    stack: RunningStack, case: str, status: int, code: str
+) -> None:
+    key = stack.create_key("errors")
+    stack.fund("errors", "1")
+    wait_for(lambda: stack.balance_nanousd("errors") > 0)
+    secret = key["key"]
+    body: bytes = b'{"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}'
+    if case == "malformed_json":
+        body = b'{"model": "sim-small", "messages": ['
+    elif case == "invalid_request":
+        body = b'{"model": "sim-small", "messages": "not a list"}'
+    elif case == "missing_key":
+        secret = ""
+    elif case == "unknown_key":
+        secret = "gk_" + secrets.token_urlsafe(32)
+    elif case == "revoked_key":
+        revoked = stack.admin("POST", f"/v1/admin/keys/{key['key_id']}/revoke", json={})
+        assert revoked.status_code == 200
+    elif case == "unknown_model":
+        body = b'{"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}'
+    elif case == "body_too_large":
+        filler = "x" * 70_000
+        body = (
+            b'{"model": "sim-small", "messages": [{"role": "user", "content": "'
+            + filler.encode()
+            + b'"}]}'
+        )
+    elif case == "upstream_failure":
+        body = (
+            b'{"model": "' + FAILING_MODEL.encode() + b'", "messages": '
+            b'[{"role": "user", "content": "hi"}]}'
+        )
+    trace_id, header = traceparent()
+    headers = {"traceparent": header, "Content-Type": "application/json"}
+    if secret:
+        headers["Authorization"] = f"Bearer {secret}"
+    response = httpx.post(
+        f"{stack.base_url}/chat/completions", content=body, headers=headers, timeout=30
+    )
+
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert error["type"]
+    row = lineage_row(stack, trace_id, "http_status, error_code, decision, cost_nanousd")
+    assert row[:2] == [str(status), code]
+    assert row[2] == ("failed" if status == 502 else "rejected")
+    assert row[3] == "0"
+
+
+def test_sdk_raises_typed_errors(stack: RunningStack) -> None:
+    key = stack.create_key("sdk-errors")
+    with pytest.raises(openai.AuthenticationError):
+        client(stack, "gk_wrong").chat.completions.create(
+            model="sim-small", messages=[{"role": "user", "content": "hi"}]
+        )
+    with pytest.raises(openai.NotFoundError):
+        client(stack, key["key"]).chat.completions.create(
+            model="nope", messages=[{"role": "user", "content": "hi"}]
+        )
+    models = client(stack, key["key"]).models.list()
+    assert {"sim-small", "sim-large"} <= {m.id for m in models.data}
+
+
+def test_unfunded_wallet_is_refused_with_402(stack: RunningStack) -> None:
+    key = stack.create_key("unfunded")
+    with pytest.raises(openai.APIStatusError) as refused:
+        client(stack, key["key"]).chat.completions.create(
+            model="sim-small", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert refused.value.status_code == 402
+    assert refused.value.code == "budget_exhausted"
+
+
+def test_undecodable_records_are_dead_lettered_with_the_reason(stack: RunningStack) -> None:
+    import asyncio
+
+    async def produce_garbage() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=stack.stack.bootstrap, acks="all", enable_idempotence=False
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait("govledger.lineage", b"not avro at all", key=b"default")
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce_garbage())
+
+    def dead_letters() -> list[list[str]] | None:
+        rows = stack.sql(
+            "SELECT consumer, origin_topic, error FROM dead_letters "
+            "WHERE payload = 'not avro at all' ORDER BY consumer"
+        )
+        return rows if len(rows) >= 2 else None
+
+    rows = wait_for(dead_letters)
+    consumers = {row[0] for row in rows}
+    assert consumers == {"sink", "streams.wallets"}
+    assert all(row[1] == "govledger.lineage" for row in rows)
+    assert all("C3 01" in row[2] for row in rows)
+
+
+def test_no_key_secret_is_stored_anywhere(stack: RunningStack) -> None:
+    key = stack.create_key("secrets")
+    stack.fund("secrets", "1")
+    wait_for(lambda: stack.balance_nanousd("secrets") > 0)
+    client(stack, key["key"]).chat.completions.create(
+        model="sim-small", messages=[{"role": "user", "content": "hi"}]
+    )
+    wait_for(lambda: stack.sql(f"SELECT 1 FROM lineage WHERE key_id = '{key['key_id']}'"))
+    tables = [row[0] for row in stack.sql("SHOW TABLES")]
+    assert {"lineage", "control_events", "wallet_state", "dead_letters"} <= set(tables)
+    for table in tables:
+        dump = httpx.post(
+            f"{stack.settings.query_url}/",
+            content=f"SELECT * FROM {table} FORMAT TSV".encode(),
+            headers={"Authorization": f"Bearer {stack.token}"},
+            timeout=30,
+        )
+        assert dump.status_code == 200
+        assert key["key"] not in dump.text
+        assert key["key"][12:40] not in dump.text
+
+
+def test_sql_endpoint_is_read_only(stack: RunningStack) -> None:
+    for statement in (
+        "INSERT INTO lineage (event_id) VALUES (generateUUIDv4())",
+        "DROP TABLE lineage",
+        "SELECT * FROM file('/etc/passwd')",
+    ):
+        response = httpx.post(
+            f"{stack.settings.query_url}/",
+            content=statement.encode(),
+            headers={"Authorization": f"Bearer {stack.token}"},
+            timeout=30,
+        )
+        assert response.status_code == 403, statement
+    anonymous = httpx.get(f"{stack.settings.query_url}/", params={"query": "SELECT 1"})
+    assert anonymous.status_code == 401
+
+
+def test_restart_keeps_keys_and_balances(stack: RunningStack, stack_env: dict[str, str]) -> None:
+    key = stack.create_key("durable")
+    stack.fund("durable", "2")
+    wait_for(lambda: stack.balance_nanousd("durable") == 2_000_000_000)
+    client(stack, key["key"]).chat.completions.create(
+        model="sim-large", messages=[{"role": "user", "content": "before the restart"}]
+    )
+    before = wait_for(
+        lambda: (b := stack.balance_nanousd("durable")) < 2_000_000_000 and b,
+    )
+    revoked = stack.create_key("durable")
+    stack.admin("POST", f"/v1/admin/keys/{revoked['key_id']}/revoke", json={})
+    stack.stack.stop()
+
+    with running_stack(stack_env) as again:
+        assert again.balance_nanousd("durable") == before
+        reply = client(again, key["key"]).chat.completions.create(
+            model="sim-large", messages=[{"role": "user", "content": "after the restart"}]
+        )
+        assert reply.usage is not None
+        with pytest.raises(openai.AuthenticationError):
+            client(again, revoked["key"]).chat.completions.create(
+                model="sim-large", messages=[{"role": "user", "content": "revoked stays revoked"}]
+            )
+        cost = next(t for t in SIM_TARGETS if t.model == "sim-large").cost_nanousd(
+            reply.usage.prompt_tokens, reply.usage.completion_tokens
+        )
+        wait_for(lambda: again.balance_nanousd("durable") == before - cost)
+
+        def reconciled() -> bool:
+            spent = again.sql(
+                "SELECT sum(cost_nanousd) FROM lineage WHERE wallet_id = 'default/durable'"
+            )
+            return int(spent[0][0]) == 2_000_000_000 - (before - cost)
+
+        wait_for(reconciled)
