@@ -97,8 +97,10 @@ def encode(record: Event) -> bytes:
 
 def decode(data: bytes) -> Event:
     """Decode single-object bytes into the typed record; DecodeError if not ours."""
-    if len(data) < HEADER_BYTES or data[:2] != MAGIC:
+    if data[:2] != MAGIC:
         raise DecodeError("not Avro single-object encoding (missing C3 01 marker)")
+    if len(data) < HEADER_BYTES:
+        raise DecodeError(f"record of {len(data)} bytes is shorter than the 10-byte header")
     entry = _BY_FINGERPRINT.get(data[2:HEADER_BYTES])
     if entry is None:
         raise DecodeError(f"unknown schema fingerprint {data[2:HEADER_BYTES].hex()}")

@@ -30,6 +30,28 @@ log = structlog.get_logger(__name__)
 SINK_TOPICS = (LINEAGE.name, CONTROL.name, WALLET_STATE.name, DLQ.name)
 CONSUMER_GROUP = "govledger-sink"
 INSERT_RETRIES = 5
+# A producer that retries a send with idempotence off can leave the same record twice in
+# a partition, close together. The writer remembers this many recent ids per partition.
+RECENT_IDS_PER_PARTITION = 100_000
+
+
+class RecentIds:
+    """The last N event ids seen per partition, to drop duplicates written by retries."""
+
+    def __init__(self, capacity: int) -> None:
+        assert capacity > 0, "capacity must be positive"
+        self.capacity = capacity
+        self._seen: dict[TopicPartition, dict[str, None]] = {}
+
+    def first_sighting(self, tp: TopicPartition, event_id: str) -> bool:
+        """Remember the id; False if it was seen recently on this partition."""
+        seen = self._seen.setdefault(tp, {})
+        if event_id in seen:
+            return False
+        seen[event_id] = None
+        if len(seen) > self.capacity:
+            del seen[next(iter(seen))]  # dicts keep insertion order: drop the oldest
+        return True
 
 
 @dataclass(slots=True)
@@ -72,6 +94,7 @@ class SinkWriter:
         self.dlq = dlq
         self.stats = SinkStats()
         self._unverified: set[TopicPartition] = set()
+        self._recent = RecentIds(RECENT_IDS_PER_PARTITION)
         self._consumer: Any = None
 
     async def start(self) -> None:
@@ -128,6 +151,8 @@ class SinkWriter:
                 except codec.DecodeError as exc:
                     await self._dead_letter(message, str(exc))
                     continue
+                if not self._recent.first_sighting(tp, record.event_id):
+                    continue  # a producer retry wrote it twice; keep the first
                 mapping = BY_RECORD_TYPE[type(record)]
                 table = pending.setdefault(mapping.table, PendingRows(mapping))
                 table.rows.append(mapping.row(record, message.value))

@@ -1,26 +1,69 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.integration.stack import RunningStack, free_port, running_stack, stack_environ
 
 FAILING_MODEL = "broken-upstream"
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
+CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:24.8"
 
 
-@pytest.fixture(scope="module")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    data_dir: Path = tmp_path_factory.mktemp("govledger")
-    # An upstream on a port nothing listens on: calls routed there fail with 502.
-    return stack_environ(
-        data_dir,
-        GOVLEDGER_UPSTREAM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
-        GOVLEDGER_UPSTREAM_MODELS=FAILING_MODEL,
-        GOVLEDGER_UPSTREAM_TIMEOUT_S="2",
-        GOVLEDGER_MAX_BODY_BYTES="65536",
-    )
+def docker_unavailable_reason() -> str | None:
+    """Why the containers variant cannot run here, or None when a Docker engine answers."""
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception as exc:  # any failure to reach an engine means: skip, saying why
+        return f"no Docker engine reachable ({type(exc).__name__}: {exc})"
+    return None
+
+
+@contextlib.contextmanager
+def container_backends() -> Iterator[dict[str, str]]:
+    """Apache Kafka and a ClickHouse server in containers, as production runs them."""
+    from testcontainers.community.clickhouse import ClickHouseContainer
+    from testcontainers.community.kafka import KafkaContainer
+
+    with (
+        KafkaContainer(KAFKA_IMAGE).with_kraft() as kafka,
+        ClickHouseContainer(CLICKHOUSE_IMAGE) as clickhouse,
+    ):
+        host = clickhouse.get_container_host_ip()
+        port = clickhouse.get_exposed_port(8123)
+        yield {
+            "GOVLEDGER_KAFKA_BOOTSTRAP": kafka.get_bootstrap_server(),
+            "GOVLEDGER_CLICKHOUSE_DSN": (
+                f"http://{clickhouse.username}:{clickhouse.password}@{host}:{port}/"
+                f"{clickhouse.dbname}"
+            ),
+        }
+
+
+@pytest.fixture(scope="module", params=["embedded", "containers"])
+def stack_env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    backends: contextlib.AbstractContextManager[dict[str, str]] = contextlib.nullcontext({})
+    if request.param == "containers":
+        reason = docker_unavailable_reason()
+        if reason is not None:
+            pytest.skip(f"containers variant (Apache Kafka + ClickHouse server): {reason}")
+        backends = container_backends()
+    with backends as backend_env:
+        # An upstream on a port nothing listens on: calls routed there fail with 502.
+        yield stack_environ(
+            tmp_path_factory.mktemp(f"govledger-{request.param}"),
+            GOVLEDGER_UPSTREAM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+            GOVLEDGER_UPSTREAM_MODELS=FAILING_MODEL,
+            GOVLEDGER_UPSTREAM_TIMEOUT_S="2",
+            GOVLEDGER_MAX_BODY_BYTES="65536",
+            **backend_env,
+        )
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,200 @@
+"""The sink against the real broker and the real ClickHouse engine: every event lands
+once, whatever is redelivered, and offsets move only after the insert."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from govledger.broker import start_tansu
+from schemas import codec
+from schemas.ids import new_producer_id, now_ms, uuid7
+from schemas.kafka import ensure_topics, make_producer
+from schemas.publisher import ChainedPublisher
+from schemas.records import LineageRecord
+from schemas.settings import SinkSettings, load
+from schemas.topics import LINEAGE
+from sinks.store import Store
+from sinks.writer import CONSUMER_GROUP, SinkWriter
+from tests.integration.stack import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("tansu") / "broker.log").open("ab")
+    broker = start_tansu(port, log)
+    try:
+        asyncio.run(ensure_topics(f"127.0.0.1:{port}", 2))
+        yield f"127.0.0.1:{port}"
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    # chDB allows one engine per process: this module owns the only one in the test run.
+    path: Path = tmp_path_factory.mktemp("chdb") / "store"
+    store = Store(f"chdb://{path}")
+    store.migrate()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+async def writer_factory(bootstrap: str, store: Store) -> AsyncIterator[object]:
+    settings = load(
+        SinkSettings,
+        environ={},
+        kafka_bootstrap=bootstrap,
+        sink_flush_ms=200,
+        kafka_session_timeout_ms=6000,
+    )
+    dlq = ChainedPublisher(bootstrap, new_producer_id("test-sink"))
+    await dlq.start()
+    writers: list[SinkWriter] = []
+
+    async def make() -> SinkWriter:
+        writer = SinkWriter(settings, store, dlq)
+        await writer.start()
+        writers.append(writer)
+        return writer
+
+    yield make
+    for writer in writers:
+        await writer.stop()
+    await dlq.stop()
+
+
+def lineage(tenant: str, chain: codec.HashChain, cost: int) -> bytes:
+    record = LineageRecord(
+        event_id=uuid7(),
+        event_type=LineageRecord.event_type_name,
+        occurred_at=now_ms(),
+        tenant_id=tenant,
+        producer_id="",
+        seq=0,
+        trace_id="0" * 32,
+        span_id="0" * 16,
+        team_id="team",
+        key_id="key_1",
+        wallet_id=f"{tenant}/team",
+        region="local",
+        model_requested="sim-small",
+        model_selected="sim-small",
+        provider="sim",
+        selection_reason="catalogue",
+        decision="allowed",
+        prompt_tokens=10,
+        completion_tokens=20,
+        usage_source="reported",
+        cost_nanousd=cost,
+        reserved_nanousd=cost,
+        latency_ms=1.0,
+        gateway_overhead_ms=0.5,
+        http_status=200,
+        stream=False,
+        request_sha256="0" * 64,
+    )
+    return codec.encode(chain.seal(record))
+
+
+async def produce(bootstrap: str, values: list[tuple[str, bytes]]) -> None:
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        for key, value in values:
+            await producer.send(LINEAGE.name, value, key=key.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def counts(store: Store, tenant: str) -> tuple[int, int, int]:
+    rows = store.query_rows(
+        "SELECT count(), uniqExact(event_id), sum(cost_nanousd) FROM lineage "
+        "WHERE tenant_id = %(tenant)s",
+        {"tenant": tenant},
+    )
+    return int(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+
+
+async def committed(bootstrap: str) -> dict[int, int | None]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=CONSUMER_GROUP)
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(LINEAGE.name, p)) for p in (0, 1)}
+    finally:
+        await consumer.stop()
+
+
+async def write_until(writer: SinkWriter, store: Store, tenant: str, rows: int) -> None:
+    for _ in range(100):
+        await writer.step(200)
+        if counts(store, tenant)[0] >= rows:
+            return
+    raise AssertionError(f"sink did not write {rows} rows for {tenant}")
+
+
+async def test_batch_redelivered_after_a_crash_leaves_no_duplicates(
+    bootstrap: str, store: Store, writer_factory: object
+) -> None:
+    chain = codec.HashChain(new_producer_id("gateway"))
+    values = [("crash", lineage("crash", chain, cost=7 + i)) for i in range(300)]
+    await produce(bootstrap, values)
+    first = await writer_factory()  # type: ignore[operator]
+    polled: dict[TopicPartition, list[object]] = {}
+    while sum(len(m) for m in polled.values()) < 300:
+        for tp, messages in (await first._consumer.getmany(timeout_ms=500)).items():
+            polled.setdefault(tp, []).extend(messages)
+    await first.write(polled)  # inserted, then "crashed" before committing offsets
+    assert counts(store, "crash") == (300, 300, sum(7 + i for i in range(300)))
+    assert all(offset is None for offset in (await committed(bootstrap)).values())
+    await first.stop()
+
+    second = await writer_factory()  # type: ignore[operator]
+    for _ in range(20):  # the redelivery comes after the group rebalances
+        await second.step(300)
+    assert counts(store, "crash") == (300, 300, sum(7 + i for i in range(300)))
+    assert sum(o or 0 for o in (await committed(bootstrap)).values()) >= 300
+
+
+async def test_records_written_twice_by_a_producer_retry_land_once(
+    bootstrap: str, store: Store, writer_factory: object
+) -> None:
+    writer = await writer_factory()  # type: ignore[operator]
+    chain = codec.HashChain(new_producer_id("gateway"))
+    values = [("retry", lineage("retry", chain, cost=100)) for _ in range(50)]
+    await produce(bootstrap, values + values[10:20])
+    await write_until(writer, store, "retry", 50)
+    for _ in range(3):
+        await writer.step(200)
+    assert counts(store, "retry") == (50, 50, 5_000)
+
+
+async def test_undecodable_record_is_dead_lettered_not_fatal(
+    bootstrap: str, store: Store, writer_factory: object
+) -> None:
+    writer = await writer_factory()  # type: ignore[operator]
+    chain = codec.HashChain(new_producer_id("gateway"))
+    unknown_schema = b"\xc3\x01" + bytes(8) + b"body"
+    await produce(bootstrap, [("dlq", unknown_schema), ("dlq", lineage("dlq", chain, 1))])
+    await write_until(writer, store, "dlq", 1)
+    assert writer.stats.dead_lettered >= 1
+    for _ in range(10):
+        await writer.step(200)
+        rows = store.query_rows(
+            "SELECT consumer, error FROM dead_letters WHERE origin_topic = %(topic)s",
+            {"topic": LINEAGE.name},
+        )
+        if rows:
+            break
+    assert rows == [("sink", "unknown schema fingerprint 0000000000000000")]
