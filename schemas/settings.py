@@ -48,6 +48,13 @@ class CommonSettings:
     query_host: str = setting("127.0.0.1", "Address the query API (store owner) listens on.")
     query_port: int = setting(8124, "Port of the query API (ClickHouse-style SQL over HTTP).")
 
+    def __post_init__(self) -> None:
+        for name in ("gateway_port", "query_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise SettingsError(f"{env_name(name)} must be a TCP port")
+        if self.topic_partitions < 1 or self.kafka_session_timeout_ms < 1000:
+            raise SettingsError("topic partitions must be >= 1 and the session timeout >= 1000 ms")
+
     @property
     def data_path(self) -> Path:
         """The data directory as an absolute path."""
@@ -96,6 +103,14 @@ class GatewaySettings(CommonSettings):
     upstream_timeout_s: float = setting(60.0, "Timeout of one upstream attempt.")
     lineage_linger_ms: int = setting(2, "Producer linger for lineage records.")
     lineage_max_pending: int = setting(100_000, "Most lineage records buffered before shedding.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.sim_error_rate <= 1.0:
+            raise SettingsError("GOVLEDGER_SIM_ERROR_RATE is a fraction between 0 and 1")
+        for name in ("max_body_bytes", "max_messages", "sim_chunk_tokens", "sim_completion_tokens"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{env_name(name)} must be at least 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,6 +65,11 @@ class SimProvider:
             count = max(1, min(count, call.max_tokens))
         return [_WORDS[digest[i % len(digest)] % len(_WORDS)] for i in range(count)]
 
+    @staticmethod
+    def _finish_reason(call: ChatCall, words: list[str]) -> str:
+        capped = call.max_tokens is not None and len(words) >= call.max_tokens
+        return "length" if capped else "stop"
+
     async def _wait_or_fail(self) -> None:
         if self.latency_ms > 0:
             await asyncio.sleep(self.latency_ms / 1000)
@@ -76,10 +81,7 @@ class SimProvider:
         await self._wait_or_fail()
         words = self._words(call)
         usage = Usage(estimate_prompt_tokens(call.messages), len(words))
-        finish = (
-            "length" if call.max_tokens is not None and len(words) >= call.max_tokens else "stop"
-        )
-        return Completion(" ".join(words), finish, usage)
+        return Completion(" ".join(words), self._finish_reason(call, words), usage)
 
     async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
         """The same answer in chunks of `chunk_tokens` words, usage in the last delta."""
@@ -90,7 +92,7 @@ class SimProvider:
             yield Delta(piece if start == 0 else " " + piece)
             await asyncio.sleep(0)
         usage = Usage(estimate_prompt_tokens(call.messages), len(words))
-        yield Delta("", "stop", usage)
+        yield Delta("", self._finish_reason(call, words), usage)
 
     async def close(self) -> None:
         """Nothing to release."""
