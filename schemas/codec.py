@@ -95,8 +95,8 @@ def encode(record: Event) -> bytes:
     return MAGIC + _BY_TYPE[type(record)].fingerprint + encode_body(record)
 
 
-def decode(data: bytes) -> Event:
-    """Decode single-object bytes into the typed record; DecodeError if not ours."""
+def schema_of(data: bytes) -> SchemaEntry:
+    """The schema named by a record's header; DecodeError if the header is not ours."""
     if data[:2] != MAGIC:
         raise DecodeError("not Avro single-object encoding (missing C3 01 marker)")
     if len(data) < HEADER_BYTES:
@@ -104,6 +104,12 @@ def decode(data: bytes) -> Event:
     entry = _BY_FINGERPRINT.get(data[2:HEADER_BYTES])
     if entry is None:
         raise DecodeError(f"unknown schema fingerprint {data[2:HEADER_BYTES].hex()}")
+    return entry
+
+
+def decode(data: bytes) -> Event:
+    """Decode single-object bytes into the typed record; DecodeError if not ours."""
+    entry = schema_of(data)
     try:
         raw = fastavro.schemaless_reader(io.BytesIO(data[HEADER_BYTES:]), entry.parsed, None)
         assert isinstance(raw, dict), "a record schema reads as a dict"

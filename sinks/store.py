@@ -86,17 +86,28 @@ class Store:
             log.info("migrations applied", names=applied)
         return applied
 
-    def insert(
-        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], token: str
-    ) -> None:
-        """Insert rows; a retry with the same token inserts nothing twice."""
+    def insert_avro(self, table: str, columns: Sequence[str], data: bytes, token: str) -> None:
+        """Insert an Avro container file; ClickHouse maps its fields to columns by name."""
         with self._lock:
-            self.client.insert(
+            self.client.raw_insert(
                 table,
-                rows,
-                column_names=list(columns),
-                settings={"insert_deduplication_token": token},
+                list(columns),
+                insert_block=data,
+                fmt="Avro",
+                settings={
+                    "insert_deduplication_token": token,
+                    "input_format_avro_allow_missing_fields": 1,
+                },
             )
+
+    def table_columns(self, table: str) -> list[str]:
+        """Column names of a table."""
+        rows = self.query_rows(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() "
+            "AND table = %(table)s ORDER BY position",
+            {"table": table},
+        )
+        return [str(row[0]) for row in rows]
 
     def query_rows(
         self, sql: str, parameters: dict[str, Any] | None = None

@@ -1,5 +1,7 @@
--- 001: the audit tables. Every row keeps `raw`, the record exactly as it crossed the
--- wire (Avro single-object bytes), so replay and hash-chain checks need nothing else.
+-- 001: the audit tables. Columns carry the Avro field names of the records they hold
+-- (the sink inserts Avro and ClickHouse maps fields to columns by name). Every row keeps
+-- `raw`, the record exactly as it crossed the wire (Avro single-object bytes), so replay
+-- and hash-chain checks need nothing else.
 CREATE TABLE IF NOT EXISTS lineage (
     event_id UUID,
     event_type LowCardinality(String),
@@ -55,11 +57,19 @@ CREATE TABLE IF NOT EXISTS control_events (
     seq UInt64,
     prev_hash String,
     record_hash String,
-    team_id String,
-    key_id String,
-    wallet_id String,
-    amount_nanousd Int64,
-    detail String,
+    key_id String DEFAULT '',
+    key_prefix String DEFAULT '',
+    key_sha256 String DEFAULT '',
+    team_id String DEFAULT '',
+    wallet_id String DEFAULT '',
+    name String DEFAULT '',
+    issued_by String DEFAULT '',
+    expires_at Nullable(DateTime64(3, 'UTC')),
+    reason String DEFAULT '',
+    revoked_by String DEFAULT '',
+    amount_nanousd Int64 DEFAULT 0,
+    memo String DEFAULT '',
+    funded_by String DEFAULT '',
     raw String,
     ingested_at DateTime64(3, 'UTC') DEFAULT now64(3),
     INDEX idx_event_id event_id TYPE bloom_filter GRANULARITY 4
@@ -69,6 +79,7 @@ SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS wallet_state (
     event_id UUID,
+    event_type LowCardinality(String),
     occurred_at DateTime64(3, 'UTC'),
     tenant_id LowCardinality(String),
     producer_id String,
@@ -93,6 +104,7 @@ SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS dead_letters (
     event_id UUID,
+    event_type LowCardinality(String),
     occurred_at DateTime64(3, 'UTC'),
     tenant_id LowCardinality(String),
     producer_id String,

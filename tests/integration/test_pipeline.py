@@ -129,11 +129,11 @@ def test_balance_equals_funding_minus_recorded_costs_exactly(stack: RunningStack
     balance, spent = wait_for(reconciled)
     assert spent > 0
     assert balance == funded - spent
-    stored = stack.sql(
+    latest_stored = (
         "SELECT balance_nanousd FROM wallet_state WHERE wallet_id = 'default/finops' "
         "ORDER BY entry_count DESC LIMIT 1"
     )
-    assert stored == [[str(balance)]]
+    wait_for(lambda: stack.sql(latest_stored) == [[str(balance)]])
 
 
 @pytest.mark.parametrize(

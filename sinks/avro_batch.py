@@ -1,0 +1,91 @@
+"""Batches of records as Avro object container files, for ClickHouse to decode.
+
+A record on the wire is a 10-byte header and the Avro body. Appending a `raw: bytes`
+field to the schema appends `zigzag(len) ‖ bytes` to each body, so a batch of
+records-with-raw is built by concatenation alone: the sink never decodes a field in
+Python, ClickHouse does (FORMAT Avro), and each row keeps its exact wire bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from schemas import codec
+from schemas.codec import HEADER_BYTES, SchemaEntry
+
+SYNC_MARKER = b"govledger-sync16"
+assert len(SYNC_MARKER) == 16
+
+
+def zigzag_varint(value: int) -> bytes:
+    """Avro's encoding of a long."""
+    encoded = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while encoded & ~0x7F:
+        out.append((encoded & 0x7F) | 0x80)
+        encoded >>= 7
+    out.append(encoded)
+    return bytes(out)
+
+
+def read_string(buffer: bytes, position: int) -> tuple[str, int]:
+    """An Avro string at position, and the position after it."""
+    length = 0
+    shift = 0
+    while True:
+        if position >= len(buffer) or shift > 63:
+            raise codec.DecodeError("truncated Avro string")
+        byte = buffer[position]
+        position += 1
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    length = (length >> 1) ^ -(length & 1)
+    end = position + length
+    if length < 0 or end > len(buffer):
+        raise codec.DecodeError("truncated Avro string")
+    return buffer[position:end].decode(), end
+
+
+def event_id_of(value: bytes) -> str:
+    """The event_id of a single-object encoded record: the body's first field."""
+    return read_string(value, HEADER_BYTES)[0]
+
+
+_HEADERS: dict[bytes, bytes] = {}
+
+
+def container_header(entry: SchemaEntry) -> bytes:
+    """The container-file header for a schema extended with a trailing `raw` field."""
+    known = _HEADERS.get(entry.fingerprint)
+    if known is not None:
+        return known
+    extended = {**entry.source, "fields": [*entry.source["fields"], _RAW_FIELD]}
+    meta = {b"avro.schema": json.dumps(extended).encode(), b"avro.codec": b"null"}
+    header = bytearray(b"Obj\x01")
+    header += zigzag_varint(len(meta))
+    for key, value in meta.items():
+        header += zigzag_varint(len(key)) + key + zigzag_varint(len(value)) + value
+    header += zigzag_varint(0) + SYNC_MARKER
+    _HEADERS[entry.fingerprint] = bytes(header)
+    return _HEADERS[entry.fingerprint]
+
+
+_RAW_FIELD = {"name": "raw", "type": "bytes", "doc": "The record's wire bytes."}
+
+
+def container_file(entry: SchemaEntry, values: Sequence[bytes]) -> bytes:
+    """One container file holding every value (wire bytes of `entry`'s schema) with raw."""
+    assert values, "a container file needs at least one record"
+    data = b"".join([v[HEADER_BYTES:] + zigzag_varint(len(v)) + v for v in values])
+    return b"".join(
+        (
+            container_header(entry),
+            zigzag_varint(len(values)),
+            zigzag_varint(len(data)),
+            data,
+            SYNC_MARKER,
+        )
+    )
