@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -22,6 +22,7 @@ from schemas.records import Event, KeyIssued, KeyRevoked, WalletFunded
 from schemas.topics import CONTROL
 from streams.wallets.logic import team_wallet_id
 
+E = TypeVar("E", bound=Event)
 KEY_PREFIX_CHARS = 10
 VIEW_WAIT_S = 5.0
 MAX_ADMIN_BODY_BYTES = 64 * 1024
@@ -98,7 +99,7 @@ class AdminApi:
             "seq": 0,
         }
 
-    async def _publish(self, record: Event) -> Event:
+    async def _publish(self, record: E) -> E:
         return await self.control.publish_and_wait(CONTROL.name, record.tenant_id, record)
 
     async def create_key(self, request: web.Request) -> web.Response:
@@ -191,6 +192,8 @@ class AdminApi:
             funded_by="admin",
         )
         sealed = await self._publish(record)
+        # Answer once this gateway's view has the credit, so the next call can spend it.
+        await self._wait_until(lambda: self._applied(sealed))
         return _json(
             {"event_id": sealed.event_id, "wallet_id": record.wallet_id, "amount_nanousd": amount},
             status=201,
@@ -214,6 +217,10 @@ class AdminApi:
                 "entry_count": wallet.entry_count if wallet is not None else 0,
             }
         )
+
+    def _applied(self, funded: WalletFunded) -> bool:
+        wallet = self.views.wallets.get(funded.wallet_id)
+        return wallet is not None and wallet.applied_seqs.get(funded.producer_id, 0) >= funded.seq
 
     async def _wait_until(self, condition: Any) -> None:
         deadline = asyncio.get_running_loop().time() + VIEW_WAIT_S

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -13,6 +13,8 @@ from schemas.kafka import make_producer
 from schemas.records import Event
 
 log = structlog.get_logger(__name__)
+
+E = TypeVar("E", bound=Event)
 
 
 class ChainedPublisher:
@@ -41,20 +43,20 @@ class ChainedPublisher:
         """Connect to the broker."""
         await self._producer.start()
 
-    async def publish(self, topic: str, key: str, record: Event) -> Event:
+    async def publish(self, topic: str, key: str, record: E) -> E:
         """Seal and send; wait only until the record is queued (delivery is tracked)."""
         sealed, future = await self._enqueue(topic, key, record)
         self._pending.add(future)
         future.add_done_callback(self._delivered)
         return sealed
 
-    async def publish_and_wait(self, topic: str, key: str, record: Event) -> Event:
+    async def publish_and_wait(self, topic: str, key: str, record: E) -> E:
         """Seal, send and wait for acks=all."""
         sealed, future = await self._enqueue(topic, key, record)
         await future
         return sealed
 
-    async def _enqueue(self, topic: str, key: str, record: Event) -> tuple[Event, Any]:
+    async def _enqueue(self, topic: str, key: str, record: E) -> tuple[E, Any]:
         async with self._order:
             sealed = self.chain.seal(record)
             future = await self._producer.send(topic, codec.encode(sealed), key=key.encode())
