@@ -88,14 +88,13 @@ class Gateway:
         lineage: ChainedPublisher,
         providers: dict[str, Provider],
         catalogue: dict[str, Target],
-        region: str = "local",
     ) -> None:
         self.settings = settings
         self.views = views
         self.lineage = lineage
         self.providers = providers
         self.catalogue = catalogue
-        self.region = region
+        self.region = settings.region
         self.reservations_nanousd: dict[str, int] = {}
 
     # --- routes ---------------------------------------------------------------------
@@ -127,6 +126,11 @@ class Gateway:
         trace_id, parent = parse_traceparent(request.headers.get("traceparent"))
         call = CallRecord(started, "", trace_id, parent)
         try:
+            if self.lineage.pending >= self.settings.lineage_max_pending:
+                # Every call must be recorded: refuse quickly rather than queue unboundedly.
+                raise GatewayError(
+                    errors.OVERLOADED, "gateway overloaded: lineage backlog at its limit"
+                )
             body = await self._read_body(request, call)
             key = self._authenticate(request.headers.get("Authorization"))
             call.tenant_id, call.team_id = key.tenant_id, key.team_id

@@ -102,7 +102,10 @@ class GatewaySettings(CommonSettings):
     upstream_models: str = setting("", "Comma-separated models served by the upstream provider.")
     upstream_timeout_s: float = setting(60.0, "Timeout of one upstream attempt.")
     lineage_linger_ms: int = setting(2, "Producer linger for lineage records.")
-    lineage_max_pending: int = setting(100_000, "Most lineage records buffered before shedding.")
+    lineage_max_pending: int = setting(
+        100_000, "Most lineage records awaiting broker acks; past it calls get 503 overloaded."
+    )
+    region: str = setting("local", "Region this gateway serves, recorded on every call.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
