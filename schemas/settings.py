@@ -120,7 +120,7 @@ class GatewaySettings(CommonSettings):
 class SinkSettings(CommonSettings):
     """Settings of the sink and query API (the process that owns the store)."""
 
-    sink_batch_rows: int = setting(50_000, "Most rows in one insert.")
+    sink_batch_rows: int = setting(100_000, "Most rows in one insert.")
     sink_flush_ms: int = setting(250, "Longest a record waits in the sink before its insert.")
     query_max_rows: int = setting(100_000, "Most rows one SQL query returns.")
     restore_on_start: bool = setting(

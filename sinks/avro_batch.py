@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import lru_cache
 
 from schemas import codec
 from schemas.codec import HEADER_BYTES, SchemaEntry
@@ -18,8 +19,9 @@ SYNC_MARKER = b"govledger-sync16"
 assert len(SYNC_MARKER) == 16
 
 
+@lru_cache(maxsize=65_536)
 def zigzag_varint(value: int) -> bytes:
-    """Avro's encoding of a long."""
+    """Avro's encoding of a long (cached: record lengths repeat)."""
     encoded = (value << 1) ^ (value >> 63)
     out = bytearray()
     while encoded & ~0x7F:
@@ -49,8 +51,14 @@ def read_string(buffer: bytes, position: int) -> tuple[str, int]:
     return buffer[position:end].decode(), end
 
 
+UUID_CHARS = 36
+UUID_LENGTH_BYTE = UUID_CHARS * 2  # zigzag varint of 36 fits one byte
+
+
 def event_id_of(value: bytes) -> str:
     """The event_id of a single-object encoded record: the body's first field."""
+    if len(value) > HEADER_BYTES + UUID_CHARS and value[HEADER_BYTES] == UUID_LENGTH_BYTE:
+        return value[HEADER_BYTES + 1 : HEADER_BYTES + 1 + UUID_CHARS].decode()
     return read_string(value, HEADER_BYTES)[0]
 
 

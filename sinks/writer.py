@@ -1,9 +1,11 @@
 """Topics into ClickHouse. Order per batch: check, dedupe, insert, then commit offsets.
 
-A batch redelivered after a crash (inserted, offsets not committed) leaves no duplicate
-rows: after a partition is (re)assigned, its records are checked against the table by
-event_id until one is found missing; inserts are in offset order, so later records of
-that partition cannot be present. In-process retries reuse an insert deduplication token.
+Records are not decoded here: the writer checks each header, cuts the event_id, and
+hands ClickHouse an Avro container file per schema (see `avro_batch`). A batch
+redelivered after a crash (inserted, offsets not committed) leaves no duplicate rows:
+after a partition is (re)assigned, its first records are looked up by event_id (see
+`_drop_already_written`). Producer retries that wrote a record twice are dropped by a
+window of recent ids. In-process insert retries reuse a deduplication token.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ log = structlog.get_logger(__name__)
 SINK_TOPICS = (LINEAGE.name, CONTROL.name, WALLET_STATE.name, DLQ.name)
 CONSUMER_GROUP = "govledger-sink"
 INSERT_RETRIES = 5
+# Poll timeout while a write is in flight and held records are already due.
+WRITING_POLL_MS = 10
 # Ids per look-up query: keeps each query far under ClickHouse's max_query_size (256 KiB).
 DEDUPE_QUERY_IDS = 2_000
 # A producer that retries a send with idempotence off can leave the same record twice in
@@ -111,12 +115,17 @@ class SinkWriter:
         self.store = store
         self.dlq = dlq
         self.stats = SinkStats()
-        self._unverified: set[TopicPartition] = set()
+        # Partitions (re)assigned recently: offset up to which their records are checked.
+        self._unverified: dict[TopicPartition, int | None] = {}
+        # How far past its first record after a (re)assignment a partition is checked: a
+        # previous owner had at most one write in flight and one batch held, never more.
+        self._verify_records = 2 * settings.sink_batch_rows
         self._recent = RecentIds(RECENT_IDS_PER_PARTITION)
         self._columns_by_schema: dict[bytes, list[str]] = {}
         self._held: dict[TopicPartition, list[Any]] = {}
         self._held_count = 0
         self._held_since: float | None = None
+        self._writing: asyncio.Task[None] | None = None
         self._consumer: Any = None
 
     async def start(self) -> None:
@@ -138,7 +147,7 @@ class SinkWriter:
 
     def reassigned(self, assigned: Any) -> None:
         """Partitions (re)assigned: their first records may already be in the store."""
-        self._unverified.update(assigned)
+        self._unverified.update(dict.fromkeys(assigned))
 
     async def run(self) -> None:
         """Consume, write and commit until cancelled."""
@@ -154,6 +163,8 @@ class SinkWriter:
         if self._held_since is not None:
             age_ms = (loop.time() - self._held_since) * 1000
             wait_ms = max(0, min(timeout_ms, int(self.settings.sink_flush_ms - age_ms)))
+            if self._writing is not None and not self._writing.done():
+                wait_ms = max(wait_ms, WRITING_POLL_MS)  # no busy loop while the write runs
         room = max(self.settings.sink_batch_rows - self._held_count, 1)
         batches = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room)
         polled = 0
@@ -163,19 +174,37 @@ class SinkWriter:
         if polled and self._held_since is None:
             self._held_since = loop.time()
         self._held_count += polled
+        # While a write is in flight, keep gathering: under load batches grow towards
+        # sink_batch_rows instead of queueing many small inserts behind each other.
+        writing = self._writing is not None and not self._writing.done()
         if self._held_since is not None and (
             self._held_count >= self.settings.sink_batch_rows
-            or (loop.time() - self._held_since) * 1000 >= self.settings.sink_flush_ms
+            or (
+                not writing
+                and (loop.time() - self._held_since) * 1000 >= self.settings.sink_flush_ms
+            )
         ):
-            await self.flush()
+            await self.flush(wait=False)
         return polled
 
-    async def flush(self) -> None:
-        """Write what is held, then commit its offsets."""
-        if not self._held:
-            return
-        held, self._held = self._held, {}
-        self._held_count, self._held_since = 0, None
+    async def flush(self, *, wait: bool = True) -> None:
+        """Write what is held, then commit its offsets. With wait=False the write runs
+        while the next batch is polled; a later flush waits for it first, so inserts and
+        commits stay in order."""
+        await self._finish_writing()
+        if self._held:
+            held, self._held = self._held, {}
+            self._held_count, self._held_since = 0, None
+            self._writing = asyncio.create_task(self._write_and_commit(held))
+        if wait:
+            await self._finish_writing()
+
+    async def _finish_writing(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing  # a failed write surfaces here and stops the sink
+
+    async def _write_and_commit(self, held: dict[TopicPartition, list[Any]]) -> None:
         await self.write(held)
         await self._consumer.commit({tp: messages[-1].offset + 1 for tp, messages in held.items()})
         self.stats.last_insert_ms = now_ms()
@@ -220,24 +249,43 @@ class SinkWriter:
                 await self._insert(unwritten)
 
     async def _drop_already_written(self, batch: PendingBatch) -> PendingBatch:
-        checked = [i for i, tp in enumerate(batch.partitions) if tp in self._unverified]
-        if not checked:
+        """Drop records a previous owner of the partition inserted but did not commit.
+
+        Each insert holds one schema's records in offset order, so per schema and
+        partition what was inserted is a prefix: if the first record is absent, so are
+        the rest. Only when a first record is present are all of them looked up.
+        """
+        firsts: dict[TopicPartition, int] = {}
+        for i, tp in enumerate(batch.partitions):
+            if tp in self._unverified and tp not in firsts:
+                firsts[tp] = i
+        if not firsts:
             return batch
+        found = await self._stored_ids(batch.table, [batch.ids[i] for i in firsts.values()])
+        suspects = {tp for tp, i in firsts.items() if batch.ids[i] in found}
+        if suspects:
+            candidates = [batch.ids[i] for i, tp in enumerate(batch.partitions) if tp in suspects]
+            found = await self._stored_ids(batch.table, candidates)
+            log.info("redelivered rows skipped", table=batch.table, rows=len(found))
+        for i, tp in enumerate(batch.partitions):
+            limit = self._unverified.get(tp)
+            if tp in firsts and limit is None:
+                limit = batch.offsets[i] + self._verify_records
+                self._unverified[tp] = limit
+            if limit is not None and batch.offsets[i] >= limit:
+                del self._unverified[tp]
+        return batch.keep([i for i, event_id in enumerate(batch.ids) if event_id not in found])
+
+    async def _stored_ids(self, table: str, ids: list[str]) -> set[str]:
         found: set[str] = set()
-        for start in range(0, len(checked), DEDUPE_QUERY_IDS):
-            ids = [batch.ids[i] for i in checked[start : start + DEDUPE_QUERY_IDS]]
+        for start in range(0, len(ids), DEDUPE_QUERY_IDS):
             rows = await self.store.run(
                 self.store.query_rows,
-                f"SELECT event_id FROM {batch.table} WHERE event_id IN %(ids)s",  # noqa: S608
-                {"ids": ids},
+                f"SELECT event_id FROM {table} WHERE event_id IN %(ids)s",  # noqa: S608
+                {"ids": ids[start : start + DEDUPE_QUERY_IDS]},
             )
             found.update(str(row[0]) for row in rows)
-        for i in checked:
-            if batch.ids[i] not in found:
-                self._unverified.discard(batch.partitions[i])
-        if found:
-            log.info("redelivered rows skipped", table=batch.table, rows=len(found))
-        return batch.keep([i for i, event_id in enumerate(batch.ids) if event_id not in found])
+        return found
 
     def _columns(self, batch: PendingBatch) -> list[str]:
         columns = self._columns_by_schema.get(batch.entry.fingerprint)
