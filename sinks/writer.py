@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,16 +50,20 @@ class RecentIds:
     def __init__(self, capacity: int) -> None:
         assert capacity > 0, "capacity must be positive"
         self.capacity = capacity
-        self._seen: dict[TopicPartition, dict[str, None]] = {}
+        self._seen: dict[TopicPartition, tuple[set[str], deque[str]]] = {}
 
     def first_sighting(self, tp: TopicPartition, event_id: str) -> bool:
         """Remember the id; False if it was seen recently on this partition."""
-        seen = self._seen.setdefault(tp, {})
-        if event_id in seen:
+        window = self._seen.get(tp)
+        if window is None:
+            window = self._seen[tp] = (set(), deque())
+        ids, order = window
+        if event_id in ids:
             return False
-        seen[event_id] = None
-        if len(seen) > self.capacity:
-            del seen[next(iter(seen))]  # dicts keep insertion order: drop the oldest
+        ids.add(event_id)
+        order.append(event_id)
+        if len(order) > self.capacity:
+            ids.discard(order.popleft())
         return True
 
 
@@ -222,7 +227,8 @@ class SinkWriter:
         pending: dict[bytes, PendingBatch] = {}
         for tp, messages in batches.items():
             for message in messages:
-                if any(key == RESTORED_HEADER for key, _ in message.headers or ()):
+                headers = message.headers
+                if headers and any(key == RESTORED_HEADER for key, _ in headers):
                     continue  # re-published from this store at start: the row exists
                 value = message.value or b""
                 try:
