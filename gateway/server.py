@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.admin import AdminApi
 from gateway.app import Gateway
 from gateway.catalogue import build_catalogue
-from gateway.errors import INTERNAL_ERROR, error_response
+from gateway.errors import INTERNAL_ERROR, NOT_FOUND, error_response
 from gateway.providers.base import Provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
@@ -53,8 +53,6 @@ async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamRespo
         return response
     except web.HTTPException as exc:
         if exc.status == 404:
-            from gateway.errors import NOT_FOUND
-
             return error_response(NOT_FOUND, f"no route {request.method} {request.path}")
         raise
     except Exception:

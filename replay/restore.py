@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from replay.history import read_events, read_in_time_order
 from schemas import codec
@@ -43,8 +44,6 @@ def fold_wallets(store: Store) -> dict[str, wallets.Wallet]:
 
 async def broker_is_empty(bootstrap: str) -> bool:
     """Whether the control topic has never held a record (a fresh broker)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
