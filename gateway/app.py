@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from gateway import errors
+from gateway.budget import Budget
 from gateway.catalogue import Target
 from gateway.chat import (
     DONE_EVENT,
@@ -95,7 +96,7 @@ class Gateway:
         self.providers = providers
         self.catalogue = catalogue
         self.region = settings.region
-        self.reservations_nanousd: dict[str, int] = {}
+        self.budget = Budget(views, lineage.producer_id)
 
     # --- routes ---------------------------------------------------------------------
 
@@ -181,22 +182,12 @@ class Gateway:
     def _reserve(self, call: CallRecord, chat: ChatRequest, target: Target) -> None:
         completion_tokens = chat.max_tokens or DEFAULT_RESERVED_COMPLETION_TOKENS
         reserve = target.cost_nanousd(estimate_prompt_tokens(chat.messages), completion_tokens)
-        wallet = self.views.wallets.get(call.wallet_id)
-        balance = wallet.balance_nanousd if wallet is not None else 0
-        in_flight = self.reservations_nanousd.get(call.wallet_id, 0)
-        if balance - in_flight < reserve:
-            raise GatewayError(
-                errors.BUDGET_EXHAUSTED,
-                f"wallet {call.wallet_id} cannot cover this call "
-                f"(available {balance - in_flight} nano-USD, needs up to {reserve})",
-            )
+        self.budget.reserve(call.wallet_id, reserve)
         call.reserved_nanousd = reserve
-        self.reservations_nanousd[call.wallet_id] = in_flight + reserve
 
     def _release(self, call: CallRecord) -> None:
         if call.reserved_nanousd:
-            left = self.reservations_nanousd[call.wallet_id] - call.reserved_nanousd
-            self.reservations_nanousd[call.wallet_id] = left
+            self.budget.release(call.wallet_id, call.reserved_nanousd)
 
     def _upstream_call(self, chat: ChatRequest, target: Target) -> tuple[Provider, ChatCall]:
         provider = self.providers[target.provider]
@@ -359,7 +350,8 @@ class Gateway:
             request_sha256=call.request_sha256,
             response_sha256=call.response_sha256,
         )
-        await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
+        sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
+        self.budget.settled(call.wallet_id, sealed.seq, cost)
 
 
 def new_key_secret() -> str:

@@ -162,3 +162,18 @@ def to_balance(
         last_occurred_at=wallet.last_occurred_at,
         applied_seqs=dict(wallet.applied_seqs),
     )
+
+
+def available_nanousd(
+    wallet: Wallet | None,
+    producer_id: str,
+    unsettled_nanousd: Mapping[int, int],
+    reserved_nanousd: int,
+) -> int:
+    """What one gateway may still commit from a wallet: the published balance, minus
+    this gateway's own settlements the balance does not include yet (their seq is above
+    the wallet's watermark for this producer), minus its in-flight reservations."""
+    balance = wallet.balance_nanousd if wallet is not None else 0
+    seen = wallet.applied_seqs.get(producer_id, 0) if wallet is not None else 0
+    pending = sum(cost for seq, cost in unsettled_nanousd.items() if seq > seen)
+    return balance - pending - reserved_nanousd

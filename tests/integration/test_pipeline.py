@@ -330,3 +330,32 @@ def test_restart_keeps_keys_and_balances(stack: RunningStack, stack_env: dict[st
             return int(spent[0][0]) == 2_000_000_000 - (before - cost)
 
         wait_for(reconciled)
+
+
+def test_one_gateway_never_spends_past_the_balance(stack: RunningStack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = stack.create_key("exact-budget")
+    messages = [{"role": "user", "content": "hi"}]
+    # With max_tokens equal to what the sim answers, a reservation is exactly the price.
+    price = SIM_SMALL.cost_nanousd(4 + 1, 24)
+    stack.fund("exact-budget", f"{10 * price / 1e9:.9f}")
+    sdk = client(stack, key["key"])
+
+    def call(_: int) -> int:
+        try:
+            sdk.chat.completions.create(model="sim-small", messages=messages, max_tokens=24)
+        except openai.APIStatusError as exc:
+            return exc.status_code
+        return 200
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(call, range(16)))
+
+    assert statuses.count(200) == 10
+    assert statuses.count(402) == 6
+    wait_for(lambda: stack.balance_nanousd("exact-budget") == 0)
+    spent = stack.sql(
+        "SELECT sum(cost_nanousd) FROM lineage WHERE wallet_id = 'default/exact-budget'"
+    )
+    assert spent == [[str(10 * price)]]
