@@ -42,6 +42,38 @@ def _identifier(data: dict[str, Any], name: str, default: str | None = None) -> 
     return value
 
 
+DURATION_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+MAX_SCOPE_ITEMS = 64
+
+
+def parse_duration_ms(text: str) -> int:
+    """'90d', '12h', '30m' or '45s' in milliseconds; ValueError for anything else."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in DURATION_UNITS_MS or not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"not a duration like 90d, 12h, 30m or 45s: {text!r}")
+    return int(number) * DURATION_UNITS_MS[unit]
+
+
+def _names(data: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = data.get(name, [])
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_SCOPE_ITEMS
+        or not all(isinstance(v, str) and 0 < len(v) <= ID_MAX_CHARS for v in value)
+    ):
+        raise GatewayError(errors.INVALID_REQUEST, f"'{name}' must be a list of names")
+    return tuple(value)
+
+
+def _limit(data: dict[str, Any], name: str) -> int:
+    value = data.get(name, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise GatewayError(errors.INVALID_REQUEST, f"'{name}' must be a non-negative integer")
+    return value
+
+
 class AdminApi:
     """Admin routes, authenticated with the admin bearer token."""
 
@@ -110,6 +142,15 @@ class AdminApi:
         name = data.get("name") or team
         if not isinstance(name, str) or len(name) > ID_MAX_CHARS:
             raise GatewayError(errors.INVALID_REQUEST, "'name' must be a short string")
+        expires_at = None
+        if data.get("expires_in"):
+            try:
+                expires_at = now_ms() + parse_duration_ms(str(data["expires_in"]))
+            except ValueError as exc:
+                raise GatewayError(errors.INVALID_REQUEST, str(exc)) from exc
+        policy_pack = data.get("policy_pack", "")
+        if not isinstance(policy_pack, str) or len(policy_pack) > ID_MAX_CHARS:
+            raise GatewayError(errors.INVALID_REQUEST, "'policy_pack' must be a short string")
         secret = new_key_secret()
         key_id = f"key_{secrets.token_hex(8)}"
         record = KeyIssued(
@@ -121,6 +162,13 @@ class AdminApi:
             wallet_id=team_wallet_id(tenant, team),
             name=name,
             issued_by="admin",
+            expires_at=expires_at,
+            models=_names(data, "models"),
+            providers=_names(data, "providers"),
+            regions=_names(data, "regions"),
+            policy_pack=policy_pack,
+            requests_per_minute=_limit(data, "requests_per_minute"),
+            tokens_per_minute=_limit(data, "tokens_per_minute"),
         )
         await self._publish(record)
         await self._wait_until(lambda: key_id in self.views.keys)
@@ -133,6 +181,12 @@ class AdminApi:
                 "team": team,
                 "wallet_id": record.wallet_id,
                 "name": name,
+                "expires_at": expires_at,
+                "models": list(record.models),
+                "providers": list(record.providers),
+                "regions": list(record.regions),
+                "requests_per_minute": record.requests_per_minute,
+                "tokens_per_minute": record.tokens_per_minute,
             },
             status=201,
         )
@@ -149,6 +203,10 @@ class AdminApi:
                 "name": k.name,
                 "status": k.status(now),
                 "wallet_id": k.wallet_id,
+                "expires_at": k.expires_at,
+                "models": list(k.models),
+                "requests_per_minute": k.requests_per_minute,
+                "tokens_per_minute": k.tokens_per_minute,
             }
             for k in self.views.keys.values()
         ]

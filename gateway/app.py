@@ -23,6 +23,7 @@ from gateway.chat import (
 )
 from gateway.errors import GatewayError, error_response
 from gateway.providers.base import ChatCall, Provider, UpstreamError, Usage
+from gateway.ratelimit import RateLimiter
 from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.views import LocalViews
 from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
@@ -97,6 +98,7 @@ class Gateway:
         self.catalogue = catalogue
         self.region = settings.region
         self.budget = Budget(views, lineage.producer_id)
+        self.limiter = RateLimiter()
 
     # --- routes ---------------------------------------------------------------------
 
@@ -142,10 +144,12 @@ class Gateway:
             if target is None:
                 raise GatewayError(errors.MODEL_NOT_FOUND, f"model '{chat.model}' does not exist")
             call.target = target
+            self._check_scopes(key, chat, target)
+            self._check_rate(key, chat)
             self._reserve(call, chat, target)
         except GatewayError as exc:
             await self._record(call, exc.kind.status, exc.kind.code, "rejected")
-            return error_response(exc.kind, exc.message)
+            return error_response(exc.kind, exc.message, exc.headers)
         try:
             if chat.stream:
                 return await self._stream(request, call, chat, target)
@@ -178,6 +182,35 @@ class Gateway:
         if status == "expired":
             raise GatewayError(errors.KEY_EXPIRED, f"key {key.key_prefix}… has expired")
         return key
+
+    def _check_scopes(self, key: Key, chat: ChatRequest, target: Target) -> None:
+        refused = key.allows(model=chat.model, provider=target.provider, region=self.region)
+        if refused == "model":
+            raise GatewayError(errors.MODEL_NOT_ALLOWED, f"key may not call model '{chat.model}'")
+        if refused == "provider":
+            raise GatewayError(
+                errors.PROVIDER_NOT_ALLOWED, f"key may not use provider '{target.provider}'"
+            )
+        if refused == "region":
+            raise GatewayError(
+                errors.REGION_NOT_ALLOWED, f"key may not be served in region '{self.region}'"
+            )
+
+    def _check_rate(self, key: Key, chat: ChatRequest) -> None:
+        tokens = estimate_prompt_tokens(chat.messages) + (chat.max_tokens or 0)
+        retry_after_s = self.limiter.admit(
+            key.key_id,
+            requests_per_minute=key.requests_per_minute,
+            tokens_per_minute=key.tokens_per_minute,
+            tokens=tokens,
+            now_s=time.monotonic(),
+        )
+        if retry_after_s:
+            raise GatewayError(
+                errors.RATE_LIMITED,
+                f"rate limit of key {key.key_prefix}… reached; retry in {retry_after_s}s",
+                headers={"Retry-After": str(retry_after_s)},
+            )
 
     def _reserve(self, call: CallRecord, chat: ChatRequest, target: Target) -> None:
         completion_tokens = chat.max_tokens or DEFAULT_RESERVED_COMPLETION_TOKENS

@@ -25,6 +25,10 @@ KEY_REVOKED = ErrorKind("key_revoked", 401, "authentication_error")
 KEY_EXPIRED = ErrorKind("key_expired", 401, "authentication_error")
 BUDGET_EXHAUSTED = ErrorKind("budget_exhausted", 402, "insufficient_quota")
 FORBIDDEN = ErrorKind("forbidden", 403, "permission_error")
+MODEL_NOT_ALLOWED = ErrorKind("model_not_allowed", 403, "permission_error")
+PROVIDER_NOT_ALLOWED = ErrorKind("provider_not_allowed", 403, "permission_error")
+REGION_NOT_ALLOWED = ErrorKind("region_not_allowed", 403, "permission_error")
+RATE_LIMITED = ErrorKind("rate_limited", 429, "rate_limit_error")
 NOT_FOUND = ErrorKind("not_found", 404, "invalid_request_error")
 MODEL_NOT_FOUND = ErrorKind("model_not_found", 404, "invalid_request_error")
 BODY_TOO_LARGE = ErrorKind("request_too_large", 413, "invalid_request_error")
@@ -43,6 +47,10 @@ ALL_KINDS: tuple[ErrorKind, ...] = (
     KEY_EXPIRED,
     BUDGET_EXHAUSTED,
     FORBIDDEN,
+    MODEL_NOT_ALLOWED,
+    PROVIDER_NOT_ALLOWED,
+    REGION_NOT_ALLOWED,
+    RATE_LIMITED,
     NOT_FOUND,
     MODEL_NOT_FOUND,
     BODY_TOO_LARGE,
@@ -56,10 +64,13 @@ ALL_KINDS: tuple[ErrorKind, ...] = (
 class GatewayError(Exception):
     """An expected refusal: carries the error kind and a message for the caller."""
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    def __init__(
+        self, kind: ErrorKind, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.headers = headers or {}
 
 
 def error_body(kind: ErrorKind, message: str) -> bytes:
@@ -69,8 +80,13 @@ def error_body(kind: ErrorKind, message: str) -> bytes:
     )
 
 
-def error_response(kind: ErrorKind, message: str) -> web.Response:
+def error_response(
+    kind: ErrorKind, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     """An OpenAI-style JSON error response."""
     return web.Response(
-        status=kind.status, body=error_body(kind, message), content_type="application/json"
+        status=kind.status,
+        body=error_body(kind, message),
+        content_type="application/json",
+        headers=headers,
     )

@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -63,6 +64,12 @@ def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any
         raise CliError(
             f"cannot reach the gateway at {client.base_url}: {exc} (is `govledger up` running?)"
         ) from exc
+
+
+def _when(epoch_ms: int | None) -> str:
+    if epoch_ms is None:
+        return "never"
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(timespec="seconds")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -132,15 +139,27 @@ def cmd_keys(args: argparse.Namespace) -> int:
     settings = load(GatewaySettings)
     with _admin(settings) as client:
         if args.keys_command == "create":
-            body = {"team": args.team, "tenant": args.tenant or settings.default_tenant}
+            body: dict[str, Any] = {
+                "team": args.team,
+                "tenant": args.tenant or settings.default_tenant,
+                "models": args.models or "",
+                "providers": args.providers or "",
+                "regions": args.regions or "",
+                "policy_pack": args.policy or "",
+                "requests_per_minute": args.rpm,
+                "tokens_per_minute": args.tpm,
+            }
             if args.name:
                 body["name"] = args.name
+            if args.expires_in:
+                body["expires_in"] = args.expires_in
             print(_request(client, "POST", "/v1/admin/keys", json=body)["key"])
         elif args.keys_command == "list":
-            print("key_id\tprefix\ttenant\tteam\tname\tstatus")
+            print("key_id\tprefix\ttenant\tteam\tname\tstatus\texpires_at")
             for key in _request(client, "GET", "/v1/admin/keys")["data"]:
                 print(
-                    f"{key['key_id']}\t{key['key_prefix']}\t{key['tenant']}\t{key['team']}\t{key['name']}\t{key['status']}"
+                    f"{key['key_id']}\t{key['key_prefix']}\t{key['tenant']}\t{key['team']}\t"
+                    f"{key['name']}\t{key['status']}\t{_when(key['expires_at'])}"
                 )
         else:
             _request(
@@ -228,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--team", required=True)
     create.add_argument("--tenant")
     create.add_argument("--name")
+    create.add_argument("--models", help="comma-separated models the key may call (default all)")
+    create.add_argument("--providers", help="comma-separated providers allowed (default all)")
+    create.add_argument("--regions", help="comma-separated gateway regions allowed (default all)")
+    create.add_argument("--policy", help="policy pack applied to the key's calls")
+    create.add_argument("--expires-in", help="lifetime such as 90d, 12h, 30m")
+    create.add_argument("--rpm", type=int, default=0, help="requests per minute (0: unlimited)")
+    create.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: unlimited)")
     keys_commands.add_parser("list", help="list keys (prefix, team, status)")
     revoke = keys_commands.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")

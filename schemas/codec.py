@@ -62,16 +62,20 @@ def load_schema_sources() -> dict[str, dict[str, Any]]:
 def _build_registry() -> tuple[dict[bytes, SchemaEntry], dict[type[Event], SchemaEntry]]:
     by_fingerprint: dict[bytes, SchemaEntry] = {}
     by_type: dict[type[Event], SchemaEntry] = {}
-    types = {t.schema_name: t for t in RECORD_TYPES}
+    # Every version of a record decodes into one Python type (fields added later carry
+    # defaults); the type writes with its newest schema, named by `schema_name`.
+    types = {t.schema_name.rsplit(".", 1)[1]: t for t in RECORD_TYPES}
     for source in load_schema_sources().values():
         name = f"{source['namespace']}.{source['name']}"
         pcf = to_parsing_canonical_form(source)
         fp = bytes.fromhex(fingerprint(pcf, "CRC-64-AVRO"))
         parsed = fastavro.parse_schema(_strip_logical_types(copy.deepcopy(source)))
-        entry = SchemaEntry(name, fp, parsed, types[name], source)
+        entry = SchemaEntry(name, fp, parsed, types[source["name"]], source)
         assert fp not in by_fingerprint, f"fingerprint clash: {name}"
         by_fingerprint[fp] = entry
-        by_type[entry.record_type] = entry
+        if name == entry.record_type.schema_name:
+            by_type[entry.record_type] = entry
+    assert set(by_type) == set(RECORD_TYPES), "every record type needs its writer schema"
     return by_fingerprint, by_type
 
 

@@ -122,7 +122,7 @@ class LineageRecord(Event):
 class KeyIssued(Event):
     """A gateway key was issued; only the secret's hash travels."""
 
-    schema_name: ClassVar[str] = "govledger.v1.KeyIssued"
+    schema_name: ClassVar[str] = "govledger.v2.KeyIssued"
     event_type_name: ClassVar[str] = "key.issued"
 
     key_id: str
@@ -133,6 +133,20 @@ class KeyIssued(Event):
     name: str
     issued_by: str
     expires_at: int | None = None
+    models: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    policy_pack: str = ""
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+
+    @classmethod
+    def from_avro(cls, data: Mapping[str, Any]) -> KeyIssued:
+        """Build the record; lists become tuples, fields a v1 record lacks take defaults."""
+        fields = dict(data)
+        for name in ("models", "providers", "regions"):
+            fields[name] = tuple(data.get(name, ()))
+        return cls(**fields)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

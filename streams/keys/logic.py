@@ -29,6 +29,22 @@ class Key:
     issued_at: int
     expires_at: int | None
     revoked_at: int | None = None
+    models: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    policy_pack: str = ""
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+
+    def allows(self, *, model: str, provider: str, region: str) -> str | None:
+        """Which scope refuses a call, if any: 'model', 'provider' or 'region'."""
+        if self.models and model not in self.models:
+            return "model"
+        if self.providers and provider not in self.providers:
+            return "provider"
+        if self.regions and region not in self.regions:
+            return "region"
+        return None
 
     def status(self, now_ms: int) -> KeyStatus:
         """Whether the key may be used at a moment."""
@@ -61,6 +77,12 @@ def evolve(key: Key | None, event: Event) -> Key | None:
             key_sha256=event.key_sha256,
             issued_at=event.occurred_at,
             expires_at=event.expires_at,
+            models=event.models,
+            providers=event.providers,
+            regions=event.regions,
+            policy_pack=event.policy_pack,
+            requests_per_minute=event.requests_per_minute,
+            tokens_per_minute=event.tokens_per_minute,
         )
     if isinstance(event, KeyRevoked) and key is not None and key.revoked_at is None:
         return dataclasses.replace(key, revoked_at=event.occurred_at)

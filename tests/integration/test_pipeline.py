@@ -294,6 +294,87 @@ def test_sql_endpoint_is_read_only(stack: RunningStack) -> None:
     assert anonymous.status_code == 401
 
 
+def test_one_gateway_never_spends_past_the_balance(stack: RunningStack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = stack.create_key("exact-budget")
+    messages = [{"role": "user", "content": "hi"}]
+    # With max_tokens equal to what the sim answers, a reservation is exactly the price.
+    price = SIM_SMALL.cost_nanousd(4 + 1, 24)
+    stack.fund("exact-budget", f"{10 * price / 1e9:.9f}")
+    sdk = client(stack, key["key"])
+
+    def call(_: int) -> int:
+        try:
+            sdk.chat.completions.create(model="sim-small", messages=messages, max_tokens=24)
+        except openai.APIStatusError as exc:
+            return exc.status_code
+        return 200
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(call, range(16)))
+
+    assert statuses.count(200) == 10
+    assert statuses.count(402) == 6
+    wait_for(lambda: stack.balance_nanousd("exact-budget") == 0)
+    spent = stack.sql(
+        "SELECT sum(cost_nanousd) FROM lineage WHERE wallet_id = 'default/exact-budget'"
+    )
+    assert spent == [[str(10 * price)]]
+
+
+def test_key_scopes_and_rate_limits_are_enforced_and_recorded(stack: RunningStack) -> None:
+    response = stack.admin(
+        "POST",
+        "/v1/admin/keys",
+        json={"team": "scoped", "models": ["sim-large"], "requests_per_minute": 2},
+    )
+    assert response.status_code == 201, response.text
+    key = response.json()
+    stack.fund("scoped", "1")
+    sdk = client(stack, key["key"])
+    messages = [{"role": "user", "content": "scoped"}]
+
+    trace_id, header = traceparent()
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        sdk.chat.completions.create(
+            model="sim-small", messages=messages, extra_headers={"traceparent": header}
+        )
+    assert denied.value.code == "model_not_allowed"
+    assert lineage_row(stack, trace_id, "http_status, error_code") == ["403", "model_not_allowed"]
+
+    for _ in range(2):  # the limit: two a minute
+        sdk.chat.completions.create(model="sim-large", messages=messages)
+    with pytest.raises(openai.RateLimitError) as limited:
+        sdk.chat.completions.create(model="sim-large", messages=messages)
+    assert limited.value.code == "rate_limited"
+    assert int(limited.value.response.headers["Retry-After"]) >= 1
+
+    stored = wait_for(
+        lambda: stack.sql(
+            "SELECT models, requests_per_minute FROM control_events "
+            f"WHERE key_id = '{key['key_id']}'"
+        )
+    )
+    assert stored == [["['sim-large']", "2"]]
+
+
+def test_an_expired_key_is_refused_with_its_own_code(stack: RunningStack) -> None:
+    stack.fund("expiring", "1")
+    response = stack.admin("POST", "/v1/admin/keys", json={"team": "expiring", "expires_in": "3s"})
+    assert response.status_code == 201, response.text
+    key = response.json()
+    sdk = client(stack, key["key"])
+    messages = [{"role": "user", "content": "before expiry"}]
+    sdk.chat.completions.create(model="sim-small", messages=messages)
+
+    time.sleep(max(0.0, key["expires_at"] / 1000 - time.time()) + 0.2)
+    with pytest.raises(openai.AuthenticationError) as expired:
+        sdk.chat.completions.create(model="sim-small", messages=messages)
+    assert expired.value.code == "key_expired"
+
+
+# Stops the module's stack: keep it last.
 def test_restart_keeps_keys_and_balances(stack: RunningStack, stack_env: dict[str, str]) -> None:
     key = stack.create_key("durable")
     stack.fund("durable", "2")
@@ -330,32 +411,3 @@ def test_restart_keeps_keys_and_balances(stack: RunningStack, stack_env: dict[st
             return int(spent[0][0]) == 2_000_000_000 - (before - cost)
 
         wait_for(reconciled)
-
-
-def test_one_gateway_never_spends_past_the_balance(stack: RunningStack) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    key = stack.create_key("exact-budget")
-    messages = [{"role": "user", "content": "hi"}]
-    # With max_tokens equal to what the sim answers, a reservation is exactly the price.
-    price = SIM_SMALL.cost_nanousd(4 + 1, 24)
-    stack.fund("exact-budget", f"{10 * price / 1e9:.9f}")
-    sdk = client(stack, key["key"])
-
-    def call(_: int) -> int:
-        try:
-            sdk.chat.completions.create(model="sim-small", messages=messages, max_tokens=24)
-        except openai.APIStatusError as exc:
-            return exc.status_code
-        return 200
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        statuses = list(pool.map(call, range(16)))
-
-    assert statuses.count(200) == 10
-    assert statuses.count(402) == 6
-    wait_for(lambda: stack.balance_nanousd("exact-budget") == 0)
-    spent = stack.sql(
-        "SELECT sum(cost_nanousd) FROM lineage WHERE wallet_id = 'default/exact-budget'"
-    )
-    assert spent == [[str(10 * price)]]

@@ -87,3 +87,28 @@ def test_keys_are_independent():
 def test_other_events_are_not_key_events():
     assert key_id_of(funding()) is None
     assert fold([funding()]) == {}
+
+
+def test_scopes_refuse_what_the_key_does_not_allow() -> None:
+    from streams.keys.logic import Key
+
+    key = Key(
+        key_id="k",
+        tenant_id="acme",
+        team_id="search",
+        wallet_id="acme/search",
+        name="n",
+        key_prefix="gk_1234567",
+        key_sha256="0" * 64,
+        issued_at=0,
+        expires_at=None,
+        models=("sim-large",),
+        providers=("sim",),
+        regions=("eu-west",),
+    )
+    assert key.allows(model="sim-large", provider="sim", region="eu-west") is None
+    assert key.allows(model="sim-small", provider="sim", region="eu-west") == "model"
+    assert key.allows(model="sim-large", provider="openai", region="eu-west") == "provider"
+    assert key.allows(model="sim-large", provider="sim", region="us-east") == "region"
+    unscoped = Key("k", "a", "t", "a/t", "n", "gk_", "0" * 64, 0, None)
+    assert unscoped.allows(model="any", provider="any", region="any") is None
