@@ -38,7 +38,6 @@ log = structlog.get_logger(__name__)
 # Reservation when the caller sets no max_tokens: a generous answer, so the budget check
 # errs on the side of refusing rather than overspending.
 DEFAULT_RESERVED_COMPLETION_TOKENS = 4_096
-POLICIES_APPLIED = ("auth", "model-access", "budget")
 
 
 @dataclass(slots=True)
@@ -58,6 +57,7 @@ class CallRecord:
     model_requested: str = ""
     target: Target | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    policies: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_source: UsageSource = "none"
@@ -135,6 +135,7 @@ class Gateway:
                     errors.OVERLOADED, "gateway overloaded: lineage backlog at its limit"
                 )
             body = await self._read_body(request, call)
+            call.policies.append("auth")
             key = self._authenticate(request.headers.get("Authorization"))
             call.tenant_id, call.team_id = key.tenant_id, key.team_id
             call.key_id, call.wallet_id = key.key_id, key.wallet_id
@@ -144,8 +145,11 @@ class Gateway:
             if target is None:
                 raise GatewayError(errors.MODEL_NOT_FOUND, f"model '{chat.model}' does not exist")
             call.target = target
+            call.policies.append("key-scopes")
             self._check_scopes(key, chat, target)
+            call.policies.append("rate-limit")
             self._check_rate(key, chat)
+            call.policies.append("budget")
             self._reserve(call, chat, target)
         except GatewayError as exc:
             await self._record(call, exc.kind.status, exc.kind.code, "rejected")
@@ -366,7 +370,7 @@ class Gateway:
             provider=target.provider if target is not None else "",
             selection_reason="catalogue" if target is not None else "",
             attempts=tuple(call.attempts),
-            policies_applied=POLICIES_APPLIED,
+            policies_applied=tuple(call.policies),
             guardrails_triggered=(),
             decision=decision,  # type: ignore[arg-type]
             prompt_tokens=call.prompt_tokens,

@@ -57,7 +57,7 @@ def test_chat_completion_is_answered_recorded_and_charged(stack: RunningStack) -
         stack,
         trace_id,
         "key_id, team_id, prompt_tokens, completion_tokens, cost_nanousd, http_status, "
-        "decision, usage_source, stream, wallet_id",
+        "decision, usage_source, stream, wallet_id, policies_applied",
     )
     visible_s = time.monotonic() - started
     assert row == [
@@ -71,6 +71,7 @@ def test_chat_completion_is_answered_recorded_and_charged(stack: RunningStack) -
         "reported",
         "false",
         "default/search",
+        "['auth','key-scopes','rate-limit','budget']",
     ]
     assert visible_s < 5, f"lineage took {visible_s:.2f}s to reach ClickHouse"
 
@@ -341,7 +342,11 @@ def test_key_scopes_and_rate_limits_are_enforced_and_recorded(stack: RunningStac
             model="sim-small", messages=messages, extra_headers={"traceparent": header}
         )
     assert denied.value.code == "model_not_allowed"
-    assert lineage_row(stack, trace_id, "http_status, error_code") == ["403", "model_not_allowed"]
+    assert lineage_row(stack, trace_id, "http_status, error_code, policies_applied") == [
+        "403",
+        "model_not_allowed",
+        "['auth','key-scopes']",  # the steps evaluated, up to the one that refused
+    ]
 
     for _ in range(2):  # the limit: two a minute
         sdk.chat.completions.create(model="sim-large", messages=messages)
