@@ -97,7 +97,6 @@ class SinkStats:
     rows_inserted: int = 0
     dead_lettered: int = 0
     last_insert_ms: int = 0
-    lag_records: dict[str, int] = field(default_factory=dict)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -163,6 +162,8 @@ class SinkWriter:
         """One poll. Records are held until `sink_flush_ms` after the first of them, or
         until `sink_batch_rows` are held: each chDB insert has a fixed cost, so fewer,
         larger inserts keep the sink cheap at low rates. Returns the records polled."""
+        if self._writing is not None and self._writing.done():
+            await self._finish_writing()  # surfaces a failed write now, not at the next flush
         loop = asyncio.get_running_loop()
         wait_ms = timeout_ms
         if self._held_since is not None:
