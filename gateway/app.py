@@ -301,6 +301,8 @@ class Gateway:
                 usage = delta.usage or usage
         except UpstreamError as exc:
             self._attempt(call, target, attempt_started, exc.status, exc.error_class)
+            if parts:  # the upstream produced (and bills) part of an answer: charge it
+                self._settle_usage(call, None, "".join(parts), chat)
             await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
             if response is None:
                 return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
@@ -348,7 +350,8 @@ class Gateway:
         latency_ms = (time.perf_counter() - call.started) * 1000
         target = call.target
         cost = 0
-        if target is not None and decision == "allowed":
+        if target is not None and call.usage_source != "none":
+            # Whatever the outcome, tokens an upstream produced are paid for.
             cost = target.cost_nanousd(call.prompt_tokens, call.completion_tokens)
         record = LineageRecord(
             event_id=uuid7(),

@@ -45,12 +45,19 @@ class Delta:
 
 
 class UpstreamError(Exception):
-    """The provider failed: status 0 when no response came back."""
+    """The provider failed: status 0 when no response came back.
 
-    def __init__(self, status: int, error_class: str, message: str) -> None:
+    `retry_after_s` is how long the provider asked us to wait (Retry-After on a 429 or
+    503), None when it did not say.
+    """
+
+    def __init__(
+        self, status: int, error_class: str, message: str, *, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_class = error_class
+        self.retry_after_s = retry_after_s
 
 
 class Provider(Protocol):

@@ -1,14 +1,27 @@
-"""Any OpenAI-compatible upstream over httpx: base URL and API key from settings."""
+"""Any OpenAI-compatible upstream over httpx: base URL and API key from settings.
+
+Variants that speak the same API with a different address, auth or body (Azure OpenAI,
+Mistral, Ollama) subclass this and override `_path` and `_body`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
 import orjson
 
 from gateway.providers.base import ChatCall, Completion, Delta, UpstreamError, Usage
+from gateway.providers.upstream_http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_SSE_EVENT_CHARS,
+    classify_transport_error,
+    read_body,
+    read_error_body,
+    sse_events,
+    status_error,
+)
 
 
 def _usage(data: Any) -> Usage | None:
@@ -17,22 +30,12 @@ def _usage(data: Any) -> Usage | None:
     return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
 
 
-def _classify(exc: httpx.HTTPError) -> UpstreamError:
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamError(0, "timeout", f"upstream timed out: {exc}")
-    if isinstance(exc, httpx.ConnectError):
-        return UpstreamError(0, "connect", f"upstream unreachable: {exc}")
-    return UpstreamError(0, "transport", f"upstream transport error: {exc}")
-
-
-def _status_error(response: httpx.Response, body: bytes) -> UpstreamError:
-    status = response.status_code
-    kind = "http_5xx" if status >= 500 else ("rate_limited" if status == 429 else "http_4xx")
-    return UpstreamError(status, kind, f"upstream answered {status}: {body[:200]!r}")
-
-
 class OpenAICompatProvider:
-    """Chat completions against `{base_url}/chat/completions`."""
+    """Chat completions against `{base_url}/chat/completions`.
+
+    `headers` and `params` are added to every request (e.g. another auth header, an API
+    version); the limits bound what is held in memory per response.
+    """
 
     def __init__(
         self,
@@ -42,17 +45,32 @@ class OpenAICompatProvider:
         api_key: str,
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_event_chars: int = DEFAULT_MAX_SSE_EVENT_CHARS,
     ) -> None:
+        assert max_response_bytes > 0 and max_event_chars > 0, "limits must be positive"
         self.name = name
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._max_response_bytes = max_response_bytes
+        self._max_event_chars = max_event_chars
+        all_headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        all_headers.update(headers or {})
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
-            headers=headers,
+            headers=all_headers,
+            params=dict(params or {}),
             timeout=timeout_s,
             transport=transport,
         )
 
-    def _payload(self, call: ChatCall, *, stream: bool) -> bytes:
+    def _path(self, call: ChatCall) -> str:
+        """Where the call goes, relative to the base URL; may raise UpstreamError."""
+        del call
+        return "/chat/completions"
+
+    def _body(self, call: ChatCall, *, stream: bool) -> dict[str, Any]:
+        """The request body as the upstream expects it."""
         payload: dict[str, Any] = {**call.extra, "model": call.upstream_model}
         payload["messages"] = call.messages
         if call.max_tokens is not None:
@@ -63,51 +81,59 @@ class OpenAICompatProvider:
             payload["stream"] = True
             # Ask for usage so a streamed call is priced from what the provider reports.
             payload["stream_options"] = {"include_usage": True}
-        return orjson.dumps(payload)
+        return payload
 
     async def complete(self, call: ChatCall) -> Completion:
         """One completion; non-2xx and transport failures raise UpstreamError."""
+        request = self._client.build_request(
+            "POST",
+            self._path(call),
+            content=orjson.dumps(self._body(call, stream=False)),
+            headers={"Content-Type": "application/json"},
+        )
         try:
-            response = await self._client.post(
-                "/chat/completions",
-                content=self._payload(call, stream=False),
-                headers={"Content-Type": "application/json"},
-            )
+            # Streamed so the body is read under a limit instead of whole, whatever its size.
+            response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise _classify(exc) from exc
-        if response.status_code >= 400:
-            raise _status_error(response, response.content)
+            raise classify_transport_error(exc) from exc
         try:
-            data = orjson.loads(response.content)
+            if response.status_code >= 400:
+                raise status_error(response, await read_error_body(response))
+            content = await read_body(response, limit=self._max_response_bytes)
+        except httpx.HTTPError as exc:
+            raise classify_transport_error(exc) from exc
+        finally:
+            await response.aclose()
+        try:
+            data = orjson.loads(content)
             choice = data["choices"][0]
-            content = choice["message"].get("content") or ""
+            text = choice["message"].get("content") or ""
             finish = choice.get("finish_reason") or "stop"
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise UpstreamError(response.status_code, "bad_response", str(exc)) from exc
-        return Completion(content, finish, _usage(data.get("usage")))
+        return Completion(text, finish, _usage(data.get("usage")))
 
     async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
         """Server-sent events from the upstream, re-yielded as deltas."""
         request = self._client.build_request(
             "POST",
-            "/chat/completions",
-            content=self._payload(call, stream=True),
+            self._path(call),
+            content=orjson.dumps(self._body(call, stream=True)),
             headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
         )
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            raise _classify(exc) from exc
+            raise classify_transport_error(exc) from exc
         try:
             if response.status_code >= 400:
-                raise _status_error(response, await response.aread())
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
+                raise status_error(response, await read_error_body(response))
+            async for event in sse_events(response, max_event_chars=self._max_event_chars):
+                if event.data.strip() == "[DONE]":
                     break
-                chunk = orjson.loads(data)
+                chunk = orjson.loads(event.data)
+                if not isinstance(chunk, dict):
+                    raise UpstreamError(response.status_code, "bad_response", "chunk not an object")
                 usage = _usage(chunk.get("usage"))
                 for choice in chunk.get("choices") or []:
                     delta = choice.get("delta") or {}
@@ -115,8 +141,8 @@ class OpenAICompatProvider:
                 if usage is not None:
                     yield Delta("", None, usage)
         except httpx.HTTPError as exc:
-            raise _classify(exc) from exc
-        except orjson.JSONDecodeError as exc:
+            raise classify_transport_error(exc) from exc
+        except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
             raise UpstreamError(response.status_code, "bad_response", str(exc)) from exc
         finally:
             await response.aclose()
