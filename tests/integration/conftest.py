@@ -5,9 +5,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.stack import RunningStack, free_port, running_stack, stack_environ
+from tests.integration.stack import RunningStack, running_stack, stack_environ
+from tests.integration.upstream import fake_upstream
 
 FAILING_MODEL = "broken-upstream"
+CUT_STREAM_MODEL = "cut-stream"
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
 CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:24.8"
 
@@ -54,12 +56,13 @@ def stack_env(
         if reason is not None:
             pytest.skip(f"containers variant (Apache Kafka + ClickHouse server): {reason}")
         backends = container_backends()
-    with backends as backend_env:
-        # An upstream on a port nothing listens on: calls routed there fail with 502.
+    # A stand-in for an upstream provider (outside the product): one model always answers
+    # 500, the other breaks its stream off after two chunks.
+    with backends as backend_env, fake_upstream(FAILING_MODEL, CUT_STREAM_MODEL) as upstream:
         yield stack_environ(
             tmp_path_factory.mktemp(f"govledger-{request.param}"),
-            GOVLEDGER_UPSTREAM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
-            GOVLEDGER_UPSTREAM_MODELS=FAILING_MODEL,
+            GOVLEDGER_UPSTREAM_BASE_URL=upstream,
+            GOVLEDGER_UPSTREAM_MODELS=f"{FAILING_MODEL},{CUT_STREAM_MODEL}",
             GOVLEDGER_UPSTREAM_TIMEOUT_S="2",
             GOVLEDGER_MAX_BODY_BYTES="65536",
             **backend_env,

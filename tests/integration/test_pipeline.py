@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.catalogue import SIM_TARGETS
-from tests.integration.conftest import FAILING_MODEL
+from tests.integration.conftest import CUT_STREAM_MODEL, FAILING_MODEL
 from tests.integration.stack import RunningStack, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -377,6 +377,35 @@ def test_an_expired_key_is_refused_with_its_own_code(stack: RunningStack) -> Non
     with pytest.raises(openai.AuthenticationError) as expired:
         sdk.chat.completions.create(model="sim-small", messages=messages)
     assert expired.value.code == "key_expired"
+
+
+def test_a_stream_the_upstream_breaks_off_is_charged_for_what_it_produced(
+    stack: RunningStack,
+) -> None:
+    key = stack.create_key("cut")
+    stack.fund("cut", "1")
+    trace_id, header = traceparent()
+    received: list[str] = []
+
+    def read_stream() -> None:
+        for chunk in client(stack, key["key"]).chat.completions.create(
+            model=CUT_STREAM_MODEL,
+            messages=[{"role": "user", "content": "tell me everything"}],
+            stream=True,
+            extra_headers={"traceparent": header},
+        ):
+            received.extend(c.delta.content or "" for c in chunk.choices)
+
+    with pytest.raises(openai.APIError):
+        read_stream()
+    assert "".join(received).startswith("The first part of an answer")
+    row = lineage_row(
+        stack,
+        trace_id,
+        "http_status, error_code, decision, usage_source, toBool(completion_tokens > 0), "
+        "toBool(cost_nanousd > 0)",
+    )
+    assert row == ["502", "upstream_error", "failed", "estimated", "true", "true"]
 
 
 # Stops the module's stack: keep it last.

@@ -1,0 +1,69 @@
+"""A misbehaving OpenAI-compatible upstream on loopback, standing in for a provider."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+
+import orjson
+from aiohttp import web
+
+from tests.integration.stack import free_port
+
+
+def _chunk(text: str) -> bytes:
+    body = {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "cut-stream",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+@contextlib.contextmanager
+def fake_upstream(failing_model: str, cut_stream_model: str) -> Iterator[str]:
+    """Serve /v1/chat/completions: `failing_model` gets a 500, `cut_stream_model` streams
+    two chunks and then drops the connection. Yields the base URL."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        payload = await request.json()
+        if payload.get("model") != cut_stream_model:
+            assert payload.get("model") == failing_model
+            return web.json_response({"error": {"message": "boom"}}, status=500)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_chunk("The first part of an answer"))
+        await response.write(_chunk(" that never finishes because"))
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    runner_box: list[web.AppRunner] = []
+
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runner_box.append(runner)
+        started.set()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(serve(), loop).result(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner_box[0].cleanup(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
