@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.settings import GatewaySettings
+from schemas.settings import GatewaySettings, SettingsError
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,21 +34,63 @@ SIM_TARGETS: tuple[Target, ...] = (
 )
 
 # Upstream models not in this table are priced as a mid-size model; an operator adds
-# exact prices here when they route a new model.
+# exact prices here when they route a new model (nano-USD per prompt, completion token).
 UPSTREAM_PRICES: dict[str, tuple[int, int]] = {
     "gpt-4o-mini": (150, 600),
     "gpt-4o": (2_500, 10_000),
     "gpt-4.1-mini": (400, 1_600),
     "gpt-4.1": (2_000, 8_000),
+    "claude-3-5-haiku-latest": (800, 4_000),
+    "claude-sonnet-4-0": (3_000, 15_000),
+    "claude-opus-4-0": (15_000, 75_000),
+    "mistral-small-latest": (100, 300),
+    "mistral-large-latest": (2_000, 6_000),
 }
 DEFAULT_UPSTREAM_PRICE = (1_000, 4_000)
 
 
-def build_catalogue(settings: GatewaySettings) -> dict[str, Target]:
-    """The models this gateway serves under its settings."""
-    targets = {t.model: t for t in SIM_TARGETS}
+def names(text: str) -> list[str]:
+    """A comma-separated setting as a list of names."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def azure_deployments(text: str) -> dict[str, str]:
+    """`model=deployment,…` as a mapping; SettingsError on a malformed pair."""
+    pairs: dict[str, str] = {}
+    for item in names(text):
+        model, _, deployment = item.partition("=")
+        if not model.strip() or not deployment.strip():
+            raise SettingsError(f"GOVLEDGER_AZURE_DEPLOYMENTS: {item!r} is not model=deployment")
+        pairs[model.strip()] = deployment.strip()
+    return pairs
+
+
+def provider_models(settings: GatewaySettings) -> dict[str, list[str]]:
+    """The upstream models each configured provider serves."""
+    served: dict[str, list[str]] = {}
     if settings.upstream_base_url:
-        for name in filter(None, (m.strip() for m in settings.upstream_models.split(","))):
-            prompt_price, completion_price = UPSTREAM_PRICES.get(name, DEFAULT_UPSTREAM_PRICE)
-            targets[name] = Target(name, "openai", name, prompt_price, completion_price)
+        served["openai"] = names(settings.upstream_models)
+    if settings.anthropic_api_key and settings.anthropic_models:
+        served["anthropic"] = names(settings.anthropic_models)
+    if settings.azure_endpoint and settings.azure_deployments:
+        served["azure"] = list(azure_deployments(settings.azure_deployments))
+    if settings.mistral_api_key and settings.mistral_models:
+        served["mistral"] = names(settings.mistral_models)
+    if settings.ollama_base_url and settings.ollama_models:
+        served["ollama"] = names(settings.ollama_models)
+    return served
+
+
+def build_catalogue(settings: GatewaySettings) -> dict[str, Target]:
+    """The models this gateway serves under its settings; a model name is served by one
+    provider only (routing across providers comes with model groups)."""
+    targets = {t.model: t for t in SIM_TARGETS}
+    for provider, models in provider_models(settings).items():
+        for model in models:
+            if model in targets:
+                raise SettingsError(
+                    f"model {model!r} is served by both {targets[model].provider} and {provider}"
+                )
+            prompt_price, completion_price = UPSTREAM_PRICES.get(model, DEFAULT_UPSTREAM_PRICE)
+            targets[model] = Target(model, provider, model, prompt_price, completion_price)
     return targets

@@ -10,9 +10,12 @@ from aiohttp import web
 
 from gateway.admin import AdminApi
 from gateway.app import Gateway
-from gateway.catalogue import build_catalogue
+from gateway.catalogue import azure_deployments, build_catalogue, provider_models
 from gateway.errors import INTERNAL_ERROR, NOT_FOUND, error_response
+from gateway.providers.anthropic import AnthropicProvider
+from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider
+from gateway.providers.compat_variants import mistral_provider, ollama_provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
 from gateway.views import LocalViews
@@ -35,12 +38,38 @@ def build_providers(settings: GatewaySettings) -> dict[str, Provider]:
             completion_tokens=settings.sim_completion_tokens,
         )
     }
-    if settings.upstream_base_url:
+    timeout_s = settings.upstream_timeout_s
+    configured = provider_models(settings)
+    if "openai" in configured:
         providers["openai"] = OpenAICompatProvider(
             name="openai",
             base_url=settings.upstream_base_url,
             api_key=settings.upstream_api_key,
-            timeout_s=settings.upstream_timeout_s,
+            timeout_s=timeout_s,
+        )
+    if "anthropic" in configured:
+        providers["anthropic"] = AnthropicProvider(
+            name="anthropic",
+            api_key=settings.anthropic_api_key,
+            base_url=settings.anthropic_base_url,
+            timeout_s=timeout_s,
+        )
+    if "azure" in configured:
+        providers["azure"] = AzureOpenAIProvider(
+            name="azure",
+            endpoint=settings.azure_endpoint,
+            api_key=settings.azure_api_key,
+            api_version=settings.azure_api_version,
+            deployments=azure_deployments(settings.azure_deployments),
+            timeout_s=timeout_s,
+        )
+    if "mistral" in configured:
+        providers["mistral"] = mistral_provider(
+            api_key=settings.mistral_api_key, timeout_s=timeout_s
+        )
+    if "ollama" in configured:
+        providers["ollama"] = ollama_provider(
+            base_url=settings.ollama_base_url, timeout_s=timeout_s
         )
     return providers
 

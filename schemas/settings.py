@@ -101,6 +101,19 @@ class GatewaySettings(CommonSettings):
     upstream_api_key: str = setting("", "API key sent to the OpenAI-compatible upstream.")
     upstream_models: str = setting("", "Comma-separated models served by the upstream provider.")
     upstream_timeout_s: float = setting(60.0, "Timeout of one upstream attempt.")
+    anthropic_api_key: str = setting("", "Anthropic API key; with anthropic_models, enables it.")
+    anthropic_models: str = setting("", "Comma-separated Claude models served via Anthropic.")
+    anthropic_base_url: str = setting("https://api.anthropic.com", "Anthropic API base URL.")
+    azure_endpoint: str = setting("", "Azure OpenAI endpoint (https://NAME.openai.azure.com).")
+    azure_api_key: str = setting("", "Azure OpenAI API key (sent as api-key).")
+    azure_api_version: str = setting("2024-10-21", "Azure OpenAI api-version.")
+    azure_deployments: str = setting(
+        "", "Azure models as model=deployment pairs, comma-separated; enables Azure."
+    )
+    mistral_api_key: str = setting("", "Mistral API key; with mistral_models, enables it.")
+    mistral_models: str = setting("", "Comma-separated models served via Mistral.")
+    ollama_base_url: str = setting("", "Ollama's OpenAI-compatible URL (http://host:11434/v1).")
+    ollama_models: str = setting("", "Comma-separated models served by Ollama.")
     lineage_linger_ms: int = setting(2, "Producer linger for lineage records.")
     lineage_max_pending: int = setting(
         100_000, "Most lineage records awaiting broker acks; past it calls get 503 overloaded."

@@ -55,3 +55,71 @@ def test_upstream_models_are_served_when_a_base_url_is_set():
     assert llama.provider == "openai"
     prices = (llama.input_nanousd_per_token, llama.output_nanousd_per_token)
     assert prices == DEFAULT_UPSTREAM_PRICE
+
+
+def test_each_configured_provider_serves_its_models() -> None:
+    from gateway.catalogue import build_catalogue
+    from gateway.providers.anthropic import AnthropicProvider
+    from gateway.providers.azure import AzureOpenAIProvider
+    from gateway.server import build_providers
+    from schemas.settings import GatewaySettings, load
+
+    settings = load(
+        GatewaySettings,
+        environ={
+            "GOVLEDGER_ANTHROPIC_API_KEY": "sk-ant",
+            "GOVLEDGER_ANTHROPIC_MODELS": "claude-sonnet-4-0",
+            "GOVLEDGER_AZURE_ENDPOINT": "https://acme.openai.azure.com",
+            "GOVLEDGER_AZURE_API_KEY": "az",
+            "GOVLEDGER_AZURE_DEPLOYMENTS": "gpt-4o=prod-gpt4o",
+            "GOVLEDGER_MISTRAL_API_KEY": "mi",
+            "GOVLEDGER_MISTRAL_MODELS": "mistral-small-latest",
+            "GOVLEDGER_OLLAMA_BASE_URL": "http://127.0.0.1:11434/v1",
+            "GOVLEDGER_OLLAMA_MODELS": "llama3.2",
+        },
+    )
+    catalogue = build_catalogue(settings)
+    assert {m: t.provider for m, t in catalogue.items() if t.provider != "sim"} == {
+        "claude-sonnet-4-0": "anthropic",
+        "gpt-4o": "azure",
+        "mistral-small-latest": "mistral",
+        "llama3.2": "ollama",
+    }
+    assert catalogue["claude-sonnet-4-0"].cost_nanousd(1_000, 100) == 1_000 * 3_000 + 100 * 15_000
+    providers = build_providers(settings)
+    assert set(providers) == {"sim", "anthropic", "azure", "mistral", "ollama"}
+    assert isinstance(providers["anthropic"], AnthropicProvider)
+    assert isinstance(providers["azure"], AzureOpenAIProvider)
+
+
+def test_a_model_served_by_two_providers_is_a_settings_error() -> None:
+    import pytest
+
+    from gateway.catalogue import build_catalogue
+    from schemas.settings import GatewaySettings, SettingsError, load
+
+    settings = load(
+        GatewaySettings,
+        environ={
+            "GOVLEDGER_UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1",
+            "GOVLEDGER_UPSTREAM_MODELS": "llama3.2",
+            "GOVLEDGER_OLLAMA_BASE_URL": "http://127.0.0.1:11434/v1",
+            "GOVLEDGER_OLLAMA_MODELS": "llama3.2",
+        },
+    )
+    with pytest.raises(SettingsError, match=r"llama3\.2"):
+        build_catalogue(settings)
+
+
+def test_azure_deployments_must_be_pairs() -> None:
+    import pytest
+
+    from gateway.catalogue import azure_deployments
+    from schemas.settings import SettingsError
+
+    assert azure_deployments("gpt-4o=prod, gpt-4o-mini = mini") == {
+        "gpt-4o": "prod",
+        "gpt-4o-mini": "mini",
+    }
+    with pytest.raises(SettingsError, match="model=deployment"):
+        azure_deployments("gpt-4o")
