@@ -19,7 +19,7 @@ from gateway.providers.upstream_http import (
     DEFAULT_MAX_SSE_EVENT_CHARS,
     classify_transport_error,
     error_kind,
-    read_body,
+    fetch_body,
     read_error_body,
     sse_events,
     status_error,
@@ -201,18 +201,7 @@ class AnthropicProvider:
     async def complete(self, call: ChatCall) -> Completion:
         """One message; non-2xx and transport failures raise UpstreamError."""
         request = self._request(call, stream=False)
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise classify_transport_error(exc) from exc
-        try:
-            if response.status_code >= 400:
-                raise status_error(response, await read_error_body(response))
-            content = await read_body(response, limit=self._max_response_bytes)
-        except httpx.HTTPError as exc:
-            raise classify_transport_error(exc) from exc
-        finally:
-            await response.aclose()
+        status, content = await fetch_body(self._client, request, limit=self._max_response_bytes)
         try:
             data = orjson.loads(content)
             blocks = data["content"]
@@ -221,7 +210,7 @@ class AnthropicProvider:
             stop_reason = data.get("stop_reason")
             prompt, completion = _usage(data.get("usage"))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise UpstreamError(response.status_code, "bad_response", repr(exc)) from exc
+            raise UpstreamError(status, "bad_response", repr(exc)) from exc
         usage = None if prompt is None or completion is None else Usage(prompt, completion)
         return Completion(text, FINISH_REASONS.get(stop_reason or "", "stop"), usage)
 

@@ -17,7 +17,7 @@ from gateway.providers.upstream_http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_SSE_EVENT_CHARS,
     classify_transport_error,
-    read_body,
+    fetch_body,
     read_error_body,
     sse_events,
     status_error,
@@ -91,26 +91,14 @@ class OpenAICompatProvider:
             content=orjson.dumps(self._body(call, stream=False)),
             headers={"Content-Type": "application/json"},
         )
-        try:
-            # Streamed so the body is read under a limit instead of whole, whatever its size.
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise classify_transport_error(exc) from exc
-        try:
-            if response.status_code >= 400:
-                raise status_error(response, await read_error_body(response))
-            content = await read_body(response, limit=self._max_response_bytes)
-        except httpx.HTTPError as exc:
-            raise classify_transport_error(exc) from exc
-        finally:
-            await response.aclose()
+        status, content = await fetch_body(self._client, request, limit=self._max_response_bytes)
         try:
             data = orjson.loads(content)
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
             finish = choice.get("finish_reason") or "stop"
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise UpstreamError(response.status_code, "bad_response", str(exc)) from exc
+            raise UpstreamError(status, "bad_response", str(exc)) from exc
         return Completion(text, finish, _usage(data.get("usage")))
 
     async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:

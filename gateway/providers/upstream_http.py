@@ -125,6 +125,26 @@ async def read_body(response: httpx.Response, *, limit: int) -> bytes:
     return b"".join(parts)
 
 
+async def fetch_body(
+    client: httpx.AsyncClient, request: httpx.Request, *, limit: int
+) -> tuple[int, bytes]:
+    """Send a request and read the answer under a limit: (status, body). Non-2xx answers
+    and transport failures raise UpstreamError."""
+    try:
+        # Streamed so the body is read under a limit instead of whole, whatever its size.
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise classify_transport_error(exc) from exc
+    try:
+        if response.status_code >= 400:
+            raise status_error(response, await read_error_body(response))
+        return response.status_code, await read_body(response, limit=limit)
+    except httpx.HTTPError as exc:
+        raise classify_transport_error(exc) from exc
+    finally:
+        await response.aclose()
+
+
 async def read_error_body(response: httpx.Response) -> bytes:
     """The start of an error body; the rest is left unread (the caller closes the response)."""
     parts: list[bytes] = []
