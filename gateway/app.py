@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import secrets
 import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 import structlog
@@ -22,8 +26,9 @@ from gateway.chat import (
     parse_chat_request,
 )
 from gateway.errors import GatewayError, error_response
-from gateway.providers.base import ChatCall, Provider, UpstreamError, Usage
+from gateway.providers.base import ChatCall, Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import RateLimiter
+from gateway.routing import RETRYABLE, backoff_s, parse_fallbacks, plan
 from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.views import LocalViews
 from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
@@ -34,6 +39,8 @@ from schemas.topics import LINEAGE
 from streams.keys.logic import Key
 
 log = structlog.get_logger(__name__)
+
+R = TypeVar("R")
 
 # Reservation when the caller sets no max_tokens: a generous answer, so the budget check
 # errs on the side of refusing rather than overspending.
@@ -56,6 +63,7 @@ class CallRecord:
     user_id: str | None = None
     model_requested: str = ""
     target: Target | None = None
+    selection_reason: str = ""
     attempts: list[Attempt] = field(default_factory=list)
     policies: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
@@ -99,6 +107,9 @@ class Gateway:
         self.region = settings.region
         self.budget = Budget(views, lineage.producer_id)
         self.limiter = RateLimiter()
+        self.fallbacks = parse_fallbacks(settings.fallbacks)
+        # Not for security: jitter only spreads retries out.
+        self._jitter = random.Random()  # noqa: S311
 
     # --- routes ---------------------------------------------------------------------
 
@@ -141,23 +152,23 @@ class Gateway:
             call.key_id, call.wallet_id = key.key_id, key.wallet_id
             chat = parse_chat_request(body, max_messages=self.settings.max_messages)
             call.stream, call.model_requested, call.user_id = chat.stream, chat.model, chat.user
-            target = self.catalogue.get(chat.model)
-            if target is None:
+            targets = plan(chat.model, self.catalogue, self.fallbacks)
+            if not targets:
                 raise GatewayError(errors.MODEL_NOT_FOUND, f"model '{chat.model}' does not exist")
-            call.target = target
+            target = call.target = targets[0]
             call.policies.append("key-scopes")
             self._check_scopes(key, chat, target)
             call.policies.append("rate-limit")
             self._check_rate(key, chat)
             call.policies.append("budget")
-            self._reserve(call, chat, target)
+            self._reserve(call, chat, targets)
         except GatewayError as exc:
             await self._record(call, exc.kind.status, exc.kind.code, "rejected")
             return error_response(exc.kind, exc.message, exc.headers)
         try:
             if chat.stream:
-                return await self._stream(request, call, chat, target)
-            return await self._complete(call, chat, target)
+                return await self._stream(request, call, chat, targets)
+            return await self._complete(call, chat, targets)
         finally:
             self._release(call)
 
@@ -216,9 +227,11 @@ class Gateway:
                 headers={"Retry-After": str(retry_after_s)},
             )
 
-    def _reserve(self, call: CallRecord, chat: ChatRequest, target: Target) -> None:
+    def _reserve(self, call: CallRecord, chat: ChatRequest, targets: list[Target]) -> None:
         completion_tokens = chat.max_tokens or DEFAULT_RESERVED_COMPLETION_TOKENS
-        reserve = target.cost_nanousd(estimate_prompt_tokens(chat.messages), completion_tokens)
+        prompt_tokens = estimate_prompt_tokens(chat.messages)
+        # A fallback may cost more than the primary: hold enough for the dearest.
+        reserve = max(t.cost_nanousd(prompt_tokens, completion_tokens) for t in targets)
         self.budget.reserve(call.wallet_id, reserve)
         call.reserved_nanousd = reserve
 
@@ -248,16 +261,55 @@ class Gateway:
         call.response_sha256 = hashlib.sha256(text.encode()).hexdigest()
         return resolved
 
-    async def _complete(self, call: CallRecord, chat: ChatRequest, target: Target) -> web.Response:
-        provider, upstream = self._upstream_call(chat, target)
-        attempt_started = time.perf_counter()
+    async def _try_targets(
+        self, call: CallRecord, targets: list[Target], run: Callable[[Target], Awaitable[R]]
+    ) -> tuple[R, Target, float]:
+        """Run on each target in turn, retrying retryable failures with backoff; return the
+        first success, its target and when its attempt started. Failed attempts are
+        recorded; the last failure is raised when every target failed."""
+        retries = self.settings.upstream_retries
+        failure: UpstreamError | None = None
+        for index, target in enumerate(targets):
+            for retry in range(retries + 1):
+                started = time.perf_counter()
+                try:
+                    result = await run(target)
+                except UpstreamError as exc:
+                    self._attempt(call, target, started, exc.status, exc.error_class)
+                    failure = exc
+                    if exc.error_class not in RETRYABLE:
+                        raise
+                    if retry < retries:
+                        await asyncio.sleep(self._backoff_s(retry, exc.retry_after_s))
+                    continue
+                call.target = target
+                call.selection_reason = "catalogue" if index == 0 else "fallback"
+                return result, target, started
+        assert failure is not None, "a plan has at least one target"
+        raise failure
+
+    def _backoff_s(self, retry: int, retry_after_s: float | None) -> float:
+        return backoff_s(
+            retry,
+            base_s=self.settings.retry_backoff_ms / 1000,
+            cap_s=self.settings.retry_max_wait_ms / 1000,
+            retry_after_s=retry_after_s,
+            jitter=self._jitter.uniform(0.5, 1.0),
+        )
+
+    async def _complete(
+        self, call: CallRecord, chat: ChatRequest, targets: list[Target]
+    ) -> web.Response:
+        async def complete(target: Target) -> Completion:
+            provider, upstream = self._upstream_call(chat, target)
+            return await provider.complete(upstream)
+
         try:
-            completion = await provider.complete(upstream)
+            completion, target, started = await self._try_targets(call, targets, complete)
         except UpstreamError as exc:
-            self._attempt(call, target, attempt_started, exc.status, exc.error_class)
             await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
             return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
-        self._attempt(call, target, attempt_started, 200, None)
+        self._attempt(call, target, started, 200, None)
         usage = self._settle_usage(call, completion.usage, completion.content, chat)
         completion_id = f"chatcmpl-{uuid7().replace('-', '')}"
         body = completion_body(
@@ -267,12 +319,28 @@ class Gateway:
         return web.Response(body=body, content_type="application/json")
 
     async def _stream(
-        self, request: web.Request, call: CallRecord, chat: ChatRequest, target: Target
+        self, request: web.Request, call: CallRecord, chat: ChatRequest, targets: list[Target]
     ) -> web.StreamResponse:
-        provider, upstream = self._upstream_call(chat, target)
+        async def open_stream(target: Target) -> tuple[AsyncGenerator[Delta, None], Delta | None]:
+            # Retries and fallbacks happen only before the first delta reaches the caller.
+            provider, upstream = self._upstream_call(chat, target)
+            opened = provider.stream(upstream)
+            try:
+                return opened, await anext(opened)
+            except StopAsyncIteration:
+                return opened, None
+            except UpstreamError:
+                await opened.aclose()
+                raise
+
+        try:
+            (deltas, first), target, attempt_started = await self._try_targets(
+                call, targets, open_stream
+            )
+        except UpstreamError as exc:
+            await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
+            return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
         completion_id = f"chatcmpl-{uuid7().replace('-', '')}"
-        attempt_started = time.perf_counter()
-        deltas = provider.stream(upstream)
         response: web.StreamResponse | None = None
         parts: list[str] = []
         usage: Usage | None = None
@@ -292,8 +360,14 @@ class Gateway:
             await response.write(event)
             return response
 
-        try:
+        async def all_deltas() -> AsyncGenerator[Delta, None]:
+            if first is not None:
+                yield first
             async for delta in deltas:
+                yield delta
+
+        try:
+            async for delta in all_deltas():
                 if delta.content:
                     parts.append(delta.content)
                     await send(chunk_event(completion_id, chat.model, content=delta.content))
@@ -371,7 +445,7 @@ class Gateway:
             model_requested=call.model_requested,
             model_selected=target.upstream_model if target is not None else "",
             provider=target.provider if target is not None else "",
-            selection_reason="catalogue" if target is not None else "",
+            selection_reason=call.selection_reason,
             attempts=tuple(call.attempts),
             policies_applied=tuple(call.policies),
             guardrails_triggered=(),

@@ -101,6 +101,12 @@ class GatewaySettings(CommonSettings):
     upstream_api_key: str = setting("", "API key sent to the OpenAI-compatible upstream.")
     upstream_models: str = setting("", "Comma-separated models served by the upstream provider.")
     upstream_timeout_s: float = setting(60.0, "Timeout of one upstream attempt.")
+    fallbacks: str = setting(
+        "", "Fallback chains: model=fallback1|fallback2;other=… (tried in order on failure)."
+    )
+    upstream_retries: int = setting(1, "Retries of one target on a retryable failure.")
+    retry_backoff_ms: int = setting(100, "First retry's backoff; doubles per retry, jittered.")
+    retry_max_wait_ms: int = setting(2_000, "Longest wait before a retry, Retry-After included.")
     anthropic_api_key: str = setting("", "Anthropic API key; with anthropic_models, enables it.")
     anthropic_models: str = setting("", "Comma-separated Claude models served via Anthropic.")
     anthropic_base_url: str = setting("https://api.anthropic.com", "Anthropic API base URL.")

@@ -10,6 +10,7 @@ from tests.integration.upstream import fake_upstream
 
 FAILING_MODEL = "broken-upstream"
 CUT_STREAM_MODEL = "cut-stream"
+FLAKY_MODEL = "flaky-primary"  # always fails upstream; falls back to sim-small
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.6.0"
 CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:24.8"
 
@@ -58,11 +59,16 @@ def stack_env(
         backends = container_backends()
     # A stand-in for an upstream provider (outside the product): one model always answers
     # 500, the other breaks its stream off after two chunks.
-    with backends as backend_env, fake_upstream(FAILING_MODEL, CUT_STREAM_MODEL) as upstream:
+    with (
+        backends as backend_env,
+        fake_upstream({FAILING_MODEL, FLAKY_MODEL}, CUT_STREAM_MODEL) as upstream,
+    ):
         yield stack_environ(
             tmp_path_factory.mktemp(f"govledger-{request.param}"),
             GOVLEDGER_UPSTREAM_BASE_URL=upstream,
-            GOVLEDGER_UPSTREAM_MODELS=f"{FAILING_MODEL},{CUT_STREAM_MODEL}",
+            GOVLEDGER_UPSTREAM_MODELS=f"{FAILING_MODEL},{CUT_STREAM_MODEL},{FLAKY_MODEL}",
+            GOVLEDGER_FALLBACKS=f"{FLAKY_MODEL}=sim-small",
+            GOVLEDGER_RETRY_BACKOFF_MS="10",
             GOVLEDGER_UPSTREAM_TIMEOUT_S="2",
             GOVLEDGER_MAX_BODY_BYTES="65536",
             **backend_env,

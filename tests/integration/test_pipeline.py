@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.catalogue import SIM_TARGETS
-from tests.integration.conftest import CUT_STREAM_MODEL, FAILING_MODEL
+from tests.integration.conftest import CUT_STREAM_MODEL, FAILING_MODEL, FLAKY_MODEL
 from tests.integration.stack import RunningStack, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -406,6 +406,40 @@ def test_a_stream_the_upstream_breaks_off_is_charged_for_what_it_produced(
         "toBool(cost_nanousd > 0)",
     )
     assert row == ["502", "upstream_error", "failed", "estimated", "true", "true"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failing_target_is_retried_then_falls_back_and_the_trail_is_recorded(
+    stack: RunningStack, stream: bool
+) -> None:
+    key = stack.create_key("fallback")
+    stack.fund("fallback", "1")
+    trace_id, header = traceparent()
+    reply = client(stack, key["key"]).chat.completions.create(
+        model=FLAKY_MODEL,
+        messages=[{"role": "user", "content": "answer from wherever works"}],
+        stream=stream,
+        extra_headers={"traceparent": header},
+    )
+    if stream:
+        assert "".join(c.choices[0].delta.content or "" for c in reply if c.choices)
+    else:
+        assert reply.choices[0].message.content
+    row = lineage_row(
+        stack,
+        trace_id,
+        "http_status, selection_reason, provider, model_selected, "
+        "arrayMap(a -> (a.provider, a.status), attempts), toBool(cost_nanousd > 0)",
+    )
+    # One retry of the primary (GOVLEDGER_UPSTREAM_RETRIES=1), then the fallback answers.
+    assert row == [
+        "200",
+        "fallback",
+        "sim",
+        "sim-small",
+        "[('openai',500),('openai',500),('sim',200)]",
+        "true",
+    ]
 
 
 # Stops the module's stack: keep it last.

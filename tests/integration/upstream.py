@@ -25,14 +25,14 @@ def _chunk(text: str) -> bytes:
 
 
 @contextlib.contextmanager
-def fake_upstream(failing_model: str, cut_stream_model: str) -> Iterator[str]:
-    """Serve /v1/chat/completions: `failing_model` gets a 500, `cut_stream_model` streams
+def fake_upstream(failing_models: set[str], cut_stream_model: str) -> Iterator[str]:
+    """Serve /v1/chat/completions: `failing_models` get a 500, `cut_stream_model` streams
     two chunks and then drops the connection. Yields the base URL."""
 
     async def chat(request: web.Request) -> web.StreamResponse:
         payload = await request.json()
         if payload.get("model") != cut_stream_model:
-            assert payload.get("model") == failing_model
+            assert payload.get("model") in failing_models
             return web.json_response({"error": {"message": "boom"}}, status=500)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
