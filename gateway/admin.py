@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.app import new_key_secret
+from gateway.budget import Budget
 from gateway.errors import GatewayError, error_response
 from gateway.views import LocalViews, key_sha256
 from schemas.ids import now_ms, uuid7
@@ -78,12 +79,19 @@ class AdminApi:
     """Admin routes, authenticated with the admin bearer token."""
 
     def __init__(
-        self, *, token: str, views: LocalViews, control: ChainedPublisher, default_tenant: str
+        self,
+        *,
+        token: str,
+        views: LocalViews,
+        control: ChainedPublisher,
+        budget: Budget,
+        default_tenant: str,
     ) -> None:
         assert token, "the admin API needs a token"
         self._token = token
         self.views = views
         self.control = control
+        self.budget = budget
         self.default_tenant = default_tenant
 
     def routes(self) -> list[web.RouteDef]:
@@ -192,7 +200,8 @@ class AdminApi:
         )
 
     async def list_keys(self, request: web.Request) -> web.Response:
-        """Keys with prefix, team and status; never a secret."""
+        """Keys with prefix, team, status, expiry, when this gateway last saw each used and
+        what its wallet has left; never a secret."""
         now = now_ms()
         keys = [
             {
@@ -207,6 +216,8 @@ class AdminApi:
                 "models": list(k.models),
                 "requests_per_minute": k.requests_per_minute,
                 "tokens_per_minute": k.tokens_per_minute,
+                "last_used_at": self.views.key_last_used_ms.get(k.key_id),
+                "remaining_nanousd": self.budget.available_nanousd(k.wallet_id),
             }
             for k in self.views.keys.values()
         ]

@@ -148,6 +148,7 @@ class Gateway:
             body = await self._read_body(request, call)
             call.policies.append("auth")
             key = self._authenticate(request.headers.get("Authorization"))
+            self.views.key_last_used_ms[key.key_id] = now_ms()
             call.tenant_id, call.team_id = key.tenant_id, key.team_id
             call.key_id, call.wallet_id = key.key_id, key.wallet_id
             chat = parse_chat_request(body, max_messages=self.settings.max_messages)

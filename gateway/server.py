@@ -117,6 +117,7 @@ class GatewayProcess:
             token=admin_token,
             views=self.views,
             control=self.control,
+            budget=self.gateway.budget,
             default_tenant=settings.default_tenant,
         )
         self._runner: web.AppRunner | None = None

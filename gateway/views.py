@@ -29,6 +29,8 @@ class LocalViews:
         self.keys: dict[str, keys_logic.Key] = {}
         self.keys_by_hash: dict[str, keys_logic.Key] = {}
         self.wallets: dict[str, wallets_logic.Wallet] = {}
+        # When this gateway last authenticated each key (one entry per known key at most).
+        self.key_last_used_ms: dict[str, int] = {}
         self.undecodable = 0
 
     def apply(self, message: Any) -> None:

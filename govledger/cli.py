@@ -155,11 +155,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 body["expires_in"] = args.expires_in
             print(_request(client, "POST", "/v1/admin/keys", json=body)["key"])
         elif args.keys_command == "list":
-            print("key_id\tprefix\ttenant\tteam\tname\tstatus\texpires_at")
+            print(
+                "key_id\tprefix\ttenant\tteam\tname\tstatus\texpires_at\tlast_used_at\tremaining_usd"
+            )
             for key in _request(client, "GET", "/v1/admin/keys")["data"]:
                 print(
                     f"{key['key_id']}\t{key['key_prefix']}\t{key['tenant']}\t{key['team']}\t"
-                    f"{key['name']}\t{key['status']}\t{_when(key['expires_at'])}"
+                    f"{key['name']}\t{key['status']}\t{_when(key['expires_at'])}\t"
+                    f"{_when(key['last_used_at'])}\t{format_usd(key['remaining_nanousd'])}"
                 )
         else:
             _request(

@@ -442,6 +442,50 @@ def test_a_failing_target_is_retried_then_falls_back_and_the_trail_is_recorded(
     ]
 
 
+def test_the_command_line_drives_the_running_stack(stack: RunningStack) -> None:
+    import subprocess
+    import sys
+
+    def govledger(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "govledger", *args],
+            env=stack.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    secret = govledger("keys", "create", "--team", "cli", "--name", "cli-key").strip()
+    assert secret.startswith("gk_")
+    assert "\n" not in secret  # the key alone on stdout, ready for $(...)
+    assert "funded default/cli with 3.500000000 USD" in govledger(
+        "wallets", "fund", "--team", "cli", "--usd", "3.5"
+    )
+    assert govledger("wallets", "balance", "--team", "cli").strip() == "3.500000000"
+    client(stack, secret).chat.completions.create(
+        model="sim-small", messages=[{"role": "user", "content": "from the command line"}]
+    )
+    listed = [
+        line.split("\t") for line in govledger("keys", "list").splitlines() if "cli-key" in line
+    ]
+    assert len(listed) == 1
+    key_id, prefix, tenant, team, name, status, expires, last_used, remaining = listed[0]
+    assert secret.startswith(prefix)
+    assert (tenant, team, name, status, expires) == ("default", "cli", "cli-key", "active", "never")
+    assert last_used != "never"
+    assert remaining.startswith("3.49")
+    rows = wait_for(
+        lambda: (
+            govledger("sql", f"SELECT count() FROM lineage WHERE key_id = '{key_id}'").strip()
+            == "1"
+        )
+    )
+    assert rows
+
+
 # Stops the module's stack: keep it last.
 def test_restart_keeps_keys_and_balances(stack: RunningStack, stack_env: dict[str, str]) -> None:
     key = stack.create_key("durable")
