@@ -16,6 +16,7 @@ from gateway.app import new_key_secret
 from gateway.budget import Budget
 from gateway.errors import GatewayError, error_response
 from gateway.views import LocalViews, key_sha256
+from schemas.auth import bearer_token
 from schemas.ids import now_ms, uuid7
 from schemas.money import format_usd, usd_to_nanousd
 from schemas.publisher import ChainedPublisher
@@ -106,8 +107,7 @@ class AdminApi:
 
     def _guard(self, handler: Any) -> Any:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            header = request.headers.get("Authorization", "")
-            presented = header[7:].strip() if header.startswith("Bearer ") else ""
+            presented = bearer_token(request.headers.get("Authorization"))
             if not presented or not hmac.compare_digest(presented, self._token):
                 return error_response(errors.INVALID_API_KEY, "admin token required")
             try:

@@ -31,6 +31,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.routing import RETRYABLE, backoff_s, parse_fallbacks, plan
 from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.views import LocalViews
+from schemas.auth import bearer_token
 from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
 from schemas.publisher import ChainedPublisher
 from schemas.records import Attempt, LineageRecord, UsageSource
@@ -187,9 +188,10 @@ class Gateway:
         return body
 
     def _authenticate(self, header: str | None) -> Key:
-        if not header or not header.startswith("Bearer ") or not header[7:].strip():
+        secret = bearer_token(header)
+        if not secret:
             raise GatewayError(errors.MISSING_API_KEY, "missing bearer key in Authorization")
-        key = self.views.key_for_secret(header[7:].strip())
+        key = self.views.key_for_secret(secret)
         if key is None:
             raise GatewayError(errors.INVALID_API_KEY, "unknown gateway key")
         status = key.status(now_ms())

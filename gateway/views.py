@@ -43,9 +43,9 @@ class LocalViews:
             log.warning("undecodable record skipped", topic=message.topic, error=str(exc))
             return
         if message.topic == WALLET_STATE.name and isinstance(event, WalletBalance):
-            known = self.wallets.get(event.wallet_id)
-            if known is None or known.entry_count <= event.entry_count:
-                self.wallets[event.wallet_id] = wallets_logic.from_balance(event)
+            self.wallets[event.wallet_id] = wallets_logic.latest(
+                self.wallets.get(event.wallet_id), event
+            )
             return
         if message.topic == CONTROL.name:
             key_id = keys_logic.key_id_of(event)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from schemas.auth import bearer_token
 from sinks.store import Store
 
 DEFAULT_FORMAT = "TabSeparated"
@@ -22,8 +23,8 @@ MAX_QUERY_BYTES = 256 * 1024
 
 def _presented_token(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        return header[7:].strip()
+    if token := bearer_token(header):
+        return token
     if header.startswith("Basic "):
         try:
             _, _, password = base64.b64decode(header[6:]).decode().partition(":")

@@ -24,9 +24,7 @@ async def load_wallet_seeds(bootstrap: str) -> dict[str, logic.Wallet]:
             record = codec.decode_as(message.value, WalletBalance)
         except codec.DecodeError:
             return  # the sink dead-letters it; a seed only needs good balances
-        known = seeds.get(record.wallet_id)
-        if known is None or known.entry_count <= record.entry_count:
-            seeds[record.wallet_id] = logic.from_balance(record)
+        seeds[record.wallet_id] = logic.latest(seeds.get(record.wallet_id), record)
 
     tailer = TopicTailer(bootstrap, [WALLET_STATE.name], keep)
     await tailer.start()

@@ -141,6 +141,14 @@ def from_balance(record: WalletBalance) -> Wallet:
     )
 
 
+def latest(known: Wallet | None, published: WalletBalance) -> Wallet:
+    """The newer of a known wallet and a published balance: a balance published earlier
+    (fewer entries) never replaces a later one, whatever order they are read in."""
+    if known is not None and known.entry_count > published.entry_count:
+        return known
+    return from_balance(published)
+
+
 def to_balance(
     wallet: Wallet, *, event_id: str, occurred_at: int, producer_id: str, seq: int
 ) -> WalletBalance:

@@ -192,3 +192,31 @@ def test_a_restored_wallet_still_skips_what_it_applied():
     assert fold([redelivered], {WALLET: restored}) == {WALLET: wallet}
     fresh = call(producer_id=GATEWAY_A, seq=4, cost_nanousd=8)
     assert fold([fresh], {WALLET: restored})[WALLET].spent_nanousd == wallet.spent_nanousd + 8
+
+
+def test_latest_keeps_the_balance_with_more_entries_whatever_the_reading_order() -> None:
+    from schemas.records import WalletBalance
+    from streams.wallets.logic import latest
+
+    def published(entries: int, balance: int) -> WalletBalance:
+        return WalletBalance(
+            event_id="01900000-0000-7000-8000-000000000001",
+            event_type="wallet.balance",
+            occurred_at=0,
+            tenant_id="acme",
+            producer_id="streams-1",
+            seq=entries,
+            wallet_id="acme/search",
+            team_id="search",
+            balance_nanousd=balance,
+            funded_nanousd=100,
+            spent_nanousd=100 - balance,
+            entry_count=entries,
+            last_event_id="x",
+            last_occurred_at=0,
+            applied_seqs={},
+        )
+
+    newer = latest(None, published(3, 70))
+    assert latest(newer, published(2, 90)).balance_nanousd == 70
+    assert latest(newer, published(4, 60)).balance_nanousd == 60
