@@ -12,6 +12,9 @@ from typing import Any, ClassVar, Literal
 GuardrailAction = Literal["allow", "redact", "block", "escalate"]
 Decision = Literal["allowed", "rejected", "failed"]
 UsageSource = Literal["reported", "estimated", "none"]
+Role = Literal["viewer", "developer", "tenant-admin", "org-admin"]
+ROLES: tuple[Role, ...] = ("viewer", "developer", "tenant-admin", "org-admin")
+"""Roles from least to most privileged; a role includes every role before it."""
 
 GENESIS_HASH = "0" * 64
 
@@ -122,7 +125,7 @@ class LineageRecord(Event):
 class KeyIssued(Event):
     """A gateway key was issued; only the secret's hash travels."""
 
-    schema_name: ClassVar[str] = "govledger.v2.KeyIssued"
+    schema_name: ClassVar[str] = "govledger.v3.KeyIssued"
     event_type_name: ClassVar[str] = "key.issued"
 
     key_id: str
@@ -139,6 +142,7 @@ class KeyIssued(Event):
     policy_pack: str = ""
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
+    role: Role = "developer"
 
     @classmethod
     def from_avro(cls, data: Mapping[str, Any]) -> KeyIssued:
@@ -179,7 +183,7 @@ class WalletFunded(Event):
 class WalletBalance(Event):
     """Projection of a wallet's journal, published to the compacted wallet-state topic."""
 
-    schema_name: ClassVar[str] = "govledger.v1.WalletBalance"
+    schema_name: ClassVar[str] = "govledger.v2.WalletBalance"
     event_type_name: ClassVar[str] = "wallet.balance"
 
     wallet_id: str
@@ -191,6 +195,8 @@ class WalletBalance(Event):
     last_event_id: str
     last_occurred_at: int
     applied_seqs: Mapping[str, int]
+    period_start_at: int = 0
+    period_spent_nanousd: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +214,54 @@ class DeadLetter(Event):
     payload: bytes
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyPackPublished(Event):
+    """A version of a tenant's policy pack was published."""
+
+    schema_name: ClassVar[str] = "govledger.v1.PolicyPackPublished"
+    event_type_name: ClassVar[str] = "policy.published"
+
+    pack_name: str
+    version: int
+    source_yaml: str
+    source_sha256: str
+    diff: str
+    published_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationOpened(Event):
+    """A human-oversight policy asked for a review of a call."""
+
+    schema_name: ClassVar[str] = "govledger.v1.EscalationOpened"
+    event_type_name: ClassVar[str] = "escalation.opened"
+
+    escalation_id: str
+    trace_id: str
+    team_id: str
+    key_id: str
+    policy_pack: str
+    category: str
+    priority: str
+    mode: str
+    reason: str
+    model_requested: str
+    request_sha256: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationResolved(Event):
+    """A reviewer decided an escalation."""
+
+    schema_name: ClassVar[str] = "govledger.v1.EscalationResolved"
+    event_type_name: ClassVar[str] = "escalation.resolved"
+
+    escalation_id: str
+    decision: str
+    resolved_by: str
+    note: str = ""
+
+
 RECORD_TYPES: tuple[type[Event], ...] = (
     LineageRecord,
     KeyIssued,
@@ -215,4 +269,7 @@ RECORD_TYPES: tuple[type[Event], ...] = (
     WalletFunded,
     WalletBalance,
     DeadLetter,
+    PolicyPackPublished,
+    EscalationOpened,
+    EscalationResolved,
 )

@@ -125,12 +125,46 @@ class GatewaySettings(CommonSettings):
         100_000, "Most lineage records awaiting broker acks; past it calls get 503 overloaded."
     )
     region: str = setting("local", "Region this gateway serves, recorded on every call.")
+    model_groups: str = setting(
+        "", "Weighted model groups: group=model:weight|model:weight;… (A/B splits, canaries)."
+    )
+    target_regions: str = setting(
+        "", "Region of each served model, model=region,…; unlisted models are in `region`."
+    )
+    tenant_regions: str = setting(
+        "", "Regions each tenant may be served in: tenant=region|region;… (data residency)."
+    )
+    breaker_failure_threshold: int = setting(
+        5, "Failures of one (provider, model) within the window that open its breaker."
+    )
+    breaker_failure_window_s: float = setting(30.0, "Window in which breaker failures count.")
+    breaker_reset_timeout_s: float = setting(30.0, "How long a breaker stays open before probes.")
+    breaker_half_open_requests: int = setting(1, "Probe calls a half-open breaker lets through.")
+    max_header_bytes: int = setting(16_384, "Largest total size of request headers; more gets 431.")
+    max_concurrent_upstream: int = setting(
+        512, "Most upstream calls in flight; past it calls are shed at once with 503."
+    )
+    lineage_fail_closed: bool = setting(
+        False, "Refuse calls (503) while lineage cannot be recorded, instead of spooling."
+    )
+    lineage_spool_max_bytes: int = setting(
+        256 * 1_048_576, "Largest on-disk lineage spool; past it calls get 503."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0.0 <= self.sim_error_rate <= 1.0:
             raise SettingsError("GOVLEDGER_SIM_ERROR_RATE is a fraction between 0 and 1")
-        for name in ("max_body_bytes", "max_messages", "sim_chunk_tokens", "sim_completion_tokens"):
+        for name in (
+            "max_body_bytes",
+            "max_messages",
+            "sim_chunk_tokens",
+            "sim_completion_tokens",
+            "breaker_failure_threshold",
+            "breaker_half_open_requests",
+            "max_header_bytes",
+            "max_concurrent_upstream",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from schemas.records import (
     DeadLetter,
+    EscalationOpened,
+    EscalationResolved,
     Event,
     KeyIssued,
     KeyRevoked,
     LineageRecord,
+    PolicyPackPublished,
     WalletBalance,
     WalletFunded,
 )
@@ -17,6 +20,9 @@ TABLE_FOR: dict[type[Event], str] = {
     KeyIssued: "control_events",
     KeyRevoked: "control_events",
     WalletFunded: "control_events",
+    PolicyPackPublished: "control_events",
+    EscalationResolved: "control_events",
+    EscalationOpened: "escalation_events",
     WalletBalance: "wallet_state",
     DeadLetter: "dead_letters",
 }

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
-from schemas.records import Event, KeyIssued, KeyRevoked
+from schemas.records import ROLES, Event, KeyIssued, KeyRevoked, Role
 
 KeyStatus = Literal["active", "revoked", "expired"]
 
@@ -35,6 +35,11 @@ class Key:
     policy_pack: str = ""
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
+    role: Role = "developer"
+
+    def has_role(self, minimum: Role) -> bool:
+        """Whether the key's role is `minimum` or a more privileged one."""
+        return role_rank(self.role) >= role_rank(minimum)
 
     def allows(self, *, model: str, provider: str, region: str) -> str | None:
         """Which scope refuses a call, if any: 'model', 'provider' or 'region'."""
@@ -53,6 +58,12 @@ class Key:
         if self.expires_at is not None and now_ms >= self.expires_at:
             return "expired"
         return "active"
+
+
+def role_rank(role: str) -> int:
+    """Position of a role from least (0) to most privileged; -1 for an unknown role."""
+    ranks: tuple[str, ...] = ROLES
+    return ranks.index(role) if role in ranks else -1
 
 
 def key_id_of(event: Event) -> str | None:
@@ -83,6 +94,7 @@ def evolve(key: Key | None, event: Event) -> Key | None:
             policy_pack=event.policy_pack,
             requests_per_minute=event.requests_per_minute,
             tokens_per_minute=event.tokens_per_minute,
+            role=event.role,
         )
     if isinstance(event, KeyRevoked) and key is not None and key.revoked_at is None:
         return dataclasses.replace(key, revoked_at=event.occurred_at)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Literal
 
@@ -57,6 +58,30 @@ class Wallet:
     applied_seqs: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: MappingProxyType({})
     )
+    period_start_at: int = 0
+    period_spent_nanousd: int = 0
+
+
+def month_start_ms(at_ms: int) -> int:
+    """Start of the UTC calendar month holding a moment: the spend period."""
+    moment = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
+    return int(moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()) * 1000
+
+
+def period_spend(wallet: Wallet, debit_nanousd: int, occurred_at: int) -> tuple[int, int]:
+    """(period_start_at, period_spent_nanousd) after a debit: a debit of a later month opens
+    a new period; one of an earlier month (a late record) counts only toward all-time spend."""
+    period = month_start_ms(occurred_at)
+    if period > wallet.period_start_at:
+        return period, debit_nanousd
+    if period == wallet.period_start_at:
+        return period, wallet.period_spent_nanousd + debit_nanousd
+    return wallet.period_start_at, wallet.period_spent_nanousd
+
+
+def spent_in_month_nanousd(wallet: Wallet, at_ms: int) -> int:
+    """What the wallet spent in the UTC month holding `at_ms` (0 if its period is older)."""
+    return wallet.period_spent_nanousd if wallet.period_start_at == month_start_ms(at_ms) else 0
 
 
 def entry_of(event: Event) -> Entry | None:
@@ -103,6 +128,9 @@ def evolve(wallet: Wallet | None, entry: Entry) -> Wallet:
         return wallet
     credit = max(entry.amount_nanousd, 0)
     debit = max(-entry.amount_nanousd, 0)
+    period_start_at, period_spent_nanousd = wallet.period_start_at, wallet.period_spent_nanousd
+    if debit:
+        period_start_at, period_spent_nanousd = period_spend(wallet, debit, entry.occurred_at)
     return dataclasses.replace(
         wallet,
         balance_nanousd=wallet.balance_nanousd + entry.amount_nanousd,
@@ -112,6 +140,8 @@ def evolve(wallet: Wallet | None, entry: Entry) -> Wallet:
         last_event_id=entry.event_id,
         last_occurred_at=max(wallet.last_occurred_at, entry.occurred_at),
         applied_seqs=MappingProxyType({**wallet.applied_seqs, entry.producer_id: entry.seq}),
+        period_start_at=period_start_at,
+        period_spent_nanousd=period_spent_nanousd,
     )
 
 
@@ -138,6 +168,8 @@ def from_balance(record: WalletBalance) -> Wallet:
         last_event_id=record.last_event_id,
         last_occurred_at=record.last_occurred_at,
         applied_seqs=MappingProxyType(dict(record.applied_seqs)),
+        period_start_at=record.period_start_at,
+        period_spent_nanousd=record.period_spent_nanousd,
     )
 
 
@@ -169,6 +201,8 @@ def to_balance(
         last_event_id=wallet.last_event_id,
         last_occurred_at=wallet.last_occurred_at,
         applied_seqs=dict(wallet.applied_seqs),
+        period_start_at=wallet.period_start_at,
+        period_spent_nanousd=wallet.period_spent_nanousd,
     )
 
 

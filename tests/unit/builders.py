@@ -13,11 +13,14 @@ from schemas.ids import uuid7
 from schemas.records import (
     Attempt,
     DeadLetter,
+    EscalationOpened,
+    EscalationResolved,
     Event,
     Guardrail,
     KeyIssued,
     KeyRevoked,
     LineageRecord,
+    PolicyPackPublished,
     WalletBalance,
     WalletFunded,
 )
@@ -213,6 +216,62 @@ def dead_letter(**overrides: Any) -> DeadLetter:
     return DeadLetter(**env, **fields)
 
 
+def policy_published(**overrides: Any) -> PolicyPackPublished:
+    """The platform team publishes the first version of the search team's pack."""
+    source = "name: standard-saas\npolicies:\n  chain:\n    - name: pii-detector\n"
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 3,
+        "occurred_at": T0 - 86_400_000,
+        "pack_name": "standard-saas",
+        "version": 1,
+        "source_yaml": source,
+        "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
+        "diff": source,
+        "published_by": "platform@acme.example",
+    }
+    fields.update(overrides)
+    env = _split(PolicyPackPublished, fields)
+    return PolicyPackPublished(**env, **fields)
+
+
+def escalation_opened(**overrides: Any) -> EscalationOpened:
+    """A prompt with a card number is held for review."""
+    fields: dict[str, Any] = {
+        "producer_id": "gateway-4b5c6d",
+        "seq": 17,
+        "escalation_id": "esc_0193a1b2c3",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "team_id": TEAM,
+        "key_id": "key_0193a1b2",
+        "policy_pack": "healthcare-compliant",
+        "category": "pii",
+        "priority": "P2",
+        "mode": "hold",
+        "reason": "pii-detector",
+        "model_requested": "gpt-4o-mini",
+        "request_sha256": hashlib.sha256(b"{}").hexdigest(),
+    }
+    fields.update(overrides)
+    env = _split(EscalationOpened, fields)
+    return EscalationOpened(**env, **fields)
+
+
+def escalation_resolved(**overrides: Any) -> EscalationResolved:
+    """A reviewer approves the held call."""
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 4,
+        "escalation_id": "esc_0193a1b2c3",
+        "decision": "approve",
+        "resolved_by": "reviewer@acme.example",
+        "note": "test card from the QA suite",
+    }
+    fields.update(overrides)
+    env = _split(EscalationResolved, fields)
+    return EscalationResolved(**env, **fields)
+
+
 def one_of_each() -> list[Event]:
     """A realistic record of every record type."""
     return [
@@ -222,4 +281,7 @@ def one_of_each() -> list[Event]:
         funding(),
         balance(),
         dead_letter(),
+        policy_published(),
+        escalation_opened(),
+        escalation_resolved(),
     ]

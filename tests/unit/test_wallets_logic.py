@@ -5,6 +5,7 @@ from __future__ import annotations
 from schemas import codec
 from schemas.money import usd_to_nanousd
 from schemas.records import WalletBalance
+from streams.wallets import logic
 from streams.wallets.logic import (
     Wallet,
     entry_of,
@@ -14,6 +15,7 @@ from streams.wallets.logic import (
     team_wallet_id,
     to_balance,
 )
+from tests.unit import builders
 from tests.unit.builders import (
     MINI_COMPLETION_NANOUSD,
     MINI_PROMPT_NANOUSD,
@@ -220,3 +222,42 @@ def test_latest_keeps_the_balance_with_more_entries_whatever_the_reading_order()
     newer = latest(None, published(3, 70))
     assert latest(newer, published(2, 90)).balance_nanousd == 70
     assert latest(newer, published(4, 60)).balance_nanousd == 60
+
+
+# --- period spend (UTC months) --------------------------------------------------------
+
+
+def test_period_spend_counts_the_current_utc_month_and_a_new_month_starts_clean():
+    from datetime import UTC, datetime
+
+    from streams.wallets.logic import month_start_ms, spent_in_month_nanousd
+
+    nov = int(datetime(2026, 11, 30, 23, 59, tzinfo=UTC).timestamp()) * 1000
+    dec = int(datetime(2026, 12, 1, 0, 1, tzinfo=UTC).timestamp()) * 1000
+    wallet = logic.fold(
+        [
+            builders.funding(amount_nanousd=10_000_000),
+            builders.call(seq=10, occurred_at=nov, cost_nanousd=300),
+            builders.call(seq=11, occurred_at=nov + 1, cost_nanousd=200),
+        ]
+    )[builders.WALLET]
+    assert wallet.period_start_at == month_start_ms(nov)
+    assert spent_in_month_nanousd(wallet, nov) == 500
+    assert spent_in_month_nanousd(wallet, dec) == 0
+
+    wallet = logic.fold(
+        [builders.call(seq=12, occurred_at=dec, cost_nanousd=70)], {wallet.wallet_id: wallet}
+    )[builders.WALLET]
+    assert spent_in_month_nanousd(wallet, dec) == 70
+    # A late record of November counts toward all-time spend, not December's.
+    wallet = logic.fold(
+        [builders.call(seq=13, occurred_at=nov, cost_nanousd=5)], {wallet.wallet_id: wallet}
+    )[builders.WALLET]
+    assert spent_in_month_nanousd(wallet, dec) == 70
+    assert wallet.spent_nanousd == 575
+
+
+def test_period_spend_survives_the_published_balance_round_trip():
+    wallet = logic.fold([builders.funding(), builders.call(seq=10)])[builders.WALLET]
+    published = logic.to_balance(wallet, event_id="e", occurred_at=1, producer_id="p", seq=1)
+    assert logic.from_balance(published) == wallet
