@@ -1,0 +1,1 @@
+"""Policy packs and the policy chain the gateway runs on every call."""
