@@ -1,11 +1,21 @@
-"""The admin API: issue and revoke keys, fund wallets, read balances. Each change is a
-control event (the admin log), produced with acks=all before the call returns."""
+"""The admin API: issue and revoke keys, fund wallets, read balances, publish policy
+packs, decide escalations. Each change is a control event (the admin log), produced with
+acks=all before the call returns.
+
+Who may do what: the bootstrap admin token and keys with role org-admin act on every
+tenant; keys with role tenant-admin act on their own tenant only, and never issue a role
+above their own. Funding wallets is for org admins: a tenant admin could otherwise lift
+the budget it is held to. Another tenant's keys, packs and escalations are answered with
+404, as if they did not exist."""
 
 from __future__ import annotations
 
 import asyncio
+import difflib
+import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -15,13 +25,24 @@ from gateway import errors
 from gateway.app import new_key_secret
 from gateway.budget import Budget
 from gateway.errors import GatewayError, error_response
+from gateway.policy.pack import PackError, parse_pack
 from gateway.views import LocalViews, key_sha256
 from schemas.auth import bearer_token
 from schemas.ids import now_ms, uuid7
 from schemas.money import format_usd, usd_to_nanousd
 from schemas.publisher import ChainedPublisher
-from schemas.records import Event, KeyIssued, KeyRevoked, WalletFunded
+from schemas.records import (
+    ROLES,
+    EscalationResolved,
+    Event,
+    KeyIssued,
+    KeyRevoked,
+    PolicyPackPublished,
+    Role,
+    WalletFunded,
+)
 from schemas.topics import CONTROL
+from streams.keys.logic import role_rank
 from streams.wallets.logic import team_wallet_id
 
 E = TypeVar("E", bound=Event)
@@ -69,6 +90,22 @@ def _names(data: dict[str, Any], name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling the admin API: an identity, a role and, for tenant admins, a tenant."""
+
+    identity: str
+    role: Role
+    tenant_id: str | None  # None: every tenant
+
+    def sees(self, tenant_id: str) -> bool:
+        """Whether this principal may read and change the tenant's records."""
+        return self.tenant_id is None or self.tenant_id == tenant_id
+
+
+ROOT = Principal("admin", "org-admin", None)
+
+
 def _limit(data: dict[str, Any], name: str) -> int:
     value = data.get(name, 0)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -96,26 +133,52 @@ class AdminApi:
         self.default_tenant = default_tenant
 
     def routes(self) -> list[web.RouteDef]:
-        """The admin routes."""
+        """The admin routes; /v1/tokens is the same key API under its usual name."""
         return [
             web.post("/v1/admin/keys", self._guard(self.create_key)),
             web.get("/v1/admin/keys", self._guard(self.list_keys)),
             web.post("/v1/admin/keys/{key_id}/revoke", self._guard(self.revoke_key)),
+            web.post("/v1/tokens", self._guard(self.create_key)),
+            web.get("/v1/tokens", self._guard(self.list_keys)),
+            web.delete("/v1/tokens/{key_id}", self._guard(self.revoke_key)),
             web.post("/v1/admin/wallets/fund", self._guard(self.fund_wallet)),
             web.get("/v1/admin/wallets/balance", self._guard(self.balance)),
+            web.post("/v1/admin/policies", self._guard(self.push_policy)),
+            web.get("/v1/admin/policies", self._guard(self.list_policies)),
+            web.post("/v1/admin/escalations/{escalation_id}/resolve", self._guard(self.resolve)),
         ]
+
+    def _principal(self, request: web.Request) -> Principal:
+        presented = bearer_token(request.headers.get("Authorization"))
+        if not presented:
+            raise GatewayError(errors.MISSING_API_KEY, "admin key required")
+        if hmac.compare_digest(presented, self._token):
+            return ROOT
+        key = self.views.key_for_secret(presented)
+        if key is None or key.status(now_ms()) != "active":
+            raise GatewayError(errors.INVALID_API_KEY, "admin key required")
+        if not key.has_role("tenant-admin"):
+            raise GatewayError(errors.FORBIDDEN, f"key role {key.role!r} may not use the admin API")
+        tenant = None if key.role == "org-admin" else key.tenant_id
+        return Principal(f"key:{key.key_id}", key.role, tenant)
 
     def _guard(self, handler: Any) -> Any:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            presented = bearer_token(request.headers.get("Authorization"))
-            if not presented or not hmac.compare_digest(presented, self._token):
-                return error_response(errors.INVALID_API_KEY, "admin token required")
             try:
-                return await handler(request)  # type: ignore[no-any-return]
+                principal = self._principal(request)
+                return await handler(request, principal)  # type: ignore[no-any-return]
             except GatewayError as exc:
-                return error_response(exc.kind, exc.message)
+                return error_response(exc.kind, exc.message, exc.headers)
 
         return guarded
+
+    @staticmethod
+    def _tenant(principal: Principal, data: dict[str, Any], default: str) -> str:
+        """The tenant a request acts on: named, or the principal's own, or the default."""
+        tenant = _identifier(data, "tenant", principal.tenant_id or default)
+        if not principal.sees(tenant):
+            raise GatewayError(errors.FORBIDDEN, f"a {principal.role} may not act on {tenant}")
+        return tenant
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         body = await request.content.read(MAX_ADMIN_BODY_BYTES + 1)
@@ -142,11 +205,16 @@ class AdminApi:
     async def _publish(self, record: E) -> E:
         return await self.control.publish_and_wait(CONTROL.name, record.tenant_id, record)
 
-    async def create_key(self, request: web.Request) -> web.Response:
+    async def create_key(self, request: web.Request, principal: Principal) -> web.Response:
         """Issue a key; the secret is in this response and nowhere else."""
         data = await self._body(request)
-        tenant = _identifier(data, "tenant", self.default_tenant)
+        tenant = self._tenant(principal, data, self.default_tenant)
         team = _identifier(data, "team")
+        role = data.get("role", "developer")
+        if role not in ROLES:
+            raise GatewayError(errors.INVALID_REQUEST, f"'role' must be one of {', '.join(ROLES)}")
+        if role_rank(role) > role_rank(principal.role):
+            raise GatewayError(errors.FORBIDDEN, f"a {principal.role} may not issue a {role} key")
         name = data.get("name") or team
         if not isinstance(name, str) or len(name) > ID_MAX_CHARS:
             raise GatewayError(errors.INVALID_REQUEST, "'name' must be a short string")
@@ -159,6 +227,12 @@ class AdminApi:
         policy_pack = data.get("policy_pack", "")
         if not isinstance(policy_pack, str) or len(policy_pack) > ID_MAX_CHARS:
             raise GatewayError(errors.INVALID_REQUEST, "'policy_pack' must be a short string")
+        if policy_pack and (tenant, policy_pack) not in self.views.packs:
+            raise GatewayError(
+                errors.INVALID_REQUEST,
+                f"policy pack '{policy_pack}' is not published in tenant {tenant}; "
+                "push it first (govledger policy push)",
+            )
         secret = new_key_secret()
         key_id = f"key_{secrets.token_hex(8)}"
         record = KeyIssued(
@@ -169,7 +243,7 @@ class AdminApi:
             team_id=team,
             wallet_id=team_wallet_id(tenant, team),
             name=name,
-            issued_by="admin",
+            issued_by=principal.identity,
             expires_at=expires_at,
             models=_names(data, "models"),
             providers=_names(data, "providers"),
@@ -177,6 +251,7 @@ class AdminApi:
             policy_pack=policy_pack,
             requests_per_minute=_limit(data, "requests_per_minute"),
             tokens_per_minute=_limit(data, "tokens_per_minute"),
+            role=role,
         )
         await self._publish(record)
         await self._wait_until(lambda: key_id in self.views.keys)
@@ -195,11 +270,13 @@ class AdminApi:
                 "regions": list(record.regions),
                 "requests_per_minute": record.requests_per_minute,
                 "tokens_per_minute": record.tokens_per_minute,
+                "policy_pack": record.policy_pack,
+                "role": record.role,
             },
             status=201,
         )
 
-    async def list_keys(self, request: web.Request) -> web.Response:
+    async def list_keys(self, request: web.Request, principal: Principal) -> web.Response:
         """Keys with prefix, team, status, expiry, when this gateway last saw each used and
         what its wallet has left; never a secret."""
         now = now_ms()
@@ -216,18 +293,21 @@ class AdminApi:
                 "models": list(k.models),
                 "requests_per_minute": k.requests_per_minute,
                 "tokens_per_minute": k.tokens_per_minute,
+                "policy_pack": k.policy_pack,
+                "role": k.role,
                 "last_used_at": self.views.key_last_used_ms.get(k.key_id),
                 "remaining_nanousd": self.budget.available_nanousd(k.wallet_id),
             }
             for k in self.views.keys.values()
+            if principal.sees(k.tenant_id)
         ]
         return _json({"data": keys})
 
-    async def revoke_key(self, request: web.Request) -> web.Response:
+    async def revoke_key(self, request: web.Request, principal: Principal) -> web.Response:
         """Revoke a key; calls with it get 401 key_revoked once the gateway sees the event."""
         key_id = request.match_info["key_id"]
         key = self.views.keys.get(key_id)
-        if key is None:
+        if key is None or not principal.sees(key.tenant_id):
             raise GatewayError(errors.NOT_FOUND, f"no key {key_id}")
         data = await self._body(request)
         reason = data.get("reason", "revoked by admin")
@@ -235,14 +315,16 @@ class AdminApi:
             **self._envelope(KeyRevoked, key.tenant_id),
             key_id=key_id,
             reason=str(reason)[:512],
-            revoked_by="admin",
+            revoked_by=principal.identity,
         )
         await self._publish(record)
         await self._wait_until(lambda: self.views.keys[key_id].revoked_at is not None)
         return _json({"key_id": key_id, "status": "revoked"})
 
-    async def fund_wallet(self, request: web.Request) -> web.Response:
-        """Credit a team's wallet with an exact USD amount."""
+    async def fund_wallet(self, request: web.Request, principal: Principal) -> web.Response:
+        """Credit a team's wallet with an exact USD amount (org admins only)."""
+        if principal.role != "org-admin":
+            raise GatewayError(errors.FORBIDDEN, "only an org admin may fund wallets")
         data = await self._body(request)
         tenant = _identifier(data, "tenant", self.default_tenant)
         team = _identifier(data, "team")
@@ -258,7 +340,7 @@ class AdminApi:
             team_id=team,
             amount_nanousd=amount,
             memo=str(data.get("memo", ""))[:512],
-            funded_by="admin",
+            funded_by=principal.identity,
         )
         sealed = await self._publish(record)
         # Answer once this gateway's view has the credit, so the next call can spend it.
@@ -268,10 +350,10 @@ class AdminApi:
             status=201,
         )
 
-    async def balance(self, request: web.Request) -> web.Response:
+    async def balance(self, request: web.Request, principal: Principal) -> web.Response:
         """A team wallet's balance as the gateway's local view has it."""
         query = dict(request.query)
-        tenant = _identifier(query, "tenant", self.default_tenant)
+        tenant = self._tenant(principal, query, self.default_tenant)
         team = _identifier(query, "team")
         wallet_id = team_wallet_id(tenant, team)
         wallet = self.views.wallets.get(wallet_id)
@@ -286,6 +368,101 @@ class AdminApi:
                 "entry_count": wallet.entry_count if wallet is not None else 0,
             }
         )
+
+    async def push_policy(self, request: web.Request, principal: Principal) -> web.Response:
+        """Lint a pack and publish it as the next version, with the diff from the last one.
+        An unchanged pack publishes nothing."""
+        data = await self._body(request)
+        tenant = self._tenant(principal, data, self.default_tenant)
+        source = data.get("source_yaml")
+        if not isinstance(source, str):
+            raise GatewayError(errors.INVALID_REQUEST, "'source_yaml' must be the pack's text")
+        try:
+            name = parse_pack(source).name
+            problems = []
+        except PackError as exc:
+            problems = exc.errors
+        if problems:
+            return _json(
+                {
+                    "error": {
+                        "message": "; ".join(str(p) for p in problems),
+                        "type": errors.INVALID_REQUEST.type,
+                        "code": "policy_invalid",
+                        "param": None,
+                        "lines": [{"line": p.line, "message": p.message} for p in problems],
+                    }
+                },
+                status=400,
+            )
+        known = self.views.packs.get((tenant, name))
+        if known is not None and known.source_yaml == source:
+            return _json({"pack": name, "tenant": tenant, "version": known.version, "diff": ""})
+        version = known.version + 1 if known is not None else 1
+        before = known.source_yaml if known is not None else ""
+        diff = "".join(
+            difflib.unified_diff(
+                before.splitlines(keepends=True),
+                source.splitlines(keepends=True),
+                fromfile=f"{name} v{version - 1}" if known else "/dev/null",
+                tofile=f"{name} v{version}",
+            )
+        )
+        record = PolicyPackPublished(
+            **self._envelope(PolicyPackPublished, tenant),
+            pack_name=name,
+            version=version,
+            source_yaml=source,
+            source_sha256=hashlib.sha256(source.encode()).hexdigest(),
+            diff=diff,
+            published_by=principal.identity,
+        )
+        await self._publish(record)
+        await self._wait_until(
+            lambda: (
+                (tenant, name) in self.views.packs
+                and self.views.packs[(tenant, name)].version >= version
+            )
+        )
+        return _json({"pack": name, "tenant": tenant, "version": version, "diff": diff}, status=201)
+
+    async def list_policies(self, request: web.Request, principal: Principal) -> web.Response:
+        """Published packs with their newest version."""
+        packs = [
+            {
+                "tenant": tenant,
+                "pack": name,
+                "version": published.version,
+                "description": published.pack.description,
+                "steps": [step.name for step in published.pack.steps],
+            }
+            for (tenant, name), published in sorted(self.views.packs.items())
+            if principal.sees(tenant)
+        ]
+        return _json({"data": packs})
+
+    async def resolve(self, request: web.Request, principal: Principal) -> web.Response:
+        """Approve or reject an escalation; a call held for it proceeds or is refused."""
+        escalation_id = request.match_info["escalation_id"]
+        opened = self.views.escalations.get(escalation_id)
+        if opened is None or not principal.sees(opened.tenant_id):
+            raise GatewayError(errors.NOT_FOUND, f"no escalation {escalation_id}")
+        data = await self._body(request)
+        decision = data.get("decision")
+        if decision not in ("approve", "reject"):
+            raise GatewayError(errors.INVALID_REQUEST, "'decision' must be approve or reject")
+        if escalation_id in self.views.escalation_decisions:
+            raise GatewayError(errors.CONFLICT, f"escalation {escalation_id} is already decided")
+        record = EscalationResolved(
+            **self._envelope(EscalationResolved, opened.tenant_id),
+            escalation_id=escalation_id,
+            decision=decision,
+            resolved_by=principal.identity,
+            note=str(data.get("note", ""))[:2_000],
+        )
+        await self._publish(record)
+        await self._wait_until(lambda: escalation_id in self.views.escalation_decisions)
+        return _json({"escalation_id": escalation_id, "decision": decision})
 
     def _applied(self, funded: WalletFunded) -> bool:
         wallet = self.views.wallets.get(funded.wallet_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import random
 import secrets
@@ -16,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from gateway import errors
+from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
 from gateway.catalogue import Target
 from gateway.chat import (
@@ -26,17 +28,28 @@ from gateway.chat import (
     parse_chat_request,
 )
 from gateway.errors import GatewayError, error_response
+from gateway.policy.chain import CallFacts, RefusalReason, Review, evaluate
 from gateway.providers.base import ChatCall, Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import RateLimiter
-from gateway.routing import RETRYABLE, backoff_s, parse_fallbacks, plan
+from gateway.routing import (
+    RETRYABLE,
+    backoff_s,
+    group_order,
+    in_regions,
+    parse_fallbacks,
+    parse_model_groups,
+    parse_target_regions,
+    parse_tenant_regions,
+    plan,
+)
 from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.views import LocalViews
 from schemas.auth import bearer_token
 from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
 from schemas.publisher import ChainedPublisher
-from schemas.records import Attempt, LineageRecord, UsageSource
+from schemas.records import Attempt, EscalationOpened, Guardrail, LineageRecord, UsageSource
 from schemas.settings import GatewaySettings
-from schemas.topics import LINEAGE
+from schemas.topics import ESCALATIONS, LINEAGE
 from streams.keys.logic import Key
 
 log = structlog.get_logger(__name__)
@@ -46,6 +59,17 @@ R = TypeVar("R")
 # Reservation when the caller sets no max_tokens: a generous answer, so the budget check
 # errs on the side of refusing rather than overspending.
 DEFAULT_RESERVED_COMPLETION_TOKENS = 4_096
+# Keys that name no pack run under the tenant's pack of this name, if it has one.
+DEFAULT_PACK = "default"
+DECISION_POLL_S = 0.05
+
+REFUSALS: dict[RefusalReason, errors.ErrorKind] = {
+    "user_required": errors.USER_REQUIRED,
+    "role_insufficient": errors.ROLE_INSUFFICIENT,
+    "pii_blocked": errors.PII_BLOCKED,
+    "content_blocked": errors.CONTENT_BLOCKED,
+    "cost_limit_exceeded": errors.COST_LIMIT_EXCEEDED,
+}
 
 
 @dataclass(slots=True)
@@ -67,6 +91,7 @@ class CallRecord:
     selection_reason: str = ""
     attempts: list[Attempt] = field(default_factory=list)
     policies: list[str] = field(default_factory=list)
+    guardrails: list[Guardrail] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_source: UsageSource = "none"
@@ -109,6 +134,11 @@ class Gateway:
         self.budget = Budget(views, lineage.producer_id)
         self.limiter = RateLimiter()
         self.fallbacks = parse_fallbacks(settings.fallbacks)
+        self.groups = parse_model_groups(settings.model_groups)
+        self.target_regions = parse_target_regions(settings.target_regions)
+        self.tenant_regions = parse_tenant_regions(settings.tenant_regions)
+        self.breakers = BreakerBoard(config_of(settings), views.fleet_breakers)
+        self.upstream_in_flight = 0
         # Not for security: jitter only spreads retries out.
         self._jitter = random.Random()  # noqa: S311
 
@@ -141,11 +171,7 @@ class Gateway:
         trace_id, parent = parse_traceparent(request.headers.get("traceparent"))
         call = CallRecord(started, "", trace_id, parent)
         try:
-            if self.lineage.pending >= self.settings.lineage_max_pending:
-                # Every call must be recorded: refuse quickly rather than queue unboundedly.
-                raise GatewayError(
-                    errors.OVERLOADED, "gateway overloaded: lineage backlog at its limit"
-                )
+            self._check_lineage()
             body = await self._read_body(request, call)
             call.policies.append("auth")
             key = self._authenticate(request.headers.get("Authorization"))
@@ -154,27 +180,59 @@ class Gateway:
             call.key_id, call.wallet_id = key.key_id, key.wallet_id
             chat = parse_chat_request(body, max_messages=self.settings.max_messages)
             call.stream, call.model_requested, call.user_id = chat.stream, chat.model, chat.user
-            targets = plan(chat.model, self.catalogue, self.fallbacks)
+            targets, call.selection_reason = self._plan(chat.model)
             if not targets:
                 raise GatewayError(errors.MODEL_NOT_FOUND, f"model '{chat.model}' does not exist")
-            target = call.target = targets[0]
+            call.target = targets[0]
             call.policies.append("key-scopes")
-            self._check_scopes(key, chat, target)
+            targets = self._allowed_targets(key, chat, targets)
+            call.target = targets[0]
             call.policies.append("rate-limit")
             self._check_rate(key, chat)
+            reserve_nanousd = self._reservation_nanousd(chat, targets)
+            chat = await self._run_policies(call, key, chat, reserve_nanousd)
+            if self.upstream_in_flight >= self.settings.max_concurrent_upstream:
+                # Shed at once: a queue here would only turn into caller timeouts.
+                raise GatewayError(
+                    errors.OVERLOADED,
+                    "gateway at its limit of concurrent upstream calls",
+                    headers={"Retry-After": "1"},
+                )
             call.policies.append("budget")
-            self._reserve(call, chat, targets)
+            self.budget.reserve(call.wallet_id, reserve_nanousd)
+            call.reserved_nanousd = reserve_nanousd
         except GatewayError as exc:
             await self._record(call, exc.kind.status, exc.kind.code, "rejected")
             return error_response(exc.kind, exc.message, exc.headers)
+        self.upstream_in_flight += 1
         try:
             if chat.stream:
                 return await self._stream(request, call, chat, targets)
             return await self._complete(call, chat, targets)
+        except GatewayError as exc:  # every target's breaker is open
+            await self._record(call, exc.kind.status, exc.kind.code, "failed")
+            return error_response(exc.kind, exc.message, exc.headers)
         finally:
+            self.upstream_in_flight -= 1
             self._release(call)
 
     # --- steps ----------------------------------------------------------------------
+
+    def _check_lineage(self) -> None:
+        """Every call must be recorded: refuse quickly when it could not be."""
+        if self.lineage.pending >= self.settings.lineage_max_pending:
+            raise GatewayError(
+                errors.OVERLOADED, "gateway overloaded: lineage backlog at its limit"
+            )
+        if self.lineage.degraded and self.settings.lineage_fail_closed:
+            raise GatewayError(
+                errors.LINEAGE_UNAVAILABLE, "the broker is unavailable and lineage fails closed"
+            )
+        if not self.lineage.accepting:
+            raise GatewayError(
+                errors.LINEAGE_UNAVAILABLE,
+                "the broker is unavailable and the lineage spool is full",
+            )
 
     async def _read_body(self, request: web.Request, call: CallRecord) -> bytes:
         limit = self.settings.max_body_bytes
@@ -201,18 +259,45 @@ class Gateway:
             raise GatewayError(errors.KEY_EXPIRED, f"key {key.key_prefix}… has expired")
         return key
 
-    def _check_scopes(self, key: Key, chat: ChatRequest, target: Target) -> None:
-        refused = key.allows(model=chat.model, provider=target.provider, region=self.region)
+    def _plan(self, model: str) -> tuple[list[Target], str]:
+        """The targets to try in order, and why the first was chosen: `catalogue` (the
+        model asked for) or `weighted` (a group's weighted pick; model_selected says which)."""
+        group = self.groups.get(model)
+        if group is None:
+            return plan(model, self.catalogue, self.fallbacks), "catalogue"
+        members = group_order(group, self._jitter.random())
+        targets = [t for name in members for t in plan(name, self.catalogue, self.fallbacks)]
+        return list(dict.fromkeys(targets)), "weighted"
+
+    def _allowed_targets(self, key: Key, chat: ChatRequest, targets: list[Target]) -> list[Target]:
+        """The targets the key's scopes and the tenant's regions allow, in order; refuses
+        the call, naming the primary's reason, when none is left."""
+        tenant_regions = self.tenant_regions.get(key.tenant_id)
+        resident = in_regions(targets, self.target_regions, self.region, tenant_regions)
+        allowed = [
+            t
+            for t in resident
+            if key.allows(model=chat.model, provider=t.provider, region=self._region_of(t)) is None
+        ]
+        if allowed:
+            return allowed
+        primary = targets[0]
+        refused = key.allows(
+            model=chat.model, provider=primary.provider, region=self._region_of(primary)
+        )
         if refused == "model":
             raise GatewayError(errors.MODEL_NOT_ALLOWED, f"key may not call model '{chat.model}'")
         if refused == "provider":
             raise GatewayError(
-                errors.PROVIDER_NOT_ALLOWED, f"key may not use provider '{target.provider}'"
+                errors.PROVIDER_NOT_ALLOWED, f"key may not use provider '{primary.provider}'"
             )
-        if refused == "region":
-            raise GatewayError(
-                errors.REGION_NOT_ALLOWED, f"key may not be served in region '{self.region}'"
-            )
+        raise GatewayError(
+            errors.REGION_NOT_ALLOWED,
+            f"no target for '{chat.model}' in a region this key and tenant may use",
+        )
+
+    def _region_of(self, target: Target) -> str:
+        return self.target_regions.get(target.model, self.region)
 
     def _check_rate(self, key: Key, chat: ChatRequest) -> None:
         tokens = estimate_prompt_tokens(chat.messages) + (chat.max_tokens or 0)
@@ -230,13 +315,100 @@ class Gateway:
                 headers={"Retry-After": str(retry_after_s)},
             )
 
-    def _reserve(self, call: CallRecord, chat: ChatRequest, targets: list[Target]) -> None:
+    def _reservation_nanousd(self, chat: ChatRequest, targets: list[Target]) -> int:
         completion_tokens = chat.max_tokens or DEFAULT_RESERVED_COMPLETION_TOKENS
         prompt_tokens = estimate_prompt_tokens(chat.messages)
         # A fallback may cost more than the primary: hold enough for the dearest.
-        reserve = max(t.cost_nanousd(prompt_tokens, completion_tokens) for t in targets)
-        self.budget.reserve(call.wallet_id, reserve)
-        call.reserved_nanousd = reserve
+        return max(t.cost_nanousd(prompt_tokens, completion_tokens) for t in targets)
+
+    async def _run_policies(
+        self, call: CallRecord, key: Key, chat: ChatRequest, reserve_nanousd: int
+    ) -> ChatRequest:
+        """Run the key's policy pack; the request as the provider may see it (redacted)."""
+        pack_name = key.policy_pack or DEFAULT_PACK
+        published = self.views.packs.get((key.tenant_id, pack_name))
+        if published is None:
+            if key.policy_pack:  # a pack the key names must exist: fail closed
+                raise GatewayError(
+                    errors.POLICY_UNAVAILABLE, f"policy pack '{pack_name}' is not published"
+                )
+            return chat
+        now = now_ms()
+        facts = CallFacts(
+            team_id=key.team_id,
+            role=key.role,
+            user_id=chat.user,
+            messages=chat.messages,
+            team_month_spent_nanousd=self.views.team_month_spent_nanousd(
+                key.tenant_id, key.team_id, now
+            )
+            + self.budget.committed_nanousd(key.wallet_id),
+            estimated_cost_nanousd=reserve_nanousd,
+        )
+        verdict = evaluate(published.pack, facts)
+        call.policies.extend(verdict.applied)
+        call.guardrails.extend(verdict.triggered)
+        if verdict.refusal is not None:
+            raise GatewayError(REFUSALS[verdict.refusal.reason], verdict.refusal.message)
+        if verdict.review is not None:
+            await self._review(call, key, pack_name, verdict.review)
+        if verdict.messages is not chat.messages:
+            return dataclasses.replace(chat, messages=list(verdict.messages))
+        return chat
+
+    async def _review(self, call: CallRecord, key: Key, pack_name: str, review: Review) -> None:
+        """Open an escalation; refuse the call with its reference, or hold it for a decision."""
+        policy = review.policy
+        escalation_id = f"esc_{uuid7().replace('-', '')}"
+        opened = EscalationOpened(
+            event_id=uuid7(),
+            event_type=EscalationOpened.event_type_name,
+            occurred_at=now_ms(),
+            tenant_id=key.tenant_id,
+            producer_id="",
+            seq=0,
+            escalation_id=escalation_id,
+            trace_id=call.trace_id,
+            team_id=key.team_id,
+            key_id=key.key_id,
+            policy_pack=pack_name,
+            category=policy.category,
+            priority=policy.priority,
+            mode=policy.mode,
+            reason=review.reason,
+            model_requested=call.model_requested,
+            request_sha256=call.request_sha256,
+        )
+        await self.lineage.publish(ESCALATIONS.name, key.tenant_id, opened)
+        reference = {"X-Govledger-Escalation": escalation_id}
+        if policy.mode == "refuse":
+            raise GatewayError(
+                errors.REVIEW_REQUIRED,
+                f"this call needs human review; reference {escalation_id}",
+                headers=reference,
+            )
+        decision = await self._decision(escalation_id, policy.hold_timeout_s)
+        if decision == "approve":
+            return
+        if decision == "reject":
+            raise GatewayError(
+                errors.REVIEW_REJECTED,
+                f"a reviewer rejected this call; reference {escalation_id}",
+                headers=reference,
+            )
+        raise GatewayError(
+            errors.REVIEW_REQUIRED,
+            f"no review decision within {policy.hold_timeout_s:g}s; reference {escalation_id}",
+            headers=reference,
+        )
+
+    async def _decision(self, escalation_id: str, timeout_s: float) -> str | None:
+        deadline = time.monotonic() + timeout_s
+        while (decision := self.views.escalation_decisions.get(escalation_id)) is None:
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(DECISION_POLL_S)
+        return decision
 
     def _release(self, call: CallRecord) -> None:
         if call.reserved_nanousd:
@@ -274,21 +446,35 @@ class Gateway:
         failure: UpstreamError | None = None
         for index, target in enumerate(targets):
             for retry in range(retries + 1):
+                if not self.breakers.admit(target, now_ms()):
+                    self._attempt(call, target, time.perf_counter(), 0, "breaker_open")
+                    break
                 started = time.perf_counter()
                 try:
                     result = await run(target)
                 except UpstreamError as exc:
                     self._attempt(call, target, started, exc.status, exc.error_class)
+                    self.breakers.record(target, exc.status, exc.error_class, now_ms())
                     failure = exc
                     if exc.error_class not in RETRYABLE:
                         raise
                     if retry < retries:
                         await asyncio.sleep(self._backoff_s(retry, exc.retry_after_s))
                     continue
+                self.breakers.record(target, 200, None, now_ms())
                 call.target = target
-                call.selection_reason = "catalogue" if index == 0 else "fallback"
+                if index > 0:
+                    # Stable words for SQL: a failure moved it on, or only open breakers did.
+                    call.selection_reason = "fallback" if failure is not None else "breaker_open"
                 return result, target, started
-        assert failure is not None, "a plan has at least one target"
+        if failure is None:
+            raise GatewayError(
+                errors.CIRCUIT_OPEN,
+                f"every target for '{call.model_requested}' has an open circuit breaker",
+                headers={
+                    "Retry-After": str(max(1, round(self.breakers.config.reset_timeout_ms / 1000)))
+                },
+            )
         raise failure
 
     def _backoff_s(self, retry: int, retry_after_s: float | None) -> float:
@@ -451,7 +637,7 @@ class Gateway:
             selection_reason=call.selection_reason,
             attempts=tuple(call.attempts),
             policies_applied=tuple(call.policies),
-            guardrails_triggered=(),
+            guardrails_triggered=tuple(call.guardrails),
             decision=decision,  # type: ignore[arg-type]
             prompt_tokens=call.prompt_tokens,
             completion_tokens=call.completion_tokens,

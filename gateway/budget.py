@@ -18,17 +18,28 @@ class Budget:
         self.reserved_nanousd: dict[str, int] = {}
         self.unsettled_nanousd: dict[str, dict[int, int]] = {}
 
-    def available_nanousd(self, wallet_id: str) -> int:
-        """What calls through this gateway may still commit from the wallet."""
+    def _unsettled(self, wallet_id: str) -> dict[int, int]:
         wallet = self.views.wallets.get(wallet_id)
         unsettled = self.unsettled_nanousd.get(wallet_id, {})
         if unsettled and wallet is not None:
             seen = wallet.applied_seqs.get(self.producer_id, 0)
             for seq in [s for s in unsettled if s <= seen]:
                 del unsettled[seq]  # the published balance includes it now
+        return unsettled
+
+    def available_nanousd(self, wallet_id: str) -> int:
+        """What calls through this gateway may still commit from the wallet."""
         return logic.available_nanousd(
-            wallet, self.producer_id, unsettled, self.reserved_nanousd.get(wallet_id, 0)
+            self.views.wallets.get(wallet_id),
+            self.producer_id,
+            self._unsettled(wallet_id),
+            self.reserved_nanousd.get(wallet_id, 0),
         )
+
+    def committed_nanousd(self, wallet_id: str) -> int:
+        """What this gateway has committed from the wallet that the published balance does
+        not show yet: its settlements in flight and its reservations."""
+        return sum(self._unsettled(wallet_id).values()) + self.reserved_nanousd.get(wallet_id, 0)
 
     def reserve(self, wallet_id: str, amount_nanousd: int) -> None:
         """Hold an amount for a call, or refuse it with budget_exhausted."""

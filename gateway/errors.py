@@ -29,12 +29,25 @@ MODEL_NOT_ALLOWED = ErrorKind("model_not_allowed", 403, "permission_error")
 PROVIDER_NOT_ALLOWED = ErrorKind("provider_not_allowed", 403, "permission_error")
 REGION_NOT_ALLOWED = ErrorKind("region_not_allowed", 403, "permission_error")
 RATE_LIMITED = ErrorKind("rate_limited", 429, "rate_limit_error")
+# Refusals of the policy chain, one code per step outcome.
+USER_REQUIRED = ErrorKind("user_required", 400, "invalid_request_error")
+ROLE_INSUFFICIENT = ErrorKind("role_insufficient", 403, "permission_error")
+PII_BLOCKED = ErrorKind("pii_blocked", 400, "invalid_request_error")
+CONTENT_BLOCKED = ErrorKind("content_blocked", 400, "invalid_request_error")
+COST_LIMIT_EXCEEDED = ErrorKind("cost_limit_exceeded", 402, "insufficient_quota")
+REVIEW_REQUIRED = ErrorKind("review_required", 403, "permission_error")
+REVIEW_REJECTED = ErrorKind("review_rejected", 403, "permission_error")
+POLICY_UNAVAILABLE = ErrorKind("policy_unavailable", 503, "server_error")
+HEADERS_TOO_LARGE = ErrorKind("request_headers_too_large", 431, "invalid_request_error")
 NOT_FOUND = ErrorKind("not_found", 404, "invalid_request_error")
+CONFLICT = ErrorKind("conflict", 409, "invalid_request_error")
 MODEL_NOT_FOUND = ErrorKind("model_not_found", 404, "invalid_request_error")
 BODY_TOO_LARGE = ErrorKind("request_too_large", 413, "invalid_request_error")
 # Recorded in lineage only: the caller closed the connection before the answer ended.
 CLIENT_CLOSED = ErrorKind("client_closed_request", 499, "client_error")
 OVERLOADED = ErrorKind("overloaded", 503, "server_error")
+CIRCUIT_OPEN = ErrorKind("circuit_open", 503, "server_error")
+LINEAGE_UNAVAILABLE = ErrorKind("lineage_unavailable", 503, "server_error")
 UPSTREAM_ERROR = ErrorKind("upstream_error", 502, "upstream_error")
 INTERNAL_ERROR = ErrorKind("internal_error", 500, "server_error")
 
@@ -51,11 +64,23 @@ ALL_KINDS: tuple[ErrorKind, ...] = (
     PROVIDER_NOT_ALLOWED,
     REGION_NOT_ALLOWED,
     RATE_LIMITED,
+    USER_REQUIRED,
+    ROLE_INSUFFICIENT,
+    PII_BLOCKED,
+    CONTENT_BLOCKED,
+    COST_LIMIT_EXCEEDED,
+    REVIEW_REQUIRED,
+    REVIEW_REJECTED,
+    POLICY_UNAVAILABLE,
+    HEADERS_TOO_LARGE,
     NOT_FOUND,
+    CONFLICT,
     MODEL_NOT_FOUND,
     BODY_TOO_LARGE,
     CLIENT_CLOSED,
     OVERLOADED,
+    CIRCUIT_OPEN,
+    LINEAGE_UNAVAILABLE,
     UPSTREAM_ERROR,
     INTERNAL_ERROR,
 )

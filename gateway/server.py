@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.admin import AdminApi
 from gateway.app import Gateway
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
-from gateway.errors import INTERNAL_ERROR, NOT_FOUND, error_response
+from gateway.errors import HEADERS_TOO_LARGE, INTERNAL_ERROR, NOT_FOUND, error_response
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider
@@ -23,7 +23,8 @@ from schemas.ids import new_producer_id
 from schemas.kafka import TopicTailer
 from schemas.publisher import ChainedPublisher
 from schemas.settings import GatewaySettings
-from schemas.topics import CONTROL, WALLET_STATE
+from schemas.spool import Spool
+from schemas.topics import CONTROL, ESCALATIONS, WALLET_STATE
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +75,20 @@ def build_providers(settings: GatewaySettings) -> dict[str, Provider]:
     return providers
 
 
+def _header_limit(max_header_bytes: int) -> Any:
+    @web.middleware
+    async def limit_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+        size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
+        if size > max_header_bytes:
+            return error_response(
+                HEADERS_TOO_LARGE, f"request headers are {size} bytes; limit {max_header_bytes}"
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return limit_headers
+
+
 @web.middleware
 async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
     # A bug must still answer OpenAI-style (5xx: ours), never an HTML page.
@@ -97,12 +112,18 @@ class GatewayProcess:
         self.settings = settings
         self.views = LocalViews()
         self.tailer = TopicTailer(
-            settings.kafka_bootstrap, [CONTROL.name, WALLET_STATE.name], self.views.apply
+            settings.kafka_bootstrap,
+            [CONTROL.name, WALLET_STATE.name, ESCALATIONS.name],
+            self.views.apply,
         )
+        producer_id = new_producer_id("gateway")
         self.lineage = ChainedPublisher(
             settings.kafka_bootstrap,
-            new_producer_id("gateway"),
+            producer_id,
             linger_ms=settings.lineage_linger_ms,
+            spool=Spool(
+                settings.data_path / "spool", producer_id, settings.lineage_spool_max_bytes
+            ),
         )
         self.control = ChainedPublisher(settings.kafka_bootstrap, new_producer_id("admin"))
         self.providers = build_providers(settings)
@@ -125,7 +146,8 @@ class GatewayProcess:
     def application(self) -> web.Application:
         """The aiohttp application."""
         app = web.Application(
-            client_max_size=self.settings.max_body_bytes, middlewares=[_errors_as_json]
+            client_max_size=self.settings.max_body_bytes,
+            middlewares=[_errors_as_json, _header_limit(self.settings.max_header_bytes)],
         )
         app.add_routes(
             [
@@ -143,7 +165,14 @@ class GatewayProcess:
         await self.control.start()
         await self.tailer.start()
         await asyncio.wait_for(self.tailer.caught_up.wait(), timeout=60)
-        self._runner = web.AppRunner(self.application(), access_log=None)
+        # aiohttp's own parser limit sits above ours, so an oversized header still gets
+        # the JSON 431 from the middleware; only far larger ones meet aiohttp's plain 400.
+        parser_limit = 2 * self.settings.max_header_bytes
+        self._runner = web.AppRunner(
+            self.application(),
+            access_log=None,
+            handler_args={"max_line_size": parser_limit, "max_field_size": parser_limit},
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
         await site.start()

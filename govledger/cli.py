@@ -141,7 +141,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.keys_command == "create":
             body: dict[str, Any] = {
                 "team": args.team,
-                "tenant": args.tenant or settings.default_tenant,
+                "role": args.role,
                 "models": args.models or "",
                 "providers": args.providers or "",
                 "regions": args.regions or "",
@@ -149,6 +149,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 "requests_per_minute": args.rpm,
                 "tokens_per_minute": args.tpm,
             }
+            if args.tenant:  # else the admin's own tenant, or the default one
+                body["tenant"] = args.tenant
             if args.name:
                 body["name"] = args.name
             if args.expires_in:
@@ -194,6 +196,73 @@ def cmd_wallets(args: argparse.Namespace) -> int:
             )
             print(data["balance_usd"])
     return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    """policy lint | push | list | templates."""
+    from gateway.policy.pack import lint, template_names, template_source
+
+    if args.policy_command == "templates":
+        if args.name:
+            try:
+                print(template_source(args.name), end="")
+            except KeyError as exc:
+                raise CliError(
+                    f"no template {args.name}; see `govledger policy templates`"
+                ) from exc
+        else:
+            print("\n".join(template_names()))
+        return 0
+    if args.policy_command == "lint":
+        failed = 0
+        for path in args.files:
+            problems = lint(_read_text(path))
+            for problem in problems:
+                print(f"{path}:{problem.line}: {problem.message}", file=sys.stderr)
+            failed += bool(problems)
+            if not problems:
+                print(f"{path}: ok")
+        return 1 if failed else 0
+    settings = load(GatewaySettings)
+    with _admin(settings) as client:
+        if args.policy_command == "list":
+            print("tenant\tpack\tversion\tsteps")
+            for pack in _request(client, "GET", "/v1/admin/policies")["data"]:
+                steps = ",".join(pack["steps"])
+                print(f"{pack['tenant']}\t{pack['pack']}\t{pack['version']}\t{steps}")
+            return 0
+        body: dict[str, Any] = {"source_yaml": _read_text(args.file)}
+        if args.tenant:
+            body["tenant"] = args.tenant
+        data = _request(client, "POST", "/v1/admin/policies", json=body)
+        if data["diff"]:
+            print(data["diff"], end="" if data["diff"].endswith("\n") else "\n")
+            print(f"published {data['pack']} v{data['version']} in {data['tenant']}")
+        else:
+            print(f"{data['pack']} v{data['version']} in {data['tenant']} is unchanged")
+    return 0
+
+
+def cmd_escalations(args: argparse.Namespace) -> int:
+    """escalations resolve."""
+    settings = load(GatewaySettings)
+    with _admin(settings) as client:
+        _request(
+            client,
+            "POST",
+            f"/v1/admin/escalations/{args.escalation_id}/resolve",
+            json={"decision": args.decision, "note": args.note},
+        )
+    print(f"{args.escalation_id}: {args.decision}")
+    return 0
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
@@ -257,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--expires-in", help="lifetime such as 90d, 12h, 30m")
     create.add_argument("--rpm", type=int, default=0, help="requests per minute (0: unlimited)")
     create.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: unlimited)")
+    create.add_argument(
+        "--role",
+        default="developer",
+        choices=["viewer", "developer", "tenant-admin", "org-admin"],
+        help="role for rbac policies; admin roles may use the admin API",
+    )
     keys_commands.add_parser("list", help="list keys (prefix, team, status)")
     revoke = keys_commands.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
@@ -274,6 +349,26 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("--team", required=True)
     balance.add_argument("--tenant")
     wallets.set_defaults(func=cmd_wallets)
+
+    policy = commands.add_parser("policy", help="lint, publish and list policy packs")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    lint_parser = policy_commands.add_parser("lint", help="check packs; errors with line numbers")
+    lint_parser.add_argument("files", nargs="+")
+    push = policy_commands.add_parser("push", help="publish a pack as its next version")
+    push.add_argument("file")
+    push.add_argument("--tenant")
+    policy_commands.add_parser("list", help="published packs and their versions")
+    templates = policy_commands.add_parser("templates", help="list templates, or print one")
+    templates.add_argument("name", nargs="?")
+    policy.set_defaults(func=cmd_policy)
+
+    escalations = commands.add_parser("escalations", help="decide escalations")
+    escalation_commands = escalations.add_subparsers(dest="escalations_command", required=True)
+    resolve = escalation_commands.add_parser("resolve", help="approve or reject an escalation")
+    resolve.add_argument("escalation_id")
+    resolve.add_argument("--decision", required=True, choices=["approve", "reject"])
+    resolve.add_argument("--note", default="")
+    escalations.set_defaults(func=cmd_escalations)
 
     sql = commands.add_parser("sql", help="run a read-only SQL query; prints TSV")
     sql.add_argument("query")

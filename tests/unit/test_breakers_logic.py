@@ -1,0 +1,266 @@
+"""Circuit breakers: given attempts' outcomes over time, then what a target admits."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.breakers.logic import (
+    Breaker,
+    BreakerConfig,
+    Outcome,
+    Transition,
+    admit,
+    current,
+    merge,
+    open_until_ms,
+    outcome_of,
+    record,
+)
+
+T0 = 1_750_000_000_000
+CONFIG = BreakerConfig(
+    failure_threshold=3, failure_window_ms=10_000, reset_timeout_ms=5_000, half_open_requests=2
+)
+
+
+def fail_times(breaker: Breaker, times_ms: list[int], config: BreakerConfig = CONFIG) -> Breaker:
+    for now_ms in times_ms:
+        breaker, _ = record(breaker, "failure", now_ms, config)
+    return breaker
+
+
+def opened_at(now_ms: int) -> Breaker:
+    return fail_times(Breaker(), [now_ms] * CONFIG.failure_threshold)
+
+
+@pytest.mark.parametrize(
+    ("http_status", "error_class", "outcome"),
+    [
+        (200, None, "success"),
+        (201, None, "success"),
+        (0, "timeout", "failure"),
+        (0, "connect", "failure"),
+        (0, "transport", "failure"),
+        (429, "rate_limited", "failure"),
+        (500, "http_5xx", "failure"),
+        (503, "http_5xx", "failure"),
+        (200, "bad_response", "failure"),
+        (0, None, "failure"),
+        (400, "http_4xx", "ignored"),
+        (401, "http_4xx", "ignored"),
+        (403, "http_4xx", "ignored"),
+        (404, "http_4xx", "ignored"),
+        (413, "http_4xx", "ignored"),
+        (422, "http_4xx", "ignored"),
+        (499, None, "ignored"),
+        # The adapter refused to translate the caller's request: nothing was sent.
+        (0, "http_4xx", "ignored"),
+    ],
+)
+def test_outcome_blames_the_target_only_for_its_own_failures(
+    http_status: int, error_class: str | None, outcome: Outcome
+) -> None:
+    assert outcome_of(http_status, error_class) == outcome
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"failure_threshold": 0},
+        {"failure_window_ms": 0},
+        {"reset_timeout_ms": 0},
+        {"half_open_requests": 0},
+    ],
+)
+def test_config_refuses_values_below_one(kwargs: dict[str, int]) -> None:
+    with pytest.raises(AssertionError):
+        BreakerConfig(**kwargs)
+
+
+def test_opens_exactly_at_the_threshold_within_the_window() -> None:
+    breaker = fail_times(Breaker(), [T0, T0 + 1_000])
+    assert breaker.state == "closed"
+    assert breaker.failures_ms == (T0, T0 + 1_000)
+    breaker, transition = record(breaker, "failure", T0 + 9_999, CONFIG)
+    assert breaker == Breaker("open", opened_at_ms=T0 + 9_999)
+    assert transition == Transition("closed", "open", T0 + 9_999)
+    assert transition.kind == "opened"
+
+
+def test_failures_outside_the_window_do_not_count() -> None:
+    # The first failure is exactly a window old when the third comes: it has left.
+    breaker = fail_times(Breaker(), [T0, T0 + 5_000, T0 + 10_000])
+    assert breaker.state == "closed"
+    assert breaker.failures_ms == (T0 + 5_000, T0 + 10_000)
+    assert current(breaker, T0 + 20_000, CONFIG) == Breaker()
+
+
+def test_ignored_outcomes_and_successes_do_not_count_or_clear() -> None:
+    breaker = fail_times(Breaker(), [T0, T0 + 1])
+    for outcome in ("ignored", "success", "ignored"):
+        breaker, transition = record(breaker, outcome, T0 + 2, CONFIG)
+        assert transition is None
+    assert breaker.failures_ms == (T0, T0 + 1)
+    assert fail_times(breaker, [T0 + 3]).state == "open"
+
+
+def test_closed_always_admits() -> None:
+    breaker = fail_times(Breaker(), [T0, T0])
+    assert admit(breaker, T0 + 1, CONFIG) == (True, breaker)
+
+
+def test_open_refuses_until_the_reset_timeout() -> None:
+    breaker = opened_at(T0)
+    assert admit(breaker, T0, CONFIG) == (False, breaker)
+    assert admit(breaker, T0 + 4_999, CONFIG) == (False, breaker)
+    assert current(breaker, T0 + 4_999, CONFIG).state == "open"
+    assert current(breaker, T0 + 5_000, CONFIG) == Breaker("half_open", opened_at_ms=T0)
+
+
+def test_half_open_lets_exactly_the_configured_probes_through() -> None:
+    breaker = opened_at(T0)
+    now_ms = T0 + 5_000
+    admitted = []
+    for _ in range(4):
+        allowed, breaker = admit(breaker, now_ms, CONFIG)
+        admitted.append(allowed)
+    assert admitted == [True, True, False, False]
+    assert breaker.probes_in_flight == CONFIG.half_open_requests
+    # An ignored probe frees its slot for another.
+    breaker, transition = record(breaker, "ignored", now_ms + 1, CONFIG)
+    assert (breaker.state, breaker.probes_in_flight, transition) == ("half_open", 1, None)
+    assert admit(breaker, now_ms + 2, CONFIG)[0]
+
+
+def test_probe_success_closes_with_no_failures() -> None:
+    _, breaker = admit(opened_at(T0), T0 + 5_000, CONFIG)
+    breaker, transition = record(breaker, "success", T0 + 5_100, CONFIG)
+    assert breaker == Breaker()
+    assert transition == Transition("half_open", "closed", T0 + 5_100)
+    assert transition.kind == "closed"
+
+
+def test_probe_failure_reopens_from_now() -> None:
+    _, breaker = admit(opened_at(T0), T0 + 5_000, CONFIG)
+    breaker, transition = record(breaker, "failure", T0 + 5_100, CONFIG)
+    assert breaker == Breaker("open", opened_at_ms=T0 + 5_100)
+    assert transition == Transition("half_open", "open", T0 + 5_100)
+    assert transition.kind == "opened"
+    assert not admit(breaker, T0 + 10_099, CONFIG)[0]
+    assert admit(breaker, T0 + 10_100, CONFIG)[0]
+
+
+def test_a_stored_open_breaker_past_its_timeout_takes_the_outcome_as_a_probe() -> None:
+    breaker, transition = record(opened_at(T0), "success", T0 + 6_000, CONFIG)
+    assert (breaker, transition) == (Breaker(), Transition("half_open", "closed", T0 + 6_000))
+
+
+def test_lost_probes_free_their_slots_after_the_reset_timeout() -> None:
+    breaker = opened_at(T0)
+    for _ in range(CONFIG.half_open_requests):
+        _, breaker = admit(breaker, T0 + 5_000, CONFIG)
+    assert not admit(breaker, T0 + 9_999, CONFIG)[0]
+    allowed, breaker = admit(breaker, T0 + 10_000, CONFIG)
+    assert allowed
+    assert (breaker.probes_in_flight, breaker.probed_at_ms) == (1, T0 + 10_000)
+
+
+def test_outcomes_while_open_change_nothing() -> None:
+    breaker = opened_at(T0)
+    for outcome in ("failure", "success", "ignored"):
+        assert record(breaker, outcome, T0 + 1_000, CONFIG) == (breaker, None)
+
+
+def test_transitions_are_reported_exactly_once() -> None:
+    outcomes: list[tuple[Outcome, int]] = [
+        ("failure", T0),
+        ("failure", T0 + 1),
+        ("failure", T0 + 2),  # opens
+        ("failure", T0 + 3),  # late, already open
+        ("failure", T0 + 4),
+        ("success", T0 + 5_002),  # probe: closes
+        ("success", T0 + 5_003),
+        ("failure", T0 + 5_004),
+    ]
+    breaker = Breaker()
+    kinds = []
+    for outcome, now_ms in outcomes:
+        breaker, transition = record(breaker, outcome, now_ms, CONFIG)
+        if transition is not None:
+            kinds.append(transition.kind)
+    assert kinds == ["opened", "closed"]
+
+
+def test_merge_is_open_while_either_says_so() -> None:
+    closed = Breaker()
+    assert merge(closed, None, None, T0, CONFIG) == "closed"
+    assert merge(closed, "closed", None, T0, CONFIG) == "closed"
+    assert merge(closed, "half_open", None, T0, CONFIG) == "closed"
+    assert merge(closed, "open", T0 + 1, T0, CONFIG) == "open"
+    assert merge(closed, "open", T0, T0, CONFIG) == "closed"  # the fleet's open has ended
+    assert merge(closed, "open", None, T0, CONFIG) == "open"  # no end given: open
+    local_open = opened_at(T0)
+    assert merge(local_open, "closed", None, T0 + 1, CONFIG) == "open"
+    # The local breaker is taken as of now, not as stored.
+    assert merge(local_open, None, None, T0 + 5_000, CONFIG) == "half_open"
+    assert merge(local_open, "open", T0 + 8_000, T0 + 5_000, CONFIG) == "open"
+
+
+def test_open_until_is_what_the_processor_publishes() -> None:
+    assert open_until_ms(opened_at(T0), CONFIG) == T0 + 5_000
+    assert open_until_ms(Breaker(), CONFIG) is None
+    assert open_until_ms(current(opened_at(T0), T0 + 5_000, CONFIG), CONFIG) is None
+
+
+# A step is an admission (None) or an attempt's outcome, some milliseconds after the last.
+ACTIONS: list[Outcome | None] = [None, "success", "failure", "ignored"]
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(ACTIONS),
+        st.integers(min_value=0, max_value=8_000),
+    ),
+    max_size=60,
+)
+configs = st.builds(
+    BreakerConfig,
+    failure_threshold=st.integers(1, 6),
+    failure_window_ms=st.integers(1, 20_000),
+    reset_timeout_ms=st.integers(1, 20_000),
+    half_open_requests=st.integers(1, 3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps, configs)
+def test_any_history_keeps_the_breaker_valid_and_bounded(
+    history: list[tuple[Outcome | None, int]], config: BreakerConfig
+) -> None:
+    breaker = Breaker()
+    now_ms = T0
+    for action, elapsed_ms in history:
+        now_ms += elapsed_ms
+        # An open breaker refuses at any moment before its reset timeout.
+        if breaker.state == "open":
+            assert breaker.opened_at_ms is not None
+            for early_ms in (now_ms, breaker.opened_at_ms + config.reset_timeout_ms - 1):
+                if early_ms - breaker.opened_at_ms < config.reset_timeout_ms:
+                    assert admit(breaker, early_ms, config) == (False, breaker)
+        state_before = current(breaker, now_ms, config).state
+        transition = None
+        if action is None:
+            allowed, breaker = admit(breaker, now_ms, config)
+            assert breaker.state != "open" or not allowed
+            assert breaker.state != "closed" or allowed
+        else:
+            breaker, transition = record(breaker, action, now_ms, config)
+        assert breaker.state in ("closed", "open", "half_open")
+        assert len(breaker.failures_ms) < config.failure_threshold
+        assert breaker.state == "closed" or not breaker.failures_ms
+        assert 0 <= breaker.probes_in_flight <= config.half_open_requests
+        assert (breaker.opened_at_ms is None) == (breaker.state == "closed")
+        if transition is not None:
+            assert (transition.before, transition.after) == (state_before, breaker.state)
+        elif action is not None:
+            assert breaker.state == state_before
