@@ -1,8 +1,16 @@
-"""Publishing a producer's records: each sealed into its hash chain, produced with acks=all."""
+"""Publishing a producer's records: each sealed into its hash chain, produced with acks=all;
+with a spool, records the broker cannot take are kept on disk and sent later, in order.
+
+Consumers apply a producer's records once by `seq` watermark, which needs each key's
+records in seq order. So once a record fails (or acks stall), every later record goes to
+the spool instead of the broker; recovery resends the failed records first, then the
+spool from its start, and only then goes back to sending directly.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, TypeVar
 
 import structlog
@@ -11,20 +19,41 @@ from schemas import codec
 from schemas.codec import HashChain
 from schemas.kafka import make_producer
 from schemas.records import Event
+from schemas.spool import Frame, Spool
 
 log = structlog.get_logger(__name__)
 
 E = TypeVar("E", bound=Event)
 
+# Acks slower than this mean the broker is not answering: spool instead of queueing.
+STALL_S = 2.0
+ENQUEUE_TIMEOUT_S = 0.1
+RECOVER_EVERY_S = 0.5
+DRAIN_BATCH_FRAMES = 1_000
+DRAIN_TIMEOUT_S = 10.0
+
 
 class ChainedPublisher:
     """Publishes one producer's records, each sealed into its hash chain."""
 
-    def __init__(self, bootstrap: str, producer_id: str, *, linger_ms: int = 0) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        producer_id: str,
+        *,
+        linger_ms: int = 0,
+        spool: Spool | None = None,
+    ) -> None:
         self.chain = HashChain(producer_id)
         self._producer = make_producer(bootstrap, linger_ms=linger_ms, client_id=producer_id)
-        self._pending: set[asyncio.Future[Any]] = set()
+        self._spool = spool
+        # Records sent and not yet acknowledged, by seq, with when they were sent.
+        self._unacked: dict[int, tuple[Frame, float]] = {}
+        # Records whose send failed, by seq: resent first when the broker is back.
+        self._failed: dict[int, Frame] = {}
+        self._recovery: asyncio.Task[None] | None = None
         self.failed = 0
+        self.spooled = 0
         # Sealing and enqueueing happen under one lock so that the broker log holds each
         # producer's records in seq order: consumers' idempotence watermarks rely on it.
         self._order = asyncio.Lock()
@@ -37,38 +66,171 @@ class ChainedPublisher:
     @property
     def pending(self) -> int:
         """Records sent but not yet acknowledged."""
-        return len(self._pending)
+        return len(self._unacked)
+
+    @property
+    def degraded(self) -> bool:
+        """Whether records are going to the spool because the broker is not taking them."""
+        return self._recovery is not None and not self._recovery.done()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new work may be admitted: not degraded, or degraded with spool room."""
+        if not self.degraded:
+            return True
+        return self._spool is not None and not self._spool.full
 
     async def start(self) -> None:
-        """Connect to the broker."""
+        """Connect to the broker; send what earlier processes left in the spool folder."""
         await self._producer.start()
+        if self._spool is None:
+            return
+        for path in Spool.leftovers(self._spool.path.parent):
+            left = Spool(path.parent, path.stem, self._spool.max_bytes)
+            log.warning("sending a spool an earlier run left", path=str(path))
+            await self._drain(left, 0)
+            left.clear()
 
     async def publish(self, topic: str, key: str, record: E) -> E:
-        """Seal and send; wait only until the record is queued (delivery is tracked)."""
-        sealed, future = await self._enqueue(topic, key, record)
-        self._pending.add(future)
-        future.add_done_callback(self._delivered)
+        """Seal and send (or spool); wait only until the record is queued or on disk."""
+        async with self._order:
+            sealed = self.chain.seal(record)
+            frame = Frame(topic, key.encode(), codec.encode(sealed))
+            if self._spool is not None and (self.degraded or self._stalled()):
+                self._to_spool(frame)
+                return sealed
+            if self._spool is None:
+                future = await self._producer.send(topic, frame.value, key=frame.key)
+            else:
+                try:
+                    # The client blocks when it has no metadata or no room: the broker is
+                    # away. A record the client never appended is safe to spool.
+                    future = await asyncio.wait_for(
+                        self._producer.send(topic, frame.value, key=frame.key), ENQUEUE_TIMEOUT_S
+                    )
+                except TimeoutError:
+                    self._to_spool(frame)
+                    return sealed
+            self._unacked[sealed.seq] = (frame, time.monotonic())
+        future.add_done_callback(lambda done, seq=sealed.seq: self._delivered(seq, done))
         return sealed
 
     async def publish_and_wait(self, topic: str, key: str, record: E) -> E:
-        """Seal, send and wait for acks=all."""
-        sealed, future = await self._enqueue(topic, key, record)
-        await future
-        return sealed
-
-    async def _enqueue(self, topic: str, key: str, record: E) -> tuple[E, Any]:
+        """Seal, send and wait for acks=all (admin changes: the caller must know)."""
         async with self._order:
             sealed = self.chain.seal(record)
             future = await self._producer.send(topic, codec.encode(sealed), key=key.encode())
-        return sealed, future
+        await future
+        return sealed
 
-    def _delivered(self, future: asyncio.Future[Any]) -> None:
-        self._pending.discard(future)
-        if not future.cancelled() and future.exception() is not None:
-            self.failed += 1
-            log.error("record not delivered", error=str(future.exception()))
+    def _stalled(self) -> bool:
+        if not self._unacked:
+            return False
+        _, sent_at = next(iter(self._unacked.values()))
+        return time.monotonic() - sent_at > STALL_S
+
+    def _to_spool(self, frame: Frame) -> None:
+        assert self._spool is not None, "only a spooling publisher spools"
+        if not self.degraded:
+            log.error("broker not acknowledging; spooling lineage", spool=str(self._spool.path))
+            self._recovery = asyncio.create_task(self._recover())
+        self._spool.append(frame)
+        self.spooled += 1
+
+    def _delivered(self, seq: int, future: asyncio.Future[Any]) -> None:
+        frame, _ = self._unacked.pop(seq, (None, 0.0))
+        if future.cancelled() or future.exception() is None:
+            return
+        self.failed += 1
+        log.error("record not delivered", seq=seq, error=str(future.exception()))
+        if self._spool is not None and frame is not None:
+            self._failed[seq] = frame
+            if not self.degraded:
+                self._recovery = asyncio.create_task(self._recover())
+
+    async def _recover(self) -> None:
+        """Until the broker takes everything held back: wait for in-flight sends to settle,
+        resend the failed ones in seq order, then the spool from its start."""
+        assert self._spool is not None, "only a spooling publisher recovers"
+        offset = 0
+        while True:
+            await asyncio.sleep(RECOVER_EVERY_S)
+            if self._unacked:
+                continue  # sends in flight still decide themselves; order needs them settled
+            try:
+                for seq in sorted(self._failed):
+                    if not await self._send_all([self._failed[seq]]):
+                        raise ConnectionError(f"record {seq} not delivered again")
+                    del self._failed[seq]
+                offset = await self._drain(self._spool, offset)
+            except Exception as exc:  # noqa: BLE001 - any client failure: the broker is away; retry
+                log.info("broker still unavailable", error=str(exc))
+                continue
+            async with self._order:
+                if self._spool.size_bytes == offset and not self._failed:
+                    self._spool.clear()
+                    log.info("spool sent; publishing directly again")
+                    return
+
+    async def _drain(self, spool: Spool, offset: int) -> int:
+        """Send spooled frames from `offset` to the current end; the offset reached. The
+        first frame goes alone, as a probe, so a broker that is only half back does not
+        fail a whole batch; a batch that fails part-way resumes after its delivered prefix
+        (what was delivered after a failure is sent again, which consumers drop by seq)."""
+        batch_frames = 1
+        while True:
+            batch: list[tuple[Frame, int]] = []
+            for frame, end in spool.frames(offset):
+                batch.append((frame, end))
+                if len(batch) >= batch_frames:
+                    break
+            if not batch:
+                return offset
+            delivered = await self._send_all([frame for frame, _ in batch])
+            if delivered:
+                offset = batch[delivered - 1][1]
+            if delivered < len(batch):
+                raise ConnectionError(f"{len(batch) - delivered} spooled records not delivered")
+            batch_frames = DRAIN_BATCH_FRAMES
+
+    async def _send_all(self, frames: list[Frame]) -> int:
+        """Send frames in order; how many, from the first, the broker acknowledged."""
+        futures = [
+            await asyncio.wait_for(
+                self._producer.send(frame.topic, frame.value, key=frame.key), DRAIN_TIMEOUT_S
+            )
+            for frame in frames
+        ]
+        results = await asyncio.wait_for(
+            asyncio.gather(*futures, return_exceptions=True), DRAIN_TIMEOUT_S
+        )
+        return next(
+            (i for i, r in enumerate(results) if isinstance(r, BaseException)), len(results)
+        )
 
     async def stop(self) -> None:
-        """Flush what is queued, then disconnect."""
+        """Flush what is queued, then disconnect. Records the broker has not taken stay in
+        the spool for the next start."""
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        if self._spool is not None and (self._failed or self._unacked):
+            await self._keep_unsent()
         await self._producer.flush()
         await self._producer.stop()
+
+    async def _keep_unsent(self) -> None:
+        """Rewrite the spool as: failed and unacknowledged records by seq, then the spool."""
+        assert self._spool is not None, "only a spooling publisher keeps records"
+        try:
+            await asyncio.wait_for(self._producer.flush(), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("broker did not acknowledge everything before stop")
+        held = {**self._failed, **{seq: frame for seq, (frame, _) in self._unacked.items()}}
+        spooled = [frame for frame, _ in self._spool.frames()]
+        self._spool.clear()
+        for seq in sorted(held):
+            self._spool.append(held[seq])
+        for frame in spooled:
+            self._spool.append(frame)
+        self._failed.clear()
