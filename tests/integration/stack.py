@@ -77,8 +77,10 @@ class RunningStack:
             **kwargs,
         )
 
-    def create_key(self, team: str, tenant: str = "default") -> dict[str, Any]:
-        response = self.admin("POST", "/v1/admin/keys", json={"team": team, "tenant": tenant})
+    def create_key(self, team: str, tenant: str = "default", **fields: Any) -> dict[str, Any]:
+        response = self.admin(
+            "POST", "/v1/admin/keys", json={"team": team, "tenant": tenant, **fields}
+        )
         assert response.status_code == 201, response.text
         return dict(response.json())
 

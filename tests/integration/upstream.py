@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -24,13 +25,51 @@ def _chunk(text: str) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
+ECHO_MODEL = "echo"
+OUTAGE_MODEL = "outage-primary"
+
+
+def _echo(payload: dict[str, Any]) -> web.Response:
+    """Answer with exactly the text the upstream received, so tests see what it saw."""
+    seen = "\n".join(str(m.get("content")) for m in payload["messages"])
+    return web.json_response(
+        {
+            "id": "chatcmpl-echo",
+            "object": "chat.completion",
+            "created": 0,
+            "model": ECHO_MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": seen},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+        }
+    )
+
+
 @contextlib.contextmanager
 def fake_upstream(failing_models: set[str], cut_stream_model: str) -> Iterator[str]:
     """Serve /v1/chat/completions: `failing_models` get a 500, `cut_stream_model` streams
-    two chunks and then drops the connection. Yields the base URL."""
+    two chunks and then drops the connection, `echo` answers with what it received, and
+    `outage-primary` fails while an outage is on (POST /outage/on or /outage/off).
+    Yields the base URL."""
+    outage = {"on": False}
+
+    async def switch(request: web.Request) -> web.Response:
+        outage["on"] = request.match_info["state"] == "on"
+        return web.json_response(outage)
 
     async def chat(request: web.Request) -> web.StreamResponse:
         payload = await request.json()
+        if payload.get("model") == ECHO_MODEL:
+            return _echo(payload)
+        if payload.get("model") == OUTAGE_MODEL:
+            if outage["on"]:
+                return web.json_response({"error": {"message": "outage"}}, status=503)
+            return _echo(payload)
         if payload.get("model") != cut_stream_model:
             assert payload.get("model") in failing_models
             return web.json_response({"error": {"message": "boom"}}, status=500)
@@ -51,6 +90,7 @@ def fake_upstream(failing_models: set[str], cut_stream_model: str) -> Iterator[s
     async def serve() -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", chat)
+        app.router.add_post("/v1/outage/{state}", switch)
         runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
