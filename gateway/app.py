@@ -30,7 +30,7 @@ from gateway.chat import (
 from gateway.errors import GatewayError, error_response
 from gateway.policy.chain import CallFacts, RefusalReason, Review, evaluate
 from gateway.providers.base import ChatCall, Completion, Delta, Provider, UpstreamError, Usage
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import Limits, RateLimiter, parse_team_limits
 from gateway.routing import (
     RETRYABLE,
     backoff_s,
@@ -133,6 +133,7 @@ class Gateway:
         self.region = settings.region
         self.budget = Budget(views, lineage.producer_id)
         self.limiter = RateLimiter()
+        self.team_limits = parse_team_limits(settings.team_rate_limits)
         self.fallbacks = parse_fallbacks(settings.fallbacks)
         self.groups = parse_model_groups(settings.model_groups)
         self.target_regions = parse_target_regions(settings.target_regions)
@@ -300,20 +301,34 @@ class Gateway:
         return self.target_regions.get(target.model, self.region)
 
     def _check_rate(self, key: Key, chat: ChatRequest) -> None:
+        """The team's limits, then the key's: a call needs room in both."""
         tokens = estimate_prompt_tokens(chat.messages) + (chat.max_tokens or 0)
-        retry_after_s = self.limiter.admit(
-            key.key_id,
-            requests_per_minute=key.requests_per_minute,
-            tokens_per_minute=key.tokens_per_minute,
-            tokens=tokens,
-            now_s=time.monotonic(),
-        )
-        if retry_after_s:
-            raise GatewayError(
-                errors.RATE_LIMITED,
-                f"rate limit of key {key.key_prefix}… reached; retry in {retry_after_s}s",
-                headers={"Retry-After": str(retry_after_s)},
+        now_s = time.monotonic()
+        team = self.team_limits.get((key.tenant_id, key.team_id))
+        limited = [
+            (f"team/{key.tenant_id}/{key.team_id}", team, f"team {key.team_id}"),
+            (
+                key.key_id,
+                Limits(key.requests_per_minute, key.tokens_per_minute),
+                "key " + key.key_prefix + "…",
+            ),
+        ]
+        for bucket, limits, whose in limited:
+            if limits is None:
+                continue
+            retry_after_s = self.limiter.admit(
+                bucket,
+                requests_per_minute=limits.requests_per_minute,
+                tokens_per_minute=limits.tokens_per_minute,
+                tokens=tokens,
+                now_s=now_s,
             )
+            if retry_after_s:
+                raise GatewayError(
+                    errors.RATE_LIMITED,
+                    f"rate limit of {whose} reached; retry in {retry_after_s}s",
+                    headers={"Retry-After": str(retry_after_s)},
+                )
 
     def _reservation_nanousd(self, chat: ChatRequest, targets: list[Target]) -> int:
         completion_tokens = chat.max_tokens or DEFAULT_RESERVED_COMPLETION_TOKENS

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from schemas.settings import SettingsError
+
 SECONDS_PER_MINUTE = 60.0
 
 
@@ -70,3 +72,26 @@ class RateLimiter:
         for bucket, amount in wants:
             bucket.level -= amount
         return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Requests and tokens per minute; 0 is unlimited."""
+
+    requests_per_minute: int
+    tokens_per_minute: int
+
+
+def parse_team_limits(text: str) -> dict[tuple[str, str], Limits]:
+    """`tenant/team=rpm:tpm;…` as limits per (tenant, team); SettingsError if malformed."""
+    limits: dict[tuple[str, str], Limits] = {}
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        team_path, _, numbers = entry.partition("=")
+        tenant, _, team = team_path.strip().partition("/")
+        rpm, _, tpm = numbers.partition(":")
+        if not (tenant and team and rpm.strip().isdigit() and tpm.strip().isdigit()):
+            raise SettingsError(f"GOVLEDGER_TEAM_RATE_LIMITS: {entry!r} is not tenant/team=rpm:tpm")
+        if (tenant, team) in limits:
+            raise SettingsError(f"GOVLEDGER_TEAM_RATE_LIMITS: {tenant}/{team} appears twice")
+        limits[(tenant, team)] = Limits(int(rpm), int(tpm))
+    return limits

@@ -140,6 +140,9 @@ class GatewaySettings(CommonSettings):
     breaker_failure_window_s: float = setting(30.0, "Window in which breaker failures count.")
     breaker_reset_timeout_s: float = setting(30.0, "How long a breaker stays open before probes.")
     breaker_half_open_requests: int = setting(1, "Probe calls a half-open breaker lets through.")
+    team_rate_limits: str = setting(
+        "", "Per-team limits on each gateway: tenant/team=rpm:tpm;… (0 is unlimited)."
+    )
     max_header_bytes: int = setting(16_384, "Largest total size of request headers; more gets 431.")
     max_concurrent_upstream: int = setting(
         512, "Most upstream calls in flight; past it calls are shed at once with 503."

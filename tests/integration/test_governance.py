@@ -48,6 +48,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             GOVLEDGER_TARGET_REGIONS="sim-large=eu-west",
             GOVLEDGER_TENANT_REGIONS=f"{EU_TENANT}=eu-west",
             GOVLEDGER_MAX_HEADER_BYTES="4096",
+            GOVLEDGER_TEAM_RATE_LIMITS=f"{TENANT}/limited=3:0",
         )
         with running_stack(env) as running:
             running.upstream_url = upstream  # type: ignore[attr-defined]
@@ -353,6 +354,23 @@ def test_admin_roles_keep_each_tenant_to_itself(stack: RunningStack) -> None:
     developer = {"Authorization": f"Bearer {stack.create_key('devs', tenant=TENANT)['key']}"}
     refused = httpx.get(f"{stack.settings.gateway_url}/v1/tokens", headers=developer, timeout=30)
     assert refused.status_code == 403
+
+
+def test_a_team_limit_holds_across_the_team_s_keys(stack: RunningStack) -> None:
+    first = client_for(stack, "limited")
+    second = openai.OpenAI(
+        base_url=stack.base_url,
+        api_key=stack.create_key("limited", tenant=TENANT)["key"],
+        max_retries=0,
+    )
+    hi = [{"role": "user", "content": "hi"}]
+    for sdk in (first, second, first):
+        sdk.chat.completions.create(model="sim-small", messages=hi)
+    with pytest.raises(openai.RateLimitError) as limited:
+        second.chat.completions.create(model="sim-small", messages=hi)
+    assert limited.value.code == "rate_limited"
+    assert "team limited" in limited.value.message
+    assert int(limited.value.response.headers["Retry-After"]) >= 1
 
 
 def test_weighted_group_splits_traffic_and_records_the_pick(stack: RunningStack) -> None:

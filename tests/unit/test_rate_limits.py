@@ -62,3 +62,17 @@ def test_durations(text: str, expected_ms: int) -> None:
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration_ms(text)
+
+
+def test_team_limits_parse_and_reject_malformed_entries():
+    from gateway.ratelimit import Limits, parse_team_limits
+    from schemas.settings import SettingsError
+
+    assert parse_team_limits("acme/search=600:100000; acme/ops=0:5000") == {
+        ("acme", "search"): Limits(600, 100_000),
+        ("acme", "ops"): Limits(0, 5_000),
+    }
+    assert parse_team_limits("") == {}
+    for bad in ("acme=1:2", "acme/search=1", "acme/search=x:2", "/s=1:2", "a/b=1:2;a/b=3:4"):
+        with pytest.raises(SettingsError):
+            parse_team_limits(bad)
