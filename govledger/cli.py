@@ -321,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name")
     create.add_argument("--models", help="comma-separated models the key may call (default all)")
     create.add_argument("--providers", help="comma-separated providers allowed (default all)")
-    create.add_argument("--regions", help="comma-separated gateway regions allowed (default all)")
+    create.add_argument(
+        "--regions", help="comma-separated regions the calls may be served in (default all)"
+    )
     create.add_argument("--policy", help="policy pack applied to the key's calls")
     create.add_argument("--expires-in", help="lifetime such as 90d, 12h, 30m")
     create.add_argument("--rpm", type=int, default=0, help="requests per minute (0: unlimited)")

@@ -79,6 +79,16 @@ def lineage_of(stack: RunningStack, trace_id: str, columns: str) -> list[str]:
     return rows[0]
 
 
+def spent_when_recorded(stack: RunningStack, where: str, calls: int) -> int:
+    """Sum of cost_nanousd over the calls matching `where`, once all of them are in."""
+
+    def spent() -> str | None:
+        total, count = stack.sql(f"SELECT sum(cost_nanousd), count() FROM lineage WHERE {where}")[0]
+        return total if count == str(calls) else None
+
+    return int(wait_for(spent))
+
+
 def traced(trace_id: str) -> dict[str, Any]:
     return {"extra_headers": {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}}
 
@@ -304,20 +314,8 @@ def test_cost_limit_stops_a_team_at_its_monthly_limit(stack: RunningStack) -> No
     assert outcomes[0] == "ok"
     assert outcomes[-1] == "402 cost_limit_exceeded"
     assert set(outcomes) == {"ok", "402 cost_limit_exceeded"}
-    spent = int(
-        wait_for(
-            lambda: (
-                row[0]
-                if (
-                    row := stack.sql(
-                        "SELECT sum(cost_nanousd), count() FROM lineage WHERE team_id = 'growth' "
-                        f"AND tenant_id = '{TENANT}'"
-                    )[0]
-                )[1]
-                == str(len(outcomes))
-                else None
-            )
-        )
+    spent = spent_when_recorded(
+        stack, f"team_id = 'growth' AND tenant_id = '{TENANT}'", len(outcomes)
     )
     assert 0 < spent <= 100_000  # the limit holds: no call pushed the month past it
 
@@ -526,21 +524,7 @@ def test_several_gateways_overspend_at_most_what_the_others_admit_before_they_he
 
     allowed = statuses.count(200)
     assert statuses.count(402) == len(statuses) - allowed
-    spent = int(
-        wait_for(
-            lambda: (
-                row[0]
-                if (
-                    row := stack.sql(
-                        "SELECT sum(cost_nanousd), count() FROM lineage "
-                        f"WHERE wallet_id = '{TENANT}/fleet'"
-                    )[0]
-                )[1]
-                == str(len(statuses))
-                else None
-            )
-        )
-    )
+    spent = spent_when_recorded(stack, f"wallet_id = '{TENANT}/fleet'", len(statuses))
     funded = 4 * price
     overspend = max(0, spent - funded)
     print(
