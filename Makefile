@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test install lint typecheck unit integration bench clean
+.PHONY: up test install lint typecheck unit integration bench bench-gateway bench-policy clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -38,6 +38,12 @@ test: lint typecheck $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/e2e.py
+
+bench-gateway: $(STAMP)
+	$(BIN)/python bench/gateway.py
+
+bench-policy: $(STAMP)
+	$(BIN)/python bench/policy.py
 
 clean:
 	rm -rf $(VENV) .govledger .mypy_cache .ruff_cache .pytest_cache

@@ -3,43 +3,65 @@ after everything this gateway has committed and the published balance does not s
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
+
 from gateway import errors
 from gateway.errors import GatewayError
 from gateway.views import LocalViews
-from streams.wallets import logic
+
+
+@dataclass(slots=True)
+class Unsettled:
+    """This gateway's settlements of one wallet that the published balance may not show
+    yet, oldest first (seqs only grow), with their running total."""
+
+    entries: deque[tuple[int, int]] = field(default_factory=deque)
+    total_nanousd: int = 0
+
+    def add(self, seq: int, cost_nanousd: int) -> None:
+        assert not self.entries or seq > self.entries[-1][0], "one producer's seqs grow"
+        self.entries.append((seq, cost_nanousd))
+        self.total_nanousd += cost_nanousd
+
+    def drop_through(self, seen_seq: int) -> None:
+        """Forget settlements the published balance includes (seq <= its watermark)."""
+        while self.entries and self.entries[0][0] <= seen_seq:
+            self.total_nanousd -= self.entries.popleft()[1]
 
 
 class Budget:
-    """This gateway's reservations and its settlements not yet in the published balance."""
+    """This gateway's reservations and its settlements not yet in the published balance.
+
+    The same rule as `streams.wallets.logic.available_nanousd`, kept incrementally: a
+    call costs O(1) however far the published balance lags, instead of a scan of every
+    settlement in flight."""
 
     def __init__(self, views: LocalViews, producer_id: str) -> None:
         self.views = views
         self.producer_id = producer_id
         self.reserved_nanousd: dict[str, int] = {}
-        self.unsettled_nanousd: dict[str, dict[int, int]] = {}
+        self.unsettled: dict[str, Unsettled] = {}
 
-    def _unsettled(self, wallet_id: str) -> dict[int, int]:
+    def _pending_nanousd(self, wallet_id: str) -> int:
+        unsettled = self.unsettled.get(wallet_id)
+        if unsettled is None:
+            return 0
         wallet = self.views.wallets.get(wallet_id)
-        unsettled = self.unsettled_nanousd.get(wallet_id, {})
-        if unsettled and wallet is not None:
-            seen = wallet.applied_seqs.get(self.producer_id, 0)
-            for seq in [s for s in unsettled if s <= seen]:
-                del unsettled[seq]  # the published balance includes it now
-        return unsettled
+        if wallet is not None:
+            unsettled.drop_through(wallet.applied_seqs.get(self.producer_id, 0))
+        return unsettled.total_nanousd
 
     def available_nanousd(self, wallet_id: str) -> int:
         """What calls through this gateway may still commit from the wallet."""
-        return logic.available_nanousd(
-            self.views.wallets.get(wallet_id),
-            self.producer_id,
-            self._unsettled(wallet_id),
-            self.reserved_nanousd.get(wallet_id, 0),
-        )
+        wallet = self.views.wallets.get(wallet_id)
+        balance = wallet.balance_nanousd if wallet is not None else 0
+        return balance - self._pending_nanousd(wallet_id) - self.reserved_nanousd.get(wallet_id, 0)
 
     def committed_nanousd(self, wallet_id: str) -> int:
         """What this gateway has committed from the wallet that the published balance does
         not show yet: its settlements in flight and its reservations."""
-        return sum(self._unsettled(wallet_id).values()) + self.reserved_nanousd.get(wallet_id, 0)
+        return self._pending_nanousd(wallet_id) + self.reserved_nanousd.get(wallet_id, 0)
 
     def reserve(self, wallet_id: str, amount_nanousd: int) -> None:
         """Hold an amount for a call, or refuse it with budget_exhausted."""
@@ -62,4 +84,4 @@ class Budget:
     def settled(self, wallet_id: str, seq: int, cost_nanousd: int) -> None:
         """A call's settlement was produced as this gateway's record `seq`."""
         if cost_nanousd > 0:
-            self.unsettled_nanousd.setdefault(wallet_id, {})[seq] = cost_nanousd
+            self.unsettled.setdefault(wallet_id, Unsettled()).add(seq, cost_nanousd)

@@ -145,9 +145,13 @@ class GatewayProcess:
 
     def application(self) -> web.Application:
         """The aiohttp application."""
+        # aiohttp's own parser limit sits above ours, so an oversized header still gets
+        # the JSON 431 from the middleware; only far larger ones meet aiohttp's plain 400.
+        parser_limit = 2 * self.settings.max_header_bytes
         app = web.Application(
             client_max_size=self.settings.max_body_bytes,
             middlewares=[_errors_as_json, _header_limit(self.settings.max_header_bytes)],
+            handler_args={"max_line_size": parser_limit, "max_field_size": parser_limit},
         )
         app.add_routes(
             [
@@ -165,14 +169,7 @@ class GatewayProcess:
         await self.control.start()
         await self.tailer.start()
         await asyncio.wait_for(self.tailer.caught_up.wait(), timeout=60)
-        # aiohttp's own parser limit sits above ours, so an oversized header still gets
-        # the JSON 431 from the middleware; only far larger ones meet aiohttp's plain 400.
-        parser_limit = 2 * self.settings.max_header_bytes
-        self._runner = web.AppRunner(
-            self.application(),
-            access_log=None,
-            handler_args={"max_line_size": parser_limit, "max_field_size": parser_limit},
-        )
+        self._runner = web.AppRunner(self.application(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
         await site.start()

@@ -14,6 +14,9 @@ def configure(level: str, service: str) -> None:
     if not isinstance(numeric, int):
         numeric = logging.INFO
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
+    # One line per upstream request would cost more than the request's own bookkeeping;
+    # the gateway records every call in lineage instead.
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -136,6 +136,36 @@ def compute_record_hash(record: Event) -> str:
     return hashlib.sha256(bytes.fromhex(record.prev_hash) + body).hexdigest()
 
 
+def _varint_bytes(value: int) -> int:
+    """Bytes of Avro's zig-zag varint encoding of a long."""
+    zigzag = (value << 1) ^ (value >> 63)
+    return max(1, (zigzag.bit_length() + 6) // 7)
+
+
+def _string_bytes(text: str) -> bytes:
+    data = text.encode()
+    return _varint(len(data)) + data
+
+
+def _varint(value: int) -> bytes:
+    zigzag = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while zigzag > 0x7F:
+        out.append((zigzag & 0x7F) | 0x80)
+        zigzag >>= 7
+    out.append(zigzag)
+    return bytes(out)
+
+
+def _record_hash_offset(record: Event) -> int:
+    """Where `record_hash` starts in the body: after the seven envelope fields before it
+    (every record schema starts with the envelope, in this order)."""
+    strings = (record.event_id, record.event_type, record.tenant_id, record.producer_id)
+    size = sum(len(_string_bytes(text)) for text in strings)
+    size += _varint_bytes(record.occurred_at) + _varint_bytes(record.seq)
+    return size + len(_string_bytes(record.prev_hash))
+
+
 class HashChain:
     """One producer's chain: numbers its records from 1 and links each to the last.
 
@@ -161,3 +191,23 @@ class HashChain:
         self.seq += 1
         self.head = sealed.record_hash
         return sealed
+
+    def seal_encoded(self, record: E) -> tuple[E, bytes]:
+        """`seal`, and the sealed record's single-object encoding, encoding the body once:
+        the hash covers the body with record_hash empty, which is one byte to replace."""
+        linked = replace(
+            record,
+            producer_id=self.producer_id,
+            seq=self.seq + 1,
+            prev_hash=self.head,
+            record_hash="",
+        )
+        body = encode_body(linked)
+        record_hash = hashlib.sha256(bytes.fromhex(linked.prev_hash) + body).hexdigest()
+        offset = _record_hash_offset(linked)
+        assert body[offset] == 0, "an empty record_hash is the one byte 0"
+        sealed_body = body[:offset] + _string_bytes(record_hash) + body[offset + 1 :]
+        self.seq += 1
+        self.head = record_hash
+        entry = _BY_TYPE[type(record)]
+        return replace(linked, record_hash=record_hash), MAGIC + entry.fingerprint + sealed_body

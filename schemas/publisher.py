@@ -94,8 +94,8 @@ class ChainedPublisher:
     async def publish(self, topic: str, key: str, record: E) -> E:
         """Seal and send (or spool); wait only until the record is queued or on disk."""
         async with self._order:
-            sealed = self.chain.seal(record)
-            frame = Frame(topic, key.encode(), codec.encode(sealed))
+            sealed, value = self.chain.seal_encoded(record)
+            frame = Frame(topic, key.encode(), value)
             if self._spool is not None and (self.degraded or self._stalled()):
                 self._to_spool(frame)
                 return sealed

@@ -17,6 +17,7 @@ from gateway.providers.base import ChatCall, Completion, Delta, UpstreamError, U
 from gateway.providers.upstream_http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_SSE_EVENT_CHARS,
+    UPSTREAM_POOL,
     classify_transport_error,
     error_kind,
     fetch_body,
@@ -166,6 +167,7 @@ class AnthropicProvider:
             base_url=base_url.rstrip("/"),
             headers={"x-api-key": api_key, "anthropic-version": anthropic_version},
             timeout=timeout_s,
+            limits=UPSTREAM_POOL,
             transport=transport,
         )
 

@@ -16,6 +16,7 @@ from gateway.providers.base import ChatCall, Completion, Delta, UpstreamError, U
 from gateway.providers.upstream_http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_SSE_EVENT_CHARS,
+    UPSTREAM_POOL,
     classify_transport_error,
     fetch_body,
     read_error_body,
@@ -61,6 +62,7 @@ class OpenAICompatProvider:
             headers=all_headers,
             params=dict(params or {}),
             timeout=timeout_s,
+            limits=UPSTREAM_POOL,
             transport=transport,
         )
 

@@ -21,6 +21,13 @@ DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_SSE_EVENT_CHARS = 1024 * 1024
 """Largest server-sent event (or unterminated line) held while a stream is parsed."""
 
+UPSTREAM_POOL = httpx.Limits(
+    max_connections=1_024, max_keepalive_connections=512, keepalive_expiry=30.0
+)
+"""Connections to one upstream: enough to keep a busy gateway's calls on warm connections
+(httpx keeps 20 by default, so a burst would reconnect); the gateway's own limit on
+concurrent upstream calls is what bounds them."""
+
 ERROR_BODY_BYTES = 4096
 """How much of an error body is read: enough for the provider's message, no more."""
 

@@ -443,3 +443,23 @@ def test_changing_any_field_changes_the_recomputed_hash(field, tampered):
     assert compute_record_hash(record) == record.record_hash
     changed = dataclasses.replace(record, **{field: tampered(record)})
     assert compute_record_hash(changed) != record.record_hash
+
+
+@pytest.mark.parametrize("record", builders.one_of_each(), ids=lambda r: type(r).__name__)
+def test_seal_encoded_gives_the_bytes_and_chain_of_seal_then_encode(record):
+    one, other = HashChain("gateway-1a2b3c"), HashChain("gateway-1a2b3c")
+    for _ in range(3):  # seq and prev_hash grow: later records test longer varints too
+        sealed, data = one.seal_encoded(record)
+        expected = other.seal(record)
+        assert sealed == expected
+        assert data == codec.encode(expected)
+        assert codec.decode(data) == expected
+
+
+def test_seal_encoded_matches_with_long_varints_and_non_ascii_ids():
+    record = builders.call(tenant_id="müller-gmbh", occurred_at=2**45)
+    one, other = HashChain("gateway-é"), HashChain("gateway-é")
+    one.seq = other.seq = 2**40
+    sealed, data = one.seal_encoded(record)
+    assert data == codec.encode(other.seal(record))
+    assert codec.decode(data) == sealed

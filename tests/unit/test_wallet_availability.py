@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from streams.wallets.logic import Wallet, available_nanousd
 
 
@@ -36,3 +39,31 @@ def test_reservations_come_off_too() -> None:
 def test_another_gateways_watermark_does_not_count_for_this_one() -> None:
     published = wallet(1_000, {"gw-2": 99})
     assert available_nanousd(published, "gw-1", {5: 40}, 0) == 960
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    costs=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40),
+    watermarks=st.lists(st.integers(min_value=0, max_value=45), min_size=1, max_size=6),
+    reserved=st.integers(min_value=0, max_value=1_000),
+)
+def test_the_gateway_budget_keeps_the_same_rule_incrementally(
+    costs: list[int], watermarks: list[int], reserved: int
+) -> None:
+    """gateway.budget.Budget answers what `available_nanousd` defines, whatever the
+    published balance has caught up to, as the watermark moves forward."""
+    from gateway.budget import Budget
+    from gateway.views import LocalViews
+
+    views = LocalViews()
+    budget = Budget(views, "gw-1")
+    unsettled: dict[int, int] = {}
+    for seq, cost in enumerate(costs, start=1):
+        budget.settled("acme/search", seq, cost)
+        if cost > 0:
+            unsettled[seq] = cost
+    budget.reserved_nanousd["acme/search"] = reserved
+    for seen in sorted(watermarks):
+        views.wallets["acme/search"] = wallet(50_000, {"gw-1": seen})
+        expected = available_nanousd(views.wallets["acme/search"], "gw-1", unsettled, reserved)
+        assert budget.available_nanousd("acme/search") == expected

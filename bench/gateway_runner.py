@@ -1,0 +1,124 @@
+"""One gateway process for the gateway benchmark: the real GatewayProcess built from
+GOVLEDGER_* settings, served like `govledger gateway` serves it.
+
+With `--lineage off` (a benchmark-only mode; there is no such production setting) the
+process's lineage publisher is swapped, before it starts, for a no-op that seals nothing
+and sends nothing; everything else (views, admin API, budget, providers, HTTP) stays
+real. `--profile FILE` runs the event loop under cProfile and writes the stats to FILE
+when the process stops.
+
+Run:  GOVLEDGER_...=... .venv/bin/python bench/gateway_runner.py --lineage on|off
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import dataclasses
+import signal
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+E = TypeVar("E")
+
+
+class NoopPublisher:
+    """Stands in for the gateway's lineage ChainedPublisher: `publish` hands the record
+    back numbered but unsealed and sends nothing; `start` and `stop` do nothing.
+
+    Every other attribute (pending, degraded, accepting, producer_id, ...) is read from
+    the real publisher, which is never started: it reports the state of an idle, healthy
+    publisher whatever attributes the gateway comes to ask for."""
+
+    def __init__(self, original: Any) -> None:
+        self._original = original
+        self.published = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, topic: str, key: str, record: E) -> E:
+        # Numbered like sealed records (seqs grow per producer, which the gateway's budget
+        # relies on), but not hashed, encoded or sent.
+        self.published += 1
+        return dataclasses.replace(record, seq=self.published)  # type: ignore[type-var]
+
+    async def publish_and_wait(self, topic: str, key: str, record: E) -> E:
+        return await self.publish(topic, key, record)
+
+    async def stop(self) -> None:
+        return None
+
+
+def swap_lineage(process: Any) -> NoopPublisher:
+    """Replace every reference to the process's lineage publisher (on the process and on
+    the objects it holds, one level down) with a no-op; fail if the gateway kept one."""
+    original = process.lineage
+    noop = NoopPublisher(original)
+    holders = [process, *(v for v in vars(process).values() if hasattr(v, "__dict__"))]
+    swapped = []
+    for holder in holders:
+        for name, value in list(vars(holder).items()):
+            if value is original:
+                setattr(holder, name, noop)
+                swapped.append(f"{type(holder).__name__}.{name}")
+    assert process.gateway.lineage is noop, "the gateway's lineage publisher was not swapped"
+    print(f"lineage off: no-op publisher in {', '.join(swapped)}", file=sys.stderr, flush=True)
+    return noop
+
+
+async def serve(lineage_on: bool) -> None:
+    from gateway.server import GatewayProcess
+    from govledger.admin_token import resolve_admin_token
+    from schemas.settings import GatewaySettings, load
+
+    settings = load(GatewaySettings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    process = GatewayProcess(settings, resolve_admin_token(settings, create=True))
+    if not lineage_on:
+        swap_lineage(process)
+    await process.start()
+    print(f"gateway ready on {settings.gateway_url} (lineage {'on' if lineage_on else 'off'})")
+    sys.stdout.flush()
+    try:
+        await stop.wait()
+    finally:
+        await process.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--lineage", choices=("on", "off"), default="on")
+    parser.add_argument("--profile", help="write cProfile stats of the process here")
+    args = parser.parse_args()
+
+    import uvloop
+
+    from govledger.logs import configure
+    from schemas.settings import GatewaySettings, load
+
+    configure(load(GatewaySettings).log_level, "gateway")
+    profile = cProfile.Profile() if args.profile else None
+    if profile is not None:
+        profile.enable()
+    try:
+        uvloop.run(serve(args.lineage == "on"))
+    finally:
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
