@@ -1,0 +1,1 @@
+"""Escalation queues: routing, reviewers' actions and review SLAs."""

@@ -1,0 +1,544 @@
+"""Escalation queues as projections of review events. Pure: no I/O, no clock, no ids.
+
+The gateway opens an escalation when a human-oversight policy asks for a review
+(`escalation.opened` on `govledger.escalations`); reviewers claim, reassign and resolve it
+through the admin API (control events). `evolve` routes each escalation to its owner's
+queue, applies each reviewer action once, and on the processor's periodic `Tick` reports
+every escalation whose review is overdue, once, so one page goes out per missed SLA.
+
+Opens (the gateway) and actions (the admin API) come from different producers on
+different topics: both are keyed by tenant, but nothing orders one topic against the
+other, so an action can be read before the open it concerns. It then waits in a bounded
+buffer and is applied when the open arrives.
+
+open ──claim──▶ claimed ──reassign──▶ open (or claimed, when reassigned to a reviewer)
+open | claimed ──resolve──▶ resolved                    (final: later actions are ignored)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Literal
+
+from schemas.records import EscalationOpened, EscalationResolved, Event
+
+Priority = Literal["P1", "P2", "P3", "P4"]
+PRIORITIES: tuple[Priority, ...] = ("P1", "P2", "P3", "P4")
+Status = Literal["open", "claimed", "resolved"]
+Verdict = Literal["approve", "reject"]
+ActionKind = Literal["opened", "claimed", "reassigned", "resolved"]
+IgnoredReason = Literal[
+    "duplicate",
+    "resolved",
+    "claimed_by_other",
+    "tenant_mismatch",
+    "invalid_decision",
+    "early_buffer_full",
+    "over_capacity",
+]
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DEFAULT_SLA_MS: Mapping[Priority, int] = MappingProxyType(
+    {"P1": 30 * MINUTE_MS, "P2": 2 * HOUR_MS, "P3": 8 * HOUR_MS, "P4": 24 * HOUR_MS}
+)
+CENTRAL_QUEUE = "central"
+
+# str → Literal lookups: the records carry plain strings, the state only known values.
+_PRIORITY: Mapping[str, Priority] = MappingProxyType({p: p for p in PRIORITIES})
+_VERDICT: Mapping[str, Verdict] = MappingProxyType({"approve": "approve", "reject": "reject"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EscalationConfig:
+    """Where escalations go, how long reviewers have, and how much state is kept.
+
+    `team_owners` maps (tenant_id, team_id) to the owner queue of a team-scoped policy;
+    categories in `cross_boundary_categories` concern more than one team and go to
+    `central_queue` instead. `sla_ms` is the time from opening to resolution per priority.
+    """
+
+    team_owners: Mapping[tuple[str, str], str] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    cross_boundary_categories: frozenset[str] = frozenset()
+    central_queue: str = CENTRAL_QUEUE
+    sla_ms: Mapping[Priority, int] = dataclasses.field(default_factory=lambda: DEFAULT_SLA_MS)
+    resolved_retention: int = 10_000
+    early_buffer_ids: int = 1_000
+    early_actions_per_id: int = 16
+    max_unresolved: int = 100_000
+
+    def __post_init__(self) -> None:
+        assert self.central_queue, "the central queue needs a name"
+        assert all(self.sla_ms.get(p, 0) >= 1 for p in PRIORITIES), "every priority has an SLA"
+        assert self.resolved_retention >= 1, "duplicates of the last resolve must be recognised"
+        assert self.early_buffer_ids >= 1, "an action read before its open must wait somewhere"
+        assert self.early_actions_per_id >= 1, "an early escalation keeps at least one action"
+        assert self.max_unresolved >= 1, "the queues hold at least one escalation"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Escalation:
+    """One escalation as reviewers see it. `deadline_at` is fixed when it opens (a later
+    config or a reassignment does not move it); `alerted_at` is the tick that reported it
+    overdue; `applied_seqs` is the highest action `seq` applied per producer."""
+
+    escalation_id: str
+    tenant_id: str
+    team_id: str
+    category: str
+    priority: Priority
+    queue: str
+    opened_at: int
+    deadline_at: int
+    trace_id: str = ""
+    reason: str = ""
+    status: Status = "open"
+    claimed_by: str | None = None
+    decision: Verdict | None = None
+    resolved_by: str | None = None
+    note: str = ""
+    resolved_at: int | None = None
+    alerted_at: int | None = None
+    applied_seqs: Mapping[str, int] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+    @property
+    def sla_breached(self) -> bool:
+        """Whether the review missed its deadline: reported by a tick, or resolved late
+        before any tick noticed (no alert then: nobody needs paging for a closed case)."""
+        late = self.resolved_at is not None and self.resolved_at > self.deadline_at
+        return self.alerted_at is not None or late
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Claimed:
+    """A reviewer took an escalation: theirs until they resolve it or it is reassigned."""
+
+    escalation_id: str
+    tenant_id: str
+    actor: str
+    occurred_at: int
+    producer_id: str
+    seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Reassigned:
+    """Someone moved an escalation to another queue, unclaimed, or straight to `reviewer`."""
+
+    escalation_id: str
+    tenant_id: str
+    actor: str
+    occurred_at: int
+    producer_id: str
+    seq: int
+    queue: str
+    reviewer: str | None = None
+
+    def __post_init__(self) -> None:
+        assert self.queue, "an escalation is reassigned to a named queue"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Resolved:
+    """Someone decided an escalation; the held call proceeds (approve) or is refused."""
+
+    escalation_id: str
+    tenant_id: str
+    actor: str
+    occurred_at: int
+    producer_id: str
+    seq: int
+    decision: Verdict
+    note: str = ""
+
+
+Action = Claimed | Reassigned | Resolved
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tick:
+    """The processor's periodic clock: the moment overdue escalations are looked for."""
+
+    now_ms: int
+
+
+Input = Event | Action | Tick
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SlaBreached:
+    """An escalation still unresolved after its deadline; reported once per escalation."""
+
+    escalation_id: str
+    tenant_id: str
+    queue: str
+    priority: Priority
+    deadline_at: int
+    breached_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Routed:
+    """An escalation entered a queue: when it opened (`reassigned_by` None) or was moved."""
+
+    escalation_id: str
+    tenant_id: str
+    queue: str
+    priority: Priority
+    deadline_at: int
+    reassigned_by: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ignored:
+    """An input that changed nothing, and why: for the processor's logs and metrics."""
+
+    escalation_id: str
+    kind: ActionKind
+    reason: IgnoredReason
+
+
+Notice = SlaBreached | Routed | Ignored
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Queues:
+    """Everything the processor tracks, bounded by the config.
+
+    `unresolved`: open and claimed escalations by id, in opening order (at most
+    `max_unresolved`). `resolved`: the most recently resolved, oldest first (at most
+    `resolved_retention`), kept so their duplicates and late actions are recognised.
+    `early`: actions read before their open, by escalation id, oldest first (at most
+    `early_buffer_ids` ids of `early_actions_per_id` actions). `ticked_at`: latest tick.
+    """
+
+    unresolved: Mapping[str, Escalation] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    resolved: Mapping[str, Escalation] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    early: Mapping[str, tuple[Action, ...]] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    ticked_at: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Depth:
+    """One queue's backlog: unclaimed and claimed counts, the age of its oldest unresolved
+    escalation, and unresolved escalations per priority (every priority present)."""
+
+    open_count: int
+    claimed_count: int
+    oldest_age_ms: int
+    by_priority: Mapping[Priority, int]
+
+
+# --- inputs -----------------------------------------------------------------------------
+
+
+def priority_of(raw: str) -> Priority:
+    """The priority a record names. Packs allow only P1..P4; anything else (a newer
+    gateway's label) is taken as P1, so an unknown label never delays a review."""
+    return _PRIORITY.get(raw, "P1")
+
+
+def resolved_of(record: EscalationResolved) -> Resolved | None:
+    """The resolve action a control record carries; None when its decision is neither
+    approve nor reject (the admin API sends only those)."""
+    verdict = _VERDICT.get(record.decision)
+    if verdict is None:
+        return None
+    return Resolved(
+        escalation_id=record.escalation_id,
+        tenant_id=record.tenant_id,
+        actor=record.resolved_by,
+        occurred_at=record.occurred_at,
+        producer_id=record.producer_id,
+        seq=record.seq,
+        decision=verdict,
+        note=record.note,
+    )
+
+
+def route(tenant_id: str, team_id: str, category: str, config: EscalationConfig) -> str:
+    """The queue an escalation goes to: the central queue for a cross-boundary category
+    (no one team owns it), else the team's configured owner, else the team's own queue."""
+    if category in config.cross_boundary_categories:
+        return config.central_queue
+    return config.team_owners.get((tenant_id, team_id), f"team:{team_id}")
+
+
+def opened(record: EscalationOpened, config: EscalationConfig) -> Escalation:
+    """A new escalation, routed, with its deadline fixed from its opening and priority."""
+    priority = priority_of(record.priority)
+    return Escalation(
+        escalation_id=record.escalation_id,
+        tenant_id=record.tenant_id,
+        team_id=record.team_id,
+        category=record.category,
+        priority=priority,
+        queue=route(record.tenant_id, record.team_id, record.category, config),
+        opened_at=record.occurred_at,
+        deadline_at=record.occurred_at + config.sla_ms[priority],
+        trace_id=record.trace_id,
+        reason=record.reason,
+    )
+
+
+def act(escalation: Escalation, action: Action) -> tuple[Escalation, IgnoredReason | None]:
+    """One escalation after one reviewer action, and why the action was ignored, if it was.
+
+    An action at or below the escalation's watermark for its producer was applied
+    before (admin producers keep one tenant's records in `seq` order). A resolve is
+    final. The first claim wins: another reviewer's claim is ignored until a reassign,
+    yet still advances the watermark, so its redelivery after that reassign is a
+    duplicate rather than a claim nobody made then.
+    """
+    if action.tenant_id != escalation.tenant_id:
+        return escalation, "tenant_mismatch"
+    if escalation.applied_seqs.get(action.producer_id, 0) >= action.seq:
+        return escalation, "duplicate"
+    if escalation.status == "resolved":
+        return escalation, "resolved"
+    seqs = MappingProxyType({**escalation.applied_seqs, action.producer_id: action.seq})
+    if isinstance(action, Claimed):
+        if escalation.claimed_by not in (None, action.actor):
+            return dataclasses.replace(escalation, applied_seqs=seqs), "claimed_by_other"
+        claimed = dataclasses.replace(
+            escalation, status="claimed", claimed_by=action.actor, applied_seqs=seqs
+        )
+        return claimed, None
+    if isinstance(action, Reassigned):
+        moved = dataclasses.replace(
+            escalation,
+            queue=action.queue,
+            status="open" if action.reviewer is None else "claimed",
+            claimed_by=action.reviewer,
+            applied_seqs=seqs,
+        )
+        return moved, None
+    resolved = dataclasses.replace(
+        escalation,
+        status="resolved",
+        decision=action.decision,
+        resolved_by=action.actor,
+        note=action.note,
+        resolved_at=action.occurred_at,
+        applied_seqs=seqs,
+    )
+    return resolved, None
+
+
+def evolve(
+    state: Queues, event: Input, config: EscalationConfig
+) -> tuple[Queues, tuple[Notice, ...]]:
+    """The queues after one input, and what it caused: `Routed` when an escalation enters
+    a queue, `SlaBreached` (on a `Tick` only) for each newly overdue one, `Ignored` for
+    an input that changed nothing. Events other than escalation ones change nothing."""
+    return fold((event,), config, state)
+
+
+def fold(
+    events: Iterable[Input], config: EscalationConfig, state: Queues | None = None
+) -> tuple[Queues, tuple[Notice, ...]]:
+    """Apply inputs in order: what the processor (one at a time) and replay both do."""
+    draft = _Draft.of(state or Queues())
+    for event in events:
+        draft.apply(event, config)
+    return draft.freeze(), tuple(draft.notices)
+
+
+# --- queries ----------------------------------------------------------------------------
+
+
+def find(state: Queues, escalation_id: str) -> Escalation | None:
+    """An escalation by id, unresolved or recently resolved."""
+    return state.unresolved.get(escalation_id) or state.resolved.get(escalation_id)
+
+
+def open_escalations(
+    state: Queues, queue: str | None = None, tenant_id: str | None = None
+) -> tuple[Escalation, ...]:
+    """Unresolved escalations (open and claimed), most urgent first: earliest deadline,
+    then earliest opened. Queue names are shared across tenants (`central`,
+    `team:<team_id>`), so a caller answering one tenant filters by `tenant_id`."""
+    chosen = (
+        e
+        for e in state.unresolved.values()
+        if (queue is None or e.queue == queue) and (tenant_id is None or e.tenant_id == tenant_id)
+    )
+    return tuple(sorted(chosen, key=lambda e: (e.deadline_at, e.opened_at, e.escalation_id)))
+
+
+def queue_depths(state: Queues, now_ms: int, tenant_id: str | None = None) -> dict[str, Depth]:
+    """Backlog per queue as of `now_ms`; queues with nothing unresolved are absent."""
+    counts: dict[str, dict[str, int]] = {}
+    oldest_at: dict[str, int] = {}
+    for e in state.unresolved.values():
+        if tenant_id is not None and e.tenant_id != tenant_id:
+            continue
+        count = counts.setdefault(e.queue, dict.fromkeys((*PRIORITIES, "open", "claimed"), 0))
+        count[e.status] += 1
+        count[e.priority] += 1
+        oldest_at[e.queue] = min(oldest_at.get(e.queue, e.opened_at), e.opened_at)
+    return {
+        queue: Depth(
+            open_count=count["open"],
+            claimed_count=count["claimed"],
+            oldest_age_ms=max(now_ms - oldest_at[queue], 0),
+            by_priority=MappingProxyType({p: count[p] for p in PRIORITIES}),
+        )
+        for queue, count in counts.items()
+    }
+
+
+# --- the fold ---------------------------------------------------------------------------
+
+
+def _kind(action: Action) -> ActionKind:
+    if isinstance(action, Claimed):
+        return "claimed"
+    if isinstance(action, Reassigned):
+        return "reassigned"
+    return "resolved"
+
+
+@dataclasses.dataclass(slots=True)
+class _Draft:
+    """A working copy `fold` changes in place and freezes once at the end, so replaying
+    n events copies the state once rather than n times. Never used after `freeze`."""
+
+    unresolved: dict[str, Escalation]
+    resolved: dict[str, Escalation]
+    early: dict[str, tuple[Action, ...]]
+    ticked_at: int
+    notices: list[Notice]
+
+    @classmethod
+    def of(cls, state: Queues) -> _Draft:
+        return cls(
+            dict(state.unresolved), dict(state.resolved), dict(state.early), state.ticked_at, []
+        )
+
+    def freeze(self) -> Queues:
+        return Queues(
+            MappingProxyType(self.unresolved),
+            MappingProxyType(self.resolved),
+            MappingProxyType(self.early),
+            self.ticked_at,
+        )
+
+    def apply(self, event: Input, config: EscalationConfig) -> None:
+        if isinstance(event, Tick):
+            self.tick(event.now_ms)
+        elif isinstance(event, EscalationOpened):
+            self.open(event, config)
+        elif isinstance(event, EscalationResolved):
+            action = resolved_of(event)
+            if action is None:
+                self.ignore(event.escalation_id, "resolved", "invalid_decision")
+            else:
+                self.act(action, config)
+        elif isinstance(event, Claimed | Reassigned | Resolved):
+            self.act(event, config)
+
+    def ignore(self, escalation_id: str, kind: ActionKind, reason: IgnoredReason) -> None:
+        self.notices.append(Ignored(escalation_id, kind, reason))
+
+    def open(self, record: EscalationOpened, config: EscalationConfig) -> None:
+        escalation_id = record.escalation_id
+        if escalation_id in self.unresolved or escalation_id in self.resolved:
+            self.ignore(escalation_id, "opened", "duplicate")
+            return
+        waiting = self.early.pop(escalation_id, ())
+        if len(self.unresolved) >= config.max_unresolved:
+            # Evicting an older escalation would hide the most overdue review; refusing
+            # the new one is reported, and its SLA alerting is the operator's cue.
+            self.ignore(escalation_id, "opened", "over_capacity")
+            for action in waiting:
+                self.ignore(escalation_id, _kind(action), "over_capacity")
+            return
+        escalation = opened(record, config)
+        self.unresolved[escalation_id] = escalation
+        self.notices.append(
+            Routed(
+                escalation_id,
+                escalation.tenant_id,
+                escalation.queue,
+                escalation.priority,
+                escalation.deadline_at,
+            )
+        )
+        for action in waiting:
+            self.act(action, config)
+
+    def act(self, action: Action, config: EscalationConfig) -> None:
+        escalation_id = action.escalation_id
+        escalation = self.unresolved.get(escalation_id) or self.resolved.get(escalation_id)
+        if escalation is None:
+            self.wait(action, config)
+            return
+        after, ignored = act(escalation, action)
+        if after.status != "resolved":
+            self.unresolved[escalation_id] = after
+        elif escalation.status != "resolved":
+            del self.unresolved[escalation_id]
+            self.resolved[escalation_id] = after
+            if len(self.resolved) > config.resolved_retention:
+                del self.resolved[next(iter(self.resolved))]
+        if ignored is not None:
+            self.ignore(escalation_id, _kind(action), ignored)
+        elif isinstance(action, Reassigned):
+            self.notices.append(
+                Routed(
+                    escalation_id,
+                    after.tenant_id,
+                    after.queue,
+                    after.priority,
+                    after.deadline_at,
+                    reassigned_by=action.actor,
+                )
+            )
+
+    def wait(self, action: Action, config: EscalationConfig) -> None:
+        escalation_id = action.escalation_id
+        waiting = self.early.get(escalation_id, ())
+        if any(w.producer_id == action.producer_id and w.seq >= action.seq for w in waiting):
+            self.ignore(escalation_id, _kind(action), "duplicate")
+            return
+        if len(waiting) >= config.early_actions_per_id:
+            self.ignore(escalation_id, _kind(action), "early_buffer_full")
+            return
+        if not waiting and len(self.early) >= config.early_buffer_ids:
+            dropped_id = next(iter(self.early))
+            for dropped in self.early.pop(dropped_id):
+                self.ignore(dropped_id, _kind(dropped), "early_buffer_full")
+        self.early[escalation_id] = (*waiting, action)
+
+    def tick(self, now_ms: int) -> None:
+        if now_ms <= self.ticked_at:
+            return
+        self.ticked_at = now_ms
+        overdue = sorted(
+            (
+                e
+                for e in self.unresolved.values()
+                if e.alerted_at is None and now_ms > e.deadline_at
+            ),
+            key=lambda e: (e.deadline_at, e.escalation_id),
+        )
+        for e in overdue:
+            self.unresolved[e.escalation_id] = dataclasses.replace(e, alerted_at=now_ms)
+            self.notices.append(
+                SlaBreached(
+                    e.escalation_id, e.tenant_id, e.queue, e.priority, e.deadline_at, now_ms
+                )
+            )

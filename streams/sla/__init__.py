@@ -1,0 +1,1 @@
+"""SLA windows per (provider, model, tenant): availability, latency and cost per minute."""
