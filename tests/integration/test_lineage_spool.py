@@ -5,12 +5,16 @@ broker did not acknowledge exactly once, each key's records in seq order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
+import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import openai
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -20,7 +24,7 @@ from schemas.kafka import ensure_topics
 from schemas.publisher import ChainedPublisher
 from schemas.spool import Spool
 from schemas.topics import LINEAGE
-from tests.integration.stack import free_port
+from tests.integration.stack import free_port, running_stack, stack_environ, wait_for
 from tests.unit import builders
 
 TENANTS = ("acme", "globex", "initech")
@@ -211,3 +215,72 @@ async def test_a_spool_left_by_a_stopped_process_is_sent_at_the_next_start(
     await second.stop()
     assert Spool.leftovers(folder) == []
     assert_once_each_in_order(await read_all(outage.bootstrap, expected=500), range(1, 501))
+
+
+@contextlib.contextmanager
+def outage_in_thread(folder: Path) -> Iterator[tuple[Outage, Callable[[Any], Any]]]:
+    """The proxied broker, its proxy on an event loop of its own (for sync tests), and a
+    function that runs one of its coroutines there."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=30)
+
+    outage = Outage(folder)
+    outage.start_broker()
+    try:
+        run(outage.restore())
+        yield outage, run
+    finally:
+        with contextlib.suppress(Exception):
+            run(outage.cut())
+        assert outage.process is not None
+        outage.process.terminate()
+        outage.process.wait(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def test_calls_during_a_broker_outage_reach_clickhouse_exactly_once(tmp_path: Path) -> None:
+    """The whole stack behind one broker that goes away mid-traffic: calls keep being
+    answered, and afterwards ClickHouse holds every call once and the wallet reconciles."""
+    with outage_in_thread(tmp_path) as (outage, run):
+        env = stack_environ(tmp_path / "stack", GOVLEDGER_KAFKA_BOOTSTRAP=outage.bootstrap)
+        with running_stack(env) as stack:
+            stack.fund("resilient", "10")
+            sdk = openai.OpenAI(
+                base_url=stack.base_url,
+                api_key=stack.create_key("resilient")["key"],
+                max_retries=0,
+            )
+            hi = [{"role": "user", "content": "hi"}]
+
+            def calls(count: int) -> None:
+                for _ in range(count):
+                    sdk.chat.completions.create(model="sim-small", messages=hi)
+
+            calls(30)
+            run(outage.cut())
+            started = time.monotonic()
+            calls(40)  # fail-open: answered while lineage goes to the spool
+            assert time.monotonic() - started < 20
+            run(outage.restore())
+            calls(30)
+
+            def recorded() -> list[list[str]] | None:
+                rows = stack.sql(
+                    "SELECT count(), uniqExact(event_id), sum(cost_nanousd) FROM lineage "
+                    "WHERE wallet_id = 'default/resilient'"
+                )
+                return rows if rows[0][0] == "100" else None
+
+            count, unique, spent = wait_for(recorded, timeout_s=90, every_s=0.5)[0]
+            assert (count, unique) == ("100", "100")
+            funded = 10 * 10**9
+            wait_for(
+                lambda: stack.balance_nanousd("resilient") == funded - int(spent),
+                timeout_s=60,
+            )
