@@ -46,8 +46,8 @@ class Event:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, Attempt | Guardrail):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
@@ -262,6 +262,169 @@ class EscalationResolved(Event):
     note: str = ""
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerState(Event):
+    """Fleet-wide breaker state of one target, for gateways to route around."""
+
+    schema_name: ClassVar[str] = "govledger.v1.BreakerState"
+    event_type_name: ClassVar[str] = "breaker.state"
+
+    provider: str
+    model: str
+    state: str
+    opened_at: int | None = None
+    open_until: int | None = None
+    failures_in_window: int
+    applied_seqs: Mapping[str, int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitChanged(Event):
+    """A fleet-wide breaker opened or closed (event_type circuit.opened or circuit.closed)."""
+
+    schema_name: ClassVar[str] = "govledger.v1.CircuitChanged"
+    event_type_name: ClassVar[str] = "circuit.opened"
+
+    provider: str
+    model: str
+    before: str
+    after: str
+    at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class QuotaThresholdCrossed(Event):
+    """A wallet's spend this period crossed a threshold of its budget."""
+
+    schema_name: ClassVar[str] = "govledger.v1.QuotaThresholdCrossed"
+    event_type_name: ClassVar[str] = "quota.threshold"
+
+    wallet_id: str
+    team_id: str
+    period_start_at: int
+    threshold_percent: int
+    spent_nanousd: int
+    budget_nanousd: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WalletBudgetSet(Event):
+    """An admin set a wallet's monthly budget and alert thresholds."""
+
+    schema_name: ClassVar[str] = "govledger.v1.WalletBudgetSet"
+    event_type_name: ClassVar[str] = "wallet.budget_set"
+
+    wallet_id: str
+    team_id: str
+    budget_nanousd: int
+    thresholds_percent: tuple[int, ...]
+    set_by: str
+
+    @classmethod
+    def from_avro(cls, data: Mapping[str, Any]) -> WalletBudgetSet:
+        """Build the record; the threshold list becomes a tuple."""
+        return cls(**{**data, "thresholds_percent": tuple(data["thresholds_percent"])})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SketchRecord:
+    """A quantile sketch as it travels (see streams.sla.sketch)."""
+
+    alpha: float
+    max_buckets: int
+    zero_count: int
+    sum_thousandths: int
+    min: float
+    max: float
+    bucket_indices: tuple[int, ...]
+    bucket_counts: tuple[int, ...]
+
+    @classmethod
+    def from_avro(cls, data: Mapping[str, Any]) -> SketchRecord:
+        """Build the sketch; lists become tuples."""
+        return cls(
+            **{
+                **data,
+                "bucket_indices": tuple(data["bucket_indices"]),
+                "bucket_counts": tuple(data["bucket_counts"]),
+            }
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SlaWindow(Event):
+    """One closed minute of calls for one provider, model and tenant."""
+
+    schema_name: ClassVar[str] = "govledger.v1.SlaWindow"
+    event_type_name: ClassVar[str] = "sla.window"
+
+    provider: str
+    model: str
+    window_start: int
+    window_end: int
+    revision: int
+    requests: int
+    errors: int
+    caller_faults: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_nanousd: int
+    latency_ms: SketchRecord
+    ttft_ms: SketchRecord
+    gateway_overhead_ms: SketchRecord
+
+    @classmethod
+    def from_avro(cls, data: Mapping[str, Any]) -> SlaWindow:
+        """Build the record, turning nested sketches into typed records."""
+        fields = dict(data)
+        for name in ("latency_ms", "ttft_ms", "gateway_overhead_ms"):
+            fields[name] = SketchRecord.from_avro(data[name])
+        return cls(**fields)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SlaBreached(Event):
+    """A minute missed an SLA target."""
+
+    schema_name: ClassVar[str] = "govledger.v1.SlaBreached"
+    event_type_name: ClassVar[str] = "sla.breached"
+
+    provider: str
+    model: str
+    metric: str
+    observed: float
+    target: float
+    window_start: int
+    window_end: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationChanged(Event):
+    """A reviewer claimed (escalation.claimed) or reassigned (escalation.reassigned) one."""
+
+    schema_name: ClassVar[str] = "govledger.v1.EscalationChanged"
+    event_type_name: ClassVar[str] = "escalation.claimed"
+
+    escalation_id: str
+    actor: str
+    queue: str = ""
+    reviewer: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationSlaBreached(Event):
+    """An escalation passed its SLA deadline unresolved."""
+
+    schema_name: ClassVar[str] = "govledger.v1.EscalationSlaBreached"
+    event_type_name: ClassVar[str] = "escalation.sla_breached"
+
+    escalation_id: str
+    queue: str
+    priority: str
+    deadline_at: int
+    breached_at: int
+
+
 RECORD_TYPES: tuple[type[Event], ...] = (
     LineageRecord,
     KeyIssued,
@@ -272,4 +435,12 @@ RECORD_TYPES: tuple[type[Event], ...] = (
     PolicyPackPublished,
     EscalationOpened,
     EscalationResolved,
+    BreakerState,
+    CircuitChanged,
+    QuotaThresholdCrossed,
+    WalletBudgetSet,
+    SlaWindow,
+    SlaBreached,
+    EscalationChanged,
+    EscalationSlaBreached,
 )

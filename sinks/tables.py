@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from schemas.records import (
+    BreakerState,
+    CircuitChanged,
     DeadLetter,
+    EscalationChanged,
     EscalationOpened,
     EscalationResolved,
+    EscalationSlaBreached,
     Event,
     KeyIssued,
     KeyRevoked,
     LineageRecord,
     PolicyPackPublished,
+    QuotaThresholdCrossed,
+    SlaBreached,
+    SlaWindow,
     WalletBalance,
+    WalletBudgetSet,
     WalletFunded,
 )
 
@@ -23,6 +31,14 @@ TABLE_FOR: dict[type[Event], str] = {
     PolicyPackPublished: "control_events",
     EscalationResolved: "control_events",
     EscalationOpened: "escalation_events",
+    WalletBudgetSet: "control_events",
+    EscalationChanged: "control_events",
+    BreakerState: "breaker_state",
+    SlaWindow: "sla_windows",
+    CircuitChanged: "alerts",
+    QuotaThresholdCrossed: "alerts",
+    SlaBreached: "alerts",
+    EscalationSlaBreached: "alerts",
     WalletBalance: "wallet_state",
     DeadLetter: "dead_letters",
 }

@@ -25,14 +25,33 @@ from schemas.dead_letter import dead_letter
 from schemas.ids import now_ms
 from schemas.publisher import ChainedPublisher
 from schemas.settings import SinkSettings
-from schemas.topics import CONTROL, DLQ, ESCALATIONS, LINEAGE, RESTORED_HEADER, WALLET_STATE
+from schemas.topics import (
+    ALERTS,
+    BREAKER_STATE,
+    CONTROL,
+    DLQ,
+    ESCALATIONS,
+    LINEAGE,
+    RESTORED_HEADER,
+    SLA,
+    WALLET_STATE,
+)
 from sinks.avro_batch import container_file, event_id_of
 from sinks.store import Store
 from sinks.tables import TABLE_FOR
 
 log = structlog.get_logger(__name__)
 
-SINK_TOPICS = (LINEAGE.name, CONTROL.name, WALLET_STATE.name, ESCALATIONS.name, DLQ.name)
+SINK_TOPICS = (
+    LINEAGE.name,
+    CONTROL.name,
+    WALLET_STATE.name,
+    ESCALATIONS.name,
+    BREAKER_STATE.name,
+    SLA.name,
+    ALERTS.name,
+    DLQ.name,
+)
 CONSUMER_GROUP = "govledger-sink"
 INSERT_RETRIES = 5
 # Poll timeout while a write is in flight and held records are already due.

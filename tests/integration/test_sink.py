@@ -201,3 +201,45 @@ async def test_undecodable_record_is_dead_lettered_not_fatal(
         if rows:
             break
     assert rows == [("sink", "unknown schema fingerprint 0000000000000000")]
+
+
+async def test_every_record_type_lands_in_its_table_with_its_exact_bytes(
+    bootstrap: str, store: Store, writer_factory: object
+) -> None:
+    from sinks.tables import TABLE_FOR
+    from tests.unit import builders
+
+    chain = codec.HashChain(new_producer_id("every-type"))
+    sealed = [chain.seal(record) for record in builders.one_of_each()]
+    await produce(bootstrap, [(r.tenant_id or "-", codec.encode(r)) for r in sealed])
+    writer = await writer_factory()  # type: ignore[operator]
+
+    def landed() -> list[str]:
+        missing = []
+        for record in sealed:
+            rows = store.query_rows(
+                f"SELECT hex(raw) FROM {TABLE_FOR[type(record)]} WHERE event_id = %(id)s",
+                {"id": record.event_id},
+            )
+            if [list(row) for row in rows] != [[codec.encode(record).hex().upper()]]:
+                missing.append(f"{type(record).__name__}: {rows!r}")
+        return missing
+
+    for _ in range(100):
+        await writer.step(200)
+        if not landed():
+            break
+    assert landed() == []
+    window = next(r for r in sealed if type(r).__name__ == "SlaWindow")
+    rows = store.query_rows(
+        "SELECT latency_ms.bucket_counts, gateway_overhead_ms.sum_thousandths, errors "
+        "FROM sla_windows WHERE event_id = %(id)s",
+        {"id": window.event_id},
+    )
+    assert [list(row) for row in rows] == [
+        [
+            list(window.latency_ms.bucket_counts),  # type: ignore[attr-defined]
+            window.gateway_overhead_ms.sum_thousandths,  # type: ignore[attr-defined]
+            window.errors,  # type: ignore[attr-defined]
+        ]
+    ]

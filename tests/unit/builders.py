@@ -12,16 +12,25 @@ from typing import Any
 from schemas.ids import uuid7
 from schemas.records import (
     Attempt,
+    BreakerState,
+    CircuitChanged,
     DeadLetter,
+    EscalationChanged,
     EscalationOpened,
     EscalationResolved,
+    EscalationSlaBreached,
     Event,
     Guardrail,
     KeyIssued,
     KeyRevoked,
     LineageRecord,
     PolicyPackPublished,
+    QuotaThresholdCrossed,
+    SketchRecord,
+    SlaBreached,
+    SlaWindow,
     WalletBalance,
+    WalletBudgetSet,
     WalletFunded,
 )
 
@@ -272,6 +281,155 @@ def escalation_resolved(**overrides: Any) -> EscalationResolved:
     return EscalationResolved(**env, **fields)
 
 
+def _built(record_type: type[Any], fields: dict[str, Any], overrides: dict[str, Any]) -> Any:
+    fields.update(overrides)
+    env = _split(record_type, fields)
+    return record_type(**env, **fields)
+
+
+def breaker_state(**overrides: Any) -> BreakerState:
+    """The fleet sees gpt-4o at OpenAI failing: its breaker is open for 30 s."""
+    fields: dict[str, Any] = {
+        "producer_id": "streams-breakers-9a8b7c",
+        "seq": 5,
+        "tenant_id": "",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "state": "open",
+        "opened_at": T0,
+        "open_until": T0 + 30_000,
+        "failures_in_window": 0,
+        "applied_seqs": {"gateway-4b5c6d": 412},
+    }
+    return _built(BreakerState, fields, overrides)  # type: ignore[no-any-return]
+
+
+def circuit_changed(**overrides: Any) -> CircuitChanged:
+    """The alert for that breaker opening."""
+    fields: dict[str, Any] = {
+        "producer_id": "streams-breakers-9a8b7c",
+        "seq": 6,
+        "tenant_id": "",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "before": "closed",
+        "after": "open",
+        "at": T0,
+    }
+    return _built(CircuitChanged, fields, overrides)  # type: ignore[no-any-return]
+
+
+def quota_crossed(**overrides: Any) -> QuotaThresholdCrossed:
+    """The search team passed 80 % of its $100 monthly budget."""
+    fields: dict[str, Any] = {
+        "producer_id": "streams-quotas-1f2e3d",
+        "seq": 3,
+        "wallet_id": WALLET,
+        "team_id": TEAM,
+        "period_start_at": T0 - 2 * 86_400_000 - 14 * 3_600_000 - 2 * 60_000,
+        "threshold_percent": 80,
+        "spent_nanousd": 80_000_100_000,
+        "budget_nanousd": 100_000_000_000,
+    }
+    return _built(QuotaThresholdCrossed, fields, overrides)  # type: ignore[no-any-return]
+
+
+def budget_set(**overrides: Any) -> WalletBudgetSet:
+    """FinOps gives the search team $100 a month, alerting at 50, 80 and 100 %."""
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 5,
+        "wallet_id": WALLET,
+        "team_id": TEAM,
+        "budget_nanousd": 100_000_000_000,
+        "thresholds_percent": (50, 80, 100),
+        "set_by": "finops@acme.example",
+    }
+    return _built(WalletBudgetSet, fields, overrides)  # type: ignore[no-any-return]
+
+
+def sketch(values_ms: tuple[float, ...] = (120.0, 180.0, 950.0)) -> SketchRecord:
+    """A small latency sketch as it travels."""
+    from streams.sla import sketch as sla_sketch
+
+    built = sla_sketch.of(values_ms)
+    pairs = built.to_pairs()
+    return SketchRecord(
+        alpha=built.alpha,
+        max_buckets=built.max_buckets,
+        zero_count=built.zero_count,
+        sum_thousandths=built.sum_thousandths,
+        min=built.min,
+        max=built.max,
+        bucket_indices=tuple(i for i, _ in pairs),
+        bucket_counts=tuple(c for _, c in pairs),
+    )
+
+
+def sla_window(**overrides: Any) -> SlaWindow:
+    """The 14:02 minute of gpt-4o-mini calls for acme: three calls, one upstream error."""
+    fields: dict[str, Any] = {
+        "producer_id": "streams-sla-5e6f7a",
+        "seq": 9,
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "window_start": T0,
+        "window_end": T0 + 60_000,
+        "revision": 0,
+        "requests": 3,
+        "errors": 1,
+        "caller_faults": 0,
+        "prompt_tokens": 3_600,
+        "completion_tokens": 1_050,
+        "cost_nanousd": 3 * (1_200 * MINI_PROMPT_NANOUSD + 350 * MINI_COMPLETION_NANOUSD),
+        "latency_ms": sketch(),
+        "ttft_ms": sketch(()),
+        "gateway_overhead_ms": sketch((1.2, 1.5, 2.9)),
+    }
+    return _built(SlaWindow, fields, overrides)  # type: ignore[no-any-return]
+
+
+def sla_breached(**overrides: Any) -> SlaBreached:
+    """That minute's availability missed 99.9 %."""
+    fields: dict[str, Any] = {
+        "producer_id": "streams-sla-5e6f7a",
+        "seq": 10,
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "metric": "availability",
+        "observed": 2 / 3,
+        "target": 0.999,
+        "window_start": T0,
+        "window_end": T0 + 60_000,
+    }
+    return _built(SlaBreached, fields, overrides)  # type: ignore[no-any-return]
+
+
+def escalation_claimed(**overrides: Any) -> EscalationChanged:
+    """A reviewer takes the held call."""
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 6,
+        "escalation_id": "esc_0193a1b2c3",
+        "actor": "reviewer@acme.example",
+    }
+    return _built(EscalationChanged, fields, overrides)  # type: ignore[no-any-return]
+
+
+def escalation_sla_breached(**overrides: Any) -> EscalationSlaBreached:
+    """Nobody decided a P2 review within two hours."""
+    fields: dict[str, Any] = {
+        "producer_id": "streams-escalations-3c4d5e",
+        "seq": 2,
+        "escalation_id": "esc_0193a1b2c3",
+        "queue": "team:search",
+        "priority": "P2",
+        "deadline_at": T0 + 7_200_000,
+        "breached_at": T0 + 7_260_000,
+    }
+    return _built(EscalationSlaBreached, fields, overrides)  # type: ignore[no-any-return]
+
+
 def one_of_each() -> list[Event]:
     """A realistic record of every record type."""
     return [
@@ -284,4 +442,12 @@ def one_of_each() -> list[Event]:
         policy_published(),
         escalation_opened(),
         escalation_resolved(),
+        breaker_state(),
+        circuit_changed(),
+        quota_crossed(),
+        budget_set(),
+        sla_window(),
+        sla_breached(),
+        escalation_claimed(),
+        escalation_sla_breached(),
     ]
