@@ -24,7 +24,7 @@ from schemas.kafka import TopicTailer
 from schemas.publisher import ChainedPublisher
 from schemas.settings import GatewaySettings
 from schemas.spool import Spool
-from schemas.topics import CONTROL, ESCALATIONS, WALLET_STATE
+from schemas.topics import BREAKER_STATE, CONTROL, ESCALATIONS, WALLET_STATE
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +113,7 @@ class GatewayProcess:
         self.views = LocalViews()
         self.tailer = TopicTailer(
             settings.kafka_bootstrap,
-            [CONTROL.name, WALLET_STATE.name, ESCALATIONS.name],
+            [CONTROL.name, WALLET_STATE.name, ESCALATIONS.name, BREAKER_STATE.name],
             self.views.apply,
         )
         producer_id = new_producer_id("gateway")

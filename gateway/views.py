@@ -12,13 +12,16 @@ import structlog
 from gateway.policy.pack import PackError, PolicyPack, parse_pack
 from schemas import codec
 from schemas.records import (
+    BreakerState as BreakerStateRecord,
+)
+from schemas.records import (
     EscalationOpened,
     EscalationResolved,
     PolicyPackPublished,
     WalletBalance,
 )
-from schemas.topics import CONTROL, ESCALATIONS, WALLET_STATE
-from streams.breakers.logic import BreakerState
+from schemas.topics import BREAKER_STATE, CONTROL, ESCALATIONS, WALLET_STATE
+from streams.breakers.logic import BreakerState, state_of
 from streams.keys import logic as keys_logic
 from streams.wallets import logic as wallets_logic
 
@@ -58,11 +61,14 @@ class LocalViews:
         # Fleet-wide breaker state per (provider, model): (state, open until ms). Fed by
         # the breaker-state topic once the breakers processor publishes it.
         self.fleet_breakers: dict[tuple[str, str], tuple[BreakerState, int | None]] = {}
+        # When each target's fleet state was published: an older record never replaces it.
+        self.fleet_breakers_at: dict[tuple[str, str], int] = {}
         self.escalation_decisions: dict[str, str] = {}
         self.undecodable = 0
 
     def apply(self, message: Any) -> None:
-        """Apply one consumed record from the control, wallet-state or escalations topic."""
+        """Apply one consumed record from the control, wallet-state, breaker-state or
+        escalations topic."""
         try:
             event = codec.decode(message.value)
         except codec.DecodeError as exc:
@@ -74,6 +80,9 @@ class LocalViews:
             self.wallets[event.wallet_id] = wallets_logic.latest(
                 self.wallets.get(event.wallet_id), event
             )
+            return
+        if message.topic == BREAKER_STATE.name and isinstance(event, BreakerStateRecord):
+            self._apply_breaker(event)
             return
         if message.topic == ESCALATIONS.name and isinstance(event, EscalationOpened):
             self.escalations[event.escalation_id] = event
@@ -96,6 +105,17 @@ class LocalViews:
             if key is not None:
                 self.keys[key_id] = key
                 self.keys_by_hash[key.key_sha256] = key
+
+    def _apply_breaker(self, event: BreakerStateRecord) -> None:
+        target = (event.provider, event.model)
+        state = state_of(event.state)
+        if state is None:
+            log.warning("unknown breaker state skipped", state=event.state, target=target)
+            return
+        if self.fleet_breakers_at.get(target, event.occurred_at) > event.occurred_at:
+            return  # the newest published state wins, whatever order records come in
+        self.fleet_breakers[target] = (state, event.open_until)
+        self.fleet_breakers_at[target] = event.occurred_at
 
     def _apply_pack(self, event: PolicyPackPublished) -> None:
         known = self.packs.get((event.tenant_id, event.pack_name))

@@ -15,9 +15,15 @@ half_open ──(a probe fails)──▶ open                    (opened again, 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Literal
 
+from schemas import records
+
 BreakerState = Literal["closed", "open", "half_open"]
+BREAKER_STATES: tuple[BreakerState, ...] = ("closed", "open", "half_open")
 Outcome = Literal["success", "failure", "ignored"]
 TransitionKind = Literal["opened", "closed"]
 
@@ -192,3 +198,166 @@ def _after(breaker: Breaker, outcome: Outcome, now_ms: int, config: BreakerConfi
             breaker, probes_in_flight=probes, probed_at_ms=breaker.probed_at_ms if probes else None
         )
     return breaker
+
+
+# The fleet-wide breakers the processor folds from every gateway's lineage records.
+
+SKIPPED = "breaker_open"
+"""Error class of an attempt a gateway's own breaker refused: nothing was sent."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FleetBreaker:
+    """One target's fleet-wide breaker and its idempotence watermark: the highest lineage
+    `seq` folded per `watermark_key`. The processor never admits calls, so it has no
+    probes in flight: half-open waits for any gateway's probe to report."""
+
+    breaker: Breaker = dataclasses.field(default_factory=Breaker)
+    applied_seqs: Mapping[str, int] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+
+def state_of(text: str) -> BreakerState | None:
+    """The breaker state a published string names, None if it names none."""
+    return next((state for state in BREAKER_STATES if state == text), None)
+
+
+def target_key(provider: str, model: str) -> str:
+    """The key of a target on the breaker-state topic: "provider/model" (provider names
+    are the adapters' own and have no '/')."""
+    return f"{provider}/{model}"
+
+
+def target_of(key: str) -> tuple[str, str]:
+    """(provider, model) from a "provider/model" key (a model may contain '/')."""
+    provider, _, model = key.partition("/")
+    if not provider or not model:
+        raise ValueError(f"not a provider/model key: {key!r}")
+    return provider, model
+
+
+def watermark_key(producer_id: str, partition: int) -> str:
+    """Whose watermark a lineage record advances: its producer's on its lineage partition.
+    One producer's records on one partition are in `seq` order (one producer, one
+    partition), whatever their tenants; a target hears from every partition, where a
+    single watermark per producer would skip a record that arrives after a later one of
+    another partition."""
+    return f"{producer_id}@{partition}"
+
+
+def targets_of(attempts: Iterable[records.Attempt]) -> tuple[tuple[str, str], ...]:
+    """The targets these attempts say something about (a success or a failure), each once,
+    in order of first attempt. Skipped attempts and the caller's own faults say nothing."""
+    return tuple(
+        dict.fromkeys(
+            (attempt.provider, attempt.model)
+            for attempt in attempts
+            if attempt.error_class != SKIPPED
+            and outcome_of(attempt.status, attempt.error_class) != "ignored"
+        )
+    )
+
+
+def is_folded(fleet: FleetBreaker, watermark: str, seq: int) -> bool:
+    """Whether the record at `seq` (or a later one of its watermark) was folded before."""
+    return fleet.applied_seqs.get(watermark, 0) >= seq
+
+
+def fold(
+    fleet: FleetBreaker,
+    target: tuple[str, str],
+    attempts: Iterable[records.Attempt],
+    *,
+    watermark: str,
+    seq: int,
+    now_ms: int,
+    config: BreakerConfig,
+) -> tuple[FleetBreaker, tuple[Transition, ...]]:
+    """The fleet breaker after one lineage record's attempts on `target`, each at the
+    record's time `now_ms`, and the transitions they made, in order. A record folded
+    before changes nothing; skipped attempts are no outcomes."""
+    if is_folded(fleet, watermark, seq):
+        return fleet, ()
+    breaker = fleet.breaker
+    transitions: list[Transition] = []
+    for attempt in attempts:
+        if (attempt.provider, attempt.model) != target or attempt.error_class == SKIPPED:
+            continue
+        outcome = outcome_of(attempt.status, attempt.error_class)
+        breaker, transition = record(breaker, outcome, now_ms, config)
+        if transition is not None:
+            transitions.append(transition)
+    applied = MappingProxyType({**fleet.applied_seqs, watermark: seq})
+    return FleetBreaker(breaker, applied), tuple(transitions)
+
+
+def to_state(
+    fleet: FleetBreaker,
+    target: tuple[str, str],
+    config: BreakerConfig,
+    *,
+    event_id: str,
+    occurred_at: int,
+) -> records.BreakerState:
+    """The fleet breaker as published (unsealed): open ones say until when."""
+    breaker = fleet.breaker
+    return records.BreakerState(
+        event_id=event_id,
+        event_type=records.BreakerState.event_type_name,
+        occurred_at=occurred_at,
+        tenant_id="",
+        producer_id="",
+        seq=0,
+        provider=target[0],
+        model=target[1],
+        state=breaker.state,
+        opened_at=breaker.opened_at_ms,
+        open_until=open_until_ms(breaker, config),
+        failures_in_window=len(breaker.failures_ms),
+        applied_seqs=fleet.applied_seqs,
+    )
+
+
+def to_alert(
+    transition: Transition, target: tuple[str, str], *, event_id: str, occurred_at: int
+) -> records.CircuitChanged:
+    """The `circuit.opened` / `circuit.closed` alert of a transition (unsealed); targets
+    are shared, so it belongs to no tenant."""
+    return records.CircuitChanged(
+        event_id=event_id,
+        event_type=f"circuit.{transition.kind}",
+        occurred_at=occurred_at,
+        tenant_id="",
+        producer_id="",
+        seq=0,
+        provider=target[0],
+        model=target[1],
+        before=transition.before,
+        after=transition.after,
+        at=transition.at_ms,
+    )
+
+
+def dump_fleet(fleet: FleetBreaker) -> bytes:
+    """The processor's table value: every field, failure times included (the published
+    BreakerState only counts them)."""
+    return json.dumps(
+        {**dataclasses.asdict(fleet.breaker), "applied_seqs": dict(fleet.applied_seqs)},
+        separators=(",", ":"),
+    ).encode()
+
+
+def load_fleet(data: bytes) -> FleetBreaker:
+    """The table value `dump_fleet` wrote."""
+    fields = json.loads(data)
+    state = state_of(fields["state"])
+    assert state is not None, "the processor wrote this value"
+    breaker = Breaker(
+        state,
+        tuple(fields["failures_ms"]),
+        fields["opened_at_ms"],
+        fields["probes_in_flight"],
+        fields["probed_at_ms"],
+    )
+    return FleetBreaker(breaker, MappingProxyType(dict(fields["applied_seqs"])))

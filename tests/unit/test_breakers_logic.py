@@ -6,17 +6,32 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas import codec
+from schemas.records import Attempt, BreakerState, CircuitChanged
 from streams.breakers.logic import (
+    SKIPPED,
     Breaker,
     BreakerConfig,
+    FleetBreaker,
     Outcome,
     Transition,
     admit,
     current,
+    dump_fleet,
+    fold,
+    is_folded,
+    load_fleet,
     merge,
     open_until_ms,
     outcome_of,
     record,
+    state_of,
+    target_key,
+    target_of,
+    targets_of,
+    to_alert,
+    to_state,
+    watermark_key,
 )
 
 T0 = 1_750_000_000_000
@@ -264,3 +279,163 @@ def test_any_history_keeps_the_breaker_valid_and_bounded(
             assert (transition.before, transition.after) == (state_before, breaker.state)
         elif action is not None:
             assert breaker.state == state_before
+
+
+# The fleet-wide breakers the processor folds from lineage records.
+
+PRIMARY = ("upstream", "outage-primary")
+FALLBACK = ("sim", "sim-small")
+FAILED = Attempt(*PRIMARY, 503, 12.0, "http_5xx")
+SKIP = Attempt(*PRIMARY, 0, 0.0, SKIPPED)
+SERVED = Attempt(*FALLBACK, 200, 3.0)
+ANSWERED = Attempt(*PRIMARY, 200, 4.0)
+GW = watermark_key("gateway-a", 0)
+
+
+def fold_calls(
+    calls: list[tuple[str, int, int, tuple[Attempt, ...]]], fleet: FleetBreaker | None = None
+) -> tuple[FleetBreaker, list[str]]:
+    """Fold (watermark, seq, occurred_at, attempts) records on PRIMARY; the alert kinds."""
+    fleet = fleet or FleetBreaker()
+    kinds = []
+    for watermark, seq, now_ms, attempts in calls:
+        fleet, transitions = fold(
+            fleet, PRIMARY, attempts, watermark=watermark, seq=seq, now_ms=now_ms, config=CONFIG
+        )
+        kinds += [t.kind for t in transitions]
+    return fleet, kinds
+
+
+def test_targets_are_those_an_attempt_says_something_about() -> None:
+    assert targets_of((FAILED, SERVED)) == (PRIMARY, FALLBACK)
+    assert targets_of((SKIP, SERVED)) == (FALLBACK,)
+    assert targets_of((FAILED, FAILED, SERVED, FAILED)) == (PRIMARY, FALLBACK)
+    assert targets_of((Attempt(*PRIMARY, 400, 1.0, "http_4xx"),)) == ()
+    assert targets_of(()) == ()
+
+
+def test_targets_key_as_provider_slash_model() -> None:
+    assert target_key(*PRIMARY) == "upstream/outage-primary"
+    assert target_of("upstream/outage-primary") == PRIMARY
+    assert target_of("ollama/library/llama3:8b") == ("ollama", "library/llama3:8b")
+    for bad in ("upstream", "/model", "upstream/", ""):
+        with pytest.raises(ValueError, match="provider/model"):
+            target_of(bad)
+
+
+def test_failures_from_several_gateways_open_the_fleet_breaker_once() -> None:
+    calls = [
+        (watermark_key("gateway-a", 0), 1, T0, (FAILED, SERVED)),
+        (watermark_key("gateway-b", 2), 1, T0 + 10, (FAILED, SERVED)),
+        (watermark_key("gateway-a", 1), 2, T0 + 20, (FAILED, SERVED)),  # opens
+        (watermark_key("gateway-b", 2), 2, T0 + 30, (FAILED, SERVED)),  # already open
+        (watermark_key("gateway-a", 0), 3, T0 + 40, (SKIP, SERVED)),
+    ]
+    fleet, kinds = fold_calls(calls)
+    assert kinds == ["opened"]
+    assert fleet.breaker == Breaker("open", opened_at_ms=T0 + 20)
+    assert dict(fleet.applied_seqs) == {
+        "gateway-a@0": 3,
+        "gateway-a@1": 2,
+        "gateway-b@2": 2,
+    }
+
+
+def test_a_record_folded_before_changes_nothing() -> None:
+    first = [(GW, 1, T0, (FAILED,)), (GW, 2, T0 + 1, (FAILED,))]
+    fleet, _ = fold_calls(first)
+    assert is_folded(fleet, GW, 2) and is_folded(fleet, GW, 1)
+    assert not is_folded(fleet, GW, 3) and not is_folded(fleet, watermark_key("gateway-a", 1), 1)
+    # Redelivered after a restart: still two failures, not four, and no opening.
+    again, kinds = fold_calls(first, fleet)
+    assert again == fleet and kinds == []
+    _, kinds = fold_calls([(GW, 3, T0 + 2, (FAILED,))], fleet)
+    assert kinds == ["opened"]
+
+
+def test_each_partition_keeps_its_own_watermark() -> None:
+    # One gateway's seqs interleave across lineage partitions (one per tenant key); the
+    # partition that arrives late is still folded.
+    late = watermark_key("gateway-a", 1)
+    fleet, kinds = fold_calls(
+        [(GW, 5, T0 + 5, (FAILED,)), (GW, 7, T0 + 7, (FAILED,)), (late, 6, T0 + 6, (FAILED,))]
+    )
+    assert kinds == ["opened"]
+    assert fleet.breaker.opened_at_ms == T0 + 6  # when the third failure was folded
+
+
+def test_only_the_target_s_own_outcomes_count() -> None:
+    served_elsewhere = (SKIP, SKIP, SERVED)
+    fleet, kinds = fold_calls([(GW, seq, T0 + seq, served_elsewhere) for seq in range(1, 9)])
+    assert (fleet.breaker, kinds) == (Breaker(), [])
+    assert fleet.applied_seqs == {GW: 8}
+
+
+def test_a_probe_after_the_reset_timeout_closes_it_and_a_failed_one_reopens() -> None:
+    opened, _ = fold_calls([(GW, seq, T0, (FAILED,)) for seq in (1, 2, 3)])
+    other = watermark_key("gateway-b", 3)
+    reopened, kinds = fold_calls([(other, 1, T0 + 5_000, (FAILED, SERVED))], opened)
+    assert kinds == ["opened"] and reopened.breaker.opened_at_ms == T0 + 5_000
+    closed, kinds = fold_calls([(other, 2, T0 + 10_001, (ANSWERED,))], reopened)
+    assert kinds == ["closed"] and closed.breaker == Breaker()
+    # A success from before the reset timeout says nothing: it was let through earlier.
+    early, kinds = fold_calls([(other, 1, T0 + 4_999, (ANSWERED,))], opened)
+    assert kinds == [] and early.breaker == opened.breaker
+
+
+def test_published_state_and_alerts_encode_with_their_schemas() -> None:
+    opened, _ = fold_calls([(GW, seq, T0 + seq, (FAILED,)) for seq in (1, 2, 3)])
+    state = to_state(opened, PRIMARY, CONFIG, event_id="e1", occurred_at=T0 + 9)
+    assert (state.state, state.opened_at, state.open_until) == ("open", T0 + 3, T0 + 5_003)
+    assert (state.provider, state.model, state.tenant_id) == (*PRIMARY, "")
+    assert codec.decode_as(codec.encode(state), BreakerState) == state
+    closing, _ = fold_calls([(GW, 1, T0, (FAILED,))])
+    closed = to_state(closing, PRIMARY, CONFIG, event_id="e2", occurred_at=T0)
+    assert (closed.state, closed.open_until, closed.failures_in_window) == ("closed", None, 1)
+    alert = to_alert(
+        Transition("closed", "open", T0 + 3), PRIMARY, event_id="e3", occurred_at=T0 + 9
+    )
+    assert (alert.event_type, alert.before, alert.after, alert.at) == (
+        "circuit.opened",
+        "closed",
+        "open",
+        T0 + 3,
+    )
+    assert codec.decode_as(codec.encode(alert), CircuitChanged) == alert
+    closing_alert = to_alert(
+        Transition("half_open", "closed", T0), PRIMARY, event_id="e4", occurred_at=T0
+    )
+    assert closing_alert.event_type == "circuit.closed"
+
+
+def test_state_names_are_checked() -> None:
+    assert [state_of(s) for s in ("closed", "open", "half_open")] == ["closed", "open", "half_open"]
+    assert state_of("ajar") is None
+
+
+fleet_histories = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # partition
+        st.sampled_from([(FAILED,), (FAILED, SERVED), (SKIP, SERVED), (ANSWERED,)]),
+        st.integers(0, 4_000),  # ms since the last record
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(fleet_histories, st.integers(0, 40))
+def test_redelivery_from_any_point_changes_nothing(
+    history: list[tuple[int, tuple[Attempt, ...], int]], restart_at: int
+) -> None:
+    """At-least-once: after a crash the records since the last commit come again, on top
+    of a table that already holds them. The breaker and the alerts are those of one pass."""
+    calls = []
+    now_ms = T0
+    for seq, (partition, attempts, elapsed_ms) in enumerate(history, start=1):
+        now_ms += elapsed_ms
+        calls.append((watermark_key("gateway-a", partition), seq, now_ms, attempts))
+    once, _ = fold_calls(calls)
+    twice, kinds_again = fold_calls(calls[restart_at:], once)
+    assert twice == once and kinds_again == []
+    assert load_fleet(dump_fleet(once)) == once
