@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,23 +28,30 @@ from gateway.app import new_key_secret
 from gateway.budget import Budget
 from gateway.errors import GatewayError, error_response
 from gateway.policy.pack import PackError, parse_pack
-from gateway.views import LocalViews, key_sha256
+from gateway.views import MAX_ESCALATIONS, LocalViews, key_sha256
 from schemas.auth import bearer_token
 from schemas.ids import now_ms, uuid7
 from schemas.money import format_usd, usd_to_nanousd
 from schemas.publisher import ChainedPublisher
 from schemas.records import (
     ROLES,
+    EscalationChanged,
+    EscalationOpened,
     EscalationResolved,
     Event,
     KeyIssued,
     KeyRevoked,
     PolicyPackPublished,
     Role,
+    WalletBudgetSet,
     WalletFunded,
 )
+from schemas.settings import StreamSettings, load
 from schemas.topics import CONTROL
+from streams.escalations import logic as escalations_logic
+from streams.escalations.agent import CLAIMED, REASSIGNED, action_of, config_of
 from streams.keys.logic import role_rank
+from streams.quotas import logic as quotas_logic
 from streams.wallets.logic import team_wallet_id
 
 E = TypeVar("E", bound=Event)
@@ -113,6 +122,81 @@ def _limit(data: dict[str, Any], name: str) -> int:
     return value
 
 
+ESCALATION_STATUSES = ("open", "resolved", "all")
+
+
+def thresholds_of(value: Any) -> tuple[int, ...]:
+    """Budget thresholds as given: absent (the defaults), a list of whole percentages or
+    their comma-separated text; whether they are usable is `quotas.logic.budget_set`'s
+    call. ValueError for anything else."""
+    if value is None:
+        return quotas_logic.DEFAULT_THRESHOLDS_PERCENT
+    if isinstance(value, str):
+        parts = [part.strip() for part in value.split(",")]
+        if not all(part.isdigit() for part in parts):
+            raise ValueError(f"'thresholds' must be whole percentages, e.g. 50,80,100: {value!r}")
+        return tuple(int(part) for part in parts)
+    if isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return tuple(value)
+    raise ValueError("'thresholds' must be a list of whole percentages")
+
+
+@functools.cache
+def escalation_config() -> escalations_logic.EscalationConfig:
+    """The escalation settings of the stream processors (`GOVLEDGER_ESCALATION_*`), read
+    from this process's environment, so the listing routes and times escalations as the
+    escalations processor does."""
+    return config_of(load(StreamSettings))
+
+
+def escalation_listing(
+    opened: Iterable[EscalationOpened],
+    changes: Iterable[EscalationChanged],
+    decisions: Mapping[str, str],
+    config: escalations_logic.EscalationConfig,
+    *,
+    now: int,
+    status: str = "open",
+    queue: str | None = None,
+) -> list[dict[str, Any]]:
+    """Escalations as the admin API lists them, most urgent first: the opens and the claims
+    and reassigns folded with `streams.escalations.logic`, decided ones marked from the
+    decisions (`escalation_id -> approve|reject`). `status` is open (every undecided one,
+    claimed or not), resolved or all."""
+    assert status in ESCALATION_STATUSES, "the status filter is validated by the handler"
+    actions = (a for a in (action_of(c) for c in changes) if a is not None)
+    state, _ = escalations_logic.fold([*opened, *actions], config)
+    rows = []
+    for e in escalations_logic.open_escalations(state, queue):
+        decision = decisions.get(e.escalation_id)
+        if (status == "open" and decision is not None) or (
+            status == "resolved" and decision is None
+        ):
+            continue
+        rows.append(
+            {
+                "escalation_id": e.escalation_id,
+                "tenant": e.tenant_id,
+                "team": e.team_id,
+                "category": e.category,
+                "priority": e.priority,
+                "queue": e.queue,
+                "status": e.status if decision is None else "resolved",
+                "claimed_by": e.claimed_by,
+                "decision": decision,
+                "reason": e.reason,
+                "trace_id": e.trace_id,
+                "opened_at": e.opened_at,
+                "age_ms": max(now - e.opened_at, 0),
+                "deadline_at": e.deadline_at,
+                "overdue": decision is None and now > e.deadline_at,
+            }
+        )
+    return rows
+
+
 class AdminApi:
     """Admin routes, authenticated with the admin bearer token."""
 
@@ -131,6 +215,8 @@ class AdminApi:
         self.control = control
         self.budget = budget
         self.default_tenant = default_tenant
+        # Claims and reassigns this gateway published, by escalation (see `_changes_of`).
+        self.escalation_changes: dict[str, list[EscalationChanged]] = {}
 
     def routes(self) -> list[web.RouteDef]:
         """The admin routes; /v1/tokens is the same key API under its usual name."""
@@ -143,6 +229,15 @@ class AdminApi:
             web.delete("/v1/tokens/{key_id}", self._guard(self.revoke_key)),
             web.post("/v1/admin/wallets/fund", self._guard(self.fund_wallet)),
             web.get("/v1/admin/wallets/balance", self._guard(self.balance)),
+            web.post("/v1/admin/wallets/budget", self._guard(self.set_budget)),
+            web.get("/v1/admin/escalations", self._guard(self.list_escalations)),
+            web.post(
+                "/v1/admin/escalations/{escalation_id}/claim", self._guard(self.claim_escalation)
+            ),
+            web.post(
+                "/v1/admin/escalations/{escalation_id}/reassign",
+                self._guard(self.reassign_escalation),
+            ),
             web.post("/v1/admin/policies", self._guard(self.push_policy)),
             web.get("/v1/admin/policies", self._guard(self.list_policies)),
             web.post("/v1/admin/escalations/{escalation_id}/resolve", self._guard(self.resolve)),
@@ -474,3 +569,145 @@ class AdminApi:
             if asyncio.get_running_loop().time() > deadline:
                 return
             await asyncio.sleep(0.01)
+
+    async def set_budget(self, request: web.Request, principal: Principal) -> web.Response:
+        """Give a team's wallet a monthly budget and alert thresholds (org admins only, as
+        funding: budgets are FinOps). A usd of 0 removes the budget."""
+        if principal.role != "org-admin":
+            raise GatewayError(errors.FORBIDDEN, "only an org admin may set budgets")
+        data = await self._body(request)
+        tenant = _identifier(data, "tenant", self.default_tenant)
+        team = _identifier(data, "team")
+        envelope = self._envelope(WalletBudgetSet, tenant)
+        try:
+            budget = quotas_logic.budget_set(
+                wallet_id=team_wallet_id(tenant, team),
+                tenant_id=tenant,
+                team_id=team,
+                budget_nanousd=usd_to_nanousd(data.get("usd", "")),
+                occurred_at=envelope["occurred_at"],
+                thresholds_percent=thresholds_of(data.get("thresholds")),
+            )
+        except ValueError as exc:
+            raise GatewayError(errors.INVALID_REQUEST, str(exc)) from exc
+        sealed = await self._publish(
+            WalletBudgetSet(
+                **envelope,
+                wallet_id=budget.wallet_id,
+                team_id=team,
+                budget_nanousd=budget.budget_nanousd,
+                thresholds_percent=budget.thresholds_percent,
+                set_by=principal.identity,
+            )
+        )
+        return _json(
+            {
+                "event_id": sealed.event_id,
+                "wallet_id": budget.wallet_id,
+                "budget_nanousd": budget.budget_nanousd,
+                "budget_usd": format_usd(budget.budget_nanousd),
+                "thresholds_percent": list(budget.thresholds_percent),
+            },
+            status=201,
+        )
+
+    async def list_escalations(self, request: web.Request, principal: Principal) -> web.Response:
+        """Escalations this gateway has heard of, with priority, queue, age and deadline;
+        `?status=open|resolved|all` (default open), `?queue=`, `?tenant=`."""
+        status = request.query.get("status", "open")
+        if status not in ESCALATION_STATUSES:
+            raise GatewayError(errors.INVALID_REQUEST, "'status' must be open, resolved or all")
+        tenant = request.query.get("tenant")
+        opened = [
+            o
+            for o in self.views.escalations.values()
+            if principal.sees(o.tenant_id) and tenant in (None, o.tenant_id)
+        ]
+        rows = escalation_listing(
+            opened,
+            (c for o in opened for c in self.escalation_changes.get(o.escalation_id, ())),
+            self.views.escalation_decisions,
+            escalation_config(),
+            now=now_ms(),
+            status=status,
+            queue=request.query.get("queue") or None,
+        )
+        return _json({"data": rows})
+
+    async def claim_escalation(self, request: web.Request, principal: Principal) -> web.Response:
+        """Take an undecided escalation: the first claim wins until a reassign."""
+        opened = self._undecided_escalation(request, principal)
+        current = self._escalation_state(opened)
+        if current.claimed_by not in (None, principal.identity):
+            raise GatewayError(
+                errors.CONFLICT,
+                f"escalation {opened.escalation_id} is claimed by {current.claimed_by}; "
+                "reassign it first",
+            )
+        await self._change_escalation(opened, CLAIMED, principal.identity)
+        return _json(
+            {
+                "escalation_id": opened.escalation_id,
+                "status": "claimed",
+                "claimed_by": principal.identity,
+                "queue": current.queue,
+            }
+        )
+
+    async def reassign_escalation(self, request: web.Request, principal: Principal) -> web.Response:
+        """Move an undecided escalation to a queue, unclaimed or claimed by `reviewer`."""
+        opened = self._undecided_escalation(request, principal)
+        data = await self._body(request)
+        queue = _identifier(data, "queue")
+        reviewer = data.get("reviewer") or ""
+        if not isinstance(reviewer, str) or len(reviewer) > ID_MAX_CHARS:
+            raise GatewayError(errors.INVALID_REQUEST, "'reviewer' must be a short string")
+        await self._change_escalation(opened, REASSIGNED, principal.identity, queue, reviewer)
+        return _json(
+            {
+                "escalation_id": opened.escalation_id,
+                "status": "claimed" if reviewer else "open",
+                "claimed_by": reviewer or None,
+                "queue": queue,
+            }
+        )
+
+    def _undecided_escalation(self, request: web.Request, principal: Principal) -> EscalationOpened:
+        escalation_id = request.match_info["escalation_id"]
+        opened = self.views.escalations.get(escalation_id)
+        if opened is None or not principal.sees(opened.tenant_id):
+            raise GatewayError(errors.NOT_FOUND, f"no escalation {escalation_id}")
+        if escalation_id in self.views.escalation_decisions:
+            raise GatewayError(errors.CONFLICT, f"escalation {escalation_id} is already decided")
+        return opened
+
+    def _escalation_state(self, opened: EscalationOpened) -> escalations_logic.Escalation:
+        changes = self.escalation_changes.get(opened.escalation_id, ())
+        actions = (a for a in (action_of(c) for c in changes) if a is not None)
+        state, _ = escalations_logic.fold([opened, *actions], escalation_config())
+        found = escalations_logic.find(state, opened.escalation_id)
+        assert found is not None, "an escalation folded from its open is found"
+        return found
+
+    async def _change_escalation(
+        self,
+        opened: EscalationOpened,
+        event_type: str,
+        actor: str,
+        queue: str = "",
+        reviewer: str = "",
+    ) -> None:
+        """Publish a claim or reassign and remember it: the gateway's views keep opens and
+        decisions only, so the listing folds the changes this gateway published."""
+        sealed = await self._publish(
+            EscalationChanged(
+                **{**self._envelope(EscalationChanged, opened.tenant_id), "event_type": event_type},
+                escalation_id=opened.escalation_id,
+                actor=actor,
+                queue=queue,
+                reviewer=reviewer,
+            )
+        )
+        self.escalation_changes.setdefault(opened.escalation_id, []).append(sealed)
+        while len(self.escalation_changes) > MAX_ESCALATIONS:
+            del self.escalation_changes[next(iter(self.escalation_changes))]

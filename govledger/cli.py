@@ -175,11 +175,21 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_wallets(args: argparse.Namespace) -> int:
-    """wallets fund | balance."""
+    """wallets fund | balance | budget."""
     settings = load(GatewaySettings)
     tenant = args.tenant or settings.default_tenant
     with _admin(settings) as client:
-        if args.wallets_command == "fund":
+        if args.wallets_command == "budget":
+            body: dict[str, Any] = {"team": args.team, "tenant": tenant, "usd": args.usd}
+            if args.thresholds:
+                body["thresholds"] = args.thresholds
+            data = _request(client, "POST", "/v1/admin/wallets/budget", json=body)
+            thresholds = ",".join(str(t) for t in data["thresholds_percent"])
+            print(
+                f"budget of {data['wallet_id']} set to {data['budget_usd']} USD a month, "
+                f"alerts at {thresholds} %"
+            )
+        elif args.wallets_command == "fund":
             data = _request(
                 client,
                 "POST",
@@ -243,17 +253,48 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _age(ms: int) -> str:
+    """A duration for people: 42s, 5m07s, 3h02m, 2d04h."""
+    seconds = ms // 1000
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86_400:
+        return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
+    return f"{seconds // 86_400}d{seconds // 3600 % 24:02d}h"
+
+
 def cmd_escalations(args: argparse.Namespace) -> int:
-    """escalations resolve."""
+    """escalations list | claim | reassign | resolve."""
     settings = load(GatewaySettings)
     with _admin(settings) as client:
-        _request(
-            client,
-            "POST",
-            f"/v1/admin/escalations/{args.escalation_id}/resolve",
-            json={"decision": args.decision, "note": args.note},
-        )
-    print(f"{args.escalation_id}: {args.decision}")
+        if args.escalations_command == "list":
+            params = {"status": args.status}
+            if args.queue:
+                params["queue"] = args.queue
+            rows = _request(client, "GET", "/v1/admin/escalations", params=params)["data"]
+            print("escalation_id\ttenant\tteam\tqueue\tpriority\tstatus\tclaimed_by\tage\tdeadline")
+            for row in rows:
+                deadline = _when(row["deadline_at"]) + (" OVERDUE" if row["overdue"] else "")
+                print(
+                    f"{row['escalation_id']}\t{row['tenant']}\t{row['team']}\t{row['queue']}\t"
+                    f"{row['priority']}\t{row['status']}\t{row['claimed_by'] or '-'}\t"
+                    f"{_age(row['age_ms'])}\t{deadline}"
+                )
+            return 0
+        path = f"/v1/admin/escalations/{args.escalation_id}/{args.escalations_command}"
+        if args.escalations_command == "claim":
+            data = _request(client, "POST", path)
+            print(f"{args.escalation_id}: claimed by {data['claimed_by']}")
+        elif args.escalations_command == "reassign":
+            body = {"queue": args.queue, "reviewer": args.reviewer or ""}
+            data = _request(client, "POST", path, json=body)
+            owner = f", claimed by {data['claimed_by']}" if data["claimed_by"] else ""
+            print(f"{args.escalation_id}: reassigned to {data['queue']}{owner}")
+        else:
+            _request(client, "POST", path, json={"decision": args.decision, "note": args.note})
+            print(f"{args.escalation_id}: {args.decision}")
     return 0
 
 
@@ -350,6 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     balance = wallets_commands.add_parser("balance", help="print a team's balance in USD")
     balance.add_argument("--team", required=True)
     balance.add_argument("--tenant")
+    budget = wallets_commands.add_parser(
+        "budget", help="set a team's monthly budget and alert thresholds (0 removes it)"
+    )
+    budget.add_argument("--team", required=True)
+    budget.add_argument("--tenant")
+    budget.add_argument("--usd", required=True, help="exact monthly amount, e.g. 500 or 0.25")
+    budget.add_argument(
+        "--thresholds", help="comma-separated percentages that alert (default 50,80,100)"
+    )
     wallets.set_defaults(func=cmd_wallets)
 
     policy = commands.add_parser("policy", help="lint, publish and list policy packs")
@@ -364,8 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
     templates.add_argument("name", nargs="?")
     policy.set_defaults(func=cmd_policy)
 
-    escalations = commands.add_parser("escalations", help="decide escalations")
+    escalations = commands.add_parser("escalations", help="list, claim, reassign and decide")
     escalation_commands = escalations.add_subparsers(dest="escalations_command", required=True)
+    listing = escalation_commands.add_parser("list", help="escalations, most urgent first")
+    listing.add_argument("--status", default="open", choices=["open", "resolved", "all"])
+    listing.add_argument("--queue", help="only this queue (team:T or central)")
+    claim = escalation_commands.add_parser("claim", help="take an escalation for review")
+    claim.add_argument("escalation_id")
+    reassign = escalation_commands.add_parser("reassign", help="move an escalation to a queue")
+    reassign.add_argument("escalation_id")
+    reassign.add_argument("--queue", required=True)
+    reassign.add_argument("--reviewer", help="claim it for this reviewer too")
     resolve = escalation_commands.add_parser("resolve", help="approve or reject an escalation")
     resolve.add_argument("escalation_id")
     resolve.add_argument("--decision", required=True, choices=["approve", "reject"])

@@ -190,6 +190,31 @@ class StreamSettings(CommonSettings):
 
     worker_app_id: str = setting("govledger-streams", "Faust application id (consumer group).")
     worker_web_port: int = setting(6066, "Port of the Faust worker's web endpoint (0 disables).")
+    sla_grace_ms: int = setting(
+        30_000, "How long after a minute ends its SLA window waits for records in flight."
+    )
+    sla_retention_ms: int = setting(
+        3_600_000, "How long after a minute closed late records still correct it."
+    )
+    sla_tick_s: float = setting(5.0, "How often the SLA processor publishes the windows due.")
+    sla_availability_min: float = setting(0.999, "SLA availability target of a minute (ratio).")
+    sla_overhead_p99_max_ms: float = setting(50.0, "SLA target: gateway overhead p99 under this.")
+    sla_min_eligible: int = setting(1, "Fewest eligible calls for a minute to be judged.")
+    escalation_central_categories: str = setting(
+        "", "Escalation categories no one team owns, comma-separated; they go to `central`."
+    )
+    escalation_sla_s: str = setting(
+        "P1=1800,P2=7200,P3=28800,P4=86400",
+        "Seconds from opening to resolution per escalation priority (P1..P4), comma-separated.",
+    )
+    escalation_tick_s: float = setting(5.0, "How often overdue escalations are looked for.")
+    # The fleet-wide breakers follow the gateways' rules: the same variables, read by both
+    # (documented once, with the gateway's settings).
+    breaker_failure_threshold: int = setting(
+        5, "Failures of one (provider, model) within the window that open its breaker."
+    )
+    breaker_failure_window_s: float = setting(30.0, "Window in which breaker failures count.")
+    breaker_reset_timeout_s: float = setting(30.0, "How long a breaker stays open before probes.")
 
 
 ALL_SETTINGS: tuple[type[CommonSettings], ...] = (

@@ -1,0 +1,71 @@
+"""The quotas adapter's pure parts: the table encoding, budgets from records, alert records."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas import codec
+from schemas.records import QuotaThresholdCrossed
+from streams.quotas.agent import budget_of, decode_quota, encode_quota, to_alert
+from streams.quotas.logic import Quota, ThresholdCrossed, evolve, spend_observed
+from streams.wallets.logic import from_balance, month_start_ms
+from tests.unit import builders
+from tests.unit.builders import T0, TEAM, TENANT, WALLET
+
+
+def test_a_quota_survives_the_table_encoding_exactly():
+    quota = Quota(
+        WALLET,
+        TENANT,
+        TEAM,
+        budget_nanousd=100_000_000_000,
+        thresholds_percent=(25, 50, 100, 150),
+        budget_set_at=T0,
+        period_start_at=month_start_ms(T0),
+        crossed_percent=frozenset({50, 25}),
+        last_spent_nanousd=60_000_000_000,
+    )
+    data = encode_quota(quota)
+    assert decode_quota(data) == quota
+    assert b'"crossed_percent":[25,50]' in data  # sets are stored sorted: stable bytes
+    assert decode_quota(encode_quota(Quota(WALLET, TENANT, TEAM))) == Quota(WALLET, TENANT, TEAM)
+
+
+def test_a_budget_record_becomes_the_budget_it_sets():
+    record = builders.budget_set(occurred_at=T0, thresholds_percent=(50, 90))
+    budget = budget_of(record)
+    assert (budget.wallet_id, budget.tenant_id, budget.team_id) == (WALLET, TENANT, TEAM)
+    assert budget.budget_nanousd == 100_000_000_000
+    assert budget.thresholds_percent == (50, 90)
+    assert budget.occurred_at == T0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"thresholds_percent": (80, 50)}, {"thresholds_percent": ()}, {"budget_nanousd": -1}],
+)
+def test_a_budget_record_breaking_the_rules_is_refused(overrides):
+    with pytest.raises(ValueError):  # noqa: PT011 - the message is budget_set's, tested there
+        budget_of(builders.budget_set(**overrides))
+
+
+def test_a_crossing_becomes_a_quota_threshold_record_that_encodes():
+    crossed = ThresholdCrossed(WALLET, TENANT, TEAM, month_start_ms(T0), 80, 81, 100)
+    record = to_alert(crossed, event_id="0193a1b2-0000-7000-8000-000000000000", occurred_at=T0)
+    assert record.event_type == "quota.threshold"
+    assert (record.tenant_id, record.wallet_id, record.team_id) == (TENANT, WALLET, TEAM)
+    assert (record.threshold_percent, record.spent_nanousd, record.budget_nanousd) == (80, 81, 100)
+    assert record.period_start_at == month_start_ms(T0)
+    sealed = codec.HashChain("streams-quotas-1").seal(record)
+    assert codec.decode_as(codec.encode(sealed), QuotaThresholdCrossed) == sealed
+
+
+def test_a_balance_and_a_budget_fold_to_the_alerts_the_agent_publishes():
+    spent = 2 * (1_200 * 150 + 350 * 600)
+    balance = builders.balance(period_start_at=month_start_ms(T0), period_spent_nanousd=spent)
+    quota, alerts = evolve(None, spend_observed(from_balance(balance)))
+    assert alerts == ()
+    budget = builders.budget_set(occurred_at=T0 + 1, budget_nanousd=spent)  # spend = 100 %
+    quota, alerts = evolve(decode_quota(encode_quota(quota)), budget_of(budget))
+    assert [a.threshold_percent for a in alerts] == [50, 80, 100]
+    assert decode_quota(encode_quota(quota)).crossed_percent == {50, 80, 100}
