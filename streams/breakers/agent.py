@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from schemas import codec
-from schemas.dead_letter import dead_letter
 from schemas.ids import now_ms, uuid7
 from schemas.records import LineageRecord
 from schemas.settings import StreamSettings
 from schemas.topics import ALERTS, BREAKER_STATE, DLQ, LINEAGE
 from streams.breakers import logic
+from streams.dead_letters import rejecter
 
 RAW: dict[str, Any] = {
     "key_type": bytes,
@@ -49,18 +49,7 @@ def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
     table = app.Table("breakers", key_type=bytes, value_type=bytes)
     chain = codec.HashChain(producer_id)
 
-    async def reject(event: Any, error: str) -> None:
-        rejected = dead_letter(
-            topic=event.message.topic,
-            partition=event.message.partition,
-            offset=event.message.offset,
-            consumer="streams.breakers",
-            error=error,
-            payload=event.value,
-        )
-        await dead_letters.send(
-            key=event.message.topic.encode(), value=codec.encode(chain.seal(rejected))
-        )
+    reject = rejecter(dead_letters, chain, "streams.breakers")
 
     @app.agent(lineage)  # type: ignore[untyped-decorator]
     async def breaker_attempts(stream: Any) -> None:

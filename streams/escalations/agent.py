@@ -16,7 +16,6 @@ from typing import Any
 import structlog
 
 from schemas import codec
-from schemas.dead_letter import dead_letter
 from schemas.ids import now_ms, uuid7
 from schemas.records import (
     EscalationChanged,
@@ -27,6 +26,7 @@ from schemas.records import (
 )
 from schemas.settings import SettingsError, StreamSettings, env_name
 from schemas.topics import ALERTS, CONTROL, DLQ, ESCALATIONS
+from streams.dead_letters import rejecter
 from streams.escalations import logic
 
 log = structlog.get_logger(__name__)
@@ -162,22 +162,15 @@ def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
                 log.debug("escalation routed", **dataclasses.asdict(notice))
         return breaches
 
+    reject = rejecter(dead_letters, chain, CONSUMER)
+
     @app.agent(source)  # type: ignore[untyped-decorator]
     async def escalations(stream: Any) -> None:
         async for event in stream.events():
             try:
                 record = codec.decode(event.value)
             except codec.DecodeError as exc:
-                rejected = dead_letter(
-                    topic=event.message.topic,
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                    consumer=CONSUMER,
-                    error=str(exc),
-                    payload=event.value,
-                )
-                _, data = chain.seal_encoded(rejected)
-                await dead_letters.send(key=event.message.topic.encode(), value=data)
+                await reject(event, str(exc))
                 continue
             change = input_of(record)
             if change is None:

@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 
 from schemas import codec
-from schemas.dead_letter import dead_letter
 from schemas.ids import now_ms, uuid7
 from schemas.records import QuotaThresholdCrossed, WalletBalance, WalletBudgetSet
 from schemas.topics import ALERTS, CONTROL, DLQ, WALLET_STATE
+from streams.dead_letters import rejecter
 from streams.quotas import logic
 from streams.wallets.logic import from_balance
 
@@ -106,17 +106,7 @@ def register(app: Any, producer_id: str) -> Any:
     # neither reads a quota the other is about to replace.
     folding = asyncio.Lock()
 
-    async def reject(event: Any, error: str) -> None:
-        rejected = dead_letter(
-            topic=event.message.topic,
-            partition=event.message.partition,
-            offset=event.message.offset,
-            consumer=CONSUMER,
-            error=error,
-            payload=event.value,
-        )
-        _, data = chain.seal_encoded(rejected)
-        await dead_letters.send(key=event.message.topic.encode(), value=data)
+    reject = rejecter(dead_letters, chain, CONSUMER)
 
     async def fold(event: Any) -> None:
         try:

@@ -14,11 +14,11 @@ from typing import Any
 import structlog
 
 from schemas import codec
-from schemas.dead_letter import dead_letter
 from schemas.ids import now_ms, uuid7
 from schemas.records import LineageRecord
 from schemas.settings import SettingsError, StreamSettings
 from schemas.topics import ALERTS, DLQ, LINEAGE, SLA
+from streams.dead_letters import rejecter
 from streams.sla import logic
 from streams.sla.records import to_breached, to_window
 
@@ -70,17 +70,7 @@ def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
     chain = codec.HashChain(producer_id)
     held = _Held()
 
-    async def reject(event: Any, error: str) -> None:
-        rejected = dead_letter(
-            topic=event.message.topic,
-            partition=event.message.partition,
-            offset=event.message.offset,
-            consumer=CONSUMER,
-            error=error,
-            payload=event.value,
-        )
-        _, data = chain.seal_encoded(rejected)
-        await dead_letters.send(key=event.message.topic.encode(), value=data)
+    reject = rejecter(dead_letters, chain, CONSUMER)
 
     async def fold_batch(events: Sequence[Any]) -> None:
         decoded: list[tuple[Any, LineageRecord]] = []

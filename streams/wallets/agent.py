@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from schemas import codec
-from schemas.dead_letter import dead_letter
 from schemas.ids import now_ms, uuid7
 from schemas.records import WalletBalance
 from schemas.topics import CONTROL, DLQ, LINEAGE, WALLET_STATE
+from streams.dead_letters import rejecter
 from streams.wallets import logic
 
 RAW: dict[str, Any] = {
@@ -27,23 +27,15 @@ def register(app: Any, seeds: dict[str, logic.Wallet], producer_id: str) -> Any:
     table = app.Table("wallets", key_type=bytes, value_type=bytes)
     chain = codec.HashChain(producer_id)
 
+    reject = rejecter(dead_letters, chain, "streams.wallets")
+
     @app.agent(source)  # type: ignore[untyped-decorator]
     async def wallets(stream: Any) -> None:
         async for event in stream.events():
             try:
                 entry = logic.entry_of(codec.decode(event.value))
             except codec.DecodeError as exc:
-                rejected = dead_letter(
-                    topic=event.message.topic,
-                    partition=event.message.partition,
-                    offset=event.message.offset,
-                    consumer="streams.wallets",
-                    error=str(exc),
-                    payload=event.value,
-                )
-                await dead_letters.send(
-                    key=event.message.topic.encode(), value=codec.encode(chain.seal(rejected))
-                )
+                await reject(event, str(exc))
                 continue
             if entry is None:
                 continue
