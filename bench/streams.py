@@ -164,13 +164,20 @@ def start_worker(bootstrap: str, data_dir: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def fold_rate(bootstrap: str, data_dir: Path, records: list[tuple[bytes, bytes]]) -> dict:
+async def fold_rate(
+    bootstrap: str,
+    data_dir: Path,
+    records: list[tuple[bytes, bytes]],
+    workers: list[subprocess.Popen[bytes]],
+) -> dict:
     """Start the worker on a topic already holding the records; time until every wallet's
-    published balance has applied every entry."""
+    published balance has applied every entry. The worker goes into `workers` at once, so
+    the caller stops it whatever happens here."""
     expected = expected_entries(records)
     balances = Balances(bootstrap)
     await balances.start()
     worker = start_worker(bootstrap, data_dir)
+    workers.append(worker)
     started = time.perf_counter()
     cpu_before = cpu_seconds(worker.pid)
     try:
@@ -200,7 +207,6 @@ async def fold_rate(bootstrap: str, data_dir: Path, records: list[tuple[bytes, b
         await balances.stop()
     first = balances.first_at or done
     return {
-        "worker": worker,
         "events": len(records),
         "seconds_total": done - started,
         "seconds_after_first_balance": done - first,
@@ -257,7 +263,7 @@ async def run(args: argparse.Namespace) -> dict:
     port = free_port()
     broker = start_tansu(port, (tmp / "tansu.log").open("ab"))
     bootstrap = f"127.0.0.1:{port}"
-    worker = None
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         await ensure_topics(bootstrap, PARTITIONS)
         records = bench_records(args.events, producers=4)
@@ -265,13 +271,12 @@ async def run(args: argparse.Namespace) -> dict:
         print("[produce] done", file=sys.stderr, flush=True)
         baseline_s = await consume_and_decode(bootstrap, len(records))
         print(f"[baseline] {baseline_s:.1f} s", file=sys.stderr, flush=True)
-        folded = await fold_rate(bootstrap, tmp, records)
-        worker = folded.pop("worker")
+        folded = await fold_rate(bootstrap, tmp, records, workers)
         folded.pop("balances")
         seen = await visibility(bootstrap, args.rate, args.seconds)
         return {"baseline_s": baseline_s, **folded, **seen}
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.wait(timeout=30)
