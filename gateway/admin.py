@@ -49,7 +49,7 @@ from schemas.records import (
 from schemas.settings import StreamSettings, load
 from schemas.topics import CONTROL
 from streams.escalations import logic as escalations_logic
-from streams.escalations.agent import CLAIMED, REASSIGNED, action_of, config_of
+from streams.escalations.logic import CLAIMED, REASSIGNED, action_of, config_of
 from streams.keys.logic import role_rank
 from streams.quotas import logic as quotas_logic
 from streams.wallets.logic import team_wallet_id

@@ -20,9 +20,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
-from schemas.records import EscalationOpened, EscalationResolved, Event
+from schemas.records import (
+    EscalationChanged,
+    EscalationOpened,
+    EscalationResolved,
+    EscalationSlaBreached,
+    Event,
+)
+from schemas.settings import SettingsError, StreamSettings, env_name
 
 Priority = Literal["P1", "P2", "P3", "P4"]
 PRIORITIES: tuple[Priority, ...] = ("P1", "P2", "P3", "P4")
@@ -542,3 +549,92 @@ class _Draft:
                     e.escalation_id, e.tenant_id, e.queue, e.priority, e.deadline_at, now_ms
                 )
             )
+
+
+# --- records and settings in, inputs and alerts out (used by the agent and the admin API)
+
+CLAIMED = "escalation.claimed"
+REASSIGNED = "escalation.reassigned"
+
+
+def parse_sla_s(text: str) -> dict[Priority, int]:
+    """'P1=1800,P2=7200,…' as milliseconds per priority. Every priority must be named
+    once, with a whole number of seconds >= 1; ValueError says what is wrong."""
+    sla_ms: dict[Priority, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        label, _, seconds = item.partition("=")
+        label, seconds = label.strip(), seconds.strip()
+        if label not in PRIORITIES:
+            raise ValueError(f"unknown priority {label!r} (P1..P4) in {text!r}")
+        priority = priority_of(label)
+        if priority in sla_ms:
+            raise ValueError(f"priority {label} named twice in {text!r}")
+        if not seconds.isdigit() or int(seconds) < 1:
+            raise ValueError(f"{label} needs a whole number of seconds >= 1, not {seconds!r}")
+        sla_ms[priority] = int(seconds) * 1_000
+    missing = [p for p in PRIORITIES if p not in sla_ms]
+    if missing:
+        raise ValueError(f"no SLA for {', '.join(missing)} in {text!r}")
+    return sla_ms
+
+
+def config_of(settings: StreamSettings) -> EscalationConfig:
+    """The escalation config the settings name; SettingsError for unusable values."""
+    try:
+        sla_ms = parse_sla_s(settings.escalation_sla_s)
+    except ValueError as exc:
+        raise SettingsError(f"{env_name('escalation_sla_s')}: {exc}") from exc
+    if settings.escalation_tick_s <= 0:
+        raise SettingsError(f"{env_name('escalation_tick_s')} must be > 0 seconds")
+    central = frozenset(
+        c.strip() for c in settings.escalation_central_categories.split(",") if c.strip()
+    )
+    sla: Mapping[Priority, int] = MappingProxyType(sla_ms)
+    return EscalationConfig(cross_boundary_categories=central, sla_ms=sla)
+
+
+def action_of(record: EscalationChanged) -> Claimed | Reassigned | None:
+    """The reviewer action a claim or reassign record carries; None for an event type it
+    does not know or a reassign without a queue (the admin API sends neither)."""
+    envelope: dict[str, Any] = {
+        "escalation_id": record.escalation_id,
+        "tenant_id": record.tenant_id,
+        "actor": record.actor,
+        "occurred_at": record.occurred_at,
+        "producer_id": record.producer_id,
+        "seq": record.seq,
+    }
+    if record.event_type == CLAIMED:
+        return Claimed(**envelope)
+    if record.event_type == REASSIGNED and record.queue:
+        return Reassigned(**envelope, queue=record.queue, reviewer=record.reviewer or None)
+    return None
+
+
+def input_of(event: Event) -> Input | None:
+    """What the queues fold from a record, or None for records they ignore (most of the
+    control topic). Opens and resolves are folded as they are (see `fold`)."""
+    if isinstance(event, EscalationOpened | EscalationResolved):
+        return event
+    if isinstance(event, EscalationChanged):
+        return action_of(event)
+    return None
+
+
+def to_alert(breach: SlaBreached, *, event_id: str, occurred_at: int) -> EscalationSlaBreached:
+    """The `escalation.sla_breached` record of a breach; the chain seals it."""
+    return EscalationSlaBreached(
+        event_id=event_id,
+        event_type=EscalationSlaBreached.event_type_name,
+        occurred_at=occurred_at,
+        tenant_id=breach.tenant_id,
+        producer_id="",
+        seq=0,
+        escalation_id=breach.escalation_id,
+        queue=breach.queue,
+        priority=breach.priority,
+        deadline_at=breach.deadline_at,
+        breached_at=breach.breached_at,
+    )

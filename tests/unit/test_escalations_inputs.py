@@ -10,21 +10,19 @@ import pytest
 from schemas import codec
 from schemas.records import EscalationSlaBreached
 from schemas.settings import SettingsError, StreamSettings
-from streams.escalations.agent import (
-    action_of,
-    config_of,
-    input_of,
-    parse_sla_s,
-    to_alert,
-)
 from streams.escalations.logic import (
     DEFAULT_SLA_MS,
     Claimed,
     Reassigned,
     SlaBreached,
     Tick,
+    action_of,
+    config_of,
     find,
     fold,
+    input_of,
+    parse_sla_s,
+    to_alert,
 )
 from tests.unit import builders
 from tests.unit.builders import T0, TENANT
