@@ -1,4 +1,4 @@
-"""The escalations adapter's pure parts: settings to config, records to inputs, alerts."""
+"""Escalation inputs from records and settings: settings to config, records to inputs, alerts."""
 
 from __future__ import annotations
 
