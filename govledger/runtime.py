@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import IO
 
 from govledger.admin_token import resolve_admin_token
-from govledger.broker import start_tansu, wait_for_port
+from govledger.broker import start_tansu
 from schemas.kafka import ensure_topics
 from schemas.settings import RuntimeSettings, env_name
+from streams.intake import READY_PATH
 
 STOP_GRACE_S = 30.0
 
@@ -99,7 +100,7 @@ class Stack:
             wait_for_http(f"{self.settings.gateway_url}/healthz", timeout, gateway.process)
             web_port = int(self.environ.get(env_name("worker_web_port"), "6066"))
             if web_port > 0:
-                wait_for_port("127.0.0.1", web_port, timeout)
+                wait_for_http(f"http://127.0.0.1:{web_port}{READY_PATH}", timeout, worker.process)
             if worker.process.poll() is not None:
                 raise RuntimeError("the stream worker exited at start; see its log")
         except BaseException:

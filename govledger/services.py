@@ -104,20 +104,22 @@ def worker_main(settings: StreamSettings) -> None:
     """Run the Faust worker with every domain agent (blocks; Faust handles signals)."""
     import faust
 
+    from streams import intake
     from streams.app import create_app
     from streams.breakers import agent as breakers_agent
     from streams.escalations import agent as escalations_agent
     from streams.quotas import agent as quotas_agent
-    from streams.seeds import load_wallet_seeds
     from streams.sla import agent as sla_agent
     from streams.wallets import agent as wallets_agent
 
-    seeds = asyncio.run(load_wallet_seeds(settings.kafka_bootstrap))
     app = create_app(settings)
-    wallets_agent.register(app, seeds, new_producer_id("streams"))
-    breakers_agent.register(app, settings, new_producer_id("streams-breakers"))
+    domains = [
+        wallets_agent.register(app, settings.kafka_bootstrap, new_producer_id("streams")),
+        breakers_agent.register(app, settings, new_producer_id("streams-breakers")),
+        sla_agent.register(app, settings, new_producer_id("streams-sla")),
+    ]
+    intake.register(app, settings, new_producer_id("streams-intake"), domains)
     quotas_agent.register(app, new_producer_id("streams-quotas"))
     escalations_agent.register(app, settings, new_producer_id("streams-escalations"))
-    sla_agent.register(app, settings, new_producer_id("streams-sla"))
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

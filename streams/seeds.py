@@ -1,5 +1,6 @@
-"""Reading the wallet-state topic once at start: balances restored from the store into
-a fresh broker, which the agents use where their own table has no entry yet."""
+"""Reading the wallet-state topic to its end: the wallets agent's state whenever it is
+assigned partitions (at start, after a kill, on a rebalance), which includes balances the
+sink restored from the store into a fresh broker."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from streams.wallets import logic
 SEED_TIMEOUT_S = 60.0
 
 
-async def load_wallet_seeds(bootstrap: str) -> dict[str, logic.Wallet]:
-    """The latest published balance of every wallet."""
-    seeds: dict[str, logic.Wallet] = {}
+async def load_wallet_seeds(
+    bootstrap: str, known: dict[str, logic.Wallet] | None = None
+) -> dict[str, logic.Wallet]:
+    """The latest published balance of every wallet, or the `known` wallet where that is
+    newer (has applied more entries)."""
+    seeds: dict[str, logic.Wallet] = dict(known or {})
 
     def keep(message: Any) -> None:
         try:

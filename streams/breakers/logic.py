@@ -292,6 +292,94 @@ def fold(
     return FleetBreaker(breaker, applied), tuple(transitions)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observation:
+    """What one lineage record says about one target: its attempts there, as
+    (http_status, error_class) in order, at the record's time, under its watermark."""
+
+    watermark: str
+    seq: int
+    at_ms: int
+    outcomes: tuple[tuple[int, str | None], ...]
+
+
+def observations_of(
+    call: records.LineageRecord, partition: int
+) -> dict[tuple[str, str], Observation]:
+    """The record's observation of each target it says something about (`targets_of`)."""
+    watermark = watermark_key(call.producer_id, partition)
+    return {
+        target: Observation(
+            watermark,
+            call.seq,
+            call.occurred_at,
+            tuple(
+                (attempt.status, attempt.error_class)
+                for attempt in call.attempts
+                if (attempt.provider, attempt.model) == target
+            ),
+        )
+        for target in targets_of(call.attempts)
+    }
+
+
+def fold_observations(
+    fleet: FleetBreaker,
+    target: tuple[str, str],
+    observations: Iterable[Observation],
+    config: BreakerConfig,
+) -> tuple[FleetBreaker, tuple[Transition, ...]]:
+    """`fold` of each observation of `target` in order: the breaker after them all and
+    every transition they made."""
+    transitions: list[Transition] = []
+    for observation in observations:
+        attempts = (
+            records.Attempt(target[0], target[1], status, 0.0, error_class)
+            for status, error_class in observation.outcomes
+        )
+        fleet, made = fold(
+            fleet,
+            target,
+            attempts,
+            watermark=observation.watermark,
+            seq=observation.seq,
+            now_ms=observation.at_ms,
+            config=config,
+        )
+        transitions.extend(made)
+    return fleet, tuple(transitions)
+
+
+def dump_observations(observations: Iterable[Observation]) -> bytes:
+    """A forward's value: a batch's observations of one target, in order."""
+    return json.dumps(
+        [[o.watermark, o.seq, o.at_ms, o.outcomes] for o in observations],
+        separators=(",", ":"),
+    ).encode()
+
+
+def load_observations(data: bytes) -> tuple[Observation, ...]:
+    """The observations `dump_observations` wrote; ValueError for anything else."""
+    try:
+        loaded = json.loads(data)
+        if not isinstance(loaded, list):
+            raise TypeError(f"a JSON {type(loaded).__name__}, not a list")
+        return tuple(
+            Observation(
+                str(watermark),
+                int(seq),
+                int(at_ms),
+                tuple(
+                    (int(status), None if error is None else str(error))
+                    for status, error in outcomes
+                ),
+            )
+            for watermark, seq, at_ms, outcomes in loaded
+        )
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"not a batch of breaker observations: {exc}") from exc
+
+
 def to_state(
     fleet: FleetBreaker,
     target: tuple[str, str],

@@ -1,7 +1,7 @@
 """Thin Faust adapter: lineage records in, one-minute SLA windows and SLA alerts out.
 
 The state lives in this process's memory (see README.md for what a restart does): the
-agent folds batches of lineage into it, a timer publishes the windows `closed` returns,
+intake hands it batches of lineage to fold, a timer publishes the windows `closed` returns,
 and a graceful stop publishes every window still open.
 """
 
@@ -17,23 +17,14 @@ from schemas import codec
 from schemas.ids import now_ms, uuid7
 from schemas.records import LineageRecord
 from schemas.settings import SettingsError, StreamSettings
-from schemas.topics import ALERTS, DLQ, LINEAGE, SLA
+from schemas.topics import ALERTS, DLQ, SLA
 from streams.dead_letters import rejecter
+from streams.intake import RAW, Decoded, Domain
 from streams.sla import logic
 from streams.sla.records import to_breached, to_window
 
 log = structlog.get_logger(__name__)
 
-RAW: dict[str, Any] = {
-    "key_type": bytes,
-    "value_type": bytes,
-    "key_serializer": "raw",
-    "value_serializer": "raw",
-}
-BATCH_MAX = 5_000
-"""Most records folded at once (`stream.take_events`)."""
-BATCH_WITHIN_S = 0.5
-"""Longest a record waits in the batch before it is folded."""
 CONSUMER = "streams.sla"
 
 
@@ -59,11 +50,10 @@ def targets_of(settings: StreamSettings) -> logic.SlaTargets:
     )
 
 
-def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
-    """Register the SLA agent, its closing timer and its stop hook on the app."""
+def register(app: Any, settings: StreamSettings, producer_id: str) -> Domain:
+    """The SLA batch handler for the intake; registers its closing timer and stop hook."""
     targets = targets_of(settings)
     grace_ms, retention_ms = settings.sla_grace_ms, settings.sla_retention_ms
-    source = app.topic(LINEAGE.name, **RAW)
     windows = app.topic(SLA.name, **RAW)
     alerts = app.topic(ALERTS.name, **RAW)
     dead_letters = app.topic(DLQ.name, **RAW)
@@ -72,22 +62,14 @@ def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
 
     reject = rejecter(dead_letters, chain, CONSUMER)
 
-    async def fold_batch(events: Sequence[Any]) -> None:
-        decoded: list[tuple[Any, LineageRecord]] = []
-        for event in events:
-            try:
-                record = codec.decode(event.value)
-            except codec.DecodeError as exc:
-                await reject(event, str(exc))
-                continue
-            if isinstance(record, LineageRecord):
-                decoded.append((event, record))
+    async def fold_batch(batch: Sequence[Decoded]) -> None:
+        calls = [(d.event, d.record) for d in batch if isinstance(d.record, LineageRecord)]
         try:
-            held.state = logic.fold((r for _, r in decoded), held.state)
+            held.state = logic.fold((call for _, call in calls), held.state)
         except ValueError:  # one record is unmeasurable: find it, keep the rest
-            for event, record in decoded:
+            for event, call in calls:
                 try:
-                    held.state = logic.apply(held.state, record)
+                    held.state = logic.apply(held.state, call)
                 except ValueError as exc:
                     await reject(event, str(exc))
 
@@ -103,29 +85,19 @@ def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
                 _, data = chain.seal_encoded(alert)
                 await alerts.send(key=summary.tenant_id.encode(), value=data)
 
-    @app.agent(source)  # type: ignore[untyped-decorator]
-    async def sla_windows(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            await fold_batch(events)
-
     @app.timer(interval=settings.sla_tick_s)  # type: ignore[untyped-decorator]
     async def close_sla_windows() -> None:
         at = now_ms()
         held.state, due = logic.closed(held.state, at, grace_ms, retention_ms)
         await publish(due, at)
 
-    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
-    async def flush_sla_windows(app: Any, **_: Any) -> None:
-        # The consumer has stopped and committed what was folded: publish every open
-        # window now, or a graceful restart would lose the minutes in progress.
+    async def flush_sla_windows() -> None:
+        # The intake has folded its last batch and commits after this: publish every
+        # open window now, or a graceful restart would lose the minutes in progress.
         at = now_ms()
         last_end = max((w.end_ms for w in held.state.windows.values()), default=0)
         held.state, due = logic.closed(held.state, max(at, last_end + grace_ms), grace_ms)
-        try:
-            await publish(due, at)
-        except Exception:  # the stop must go on (and flush the producer) regardless
-            log.exception("sla windows lost at stop", windows=len(due))
-            return
+        await publish(due, at)
         log.info("sla windows flushed at stop", windows=len(due))
 
-    return sla_windows
+    return Domain(fold_batch, on_stop=flush_sla_windows)

@@ -1,64 +1,52 @@
-"""Thin Faust adapter: lineage and control records in, wallet balances out."""
+"""Thin adapter: the intake's batches in, one balance per changed wallet out.
+
+The wallets live in this process's memory, reloaded from the wallet-state topic whenever
+partitions are assigned: every balance there is a whole projection with its watermarks,
+so the topic is the changelog, and a worker that takes partitions over from another (or
+from itself, killed) starts from what was published before those records were committed.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from schemas import codec
 from schemas.ids import now_ms, uuid7
-from schemas.records import WalletBalance
-from schemas.topics import CONTROL, DLQ, LINEAGE, WALLET_STATE
-from streams.dead_letters import rejecter
+from schemas.topics import WALLET_STATE
+from streams.intake import RAW, Decoded, Domain
+from streams.seeds import load_wallet_seeds
 from streams.wallets import logic
 
-RAW: dict[str, Any] = {
-    "key_type": bytes,
-    "value_type": bytes,
-    "key_serializer": "raw",
-    "value_serializer": "raw",
-}
+
+@dataclasses.dataclass(slots=True)
+class _Book:
+    """The one mutable thing: every wallet this worker knows, replaced by each batch."""
+
+    wallets: dict[str, logic.Wallet] = dataclasses.field(default_factory=dict)
 
 
-def register(app: Any, seeds: dict[str, logic.Wallet], producer_id: str) -> Any:
-    """Register the wallets agent; `seeds` are balances restored from the store."""
-    source = app.topic(LINEAGE.name, CONTROL.name, **RAW)
+def register(app: Any, bootstrap: str, producer_id: str) -> Domain:
+    """The wallets' fold for the intake, and their reload on assignment."""
     balances = app.topic(WALLET_STATE.name, **RAW)
-    dead_letters = app.topic(DLQ.name, **RAW)
-    table = app.Table("wallets", key_type=bytes, value_type=bytes)
     chain = codec.HashChain(producer_id)
+    book = _Book()
 
-    reject = rejecter(dead_letters, chain, "streams.wallets")
+    async def reload_wallets() -> None:
+        # Nothing is folded until this returns; the newer of each wallet wins.
+        book.wallets = await load_wallet_seeds(bootstrap, book.wallets)
 
-    @app.agent(source)  # type: ignore[untyped-decorator]
-    async def wallets(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                entry = logic.entry_of(codec.decode(event.value))
-            except codec.DecodeError as exc:
-                await reject(event, str(exc))
+    async def fold_wallets(batch: Sequence[Decoded]) -> None:
+        before = book.wallets
+        book.wallets = logic.fold((decoded.record for decoded in batch), before)
+        for wallet_id, wallet in book.wallets.items():
+            if before.get(wallet_id) is wallet:
                 continue
-            if entry is None:
-                continue
-            stored = table.get(entry.wallet_id.encode())
-            wallet = (
-                logic.from_balance(codec.decode_as(stored, WalletBalance))
-                if stored
-                else seeds.get(entry.wallet_id)
+            balance = logic.to_balance(
+                wallet, event_id=uuid7(), occurred_at=now_ms(), producer_id="", seq=0
             )
-            if logic.is_applied(wallet, entry):
-                continue
-            # One event at a time: a batched version (take_events) lost about 0.4 % of
-            # entries under load in bench/streams.py, so it stays out until understood.
-            _, value = chain.seal_encoded(
-                logic.to_balance(
-                    logic.evolve(wallet, entry),
-                    event_id=uuid7(),
-                    occurred_at=now_ms(),
-                    producer_id="",
-                    seq=0,
-                )
-            )
-            table[entry.wallet_id.encode()] = value
-            await balances.send(key=entry.wallet_id.encode(), value=value)
+            _, value = chain.seal_encoded(balance)
+            await balances.send(key=wallet_id.encode(), value=value)
 
-    return wallets
+    return Domain(fold_wallets, on_assigned=reload_wallets)

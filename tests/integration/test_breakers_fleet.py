@@ -195,20 +195,23 @@ def test_records_the_processor_cannot_read_are_dead_lettered_with_the_reason(
 
     by_target = "govledger-streams-breakers-by-target"
     asyncio.run(produce(LINEAGE.name, TENANT.encode(), b"breakers: not avro"))
-    # A forward that lost the lineage partition it came from cannot be folded once only.
-    call = codec.encode(lineage_record())
-    asyncio.run(produce(by_target, b"openai/outage-primary", call))
+    # A forward carries a batch's observations of its target; a whole record is not one.
+    asyncio.run(produce(by_target, b"openai/outage-primary", codec.encode(lineage_record())))
 
     def dead_letters() -> list[list[str]] | None:
         rows = stack.sql(
-            "SELECT origin_topic, error FROM dead_letters "
-            "WHERE consumer = 'streams.breakers' ORDER BY origin_topic"
+            "SELECT consumer, origin_topic, error FROM dead_letters "
+            "WHERE consumer IN ('streams', 'streams.breakers') AND "
+            f"(origin_topic = '{by_target}' OR payload = 'breakers: not avro') "
+            "ORDER BY consumer"
         )
         return rows if len(rows) == 2 else None
 
-    [forward, lineage] = wait_for(dead_letters)
-    assert forward == [by_target, "a forward without its govledger-lineage-partition header"]
-    assert lineage[0] == LINEAGE.name and "C3 01" in lineage[1]
+    # The worker's intake dead-letters what does not decode, once for every processor.
+    [lineage, forward] = wait_for(dead_letters)
+    assert lineage[:2] == ["streams", LINEAGE.name] and "C3 01" in lineage[2]
+    assert forward[:2] == ["streams.breakers", by_target]
+    assert forward[2].startswith("not a batch of breaker observations")
 
 
 def lineage_record() -> LineageRecord:

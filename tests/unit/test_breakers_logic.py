@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import codec
-from schemas.records import Attempt, BreakerState, CircuitChanged
+from schemas.records import Attempt, BreakerState, CircuitChanged, LineageRecord
 from streams.breakers.logic import (
     SKIPPED,
     Breaker,
@@ -18,10 +18,14 @@ from streams.breakers.logic import (
     admit,
     current,
     dump_fleet,
+    dump_observations,
     fold,
+    fold_observations,
     is_folded,
     load_fleet,
+    load_observations,
     merge,
+    observations_of,
     open_until_ms,
     outcome_of,
     record,
@@ -33,6 +37,7 @@ from streams.breakers.logic import (
     to_state,
     watermark_key,
 )
+from tests.unit import builders
 
 T0 = 1_750_000_000_000
 CONFIG = BreakerConfig(
@@ -439,3 +444,44 @@ def test_redelivery_from_any_point_changes_nothing(
     twice, kinds_again = fold_calls(calls[restart_at:], once)
     assert twice == once and kinds_again == []
     assert load_fleet(dump_fleet(once)) == once
+
+
+def lineage_call(seq: int, occurred_at: int, attempts: tuple[Attempt, ...]) -> LineageRecord:
+    return builders.call(
+        producer_id="gateway-a", seq=seq, occurred_at=occurred_at, attempts=attempts
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(fleet_histories, st.integers(1, 8))
+def test_forwarded_batches_fold_as_the_records_would(
+    history: list[tuple[int, tuple[Attempt, ...], int]], batch_size: int
+) -> None:
+    """The processor forwards a batch's observations of a target as one message: folding
+    the messages gives the breaker and the alerts of folding the records one by one."""
+    calls, records = [], []
+    now_ms = T0
+    for seq, (partition, attempts, elapsed_ms) in enumerate(history, start=1):
+        now_ms += elapsed_ms
+        calls.append((watermark_key("gateway-a", partition), seq, now_ms, attempts))
+        records.append((lineage_call(seq, now_ms, attempts), partition))
+    one_by_one, kinds = fold_calls(calls)
+    fleet, forwarded_kinds = FleetBreaker(), []
+    for start in range(0, len(records), batch_size):
+        observed = [
+            observations_of(call, partition).get(PRIMARY)
+            for call, partition in records[start : start + batch_size]
+        ]
+        message = dump_observations(o for o in observed if o is not None)
+        fleet, transitions = fold_observations(fleet, PRIMARY, load_observations(message), CONFIG)
+        forwarded_kinds += [t.kind for t in transitions]
+    assert forwarded_kinds == kinds
+    assert fleet.breaker == one_by_one.breaker
+
+
+@pytest.mark.parametrize(
+    "message", [b"", b"{}", b"[[1]]", b'[["w", "x", 0, []]]', b'[["w", 1, 2, [[200]]]]']
+)
+def test_a_forward_that_is_not_observations_is_a_value_error(message: bytes) -> None:
+    with pytest.raises(ValueError, match="not a batch of breaker observations"):
+        load_observations(message)
