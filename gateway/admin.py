@@ -1,12 +1,14 @@
-"""The admin API: issue and revoke keys, fund wallets, read balances, publish policy
-packs, decide escalations. Each change is a control event (the admin log), produced with
-acks=all before the call returns.
+"""The admin API: issue and revoke keys, fund, allocate, refund and correct wallets, set
+their overdraft limits, read balances, publish policy packs, decide escalations. Each
+change is a control event (the admin log), produced with acks=all before the call returns.
 
 Who may do what: the bootstrap admin token and keys with role org-admin act on every
 tenant; keys with role tenant-admin act on their own tenant only, and never issue a role
-above their own. Funding wallets is for org admins: a tenant admin could otherwise lift
-the budget it is held to. Another tenant's keys, packs and escalations are answered with
-404, as if they did not exist."""
+above their own. Funding wallets, allocating from the org wallet to teams, refunds,
+corrections and overdraft limits are for org admins: a tenant admin could otherwise lift
+the budget it is held to. A tenant admin may allocate its teams' money to their keys.
+Another tenant's keys, packs, wallets and escalations are answered with 404, as if they
+did not exist."""
 
 from __future__ import annotations
 
@@ -43,8 +45,12 @@ from schemas.records import (
     KeyRevoked,
     PolicyPackPublished,
     Role,
+    WalletAllocated,
     WalletBudgetSet,
+    WalletCorrected,
     WalletFunded,
+    WalletLimitSet,
+    WalletRefunded,
 )
 from schemas.settings import StreamSettings, load
 from schemas.topics import CONTROL
@@ -52,6 +58,7 @@ from streams.escalations import logic as escalations_logic
 from streams.escalations.logic import CLAIMED, REASSIGNED, action_of, config_of
 from streams.keys.logic import role_rank
 from streams.quotas import logic as quotas_logic
+from streams.wallets import logic as wallets_logic
 from streams.wallets.logic import team_wallet_id
 
 E = TypeVar("E", bound=Event)
@@ -230,6 +237,10 @@ class AdminApi:
             web.post("/v1/admin/wallets/fund", self._guard(self.fund_wallet)),
             web.get("/v1/admin/wallets/balance", self._guard(self.balance)),
             web.post("/v1/admin/wallets/budget", self._guard(self.set_budget)),
+            web.post("/v1/admin/wallets/allocate", self._guard(self.allocate)),
+            web.post("/v1/admin/wallets/refund", self._guard(self.refund)),
+            web.post("/v1/admin/wallets/correct", self._guard(self.correct)),
+            web.post("/v1/admin/wallets/limit", self._guard(self.set_limit)),
             web.get("/v1/admin/escalations", self._guard(self.list_escalations)),
             web.post(
                 "/v1/admin/escalations/{escalation_id}/claim", self._guard(self.claim_escalation)
@@ -391,7 +402,8 @@ class AdminApi:
                 "policy_pack": k.policy_pack,
                 "role": k.role,
                 "last_used_at": self.views.key_last_used_ms.get(k.key_id),
-                "remaining_nanousd": self.budget.available_nanousd(k.wallet_id),
+                "spend_wallet_id": self.views.spend_wallet_id(k),
+                "remaining_nanousd": self.budget.available_nanousd(self.views.spend_wallet_id(k)),
             }
             for k in self.views.keys.values()
             if principal.sees(k.tenant_id)
@@ -416,23 +428,114 @@ class AdminApi:
         await self._wait_until(lambda: self.views.keys[key_id].revoked_at is not None)
         return _json({"key_id": key_id, "status": "revoked"})
 
-    async def fund_wallet(self, request: web.Request, principal: Principal) -> web.Response:
-        """Credit a team's wallet with an exact USD amount (org admins only)."""
-        if principal.role != "org-admin":
-            raise GatewayError(errors.FORBIDDEN, "only an org admin may fund wallets")
-        data = await self._body(request)
-        tenant = _identifier(data, "tenant", self.default_tenant)
-        team = _identifier(data, "team")
+    def _wallet_target(self, principal: Principal, data: Mapping[str, Any]) -> str:
+        """The wallet a request names: `wallet_id`, or `tenant` (default: the principal's,
+        else the gateway's) with `team` and `key` (none: the org wallet). Another tenant's
+        wallet is answered with 404."""
+        named = data.get("wallet_id")
+        if named is not None:
+            if (
+                not isinstance(named, str)
+                or len(named) > 3 * ID_MAX_CHARS + 2
+                or not wallets_logic.is_wallet_id(named)
+            ):
+                raise GatewayError(
+                    errors.INVALID_REQUEST,
+                    "'wallet_id' must be tenant, tenant/team or tenant/team/key_id",
+                )
+            wallet_id = named
+        else:
+            fields = dict(data)
+            tenant = _identifier(fields, "tenant", principal.tenant_id or self.default_tenant)
+            if fields.get("team") is None:
+                if fields.get("key") is not None:
+                    raise GatewayError(errors.INVALID_REQUEST, "'key' needs its 'team'")
+                wallet_id = wallets_logic.org_wallet_id(tenant)
+            elif fields.get("key") is None:
+                wallet_id = team_wallet_id(tenant, _identifier(fields, "team"))
+            else:
+                wallet_id = wallets_logic.key_wallet_id(
+                    tenant, _identifier(fields, "team"), _identifier(fields, "key")
+                )
+        if not principal.sees(wallets_logic.tenant_of(wallet_id)):
+            raise GatewayError(errors.NOT_FOUND, f"no wallet {wallet_id}")
+        return wallet_id
+
+    @staticmethod
+    def _amount(data: Mapping[str, Any], *, sign: int) -> int:
+        """The `usd` of a request in nano-USD: positive (sign 1), non-negative (sign 0) or
+        signed and non-zero (sign -1)."""
         try:
             amount = usd_to_nanousd(data.get("usd", ""))
         except ValueError as exc:
             raise GatewayError(errors.INVALID_REQUEST, str(exc)) from exc
-        if amount <= 0:
+        if sign == 1 and amount <= 0:
             raise GatewayError(errors.INVALID_REQUEST, "'usd' must be positive")
+        if sign == 0 and amount < 0:
+            raise GatewayError(errors.INVALID_REQUEST, "'usd' may not be negative")
+        if sign == -1 and amount == 0:
+            raise GatewayError(errors.INVALID_REQUEST, "'usd' may not be 0")
+        return amount
+
+    @staticmethod
+    def _text(data: Mapping[str, Any], name: str, *, required: bool = False) -> str:
+        value = data.get(name, "")
+        if not isinstance(value, str) or (required and not value.strip()):
+            raise GatewayError(errors.INVALID_REQUEST, f"'{name}' must be a non-empty string")
+        return value[:512]
+
+    def _check_transfer(self, source_id: str, amount_nanousd: int) -> None:
+        """Refuse a transfer the source cannot cover as this gateway sees it: balance plus
+        overdraft limit, minus what this gateway committed that the balance does not show.
+        (The wallets processor decides again, on the published journal.)"""
+        available = self.budget.available_nanousd(source_id)
+        if amount_nanousd > available:
+            raise GatewayError(
+                errors.TRANSFER_REJECTED,
+                f"wallet {source_id} cannot cover a transfer of {format_usd(amount_nanousd)} "
+                f"USD (available {format_usd(available)} USD including its overdraft limit)",
+            )
+
+    def _seen(self, wallet_id: str, record: Event) -> bool:
+        wallet = self.views.wallets.get(wallet_id)
+        return wallet is not None and wallet.applied_seqs.get(record.producer_id, 0) >= record.seq
+
+    async def _transfer_status(self, sealed: Event, source_id: str, dest_id: str | None) -> str:
+        """accepted, rejected, or pending (this gateway has not seen the decision yet)."""
+        await self._wait_until(lambda: self._seen(source_id, sealed))
+        source = self.views.wallets.get(source_id)
+        if source is None or not self._seen(source_id, sealed):
+            return "pending"
+        if source.last_decided_event_id == sealed.event_id:
+            decision = source.last_decision
+        elif dest_id is not None:
+            # Another transfer out of the source was decided since: the child tells.
+            await self._wait_until(lambda: self._seen(dest_id, sealed))
+            decision = "accepted" if self._seen(dest_id, sealed) else "rejected"
+        else:
+            decision = "accepted" if source.last_event_id == sealed.event_id else "pending"
+        if decision == wallets_logic.REJECTED:
+            raise GatewayError(
+                errors.TRANSFER_REJECTED,
+                f"the wallets processor rejected transfer {sealed.event_id}: wallet "
+                f"{source_id} would go below its overdraft limit",
+            )
+        if dest_id is not None and decision == wallets_logic.ACCEPTED:
+            await self._wait_until(lambda: self._seen(dest_id, sealed))
+        return decision
+
+    async def fund_wallet(self, request: web.Request, principal: Principal) -> web.Response:
+        """Credit a wallet with an exact USD amount (org admins only): the org wallet of
+        `tenant`, or a team's (`team`) or key's (`team`, `key`), or `wallet_id`."""
+        if principal.role != "org-admin":
+            raise GatewayError(errors.FORBIDDEN, "only an org admin may fund wallets")
+        data = await self._body(request)
+        wallet_id = self._wallet_target(principal, data)
+        amount = self._amount(data, sign=1)
         record = WalletFunded(
-            **self._envelope(WalletFunded, tenant),
-            wallet_id=team_wallet_id(tenant, team),
-            team_id=team,
+            **self._envelope(WalletFunded, wallets_logic.tenant_of(wallet_id)),
+            wallet_id=wallet_id,
+            team_id=wallets_logic.team_of(wallet_id),
             amount_nanousd=amount,
             memo=str(data.get("memo", ""))[:512],
             funded_by=principal.identity,
@@ -445,22 +548,178 @@ class AdminApi:
             status=201,
         )
 
+    async def allocate(self, request: web.Request, principal: Principal) -> web.Response:
+        """Move money down the tree, from a wallet to one of its children: org → team (org
+        admins), team → key (also a tenant admin of that tenant). The child is named like
+        any wallet (`team`, `key`, or `wallet_id`); `from_wallet_id`, if given, must be its
+        parent. 409 transfer_rejected if the parent cannot cover it."""
+        data = await self._body(request)
+        to_wallet = self._wallet_target(principal, data)
+        parent = wallets_logic.parent_wallet_id(to_wallet)
+        if parent is None:
+            raise GatewayError(
+                errors.INVALID_REQUEST, "an org wallet has no parent to allocate from; fund it"
+            )
+        named_from = data.get("from_wallet_id")
+        if named_from is not None and named_from != parent:
+            raise GatewayError(
+                errors.INVALID_REQUEST,
+                f"money moves from a wallet to its child only: {to_wallet} is a child of {parent}",
+            )
+        path = wallets_logic.path_of(to_wallet)
+        if len(path) == 2 and principal.role != "org-admin":
+            raise GatewayError(
+                errors.FORBIDDEN, "only an org admin may allocate from the org wallet to a team"
+            )
+        if len(path) == 3:
+            key = self.views.keys.get(path[2])
+            if key is None or (key.tenant_id, key.team_id) != path[:2]:
+                raise GatewayError(errors.NOT_FOUND, f"no key {path[2]} in team {path[1]}")
+        amount = self._amount(data, sign=1)
+        self._check_transfer(parent, amount)
+        record = WalletAllocated(
+            **self._envelope(WalletAllocated, path[0]),
+            from_wallet_id=parent,
+            to_wallet_id=to_wallet,
+            team_id=wallets_logic.team_of(to_wallet),
+            amount_nanousd=amount,
+            memo=self._text(data, "memo"),
+            allocated_by=principal.identity,
+        )
+        sealed = await self._publish(record)
+        status = await self._transfer_status(sealed, parent, to_wallet)
+        return _json(
+            {
+                "event_id": sealed.event_id,
+                "from_wallet_id": parent,
+                "to_wallet_id": to_wallet,
+                "amount_nanousd": amount,
+                "status": status,
+            },
+            status=201,
+        )
+
+    async def refund(self, request: web.Request, principal: Principal) -> web.Response:
+        """Credit a call's charge back to a wallet (org admins only): `call_event_id` names
+        the call, `usd` the amount; the settlement itself stays as it was."""
+        if principal.role != "org-admin":
+            raise GatewayError(errors.FORBIDDEN, "only an org admin may refund")
+        data = await self._body(request)
+        wallet_id = self._wallet_target(principal, data)
+        call_event_id = _identifier(data, "call_event_id")
+        amount = self._amount(data, sign=1)
+        record = WalletRefunded(
+            **self._envelope(WalletRefunded, wallets_logic.tenant_of(wallet_id)),
+            wallet_id=wallet_id,
+            team_id=wallets_logic.team_of(wallet_id),
+            amount_nanousd=amount,
+            call_event_id=call_event_id,
+            reason=self._text(data, "reason"),
+            refunded_by=principal.identity,
+        )
+        sealed = await self._publish(record)
+        await self._wait_until(lambda: self._seen(wallet_id, sealed))
+        return _json(
+            {
+                "event_id": sealed.event_id,
+                "wallet_id": wallet_id,
+                "call_event_id": call_event_id,
+                "amount_nanousd": amount,
+            },
+            status=201,
+        )
+
+    async def correct(self, request: web.Request, principal: Principal) -> web.Response:
+        """A signed correction entry (org admins only): `usd` (negative debits),
+        `entry_event_id` (the entry corrected) and a `reason`. No entry is ever edited. A
+        debit the wallet cannot cover is 409 transfer_rejected."""
+        if principal.role != "org-admin":
+            raise GatewayError(errors.FORBIDDEN, "only an org admin may correct wallets")
+        data = await self._body(request)
+        wallet_id = self._wallet_target(principal, data)
+        entry_event_id = _identifier(data, "entry_event_id")
+        amount = self._amount(data, sign=-1)
+        reason = self._text(data, "reason", required=True)
+        if amount < 0:
+            self._check_transfer(wallet_id, -amount)
+        record = WalletCorrected(
+            **self._envelope(WalletCorrected, wallets_logic.tenant_of(wallet_id)),
+            wallet_id=wallet_id,
+            team_id=wallets_logic.team_of(wallet_id),
+            amount_nanousd=amount,
+            entry_event_id=entry_event_id,
+            reason=reason,
+            corrected_by=principal.identity,
+        )
+        sealed = await self._publish(record)
+        if amount < 0:
+            status = await self._transfer_status(sealed, wallet_id, None)
+        else:
+            await self._wait_until(lambda: self._seen(wallet_id, sealed))
+            status = "accepted" if self._seen(wallet_id, sealed) else "pending"
+        return _json(
+            {
+                "event_id": sealed.event_id,
+                "wallet_id": wallet_id,
+                "entry_event_id": entry_event_id,
+                "amount_nanousd": amount,
+                "status": status,
+            },
+            status=201,
+        )
+
+    async def set_limit(self, request: web.Request, principal: Principal) -> web.Response:
+        """Set how far below zero a wallet may go (org admins only): transfers out stop at
+        minus the limit, and gateways admit calls against balance plus limit. 0 (every
+        wallet's default) allows no overdraft."""
+        if principal.role != "org-admin":
+            raise GatewayError(errors.FORBIDDEN, "only an org admin may set overdraft limits")
+        data = await self._body(request)
+        wallet_id = self._wallet_target(principal, data)
+        limit = self._amount(data, sign=0)
+        record = WalletLimitSet(
+            **self._envelope(WalletLimitSet, wallets_logic.tenant_of(wallet_id)),
+            wallet_id=wallet_id,
+            team_id=wallets_logic.team_of(wallet_id),
+            overdraft_limit_nanousd=limit,
+            set_by=principal.identity,
+        )
+        sealed = await self._publish(record)
+        await self._wait_until(lambda: self._seen(wallet_id, sealed))
+        return _json(
+            {
+                "event_id": sealed.event_id,
+                "wallet_id": wallet_id,
+                "overdraft_limit_nanousd": limit,
+                "overdraft_limit_usd": format_usd(limit),
+            },
+            status=201,
+        )
+
     async def balance(self, request: web.Request, principal: Principal) -> web.Response:
-        """A team wallet's balance as the gateway's local view has it."""
-        query = dict(request.query)
-        tenant = self._tenant(principal, query, self.default_tenant)
-        team = _identifier(query, "team")
-        wallet_id = team_wallet_id(tenant, team)
-        wallet = self.views.wallets.get(wallet_id)
-        balance = wallet.balance_nanousd if wallet is not None else 0
+        """A wallet's balance as the gateway's local view has it: `wallet_id`, or `tenant`
+        with `team` and `key` (none: the org wallet)."""
+        wallet_id = self._wallet_target(principal, dict(request.query))
+        wallet = self.views.wallets.get(wallet_id) or wallets_logic.new_wallet(wallet_id)
         return _json(
             {
                 "wallet_id": wallet_id,
-                "balance_nanousd": balance,
-                "balance_usd": format_usd(balance),
-                "funded_nanousd": wallet.funded_nanousd if wallet is not None else 0,
-                "spent_nanousd": wallet.spent_nanousd if wallet is not None else 0,
-                "entry_count": wallet.entry_count if wallet is not None else 0,
+                "parent_wallet_id": wallets_logic.parent_wallet_id(wallet_id),
+                "balance_nanousd": wallet.balance_nanousd,
+                "balance_usd": format_usd(wallet.balance_nanousd),
+                "funded_nanousd": wallet.funded_nanousd,
+                "spent_nanousd": wallet.spent_nanousd,
+                "allocated_in_nanousd": wallet.allocated_in_nanousd,
+                "allocated_out_nanousd": wallet.allocated_out_nanousd,
+                "refunded_nanousd": wallet.refunded_nanousd,
+                "corrected_nanousd": wallet.corrected_nanousd,
+                "overdraft_limit_nanousd": wallet.overdraft_limit_nanousd,
+                "available_nanousd": self.budget.available_nanousd(wallet_id),
+                "period_start_at": wallet.period_start_at,
+                "period_spent_nanousd": wallet.period_spent_nanousd,
+                "entry_count": wallet.entry_count,
+                "rejected_count": wallet.rejected_count,
+                "children": sorted(self.views.wallet_children.get(wallet_id, ())),
             }
         )
 
@@ -625,7 +884,7 @@ class AdminApi:
         ]
         rows = escalation_listing(
             opened,
-            (c for o in opened for c in self.escalation_changes.get(o.escalation_id, ())),
+            (c for o in opened for c in self._changes_of(o.escalation_id)),
             self.views.escalation_decisions,
             escalation_config(),
             now=now_ms(),
@@ -681,8 +940,17 @@ class AdminApi:
             raise GatewayError(errors.CONFLICT, f"escalation {escalation_id} is already decided")
         return opened
 
+    def _changes_of(self, escalation_id: str) -> list[EscalationChanged]:
+        """Claims and reassigns of an escalation: every gateway's, as the control topic
+        has them, then this gateway's own not read back yet. A repeat would apply twice
+        (a reassign again after a later claim), so an own change read back is skipped."""
+        read = list(self.views.escalation_changes.get(escalation_id, ()))
+        seen = {(c.producer_id, c.seq) for c in read}
+        own = self.escalation_changes.get(escalation_id, ())
+        return read + [c for c in own if (c.producer_id, c.seq) not in seen]
+
     def _escalation_state(self, opened: EscalationOpened) -> escalations_logic.Escalation:
-        changes = self.escalation_changes.get(opened.escalation_id, ())
+        changes = self._changes_of(opened.escalation_id)
         actions = (a for a in (action_of(c) for c in changes) if a is not None)
         state, _ = escalations_logic.fold([opened, *actions], escalation_config())
         found = escalations_logic.find(state, opened.escalation_id)
@@ -697,8 +965,8 @@ class AdminApi:
         queue: str = "",
         reviewer: str = "",
     ) -> None:
-        """Publish a claim or reassign and remember it: the gateway's views keep opens and
-        decisions only, so the listing folds the changes this gateway published."""
+        """Publish a claim or reassign and remember it until the views read it back, so
+        the answer and the next listing already show it."""
         sealed = await self._publish(
             EscalationChanged(
                 **{**self._envelope(EscalationChanged, opened.tenant_id), "event_type": event_type},

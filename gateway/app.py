@@ -178,7 +178,7 @@ class Gateway:
             key = self._authenticate(request.headers.get("Authorization"))
             self.views.key_last_used_ms[key.key_id] = now_ms()
             call.tenant_id, call.team_id = key.tenant_id, key.team_id
-            call.key_id, call.wallet_id = key.key_id, key.wallet_id
+            call.key_id, call.wallet_id = key.key_id, self.views.spend_wallet_id(key)
             chat = parse_chat_request(body, max_messages=self.settings.max_messages)
             call.stream, call.model_requested, call.user_id = chat.stream, chat.model, chat.user
             targets, call.selection_reason = self._plan(chat.model)
@@ -357,7 +357,7 @@ class Gateway:
             team_month_spent_nanousd=self.views.team_month_spent_nanousd(
                 key.tenant_id, key.team_id, now
             )
-            + self.budget.committed_nanousd(key.wallet_id),
+            + self.budget.committed_nanousd(call.wallet_id),
             estimated_cost_nanousd=reserve_nanousd,
         )
         verdict = evaluate(published.pack, facts)

@@ -53,9 +53,12 @@ class Budget:
         return unsettled.total_nanousd
 
     def available_nanousd(self, wallet_id: str) -> int:
-        """What calls through this gateway may still commit from the wallet."""
+        """What calls through this gateway may still commit from the wallet: its balance
+        plus its overdraft limit, minus what this gateway committed that it does not show."""
         wallet = self.views.wallets.get(wallet_id)
-        balance = wallet.balance_nanousd if wallet is not None else 0
+        balance = (
+            wallet.balance_nanousd + wallet.overdraft_limit_nanousd if wallet is not None else 0
+        )
         return balance - self._pending_nanousd(wallet_id) - self.reserved_nanousd.get(wallet_id, 0)
 
     def committed_nanousd(self, wallet_id: str) -> int:

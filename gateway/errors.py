@@ -41,6 +41,8 @@ POLICY_UNAVAILABLE = ErrorKind("policy_unavailable", 503, "server_error")
 HEADERS_TOO_LARGE = ErrorKind("request_headers_too_large", 431, "invalid_request_error")
 NOT_FOUND = ErrorKind("not_found", 404, "invalid_request_error")
 CONFLICT = ErrorKind("conflict", 409, "invalid_request_error")
+# A transfer (allocation, debit correction) would take its source below its overdraft limit.
+TRANSFER_REJECTED = ErrorKind("transfer_rejected", 409, "invalid_request_error")
 MODEL_NOT_FOUND = ErrorKind("model_not_found", 404, "invalid_request_error")
 BODY_TOO_LARGE = ErrorKind("request_too_large", 413, "invalid_request_error")
 # Recorded in lineage only: the caller closed the connection before the answer ended.
@@ -75,6 +77,7 @@ ALL_KINDS: tuple[ErrorKind, ...] = (
     HEADERS_TOO_LARGE,
     NOT_FOUND,
     CONFLICT,
+    TRANSFER_REJECTED,
     MODEL_NOT_FOUND,
     BODY_TOO_LARGE,
     CLIENT_CLOSED,

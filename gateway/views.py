@@ -15,6 +15,7 @@ from schemas.records import (
     BreakerState as BreakerStateRecord,
 )
 from schemas.records import (
+    EscalationChanged,
     EscalationOpened,
     EscalationResolved,
     PolicyPackPublished,
@@ -30,6 +31,9 @@ log = structlog.get_logger(__name__)
 # Escalations and decisions a gateway remembers (to check who may decide them and to
 # release held calls); the oldest are forgotten first.
 MAX_ESCALATIONS = 100_000
+# Claims and reassigns a gateway keeps per escalation (past this many, the oldest are
+# forgotten, and the listing may differ from the processor for that escalation).
+MAX_CHANGES_PER_ESCALATION = 64
 
 
 def key_sha256(secret: str) -> str:
@@ -54,6 +58,8 @@ class LocalViews:
         self.keys: dict[str, keys_logic.Key] = {}
         self.keys_by_hash: dict[str, keys_logic.Key] = {}
         self.wallets: dict[str, wallets_logic.Wallet] = {}
+        # Child wallets by parent wallet id (team -> its keys' wallets), as published.
+        self.wallet_children: dict[str, set[str]] = {}
         # When this gateway last authenticated each key (one entry per known key at most).
         self.key_last_used_ms: dict[str, int] = {}
         self.packs: dict[tuple[str, str], PublishedPack] = {}
@@ -64,6 +70,9 @@ class LocalViews:
         # When each target's fleet state was published: an older record never replaces it.
         self.fleet_breakers_at: dict[tuple[str, str], int] = {}
         self.escalation_decisions: dict[str, str] = {}
+        # Claims and reassigns by escalation id, in the order read (any gateway's), so the
+        # listing shows who holds an escalation before it is decided.
+        self.escalation_changes: dict[str, list[EscalationChanged]] = {}
         self.undecodable = 0
 
     def apply(self, message: Any) -> None:
@@ -80,6 +89,9 @@ class LocalViews:
             self.wallets[event.wallet_id] = wallets_logic.latest(
                 self.wallets.get(event.wallet_id), event
             )
+            parent = wallets_logic.parent_wallet_id(event.wallet_id)
+            if parent is not None:
+                self.wallet_children.setdefault(parent, set()).add(event.wallet_id)
             return
         if message.topic == BREAKER_STATE.name and isinstance(event, BreakerStateRecord):
             self._apply_breaker(event)
@@ -97,6 +109,9 @@ class LocalViews:
             if len(self.escalation_decisions) > MAX_ESCALATIONS:
                 del self.escalation_decisions[next(iter(self.escalation_decisions))]
             return
+        if message.topic == CONTROL.name and isinstance(event, EscalationChanged):
+            self._apply_escalation_change(event)
+            return
         if message.topic == CONTROL.name:
             key_id = keys_logic.key_id_of(event)
             if key_id is None:
@@ -105,6 +120,16 @@ class LocalViews:
             if key is not None:
                 self.keys[key_id] = key
                 self.keys_by_hash[key.key_sha256] = key
+
+    def _apply_escalation_change(self, event: EscalationChanged) -> None:
+        changes = self.escalation_changes.setdefault(event.escalation_id, [])
+        if any((c.producer_id, c.seq) == (event.producer_id, event.seq) for c in changes):
+            return  # redelivered; the fold would ignore it, but it would take a slot
+        changes.append(event)
+        if len(changes) > MAX_CHANGES_PER_ESCALATION:
+            del changes[0]
+        if len(self.escalation_changes) > MAX_ESCALATIONS:
+            del self.escalation_changes[next(iter(self.escalation_changes))]
 
     def _apply_breaker(self, event: BreakerStateRecord) -> None:
         target = (event.provider, event.model)
@@ -132,9 +157,22 @@ class LocalViews:
         )
 
     def team_month_spent_nanousd(self, tenant_id: str, team_id: str, at_ms: int) -> int:
-        """What the team's wallet spent in the UTC month of `at_ms`, as published."""
-        wallet = self.wallets.get(wallets_logic.team_wallet_id(tenant_id, team_id))
-        return wallets_logic.spent_in_month_nanousd(wallet, at_ms) if wallet is not None else 0
+        """What the team spent in the UTC month of `at_ms`, as published: its wallet's
+        settlements and those of its keys' wallets."""
+        team_wallet = wallets_logic.team_wallet_id(tenant_id, team_id)
+        ids = [team_wallet, *sorted(self.wallet_children.get(team_wallet, ()))]
+        return sum(
+            wallets_logic.spent_in_month_nanousd(self.wallets[w], at_ms)
+            for w in ids
+            if w in self.wallets
+        )
+
+    def spend_wallet_id(self, key: keys_logic.Key) -> str:
+        """The wallet a key's calls settle against: the key's own wallet once money was
+        allocated to it, else its team's wallet."""
+        own = wallets_logic.key_wallet_id(key.tenant_id, key.team_id, key.key_id)
+        wallet = self.wallets.get(own)
+        return own if wallet is not None and wallet.allocated_in_nanousd > 0 else key.wallet_id
 
     def key_for_secret(self, secret: str) -> keys_logic.Key | None:
         """The key whose secret this is, if any."""

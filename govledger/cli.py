@@ -174,11 +174,25 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wallet_body(args: argparse.Namespace, tenant: str) -> dict[str, Any]:
+    """The wallet a command names: the tenant's org wallet, a team's (--team) or a key's
+    (--team and --key)."""
+    body: dict[str, Any] = {"tenant": tenant}
+    if getattr(args, "team", None):
+        body["team"] = args.team
+    if getattr(args, "key", None):
+        body["key"] = args.key
+    return body
+
+
 def cmd_wallets(args: argparse.Namespace) -> int:
-    """wallets fund | balance | budget."""
+    """wallets fund | balance | budget | allocate | refund | correct | limit."""
     settings = load(GatewaySettings)
     tenant = args.tenant or settings.default_tenant
     with _admin(settings) as client:
+        if args.wallets_command in ("allocate", "refund", "correct", "limit"):
+            _wallet_change(client, args, tenant)
+            return 0
         if args.wallets_command == "budget":
             body: dict[str, Any] = {"team": args.team, "tenant": tenant, "usd": args.usd}
             if args.thresholds:
@@ -194,18 +208,46 @@ def cmd_wallets(args: argparse.Namespace) -> int:
                 client,
                 "POST",
                 "/v1/admin/wallets/fund",
-                json={"team": args.team, "tenant": tenant, "usd": args.usd, "memo": args.memo},
+                json={**_wallet_body(args, tenant), "usd": args.usd, "memo": args.memo},
             )
             print(f"funded {data['wallet_id']} with {format_usd(data['amount_nanousd'])} USD")
         else:
             data = _request(
-                client,
-                "GET",
-                "/v1/admin/wallets/balance",
-                params={"team": args.team, "tenant": tenant},
+                client, "GET", "/v1/admin/wallets/balance", params=_wallet_body(args, tenant)
             )
             print(data["balance_usd"])
     return 0
+
+
+def _wallet_change(client: httpx.Client, args: argparse.Namespace, tenant: str) -> None:
+    """wallets allocate | refund | correct | limit: one admin call each."""
+    body = {**_wallet_body(args, tenant), "usd": args.usd}
+    command = args.wallets_command
+    if command == "allocate":
+        data = _request(
+            client, "POST", "/v1/admin/wallets/allocate", json={**body, "memo": args.memo}
+        )
+        print(
+            f"allocated {format_usd(data['amount_nanousd'])} USD from {data['from_wallet_id']} "
+            f"to {data['to_wallet_id']} ({data['status']})"
+        )
+    elif command == "refund":
+        body |= {"call_event_id": args.call, "reason": args.reason}
+        data = _request(client, "POST", "/v1/admin/wallets/refund", json=body)
+        print(
+            f"refunded {format_usd(data['amount_nanousd'])} USD to {data['wallet_id']} "
+            f"for call {data['call_event_id']}"
+        )
+    elif command == "correct":
+        body |= {"entry_event_id": args.entry, "reason": args.reason}
+        data = _request(client, "POST", "/v1/admin/wallets/correct", json=body)
+        print(
+            f"corrected {data['wallet_id']} by {format_usd(data['amount_nanousd'])} USD "
+            f"({data['status']})"
+        )
+    else:
+        data = _request(client, "POST", "/v1/admin/wallets/limit", json=body)
+        print(f"overdraft limit of {data['wallet_id']} set to {data['overdraft_limit_usd']} USD")
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
@@ -381,16 +423,47 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--reason", default="revoked by admin")
     keys.set_defaults(func=cmd_keys)
 
-    wallets = commands.add_parser("wallets", help="fund wallets and read balances")
+    wallets = commands.add_parser(
+        "wallets", help="fund, allocate, refund and correct wallets; read balances"
+    )
     wallets_commands = wallets.add_subparsers(dest="wallets_command", required=True)
-    fund = wallets_commands.add_parser("fund", help="credit a team's wallet")
-    fund.add_argument("--team", required=True)
-    fund.add_argument("--tenant")
+
+    def wallet_args(parser: argparse.ArgumentParser, *, team_required: bool = False) -> None:
+        parser.add_argument(
+            "--team", required=team_required, help="the team's wallet (else the org's)"
+        )
+        parser.add_argument("--key", help="a key's wallet (key_id), under --team")
+        parser.add_argument("--tenant")
+
+    fund = wallets_commands.add_parser("fund", help="credit the org's, a team's or a key's wallet")
+    wallet_args(fund)
     fund.add_argument("--usd", required=True, help="exact amount, e.g. 25 or 0.125")
     fund.add_argument("--memo", default="")
-    balance = wallets_commands.add_parser("balance", help="print a team's balance in USD")
-    balance.add_argument("--team", required=True)
-    balance.add_argument("--tenant")
+    balance = wallets_commands.add_parser("balance", help="print a wallet's balance in USD")
+    wallet_args(balance)
+    allocate = wallets_commands.add_parser(
+        "allocate", help="move money from the parent wallet: org → --team, team → --key"
+    )
+    wallet_args(allocate, team_required=True)
+    allocate.add_argument("--usd", required=True, help="exact amount, e.g. 25 or 0.125")
+    allocate.add_argument("--memo", default="")
+    refund = wallets_commands.add_parser("refund", help="credit a call's charge back")
+    wallet_args(refund)
+    refund.add_argument("--call", required=True, help="event_id of the gateway.call refunded")
+    refund.add_argument("--usd", required=True, help="exact amount credited back")
+    refund.add_argument("--reason", default="")
+    correct = wallets_commands.add_parser(
+        "correct", help="add a signed correction entry (entries are never edited)"
+    )
+    wallet_args(correct)
+    correct.add_argument("--entry", required=True, help="event_id of the entry corrected")
+    correct.add_argument("--usd", required=True, help="signed amount; negative debits")
+    correct.add_argument("--reason", required=True)
+    limit = wallets_commands.add_parser(
+        "limit", help="set how far below zero a wallet may go (0: not at all)"
+    )
+    wallet_args(limit)
+    limit.add_argument("--usd", required=True, help="overdraft limit, e.g. 5")
     budget = wallets_commands.add_parser(
         "budget", help="set a team's monthly budget and alert thresholds (0 removes it)"
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator
 
 from schemas import codec
 from schemas.records import Event
@@ -37,3 +39,12 @@ def read_in_time_order(store: Store, table: str, where: str = "1") -> list[Event
         "ORDER BY occurred_at, producer_id, seq"
     )
     return [codec.decode(bytes.fromhex(raw_hex)) for (raw_hex,) in rows]
+
+
+def merged_by_producer(events: Iterable[Event]) -> Iterator[Event]:
+    """Events read in (producer_id, seq) order, merged into one stream that keeps each
+    producer's seq order and otherwise goes by occurred_at: the order a tenant's partition
+    held them in, as near as the store can tell (two producers writing one tenant within
+    their clocks' skew may come out swapped; one producer's records never do)."""
+    streams = [list(group) for _, group in itertools.groupby(events, key=lambda e: e.producer_id)]
+    return heapq.merge(*streams, key=lambda e: e.occurred_at)

@@ -15,11 +15,18 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from replay.history import read_events, read_in_time_order
+from replay.history import merged_by_producer, read_events, read_in_time_order
 from schemas import codec
 from schemas.ids import now_ms, uuid7
 from schemas.kafka import make_producer
-from schemas.records import Event
+from schemas.records import (
+    Event,
+    WalletAllocated,
+    WalletCorrected,
+    WalletFunded,
+    WalletLimitSet,
+    WalletRefunded,
+)
 from schemas.topics import CONTROL, RESTORED_HEADER, WALLET_STATE
 from sinks.store import Store
 from streams.wallets import logic as wallets
@@ -35,11 +42,24 @@ class RestoreReport:
     wallets: int
 
 
+WALLET_CONTROL_TYPES = (
+    WalletFunded.event_type_name,
+    WalletAllocated.event_type_name,
+    WalletRefunded.event_type_name,
+    WalletCorrected.event_type_name,
+    WalletLimitSet.event_type_name,
+)
+
+
 def fold_wallets(store: Store) -> dict[str, wallets.Wallet]:
-    """Every wallet as its recorded journal (fundings and settlements) makes it."""
-    funded = read_events(store, "control_events", "event_type = 'wallet.funded'")
+    """Every wallet as its recorded journal makes it: the admin log's wallet events
+    (fundings, allocations, refunds, corrections, limits) in partition order, which
+    decides transfers as live processing did, then the settlements (never decided, so
+    their place relative to the admin log changes no balance)."""
+    types = ", ".join(f"'{t}'" for t in WALLET_CONTROL_TYPES)
+    control = read_events(store, "control_events", f"event_type IN ({types})")
     settled = read_events(store, "lineage", "cost_nanousd > 0 AND wallet_id != ''")
-    return wallets.fold(settled, wallets.fold(funded))
+    return wallets.fold(settled, wallets.fold(merged_by_producer(control)))
 
 
 async def broker_is_empty(bootstrap: str) -> bool:

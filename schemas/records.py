@@ -183,7 +183,7 @@ class WalletFunded(Event):
 class WalletBalance(Event):
     """Projection of a wallet's journal, published to the compacted wallet-state topic."""
 
-    schema_name: ClassVar[str] = "govledger.v2.WalletBalance"
+    schema_name: ClassVar[str] = "govledger.v3.WalletBalance"
     event_type_name: ClassVar[str] = "wallet.balance"
 
     wallet_id: str
@@ -197,6 +197,15 @@ class WalletBalance(Event):
     applied_seqs: Mapping[str, int]
     period_start_at: int = 0
     period_spent_nanousd: int = 0
+    allocated_in_nanousd: int = 0
+    allocated_out_nanousd: int = 0
+    refunded_nanousd: int = 0
+    corrected_nanousd: int = 0
+    overdraft_limit_nanousd: int = 0
+    rejected_count: int = 0
+    last_decided_event_id: str = ""
+    last_decision: str = ""
+    revision: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -425,6 +434,64 @@ class EscalationSlaBreached(Event):
     breached_at: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WalletAllocated(Event):
+    """Money moved from a wallet to one of its children (org → team, team → key)."""
+
+    schema_name: ClassVar[str] = "govledger.v1.WalletAllocated"
+    event_type_name: ClassVar[str] = "wallet.allocated"
+
+    from_wallet_id: str
+    to_wallet_id: str
+    team_id: str
+    amount_nanousd: int
+    memo: str
+    allocated_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WalletRefunded(Event):
+    """A call's charge was credited back to a wallet."""
+
+    schema_name: ClassVar[str] = "govledger.v1.WalletRefunded"
+    event_type_name: ClassVar[str] = "wallet.refunded"
+
+    wallet_id: str
+    team_id: str
+    amount_nanousd: int
+    call_event_id: str
+    reason: str
+    refunded_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WalletCorrected(Event):
+    """A signed correction of a wallet's journal; the corrected entry stays as it was."""
+
+    schema_name: ClassVar[str] = "govledger.v1.WalletCorrected"
+    event_type_name: ClassVar[str] = "wallet.corrected"
+
+    wallet_id: str
+    team_id: str
+    amount_nanousd: int
+    entry_event_id: str
+    reason: str
+    corrected_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WalletLimitSet(Event):
+    """An admin set a wallet's overdraft limit."""
+
+    schema_name: ClassVar[str] = "govledger.v1.WalletLimitSet"
+    event_type_name: ClassVar[str] = "wallet.limit_set"
+
+    wallet_id: str
+    team_id: str
+    overdraft_limit_nanousd: int
+    set_by: str
+
+
 RECORD_TYPES: tuple[type[Event], ...] = (
     LineageRecord,
     KeyIssued,
@@ -443,4 +510,8 @@ RECORD_TYPES: tuple[type[Event], ...] = (
     SlaBreached,
     EscalationChanged,
     EscalationSlaBreached,
+    WalletAllocated,
+    WalletRefunded,
+    WalletCorrected,
+    WalletLimitSet,
 )

@@ -18,9 +18,13 @@ from schemas.records import (
     QuotaThresholdCrossed,
     SlaBreached,
     SlaWindow,
+    WalletAllocated,
     WalletBalance,
     WalletBudgetSet,
+    WalletCorrected,
     WalletFunded,
+    WalletLimitSet,
+    WalletRefunded,
 )
 
 TABLE_FOR: dict[type[Event], str] = {
@@ -33,6 +37,10 @@ TABLE_FOR: dict[type[Event], str] = {
     EscalationOpened: "escalation_events",
     WalletBudgetSet: "control_events",
     EscalationChanged: "control_events",
+    WalletAllocated: "control_events",
+    WalletRefunded: "control_events",
+    WalletCorrected: "control_events",
+    WalletLimitSet: "control_events",
     BreakerState: "breaker_state",
     SlaWindow: "sla_windows",
     CircuitChanged: "alerts",

@@ -29,9 +29,13 @@ from schemas.records import (
     SketchRecord,
     SlaBreached,
     SlaWindow,
+    WalletAllocated,
     WalletBalance,
     WalletBudgetSet,
+    WalletCorrected,
     WalletFunded,
+    WalletLimitSet,
+    WalletRefunded,
 )
 
 # 3 March 2025, 14:02 UTC: the moment compliance asks about.
@@ -450,4 +454,70 @@ def one_of_each() -> list[Event]:
         sla_breached(),
         escalation_claimed(),
         escalation_sla_breached(),
+        allocation(),
+        refund(),
+        correction(),
+        limit_set(),
     ]
+
+
+ORG_WALLET = TENANT
+KEY_WALLET = f"{WALLET}/key_0193a1b2"
+
+
+def allocation(**overrides: Any) -> WalletAllocated:
+    """FinOps moves $40 from the org wallet to the search team's wallet."""
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 2,
+        "from_wallet_id": ORG_WALLET,
+        "to_wallet_id": WALLET,
+        "team_id": TEAM,
+        "amount_nanousd": 40 * 1_000_000_000,
+        "memo": "Q1 search",
+        "allocated_by": "finops@acme.example",
+    }
+    return _built(WalletAllocated, fields, overrides)  # type: ignore[no-any-return]
+
+
+def refund(**overrides: Any) -> WalletRefunded:
+    """Support credits back a call the provider failed to bill correctly."""
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 3,
+        "wallet_id": WALLET,
+        "team_id": TEAM,
+        "amount_nanousd": 1_200 * MINI_PROMPT_NANOUSD + 350 * MINI_COMPLETION_NANOUSD,
+        "call_event_id": uuid7(T0),
+        "reason": "provider outage, answer unusable",
+        "refunded_by": "support@acme.example",
+    }
+    return _built(WalletRefunded, fields, overrides)  # type: ignore[no-any-return]
+
+
+def correction(**overrides: Any) -> WalletCorrected:
+    """FinOps takes back $1 funded twice by mistake."""
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 4,
+        "wallet_id": WALLET,
+        "team_id": TEAM,
+        "amount_nanousd": -1_000_000_000,
+        "entry_event_id": uuid7(T0),
+        "reason": "duplicate funding",
+        "corrected_by": "finops@acme.example",
+    }
+    return _built(WalletCorrected, fields, overrides)  # type: ignore[no-any-return]
+
+
+def limit_set(**overrides: Any) -> WalletLimitSet:
+    """FinOps lets the search team's wallet go $5 below zero."""
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 6,
+        "wallet_id": WALLET,
+        "team_id": TEAM,
+        "overdraft_limit_nanousd": 5_000_000_000,
+        "set_by": "finops@acme.example",
+    }
+    return _built(WalletLimitSet, fields, overrides)  # type: ignore[no-any-return]
