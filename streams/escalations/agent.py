@@ -1,20 +1,25 @@
 """Thin Faust adapter: escalations opened and reviewers' actions in, SLA alerts out.
 
-The queues live in this process's memory, one `Queues` per worker (see README.md for the
-partitioning and what a restart or a rebalance does): the agent folds each escalation
-record into them, and a timer folds a `Tick` and publishes every `SlaBreached` it causes
-as a sealed `escalation.sla_breached` alert.
+The queues live in this process's memory, one `Queues` per worker, rebuilt from history
+whenever partitions are assigned (see README.md): the agent folds each escalation record
+into them, and a timer folds a `Tick` and publishes every `SlaBreached` it causes as a
+sealed `escalation.sla_breached` alert, acknowledged before the next fold.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
 
 from schemas import codec
-from schemas.ids import now_ms, uuid7
+from schemas.ids import now_ms
+from schemas.kafka import TopicTailer
+from schemas.records import EscalationSlaBreached, Event
 from schemas.settings import StreamSettings
 from schemas.topics import ALERTS, CONTROL, DLQ, ESCALATIONS
 from streams.dead_letters import rejecter
@@ -29,18 +34,55 @@ RAW: dict[str, Any] = {
     "value_serializer": "raw",
 }
 CONSUMER = "streams.escalations"
-# --- the adapter --------------------------------------------------------------------------
+REBUILD_TIMEOUT_S = 60.0
+"""How long reading the history may take; past it the worker crashes rather than run on
+queues that forget escalations (its supervisor restarts it)."""
+
+Partition = tuple[str, int]
+
+
+async def read_history(bootstrap: str, owned: Iterable[Partition]) -> list[list[Event]]:
+    """The records the queues are rebuilt from, per partition in offset order: the owned
+    partitions of the escalations and control topics, and every escalation breach alert
+    (alerts are keyed by tenant too, but the fold skips alerts of escalations it does not
+    hold, so their partitions need not match). Undecodable records are skipped: the agent
+    dead-letters them when it reads them."""
+    wanted = set(owned)
+    logs: dict[Partition, list[Event]] = defaultdict(list)
+
+    def keep(message: Any) -> None:
+        where = (message.topic, message.partition)
+        if message.topic != ALERTS.name and where not in wanted:
+            return
+        try:
+            record = codec.decode(message.value)
+        except codec.DecodeError:
+            return
+        if logic.input_of(record) is not None:
+            logs[where].append(record)
+
+    tailer = TopicTailer(bootstrap, [ESCALATIONS.name, CONTROL.name, ALERTS.name], keep)
+    await tailer.start()
+    try:
+        await asyncio.wait_for(tailer.caught_up.wait(), timeout=REBUILD_TIMEOUT_S)
+    finally:
+        await tailer.stop()
+    return list(logs.values())
 
 
 @dataclasses.dataclass(slots=True)
 class _Held:
-    """The one mutable thing: this worker's queues, replaced by each fold."""
+    """The one mutable thing: this worker's queues, replaced by each fold, the partitions
+    they cover, and whether they are rebuilt (no tick pages before they are)."""
 
     state: logic.Queues = dataclasses.field(default_factory=logic.Queues)
+    owned: frozenset[Partition] = frozenset()
+    ready: bool = False
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
 
 def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
-    """Register the escalations agent and its SLA timer on the app."""
+    """Register the escalations agent, its SLA timer and the rebuild on assignment."""
     config = logic.config_of(settings)
     # Both topics are keyed by tenant_id and have the same partition count, so Faust
     # gives one worker the same partitions of both: a tenant's opens and actions meet.
@@ -63,6 +105,31 @@ def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
 
     reject = rejecter(dead_letters, chain, CONSUMER)
 
+    @app.on_partitions_revoked.connect  # type: ignore[untyped-decorator]
+    async def escalations_revoked(_app: Any, revoked: Any, **_: Any) -> None:
+        # A tick in flight finishes (its alerts acknowledged) before another worker may
+        # rebuild these tenants from the alerts topic; none starts until the rebuild.
+        async with held.lock:
+            held.ready = False
+
+    @app.on_partitions_assigned.connect  # type: ignore[untyped-decorator]
+    async def escalations_assigned(_app: Any, assigned: Any, **_: Any) -> None:
+        owned = frozenset(
+            (tp.topic, tp.partition)
+            for tp in assigned
+            if tp.topic in (ESCALATIONS.name, CONTROL.name)
+        )
+        async with held.lock:
+            history = await read_history(settings.kafka_bootstrap, owned)
+            held.state, notices = logic.rebuild(history, config)
+            held.owned, held.ready = owned, True
+        log.info(
+            "escalation queues rebuilt",
+            partitions=len(owned),
+            unresolved=len(held.state.unresolved),
+            ignored=sum(isinstance(n, logic.Ignored) for n in notices),
+        )
+
     @app.agent(source)  # type: ignore[untyped-decorator]
     async def escalations(stream: Any) -> None:
         async for event in stream.events():
@@ -72,23 +139,34 @@ def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
                 await reject(event, str(exc))
                 continue
             change = logic.input_of(record)
-            if change is None:
+            if change is None or isinstance(change, EscalationSlaBreached):
                 continue
-            held.state, notices = logic.evolve(held.state, change, config)
+            async with held.lock:
+                tp = event.message.tp
+                if (tp.topic, tp.partition) not in held.owned:
+                    continue  # buffered before a rebalance took the partition away
+                held.state, notices = logic.evolve(held.state, change, config)
             report(notices)  # opens and actions never breach; only ticks do
 
     @app.timer(interval=settings.escalation_tick_s)  # type: ignore[untyped-decorator]
     async def escalation_sla_tick() -> None:
-        at = now_ms()
-        held.state, notices = logic.evolve(held.state, logic.Tick(at), config)
-        for breach in report(notices):
-            _, data = chain.seal_encoded(logic.to_alert(breach, event_id=uuid7(at), occurred_at=at))
-            await alerts.send(key=breach.tenant_id.encode(), value=data)
-            log.info(
-                "escalation sla breached",
-                escalation_id=breach.escalation_id,
-                priority=breach.priority,
-                queue=breach.queue,
-            )
+        async with held.lock:
+            if not held.ready:
+                return
+            at = now_ms()
+            state, notices = logic.evolve(held.state, logic.Tick(at), config)
+            for breach in report(notices):
+                _, data = chain.seal_encoded(logic.to_alert(breach, occurred_at=at))
+                # Acknowledged under the lock: a rebuild reading the alerts topic sees it.
+                await (await alerts.send(key=breach.tenant_id.encode(), value=data))
+                log.info(
+                    "escalation sla breached",
+                    escalation_id=breach.escalation_id,
+                    priority=breach.priority,
+                    queue=breach.queue,
+                )
+            # Kept only once every alert is acknowledged: a failed send pages again at the
+            # next tick, under the same derived id (the sink keeps one), never not at all.
+            held.state = state
 
     return escalations

@@ -18,7 +18,9 @@ open | claimed ──resolve──▶ resolved                    (final: later 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+import heapq
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -176,6 +178,9 @@ class Tick:
 
 
 Input = Event | Action | Tick
+"""What `fold` takes. Records other than opens, resolves and breach alerts change nothing;
+an `EscalationSlaBreached` (this processor's own alert, read back when the queues are
+rebuilt) marks its escalation as alerted, so the rebuilt queues do not page it again."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -456,6 +461,17 @@ class _Draft:
                 self.act(action, config)
         elif isinstance(event, Claimed | Reassigned | Resolved):
             self.act(event, config)
+        elif isinstance(event, EscalationSlaBreached):
+            self.alerted(event)
+
+    def alerted(self, record: EscalationSlaBreached) -> None:
+        # The breach was published: never again for this escalation. An alert for an
+        # escalation not held here (another worker's tenant, or one forgotten) is skipped.
+        escalation_id = record.escalation_id
+        for held in (self.unresolved, self.resolved):
+            e = held.get(escalation_id)
+            if e is not None and e.alerted_at is None and e.tenant_id == record.tenant_id:
+                held[escalation_id] = dataclasses.replace(e, alerted_at=record.breached_at)
 
     def ignore(self, escalation_id: str, kind: ActionKind, reason: IgnoredReason) -> None:
         self.notices.append(Ignored(escalation_id, kind, reason))
@@ -615,18 +631,32 @@ def action_of(record: EscalationChanged) -> Claimed | Reassigned | None:
 
 def input_of(event: Event) -> Input | None:
     """What the queues fold from a record, or None for records they ignore (most of the
-    control topic). Opens and resolves are folded as they are (see `fold`)."""
-    if isinstance(event, EscalationOpened | EscalationResolved):
+    control topic). Opens, resolves and breach alerts are folded as they are (see `fold`)."""
+    if isinstance(event, EscalationOpened | EscalationResolved | EscalationSlaBreached):
         return event
     if isinstance(event, EscalationChanged):
         return action_of(event)
     return None
 
 
-def to_alert(breach: SlaBreached, *, event_id: str, occurred_at: int) -> EscalationSlaBreached:
-    """The `escalation.sla_breached` record of a breach; the chain seals it."""
+# The namespace of breach alert ids: uuid5 of it and the escalation (see breach_alert_id).
+BREACH_ID_NAMESPACE = uuid.UUID("2b7c9e14-8d3a-4f61-b0c5-7a1e6d9f3c28")
+
+
+def breach_alert_id(escalation_id: str) -> str:
+    """The event id of an escalation's `escalation.sla_breached` record, derived from the
+    escalation (one breach per escalation, ever): a re-emission carries the same id and
+    the sink's event-id dedupe drops it. A UUID (version 5), as the schema expects."""
+    return str(
+        uuid.uuid5(BREACH_ID_NAMESPACE, f"{EscalationSlaBreached.event_type_name}/{escalation_id}")
+    )
+
+
+def to_alert(breach: SlaBreached, *, occurred_at: int) -> EscalationSlaBreached:
+    """The `escalation.sla_breached` record of a breach, with its derived id; the chain
+    seals it."""
     return EscalationSlaBreached(
-        event_id=event_id,
+        event_id=breach_alert_id(breach.escalation_id),
         event_type=EscalationSlaBreached.event_type_name,
         occurred_at=occurred_at,
         tenant_id=breach.tenant_id,
@@ -638,3 +668,37 @@ def to_alert(breach: SlaBreached, *, event_id: str, occurred_at: int) -> Escalat
         deadline_at=breach.deadline_at,
         breached_at=breach.breached_at,
     )
+
+
+# --- rebuilding the queues from history (a restarted or rebalanced processor) ----------
+
+
+def _rank(item: Input) -> tuple[int, int]:
+    """Merge order of history: by the time a record says it happened, an open before an
+    action of the same millisecond."""
+    if isinstance(item, Tick):
+        return (item.now_ms, 0)
+    return (item.occurred_at, 0 if isinstance(item, EscalationOpened) else 1)
+
+
+def rebuild(
+    logs: Iterable[Sequence[Event]], config: EscalationConfig
+) -> tuple[Queues, tuple[Notice, ...]]:
+    """The queues a processor holds after reading history: `logs` are the records of each
+    partition it owns (opens, control records, its own breach alerts), each in offset order.
+
+    The partitions are merged by `occurred_at` (an open before an action at the same
+    millisecond), keeping every partition's own order, so actions mostly follow their
+    opens and resolves free capacity when they did live; an action still read before its
+    open waits in `early` as live. Breach alerts are folded last: every escalation already
+    paged is marked alerted, so no tick pages it again. Redelivered records (the consumer
+    resumes from its committed offsets, before the end read here) are duplicates the fold
+    ignores. No tick is folded: the first live tick pages what is overdue and not alerted.
+    """
+    streams: list[list[Input]] = []
+    alerts: list[Input] = []
+    for log in logs:
+        inputs = [i for i in map(input_of, log) if i is not None]
+        alerts.extend(i for i in inputs if isinstance(i, EscalationSlaBreached))
+        streams.append([i for i in inputs if not isinstance(i, EscalationSlaBreached)])
+    return fold([*heapq.merge(*streams, key=_rank), *alerts], config)

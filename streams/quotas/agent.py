@@ -11,14 +11,11 @@ wallet-state, so every record of one wallet reaches one worker and one table ent
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
-import orjson
-
 from schemas import codec
-from schemas.ids import now_ms, uuid7
-from schemas.records import QuotaThresholdCrossed, WalletBalance, WalletBudgetSet
+from schemas.ids import now_ms
+from schemas.records import WalletBalance, WalletBudgetSet
 from schemas.topics import ALERTS, CONTROL, DLQ, WALLET_STATE
 from streams.dead_letters import rejecter
 from streams.quotas import logic
@@ -33,59 +30,6 @@ RAW: dict[str, Any] = {
 CONSUMER = "streams.quotas"
 BUDGETS_SUFFIX = "quota-budgets"
 """The internal topic of budgets keyed by wallet: `<worker_app_id>-quota-budgets`."""
-
-
-# --- pure helpers ------------------------------------------------------------------------
-
-
-def encode_quota(quota: logic.Quota) -> bytes:
-    """A quota as the table keeps it: JSON of its fields, sets and tuples as lists."""
-    fields: dict[str, Any] = {}
-    for field in dataclasses.fields(quota):
-        value = getattr(quota, field.name)
-        fields[field.name] = sorted(value) if isinstance(value, frozenset) else value
-    return orjson.dumps(fields)
-
-
-def decode_quota(data: bytes) -> logic.Quota:
-    """The quota `encode_quota` wrote."""
-    fields = orjson.loads(data)
-    fields["thresholds_percent"] = tuple(fields["thresholds_percent"])
-    fields["crossed_percent"] = frozenset(fields["crossed_percent"])
-    return logic.Quota(**fields)
-
-
-def budget_of(record: WalletBudgetSet) -> logic.BudgetSet:
-    """The budget a control record sets; ValueError when the record breaks the rules the
-    admin API checks (a record written some other way)."""
-    return logic.budget_set(
-        wallet_id=record.wallet_id,
-        tenant_id=record.tenant_id,
-        team_id=record.team_id,
-        budget_nanousd=record.budget_nanousd,
-        occurred_at=record.occurred_at,
-        thresholds_percent=record.thresholds_percent,
-    )
-
-
-def to_alert(
-    crossed: logic.ThresholdCrossed, *, event_id: str, occurred_at: int
-) -> QuotaThresholdCrossed:
-    """The `quota.threshold` record of a crossing; the chain seals it."""
-    return QuotaThresholdCrossed(
-        event_id=event_id,
-        event_type=QuotaThresholdCrossed.event_type_name,
-        occurred_at=occurred_at,
-        tenant_id=crossed.tenant_id,
-        producer_id="",
-        seq=0,
-        wallet_id=crossed.wallet_id,
-        team_id=crossed.team_id,
-        period_start_at=crossed.period_start_at,
-        threshold_percent=crossed.threshold_percent,
-        spent_nanousd=crossed.spent_nanousd,
-        budget_nanousd=crossed.budget_nanousd,
-    )
 
 
 # --- the adapter --------------------------------------------------------------------------
@@ -114,7 +58,7 @@ def register(app: Any, producer_id: str) -> Any:
             if isinstance(record, WalletBalance):
                 observed: logic.QuotaEvent = logic.spend_observed(from_balance(record))
             elif isinstance(record, WalletBudgetSet):
-                observed = budget_of(record)
+                observed = logic.budget_of(record)
             else:
                 return
         except (codec.DecodeError, ValueError) as exc:
@@ -123,18 +67,16 @@ def register(app: Any, producer_id: str) -> Any:
         key = observed.wallet_id.encode()
         async with folding:
             stored = table.get(key)
-            quota = decode_quota(stored) if stored else None
+            quota = logic.decode_quota(stored) if stored else None
             after, crossed = logic.evolve(quota, observed)
             # Each alert is acknowledged before the table changes: a crash in between
-            # makes the redelivered record cross the same threshold again (a repeated
-            # alert), never a lost one.
+            # makes the redelivered record cross the same threshold again, and its alert
+            # carries the same derived event id, so the sink keeps one row.
             for alert in crossed:
-                at = now_ms()
-                alert_record = to_alert(alert, event_id=uuid7(at), occurred_at=at)
-                _, data = chain.seal_encoded(alert_record)
+                _, data = chain.seal_encoded(logic.to_alert(alert, occurred_at=now_ms()))
                 await (await alerts.send(key=alert.tenant_id.encode(), value=data))
             if after != quota:
-                table[key] = encode_quota(after)
+                table[key] = logic.encode_quota(after)
 
     @app.agent(control)  # type: ignore[untyped-decorator]
     async def quota_budgets(stream: Any) -> None:

@@ -20,10 +20,15 @@ and only a newer period starts clean:
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
+from typing import Any
+
+import orjson
 
 from schemas.money import MAX_NANOUSD
+from schemas.records import QuotaThresholdCrossed, WalletBudgetSet
 from streams.wallets.logic import Wallet, month_start_ms
 
 DEFAULT_THRESHOLDS_PERCENT: tuple[int, ...] = (50, 80, 100)
@@ -274,3 +279,67 @@ def _with_spend(quota: Quota, observed: SpendObserved) -> Quota:
     ):
         return quota
     return dataclasses.replace(quota, last_spent_nanousd=observed.period_spent_nanousd)
+
+
+# --- records in and out (used by the agent; pure: the caller brings the clock) -----------
+
+# The namespace of quota alert ids: uuid5 of it and a crossing's identity (see alert_id).
+ALERT_ID_NAMESPACE = uuid.UUID("6f1d3c52-5b0e-4a53-9a57-0c7f4b8e2d10")
+
+
+def alert_id(crossed: ThresholdCrossed) -> str:
+    """The event id of a crossing's `quota.threshold` record, derived from what makes it
+    the same crossing: (wallet, period, threshold), alerted at most once (see `evolve`).
+    A record redelivered after a crash crosses the same threshold again, and its alert
+    carries the same id, so the sink's event-id dedupe keeps one row. A UUID (version 5),
+    as the schema and the sink expect; not time-ordered, unlike the gateway's UUIDv7."""
+    name = f"quota.threshold/{crossed.wallet_id}/{crossed.period_start_at}/"
+    return str(uuid.uuid5(ALERT_ID_NAMESPACE, name + str(crossed.threshold_percent)))
+
+
+def to_alert(crossed: ThresholdCrossed, *, occurred_at: int) -> QuotaThresholdCrossed:
+    """The `quota.threshold` record of a crossing, with its derived id; the chain seals it."""
+    return QuotaThresholdCrossed(
+        event_id=alert_id(crossed),
+        event_type=QuotaThresholdCrossed.event_type_name,
+        occurred_at=occurred_at,
+        tenant_id=crossed.tenant_id,
+        producer_id="",
+        seq=0,
+        wallet_id=crossed.wallet_id,
+        team_id=crossed.team_id,
+        period_start_at=crossed.period_start_at,
+        threshold_percent=crossed.threshold_percent,
+        spent_nanousd=crossed.spent_nanousd,
+        budget_nanousd=crossed.budget_nanousd,
+    )
+
+
+def budget_of(record: WalletBudgetSet) -> BudgetSet:
+    """The budget a control record sets; ValueError when the record breaks the rules the
+    admin API checks (a record written some other way)."""
+    return budget_set(
+        wallet_id=record.wallet_id,
+        tenant_id=record.tenant_id,
+        team_id=record.team_id,
+        budget_nanousd=record.budget_nanousd,
+        occurred_at=record.occurred_at,
+        thresholds_percent=record.thresholds_percent,
+    )
+
+
+def encode_quota(quota: Quota) -> bytes:
+    """A quota as the processor's table keeps it: JSON of its fields, sets sorted."""
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(quota):
+        value = getattr(quota, field.name)
+        fields[field.name] = sorted(value) if isinstance(value, frozenset) else value
+    return orjson.dumps(fields)
+
+
+def decode_quota(data: bytes) -> Quota:
+    """The quota `encode_quota` wrote."""
+    fields = orjson.loads(data)
+    fields["thresholds_percent"] = tuple(fields["thresholds_percent"])
+    fields["crossed_percent"] = frozenset(fields["crossed_percent"])
+    return Quota(**fields)

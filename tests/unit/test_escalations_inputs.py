@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from streams.escalations.logic import (
     SlaBreached,
     Tick,
     action_of,
+    breach_alert_id,
     config_of,
     find,
     fold,
@@ -117,6 +119,8 @@ def test_records_the_queues_cannot_use_are_left_out():
     assert input_of(opened) is opened
     assert input_of(resolved) is resolved
     assert isinstance(input_of(builders.escalation_claimed()), Claimed)
+    alert = builders.escalation_sla_breached()
+    assert input_of(alert) is alert  # read back when the queues are rebuilt
 
 
 def test_the_inputs_fold_into_a_claimed_escalation_that_breaches_once():
@@ -134,9 +138,22 @@ def test_the_inputs_fold_into_a_claimed_escalation_that_breaches_once():
 
 def test_a_breach_becomes_an_escalation_sla_breached_record_that_encodes():
     breach = SlaBreached(ESC, TENANT, "central", "P1", T0, T0 + 500)
-    record = to_alert(breach, event_id="0193a1b2-0000-7000-8000-000000000000", occurred_at=T0)
+    record = to_alert(breach, occurred_at=T0)
     assert record.event_type == "escalation.sla_breached"
+    assert record.event_id == breach_alert_id(ESC)
     assert (record.tenant_id, record.escalation_id, record.queue) == (TENANT, ESC, "central")
     assert (record.priority, record.deadline_at, record.breached_at) == ("P1", T0, T0 + 500)
     sealed = codec.HashChain("streams-escalations-1").seal(record)
     assert codec.decode_as(codec.encode(sealed), EscalationSlaBreached) == sealed
+
+
+def test_a_breach_alert_id_is_derived_from_its_escalation_alone():
+    breach = SlaBreached(ESC, TENANT, "central", "P1", T0, T0 + 500)
+    # Paged again later (another tick, another worker, a restart): the same id.
+    again = dataclasses.replace(breach, queue="team:search", breached_at=T0 + 9_000)
+    first = to_alert(breach, occurred_at=T0 + 500)
+    assert first.event_id == to_alert(again, occurred_at=T0 + 9_000).event_id
+    assert str(uuid.UUID(first.event_id)) == first.event_id  # a canonical UUID string
+    assert breach_alert_id("esc_other") != first.event_id
+    sealed = codec.HashChain("streams-escalations-2").seal(first)
+    assert codec.decode_as(codec.encode(sealed), EscalationSlaBreached).event_id == first.event_id

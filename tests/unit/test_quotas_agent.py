@@ -1,13 +1,25 @@
-"""The quotas adapter's pure parts: the table encoding, budgets from records, alert records."""
+"""The quotas adapter's pure parts (in `logic`): the table encoding, budgets from records,
+alert records and their derived ids."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 
 from schemas import codec
 from schemas.records import QuotaThresholdCrossed
-from streams.quotas.agent import budget_of, decode_quota, encode_quota, to_alert
-from streams.quotas.logic import Quota, ThresholdCrossed, evolve, spend_observed
+from streams.quotas.logic import (
+    Quota,
+    ThresholdCrossed,
+    alert_id,
+    budget_of,
+    decode_quota,
+    encode_quota,
+    evolve,
+    spend_observed,
+    to_alert,
+)
 from streams.wallets.logic import from_balance, month_start_ms
 from tests.unit import builders
 from tests.unit.builders import T0, TEAM, TENANT, WALLET
@@ -51,8 +63,9 @@ def test_a_budget_record_breaking_the_rules_is_refused(overrides):
 
 def test_a_crossing_becomes_a_quota_threshold_record_that_encodes():
     crossed = ThresholdCrossed(WALLET, TENANT, TEAM, month_start_ms(T0), 80, 81, 100)
-    record = to_alert(crossed, event_id="0193a1b2-0000-7000-8000-000000000000", occurred_at=T0)
+    record = to_alert(crossed, occurred_at=T0)
     assert record.event_type == "quota.threshold"
+    assert record.event_id == alert_id(crossed)
     assert (record.tenant_id, record.wallet_id, record.team_id) == (TENANT, WALLET, TEAM)
     assert (record.threshold_percent, record.spent_nanousd, record.budget_nanousd) == (80, 81, 100)
     assert record.period_start_at == month_start_ms(T0)
@@ -69,3 +82,52 @@ def test_a_balance_and_a_budget_fold_to_the_alerts_the_agent_publishes():
     quota, alerts = evolve(decode_quota(encode_quota(quota)), budget_of(budget))
     assert [a.threshold_percent for a in alerts] == [50, 80, 100]
     assert decode_quota(encode_quota(quota)).crossed_percent == {50, 80, 100}
+
+
+def _crossing(**overrides: int) -> ThresholdCrossed:
+    fields = {
+        "period_start_at": month_start_ms(T0),
+        "threshold_percent": 80,
+        "spent_nanousd": 81,
+        "budget_nanousd": 100,
+    }
+    fields.update(overrides)
+    return ThresholdCrossed(WALLET, TENANT, TEAM, **fields)
+
+
+def test_the_same_crossing_gets_the_same_alert_id_whenever_it_is_emitted():
+    first = to_alert(_crossing(), occurred_at=T0)
+    # A redelivered record crosses again later, perhaps seen with more spend: same crossing.
+    again = to_alert(_crossing(spent_nanousd=95), occurred_at=T0 + 60_000)
+    assert first.event_id == again.event_id
+    assert str(uuid.UUID(first.event_id)) == first.event_id  # a canonical UUID string
+    sealed = codec.HashChain("streams-quotas-2").seal(again)
+    assert codec.decode_as(codec.encode(sealed), QuotaThresholdCrossed).event_id == first.event_id
+
+
+def test_a_different_period_threshold_or_wallet_is_a_different_alert_id():
+    april = month_start_ms(T0 + 31 * 86_400_000)
+    ids = {
+        alert_id(_crossing()),
+        alert_id(_crossing(period_start_at=april)),
+        alert_id(_crossing(threshold_percent=100)),
+        alert_id(
+            ThresholdCrossed(f"{TENANT}/other", TENANT, "other", month_start_ms(T0), 80, 81, 100)
+        ),
+    }
+    assert len(ids) == 4
+
+
+def test_a_redelivered_record_after_a_crash_repeats_the_alert_with_the_same_id():
+    # The worker sent the alert, then died before writing the table: the redelivered
+    # record is folded from the same stored quota and crosses the same threshold again.
+    budget = budget_of(builders.budget_set(occurred_at=T0, budget_nanousd=1_000))
+    stored, _ = evolve(None, budget)
+    balance = builders.balance(period_start_at=month_start_ms(T0), period_spent_nanousd=850)
+    observed = spend_observed(from_balance(balance))
+    _, first = evolve(decode_quota(encode_quota(stored)), observed)
+    _, again = evolve(decode_quota(encode_quota(stored)), observed)
+    assert [a.threshold_percent for a in first] == [50, 80]
+    assert [to_alert(a, occurred_at=T0).event_id for a in first] == [
+        to_alert(a, occurred_at=T0 + 5).event_id for a in again
+    ]
