@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 GuardrailAction = Literal["allow", "redact", "block", "escalate"]
 Decision = Literal["allowed", "rejected", "failed"]
@@ -17,6 +17,9 @@ ROLES: tuple[Role, ...] = ("viewer", "developer", "tenant-admin", "org-admin")
 """Roles from least to most privileged; a role includes every role before it."""
 
 GENESIS_HASH = "0" * 64
+
+
+E = TypeVar("E")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,7 +121,33 @@ class LineageRecord(Event):
         fields["attempts"] = tuple(Attempt(**a) for a in data["attempts"])
         fields["policies_applied"] = tuple(data["policies_applied"])
         fields["guardrails_triggered"] = tuple(Guardrail(**g) for g in data["guardrails_triggered"])
+        return _built(cls, fields)
+
+
+_SETTERS: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+
+
+def _built(cls: type[E], fields: Mapping[str, Any]) -> E:
+    """`cls(**fields)`, four times faster when `fields` has every field: a frozen slotted
+    dataclass's __init__ spends about 0.45 µs per field in object.__setattr__, 17 µs a
+    lineage record, most of the stream worker's decode. This sets the slots directly (no
+    __post_init__ exists to skip). With a field missing (an older schema version read
+    into the newest type) the defaults are needed: then it is `cls(**fields)`."""
+    setters = _SETTERS.get(cls)
+    if setters is None:
+        setters = _SETTERS[cls] = tuple(
+            (f.name, getattr(cls, f.name).__set__)
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        )
+    if len(fields) != len(setters):
         return cls(**fields)
+    record = object.__new__(cls)
+    try:
+        for name, set_slot in setters:
+            set_slot(record, fields[name])
+    except KeyError:
+        return cls(**fields)
+    return record
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -463,3 +463,15 @@ def test_seal_encoded_matches_with_long_varints_and_non_ascii_ids():
     sealed, data = one.seal_encoded(record)
     assert data == codec.encode(other.seal(record))
     assert codec.decode(data) == sealed
+
+
+def test_a_decoded_lineage_record_is_the_frozen_record_its_fields_make():
+    """Lineage decodes through a faster constructor than the dataclass's own: the result
+    must be indistinguishable from it, frozen included."""
+    record = builders.call()
+    decoded = codec.decode(codec.encode(record))
+    assert type(decoded) is LineageRecord
+    assert decoded == record and hash(decoded) == hash(record)
+    assert repr(decoded) == repr(record)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.cost_nanousd = 0  # type: ignore[misc]
