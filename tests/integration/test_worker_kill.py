@@ -1,0 +1,743 @@
+"""Kill test (issue 4, item 6): SIGKILL the stream worker at random points while it folds
+N lineage records, restart it each time; afterwards every wallet equals its funding minus
+the sum of its costs in ClickHouse, to the nano-dollar, and every quota threshold alerted
+exactly once.
+
+Real parts: Tansu, the sink (`python -m govledger sink`, chDB) and the worker
+(`python -m govledger worker`) as subprocesses. Gateways are played by three producers
+that seal their records into their hash chains exactly as a gateway does; an admin
+producer publishes fundings and budgets on the control topic.
+
+    GOVLEDGER_KILL_TEST_EVENTS=5000 .venv/bin/pytest -s tests/integration/test_worker_kill.py
+
+Knobs (environment): GOVLEDGER_KILL_TEST_EVENTS (lineage records, default 100,000),
+GOVLEDGER_KILL_TEST_PUBLISH_S (the calls are published at an even rate over this long,
+default 90 s: the worker is killed while traffic flows), GOVLEDGER_KILL_TEST_KILL_AFTER_MIN_S
+and _MAX_S (a restarted worker is killed after a random 1-6 s of processing, until every
+entry is applied; one more kill lands while a restarted worker is still starting),
+GOVLEDGER_KILL_TEST_MIN_KILLS (fewest kills for the run to count, default 5),
+GOVLEDGER_KILL_TEST_SEED (kill points, traffic, costs and budgets; printed, so a failure
+reproduces), GOVLEDGER_KILL_TEST_TIMEOUT_S (whole test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.common import realistic_record
+from govledger.broker import start_tansu
+from govledger.runtime import wait_for_http
+from schemas import codec
+from schemas.codec import HashChain
+from schemas.ids import now_ms, uuid7
+from schemas.kafka import TopicTailer, ensure_topics, make_producer
+from schemas.records import (
+    LineageRecord,
+    QuotaThresholdCrossed,
+    WalletBalance,
+    WalletBudgetSet,
+    WalletFunded,
+)
+from schemas.topics import ALERTS, CONTROL, DLQ, LINEAGE, WALLET_STATE
+from streams.quotas.logic import DEFAULT_THRESHOLDS_PERCENT, threshold_reached
+from streams.wallets.logic import month_start_ms, team_wallet_id
+from tests.integration.stack import free_port
+
+pytestmark = pytest.mark.integration
+
+EVENTS = int(os.environ.get("GOVLEDGER_KILL_TEST_EVENTS", "100000"))
+MIN_KILLS = int(os.environ.get("GOVLEDGER_KILL_TEST_MIN_KILLS", "5"))
+PUBLISH_S = float(os.environ.get("GOVLEDGER_KILL_TEST_PUBLISH_S", "90"))
+KILL_AFTER_MIN_S = float(os.environ.get("GOVLEDGER_KILL_TEST_KILL_AFTER_MIN_S", "1"))
+KILL_AFTER_MAX_S = float(os.environ.get("GOVLEDGER_KILL_TEST_KILL_AFTER_MAX_S", "6"))
+SEED = int(os.environ.get("GOVLEDGER_KILL_TEST_SEED", "4006"))
+TIMEOUT_S = float(os.environ.get("GOVLEDGER_KILL_TEST_TIMEOUT_S", "1800"))
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 4
+SESSION_TIMEOUT_MS = 6_000
+APP_ID = "govledger-kill-test"
+TENANTS = ("acme", "globex", "initech")
+TEAMS = ("search", "support", "finops", "research", "ads", "infra", "legal")
+GATEWAYS = tuple(f"gateway-kill{i}" for i in range(3))
+ADMIN = "admin-kill"
+THRESHOLDS = DEFAULT_THRESHOLDS_PERCENT  # 50, 80, 100
+# Budget of a wallet as a function of its final spend S, each landing exactly on or just
+# beside a threshold: which thresholds alert is decided to the nano-dollar.
+BUDGET_SHAPES: tuple[tuple[str, Callable[[int], int]], ...] = (
+    ("just under 50 %", lambda s: 2 * s + 1),
+    ("exactly 50 %", lambda s: 2 * s),
+    ("just under 80 %", lambda s: s * 100 // 80 + 1),
+    ("at/over 80 %", lambda s: s * 100 // 80),
+    ("just under 100 %", lambda s: s + 1),
+    ("exactly 100 %", lambda s: s),
+    ("far over 100 %", lambda s: max(1, s // 3)),
+    ("10 %", lambda s: 10 * s),
+)
+
+
+# --- the workload -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Workload:
+    """What is published, sealed, and what it must add up to."""
+
+    wallets: list[tuple[str, str]]  # (tenant, team)
+    control_first: list[tuple[str, bytes]]  # fundings and budgets before any call
+    control_midway: list[tuple[str, bytes]]  # top-ups published halfway through the calls
+    lineage: list[tuple[str, bytes]]  # (key, value), gateways interleaved
+    funded: dict[str, int]
+    spent: dict[str, int]
+    calls: dict[str, int]
+    budgets: dict[str, int]
+    budget_shape: dict[str, str]
+    period_start_at: int
+
+    @property
+    def entries(self) -> dict[str, int]:
+        """Journal entries each wallet must apply: fundings and calls with a cost."""
+        fundings = Counter(
+            codec.decode_as(v, WalletFunded).wallet_id
+            for _, v in self.control_first + self.control_midway
+            if codec.decode(v).event_type == WalletFunded.event_type_name
+        )
+        return {w: fundings[w] + self.calls.get(w, 0) for w in self.funded}
+
+    def expected_alerts(self) -> dict[str, set[int]]:
+        return {
+            w: {t for t in THRESHOLDS if threshold_reached(self.spent[w], self.budgets[w], t)}
+            for w in self.funded
+        }
+
+
+def build_workload(rng: random.Random, events: int) -> Workload:
+    wallets = [(tenant, team) for tenant in TENANTS for team in TEAMS]
+    start = now_ms()
+    period = month_start_ms(start)
+    # Calls first: the budgets are cut to the spend they add up to.
+    chains = {g: HashChain(g) for g in GATEWAYS}
+    spent: dict[str, int] = defaultdict(int)
+    calls: dict[str, int] = defaultdict(int)
+    per_gateway: dict[str, list[tuple[str, bytes]]] = {g: [] for g in GATEWAYS}
+    templates: list[LineageRecord] = []
+    while len(templates) < 256:
+        template = realistic_record(rng, start)
+        if template.decision == "allowed" and template.cost_nanousd > 0:
+            templates.append(template)
+    # Wallets get uneven traffic, as teams do.
+    weights = [rng.uniform(0.3, 3.0) for _ in wallets]
+    picks = rng.choices(range(len(wallets)), weights=weights, k=events)
+    for i, pick in enumerate(picks):
+        tenant, team = wallets[pick]
+        wallet = team_wallet_id(tenant, team)
+        gateway = GATEWAYS[i % len(GATEWAYS)]
+        occurred_at = start + 1 + i // 1_000
+        template = templates[i % len(templates)]
+        record = dataclasses.replace(
+            template,
+            event_id=uuid7(occurred_at),
+            occurred_at=occurred_at,
+            tenant_id=tenant,
+            team_id=team,
+            key_id=f"key_{tenant}_{team}",
+            wallet_id=wallet,
+            trace_id=rng.randbytes(16).hex(),
+            span_id=rng.randbytes(8).hex(),
+        )
+        _, value = chains[gateway].seal_encoded(record)
+        per_gateway[gateway].append((tenant, value))
+        spent[wallet] += record.cost_nanousd
+        calls[wallet] += 1
+    assert month_start_ms(start + 1 + events // 1_000) == period, "run straddles a month"
+    # Interleaved in slices, as concurrent gateways send.
+    lineage = [
+        item
+        for at in range(0, events, 500)
+        for gateway in GATEWAYS
+        for item in per_gateway[gateway][at : at + 500]
+    ]
+
+    admin = HashChain(ADMIN)
+    funded: dict[str, int] = {}
+    budgets: dict[str, int] = {}
+    shapes: dict[str, str] = {}
+    first: list[tuple[str, bytes]] = []
+    midway: list[tuple[str, bytes]] = []
+    order = list(range(len(wallets)))
+    rng.shuffle(order)
+    for n, index in enumerate(order):
+        tenant, team = wallets[index]
+        wallet = team_wallet_id(tenant, team)
+        s = spent[wallet]
+        assert s > 0, f"no traffic for {wallet}; use more events"
+        shape, budget_of = BUDGET_SHAPES[n % len(BUDGET_SHAPES)]
+        budgets[wallet], shapes[wallet] = budget_of(s), shape
+        amount = rng.randint(s // 2, 2 * s) + 1
+        funded[wallet] = amount
+        first.append((tenant, fund(admin, tenant, team, amount, start)))
+        first.append((tenant, budget(admin, tenant, team, budgets[wallet], start)))
+        if n % 3 == 0:  # a top-up that flows while the worker is being killed
+            top_up = rng.randint(1, 10**12)
+            funded[wallet] += top_up
+            midway.append((tenant, fund(admin, tenant, team, top_up, start + 1)))
+    return Workload(wallets, first, midway, lineage, funded, spent, calls, budgets, shapes, period)
+
+
+def fund(chain: HashChain, tenant: str, team: str, amount: int, at: int) -> bytes:
+    record = WalletFunded(
+        event_id=uuid7(at),
+        event_type=WalletFunded.event_type_name,
+        occurred_at=at,
+        tenant_id=tenant,
+        producer_id="",
+        seq=0,
+        wallet_id=team_wallet_id(tenant, team),
+        team_id=team,
+        amount_nanousd=amount,
+        memo="kill test",
+        funded_by="kill-test",
+    )
+    return chain.seal_encoded(record)[1]
+
+
+def budget(chain: HashChain, tenant: str, team: str, amount: int, at: int) -> bytes:
+    record = WalletBudgetSet(
+        event_id=uuid7(at),
+        event_type=WalletBudgetSet.event_type_name,
+        occurred_at=at,
+        tenant_id=tenant,
+        producer_id="",
+        seq=0,
+        wallet_id=team_wallet_id(tenant, team),
+        team_id=team,
+        budget_nanousd=amount,
+        thresholds_percent=THRESHOLDS,
+        set_by="kill-test",
+    )
+    return chain.seal_encoded(record)[1]
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def child_env(data_dir: Path, bootstrap: str, **extra: str) -> dict[str, str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVLEDGER_")}
+    env.update(
+        {
+            "GOVLEDGER_KAFKA_BOOTSTRAP": bootstrap,
+            "GOVLEDGER_DATA_DIR": str(data_dir),
+            "GOVLEDGER_TOPIC_PARTITIONS": str(PARTITIONS),
+            "GOVLEDGER_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+            "GOVLEDGER_LOG_LEVEL": "warning",
+            **extra,
+        }
+    )
+    return env
+
+
+class Processes:
+    """Every child this test starts; all stopped (terminate, then kill) at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with (self.tmp / f"{name}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "govledger", name],
+                env=env,
+                cwd=REPO_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            if process.poll() is None:
+                process.terminate()
+        for process in reversed(self.started):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def processes(tmp: Path) -> Iterator[Processes]:
+    children = Processes(tmp)
+    try:
+        yield children
+    finally:
+        children.stop_all()
+
+
+# --- reading what the stack publishes -------------------------------------------------------
+
+
+class Follower:
+    """Follows wallet-state, alerts and the DLQ as a gateway or an auditor would."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.latest: dict[str, WalletBalance] = {}
+        # wallet -> entry_count -> balances published with that count (must all agree)
+        self.by_count: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+        self.balances_read = 0
+        self.alerts: Counter[tuple[str, int, int]] = Counter()
+        self.alert_ids: set[str] = set()
+        self.dead_letters: list[Any] = []
+        self._tailer = TopicTailer(bootstrap, [WALLET_STATE.name, ALERTS.name, DLQ.name], self.on)
+
+    def on(self, message: Any) -> None:
+        if message.topic == DLQ.name:
+            self.dead_letters.append(codec.decode(message.value))
+            return
+        record = codec.decode(message.value)
+        if isinstance(record, WalletBalance):
+            self.balances_read += 1
+            self.by_count[record.wallet_id][record.entry_count].add(record.balance_nanousd)
+            known = self.latest.get(record.wallet_id)
+            if known is None or record.entry_count >= known.entry_count:
+                self.latest[record.wallet_id] = record
+        elif isinstance(record, QuotaThresholdCrossed):
+            key = (record.wallet_id, record.period_start_at, record.threshold_percent)
+            self.alerts[key] += 1
+            self.alert_ids.add(record.event_id)
+
+    def applied(self, wallet: str) -> int:
+        known = self.latest.get(wallet)
+        return known.entry_count if known is not None else 0
+
+    async def start(self) -> None:
+        await self._tailer.start()
+
+    async def stop(self) -> None:
+        await self._tailer.stop()
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[Any]], what: str, timeout_s: float, every_s: float = 0.5
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every_s)
+    raise AssertionError(f"{what}: not within {timeout_s:.0f} s; last: {last!r}")
+
+
+class Sql:
+    def __init__(self, url: str, token: str) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+
+    async def __call__(self, query: str) -> list[list[str]]:
+        response = await self._client.post("/", content=query.encode())
+        assert response.status_code == 200, response.text
+        return [line.split("\t") for line in response.text.splitlines()]
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+async def group_lag(bootstrap: str, group: str, topics: set[str]) -> dict[str, int]:
+    """Records of `topics` the consumer group has not committed, per partition with any
+    (read with a consumer of the group that never joins it: the admin client's OffsetFetch
+    does not decode against Tansu)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in sorted(topics)
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        assert {tp.topic for tp in partitions} == topics, f"topics not found: {topics}"
+        ends = await consumer.end_offsets(partitions)
+        lag = {}
+        for tp, end in ends.items():
+            committed = await consumer.committed(tp) or 0
+            if committed < end:
+                lag[f"{tp.topic}[{tp.partition}]"] = end - committed
+        return lag
+    finally:
+        await consumer.stop()
+
+
+async def quotas_table(bootstrap: str, wallets: set[str]) -> dict[str, str]:
+    """The last value of each wallet's entry in the quotas table's changelog (diagnosis)."""
+    found: dict[str, str] = {}
+
+    def keep(message: Any) -> None:
+        key = message.key.decode() if message.key else ""
+        if key in wallets:
+            found[key] = message.value.decode() if message.value else "<deleted>"
+
+    tailer = TopicTailer(bootstrap, [f"{APP_ID}-quotas-changelog"], keep)
+    try:
+        await tailer.start()
+        await asyncio.wait_for(tailer.caught_up.wait(), 30)
+    except (RuntimeError, TimeoutError) as exc:
+        found["<error>"] = repr(exc)
+    finally:
+        await tailer.stop()
+    return found
+
+
+# --- the test -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Kill:
+    number: int
+    at_s: float
+    applied: int
+    total: int
+    when: str
+
+
+@pytest.mark.timeout(TIMEOUT_S)
+async def test_worker_killed_at_random_points_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    started = time.monotonic()
+    print(
+        f"\n[kill-test] seed {SEED}, {EVENTS} lineage records published over {PUBLISH_S:.0f} s, "
+        f"kills after {KILL_AFTER_MIN_S:g}-{KILL_AFTER_MAX_S:g} s of processing"
+    )
+    work = build_workload(rng, EVENTS)
+    expected_entries = work.entries
+    total_entries = sum(expected_entries.values())
+    print(f"[kill-test] workload built in {time.monotonic() - started:.1f} s")
+
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    token = "kill-test-" + rng.randbytes(8).hex()
+    query_port = free_port()
+    broker = start_tansu(port, (tmp_path / "tansu.log").open("ab"))
+    follower = Follower(bootstrap)
+    sql = Sql(f"http://127.0.0.1:{query_port}", token)
+    kills: list[Kill] = []
+    try:
+        with processes(tmp_path) as children:
+            await ensure_topics(bootstrap, PARTITIONS)
+            sink = children.spawn(
+                "sink",
+                child_env(
+                    tmp_path / "sink",
+                    bootstrap,
+                    GOVLEDGER_QUERY_PORT=str(query_port),
+                    GOVLEDGER_ADMIN_TOKEN=token,
+                    GOVLEDGER_RESTORE_ON_START="false",
+                ),
+            )
+            await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{query_port}/ping", 60, sink)
+            worker_env = child_env(
+                tmp_path / "worker",
+                bootstrap,
+                GOVLEDGER_WORKER_APP_ID=APP_ID,
+                GOVLEDGER_WORKER_WEB_PORT="0",
+            )
+            worker = children.spawn("worker", worker_env)
+            await follower.start()
+
+            def applied() -> int:
+                return sum(min(follower.applied(w), n) for w, n in expected_entries.items())
+
+            publishing = asyncio.create_task(publish(bootstrap, work, PUBLISH_S))
+            # After one of the restarts, one extra kill hits the worker while it is still
+            # starting (recovering its tables, joining the group).
+            early_after = rng.randrange(max(MIN_KILLS, 1))
+            run_started = time.monotonic()
+
+            def done() -> bool:
+                return publishing.done() and applied() == total_entries
+
+            async def kill_worker(when: str) -> None:
+                nonlocal worker
+                assert worker.poll() is None, f"worker died by itself; see {tmp_path}/worker.log"
+                worker.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(worker.wait, 10)
+                kill = Kill(
+                    len(kills) + 1,
+                    time.monotonic() - run_started,
+                    applied(),
+                    total_entries,
+                    when,
+                )
+                kills.append(kill)
+                print(
+                    f"[kill-test] kill {kill.number} at {kill.at_s:.1f} s, "
+                    f"{kill.applied}/{kill.total} entries applied "
+                    f"({100 * kill.applied / kill.total:.1f} %), {when}",
+                    flush=True,
+                )
+                worker = children.spawn("worker", worker_env)
+
+            # While records flow: wait until the (re)started worker applies something, let
+            # it process for a random while, kill it, restart it at once.
+            while not done():
+                before = applied()
+
+                async def processing(before: int = before) -> bool:
+                    assert worker.poll() is None, f"worker exited; see {tmp_path}/worker.log"
+                    return applied() > before or done()
+
+                try:
+                    await wait_until(processing, "restarted worker applying", 180, every_s=0.02)
+                except AssertionError:
+                    intake = await group_lag(
+                        bootstrap, f"{APP_ID}-intake", {LINEAGE.name, CONTROL.name}
+                    )
+                    raise AssertionError(
+                        f"the worker restarted after kill {len(kills)} applied nothing in 180 s "
+                        f"({applied()}/{total_entries} entries applied; uncommitted records "
+                        f"of the intake group: {intake}); see {tmp_path}/worker.log"
+                    ) from None
+                deadline = time.monotonic() + rng.uniform(KILL_AFTER_MIN_S, KILL_AFTER_MAX_S)
+                while time.monotonic() < deadline and not done():  # noqa: ASYNC110 - bounded poll
+                    await asyncio.sleep(0.02)
+                if done():
+                    break
+                await kill_worker("while processing")
+                if len(kills) == early_after + 1:
+                    await asyncio.sleep(rng.uniform(0.5, 4.0))
+                    await kill_worker("while starting")
+            await publishing
+
+            async def folded() -> bool:
+                assert worker.poll() is None, f"worker exited; see {tmp_path}/worker.log"
+                return applied() == total_entries
+
+            await wait_until(folded, "every entry in a published balance", TIMEOUT_S, 0.1)
+            fold_s = time.monotonic() - run_started
+            print(
+                f"[kill-test] all {total_entries} entries folded {fold_s:.1f} s after the "
+                f"worker first started, with {len(kills)} kills",
+                flush=True,
+            )
+            await check_results(work, follower, sql, bootstrap, kills)
+            print(f"[kill-test] wall time {time.monotonic() - started:.1f} s", flush=True)
+    finally:
+        await follower.stop()
+        await sql.close()
+        broker.terminate()
+        try:
+            broker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+            broker.wait(timeout=10)
+
+
+async def publish(bootstrap: str, work: Workload, over_s: float) -> None:
+    """Fundings and budgets, then the calls at an even rate over `over_s` seconds (as
+    gateways would send them: the worker is killed while traffic flows), with top-ups
+    halfway through."""
+    producer = make_producer(bootstrap, linger_ms=5, client_id="kill-test-gateways")
+    await producer.start()
+    try:
+        for key, value in work.control_first:
+            await producer.send(CONTROL.name, value, key=key.encode())
+        await producer.flush()
+        half = len(work.lineage) // 2
+        began = time.monotonic()
+        rate = len(work.lineage) / over_s
+        for i, (key, value) in enumerate(work.lineage):
+            if i == half:
+                for control_key, control_value in work.control_midway:
+                    await producer.send(CONTROL.name, control_value, key=control_key.encode())
+            await producer.send(LINEAGE.name, value, key=key.encode())
+            if i % 100 == 99:
+                await asyncio.sleep(max(0.0, began + i / rate - time.monotonic()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def check_results(
+    work: Workload, follower: Follower, sql: Sql, bootstrap: str, kills: list[Kill]
+) -> None:
+    expected_alerts = work.expected_alerts()
+    expected_entries = work.entries
+    wallets = sorted(work.funded)
+
+    # The quotas agent reads wallet-state after the wallets agent wrote it: wait until
+    # its consumer group has committed the end of its inputs, so every alert is out.
+    quota_inputs = {CONTROL.name, WALLET_STATE.name, f"{APP_ID}-quota-budgets"}
+
+    lag: dict[str, int] = {}
+
+    async def quotas_caught_up() -> bool:
+        nonlocal lag
+        lag = await group_lag(bootstrap, APP_ID, quota_inputs)
+        return not lag
+
+    try:
+        await wait_until(quotas_caught_up, "quotas agent consumed its inputs", 180, every_s=1.0)
+    except AssertionError:
+        raise AssertionError(f"the worker's group did not commit its inputs' ends: {lag}") from None
+    print("[kill-test] the quotas agent has consumed its inputs", flush=True)
+
+    # The sink must have ingested everything before ClickHouse is asked.
+    async def lineage_rows() -> bool:
+        rows = await sql("SELECT count(), uniqExact(event_id) FROM lineage")
+        return rows == [[str(EVENTS), str(EVENTS)]] or False
+
+    await wait_until(lineage_rows, f"{EVENTS} lineage rows in ClickHouse", 300, every_s=1.0)
+
+    async def balances_in_store() -> bool:
+        rows = await sql("SELECT wallet_id, max(entry_count) FROM wallet_state GROUP BY wallet_id")
+        return {w: int(n) for w, n in rows} == expected_entries
+
+    await wait_until(balances_in_store, "final balances in ClickHouse", 300, every_s=1.0)
+    alert_ids = sorted(follower.alert_ids)
+
+    async def alerts_in_store() -> bool:
+        if not alert_ids:
+            return True
+        ids = ",".join(f"'{i}'" for i in alert_ids)
+        rows = await sql(f"SELECT uniqExact(event_id) FROM alerts WHERE event_id IN ({ids})")
+        return rows == [[str(len(alert_ids))]]
+
+    await wait_until(alerts_in_store, "every alert of the topic in ClickHouse", 300, every_s=1.0)
+    print("[kill-test] the sink has ingested everything", flush=True)
+
+    # -- wallets: balance == funded - sum(costs), to the nano-dollar ------------------------
+    costs = {
+        w: (int(total), int(n))
+        for w, total, n in await sql(
+            "SELECT wallet_id, sum(cost_nanousd), count() FROM lineage "
+            "WHERE cost_nanousd > 0 GROUP BY wallet_id"
+        )
+    }
+    fundings = {
+        w: int(total)
+        for w, total in await sql(
+            "SELECT wallet_id, sum(amount_nanousd) FROM control_events "
+            "WHERE event_type = 'wallet.funded' GROUP BY wallet_id"
+        )
+    }
+    stored = {
+        w: (int(balance), int(funded), int(spent), int(distinct))
+        for w, balance, funded, spent, distinct in await sql(
+            "SELECT wallet_id, argMax(balance_nanousd, entry_count), "
+            "argMax(funded_nanousd, entry_count), argMax(spent_nanousd, entry_count), "
+            "uniqExactIf(balance_nanousd, entry_count = max_count) "
+            "FROM wallet_state AS s "
+            "INNER JOIN (SELECT wallet_id, max(entry_count) AS max_count FROM wallet_state "
+            "GROUP BY wallet_id) AS m USING wallet_id GROUP BY wallet_id"
+        )
+    }
+    wrong_wallets = []
+    for w in wallets:
+        topic = follower.latest[w]
+        cost, calls = costs.get(w, (0, 0))
+        truth = fundings.get(w, 0) - cost
+        facts = {
+            "published balance": topic.balance_nanousd,
+            "stored balance": stored[w][0],
+            "funded - costs in ClickHouse": truth,
+            "published funded": topic.funded_nanousd,
+            "funded in ClickHouse": fundings.get(w, 0),
+            "published spent": topic.spent_nanousd,
+            "costs in ClickHouse": cost,
+        }
+        if (
+            topic.balance_nanousd != truth
+            or stored[w][0] != truth
+            or topic.funded_nanousd != fundings.get(w, 0)
+            or topic.spent_nanousd != cost
+            or stored[w][3] != 1
+            or fundings.get(w, 0) != work.funded[w]
+            or cost != work.spent[w]
+            or calls != work.calls[w]
+        ):
+            wrong_wallets.append((w, facts, {"balances at the final count": stored[w][3]}))
+    # Two balances published with the same entry count must agree (a divergent refold).
+    divergent = {
+        w: {n: sorted(b) for n, b in counts.items() if len(b) > 1}
+        for w, counts in follower.by_count.items()
+        if any(len(b) > 1 for b in counts.values())
+    }
+
+    # -- alerts: each threshold the final spend crossed exactly once, no other -------------
+    rows = await sql(
+        "SELECT wallet_id, toUnixTimestamp64Milli(period_start_at), threshold_percent, count(), "
+        "uniqExact(event_id) FROM alerts WHERE event_type = 'quota.threshold' "
+        "GROUP BY wallet_id, period_start_at, threshold_percent"
+    )
+    in_store = {(w, int(p), int(t)): int(n) for w, p, t, n, _ in rows}
+    expected = {
+        (w, work.period_start_at, t): 1 for w in wallets for t in sorted(expected_alerts[w])
+    }
+    alert_problems = {
+        key: {"in ClickHouse": in_store.get(key, 0), "on the topic": follower.alerts.get(key, 0)}
+        for key in sorted(set(in_store) | set(expected))
+        if in_store.get(key, 0) != expected.get(key, 0)
+    }
+
+    # -- dead letters: none ------------------------------------------------------------------
+    dlq_rows = await sql("SELECT consumer, origin_topic, error FROM dead_letters LIMIT 20")
+
+    # -- the tally -----------------------------------------------------------------------------
+    print(f"[kill-test] {len(kills)} kills:", flush=True)
+    for kill in kills:
+        print(
+            f"  #{kill.number} at {kill.at_s:6.1f} s  {kill.applied:>7}/{kill.total} entries "
+            f"({100 * kill.applied / kill.total:5.1f} %)  {kill.when}"
+        )
+    print(
+        f"[kill-test] {len(wallets)} wallets; balances published: {follower.balances_read} "
+        f"(for {sum(expected_entries.values())} entries); alerts on the topic: "
+        f"{sum(follower.alerts.values())} ({len(follower.alert_ids)} event ids), expected "
+        f"{len(expected)}; duplicates on the topic: "
+        f"{ {k: n for k, n in follower.alerts.items() if n > 1} }"
+    )
+    for w in wallets:
+        print(
+            f"  {w:<18} {work.budget_shape[w]:<17} spent {work.spent[w]:>14} "
+            f"budget {work.budgets[w]:>14} alerts expected {sorted(expected_alerts[w])} "
+            f"got { {t: n for (ww, _, t), n in in_store.items() if ww == w} }"
+        )
+
+    assert not wrong_wallets, f"wallets not equal to funded - costs: {wrong_wallets}"
+    assert not divergent, f"balances published twice with one entry count differ: {divergent}"
+    quota_state = (
+        await quotas_table(bootstrap, {w for w, _, _ in alert_problems}) if alert_problems else {}
+    )
+    assert not alert_problems, (
+        "quota.threshold alerts not exactly once per crossed (wallet, period, threshold): "
+        f"{alert_problems}; the quotas table's last changelog values of those wallets: "
+        f"{quota_state}"
+    )
+    assert not dlq_rows, f"dead letters in ClickHouse: {dlq_rows}"
+    assert not follower.dead_letters, f"dead letters on the topic: {follower.dead_letters[:5]}"
+    assert len(kills) >= MIN_KILLS, (
+        f"only {len(kills)} kills happened; publish over more time (GOVLEDGER_KILL_TEST_PUBLISH_S)"
+    )
