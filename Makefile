@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test install lint typecheck unit integration bench bench-gateway bench-policy clean
+.PHONY: up test install lint typecheck unit integration bench bench-gateway bench-policy bench-streams clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -44,6 +44,9 @@ bench-gateway: $(STAMP)
 
 bench-policy: $(STAMP)
 	$(BIN)/python bench/policy.py
+
+bench-streams: $(STAMP)
+	$(BIN)/python bench/streams.py
 
 clean:
 	rm -rf $(VENV) .govledger .mypy_cache .ruff_cache .pytest_cache
