@@ -124,8 +124,15 @@ class GatewayProcess:
             spool=Spool(
                 settings.data_path / "spool", producer_id, settings.lineage_spool_max_bytes
             ),
+            checkpoint_every=settings.checkpoint_every_records,
+            checkpoint_interval_s=settings.checkpoint_interval_s,
         )
-        self.control = ChainedPublisher(settings.kafka_bootstrap, new_producer_id("admin"))
+        self.control = ChainedPublisher(
+            settings.kafka_bootstrap,
+            new_producer_id("admin"),
+            checkpoint_every=settings.checkpoint_every_records,
+            checkpoint_interval_s=settings.checkpoint_interval_s,
+        )
         self.providers = build_providers(settings)
         self.gateway = Gateway(
             settings=settings,

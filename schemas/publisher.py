@@ -5,6 +5,12 @@ Consumers apply a producer's records once by `seq` watermark, which needs each k
 records in seq order. So once a record fails (or acks stall), every later record goes to
 the spool instead of the broker; recovery resends the failed records first, then the
 spool from its start, and only then goes back to sending directly.
+
+Every publisher also seals a `ChainCheckpoint` carrying its head into its own chain, to
+`govledger.checkpoints`: after every `checkpoint_every` records, every
+`checkpoint_interval_s` seconds when records came since the last one, and at stop. A
+checkpoint lets verification find a tail of the chain truncated in the store after it
+(see replay.verify).
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ import structlog
 
 from schemas import codec
 from schemas.codec import HashChain
+from schemas.ids import now_ms, uuid7
 from schemas.kafka import make_producer
-from schemas.records import Event
+from schemas.records import ChainCheckpoint, Event
 from schemas.spool import Frame, Spool
+from schemas.topics import CHECKPOINTS
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +39,8 @@ ENQUEUE_TIMEOUT_S = 0.1
 RECOVER_EVERY_S = 0.5
 DRAIN_BATCH_FRAMES = 1_000
 DRAIN_TIMEOUT_S = 10.0
+CHECKPOINT_EVERY = 1_000
+CHECKPOINT_INTERVAL_S = 60.0
 
 
 class ChainedPublisher:
@@ -43,8 +53,16 @@ class ChainedPublisher:
         *,
         linger_ms: int = 0,
         spool: Spool | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
     ) -> None:
+        assert checkpoint_every > 0 and checkpoint_interval_s > 0, "checkpoints are periodic"
         self.chain = HashChain(producer_id)
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval_s = checkpoint_interval_s
+        # Seq of the head the last checkpoint covered (its own seq minus one).
+        self._checkpointed_seq = 0
+        self._ticker: asyncio.Task[None] | None = None
         self._producer = make_producer(bootstrap, linger_ms=linger_ms, client_id=producer_id)
         self._spool = spool
         # Records sent and not yet acknowledged, by seq, with when they were sent.
@@ -83,6 +101,7 @@ class ChainedPublisher:
     async def start(self) -> None:
         """Connect to the broker; send what earlier processes left in the spool folder."""
         await self._producer.start()
+        self._ticker = asyncio.create_task(self._tick())
         if self._spool is None:
             return
         for path in Spool.leftovers(self._spool.path.parent):
@@ -94,24 +113,30 @@ class ChainedPublisher:
     async def publish(self, topic: str, key: str, record: E) -> E:
         """Seal and send (or spool); wait only until the record is queued or on disk."""
         async with self._order:
-            sealed, value = self.chain.seal_encoded(record)
-            frame = Frame(topic, key.encode(), value)
-            if self._spool is not None and (self.degraded or self._stalled()):
+            sealed = await self._publish_locked(topic, key, record)
+            if self.chain.seq - self._checkpointed_seq >= self.checkpoint_every:
+                await self._checkpoint_locked("records")
+        return sealed
+
+    async def _publish_locked(self, topic: str, key: str, record: E) -> E:
+        sealed, value = self.chain.seal_encoded(record)
+        frame = Frame(topic, key.encode(), value)
+        if self._spool is not None and (self.degraded or self._stalled()):
+            self._to_spool(frame)
+            return sealed
+        if self._spool is None:
+            future = await self._producer.send(topic, frame.value, key=frame.key)
+        else:
+            try:
+                # The client blocks when it has no metadata or no room: the broker is
+                # away. A record the client never appended is safe to spool.
+                future = await asyncio.wait_for(
+                    self._producer.send(topic, frame.value, key=frame.key), ENQUEUE_TIMEOUT_S
+                )
+            except TimeoutError:
                 self._to_spool(frame)
                 return sealed
-            if self._spool is None:
-                future = await self._producer.send(topic, frame.value, key=frame.key)
-            else:
-                try:
-                    # The client blocks when it has no metadata or no room: the broker is
-                    # away. A record the client never appended is safe to spool.
-                    future = await asyncio.wait_for(
-                        self._producer.send(topic, frame.value, key=frame.key), ENQUEUE_TIMEOUT_S
-                    )
-                except TimeoutError:
-                    self._to_spool(frame)
-                    return sealed
-            self._unacked[sealed.seq] = (frame, time.monotonic())
+        self._unacked[sealed.seq] = (frame, time.monotonic())
         future.add_done_callback(lambda done, seq=sealed.seq: self._delivered(seq, done))
         return sealed
 
@@ -120,8 +145,43 @@ class ChainedPublisher:
         async with self._order:
             sealed = self.chain.seal(record)
             future = await self._producer.send(topic, codec.encode(sealed), key=key.encode())
+            if self.chain.seq - self._checkpointed_seq >= self.checkpoint_every:
+                await self._checkpoint_locked("records")
         await future
         return sealed
+
+    async def checkpoint(self, reason: str) -> ChainCheckpoint | None:
+        """Seal and send a checkpoint of the head, if records came since the last one."""
+        async with self._order:
+            return await self._checkpoint_locked(reason)
+
+    async def _checkpoint_locked(self, reason: str) -> ChainCheckpoint | None:
+        head_seq = self.chain.seq
+        if head_seq == self._checkpointed_seq:
+            return None  # nothing new to vouch for (the last record is a checkpoint)
+        record = ChainCheckpoint(
+            event_id=uuid7(),
+            event_type=ChainCheckpoint.event_type_name,
+            occurred_at=now_ms(),
+            tenant_id="",
+            producer_id="",
+            seq=0,
+            checkpoint_seq=head_seq,
+            checkpoint_hash=self.chain.head,
+            record_count=head_seq,
+            reason=reason,
+        )
+        sealed = await self._publish_locked(CHECKPOINTS.name, self.producer_id, record)
+        self._checkpointed_seq = sealed.seq
+        return sealed
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_interval_s)
+            try:
+                await self.checkpoint("interval")
+            except Exception as exc:  # noqa: BLE001 - the next tick or stop tries again
+                log.warning("checkpoint not sent", error=str(exc))
 
     def _stalled(self) -> bool:
         if not self._unacked:
@@ -211,6 +271,13 @@ class ChainedPublisher:
     async def stop(self) -> None:
         """Flush what is queued, then disconnect. Records the broker has not taken stay in
         the spool for the next start."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        try:
+            await self.checkpoint("stop")
+        except Exception as exc:  # noqa: BLE001 - stopping goes on; the chain just ends open
+            log.warning("final checkpoint not sent", error=str(exc))
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)

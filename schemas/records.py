@@ -521,6 +521,19 @@ class WalletLimitSet(Event):
     set_by: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ChainCheckpoint(Event):
+    """A producer's chain head, itself the next record of that chain (see replay.verify)."""
+
+    schema_name: ClassVar[str] = "govledger.v1.ChainCheckpoint"
+    event_type_name: ClassVar[str] = "chain.checkpoint"
+
+    checkpoint_seq: int
+    checkpoint_hash: str
+    record_count: int
+    reason: str
+
+
 RECORD_TYPES: tuple[type[Event], ...] = (
     LineageRecord,
     KeyIssued,
@@ -543,4 +556,5 @@ RECORD_TYPES: tuple[type[Event], ...] = (
     WalletRefunded,
     WalletCorrected,
     WalletLimitSet,
+    ChainCheckpoint,
 )

@@ -153,6 +153,12 @@ class GatewaySettings(CommonSettings):
     lineage_spool_max_bytes: int = setting(
         256 * 1_048_576, "Largest on-disk lineage spool; past it calls get 503."
     )
+    checkpoint_every_records: int = setting(
+        1_000, "Records of a gateway's chain between two chain checkpoints."
+    )
+    checkpoint_interval_s: float = setting(
+        60.0, "Seconds between chain checkpoints when records came (and one at stop)."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -167,9 +173,12 @@ class GatewaySettings(CommonSettings):
             "breaker_half_open_requests",
             "max_header_bytes",
             "max_concurrent_upstream",
+            "checkpoint_every_records",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
+        if self.checkpoint_interval_s <= 0:
+            raise SettingsError("GOVLEDGER_CHECKPOINT_INTERVAL_S must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,9 @@ BREAKER_STATE = Topic(
 ALERTS = Topic("govledger.alerts", "tenant_id", False, "Quota, circuit and SLA alerts.")
 ESCALATIONS = Topic("govledger.escalations", "tenant_id", False, "Escalation queue events.")
 SLA = Topic("govledger.sla", "provider/model", False, "One-minute SLA windows.")
+CHECKPOINTS = Topic(
+    "govledger.checkpoints", "producer_id", False, "Producers' chain heads (ChainCheckpoint)."
+)
 DLQ = Topic("govledger.dlq", "origin topic", False, "Records that failed to decode or validate.")
 
 CATALOGUE: tuple[Topic, ...] = (
@@ -38,6 +41,7 @@ CATALOGUE: tuple[Topic, ...] = (
     ALERTS,
     ESCALATIONS,
     SLA,
+    CHECKPOINTS,
     DLQ,
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schemas.records import (
     BreakerState,
+    ChainCheckpoint,
     CircuitChanged,
     DeadLetter,
     EscalationChanged,
@@ -49,5 +50,6 @@ TABLE_FOR: dict[type[Event], str] = {
     EscalationSlaBreached: "alerts",
     WalletBalance: "wallet_state",
     DeadLetter: "dead_letters",
+    ChainCheckpoint: "chain_checkpoints",
 }
 ALL_TABLES: tuple[str, ...] = tuple(dict.fromkeys(TABLE_FOR.values()))

@@ -28,6 +28,7 @@ from schemas.settings import SinkSettings
 from schemas.topics import (
     ALERTS,
     BREAKER_STATE,
+    CHECKPOINTS,
     CONTROL,
     DLQ,
     ESCALATIONS,
@@ -50,6 +51,7 @@ SINK_TOPICS = (
     BREAKER_STATE.name,
     SLA.name,
     ALERTS.name,
+    CHECKPOINTS.name,
     DLQ.name,
 )
 CONSUMER_GROUP = "govledger-sink"
@@ -150,6 +152,8 @@ class SinkWriter:
         self._held_since: float | None = None
         self._writing: asyncio.Task[None] | None = None
         self._consumer: Any = None
+        # Next offset to read per partition, as this process last committed it.
+        self._committed: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         """Join the sink's consumer group."""
@@ -231,8 +235,27 @@ class SinkWriter:
 
     async def _write_and_commit(self, held: dict[TopicPartition, list[Any]]) -> None:
         await self.write(held)
-        await self._consumer.commit({tp: messages[-1].offset + 1 for tp, messages in held.items()})
+        offsets = {tp: messages[-1].offset + 1 for tp, messages in held.items()}
+        await self._consumer.commit(offsets)
+        self._committed.update(offsets)
         self.stats.last_insert_ms = now_ms()
+
+    async def consumer_lag(self) -> dict[str, int]:
+        """Records per topic on the broker that the sink has not yet written and committed
+        (end offset minus committed offset, summed over this process's partitions)."""
+        if self._consumer is None:
+            return {}
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        ends = await self._consumer.end_offsets(assigned)
+        lag: dict[str, int] = {}
+        for tp in assigned:
+            committed = self._committed.get(tp)
+            if committed is None:
+                committed = await self._consumer.committed(tp) or 0
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, ends.get(tp, 0) - committed)
+        return lag
 
     async def drain(self, idle_ms: int = 1_000, limit_s: float = 30.0) -> None:
         """Write until the topics stay quiet for `idle_ms` (at stop, after the producers)."""

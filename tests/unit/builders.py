@@ -13,6 +13,7 @@ from schemas.ids import uuid7
 from schemas.records import (
     Attempt,
     BreakerState,
+    ChainCheckpoint,
     CircuitChanged,
     DeadLetter,
     EscalationChanged,
@@ -458,6 +459,7 @@ def one_of_each() -> list[Event]:
         refund(),
         correction(),
         limit_set(),
+        checkpoint(),
     ]
 
 
@@ -521,3 +523,17 @@ def limit_set(**overrides: Any) -> WalletLimitSet:
         "set_by": "finops@acme.example",
     }
     return _built(WalletLimitSet, fields, overrides)  # type: ignore[no-any-return]
+
+
+def checkpoint(**overrides: Any) -> ChainCheckpoint:
+    """A gateway vouches for its first thousand records."""
+    fields: dict[str, Any] = {
+        "producer_id": "gateway-eu1-0a1b2c",
+        "seq": 1_001,
+        "tenant_id": "",
+        "checkpoint_seq": 1_000,
+        "checkpoint_hash": hashlib.sha256(b"record 1000").hexdigest(),
+        "record_count": 1_000,
+        "reason": "records",
+    }
+    return _built(ChainCheckpoint, fields, overrides)  # type: ignore[no-any-return]

@@ -1,0 +1,65 @@
+"""`govledger audit verify`: every producer's hash chain and checkpoints, read from the
+store through the query API (the store owner holds the embedded engine), verified by
+`replay.verify`. Exit code 1 when any chain shows tampering."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import httpx
+import orjson
+
+from replay.verify import Query, verify_store
+from schemas.settings import SinkSettings, load
+
+QUERY_TIMEOUT_S = 300.0
+
+
+class QueryError(Exception):
+    """The query API refused or could not be reached."""
+
+
+def query_api(url: str, token: str) -> Query:
+    """Runs SQL through the query API, rows as JSON arrays."""
+    client = httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=QUERY_TIMEOUT_S
+    )
+
+    def run(sql: str) -> list[list[Any]]:
+        try:
+            response = client.post("/", content=f"{sql} FORMAT JSONCompactEachRow".encode())
+        except httpx.HTTPError as exc:
+            raise QueryError(f"cannot reach the query API at {url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise QueryError(f"query API answered {response.status_code}: {response.text[:500]}")
+        return [orjson.loads(line) for line in response.content.splitlines() if line.strip()]
+
+    return run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's options."""
+    parser.add_argument(
+        "--tenant",
+        help="only chains carrying this tenant's records (checked whole), and only "
+        "findings on its records or on missing records",
+    )
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify the chains; one line per finding, then a summary. 1 if tampered."""
+    from govledger.admin_token import resolve_admin_token
+
+    settings = load(SinkSettings)
+    try:
+        token = resolve_admin_token(settings, create=False)
+        report = verify_store(query_api(settings.query_url, token), tenant_id=args.tenant)
+    except (FileNotFoundError, QueryError) as exc:
+        sys.stderr.write(f"govledger: {exc}\n")
+        return 2
+    for finding in report.findings:
+        sys.stdout.write(finding.line() + "\n")
+    sys.stdout.write(("TAMPERED: " if report.findings else "OK: ") + report.summary() + "\n")
+    return 0 if report.clean else 1

@@ -1,0 +1,480 @@
+"""Verifying every producer's hash chain and its checkpoints, from the stored wire bytes.
+
+Each stored row keeps `raw`, the record exactly as its producer sealed it. For every
+producer, its rows from every table are merged in seq order and each is checked:
+
+- its `record_hash` is recomputed from `raw` (sha256 of prev_hash bytes and the body with
+  record_hash cut to the empty string: what the producer hashed, whatever schema version
+  wrote it) — a mismatch is `modified`;
+- its `prev_hash` is its predecessor's `record_hash` — a break with contiguous seqs is
+  `modified` (the predecessor was replaced or re-sealed);
+- seqs run 1, 2, 3… — missing seqs are `deleted`, or `truncated` when the record after
+  them is a checkpoint that vouches for them (the stored chain stops before the head a
+  checkpoint covers);
+- two different records at one seq: the one the chain goes on from is kept, the other is
+  `inserted`; the same bytes twice is `duplicate` (the ledger would count it twice);
+- a row stored at a position (its `seq` column) other than the seq its bytes were sealed
+  with, or met after a later seq, is `reordered`;
+- a checkpoint must cover exactly its predecessor (`checkpoint_seq` = its seq - 1 and
+  `checkpoint_hash` = its prev_hash), else it is `modified`.
+
+What this cannot see, by design of an unkeyed hash chain: records appended after the last
+checkpoint by someone who knows the format, a tail deleted together with every checkpoint
+after it, or a chain re-sealed from some point on together with its checkpoints. Exports
+that carry the chain heads (and anchoring heads outside the store) close those.
+
+Seq gaps and re-emitted events: the sink drops a record whose event_id it has seen (a
+processor re-emitting an alert with a deterministic id after a restart seals it again,
+in a new chain). The dropped copy leaves a gap in its chain, and the store cannot say what
+the missing record was: only its hash survives, as the successor's prev_hash. So verify
+cannot tell such a gap from a deletion and reports it as `deleted`; a gap becomes
+provably benign only when the sink keeps the bytes of the copies it drops (see README).
+
+Rows are read per producer in (producer_id, seq) order and walked in a bounded window, so
+memory does not grow with the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from schemas import codec
+from schemas.records import GENESIS_HASH, ChainCheckpoint
+from sinks.tables import ALL_TABLES
+
+Kind = Literal["modified", "deleted", "inserted", "reordered", "truncated", "duplicate"]
+KINDS: tuple[Kind, ...] = ("modified", "deleted", "inserted", "reordered", "truncated", "duplicate")
+
+# Rows held to put a producer's rows back in sealed order when their stored positions were
+# moved; a row moved further than this is still reported, but its old place reads as a gap.
+REORDER_WINDOW = 10_000
+PAGE_ROWS = 10_000
+
+Query = Callable[[str], list[list[Any]]]
+"""Runs a read-only SQL query; rows as lists of values (strings or numbers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """One stored row of a chain: where it is stored and the bytes the producer sealed."""
+
+    table: str
+    producer_id: str
+    seq: int
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One place where a stored chain is not what its producer sealed."""
+
+    kind: Kind
+    producer_id: str
+    seq: int
+    occurred_at: int | None
+    detail: str
+    tenant_id: str = ""
+    table: str = ""
+    event_id: str = ""
+
+    @property
+    def time(self) -> str:
+        """occurred_at as ISO-8601 UTC (of the record, or the nearest stored one)."""
+        if self.occurred_at is None:
+            return "-"
+        when = datetime.fromtimestamp(self.occurred_at / 1000, tz=UTC)
+        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def line(self) -> str:
+        """One line for the terminal."""
+        where = f" {self.table}" if self.table else ""
+        event = f" event {self.event_id}" if self.event_id else ""
+        return (
+            f"{self.kind:<9} producer={self.producer_id} seq={self.seq} at={self.time}"
+            f"{where}{event}: {self.detail}"
+        )
+
+
+@dataclass(slots=True)
+class Report:
+    """What a verification found."""
+
+    producers: int = 0
+    records: int = 0
+    checkpoints: int = 0
+    open_chains: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        """Whether no chain shows tampering."""
+        return not self.findings
+
+    def summary(self) -> str:
+        """The closing line."""
+        by_kind = {k: sum(f.kind == k for f in self.findings) for k in KINDS}
+        kinds = ", ".join(f"{n} {k}" for k, n in by_kind.items() if n)
+        return (
+            f"{self.producers} producers, {self.records} records verified, "
+            f"{self.checkpoints} checkpoints, {self.open_chains} chains without a final "
+            f"checkpoint (running or crashed), {len(self.findings)} findings"
+            + (f" ({kinds})" if kinds else "")
+        )
+
+
+@dataclass(slots=True)
+class _Sealed:
+    """A row with what its bytes say and the hash recomputed from them."""
+
+    row: StoredRow
+    order: int
+    event_id: str
+    occurred_at: int
+    tenant_id: str
+    producer_id: str
+    seq: int
+    prev_hash: str
+    record_hash: str
+    computed: str
+    checkpoint: ChainCheckpoint | None
+
+    @property
+    def valid(self) -> bool:
+        return self.computed == self.record_hash
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def long(self) -> int:
+        shift = result = 0
+        while True:
+            byte = self.data[self.pos]
+            self.pos += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return (result >> 1) ^ -(result & 1)
+            shift += 7
+
+    def string(self) -> str:
+        size = self.long()
+        if size < 0 or self.pos + size > len(self.data):
+            raise ValueError("string runs past the record")
+        text = self.data[self.pos : self.pos + size].decode()
+        self.pos += size
+        return text
+
+
+def unseal(row: StoredRow, order: int = 0) -> _Sealed:
+    """Read a row's envelope from its bytes and recompute its hash; ValueError when the
+    bytes are not a record of ours."""
+    try:
+        entry = codec.schema_of(row.raw)
+        body = row.raw[codec.HEADER_BYTES :]
+        reader = _Reader(body)
+        event_id, _, occurred_at = reader.string(), reader.string(), reader.long()
+        tenant_id, producer_id, seq = reader.string(), reader.string(), reader.long()
+        prev_hash = reader.string()
+        start = reader.pos
+        record_hash = reader.string()
+        hashed = body[:start] + b"\x00" + body[reader.pos :]
+        computed = hashlib.sha256(bytes.fromhex(prev_hash) + hashed).hexdigest()
+        checkpoint = None
+        if entry.record_type is ChainCheckpoint:
+            checkpoint = codec.decode_as(row.raw, ChainCheckpoint)
+    except (codec.DecodeError, IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(str(exc) or type(exc).__name__) from exc
+    return _Sealed(
+        row,
+        order,
+        event_id,
+        occurred_at,
+        tenant_id,
+        producer_id,
+        seq,
+        prev_hash,
+        record_hash,
+        computed,
+        checkpoint,
+    )
+
+
+class _Chain:
+    """One producer's walk: rows come in stored order, are put back in sealed order within
+    a window, and are judged one seq at a time with the next seq in view."""
+
+    def __init__(self, producer_id: str, report: Report, window: int) -> None:
+        self.producer_id = producer_id
+        self.report = report
+        self.window = window
+        self.heap: list[tuple[int, int, _Sealed]] = []
+        self.order = itertools.count()
+        self.highest_seen = 0
+        self.pending: list[_Sealed] = []
+        self.last_seq = 0
+        self.head: str | None = GENESIS_HASH
+        self.last_time: int | None = None
+        self.last: _Sealed | None = None
+
+    def find(self, kind: Kind, seq: int, at: int | None, detail: str, r: Any = None) -> None:
+        self.report.findings.append(
+            Finding(
+                kind,
+                self.producer_id,
+                seq,
+                at,
+                detail,
+                tenant_id=r.tenant_id if r is not None else "",
+                table=r.row.table if r is not None else "",
+                event_id=r.event_id if r is not None else "",
+            )
+        )
+
+    def add(self, row: StoredRow) -> None:
+        self.report.records += 1
+        try:
+            sealed = unseal(row, next(self.order))
+        except ValueError as exc:
+            self.report.findings.append(
+                Finding(
+                    "modified",
+                    self.producer_id,
+                    row.seq,
+                    None,
+                    f"stored bytes are not a sealed record: {exc}",
+                    table=row.table,
+                )
+            )
+            return
+        if sealed.producer_id != row.producer_id:
+            self.find(
+                "modified",
+                row.seq,
+                sealed.occurred_at,
+                f"stored under producer {row.producer_id}, sealed by {sealed.producer_id}",
+                sealed,
+            )
+        if sealed.seq != row.seq or sealed.seq < self.highest_seen:
+            self.find(
+                "reordered",
+                sealed.seq,
+                sealed.occurred_at,
+                f"sealed as seq {sealed.seq}, stored at position {row.seq}"
+                + (f" after seq {self.highest_seen}" if sealed.seq < self.highest_seen else ""),
+                sealed,
+            )
+        self.highest_seen = max(self.highest_seen, sealed.seq)
+        heapq.heappush(self.heap, (sealed.seq, sealed.order, sealed))
+        while len(self.heap) > self.window:
+            self._next(heapq.heappop(self.heap)[2])
+
+    def finish(self) -> None:
+        while self.heap:
+            self._next(heapq.heappop(self.heap)[2])
+        if self.pending:
+            self._judge(self.pending, [])
+            self.pending = []
+        if self.last is not None and self.last.checkpoint is None:
+            self.report.open_chains += 1
+
+    def _next(self, sealed: _Sealed) -> None:
+        if self.pending and sealed.seq != self.pending[0].seq:
+            self._judge(self.pending, [sealed])
+            self.pending = []
+        if self.pending or sealed.seq > self.last_seq:
+            self.pending.append(sealed)
+        # else: a row moved further back than the window, already reported as reordered
+
+    def _judge(self, group: list[_Sealed], following: list[_Sealed]) -> None:
+        seq = group[0].seq
+        distinct: dict[bytes, _Sealed] = {}
+        for copy in group:
+            if copy.row.raw in distinct:
+                self.find(
+                    "duplicate", seq, copy.occurred_at, "the same record is stored twice", copy
+                )
+            else:
+                distinct[copy.row.raw] = copy
+        candidates = list(distinct.values())
+        chosen = candidates[0]
+        if len(candidates) > 1:
+            chosen = self._genuine(candidates, following)
+            for other in candidates:
+                if other is not chosen:
+                    self.find(
+                        "inserted",
+                        seq,
+                        other.occurred_at,
+                        "a second, different record at this seq; the chain goes on from "
+                        f"{chosen.record_hash[:12]}…, not from this one",
+                        other,
+                    )
+        self._check(chosen)
+
+    def _genuine(self, candidates: list[_Sealed], following: list[_Sealed]) -> _Sealed:
+        links_on = {n.prev_hash for n in following if n.seq == candidates[0].seq + 1}
+        ranked = sorted(
+            candidates,
+            key=lambda c: (
+                not (c.valid and c.record_hash in links_on),
+                not (c.valid and c.prev_hash == self.head),
+                not c.valid,
+                c.order,
+            ),
+        )
+        return ranked[0]
+
+    def _check(self, record: _Sealed) -> None:
+        seq = record.seq
+        if not record.valid:
+            self.find(
+                "modified",
+                seq,
+                record.occurred_at,
+                "record_hash does not match the stored bytes",
+                record,
+            )
+        if seq > self.last_seq + 1:
+            first, last = self.last_seq + 1, seq - 1
+            missing = f"seq {first}" if first == last else f"seqs {first}-{last}"
+            at = self.last_time if self.last_time is not None else record.occurred_at
+            covers = record.checkpoint.checkpoint_seq if record.checkpoint is not None else 0
+            if covers >= first:
+                self.find(
+                    "truncated",
+                    first,
+                    at,
+                    f"the stored chain stops at seq {self.last_seq} but the checkpoint at seq "
+                    f"{seq} vouches for records up to {covers}: {missing} missing",
+                    None,
+                )
+            else:
+                self.find(
+                    "deleted",
+                    first,
+                    at,
+                    f"{missing} missing (seq {seq} links to {record.prev_hash[:12]}…)",
+                    None,
+                )
+        elif self.head is not None and record.prev_hash != self.head:
+            if seq == 1:
+                self.find("modified", 1, record.occurred_at, "first record not at genesis", record)
+            elif self.last is not None:
+                self.find(
+                    "modified",
+                    self.last_seq,
+                    self.last.occurred_at,
+                    f"seq {seq} was sealed after another record: this one was replaced or "
+                    "re-sealed",
+                    self.last,
+                )
+        checkpoint = record.checkpoint
+        if checkpoint is not None:
+            self.report.checkpoints += 1
+            if checkpoint.checkpoint_seq != seq - 1 or checkpoint.checkpoint_hash != (
+                record.prev_hash
+            ):
+                self.find(
+                    "modified",
+                    seq,
+                    record.occurred_at,
+                    f"checkpoint of seq {checkpoint.checkpoint_seq} does not cover its predecessor",
+                    record,
+                )
+        self.last_seq = seq
+        self.head = record.record_hash
+        self.last_time = record.occurred_at
+        self.last = record
+
+
+def verify_rows(
+    rows: Iterable[StoredRow],
+    *,
+    tenant_id: str | None = None,
+    window: int = REORDER_WINDOW,
+) -> Report:
+    """Verify chains from rows in (producer_id, seq) order (each producer's rows together).
+    With a tenant, only findings on that tenant's records, and gaps (whose records are not
+    known), are kept; the chains are checked whole either way."""
+    report = Report()
+    for producer_id, producer_rows in itertools.groupby(rows, key=lambda r: r.producer_id):
+        report.producers += 1
+        chain = _Chain(producer_id, report, window)
+        for row in producer_rows:
+            chain.add(row)
+        chain.finish()
+    if tenant_id is not None:
+        report.findings = [f for f in report.findings if f.tenant_id in (tenant_id, "")]
+    report.findings.sort(key=lambda f: (f.producer_id, f.seq, KINDS.index(f.kind)))
+    return report
+
+
+# --- reading the store ------------------------------------------------------------------
+
+
+def quote(text: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _union(tables: Iterable[str]) -> str:
+    return " UNION ALL ".join(
+        f"SELECT producer_id, seq, tenant_id, {quote(t)} AS tbl, raw FROM {t}"  # noqa: S608
+        for t in tables
+    )
+
+
+def stored_rows(
+    query: Query,
+    *,
+    tenant_id: str | None = None,
+    tables: Iterable[str] = ALL_TABLES,
+    page_rows: int = PAGE_ROWS,
+) -> Iterator[StoredRow]:
+    """Every chained row of every table, in (producer_id, seq) order, a page at a time.
+    With a tenant: every row of the producers that wrote at least one of its records."""
+    union = _union(tables)
+    scope = "1"
+    if tenant_id is not None:
+        scope = (
+            f"producer_id IN (SELECT producer_id FROM ({union}) "  # noqa: S608
+            f"WHERE tenant_id = {quote(tenant_id)})"
+        )
+    select = f"SELECT producer_id, toString(seq), tbl, hex(raw) FROM ({union}) "  # noqa: S608
+
+    def read(where: str, limit: str = "") -> list[StoredRow]:
+        return [
+            StoredRow(str(t), str(p), int(s), bytes.fromhex(str(h)))
+            for p, s, t, h in query(f"{select} WHERE {scope} AND {where} {limit}")
+        ]
+
+    after = "1"
+    while True:
+        page = read(after, f"ORDER BY producer_id, seq LIMIT {page_rows}")
+        if len(page) < page_rows:
+            yield from page
+            return
+        top = (page[-1].producer_id, page[-1].seq)
+        if (page[0].producer_id, page[0].seq) == top:
+            # One (producer, seq) fills the page: read all of its rows at once.
+            yield from read(f"producer_id = {quote(top[0])} AND seq = {top[1]}")
+            last = top
+        else:
+            # Rows of the page's last (producer, seq) may go on: read them with the next.
+            kept = [r for r in page if (r.producer_id, r.seq) != top]
+            yield from kept
+            last = (kept[-1].producer_id, kept[-1].seq)
+        after = f"(producer_id, seq) > ({quote(last[0])}, {last[1]})"
+
+
+def verify_store(query: Query, *, tenant_id: str | None = None) -> Report:
+    """Verify every chain in the store (or the chains carrying a tenant's records)."""
+    return verify_rows(stored_rows(query, tenant_id=tenant_id), tenant_id=tenant_id)

@@ -1,0 +1,148 @@
+"""`govledger audit verify` on the real stack: a clean ledger exits 0; rows tampered in
+the store (modified, deleted, reordered, inserted, a tail truncated past a checkpoint)
+are each reported at their producer and seq, and the command exits 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.integration.stack import RunningStack, running_stack, stack_environ, wait_for
+
+pytestmark = pytest.mark.integration
+
+CALLS = 14
+EVERY = 5  # a checkpoint after every 5 records of a chain: seqs 6 and 12 of the gateway's
+
+
+def verify(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "govledger", "audit", "verify", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def in_store(env: dict[str, str], code: str) -> str:
+    """Run code against the stopped stack's store in a child process (chDB holds one
+    engine per process); `store` is open, `print` answers."""
+    script = textwrap.dedent(
+        f"""
+        import json
+        from schemas.settings import RuntimeSettings, load
+        from sinks.store import Store
+        store = Store(load(RuntimeSettings, {json.dumps(env)!s}).effective_clickhouse_dsn)
+        def command(sql):
+            store.client.command(sql, settings={{"mutations_sync": 2}})
+        """
+    ) + textwrap.dedent(code)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def gateway_chain(stack: RunningStack) -> tuple[str, int]:
+    rows = stack.sql(
+        "SELECT producer_id, max(checkpoint_seq) FROM chain_checkpoints "
+        "WHERE producer_id LIKE 'gateway-%' GROUP BY producer_id"
+    )
+    return rows[0][0], int(rows[0][1])
+
+
+def test_verify_finds_each_kind_of_tampering(tmp_path: Path) -> None:
+    env = stack_environ(
+        tmp_path / "data",
+        GOVLEDGER_CHECKPOINT_EVERY_RECORDS=str(EVERY),
+        GOVLEDGER_CHECKPOINT_INTERVAL_S="600",
+    )
+    with running_stack(env) as stack:
+        key = stack.create_key("search")
+        stack.fund("search", "5")
+        client = openai.OpenAI(base_url=stack.base_url, api_key=key["key"], max_retries=0)
+        for n in range(CALLS):
+            client.chat.completions.create(
+                model="sim-small", messages=[{"role": "user", "content": f"call {n}"}]
+            )
+        # The gateway's second checkpoint (seq 12, covering seq 11) lands in the store.
+        wait_for(
+            lambda: (
+                stack.sql(
+                    "SELECT count() FROM chain_checkpoints WHERE producer_id LIKE 'gateway-%'"
+                )
+                == [["2"]]
+            ),
+            timeout_s=20,
+        )
+        wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [[str(CALLS)]], timeout_s=20)
+        clean = verify(stack.env)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert clean.stdout.startswith("OK: ") and " 0 findings" in clean.stdout
+        producer, covered = gateway_chain(stack)
+        assert covered == 11
+    # Stopped: the gateway sealed a final checkpoint (seq 17 covers 16). Now tamper.
+    in_store(
+        env,
+        f"""
+        p = {producer!r}
+        where = f"producer_id = '{{p}}'"
+        (raw,) = store.query_rows(f"SELECT hex(raw) FROM lineage WHERE {{where}} AND seq = 2")[0]
+        data = bytearray(bytes.fromhex(raw))
+        data[-3] ^= 1
+        command(f"ALTER TABLE lineage UPDATE raw = unhex('{{data.hex()}}') "
+                f"WHERE {{where}} AND seq = 2")
+        command(f"ALTER TABLE lineage DELETE WHERE {{where}} AND seq = 4")
+        command(f"ALTER TABLE lineage DELETE WHERE {{where}} AND seq IN (10, 11)")
+        command(f"ALTER TABLE lineage UPDATE seq = if(seq = 13, 14, 13) "
+                f"WHERE {{where}} AND seq IN (13, 14)")
+        from schemas import codec
+        from schemas.codec import HashChain
+        import dataclasses
+        (raw,) = store.query_rows(f"SELECT hex(raw) FROM lineage WHERE {{where}} AND seq = 14")[0]
+        fourteen = codec.decode(bytes.fromhex(raw))
+        (raw,) = store.query_rows(f"SELECT hex(raw) FROM lineage WHERE {{where}} AND seq = 15")[0]
+        fifteen = codec.decode(bytes.fromhex(raw))
+        forger = HashChain(p)
+        forger.seq, forger.head = 14, fourteen.record_hash
+        forged = forger.seal(dataclasses.replace(
+            fifteen, event_id="0193b000-0000-7000-8000-000000000001", cost_nanousd=1))
+        command(f"INSERT INTO lineage SELECT * REPLACE("
+                f"toUUID('{{forged.event_id}}') AS event_id, "
+                f"unhex('{{codec.encode(forged).hex()}}') AS raw) "
+                f"FROM lineage WHERE {{where}} AND seq = 15")
+        """,
+    )
+    with running_stack(env) as stack:
+        tampered = verify(stack.env)
+        tenant = verify(stack.env, "--tenant", "default")
+        other = verify(stack.env, "--tenant", "nobody")
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    found = [
+        (line.split()[0], line.split()[1].removeprefix("producer="), line.split()[2])
+        for line in tampered.stdout.splitlines()[:-1]
+    ]
+    assert found == [
+        ("modified", producer, "seq=2"),
+        ("deleted", producer, "seq=4"),
+        ("truncated", producer, "seq=10"),
+        ("reordered", producer, "seq=13"),
+        ("reordered", producer, "seq=14"),
+        ("inserted", producer, "seq=15"),
+    ], tampered.stdout
+    assert tampered.stdout.splitlines()[-1].startswith("TAMPERED: ")
+    assert " at=20" in tampered.stdout.splitlines()[0]  # ISO time of the record
+    assert (
+        tenant.returncode == 1
+        and tenant.stdout.splitlines()[:-1] == (tampered.stdout.splitlines()[:-1])
+    )
+    assert other.returncode == 0 and other.stdout.startswith("OK: 0 producers"), other.stdout
