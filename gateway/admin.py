@@ -122,6 +122,23 @@ class Principal:
 ROOT = Principal("admin", "org-admin", None)
 
 
+def principal_for(presented: str, admin_token: str, views: LocalViews, at_ms: int) -> Principal:
+    """Who presents this secret to an admin surface (the admin API, the query API): the
+    bootstrap token, or an active key of role tenant-admin or above. GatewayError with
+    401 for no or an unknown, revoked or expired secret, 403 for a lesser role."""
+    if not presented:
+        raise GatewayError(errors.MISSING_API_KEY, "admin key required")
+    if hmac.compare_digest(presented, admin_token):
+        return ROOT
+    key = views.key_for_secret(presented)
+    if key is None or key.status(at_ms) != "active":
+        raise GatewayError(errors.INVALID_API_KEY, "admin key required")
+    if not key.has_role("tenant-admin"):
+        raise GatewayError(errors.FORBIDDEN, f"key role {key.role!r} may not use the admin API")
+    tenant = None if key.role == "org-admin" else key.tenant_id
+    return Principal(f"key:{key.key_id}", key.role, tenant)
+
+
 def _limit(data: dict[str, Any], name: str) -> int:
     value = data.get(name, 0)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -256,17 +273,7 @@ class AdminApi:
 
     def _principal(self, request: web.Request) -> Principal:
         presented = bearer_token(request.headers.get("Authorization"))
-        if not presented:
-            raise GatewayError(errors.MISSING_API_KEY, "admin key required")
-        if hmac.compare_digest(presented, self._token):
-            return ROOT
-        key = self.views.key_for_secret(presented)
-        if key is None or key.status(now_ms()) != "active":
-            raise GatewayError(errors.INVALID_API_KEY, "admin key required")
-        if not key.has_role("tenant-admin"):
-            raise GatewayError(errors.FORBIDDEN, f"key role {key.role!r} may not use the admin API")
-        tenant = None if key.role == "org-admin" else key.tenant_id
-        return Principal(f"key:{key.key_id}", key.role, tenant)
+        return principal_for(presented or "", self._token, self.views, now_ms())
 
     def _guard(self, handler: Any) -> Any:
         async def guarded(request: web.Request) -> web.StreamResponse:

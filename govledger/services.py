@@ -10,14 +10,21 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from gateway.admin import principal_for
+from gateway.errors import GatewayError
+from gateway.policy.pack import AuditPolicy
 from gateway.server import GatewayProcess
+from gateway.views import LocalViews
 from govledger.admin_token import resolve_admin_token
 from replay.restore import broker_is_empty, restore
-from schemas.ids import new_producer_id
-from schemas.kafka import ensure_topics
+from schemas.ids import new_producer_id, now_ms
+from schemas.kafka import TopicTailer, ensure_topics
 from schemas.publisher import ChainedPublisher
 from schemas.settings import GatewaySettings, SinkSettings, StreamSettings
-from sinks.query_api import QueryApi
+from schemas.topics import CONTROL
+from sinks.access import AccessDeniedError, Authenticate, Reader
+from sinks.query_api import QueryApi, retention_loop
+from sinks.retention import RETENTION_INTERVAL_S, retention_by_tenant
 from sinks.store import Store
 from sinks.writer import SinkWriter
 
@@ -51,6 +58,30 @@ async def gateway_main(settings: GatewaySettings) -> None:
         await process.stop()
 
 
+def query_readers(views: LocalViews, admin_token: str) -> Authenticate:
+    """The query API's readers: the admin API's rule over the keys folded from the
+    control topic (org admins and the token: every tenant; tenant admins: their own)."""
+
+    def authenticate(presented: str) -> Reader:
+        try:
+            principal = principal_for(presented, admin_token, views, now_ms())
+        except GatewayError as exc:
+            raise AccessDeniedError(exc.kind.status, exc.kind.code, exc.message) from None
+        return Reader(principal.identity, principal.tenant_id)
+
+    return authenticate
+
+
+def retention_days(views: LocalViews) -> dict[str, int]:
+    """Retention per tenant from the newest version of each of its published packs."""
+    return retention_by_tenant(
+        (tenant_id, step.policy.retention_days)
+        for (tenant_id, _), published in views.packs.items()
+        for step in published.pack.steps
+        if isinstance(step.policy, AuditPolicy)
+    )
+
+
 async def sink_main(settings: SinkSettings) -> None:
     """Migrate, restore an empty broker, serve queries and write until SIGINT/SIGTERM."""
     stop = _stop_event()
@@ -62,12 +93,27 @@ async def sink_main(settings: SinkSettings) -> None:
         await restore(store, settings.kafka_bootstrap, new_producer_id("restore"))
     dlq = ChainedPublisher(settings.kafka_bootstrap, new_producer_id("sink"))
     await dlq.start()
+    # Keys and policy packs, read from the control topic as the gateways read them.
+    views = LocalViews()
+    tailer = TopicTailer(settings.kafka_bootstrap, [CONTROL.name], views.apply)
+    await tailer.start()
+    await asyncio.wait_for(tailer.caught_up.wait(), timeout=60)
     writer = SinkWriter(settings, store, dlq)
-    api = QueryApi(store, token, lambda: _stats(writer), settings.query_max_rows)
+    api = QueryApi(
+        store,
+        query_readers(views, token),
+        lambda: _stats(writer),
+        settings.query_max_rows,
+        consumer_lag=writer.consumer_lag,
+        retention_days=lambda: retention_days(views),
+    )
     runner = web.AppRunner(api.application(), access_log=None)
     await runner.setup()
     await writer.start()
     task = asyncio.create_task(writer.run())
+    retention = asyncio.create_task(
+        retention_loop(store, lambda: retention_days(views), RETENTION_INTERVAL_S)
+    )
     await web.TCPSite(runner, settings.query_host, settings.query_port).start()
     log.info("sink ready", query_url=settings.query_url, dsn=store.dsn)
     try:
@@ -82,10 +128,12 @@ async def sink_main(settings: SinkSettings) -> None:
         # Stopped on purpose: the producers stopped first, so write what is left.
         await writer.drain()
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in (task, retention):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         await writer.stop()
+        await tailer.stop()
         await runner.cleanup()
         await dlq.stop()
         store.close()

@@ -1,24 +1,57 @@
-"""The query API of the store owner: ClickHouse-style SQL over HTTP (read-only), health
-and ingestion figures. `curl 'http://127.0.0.1:8124/?query=SELECT+1'` works as it does
-against a ClickHouse server."""
+"""The query API of the store owner: ClickHouse-style SQL over HTTP (read-only), reports
+on events, wallets, escalations and SLAs, health and ingestion figures.
+`curl 'http://127.0.0.1:8124/?query=SELECT+1'` works as it does against a ClickHouse
+server, and so does clickhouse-connect's HTTP client (password = the token or key).
+
+Who may read: the admin token and org-admin keys see every tenant; a tenant-admin key
+sees its own tenant's rows only, on every route; other roles get 403 (the admin API's
+rule, `gateway.admin.principal_for`, passed in as `authenticate`). For SQL, tenant keys
+go through `sql_guard` and every query runs with `additional_table_filters` restricting
+each tenant table to the key's tenant. Settings in the URL are not passed to the engine
+(except `param_*` query parameters and `default_format`)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 
 from schemas.auth import bearer_token
+from schemas.ids import now_ms
+from sinks import sql_guard
+from sinks.access import AccessDeniedError, Authenticate, Reader
+from sinks.retention import delete_expired
+from sinks.sql_guard import QueryRefusedError
 from sinks.store import Store
+from sinks.tables import ALL_TABLES
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_FORMAT = "TabSeparated"
 TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
+FORMAT_NAME = re.compile(r"^\w{1,64}$")
 MAX_QUERY_BYTES = 256 * 1024
+MAX_EXECUTION_S = 60
+MAX_GROUPS = 10_000
+MAX_LISTED = 10_000
+MAX_WINDOW_MS = 3_650 * 86_400_000
+DURATION_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+# /v1/events?group_by=…: the column each grouping reads from `lineage`.
+GROUPS = {
+    "gateway": "producer_id",
+    "provider": "provider",
+    "model": "if(model_selected = '', model_requested, model_selected)",
+    "team": "team_id",
+    "tenant": "tenant_id",
+}
+ESCALATION_STATUSES = ("open", "resolved", "all")
 
 
 def _presented_token(request: web.Request) -> str:
@@ -39,17 +72,56 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
+def _json(payload: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), content_type="application/json")
+
+
+class BadRequestError(Exception):
+    """A parameter is malformed (400) or names what the reader may not see (403)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def window_ms(text: str) -> int:
+    """'30d', '12h', '30m' or '45s' in milliseconds, at most ten years."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in DURATION_UNITS_MS or not number.isdigit() or int(number) <= 0:
+        raise BadRequestError(
+            400, "invalid_request", f"not a window like 30d, 12h or 30m: {text!r}"
+        )
+    return min(int(number) * DURATION_UNITS_MS[unit], MAX_WINDOW_MS)
+
+
+def _ms(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
 class QueryApi:
-    """SQL and health routes; every query route needs the admin token."""
+    """SQL, report, health and ingestion routes; every route but /ping needs a token."""
 
     def __init__(
-        self, store: Store, token: str, stats: Callable[[], dict[str, Any]], max_rows: int
+        self,
+        store: Store,
+        authenticate: Authenticate,
+        stats: Callable[[], dict[str, Any]],
+        max_rows: int,
+        *,
+        consumer_lag: Callable[[], Awaitable[dict[str, int]]] | None = None,
+        retention_days: Callable[[], dict[str, int]] | None = None,
     ) -> None:
-        assert token, "the query API needs a token"
         self.store = store
-        self._token = token
+        self._authenticate = authenticate
         self._stats = stats
+        self._consumer_lag = consumer_lag
+        self._retention_days = retention_days
         self.max_rows = max_rows
+        self._tables: tuple[str, frozenset[str], frozenset[str]] | None = None
 
     def application(self) -> web.Application:
         """The aiohttp application."""
@@ -57,27 +129,308 @@ class QueryApi:
         app.add_routes(
             [
                 web.get("/ping", self.ping),
-                web.get("/v1/ingestion", self.ingestion),
-                web.get("/", self.sql),
-                web.post("/", self.sql),
+                web.get("/v1/ingestion", self._guard(self.ingestion)),
+                web.get("/v1/events", self._guard(self.events)),
+                web.get("/v1/wallets/balance", self._guard(self.wallet_balances)),
+                web.get("/v1/escalations", self._guard(self.escalations)),
+                web.get("/v1/sla", self._guard(self.sla)),
+                web.post("/v1/retention/run", self._guard(self.run_retention)),
+                web.get("/", self._guard(self.sql)),
+                web.post("/", self._guard(self.sql)),
             ]
         )
         return app
+
+    def _guard(
+        self, handler: Callable[[web.Request, Reader], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def guarded(request: web.Request) -> web.Response:
+            presented = _presented_token(request)
+            try:
+                if not presented.isascii():
+                    raise AccessDeniedError(401, "invalid_api_key", "admin key required")
+                reader = self._authenticate(presented)
+                return await handler(request, reader)
+            except AccessDeniedError as exc:
+                return _error(exc.status, exc.code, exc.message)
+            except BadRequestError as exc:
+                return _error(exc.status, exc.code, exc.message)
+
+        return guarded
 
     async def ping(self, request: web.Request) -> web.Response:
         """ClickHouse-style liveness."""
         return web.Response(text="Ok.\n")
 
-    async def ingestion(self, request: web.Request) -> web.Response:
-        """Rows written, dead letters and time of the last insert."""
-        if not hmac.compare_digest(_presented_token(request), self._token):
-            return _error(401, "invalid_api_key", "admin token required")
-        return web.Response(body=orjson.dumps(self._stats()), content_type="application/json")
+    # --- helpers ---------------------------------------------------------------------
 
-    async def sql(self, request: web.Request) -> web.Response:
+    @staticmethod
+    def _org_only(reader: Reader) -> None:
+        if reader.tenant_id is not None:
+            raise BadRequestError(
+                403, "forbidden", "this route is for the admin token and org admins"
+            )
+
+    @staticmethod
+    def _tenant_scope(request: web.Request, reader: Reader) -> str | None:
+        """The tenant a report covers: the reader's own, or for an org-level reader the
+        `tenant` parameter (None: every tenant). Naming another tenant is a 403."""
+        asked = request.query.get("tenant") or None
+        if asked is not None and not reader.sees(asked):
+            raise BadRequestError(403, "forbidden", f"this key may not read tenant {asked!r}")
+        return asked if asked is not None else reader.tenant_id
+
+    async def _tenant_tables(self) -> tuple[str, frozenset[str], frozenset[str]]:
+        if self._tables is None:
+            self._tables = await self.store.run(self.store.tables)
+        return self._tables
+
+    async def _report(
+        self, sql: str, parameters: dict[str, Any], tenant: str | None
+    ) -> list[tuple[Any, ...]]:
+        """Rows of one of our report queries. Each query filters by `{tenant}` itself;
+        tenant-bound reports also run with the engine-side filters, as SQL does."""
+        settings: dict[str, Any] = {"max_execution_time": MAX_EXECUTION_S}
+        if tenant is not None:
+            _, _, tenant_tables = await self._tenant_tables()
+            settings["additional_table_filters"] = sql_guard.tenant_filters(tenant_tables, tenant)
+        parameters = {"all": tenant is None, "tenant": tenant or "", **parameters}
+        rows: list[tuple[Any, ...]] = await self.store.run(
+            self.store.query_rows, sql, parameters, settings
+        )
+        return rows
+
+    # --- reports ---------------------------------------------------------------------
+
+    async def ingestion(self, request: web.Request, reader: Reader) -> web.Response:
+        """Rows written, dead letters, time of the last insert; per table the newest
+        `occurred_at` and how far behind now it is; per topic the records on the broker
+        not yet written (consumer lag)."""
+        self._org_only(reader)
+        now = now_ms()
+        union = " UNION ALL ".join(
+            f"SELECT '{table}' AS t, count() AS n, max(occurred_at) AS latest FROM {table}"  # noqa: S608 - our table names
+            for table in ALL_TABLES
+        )
+        rows = await self.store.run(self.store.query_rows, union)
+        tables = {}
+        for table, count, latest in rows:
+            latest_ms = _ms(latest) if count else None
+            tables[str(table)] = {
+                "rows": int(count),
+                "latest_occurred_at_ms": latest_ms,
+                "lag_ms": None if latest_ms is None else max(0, now - latest_ms),
+            }
+        lag = await self._consumer_lag() if self._consumer_lag is not None else {}
+        return _json(
+            {
+                **self._stats(),
+                "now_ms": now,
+                "tables": tables,
+                "consumer_lag_records": lag,
+            }
+        )
+
+    async def events(self, request: web.Request, reader: Reader) -> web.Response:
+        """Calls, tokens, cost and errors per group over a window."""
+        since = request.query.get("since", "30d")
+        group_by = request.query.get("group_by", "team")
+        if group_by not in GROUPS:
+            raise BadRequestError(
+                400, "invalid_request", f"group_by must be one of {sorted(GROUPS)}"
+            )
+        tenant = self._tenant_scope(request, reader)
+        since_ms = now_ms() - window_ms(since)
+        rows = await self._report(
+            f"SELECT {GROUPS[group_by]} AS grp, count(), sum(prompt_tokens), "  # noqa: S608 - grouping from a fixed table
+            "sum(completion_tokens), sum(cost_nanousd), countIf(error_code IS NOT NULL) "
+            "FROM lineage WHERE ({all:Bool} OR tenant_id = {tenant:String}) "
+            "AND occurred_at >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC') "
+            f"GROUP BY grp ORDER BY sum(cost_nanousd) DESC, grp LIMIT {MAX_GROUPS}",
+            {"since_ms": since_ms},
+            tenant,
+        )
+        groups = [
+            {
+                group_by: str(grp),
+                "calls": int(calls),
+                "prompt_tokens": int(prompt),
+                "completion_tokens": int(completion),
+                "total_tokens": int(prompt) + int(completion),
+                "cost_nanousd": int(cost),
+                "errors": int(errors),
+            }
+            for grp, calls, prompt, completion, cost, errors in rows
+        ]
+        return _json(
+            {
+                "since": since,
+                "since_ms": since_ms,
+                "group_by": group_by,
+                "tenant": tenant,
+                "groups": groups,
+            }
+        )
+
+    async def wallet_balances(self, request: web.Request, reader: Reader) -> web.Response:
+        """The latest published balance of each wallet (the newest by entries, then by
+        changes, as the gateways read them); `team` and `wallet` narrow the list."""
+        tenant = self._tenant_scope(request, reader)
+        team = request.query.get("team", "")
+        wallet = request.query.get("wallet", "")
+        newest = "(entry_count, greatest(revision, entry_count))"
+        rows = await self._report(
+            f"SELECT tenant_id, wallet_id, argMax(team_id, {newest}), "  # noqa: S608 - fixed text
+            f"argMax(balance_nanousd, {newest}), argMax(funded_nanousd, {newest}), "
+            f"argMax(spent_nanousd, {newest}), argMax(period_spent_nanousd, {newest}), "
+            f"argMax(overdraft_limit_nanousd, {newest}), max(entry_count), "
+            f"argMax(occurred_at, {newest}) "
+            "FROM wallet_state WHERE ({all:Bool} OR tenant_id = {tenant:String}) "
+            "AND ({team:String} = '' OR team_id = {team:String}) "
+            "AND ({wallet:String} = '' OR wallet_id = {wallet:String}) "
+            f"GROUP BY tenant_id, wallet_id ORDER BY tenant_id, wallet_id LIMIT {MAX_LISTED}",
+            {"team": team, "wallet": wallet},
+            tenant,
+        )
+        wallets = [
+            {
+                "tenant_id": str(t),
+                "wallet_id": str(w),
+                "team_id": str(team_id),
+                "balance_nanousd": int(balance),
+                "funded_nanousd": int(funded),
+                "spent_nanousd": int(spent),
+                "period_spent_nanousd": int(period),
+                "overdraft_limit_nanousd": int(limit),
+                "entry_count": int(entries),
+                "as_of_ms": _ms(at),
+            }
+            for t, w, team_id, balance, funded, spent, period, limit, entries, at in rows
+        ]
+        return _json({"tenant": tenant, "wallets": wallets})
+
+    async def escalations(self, request: web.Request, reader: Reader) -> web.Response:
+        """Escalations the gateways opened, with the first decision on each, if any."""
+        tenant = self._tenant_scope(request, reader)
+        status = request.query.get("status", "all")
+        if status not in ESCALATION_STATUSES:
+            raise BadRequestError(
+                400, "invalid_request", f"status must be one of {ESCALATION_STATUSES}"
+            )
+        where_status = {"open": "AND r.decision = ''", "resolved": "AND r.decision != ''"}.get(
+            status, ""
+        )
+        rows = await self._report(
+            "SELECT e.escalation_id, e.tenant_id, e.team_id, e.key_id, e.policy_pack, "  # noqa: S608 - fixed text
+            "e.category, e.priority, e.mode, e.reason, e.model_requested, e.trace_id, "
+            "e.occurred_at, r.decision, r.resolved_by, r.resolved_at "
+            "FROM (SELECT * FROM escalation_events "
+            "WHERE ({all:Bool} OR tenant_id = {tenant:String}) "
+            "ORDER BY occurred_at LIMIT 1 BY escalation_id) AS e "
+            "LEFT JOIN (SELECT escalation_id, argMin(decision, occurred_at) AS decision, "
+            "argMin(resolved_by, occurred_at) AS resolved_by, "
+            "min(occurred_at) AS resolved_at FROM control_events "
+            "WHERE event_type = 'escalation.resolved' "
+            "AND ({all:Bool} OR tenant_id = {tenant:String}) GROUP BY escalation_id) AS r "
+            f"ON r.escalation_id = e.escalation_id WHERE 1 {where_status} "
+            f"ORDER BY e.occurred_at DESC LIMIT {MAX_LISTED}",
+            {},
+            tenant,
+        )
+        listed = []
+        for row in rows:
+            (esc, t, team, key, pack, category, priority, mode, reason, model, trace) = row[:11]
+            opened_at, decision, resolved_by, resolved_at = row[11:]
+            listed.append(
+                {
+                    "escalation_id": str(esc),
+                    "tenant_id": str(t),
+                    "team_id": str(team),
+                    "key_id": str(key),
+                    "policy_pack": str(pack),
+                    "category": str(category),
+                    "priority": str(priority),
+                    "mode": str(mode),
+                    "reason": str(reason),
+                    "model_requested": str(model),
+                    "trace_id": str(trace),
+                    "opened_at_ms": _ms(opened_at),
+                    "status": "resolved" if decision else "open",
+                    "decision": str(decision) or None,
+                    "resolved_by": str(resolved_by) or None,
+                    "resolved_at_ms": _ms(resolved_at) if decision else None,
+                }
+            )
+        return _json({"tenant": tenant, "status": status, "escalations": listed})
+
+    async def sla(self, request: web.Request, reader: Reader) -> web.Response:
+        """Closed SLA minutes per tenant, provider and model over a window (the latest
+        revision of each minute), with latency quantiles from the hourly rollup."""
+        since = request.query.get("since", "24h")
+        tenant = self._tenant_scope(request, reader)
+        since_ms = now_ms() - window_ms(since)
+        rows = await self._report(
+            "SELECT tenant_id, provider, model, count(), sum(requests), sum(errors), "  # noqa: S608 - fixed text
+            "sum(caller_faults), sum(prompt_tokens), sum(completion_tokens), "
+            "sum(cost_nanousd), sum(tupleElement(latency_ms, 'sum_thousandths')), "
+            "max(tupleElement(latency_ms, 'max')) FROM ("
+            "SELECT * FROM sla_windows WHERE ({all:Bool} OR tenant_id = {tenant:String}) "
+            "AND window_start >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC') "
+            "ORDER BY revision DESC LIMIT 1 BY tenant_id, provider, model, window_start) "
+            f"GROUP BY tenant_id, provider, model ORDER BY tenant_id, provider, model "
+            f"LIMIT {MAX_GROUPS}",
+            {"since_ms": since_ms},
+            tenant,
+        )
+        hourly = await self._report(
+            "SELECT tenant_id, provider, model, "
+            "quantilesTDigestMerge(0.5, 0.9, 0.99)(latency_ms) FROM provider_hourly "
+            "WHERE ({all:Bool} OR tenant_id = {tenant:String}) "
+            "AND hour >= toStartOfHour(fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')) "
+            "GROUP BY tenant_id, provider, model",
+            {"since_ms": since_ms},
+            tenant,
+        )
+        quantiles = {(str(t), str(p), str(m)): q for t, p, m, q in hourly}
+        targets = []
+        for row in rows:
+            t, provider, model, windows, requests, errors, faults, prompt, completion = row[:9]
+            cost, latency_thousandths, latency_max = row[9:]
+            eligible = int(requests) - int(faults)
+            q = quantiles.get((str(t), str(provider), str(model)))
+            targets.append(
+                {
+                    "tenant_id": str(t),
+                    "provider": str(provider),
+                    "model": str(model),
+                    "windows": int(windows),
+                    "requests": int(requests),
+                    "errors": int(errors),
+                    "caller_faults": int(faults),
+                    "availability": 1.0 if eligible <= 0 else 1 - int(errors) / eligible,
+                    "prompt_tokens": int(prompt),
+                    "completion_tokens": int(completion),
+                    "cost_nanousd": int(cost),
+                    "latency_mean_ms": (
+                        None if eligible <= 0 else int(latency_thousandths) / 1000 / eligible
+                    ),
+                    "latency_max_ms": float(latency_max) if eligible > 0 else None,
+                    "latency_p50_p90_p99_ms": [round(float(v), 3) for v in q] if q else None,
+                }
+            )
+        return _json({"since": since, "since_ms": since_ms, "tenant": tenant, "targets": targets})
+
+    async def run_retention(self, request: web.Request, reader: Reader) -> web.Response:
+        """Apply every tenant's retention now; rows deleted per table."""
+        self._org_only(reader)
+        days = self._retention_days() if self._retention_days is not None else {}
+        deleted = await self.store.run(delete_expired, self.store, days, now_ms())
+        return _json({"retention_days": days, "deleted": deleted})
+
+    # --- SQL ---------------------------------------------------------------------------
+
+    async def sql(self, request: web.Request, reader: Reader) -> web.Response:
         """Run a read-only query; output in the query's FORMAT or TabSeparated."""
-        if not hmac.compare_digest(_presented_token(request), self._token):
-            return _error(401, "invalid_api_key", "admin token required")
         query = request.query.get("query", "")
         if request.method == "POST":
             body = (await request.read()).decode(errors="replace")
@@ -85,15 +438,66 @@ class QueryApi:
         if not query.strip():
             return _error(400, "invalid_request", "no query: pass ?query= or a POST body")
         fmt = request.query.get("default_format", DEFAULT_FORMAT)
-        named = TRAILING_FORMAT.search(query)
-        if named is not None:
-            # The client passes the format separately; a FORMAT clause is moved there.
-            fmt, query = named.group(1), query[: named.start()]
-        settings = {"max_result_rows": self.max_rows, "result_overflow_mode": "throw"}
+        parameters = {k[6:]: v for k, v in request.query.items() if k.startswith("param_")}
+        tenant = reader.tenant_id
+        settings: dict[str, Any] = {
+            "max_result_rows": self.max_rows,
+            "result_overflow_mode": "throw",
+            "max_execution_time": MAX_EXECUTION_S,
+        }
         try:
-            result = await self.store.run(self.store.raw_read_only, query, fmt, settings)
-        except PermissionError as exc:
-            return _error(403, "read_only", str(exc))
+            statement = sql_guard.one_statement(query)
+            named = TRAILING_FORMAT.search(statement)
+            if named is not None:
+                # The client passes the format separately; a FORMAT clause is moved there.
+                fmt, statement = named.group(1), statement[: named.start()]
+            if not FORMAT_NAME.match(fmt):
+                raise QueryRefusedError(f"not a format name: {fmt!r}")
+            sql_guard.check_text(statement, tenant_reader=tenant is not None)
+            if tenant is not None:
+                await self._check_tenant_query(statement, tenant, settings, parameters)
+        except QueryRefusedError as exc:
+            return _error(403, "read_only" if tenant is None else "query_refused", str(exc))
         except Exception as exc:  # noqa: BLE001 - the engine's message is the useful answer to a bad query
             return _error(400, "query_failed", str(exc).split("\n", 1)[0][:2000])
-        return web.Response(body=result, content_type="text/plain", charset="utf-8")
+        try:
+            result = await self.store.run(
+                self.store.read_only, statement, fmt, settings, parameters
+            )
+        except Exception as exc:  # noqa: BLE001 - as above
+            return _error(400, "query_failed", str(exc).split("\n", 1)[0][:2000])
+        return web.Response(
+            body=result,
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC"},
+        )
+
+    async def _check_tenant_query(
+        self, statement: str, tenant: str, settings: dict[str, Any], parameters: dict[str, Any]
+    ) -> None:
+        """Add the tenant's row filters to `settings`, then check the query's syntax tree
+        (nothing runs) and its analyzed query tree (see `sql_guard`)."""
+        database, existing, tenant_tables = await self._tenant_tables()
+        settings["additional_table_filters"] = sql_guard.tenant_filters(tenant_tables, tenant)
+        ast = await self.store.run(self.store.explain, "AST", statement, settings, parameters)
+        sql_guard.check_syntax_tree(
+            ast, database=database, tenant_tables=tenant_tables, existing=existing
+        )
+        tree = await self.store.run(
+            self.store.explain, "QUERY TREE", statement, settings, parameters
+        )
+        sql_guard.check_query_tree(tree, database=database, tenant_tables=tenant_tables)
+
+
+async def retention_loop(
+    store: Store, retention_days: Callable[[], dict[str, int]], every_s: float
+) -> None:
+    """Apply retention every `every_s` until cancelled; a failed run is logged and retried
+    at the next turn (the rows stay until then)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await store.run(delete_expired, store, retention_days(), now_ms())
+        except Exception:
+            log.exception("retention run failed")

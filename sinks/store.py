@@ -5,7 +5,6 @@ runs on one worker thread, off the event loop."""
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,19 +16,9 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-READ_ONLY_STATEMENT = re.compile(
-    r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b",
-    re.IGNORECASE,
-)
-# chDB keeps settings for the whole session, so `readonly=1` on one query would make the
-# sink's own inserts fail afterwards. On chDB the query API therefore refuses, besides
-# non-read statements, the table functions and clauses that reach outside the store.
-OUTSIDE_THE_STORE = re.compile(
-    r"\b(INTO\s+OUTFILE|file|url|s3|s3Cluster|hdfs|remote|remoteSecure|mysql|postgresql|"
-    r"sqlite|mongodb|redis|jdbc|odbc|executable|input|azureBlobStorage|gcs|iceberg\w*|"
-    r"deltaLake\w*|hudi\w*|python)\s*\(|\bINTO\s+OUTFILE\b|\bSETTINGS\b",
-    re.IGNORECASE,
-)
+# Settings that a SETTINGS clause on chDB would leave behind in the session (the engine
+# cannot reset them afterwards): never sent to the embedded store.
+SESSION_STICKY_SETTINGS = frozenset({"readonly"})
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -97,6 +86,8 @@ class Store:
                 settings={
                     "insert_deduplication_token": token,
                     "input_format_avro_allow_missing_fields": 1,
+                    # A retried insert that ClickHouse drops must feed no rollup either.
+                    "deduplicate_blocks_in_dependent_materialized_views": 1,
                 },
             )
 
@@ -110,27 +101,70 @@ class Store:
         return [str(row[0]) for row in rows]
 
     def query_rows(
-        self, sql: str, parameters: dict[str, Any] | None = None
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Rows of a query."""
+        """Rows of a query (settings ride on the query and end with it; never `readonly`
+        on chDB, see `read_only`)."""
         with self._lock:
-            return list(self.client.query(sql, parameters=parameters).result_rows)
+            return list(
+                self.client.query(sql, parameters=parameters, settings=settings).result_rows
+            )
 
-    def raw_read_only(self, sql: str, fmt: str, settings: dict[str, Any]) -> bytes:
-        """Bytes of a read-only query in a ClickHouse output format."""
-        if not READ_ONLY_STATEMENT.match(sql):
-            raise PermissionError("only read-only statements are allowed")
-        if self.is_embedded:
-            if OUTSIDE_THE_STORE.search(sql):
-                raise PermissionError(
-                    "table functions, SETTINGS and INTO OUTFILE are not allowed here"
-                )
-            query_settings: dict[str, Any] = {}  # they would outlive the query on chDB
-        else:
-            query_settings = {**settings, "readonly": 1}
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing (the sink's own maintenance)."""
         with self._lock:
-            result: bytes = self.client.raw_query(sql, fmt=fmt, settings=query_settings)
+            self.client.command(sql, parameters=parameters)
+
+    def read_only(
+        self,
+        sql: str,
+        fmt: str,
+        settings: dict[str, Any],
+        parameters: dict[str, Any] | None = None,
+    ) -> bytes:
+        """Bytes of a query in a ClickHouse output format. The caller has checked that the
+        statement only reads (`sql_guard`); a ClickHouse server also enforces readonly=1.
+        On chDB the settings ride on the query itself and end with it, except `readonly`,
+        which the embedded engine would keep for the session (the sink's inserts would
+        fail), so it is not sent there."""
+        if self.is_embedded:
+            query_settings = {k: v for k, v in settings.items() if k not in SESSION_STICKY_SETTINGS}
+        else:
+            query_settings = {**settings, "readonly": 1}  # last: it freezes what follows
+        with self._lock:
+            result: bytes = self.client.raw_query(
+                sql, parameters=parameters or None, fmt=fmt, settings=query_settings
+            )
             return result
+
+    def explain(
+        self,
+        kind: str,
+        sql: str,
+        settings: dict[str, Any],
+        parameters: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Lines of `EXPLAIN AST` or `EXPLAIN QUERY TREE` of a query."""
+        assert kind in ("AST", "QUERY TREE"), kind
+        text = self.read_only(f"EXPLAIN {kind} {sql}", "TabSeparatedRaw", settings, parameters)
+        return text.decode(errors="replace").splitlines()
+
+    def tables(self) -> tuple[str, frozenset[str], frozenset[str]]:
+        """The current database, its tables, and those of them with a tenant_id column."""
+        with self._lock:
+            database = str(self.client.query("SELECT currentDatabase()").result_rows[0][0])
+            rows = self.client.query(
+                "SELECT name, has(groupArray(column), 'tenant_id') FROM ("
+                "SELECT t.name AS name, c.name AS column FROM system.tables AS t "
+                "LEFT JOIN system.columns AS c ON c.database = t.database AND c.table = t.name "
+                "WHERE t.database = currentDatabase()) GROUP BY name"
+            ).result_rows
+        existing = frozenset(str(row[0]) for row in rows)
+        tenant = frozenset(str(row[0]) for row in rows if row[1])
+        return database, existing, tenant
 
     async def run(self, function: Any, *args: Any) -> Any:
         """Run a store call on the store thread."""
