@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test install lint typecheck unit integration bench bench-gateway bench-policy bench-streams clean
+.PHONY: up test install lint typecheck unit integration bench bench-gateway bench-policy bench-streams bench-replay clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -47,6 +47,9 @@ bench-policy: $(STAMP)
 
 bench-streams: $(STAMP)
 	$(BIN)/python bench/streams.py
+
+bench-replay: $(STAMP)
+	$(BIN)/python bench/replay.py
 
 clean:
 	rm -rf $(VENV) .govledger .mypy_cache .ruff_cache .pytest_cache

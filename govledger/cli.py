@@ -508,6 +508,21 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.set_defaults(func=cmd_sql)
     commands.add_parser("settings", help="print every setting").set_defaults(func=cmd_settings)
+
+    from govledger import audit_verify
+
+    audit = commands.add_parser("audit", help="audit the ledger")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="verify every producer's hash chain; exit 1 if tampered"
+    )
+    audit_verify.add_arguments(verify)
+    verify.set_defaults(func=audit_verify.cmd_verify)
+
+    from govledger import replay_cli
+
+    replay_cli.add_audit_commands(audit_commands)
+    replay_cli.add_replay_command(commands)
     return parser
 
 

@@ -25,10 +25,11 @@ after its source applied it credits the child exactly when it was accepted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Literal
 
 from schemas.records import (
     Event,
@@ -161,21 +162,38 @@ def new_wallet(wallet_id: str, team_id: str | None = None) -> Wallet:
     )
 
 
-def month_start_ms(at_ms: int) -> int:
-    """Start of the UTC calendar month holding a moment: the spend period."""
-    moment = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
+DAY_MS = 86_400_000
+
+
+@functools.lru_cache(maxsize=4_096)
+def _month_start_of_day(day: int) -> int:
+    moment = datetime.fromtimestamp(day * 86_400, tz=UTC)
     return int(moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()) * 1000
+
+
+def month_start_ms(at_ms: int) -> int:
+    """Start of the UTC calendar month holding a moment: the spend period. (Computed once
+    per UTC day and remembered: replay asks it for every settlement.)"""
+    return _month_start_of_day(at_ms // DAY_MS)
+
+
+def _period_after(
+    period_start_at: int, period_spent_nanousd: int, debit_nanousd: int, occurred_at: int
+) -> tuple[int, int]:
+    period = month_start_ms(occurred_at)
+    if period > period_start_at:
+        return period, debit_nanousd
+    if period == period_start_at:
+        return period, period_spent_nanousd + debit_nanousd
+    return period_start_at, period_spent_nanousd
 
 
 def period_spend(wallet: Wallet, debit_nanousd: int, occurred_at: int) -> tuple[int, int]:
     """(period_start_at, period_spent_nanousd) after a debit: a debit of a later month opens
     a new period; one of an earlier month (a late record) counts only toward all-time spend."""
-    period = month_start_ms(occurred_at)
-    if period > wallet.period_start_at:
-        return period, debit_nanousd
-    if period == wallet.period_start_at:
-        return period, wallet.period_spent_nanousd + debit_nanousd
-    return wallet.period_start_at, wallet.period_spent_nanousd
+    return _period_after(
+        wallet.period_start_at, wallet.period_spent_nanousd, debit_nanousd, occurred_at
+    )
 
 
 def spent_in_month_nanousd(wallet: Wallet, at_ms: int) -> int:
@@ -341,34 +359,88 @@ def evolve(wallet: Wallet | None, entry: Entry) -> Wallet:
     if wallet is None:
         wallet = new_wallet(entry.wallet_id, entry.team_id)
     assert wallet.wallet_id == entry.wallet_id, "entry applied to another wallet"
-    if is_applied(wallet, entry):
+    return apply_entries(
+        wallet,
+        (
+            (
+                entry.kind,
+                entry.amount_nanousd,
+                entry.event_id,
+                entry.producer_id,
+                entry.seq,
+                entry.occurred_at,
+            ),
+        ),
+    )
+
+
+EntryRow = tuple[EntryKind, int, str, str, int, int]
+"""An entry of a known wallet as plain values: (kind, amount_nanousd, event_id,
+producer_id, seq, occurred_at), the fields of `Entry` after its wallet, tenant and team."""
+
+
+def apply_entries(wallet: Wallet, rows: Iterable[EntryRow]) -> Wallet:
+    """The wallet after its entries in order, each applied at most once (by watermark):
+    the one rule of `evolve`, which is this with one entry. Replay hands a wallet's
+    settlements here in bulk, built from store columns, without an `Entry` each. The same
+    wallet object when no entry applies."""
+    seqs = wallet.applied_seqs
+    watermarks: dict[str, int] | None = None
+    balance = wallet.balance_nanousd
+    funded = wallet.funded_nanousd
+    allocated_in = wallet.allocated_in_nanousd
+    allocated_out = wallet.allocated_out_nanousd
+    spent = wallet.spent_nanousd
+    refunded = wallet.refunded_nanousd
+    corrected = wallet.corrected_nanousd
+    period_start_at = wallet.period_start_at
+    period_spent = wallet.period_spent_nanousd
+    last_occurred_at = wallet.last_occurred_at
+    last_event_id = wallet.last_event_id
+    applied = 0
+    for kind, amount, event_id, producer_id, seq, occurred_at in rows:
+        if (watermarks if watermarks is not None else seqs).get(producer_id, 0) >= seq:
+            continue
+        if kind == "settle":
+            spent -= amount
+            period_start_at, period_spent = _period_after(
+                period_start_at, period_spent, -amount, occurred_at
+            )
+        elif kind == "fund":
+            funded += amount
+        elif kind == "allocate" and amount >= 0:
+            allocated_in += amount
+        elif kind == "allocate":
+            allocated_out -= amount
+        elif kind == "refund":
+            refunded += amount
+        else:
+            corrected += amount
+        balance += amount
+        applied += 1
+        last_event_id = event_id
+        last_occurred_at = max(last_occurred_at, occurred_at)
+        if watermarks is None:
+            watermarks = dict(seqs)
+        watermarks[producer_id] = seq
+    if watermarks is None:
         return wallet
-    amount = entry.amount_nanousd
-    changes: dict[str, Any] = {}
-    if entry.kind == "fund":
-        changes["funded_nanousd"] = wallet.funded_nanousd + amount
-    elif entry.kind == "allocate" and amount >= 0:
-        changes["allocated_in_nanousd"] = wallet.allocated_in_nanousd + amount
-    elif entry.kind == "allocate":
-        changes["allocated_out_nanousd"] = wallet.allocated_out_nanousd - amount
-    elif entry.kind == "settle":
-        changes["spent_nanousd"] = wallet.spent_nanousd - amount
-        changes["period_start_at"], changes["period_spent_nanousd"] = period_spend(
-            wallet, -amount, entry.occurred_at
-        )
-    elif entry.kind == "refund":
-        changes["refunded_nanousd"] = wallet.refunded_nanousd + amount
-    else:
-        changes["corrected_nanousd"] = wallet.corrected_nanousd + amount
     return dataclasses.replace(
         wallet,
-        balance_nanousd=wallet.balance_nanousd + amount,
-        entry_count=wallet.entry_count + 1,
-        last_event_id=entry.event_id,
-        last_occurred_at=max(wallet.last_occurred_at, entry.occurred_at),
-        applied_seqs=_watermark(wallet, entry.producer_id, entry.seq),
-        revision=wallet.revision + 1,
-        **changes,
+        balance_nanousd=balance,
+        funded_nanousd=funded,
+        allocated_in_nanousd=allocated_in,
+        allocated_out_nanousd=allocated_out,
+        spent_nanousd=spent,
+        refunded_nanousd=refunded,
+        corrected_nanousd=corrected,
+        period_start_at=period_start_at,
+        period_spent_nanousd=period_spent,
+        entry_count=wallet.entry_count + applied,
+        last_event_id=last_event_id,
+        last_occurred_at=last_occurred_at,
+        applied_seqs=MappingProxyType(watermarks),
+        revision=wallet.revision + applied,
     )
 
 
