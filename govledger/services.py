@@ -24,7 +24,7 @@ from schemas.settings import GatewaySettings, SinkSettings, StreamSettings
 from schemas.topics import CONTROL
 from sinks.access import AccessDeniedError, Authenticate, Reader
 from sinks.query_api import QueryApi, retention_loop
-from sinks.retention import RETENTION_INTERVAL_S, retention_by_tenant
+from sinks.retention import retention_by_tenant
 from sinks.store import Store
 from sinks.writer import SinkWriter
 
@@ -112,7 +112,7 @@ async def sink_main(settings: SinkSettings) -> None:
     await writer.start()
     task = asyncio.create_task(writer.run())
     retention = asyncio.create_task(
-        retention_loop(store, lambda: retention_days(views), RETENTION_INTERVAL_S)
+        retention_loop(store, lambda: retention_days(views), settings.retention_interval_s)
     )
     await web.TCPSite(runner, settings.query_host, settings.query_port).start()
     log.info("sink ready", query_url=settings.query_url, dsn=store.dsn)

@@ -30,16 +30,21 @@ the missing record was: only its hash survives, as the successor's prev_hash. So
 cannot tell such a gap from a deletion and reports it as `deleted`; a gap becomes
 provably benign only when the sink keeps the bytes of the copies it drops (see README).
 
+Retention: the sink deletes a tenant's expired rows, which leaves gaps too. Before each
+deletion it records the seqs it deletes per producer in `retention_cuts`; missing seqs
+those cover are counted as expired, not reported; any other missing seq still is.
+
 Rows are read per producer in (producer_id, seq) order and walked in a bounded window, so
 memory does not grow with the store.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -58,6 +63,43 @@ PAGE_ROWS = 10_000
 
 Query = Callable[[str], list[list[Any]]]
 """Runs a read-only SQL query; rows as lists of values (strings or numbers)."""
+SeqRange = tuple[int, int]
+"""first..last seq, both included."""
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[SeqRange]:
+    """Sorted, merged ranges of a set of seqs."""
+    ranges: list[SeqRange] = []
+    for seq in sorted(set(seqs)):
+        if ranges and ranges[-1][1] + 1 == seq:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+def unexplained(first: int, last: int, expired: Sequence[SeqRange]) -> tuple[int, list[SeqRange]]:
+    """How many of seqs first..last the sorted, disjoint `expired` ranges cover, and the
+    ranges of the rest."""
+    accounted = 0
+    rest: list[SeqRange] = []
+    at = first
+    index = max(0, bisect.bisect_right(expired, (first, first)) - 1)
+    while at <= last and index < len(expired):
+        start, end = expired[index]
+        index += 1
+        if end < at:
+            continue
+        if start > last:
+            break
+        if start > at:
+            rest.append((at, start - 1))
+        covered_to = min(end, last)
+        accounted += covered_to - max(start, at) + 1
+        at = covered_to + 1
+    if at <= last:
+        rest.append((at, last))
+    return accounted, rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +151,7 @@ class Report:
     records: int = 0
     checkpoints: int = 0
     open_chains: int = 0
+    expired: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -123,8 +166,8 @@ class Report:
         return (
             f"{self.producers} producers, {self.records} records verified, "
             f"{self.checkpoints} checkpoints, {self.open_chains} chains without a final "
-            f"checkpoint (running or crashed), {len(self.findings)} findings"
-            + (f" ({kinds})" if kinds else "")
+            f"checkpoint (running or crashed), {self.expired} records deleted by retention, "
+            f"{len(self.findings)} findings" + (f" ({kinds})" if kinds else "")
         )
 
 
@@ -211,8 +254,11 @@ class _Chain:
     """One producer's walk: rows come in stored order, are put back in sealed order within
     a window, and are judged one seq at a time with the next seq in view."""
 
-    def __init__(self, producer_id: str, report: Report, window: int) -> None:
+    def __init__(
+        self, producer_id: str, report: Report, window: int, expired: Sequence[SeqRange] = ()
+    ) -> None:
         self.producer_id = producer_id
+        self.expired = expired
         self.report = report
         self.window = window
         self.heap: list[tuple[int, int, _Sealed]] = []
@@ -332,6 +378,29 @@ class _Chain:
         )
         return ranked[0]
 
+    def _gap(self, first: int, last: int, record: _Sealed) -> None:
+        """Report seqs first..last, missing before `record`, that retention did not take."""
+        missing = f"seq {first}" if first == last else f"seqs {first}-{last}"
+        at = self.last_time if self.last_time is not None else record.occurred_at
+        covers = record.checkpoint.checkpoint_seq if record.checkpoint is not None else 0
+        if covers >= first and last == record.seq - 1:
+            self.find(
+                "truncated",
+                first,
+                at,
+                f"the stored chain stops at seq {first - 1} but the checkpoint at seq "
+                f"{record.seq} vouches for records up to {covers}: {missing} missing",
+                None,
+            )
+        else:
+            self.find(
+                "deleted",
+                first,
+                at,
+                f"{missing} missing (seq {record.seq} links to {record.prev_hash[:12]}…)",
+                None,
+            )
+
     def _check(self, record: _Sealed) -> None:
         seq = record.seq
         if not record.valid:
@@ -343,27 +412,10 @@ class _Chain:
                 record,
             )
         if seq > self.last_seq + 1:
-            first, last = self.last_seq + 1, seq - 1
-            missing = f"seq {first}" if first == last else f"seqs {first}-{last}"
-            at = self.last_time if self.last_time is not None else record.occurred_at
-            covers = record.checkpoint.checkpoint_seq if record.checkpoint is not None else 0
-            if covers >= first:
-                self.find(
-                    "truncated",
-                    first,
-                    at,
-                    f"the stored chain stops at seq {self.last_seq} but the checkpoint at seq "
-                    f"{seq} vouches for records up to {covers}: {missing} missing",
-                    None,
-                )
-            else:
-                self.find(
-                    "deleted",
-                    first,
-                    at,
-                    f"{missing} missing (seq {seq} links to {record.prev_hash[:12]}…)",
-                    None,
-                )
+            accounted, gaps = unexplained(self.last_seq + 1, seq - 1, self.expired)
+            self.report.expired += accounted
+            for first, last in gaps:
+                self._gap(first, last, record)
         elif self.head is not None and record.prev_hash != self.head:
             if seq == 1:
                 self.find("modified", 1, record.occurred_at, "first record not at genesis", record)
@@ -400,6 +452,7 @@ def verify_rows(
     *,
     tenant_id: str | None = None,
     window: int = REORDER_WINDOW,
+    expired: Mapping[str, Sequence[SeqRange]] | None = None,
 ) -> Report:
     """Verify chains from rows in (producer_id, seq) order (each producer's rows together).
     With a tenant, only findings on that tenant's records, and gaps (whose records are not
@@ -407,7 +460,7 @@ def verify_rows(
     report = Report()
     for producer_id, producer_rows in itertools.groupby(rows, key=lambda r: r.producer_id):
         report.producers += 1
-        chain = _Chain(producer_id, report, window)
+        chain = _Chain(producer_id, report, window, (expired or {}).get(producer_id, ()))
         for row in producer_rows:
             chain.add(row)
         chain.finish()
@@ -475,6 +528,18 @@ def stored_rows(
         after = f"(producer_id, seq) > ({quote(last[0])}, {last[1]})"
 
 
+def retention_cuts(query: Query) -> dict[str, list[SeqRange]]:
+    """The seqs retention deleted, per producer (see sinks.retention)."""
+    seqs: dict[str, list[int]] = {}
+    for producer_id, cut in query("SELECT producer_id, seqs FROM retention_cuts"):
+        seqs.setdefault(str(producer_id), []).extend(int(seq) for seq in cut)
+    return {producer_id: seq_ranges(found) for producer_id, found in seqs.items()}
+
+
 def verify_store(query: Query, *, tenant_id: str | None = None) -> Report:
     """Verify every chain in the store (or the chains carrying a tenant's records)."""
-    return verify_rows(stored_rows(query, tenant_id=tenant_id), tenant_id=tenant_id)
+    return verify_rows(
+        stored_rows(query, tenant_id=tenant_id),
+        tenant_id=tenant_id,
+        expired=retention_cuts(query),
+    )

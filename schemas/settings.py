@@ -191,6 +191,14 @@ class SinkSettings(CommonSettings):
     restore_on_start: bool = setting(
         True, "Restore control events and balances into an empty broker from the store."
     )
+    retention_interval_s: float = setting(
+        3_600.0, "Seconds between two runs of the per-tenant retention job."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.retention_interval_s <= 0:
+            raise SettingsError("GOVLEDGER_RETENTION_INTERVAL_S must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -113,6 +113,13 @@ class Store:
                 self.client.query(sql, parameters=parameters, settings=settings).result_rows
             )
 
+    def insert_rows(
+        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]
+    ) -> None:
+        """Insert rows given as Python values (the sink's own bookkeeping tables)."""
+        with self._lock:
+            self.client.insert(table, rows, column_names=list(columns))
+
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         """Run a statement that returns nothing (the sink's own maintenance)."""
         with self._lock:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from replay.verify import Finding, StoredRow, unseal, verify_rows
+from replay.verify import Finding, StoredRow, seq_ranges, unexplained, unseal, verify_rows
 from schemas import codec
 from schemas.codec import HashChain
 from schemas.ids import uuid7
@@ -177,6 +177,50 @@ def test_a_gap_before_an_ordinary_record_is_deleted_not_truncated() -> None:
     assert _found(verify_rows(kept).findings) == [("truncated", PRODUCER, 4)]
     kept = [r for r in rows if r.seq not in (8, 9)]
     assert _found(verify_rows(kept).findings) == [("deleted", PRODUCER, 8)]
+
+
+def test_seqs_retention_deleted_are_counted_not_reported() -> None:
+    _, rows = _chain(10, checkpoint_after=(10,))
+    kept = [r for r in rows if not 2 <= r.seq <= 6]
+    report = verify_rows(kept, expired={PRODUCER: seq_ranges([2, 3, 4, 5, 6])})
+    assert report.clean and report.expired == 5
+    assert "5 records deleted by retention" in report.summary()
+
+
+def test_a_gap_retention_covers_only_in_part_reports_the_rest() -> None:
+    _, rows = _chain(10, checkpoint_after=(10,))
+    kept = [r for r in rows if not 2 <= r.seq <= 6 and r.seq not in (9, 10)]
+    # Retention took 2, 3 and 5; 4 and 6 went some other way, and so did the tail 9-10.
+    report = verify_rows(kept, expired={PRODUCER: seq_ranges([2, 3, 5])})
+    assert _found(report.findings) == [
+        ("deleted", PRODUCER, 4),
+        ("deleted", PRODUCER, 6),
+        ("truncated", PRODUCER, 9),
+    ]
+    assert report.expired == 3
+
+
+def test_retention_cuts_of_another_producer_explain_nothing() -> None:
+    _, rows = _chain(10)
+    del rows[4]
+    report = verify_rows(rows, expired={"gateway-other": seq_ranges([5])})
+    assert _found(report.findings) == [("deleted", PRODUCER, 5)]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "expired", "answer"),
+    [
+        (1, 5, [], (0, [(1, 5)])),
+        (1, 5, [(1, 5)], (5, [])),
+        (3, 4, [(1, 10)], (2, [])),
+        (1, 10, [(2, 3), (5, 5), (9, 12)], (5, [(1, 1), (4, 4), (6, 8)])),
+        (5, 6, [(1, 2), (8, 9)], (0, [(5, 6)])),
+    ],
+)
+def test_unexplained_splits_a_gap_around_the_expired_ranges(
+    first: int, last: int, expired: list[tuple[int, int]], answer: tuple[int, Any]
+) -> None:
+    assert unexplained(first, last, expired) == answer
 
 
 def test_a_checkpoint_whose_head_was_changed_is_modified() -> None:
