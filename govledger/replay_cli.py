@@ -53,6 +53,30 @@ def _reader(args: argparse.Namespace, settings: StreamSettings) -> tuple[ArrowRe
     return http_reader(settings.query_url, token), rows
 
 
+def _require_org_reader(settings: StreamSettings) -> None:
+    """The topics hold every tenant's records and the broker knows no tenants, so reading
+    them is for the stack's operator: the admin token or an org-admin key, as the query
+    API tells (`/v1/me`). A tenant key reads its tenant through the store instead."""
+    import httpx
+
+    from govledger.admin_token import resolve_admin_token
+
+    try:
+        token = resolve_admin_token(settings, create=False)
+        response = httpx.get(
+            f"{settings.query_url}/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+    except (FileNotFoundError, httpx.HTTPError) as exc:
+        raise StoreUnreachableError(f"cannot tell who is asking: {exc}") from exc
+    if response.status_code != 200:
+        raise StoreUnreachableError(f"query API answered {response.status_code}: {response.text}")
+    if response.json().get("tenant") is not None:
+        raise StoreUnreachableError(
+            "--from kafka needs the admin token or an org-admin key (the topics hold every "
+            "tenant); a tenant key replays from the store (--from clickhouse)"
+        )
+
+
 def _moment(text: str) -> int:
     try:
         return parse_moment(text, now_ms())
@@ -122,6 +146,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.source == "kafka":
             from schemas.settings import RuntimeSettings
 
+            _require_org_reader(settings)
             port = load(RuntimeSettings).broker_port
             bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{port}"
             rebuilt = rebuild_from_kafka(

@@ -8,7 +8,8 @@ sees its own tenant's rows only, on every route; other roles get 403 (the admin 
 rule, `gateway.admin.principal_for`, passed in as `authenticate`). For SQL, tenant keys
 go through `sql_guard` and every query runs with `additional_table_filters` restricting
 each tenant table to the key's tenant. Settings in the URL are not passed to the engine
-(except `param_*` query parameters and `default_format`)."""
+(except `param_*` query parameters and `default_format`). Exports (`/v1/exports`) are
+background jobs of `sinks/exports.py`, routed by `sinks/exports_api.py`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import base64
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -27,6 +29,7 @@ from schemas.auth import bearer_token
 from schemas.ids import now_ms
 from sinks import sql_guard
 from sinks.access import AccessDeniedError, Authenticate, Reader
+from sinks.exports import ExportJobs
 from sinks.retention import delete_expired
 from sinks.sql_guard import QueryRefusedError
 from sinks.store import Store
@@ -114,6 +117,7 @@ class QueryApi:
         *,
         consumer_lag: Callable[[], Awaitable[dict[str, int]]] | None = None,
         retention_days: Callable[[], dict[str, int]] | None = None,
+        exports_dir: Path | None = None,
     ) -> None:
         self.store = store
         self._authenticate = authenticate
@@ -122,6 +126,8 @@ class QueryApi:
         self._retention_days = retention_days
         self.max_rows = max_rows
         self._tables: tuple[str, frozenset[str], frozenset[str]] | None = None
+        # Export jobs (`sinks/exports.py`) keep their files and state under exports_dir.
+        self.exports = ExportJobs(store, exports_dir) if exports_dir is not None else None
 
     def application(self) -> web.Application:
         """The aiohttp application."""
@@ -129,6 +135,7 @@ class QueryApi:
         app.add_routes(
             [
                 web.get("/ping", self.ping),
+                web.get("/v1/me", self._guard(self.me)),
                 web.get("/v1/ingestion", self._guard(self.ingestion)),
                 web.get("/v1/events", self._guard(self.events)),
                 web.get("/v1/wallets/balance", self._guard(self.wallet_balances)),
@@ -139,12 +146,27 @@ class QueryApi:
                 web.post("/", self._guard(self.sql)),
             ]
         )
+        if self.exports is not None:
+            # Imported here: the export routes use this module's error and window helpers.
+            from sinks.exports_api import ExportRoutes
+
+            exports = self.exports
+            app.add_routes(ExportRoutes(exports).routes(self._guard))
+
+            async def start_exports(_: web.Application) -> None:
+                await exports.start()
+
+            async def stop_exports(_: web.Application) -> None:
+                await exports.stop()
+
+            app.on_startup.append(start_exports)
+            app.on_cleanup.append(stop_exports)
         return app
 
     def _guard(
-        self, handler: Callable[[web.Request, Reader], Awaitable[web.Response]]
-    ) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def guarded(request: web.Request) -> web.Response:
+        self, handler: Callable[[web.Request, Reader], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def guarded(request: web.Request) -> web.StreamResponse:
             presented = _presented_token(request)
             try:
                 if not presented.isascii():
@@ -161,6 +183,10 @@ class QueryApi:
     async def ping(self, request: web.Request) -> web.Response:
         """ClickHouse-style liveness."""
         return web.Response(text="Ok.\n")
+
+    async def me(self, request: web.Request, reader: Reader) -> web.Response:
+        """Who the presented secret is and which tenant it sees (null: every tenant)."""
+        return _json({"identity": reader.identity, "tenant": reader.tenant_id})
 
     # --- helpers ---------------------------------------------------------------------
 

@@ -118,3 +118,51 @@ def test_replay_diff_reconcile_and_who(tmp_path: Path) -> None:
         lines = from_kafka.stdout.splitlines()
         row = next(line for line in lines if line.startswith(WALLET + "\t"))
         assert row.split("\t")[1] == format_usd(balance_then)
+
+
+def test_a_tenant_admin_key_replays_and_asks_who_about_its_own_tenant_only(
+    tmp_path: Path,
+) -> None:
+    env = stack_environ(tmp_path / "data")
+    with running_stack(env) as stack:
+        for tenant in ("acme", "globex"):
+            key = stack.create_key("search", tenant=tenant)
+            stack.fund("search", "5", tenant=tenant)
+            client = openai.OpenAI(base_url=stack.base_url, api_key=key["key"], max_retries=0)
+            burst(client, 2)
+        wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [["4"]], timeout_s=30)
+        for tenant in ("acme", "globex"):
+            wait_for(
+                lambda t=tenant: (
+                    stack.sql(
+                        f"SELECT max(entry_count) FROM wallet_state WHERE wallet_id = '{t}/search'"
+                    )
+                    == [["3"]]
+                ),
+                timeout_s=60,
+            )
+        acme_admin = stack.create_key("ops", tenant="acme", role="tenant-admin")["key"]
+        as_acme = {**env, "GOVLEDGER_ADMIN_TOKEN": acme_admin}
+
+        own = govledger(as_acme, "replay", "--at", "now")
+        assert own.returncode == 0, own.stderr
+        assert "acme/search\t" in own.stdout
+        assert "globex" not in own.stdout, own.stdout
+
+        other = govledger(as_acme, "replay", "--at", "now", "--tenant", "globex")
+        assert "globex/search" not in other.stdout, other.stdout
+
+        reconciled = govledger(as_acme, "audit", "reconcile")
+        assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+        assert "globex" not in reconciled.stdout and "acme/search" in reconciled.stdout
+
+        asked = govledger(as_acme, "audit", "who", "--at", "now", "--window", "600")
+        assert asked.returncode == 0, asked.stderr
+        assert "globex" not in asked.stdout and "acme" in asked.stdout, asked.stdout
+
+        # The topics carry every tenant and the broker knows no tenants: reading them is
+        # for whoever runs the stack (the admin token or an org admin), not a tenant key.
+        refused = govledger(as_acme, "replay", "--from", "kafka", "--at", "now")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "globex" not in refused.stdout
+        assert "org" in refused.stderr
