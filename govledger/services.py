@@ -106,6 +106,7 @@ async def sink_main(settings: SinkSettings) -> None:
         settings.query_max_rows,
         consumer_lag=writer.consumer_lag,
         retention_days=lambda: retention_days(views),
+        exports_dir=settings.data_path / "exports",
     )
     runner = web.AppRunner(api.application(), access_log=None)
     await runner.setup()
