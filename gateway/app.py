@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway import errors
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
-from gateway.catalogue import Target
+from gateway.catalogue import SIM_FALLBACKS, Target
 from gateway.chat import (
     DONE_EVENT,
     ChatRequest,
@@ -134,7 +134,7 @@ class Gateway:
         self.budget = Budget(views, lineage.producer_id)
         self.limiter = RateLimiter()
         self.team_limits = parse_team_limits(settings.team_rate_limits)
-        self.fallbacks = parse_fallbacks(settings.fallbacks)
+        self.fallbacks = {**SIM_FALLBACKS, **parse_fallbacks(settings.fallbacks)}
         self.groups = parse_model_groups(settings.model_groups)
         self.target_regions = parse_target_regions(settings.target_regions)
         self.tenant_regions = parse_tenant_regions(settings.tenant_regions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.providers.sim import FLAKY_MODEL
 from schemas.settings import GatewaySettings, SettingsError
 
 
@@ -31,7 +32,11 @@ class Target:
 SIM_TARGETS: tuple[Target, ...] = (
     Target("sim-small", "sim", "sim-small", 150, 600),
     Target("sim-large", "sim", "sim-large", 2_500, 10_000),
+    Target(FLAKY_MODEL, "sim", FLAKY_MODEL, 150, 600),
 )
+# sim-flaky's outages (see gateway.providers.sim) must have somewhere to fail over to on a
+# gateway with default settings; GOVLEDGER_FALLBACKS naming sim-flaky replaces this chain.
+SIM_FALLBACKS: dict[str, tuple[str, ...]] = {FLAKY_MODEL: ("sim-small",)}
 
 # Upstream models not in this table are priced as a mid-size model; an operator adds
 # exact prices here when they route a new model (nano-USD per prompt, completion token).

@@ -523,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay_cli.add_audit_commands(audit_commands)
     replay_cli.add_replay_command(commands)
+    from govledger import export_cli
+
+    export_cli.add_export_command(commands)
+    from govledger.demo import add_demo_command
+
+    add_demo_command(commands)
     return parser
 
 

@@ -6,7 +6,7 @@ from gateway.catalogue import DEFAULT_UPSTREAM_PRICE, Target, build_catalogue
 from schemas.money import usd_to_nanousd
 from schemas.settings import GatewaySettings, load
 
-SIM_MODELS = {"sim-small", "sim-large"}
+SIM_MODELS = {"sim-small", "sim-large", "sim-flaky"}
 
 
 def test_cost_is_exact_integer_nanousd():

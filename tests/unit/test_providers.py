@@ -100,6 +100,23 @@ async def test_sim_error_rate_one_always_fails_with_503():
     assert raised.value.status == 503
 
 
+async def test_sim_flaky_fails_only_the_calls_that_ask_for_an_outage():
+    provider = sim()
+    down = [{"role": "system", "content": "[sim-outage] drill"}, *QUESTION]
+    flaky = ChatCall("sim-flaky", down, None, None, {})
+    with pytest.raises(UpstreamError) as raised:
+        await provider.complete(flaky)
+    assert (raised.value.status, raised.value.error_class) == (503, "http_5xx")
+    with pytest.raises(UpstreamError):
+        await collect(provider.stream(flaky))
+    parts = [{"role": "user", "content": [{"type": "text", "text": "[sim-outage]"}]}]
+    with pytest.raises(UpstreamError):
+        await provider.complete(ChatCall("sim-flaky", parts, None, None, {}))
+    # The same model without the marker, and other sim models with it, answer.
+    assert (await provider.complete(ChatCall("sim-flaky", QUESTION, None, None, {}))).content
+    assert (await provider.complete(ChatCall("sim-small", down, None, None, {}))).content
+
+
 # --- OpenAI-compatible upstream ---------------------------------------------------------
 
 BASE_URL = "http://llm.internal:8000/v1"
