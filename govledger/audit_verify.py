@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from replay.verify import Query, verify_store
+from replay.verify import KnownHead, Query, heads_of_manifest, verify_store
 from schemas.settings import SinkSettings, load
 
 QUERY_TIMEOUT_S = 300.0
@@ -46,6 +47,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only chains carrying this tenant's records (checked whole), and only "
         "findings on its records or on missing records",
     )
+    parser.add_argument(
+        "--heads",
+        action="append",
+        default=[],
+        metavar="MANIFEST",
+        help="an export's manifest.json (repeatable): the store must still hold each chain "
+        "head it lists, which also finds a chain re-sealed after the export",
+    )
+
+
+def _known_heads(paths: list[str]) -> list[KnownHead]:
+    heads: list[KnownHead] = []
+    for path in paths:
+        try:
+            manifest = orjson.loads(Path(path).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read a manifest: {exc}") from exc
+        heads.extend(heads_of_manifest(manifest if isinstance(manifest, dict) else {}, path))
+    return heads
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -54,8 +74,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     settings = load(SinkSettings)
     try:
+        heads = _known_heads(args.heads)
+    except ValueError as exc:
+        sys.stderr.write(f"govledger: {exc}\n")
+        return 2
+    try:
         token = resolve_admin_token(settings, create=False)
-        report = verify_store(query_api(settings.query_url, token), tenant_id=args.tenant)
+        report = verify_store(
+            query_api(settings.query_url, token), tenant_id=args.tenant, heads=heads
+        )
     except (FileNotFoundError, QueryError) as exc:
         sys.stderr.write(f"govledger: {exc}\n")
         return 2

@@ -20,8 +20,9 @@ producer, its rows from every table are merged in seq order and each is checked:
 
 What this cannot see, by design of an unkeyed hash chain: records appended after the last
 checkpoint by someone who knows the format, a tail deleted together with every checkpoint
-after it, or a chain re-sealed from some point on together with its checkpoints. Exports
-that carry the chain heads (and anchoring heads outside the store) close those.
+after it, or a chain re-sealed from some point on together with its checkpoints. Heads
+kept outside the store close those: an export's manifest lists the head of each chain it
+covers, and `check_heads` finds a store whose record at that seq no longer hashes to it.
 
 Seq gaps and re-emitted events: the sink drops a record whose event_id it has seen (a
 processor re-emitting an alert with a deterministic id after a restart seals it again,
@@ -470,6 +471,68 @@ def verify_rows(
     return report
 
 
+# --- heads kept outside the store -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KnownHead:
+    """A producer's record_hash at a seq, as kept outside the store (an export manifest)."""
+
+    producer_id: str
+    seq: int
+    record_hash: str
+    source: str
+
+
+def heads_of_manifest(manifest: Mapping[str, Any], source: str) -> list[KnownHead]:
+    """The chain heads an export manifest lists; ValueError when it lists none readable."""
+    try:
+        return [
+            KnownHead(str(h["producer_id"]), int(h["last_seq"]), str(h["record_hash"]), source)
+            for h in manifest["chain_heads"]
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: not an export manifest with chain heads ({exc!r})") from exc
+
+
+def check_heads(
+    heads: Iterable[KnownHead],
+    rows_at: Callable[[str, int], list[StoredRow]],
+    expired: Mapping[str, Sequence[SeqRange]] | None = None,
+) -> list[Finding]:
+    """Whether the store still holds, at each known head's seq, a sound record with that
+    hash. A chain re-sealed from before that seq (every link and checkpoint consistent,
+    so the walk finds nothing) holds another hash there: `modified`. No record there:
+    `deleted`, unless retention took it."""
+    findings: list[Finding] = []
+    for head in heads:
+        stored = [unseal(row) for row in rows_at(head.producer_id, head.seq)]
+        if any(s.valid and s.record_hash == head.record_hash for s in stored):
+            continue
+        if not stored:
+            cut = (expired or {}).get(head.producer_id, ())
+            if unexplained(head.seq, head.seq, cut)[0]:
+                continue
+            detail = f"the head kept in {head.source} ({head.record_hash[:12]}…) is not stored"
+            findings.append(Finding("deleted", head.producer_id, head.seq, None, detail))
+            continue
+        found = stored[0]
+        findings.append(
+            Finding(
+                "modified",
+                head.producer_id,
+                head.seq,
+                found.occurred_at,
+                f"stored record hashes to {found.record_hash[:12]}…, the head kept in "
+                f"{head.source} is {head.record_hash[:12]}…: the chain was re-sealed",
+                tenant_id=found.tenant_id,
+                table=found.row.table,
+                event_id=found.event_id,
+            )
+        )
+    return findings
+
+
 # --- reading the store ------------------------------------------------------------------
 
 
@@ -528,6 +591,21 @@ def stored_rows(
         after = f"(producer_id, seq) > ({quote(last[0])}, {last[1]})"
 
 
+def rows_at(query: Query) -> Callable[[str, int], list[StoredRow]]:
+    """Every stored row of one producer at one seq, from every chained table."""
+
+    def read(producer_id: str, seq: int) -> list[StoredRow]:
+        sql = (
+            f"SELECT producer_id, toString(seq), tbl, hex(raw) FROM ({_union(ALL_TABLES)}) "  # noqa: S608
+            f"WHERE producer_id = {quote(producer_id)} AND seq = {int(seq)}"
+        )
+        return [
+            StoredRow(str(t), str(p), int(n), bytes.fromhex(str(h))) for p, n, t, h in query(sql)
+        ]
+
+    return read
+
+
 def retention_cuts(query: Query) -> dict[str, list[SeqRange]]:
     """The seqs retention deleted, per producer (see sinks.retention)."""
     seqs: dict[str, list[int]] = {}
@@ -536,10 +614,15 @@ def retention_cuts(query: Query) -> dict[str, list[SeqRange]]:
     return {producer_id: seq_ranges(found) for producer_id, found in seqs.items()}
 
 
-def verify_store(query: Query, *, tenant_id: str | None = None) -> Report:
-    """Verify every chain in the store (or the chains carrying a tenant's records)."""
-    return verify_rows(
-        stored_rows(query, tenant_id=tenant_id),
-        tenant_id=tenant_id,
-        expired=retention_cuts(query),
+def verify_store(
+    query: Query, *, tenant_id: str | None = None, heads: Sequence[KnownHead] = ()
+) -> Report:
+    """Verify every chain in the store (or the chains carrying a tenant's records), and
+    that the store still holds each head kept outside it."""
+    expired = retention_cuts(query)
+    report = verify_rows(
+        stored_rows(query, tenant_id=tenant_id), tenant_id=tenant_id, expired=expired
     )
+    report.findings.extend(check_heads(heads, rows_at(query), expired))
+    report.findings.sort(key=lambda f: (f.producer_id, f.seq, KINDS.index(f.kind)))
+    return report

@@ -206,3 +206,70 @@ def test_gaps_that_retention_made_are_accounted_and_others_still_reported(
         ["deleted", f"producer={producer}", "seq=9"]
     ], after.stdout
     assert "4 records deleted by retention" in after.stdout.splitlines()[-1]
+
+
+def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(tmp_path: Path) -> None:
+    env = stack_environ(tmp_path / "data")
+    with running_stack(env) as stack:
+        key = stack.create_key("search")
+        stack.fund("search", "5")
+        client = openai.OpenAI(base_url=stack.base_url, api_key=key["key"], max_retries=0)
+        for n in range(8):
+            client.chat.completions.create(
+                model="sim-small", messages=[{"role": "user", "content": f"call {n}"}]
+            )
+        wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [["8"]], timeout_s=20)
+        auth = {"Authorization": f"Bearer {stack.token}"}
+        created = httpx.post(
+            f"{stack.settings.query_url}/v1/exports",
+            headers=auth,
+            json={"type": "events", "format": "jsonl", "since": "1d"},
+            timeout=30,
+        )
+        assert created.status_code == 202, created.text
+        job_url = f"{stack.settings.query_url}/v1/exports/{created.json()['id']}"
+        wait_for(
+            lambda: httpx.get(job_url, headers=auth, timeout=30).json()["status"] == "succeeded",
+            timeout_s=30,
+        )
+        manifest = tmp_path / "manifest.json"
+        manifest.write_bytes(httpx.get(f"{job_url}/manifest", headers=auth, timeout=30).content)
+        producer = stack.sql("SELECT any(producer_id) FROM lineage")[0][0]
+        assert json.loads(manifest.read_text())["chain_heads"][0]["last_seq"] == 8
+    # Stopped: a forger who knows the format lowers the cost in seq 3 and re-seals every
+    # record after it, checkpoints included, so that every link holds again.
+    in_store(
+        env,
+        f"""
+        import dataclasses
+        from schemas import codec
+        from schemas.codec import HashChain
+        from schemas.records import ChainCheckpoint
+        p = {producer!r}
+        rows = store.query_rows(
+            "SELECT seq, tbl, hex(raw) FROM (SELECT seq, 'lineage' AS tbl, raw, producer_id "
+            "FROM lineage UNION ALL SELECT seq, 'chain_checkpoints', raw, producer_id "
+            f"FROM chain_checkpoints) WHERE producer_id = '{{p}}' ORDER BY seq")
+        records = [(tbl, codec.decode(bytes.fromhex(raw))) for _, tbl, raw in rows]
+        chain = HashChain(p)
+        chain.seq, chain.head = 2, records[1][1].record_hash
+        for tbl, record in records[2:]:
+            if isinstance(record, ChainCheckpoint):
+                record = dataclasses.replace(
+                    record, checkpoint_seq=chain.seq, checkpoint_hash=chain.head)
+            elif record.seq == 3:
+                record = dataclasses.replace(record, cost_nanousd=1)
+            sealed = chain.seal(record)
+            command(f"ALTER TABLE {{tbl}} UPDATE raw = unhex('{{codec.encode(sealed).hex()}}'), "
+                    f"prev_hash = '{{sealed.prev_hash}}', record_hash = '{{sealed.record_hash}}' "
+                    f"WHERE producer_id = '{{p}}' AND seq = {{sealed.seq}}")
+        """,
+    )
+    with running_stack(env) as stack:
+        walk_only = verify(stack.env)
+        with_heads = verify(stack.env, "--heads", str(manifest))
+    assert walk_only.returncode == 0, walk_only.stdout + walk_only.stderr  # undetectable alone
+    assert with_heads.returncode == 1, with_heads.stdout + with_heads.stderr
+    (line,) = with_heads.stdout.splitlines()[:-1]
+    assert line.split()[:3] == ["modified", f"producer={producer}", "seq=8"], line
+    assert "re-sealed" in line and str(manifest) in line

@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from replay.verify import Finding, StoredRow, seq_ranges, unexplained, unseal, verify_rows
+from replay.verify import (
+    Finding,
+    KnownHead,
+    StoredRow,
+    check_heads,
+    heads_of_manifest,
+    seq_ranges,
+    unexplained,
+    unseal,
+    verify_rows,
+)
 from schemas import codec
 from schemas.codec import HashChain
 from schemas.ids import uuid7
@@ -221,6 +231,57 @@ def test_unexplained_splits_a_gap_around_the_expired_ranges(
     first: int, last: int, expired: list[tuple[int, int]], answer: tuple[int, Any]
 ) -> None:
     assert unexplained(first, last, expired) == answer
+
+
+def _lookup(rows: list[StoredRow]) -> Any:
+    return lambda producer, seq: [r for r in rows if (r.producer_id, r.seq) == (producer, seq)]
+
+
+def _resealed_from(rows: list[StoredRow], seq: int) -> list[StoredRow]:
+    """The chain re-sealed from `seq` on with a changed cost: every link and checkpoint
+    consistent again, as a forger who knows the format would leave it."""
+    chain = HashChain(PRODUCER)
+    chain.seq, chain.head = seq - 1, unseal(rows[seq - 2]).record_hash
+    forged = rows[: seq - 1]
+    for row in rows[seq - 1 :]:
+        record = codec.decode(row.raw)
+        if isinstance(record, ChainCheckpoint):
+            record = _checkpoint(chain)
+        elif record.seq == seq:
+            record = dataclasses.replace(record, cost_nanousd=1)
+        forged.append(_row(chain.seal(record)))
+    return forged
+
+
+def test_a_chain_re_sealed_after_an_export_passes_the_walk_but_not_its_kept_head() -> None:
+    _, rows = _chain(10, checkpoint_after=(10,))
+    kept = KnownHead(PRODUCER, 10, unseal(rows[9]).record_hash, "manifest.json")
+    forged = _resealed_from(rows, 4)
+    assert verify_rows(forged).clean  # the walk alone cannot tell
+    findings = check_heads([kept], _lookup(forged))
+    assert _found(findings) == [("modified", PRODUCER, 10)]
+    assert "manifest.json" in findings[0].detail and "re-sealed" in findings[0].detail
+    assert check_heads([kept], _lookup(rows)) == []
+
+
+def test_a_kept_head_missing_from_the_store_is_deleted_unless_retention_took_it() -> None:
+    _, rows = _chain(10)
+    kept = KnownHead(PRODUCER, 10, unseal(rows[9]).record_hash, "manifest.json")
+    assert _found(check_heads([kept], _lookup(rows[:9]))) == [("deleted", PRODUCER, 10)]
+    assert check_heads([kept], _lookup(rows[:9]), {PRODUCER: [(10, 10)]}) == []
+
+
+def test_heads_are_read_from_an_export_manifest() -> None:
+    manifest = {
+        "chain_heads": [
+            {"producer_id": PRODUCER, "first_seq": 1, "last_seq": 7, "record_hash": "ab", "rows": 7}
+        ]
+    }
+    assert heads_of_manifest(manifest, "m.json") == [KnownHead(PRODUCER, 7, "ab", "m.json")]
+    with pytest.raises(ValueError, match="not an export manifest"):
+        heads_of_manifest({"rows": 3}, "m.json")
+    with pytest.raises(ValueError, match="not an export manifest"):
+        heads_of_manifest({"chain_heads": [{"producer_id": PRODUCER}]}, "m.json")
 
 
 def test_a_checkpoint_whose_head_was_changed_is_modified() -> None:
