@@ -163,7 +163,8 @@ def fold_settlements(
 def fold_quotas(
     budgets: Iterable[WalletBudgetSet], rebuilt: Mapping[str, wallet_rules.Wallet]
 ) -> tuple[dict[str, quota_rules.Quota], list[quota_rules.ThresholdCrossed]]:
-    """Budgets in time order, then each wallet's period spend as rebuilt."""
+    """Budgets in time order, then each wallet's period spend as rebuilt (a key wallet's
+    towards its team's quota too)."""
     inputs: list[quota_rules.QuotaEvent] = []
     for record in sorted(budgets, key=lambda r: (r.occurred_at, r.producer_id, r.seq)):
         try:
@@ -171,7 +172,10 @@ def fold_quotas(
         except ValueError:
             continue  # dead-lettered live; never folded
     inputs.extend(
-        quota_rules.spend_observed(w) for w in rebuilt.values() if w.period_spent_nanousd > 0
+        observed
+        for w in rebuilt.values()
+        if w.period_spent_nanousd > 0
+        for observed in quota_rules.observations_of(w)
     )
     return quota_rules.fold(inputs)
 

@@ -5,7 +5,9 @@ Budgets (`wallet.budget_set`) travel on the control topic keyed by tenant; proje
 same partition numbers of every topic, so a wallet's budget and its projections would
 in general meet on different workers. One agent therefore forwards each budget, as it
 is, to an internal topic keyed by wallet_id; the quotas agent reads that topic and
-wallet-state, so every record of one wallet reaches one worker and one table entry.
+wallet-state, so every record of one wallet reaches one worker and one table entry. A
+key wallet's projection also counts towards its team's quota: the quotas agent forwards
+it, as it is, to the same internal topic keyed by the team's wallet id.
 """
 
 from __future__ import annotations
@@ -52,17 +54,25 @@ def register(app: Any, producer_id: str) -> Any:
 
     reject = rejecter(dead_letters, chain, CONSUMER)
 
-    async def fold(event: Any) -> None:
+    async def fold(event: Any, *, forwarded: bool) -> None:
+        """Fold a record into the quotas it counts towards on this worker: a budget, a
+        wallet's own spend, or (forwarded) a key wallet's spend towards its team."""
+        observed: logic.QuotaEvent | None = None
         try:
             record = codec.decode(event.value)
             if isinstance(record, WalletBalance):
-                observed: logic.QuotaEvent = logic.spend_observed(from_balance(record))
+                wallet = from_balance(record)
+                up = logic.rolled_up(wallet)
+                if not forwarded and up is not None:
+                    # The team's quota lives where the team wallet's key lands.
+                    await budgets.send(key=up.wallet_id.encode(), value=event.value)
+                observed = up if forwarded else logic.spend_observed(wallet)
             elif isinstance(record, WalletBudgetSet):
                 observed = logic.budget_of(record)
-            else:
-                return
         except (codec.DecodeError, ValueError) as exc:
             await reject(event, str(exc))
+            return
+        if observed is None:
             return
         key = observed.wallet_id.encode()
         async with folding:
@@ -92,11 +102,11 @@ def register(app: Any, producer_id: str) -> Any:
     @app.agent(budgets)  # type: ignore[untyped-decorator]
     async def quota_budgets_by_wallet(stream: Any) -> None:
         async for event in stream.events():
-            await fold(event)
+            await fold(event, forwarded=True)
 
     @app.agent(balances)  # type: ignore[untyped-decorator]
     async def quotas(stream: Any) -> None:
         async for event in stream.events():
-            await fold(event)
+            await fold(event, forwarded=False)
 
     return quotas

@@ -29,7 +29,8 @@ import orjson
 
 from schemas.money import MAX_NANOUSD
 from schemas.records import QuotaThresholdCrossed, WalletBudgetSet
-from streams.wallets.logic import Wallet, month_start_ms
+from streams.wallets.logic import MAX_DEPTH as KEY_DEPTH
+from streams.wallets.logic import Wallet, month_start_ms, parent_wallet_id, path_of
 
 DEFAULT_THRESHOLDS_PERCENT: tuple[int, ...] = (50, 80, 100)
 # Alerting past the budget is useful (overspend is allowed, see the wallets); past ten
@@ -83,16 +84,22 @@ class BudgetSet:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SpendObserved:
-    """A wallet's spend in its current period, as the wallets processor projects it."""
+    """A wallet's spend in its current period, as the wallets processor projects it,
+    counted towards the quota of `wallet_id`: the wallet's own (`member_id` is the same
+    wallet) or its team's, for a key wallet's spend (see `observations_of`)."""
 
     wallet_id: str
     tenant_id: str
     team_id: str
     period_start_at: int
     period_spent_nanousd: int
+    member_id: str = ""
 
     def __post_init__(self) -> None:
         assert self.wallet_id, "a projection names its wallet"
+        assert self.member_id in ("", self.wallet_id) or (
+            parent_wallet_id(self.member_id) == self.wallet_id
+        ), "spend counts towards the wallet itself or its parent"
         assert self.period_spent_nanousd >= 0, "period spend is a sum of debits"
         assert month_start_ms(self.period_start_at) == self.period_start_at, (
             "a period starts a UTC month"
@@ -121,10 +128,13 @@ class Quota:
     """One wallet's budget in force and what its current period has alerted.
 
     `period_start_at` is the latest UTC month the quota has heard of, from a projection or
-    from a budget set in that month; `last_spent_nanousd` is the highest spend seen for it
-    and `crossed_percent` the thresholds alerted in it, kept across budget and threshold
-    changes so none alerts twice. `budget_set_at` is when the budget in force was set (0:
-    never). Bounded: at most the 1000 possible thresholds are remembered.
+    from a budget set in that month; `member_spent` is, per wallet counted towards it (the
+    wallet itself and, for a team, its key wallets), the highest spend seen in that period,
+    sorted by wallet; `last_spent_nanousd` is their sum, and `crossed_percent` the
+    thresholds alerted in the period, kept across budget and threshold changes so none
+    alerts twice. `budget_set_at` is when the budget in force was set (0: never).
+    Bounded: at most the 1000 possible thresholds are remembered, and one spend per wallet
+    of the team that spent this period.
     """
 
     wallet_id: str
@@ -136,6 +146,7 @@ class Quota:
     period_start_at: int = 0
     crossed_percent: frozenset[int] = frozenset()
     last_spent_nanousd: int = 0
+    member_spent: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         assert self.wallet_id, "a quota belongs to a wallet"
@@ -145,6 +156,9 @@ class Quota:
             MIN_THRESHOLD_PERCENT <= t <= MAX_THRESHOLD_PERCENT for t in self.crossed_percent
         ), "only valid thresholds are ever crossed"
         assert self.last_spent_nanousd >= 0, "period spend is a sum of debits"
+        assert not self.member_spent or self.last_spent_nanousd == sum(
+            spent for _, spent in self.member_spent
+        ), "the period spend is the sum of the members' spend"
         assert month_start_ms(self.budget_set_at) <= self.period_start_at, (
             "a budget set in a month opens that month's period"
         )
@@ -181,14 +195,31 @@ def budget_set(
 
 
 def spend_observed(wallet: Wallet) -> SpendObserved:
-    """What a wallet projection says about its period spend."""
+    """What a wallet projection says about its own quota's period spend."""
     return SpendObserved(
         wallet.wallet_id,
         wallet.tenant_id,
         wallet.team_id,
         wallet.period_start_at,
         wallet.period_spent_nanousd,
+        wallet.wallet_id,
     )
+
+
+def rolled_up(wallet: Wallet) -> SpendObserved | None:
+    """A key wallet's spend counted towards its team's quota (a team's budget covers what
+    its keys spend from their own wallets); None for a team or org wallet."""
+    if len(path_of(wallet.wallet_id)) != KEY_DEPTH:
+        return None
+    team_wallet = parent_wallet_id(wallet.wallet_id)
+    assert team_wallet is not None, "a key wallet has a team"
+    return dataclasses.replace(spend_observed(wallet), wallet_id=team_wallet)
+
+
+def observations_of(wallet: Wallet) -> tuple[SpendObserved, ...]:
+    """Every quota a wallet projection counts towards: its own, and its team's for a key."""
+    up = rolled_up(wallet)
+    return (spend_observed(wallet),) if up is None else (spend_observed(wallet), up)
 
 
 def evolve(quota: Quota | None, event: QuotaEvent) -> tuple[Quota, tuple[ThresholdCrossed, ...]]:
@@ -254,6 +285,7 @@ def _with_budget(quota: Quota, budget: BudgetSet) -> Quota:
             period_start_at=period_start_at,
             crossed_percent=frozenset(),
             last_spent_nanousd=0,
+            member_spent=(),
         )
     return dataclasses.replace(
         quota,
@@ -264,21 +296,28 @@ def _with_budget(quota: Quota, budget: BudgetSet) -> Quota:
 
 
 def _with_spend(quota: Quota, observed: SpendObserved) -> Quota:
-    """A newer period starts clean; the current one keeps its highest spend seen; an
-    older one (a late record) changes nothing."""
+    """A newer period starts clean; in the current one each member wallet keeps its
+    highest spend seen, and the period spend is their sum; an older period (a late
+    record) changes nothing."""
+    member = observed.member_id or observed.wallet_id
+    spent = observed.period_spent_nanousd
     if observed.period_start_at > quota.period_start_at:
         return dataclasses.replace(
             quota,
             period_start_at=observed.period_start_at,
             crossed_percent=frozenset(),
-            last_spent_nanousd=observed.period_spent_nanousd,
+            last_spent_nanousd=spent,
+            member_spent=((member, spent),),
         )
-    if (
-        observed.period_start_at < quota.period_start_at
-        or observed.period_spent_nanousd <= quota.last_spent_nanousd
-    ):
+    members = dict(quota.member_spent)
+    if observed.period_start_at < quota.period_start_at or spent <= members.get(member, 0):
         return quota
-    return dataclasses.replace(quota, last_spent_nanousd=observed.period_spent_nanousd)
+    members[member] = spent
+    return dataclasses.replace(
+        quota,
+        last_spent_nanousd=sum(members.values()),
+        member_spent=tuple(sorted(members.items())),
+    )
 
 
 # --- records in and out (used by the agent; pure: the caller brings the clock) -----------
@@ -342,4 +381,8 @@ def decode_quota(data: bytes) -> Quota:
     fields = orjson.loads(data)
     fields["thresholds_percent"] = tuple(fields["thresholds_percent"])
     fields["crossed_percent"] = frozenset(fields["crossed_percent"])
+    # Quotas stored before key wallets counted towards their team have no members: their
+    # spend was the wallet's own.
+    members = fields.get("member_spent") or [[fields["wallet_id"], fields["last_spent_nanousd"]]]
+    fields["member_spent"] = tuple((str(m), int(n)) for m, n in members if n > 0)
     return Quota(**fields)

@@ -394,3 +394,42 @@ def test_replay_from_the_store_folds_the_tree_as_live_did(tmp_path: Any) -> None
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_a_teams_budget_counts_what_its_keys_spend_from_their_own_wallets(
+    stack: RunningStack,
+) -> None:
+    team, team_wallet = "rollup", f"{TENANT}/rollup"
+    fund(stack, "2", tenant=TENANT)
+    post(stack, "allocate", {"tenant": TENANT, "team": team, "usd": "1"})
+    own_key = stack.create_key(team, tenant=TENANT)  # spends from the team's wallet
+    funded_key = stack.create_key(team, tenant=TENANT)
+    post(
+        stack,
+        "allocate",
+        {"tenant": TENANT, "team": team, "key": funded_key["key_id"], "usd": "0.5"},
+    )
+    key_wallet = f"{team_wallet}/{funded_key['key_id']}"
+    for key in (own_key, funded_key):
+        sdk = openai.OpenAI(base_url=stack.base_url, api_key=key["key"], max_retries=0)
+        sdk.chat.completions.create(
+            model="sim-small", messages=[{"role": "user", "content": "same prompt"}], max_tokens=24
+        )
+    team_spent = wait_for(lambda: wallet(stack, tenant=TENANT, team=team)["spent_nanousd"])
+    key_spent = wait_for(lambda: wallet(stack, wallet_id=key_wallet)["spent_nanousd"])
+    # The team's wallet alone is at 40 % of the budget; with its key's wallet, at 80 %.
+    total = team_spent + key_spent
+    budget_nanousd = total * 100 // 80
+    assert team_spent * 100 < budget_nanousd * 50
+    budget = stack.admin(
+        "POST",
+        "/v1/admin/wallets/budget",
+        json={"tenant": TENANT, "team": team, "usd": format_usd(budget_nanousd)},
+    )
+    assert budget.status_code == 201, budget.text
+    alerts_sql = (
+        "SELECT threshold_percent, spent_nanousd FROM alerts WHERE event_type = "
+        f"'quota.threshold' AND wallet_id = '{team_wallet}' ORDER BY threshold_percent"
+    )
+    wait_for(lambda: len(stack.sql(alerts_sql)) == 2, timeout_s=30)
+    assert stack.sql(alerts_sql) == [["50", str(total)], ["80", str(total)]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 import pytest
 
 from schemas import codec
@@ -36,11 +37,24 @@ def test_a_quota_survives_the_table_encoding_exactly():
         period_start_at=month_start_ms(T0),
         crossed_percent=frozenset({50, 25}),
         last_spent_nanousd=60_000_000_000,
+        member_spent=((WALLET, 45_000_000_000), (f"{WALLET}/key_1", 15_000_000_000)),
     )
     data = encode_quota(quota)
     assert decode_quota(data) == quota
     assert b'"crossed_percent":[25,50]' in data  # sets are stored sorted: stable bytes
     assert decode_quota(encode_quota(Quota(WALLET, TENANT, TEAM))) == Quota(WALLET, TENANT, TEAM)
+
+
+def test_a_quota_stored_before_key_wallets_counted_is_the_wallets_own_spend():
+    stored = orjson.dumps(
+        {
+            "wallet_id": WALLET, "tenant_id": TENANT, "team_id": TEAM,
+            "budget_nanousd": 100, "thresholds_percent": [50, 80, 100], "budget_set_at": T0,
+            "period_start_at": month_start_ms(T0), "crossed_percent": [50],
+            "last_spent_nanousd": 60,
+        }
+    )  # fmt: skip
+    assert decode_quota(stored).member_spent == ((WALLET, 60),)
 
 
 def test_a_budget_record_becomes_the_budget_it_sets():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -16,6 +17,7 @@ from streams.quotas.logic import (
     budget_set,
     evolve,
     fold,
+    observations_of,
     spend_observed,
     threshold_reached,
 )
@@ -213,7 +215,7 @@ def test_the_quota_follows_the_wallets_projection():
     ]
     wallet = wallets.fold(history)[WALLET]
     observed = spend_observed(wallet)
-    assert observed == SpendObserved(WALLET, TENANT, TEAM, MARCH, usd_to_nanousd("85"))
+    assert observed == SpendObserved(WALLET, TENANT, TEAM, MARCH, usd_to_nanousd("85"), WALLET)
     _, alerts = fold([budget("100"), observed])
     assert alerted(alerts) == [50, 80]
 
@@ -296,3 +298,51 @@ def test_records_built_around_the_validation_are_programmer_errors():
         SpendObserved(WALLET, TENANT, TEAM, MARCH + 1, 0)
     with pytest.raises(AssertionError):
         evolve(Quota("globex/research", "globex", "research"), spent("1"))
+
+
+KEY_WALLET = f"{WALLET}/key_0193a1b2"
+
+
+def key_spent(usd: str, *, key: str = KEY_WALLET, period: int = MARCH) -> SpendObserved:
+    """A key wallet's projection, counted towards its team's quota."""
+    return SpendObserved(WALLET, TENANT, TEAM, period, usd_to_nanousd(usd), key)
+
+
+def test_a_teams_budget_counts_what_its_keys_spend_from_their_own_wallets():
+    other_key = f"{WALLET}/key_2"
+    _, alerts = fold([budget("100"), spent("30"), key_spent("15"), key_spent("35", key=other_key)])
+    assert [(a.threshold_percent, a.spent_nanousd) for a in alerts] == [
+        (50, usd_to_nanousd("80")),
+        (80, usd_to_nanousd("80")),
+    ]
+
+
+def test_each_wallet_counts_once_however_often_its_projection_comes():
+    quota, alerts = fold([budget("100"), key_spent("40"), key_spent("40"), key_spent("45")])
+    assert alerted(alerts) == [] and quota[WALLET].last_spent_nanousd == usd_to_nanousd("45")
+    quota, alerts = fold([key_spent("10")], quota)  # an older projection of the same key
+    assert alerts == [] and quota[WALLET].last_spent_nanousd == usd_to_nanousd("45")
+    quota, alerts = fold([spent("5")], quota)
+    assert alerted(alerts) == [50]
+
+
+def test_a_new_month_of_one_member_starts_the_team_clean():
+    quota, _ = fold([budget("100"), spent("60"), key_spent("30")])
+    quota, alerts = fold([key_spent("10", period=APRIL)], quota)
+    assert quota[WALLET].member_spent == ((KEY_WALLET, usd_to_nanousd("10")),)
+    quota, alerts = fold([key_spent("25", period=MARCH)], quota)  # the old month, late
+    assert alerts == [] and quota[WALLET].last_spent_nanousd == usd_to_nanousd("10")
+
+
+def test_a_key_wallets_projection_counts_towards_itself_and_its_team():
+    history = [
+        builders.funding(amount_nanousd=HUNDRED_USD),
+        builders.call(seq=10, occurred_at=T0, cost_nanousd=usd_to_nanousd("45")),
+    ]
+    team = wallets.fold(history)[WALLET]
+    key = dataclasses.replace(team, wallet_id=KEY_WALLET)
+    assert observations_of(team) == (spend_observed(team),)
+    own, up = observations_of(key)
+    assert (own.wallet_id, own.member_id) == (KEY_WALLET, KEY_WALLET)
+    assert (up.wallet_id, up.member_id) == (WALLET, KEY_WALLET)
+    assert up.period_spent_nanousd == usd_to_nanousd("45")
