@@ -1,7 +1,8 @@
 """Quota alerts under at-least-once delivery: late records, duplicates and restarts.
 
-A history is what the quotas processor reads for two wallets: budget settings from the
-admin API and the wallets processor's projections of each wallet's month-to-date spend,
+A history is what the quotas processor reads for two team wallets: budget settings from
+the admin API and the wallets processor's projections of the month-to-date spend of each
+team's wallet and of its keys' wallets,
 over a few UTC months. Some records arrive late (after records made after them) and any
 record may be delivered again later. Whatever the order, each (wallet, period, threshold)
 alerts at most once, and after every record each threshold of the budget in force that
@@ -64,9 +65,13 @@ def histories(draw) -> list[QuotaEvent]:
         if kind == "next_month":
             month = min(month + 1, len(MONTHS) - 1)
         elif kind == "spend":
-            spent_nanousd[wallet_id, month] += draw(st.integers(1, 60 * USD))
-            total = spent_nanousd[wallet_id, month]
-            events.append(SpendObserved(wallet_id, tenant_id, team_id, MONTHS[month], total))
+            # The team spends from its own wallet or from one of its keys' wallets.
+            member = wallet_id + draw(st.sampled_from(("", "/key_1", "/key_2")), label="member")
+            spent_nanousd[member, month] += draw(st.integers(1, 60 * USD))
+            total = spent_nanousd[member, month]
+            events.append(
+                SpendObserved(wallet_id, tenant_id, team_id, MONTHS[month], total, member)
+            )
         else:
             events.append(
                 budget_set(
@@ -108,7 +113,8 @@ def period_of(event: QuotaEvent) -> int:
 def check_every_step(history: list[QuotaEvent]) -> list[ThresholdCrossed]:
     """Fold record by record, checking each step against what the records say directly:
     the current period is the latest month any record of the wallet names, the budget in
-    force is the one set last, the period's spend is the highest projection of it."""
+    force is the one set last, the period's spend is the sum over its member wallets (the
+    team's and its keys') of the highest projection of each."""
     quotas: dict[str, Quota] = {}
     read: dict[str, list[QuotaEvent]] = defaultdict(list)
     alerted: set[tuple[str, int, int]] = set()
@@ -123,14 +129,11 @@ def check_every_step(history: list[QuotaEvent]) -> list[ThresholdCrossed]:
         in_force = max(settings_read, key=lambda e: e.occurred_at, default=None)
         budget_nanousd = in_force.budget_nanousd if in_force else 0
         percents = in_force.thresholds_percent if in_force else DEFAULT_THRESHOLDS_PERCENT
-        spent_nanousd = max(
-            (
-                e.period_spent_nanousd
-                for e in read[wallet_id]
-                if isinstance(e, SpendObserved) and e.period_start_at == period
-            ),
-            default=0,
-        )
+        highest: dict[str, int] = defaultdict(int)
+        for e in read[wallet_id]:
+            if isinstance(e, SpendObserved) and e.period_start_at == period:
+                highest[e.member_id] = max(highest[e.member_id], e.period_spent_nanousd)
+        spent_nanousd = sum(highest.values())
 
         crossed = [alert.threshold_percent for alert in alerts]
         assert crossed == sorted(set(crossed)), "one record's alerts ascend"
