@@ -34,6 +34,9 @@ def stack_environ(data_dir: Path, **extra: str) -> dict[str, str]:
             "GOVLEDGER_BROKER_PORT": str(free_port()),
             "GOVLEDGER_WORKER_WEB_PORT": str(free_port()),
             "GOVLEDGER_LOG_LEVEL": "info",
+            # Tansu completes a group join in about half the session timeout: 1.5 s
+            # rather than 3 s for each of the sink, the worker and its intake.
+            "GOVLEDGER_KAFKA_SESSION_TIMEOUT_MS": "3000",
         }
     )
     env.update(extra)

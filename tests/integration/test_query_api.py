@@ -520,6 +520,8 @@ def test_ingestion_reports_freshness_and_consumer_lag(stack: RunningStack, world
     assert get(stack, "/v1/ingestion", world.org_admin).status_code == 200
 
 
+# Last in the module: minutes close a minute after the calls, and the tests above use
+# that minute.
 def test_sla_rolls_up_closed_minutes_per_target(stack: RunningStack, world: World) -> None:
     def targets(key: str, **params: str) -> list[dict[str, Any]]:
         response = get(stack, "/v1/sla", key, since="1h", **params)
