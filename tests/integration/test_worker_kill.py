@@ -71,7 +71,7 @@ TIMEOUT_S = float(os.environ.get("GOVLEDGER_KILL_TEST_TIMEOUT_S", "1800"))
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
-SESSION_TIMEOUT_MS = 6_000
+SESSION_TIMEOUT_MS = 3_000
 APP_ID = "govledger-kill-test"
 TENANTS = ("acme", "globex", "initech")
 TEAMS = ("search", "support", "finops", "research", "ads", "infra", "legal")
