@@ -153,22 +153,33 @@ def worker_main(settings: StreamSettings) -> None:
     """Run the Faust worker with every domain agent (blocks; Faust handles signals)."""
     import faust
 
-    from streams import intake
+    from streams import checkpoints, intake
     from streams.app import create_app
     from streams.breakers import agent as breakers_agent
+    from streams.checkpoints import Checkpoints
     from streams.escalations import agent as escalations_agent
     from streams.quotas import agent as quotas_agent
     from streams.sla import agent as sla_agent
     from streams.wallets import agent as wallets_agent
 
     app = create_app(settings)
+    # Every domain seals its outputs into a chain of its own; all are checkpointed.
+    chains = Checkpoints()
     domains = [
-        wallets_agent.register(app, settings.kafka_bootstrap, new_producer_id("streams")),
-        breakers_agent.register(app, settings, new_producer_id("streams-breakers")),
-        sla_agent.register(app, settings, new_producer_id("streams-sla")),
+        wallets_agent.register(
+            app, settings.kafka_bootstrap, chains.chain(new_producer_id("streams"))
+        ),
+        breakers_agent.register(app, settings, chains.chain(new_producer_id("streams-breakers"))),
+        sla_agent.register(app, settings, chains.chain(new_producer_id("streams-sla"))),
     ]
-    intake.register(app, settings, new_producer_id("streams-intake"), domains)
-    quotas_agent.register(app, new_producer_id("streams-quotas"))
-    escalations_agent.register(app, settings, new_producer_id("streams-escalations"))
+    quotas_agent.register(app, chains.chain(new_producer_id("streams-quotas")))
+    escalations_agent.register(app, settings, chains.chain(new_producer_id("streams-escalations")))
+    send_checkpoints = checkpoints.register(app, chains, settings.worker_checkpoint_interval_s)
+
+    async def checkpoint_at_stop() -> None:
+        await send_checkpoints("stop")
+
+    intake_chain = chains.chain(new_producer_id("streams-intake"))
+    intake.register(app, settings, intake_chain, domains, on_stop=checkpoint_at_stop)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

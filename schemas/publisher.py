@@ -43,6 +43,22 @@ CHECKPOINT_EVERY = 1_000
 CHECKPOINT_INTERVAL_S = 60.0
 
 
+def checkpoint_of(chain: HashChain, reason: str) -> ChainCheckpoint:
+    """A checkpoint of the chain's head, to be sealed into that chain as its next record."""
+    return ChainCheckpoint(
+        event_id=uuid7(),
+        event_type=ChainCheckpoint.event_type_name,
+        occurred_at=now_ms(),
+        tenant_id="",
+        producer_id="",
+        seq=0,
+        checkpoint_seq=chain.seq,
+        checkpoint_hash=chain.head,
+        record_count=chain.seq,
+        reason=reason,
+    )
+
+
 class ChainedPublisher:
     """Publishes one producer's records, each sealed into its hash chain."""
 
@@ -159,18 +175,7 @@ class ChainedPublisher:
         head_seq = self.chain.seq
         if head_seq == self._checkpointed_seq:
             return None  # nothing new to vouch for (the last record is a checkpoint)
-        record = ChainCheckpoint(
-            event_id=uuid7(),
-            event_type=ChainCheckpoint.event_type_name,
-            occurred_at=now_ms(),
-            tenant_id="",
-            producer_id="",
-            seq=0,
-            checkpoint_seq=head_seq,
-            checkpoint_hash=self.chain.head,
-            record_count=head_seq,
-            reason=reason,
-        )
+        record = checkpoint_of(self.chain, reason)
         sealed = await self._publish_locked(CHECKPOINTS.name, self.producer_id, record)
         self._checkpointed_seq = sealed.seq
         return sealed

@@ -207,6 +207,9 @@ class StreamSettings(CommonSettings):
 
     worker_app_id: str = setting("govledger-streams", "Faust application id (consumer group).")
     worker_web_port: int = setting(6066, "Port of the Faust worker's web endpoint (0 disables).")
+    worker_checkpoint_interval_s: float = setting(
+        60.0, "Seconds between checkpoints of the processors' hash chains (and one at stop)."
+    )
     sla_grace_ms: int = setting(
         30_000, "How long after a minute ends its SLA window waits for records in flight."
     )

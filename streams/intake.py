@@ -136,11 +136,17 @@ class _Reassigned(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def register(
-    app: Any, settings: StreamSettings, producer_id: str, domains: Sequence[Domain]
+    app: Any,
+    settings: StreamSettings,
+    chain: codec.HashChain,
+    domains: Sequence[Domain],
+    *,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run the intake as a task of the Faust app, for these domains in this order."""
+    """Run the intake as a task of the Faust app, for these domains in this order;
+    `on_stop` runs when it stops on purpose, after the domains' and before the commit."""
     assert domains, "an intake with no domain would commit records nobody folded"
-    reject = rejecter(app.topic(DLQ.name, **RAW), codec.HashChain(producer_id), CONSUMER)
+    reject = rejecter(app.topic(DLQ.name, **RAW), chain, CONSUMER)
     stopping, stopped, ready = asyncio.Event(), asyncio.Event(), asyncio.Event()
     stopped.set()  # until the task starts: a worker stopped before then waits for nothing
 
@@ -206,6 +212,8 @@ def register(
                 for domain in domains:
                     if domain.on_stop is not None:
                         await domain.on_stop()
+                if on_stop is not None:
+                    await on_stop()
                 await commit()
             except Exception:  # the consumer must still leave its group
                 log.exception("intake stop incomplete: records since the last commit come again")

@@ -31,14 +31,13 @@ def config_of(settings: StreamSettings) -> logic.BreakerConfig:
     )
 
 
-def register(app: Any, settings: StreamSettings, producer_id: str) -> Domain:
+def register(app: Any, settings: StreamSettings, chain: codec.HashChain) -> Domain:
     """Register the breakers agent; return the intake's handler that feeds it."""
     config = config_of(settings)
     by_target = app.topic(f"{settings.worker_app_id}-breakers-by-target", internal=True, **RAW)
     states = app.topic(BREAKER_STATE.name, **RAW)
     alerts = app.topic(ALERTS.name, **RAW)
     table = app.Table("breakers", key_type=bytes, value_type=bytes)
-    chain = codec.HashChain(producer_id)
     reject = rejecter(app.topic(DLQ.name, **RAW), chain, "streams.breakers")
 
     async def forward_attempts(batch: Sequence[Decoded]) -> None:

@@ -81,7 +81,7 @@ class _Held:
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
 
-def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
+def register(app: Any, settings: StreamSettings, chain: codec.HashChain) -> Any:
     """Register the escalations agent, its SLA timer and the rebuild on assignment."""
     config = logic.config_of(settings)
     # Both topics are keyed by tenant_id and have the same partition count, so Faust
@@ -89,7 +89,6 @@ def register(app: Any, settings: StreamSettings, producer_id: str) -> Any:
     source = app.topic(ESCALATIONS.name, CONTROL.name, **RAW)
     alerts = app.topic(ALERTS.name, **RAW)
     dead_letters = app.topic(DLQ.name, **RAW)
-    chain = codec.HashChain(producer_id)
     held = _Held()
 
     def report(notices: tuple[logic.Notice, ...]) -> list[logic.SlaBreached]:

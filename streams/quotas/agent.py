@@ -37,7 +37,7 @@ BUDGETS_SUFFIX = "quota-budgets"
 # --- the adapter --------------------------------------------------------------------------
 
 
-def register(app: Any, producer_id: str) -> Any:
+def register(app: Any, chain: codec.HashChain) -> Any:
     """Register the budget forwarder and the two quota agents on the app."""
     control = app.topic(CONTROL.name, **RAW)
     # Internal (declared by Faust with the app's partition count, like wallet-state) and
@@ -47,7 +47,6 @@ def register(app: Any, producer_id: str) -> Any:
     alerts = app.topic(ALERTS.name, **RAW)
     dead_letters = app.topic(DLQ.name, **RAW)
     table = app.Table("quotas", key_type=bytes, value_type=bytes)
-    chain = codec.HashChain(producer_id)
     # Two agents change the table and a fold awaits its alerts: one fold at a time, so
     # neither reads a quota the other is about to replace.
     folding = asyncio.Lock()

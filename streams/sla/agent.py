@@ -50,14 +50,13 @@ def targets_of(settings: StreamSettings) -> logic.SlaTargets:
     )
 
 
-def register(app: Any, settings: StreamSettings, producer_id: str) -> Domain:
+def register(app: Any, settings: StreamSettings, chain: codec.HashChain) -> Domain:
     """The SLA batch handler for the intake; registers its closing timer and stop hook."""
     targets = targets_of(settings)
     grace_ms, retention_ms = settings.sla_grace_ms, settings.sla_retention_ms
     windows = app.topic(SLA.name, **RAW)
     alerts = app.topic(ALERTS.name, **RAW)
     dead_letters = app.topic(DLQ.name, **RAW)
-    chain = codec.HashChain(producer_id)
     held = _Held()
 
     reject = rejecter(dead_letters, chain, CONSUMER)

@@ -27,10 +27,9 @@ class _Book:
     wallets: dict[str, logic.Wallet] = dataclasses.field(default_factory=dict)
 
 
-def register(app: Any, bootstrap: str, producer_id: str) -> Domain:
+def register(app: Any, bootstrap: str, chain: codec.HashChain) -> Domain:
     """The wallets' fold for the intake, and their reload on assignment."""
     balances = app.topic(WALLET_STATE.name, **RAW)
-    chain = codec.HashChain(producer_id)
     book = _Book()
 
     async def reload_wallets() -> None:

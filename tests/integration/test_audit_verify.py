@@ -200,6 +200,12 @@ def test_gaps_that_retention_made_are_accounted_and_others_still_reported(
         assert wait_for(run_retention, timeout_s=20)["deleted"]["lineage"] == 4
         cut = stack.sql("SELECT producer_id, rows, seqs FROM retention_cuts")
         assert cut == [[producer, "4", "[3,4,5,6]"]]
+        # The first run's processors closed their chains at stop: balances, SLA windows.
+        closed = stack.sql(
+            "SELECT DISTINCT splitByChar('-', producer_id)[2] FROM chain_checkpoints "
+            "WHERE producer_id LIKE 'streams-%' AND reason = 'stop' ORDER BY 1"
+        )
+        assert ["sla"] in closed and len(closed) >= 2, closed
         after = verify(stack.env)
     assert after.returncode == 1, after.stdout + after.stderr
     assert [line.split()[:3] for line in after.stdout.splitlines()[:-1]] == [

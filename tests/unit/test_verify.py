@@ -25,6 +25,7 @@ from schemas.codec import HashChain
 from schemas.ids import uuid7
 from schemas.publisher import ChainedPublisher
 from schemas.records import ChainCheckpoint, Event
+from streams.checkpoints import Checkpoints
 from tests.unit import builders
 
 PRODUCER = "gateway-eu1-0a1b2c"
@@ -388,3 +389,19 @@ async def test_the_publisher_checkpoints_on_its_interval_only_after_new_records(
     records = [codec.decode(value) for _, value, _ in fake.sent]
     assert [type(r).__name__ for r in records] == ["LineageRecord", "ChainCheckpoint"]
     assert records[1].reason == "interval"  # type: ignore[attr-defined]
+
+
+def test_a_workers_chains_are_checkpointed_when_they_sealed_something() -> None:
+    chains = Checkpoints()
+    busy, idle = chains.chain("streams-sla-1"), chains.chain("streams-quotas-1")
+    rows = [_row(busy.seal(builders.call(event_id=uuid7()))) for _ in range(3)]
+    due = chains.seal_due("interval")
+    assert [producer for producer, _ in due] == ["streams-sla-1"]
+    assert idle.seq == 0 and chains.seal_due("interval") == []  # nothing new since
+    checkpoint = codec.decode_as(due[0][1], ChainCheckpoint)
+    assert (checkpoint.seq, checkpoint.checkpoint_seq, checkpoint.reason) == (4, 3, "interval")
+    rows.append(StoredRow("chain_checkpoints", "streams-sla-1", 4, due[0][1]))
+    report = verify_rows(rows)
+    assert report.clean and report.checkpoints == 1 and report.open_chains == 0
+    # The checkpoint vouches for seq 3: a tail cut before it is found.
+    assert _found(verify_rows([rows[0], rows[3]]).findings) == [("truncated", "streams-sla-1", 2)]
