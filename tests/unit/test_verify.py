@@ -23,7 +23,7 @@ from replay.verify import (
 from schemas import codec
 from schemas.codec import HashChain
 from schemas.ids import uuid7
-from schemas.publisher import ChainedPublisher
+from schemas.publisher import ChainedPublisher, checkpoint_of
 from schemas.records import ChainCheckpoint, Event
 from streams.checkpoints import Checkpoints
 from tests.unit import builders
@@ -32,18 +32,7 @@ PRODUCER = "gateway-eu1-0a1b2c"
 
 
 def _checkpoint(chain: HashChain) -> ChainCheckpoint:
-    return ChainCheckpoint(
-        event_id=uuid7(),
-        event_type=ChainCheckpoint.event_type_name,
-        occurred_at=builders.T0,
-        tenant_id="",
-        producer_id="",
-        seq=0,
-        checkpoint_seq=chain.seq,
-        checkpoint_hash=chain.head,
-        record_count=chain.seq,
-        reason="records",
-    )
+    return dataclasses.replace(checkpoint_of(chain, "records"), occurred_at=builders.T0)
 
 
 def _chain(
