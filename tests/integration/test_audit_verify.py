@@ -54,6 +54,17 @@ def in_store(env: dict[str, str], code: str) -> str:
     return done.stdout
 
 
+def calls_through_the_gateway(stack: RunningStack, calls: int) -> None:
+    """A funded team's key makes `calls` calls: one gateway chain of that many records."""
+    key = stack.create_key("search")
+    stack.fund("search", "5")
+    client = openai.OpenAI(base_url=stack.base_url, api_key=key["key"], max_retries=0)
+    for n in range(calls):
+        client.chat.completions.create(
+            model="sim-small", messages=[{"role": "user", "content": f"call {n}"}]
+        )
+
+
 def gateway_chain(stack: RunningStack) -> tuple[str, int]:
     rows = stack.sql(
         "SELECT producer_id, max(checkpoint_seq) FROM chain_checkpoints "
@@ -69,13 +80,7 @@ def test_verify_finds_each_kind_of_tampering(tmp_path: Path) -> None:
         GOVLEDGER_CHECKPOINT_INTERVAL_S="600",
     )
     with running_stack(env) as stack:
-        key = stack.create_key("search")
-        stack.fund("search", "5")
-        client = openai.OpenAI(base_url=stack.base_url, api_key=key["key"], max_retries=0)
-        for n in range(CALLS):
-            client.chat.completions.create(
-                model="sim-small", messages=[{"role": "user", "content": f"call {n}"}]
-            )
+        calls_through_the_gateway(stack, CALLS)
         # The gateway's second checkpoint (seq 12, covering seq 11) lands in the store.
         wait_for(
             lambda: (
@@ -155,13 +160,7 @@ def test_gaps_that_retention_made_are_accounted_and_others_still_reported(
 ) -> None:
     env = stack_environ(tmp_path / "data", GOVLEDGER_RETENTION_INTERVAL_S="3600")
     with running_stack(env) as stack:
-        key = stack.create_key("search")
-        stack.fund("search", "5")
-        client = openai.OpenAI(base_url=stack.base_url, api_key=key["key"], max_retries=0)
-        for n in range(CALLS):
-            client.chat.completions.create(
-                model="sim-small", messages=[{"role": "user", "content": f"call {n}"}]
-            )
+        calls_through_the_gateway(stack, CALLS)
         wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [[str(CALLS)]], timeout_s=20)
         pack = "name: default\npolicies:\n  chain:\n    - name: audit-logger\n"
         published = stack.admin(
@@ -217,13 +216,7 @@ def test_gaps_that_retention_made_are_accounted_and_others_still_reported(
 def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(tmp_path: Path) -> None:
     env = stack_environ(tmp_path / "data")
     with running_stack(env) as stack:
-        key = stack.create_key("search")
-        stack.fund("search", "5")
-        client = openai.OpenAI(base_url=stack.base_url, api_key=key["key"], max_retries=0)
-        for n in range(8):
-            client.chat.completions.create(
-                model="sim-small", messages=[{"role": "user", "content": f"call {n}"}]
-            )
+        calls_through_the_gateway(stack, 8)
         wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [["8"]], timeout_s=20)
         auth = {"Authorization": f"Bearer {stack.token}"}
         created = httpx.post(
