@@ -34,7 +34,7 @@ integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
 test: lint typecheck $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -p no:cacheprovider --durations=12 tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/e2e.py
