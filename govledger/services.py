@@ -153,7 +153,7 @@ def worker_main(settings: StreamSettings) -> None:
     """Run the Faust worker with every domain agent (blocks; Faust handles signals)."""
     import faust
 
-    from streams import checkpoints, intake
+    from streams import checkpoints, commit_watch, intake
     from streams.app import create_app
     from streams.breakers import agent as breakers_agent
     from streams.checkpoints import Checkpoints
@@ -175,6 +175,8 @@ def worker_main(settings: StreamSettings) -> None:
     quotas_agent.register(app, chains.chain(new_producer_id("streams-quotas")))
     escalations_agent.register(app, settings, chains.chain(new_producer_id("streams-escalations")))
     send_checkpoints = checkpoints.register(app, chains, settings.worker_checkpoint_interval_s)
+    stall_s = settings.worker_commit_stall_s
+    commit_watch.register(app, interval_s=max(stall_s / 4, 1.0), stall_after_s=stall_s)
 
     async def checkpoint_at_stop() -> None:
         await send_checkpoints("stop")

@@ -210,6 +210,11 @@ class StreamSettings(CommonSettings):
     worker_checkpoint_interval_s: float = setting(
         60.0, "Seconds between checkpoints of the processors' hash chains (and one at stop)."
     )
+    worker_commit_stall_s: float = setting(
+        120.0,
+        "Seconds a Faust partition's commit position may stay put while records after it "
+        "are read before the worker logs a warning (see streams/commit_watch.py).",
+    )
     sla_grace_ms: int = setting(
         30_000, "How long after a minute ends its SLA window waits for records in flight."
     )
@@ -235,6 +240,12 @@ class StreamSettings(CommonSettings):
     )
     breaker_failure_window_s: float = setting(30.0, "Window in which breaker failures count.")
     breaker_reset_timeout_s: float = setting(30.0, "How long a breaker stays open before probes.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Faust commits every few seconds: a shorter wait would call healthy partitions stalled.
+        if self.worker_commit_stall_s < 10:
+            raise SettingsError("GOVLEDGER_WORKER_COMMIT_STALL_S must be at least 10 seconds")
 
 
 ALL_SETTINGS: tuple[type[CommonSettings], ...] = (

@@ -478,6 +478,8 @@ async def test_worker_killed_at_random_points_loses_and_repeats_nothing(tmp_path
                 bootstrap,
                 GOVLEDGER_WORKER_APP_ID=APP_ID,
                 GOVLEDGER_WORKER_WEB_PORT="0",
+                # Short, so a Faust commit stall in a worker's life shows in its log.
+                GOVLEDGER_WORKER_COMMIT_STALL_S="20",
             )
             worker = children.spawn("worker", worker_env)
             await follower.start()
@@ -560,6 +562,12 @@ async def test_worker_killed_at_random_points_loses_and_repeats_nothing(tmp_path
             await check_results(
                 work, follower, sql, bootstrap, kills, lambda: worker.poll() is None
             )
+            stalls = [
+                line
+                for line in (tmp_path / "worker.log").read_text(errors="replace").splitlines()
+                if "commit position stalled" in line
+            ]
+            print(f"[kill-test] Faust commit stalls the worker logged: {stalls or 'none'}")
             print(f"[kill-test] wall time {time.monotonic() - started:.1f} s", flush=True)
     finally:
         await follower.stop()
