@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.transport.consumer import Consumer
+from faust.types.tuples import ack_lock
 
 from schemas.settings import StreamSettings
+
+_PATCHED = "__govledger_dedupes_acked_offsets__"
 
 
 def faust_broker_url(bootstrap: str) -> str:
@@ -16,8 +21,43 @@ def faust_broker_url(bootstrap: str) -> str:
     )
 
 
+def commit_past_duplicate_acks() -> None:
+    """Make Faust's commit bookkeeping drop duplicate acknowledged offsets (idempotent).
+
+    Faust commits a partition up to the first run of consecutive acknowledged offsets. A
+    range it recorded as a gap (a jump in fetched offsets, as after a seek back to the
+    committed position while a later fetch was in flight) is added to the acknowledged
+    list without looking whether those offsets are in it already. Each offset then
+    appears twice, every run is one offset long, and the commit position creeps forward
+    by one offset per commit (every 2.8 s) while the agents read on: the group's lag
+    grows and every restart refolds more. Seen in the kill test after restarts
+    (`acked` = [138, 139, 139, 140, 140, ...]); the same as robinhood/faust #625.
+
+    Removing duplicates changes nothing about which offsets count as acknowledged, only
+    lets one commit cover the whole run. faust-streaming 0.15 has no fix; the version is
+    pinned below 0.16 in pyproject.toml, and `_new_offset` is checked to exist.
+    """
+    if getattr(Consumer, _PATCHED, False):
+        return
+    original: Callable[[Any, Any], int | None] = Consumer._new_offset
+
+    def new_offset(self: Any, tp: Any) -> int | None:
+        # Under the lock `Consumer.ack` appends with, so no ack lands mid-rewrite.
+        with ack_lock:
+            acked = self._acked[tp]
+            if len(acked) > 1:
+                unique = set(acked)
+                if len(unique) != len(acked):
+                    acked[:] = sorted(unique)
+            return original(self, tp)
+
+    Consumer._new_offset = new_offset  # type: ignore[method-assign]
+    setattr(Consumer, _PATCHED, True)
+
+
 def create_app(settings: StreamSettings) -> Any:
     """A Faust app tuned for at-least-once processing with idempotent agents."""
+    commit_past_duplicate_acks()
     session_s = settings.kafka_session_timeout_ms / 1000
     return faust.App(
         settings.worker_app_id,
