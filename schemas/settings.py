@@ -212,8 +212,8 @@ class StreamSettings(CommonSettings):
     )
     worker_commit_stall_s: float = setting(
         120.0,
-        "Seconds a Faust partition's commit position may stay put while records after it "
-        "are read before the worker logs a warning (see streams/commit_watch.py).",
+        "Seconds a record a Faust agent read may stay uncommitted before the worker logs "
+        "that its partition's commit position stalled (see streams/commit_watch.py).",
     )
     sla_grace_ms: int = setting(
         30_000, "How long after a minute ends its SLA window waits for records in flight."

@@ -1,4 +1,4 @@
-"""Warns when Faust stops advancing a partition's commit position while it reads on.
+"""Warns when records a Faust agent read long ago are still not committed.
 
 Faust commits a partition up to the first run of consecutive acknowledged offsets, so
 anything that breaks the run holds the position back while the agents go on reading:
@@ -6,9 +6,9 @@ the group's lag grows and every restart refolds more (nothing is lost; the recor
 behind the position are folded again, idempotently). `streams.app` mends the cause
 seen here (offsets acknowledged twice); upstream reports others (robinhood/faust #385,
 #681; faust-streaming #312, #606). This watch makes any of them visible: a partition
-read past its commit position, whose position has not moved for `stall_after_s`, is
-logged once per stall at warning level. Faust commits every few seconds, so a healthy
-partition never qualifies.
+whose commit position has not passed a record read `stall_after_s` ago is logged once
+per stall at warning level. Faust commits every few seconds, so a healthy partition
+never qualifies, however busy.
 """
 
 from __future__ import annotations
@@ -26,17 +26,17 @@ MAX_PARTITIONS_WATCHED = 100_000  # far above any assignment; bounds the watch's
 
 @dataclasses.dataclass(frozen=True)
 class Watched:
-    """A partition's commit position when last seen, and since when it has not moved
-    while records after it were read (None: nothing read past it)."""
+    """The oldest read offset of a partition the commit position has not passed yet, and
+    when it was first seen read; whether its stall was reported."""
 
-    committed_offset: int | None
-    behind_since_s: float | None = None
+    read_offset: int
+    read_at_s: float
     reported: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class Stall:
-    """A partition read past a commit position that stopped moving."""
+    """A partition whose records read `stalled_s` ago are still not committed."""
 
     partition: str
     committed_offset: int | None
@@ -54,24 +54,26 @@ def observe(
     """The watch after one look at the positions, and the stalls to report now.
 
     `committed_offsets` are Kafka commit positions (the next offset to read),
-    `read_offsets` the last offset read, both per partition name."""
+    `read_offsets` the last offset read, both per partition name. A healthy partition's
+    commit position passes what was read within a few commits, however busy it is; a
+    stalled one, or one that creeps, leaves a record read `stall_after_s` ago behind it.
+    """
     assert stall_after_s > 0, "a stall lasts some time"
     assert len(read_offsets) <= MAX_PARTITIONS_WATCHED, "more partitions than watched"
     after: dict[str, Watched] = {}
     stalls: list[Stall] = []
     for partition, read_offset in read_offsets.items():
         committed = committed_offsets.get(partition)
-        behind = committed is None or read_offset >= committed
-        before = watched.get(partition)
-        if not behind:
-            after[partition] = Watched(committed)
+        mark = watched.get(partition)
+        if mark is not None and committed is not None and committed > mark.read_offset:
+            mark = None  # committed past: healthy so far
+        if mark is None:
+            if committed is None or read_offset >= committed:
+                after[partition] = Watched(read_offset, now_s)
             continue
-        if before is None or before.committed_offset != committed or before.behind_since_s is None:
-            after[partition] = Watched(committed, behind_since_s=now_s)
-            continue
-        stalled_s = now_s - before.behind_since_s
-        due = stalled_s >= stall_after_s and not before.reported
-        after[partition] = dataclasses.replace(before, reported=before.reported or due)
+        stalled_s = now_s - mark.read_at_s
+        due = stalled_s >= stall_after_s and not mark.reported
+        after[partition] = dataclasses.replace(mark, reported=mark.reported or due)
         if due:
             stalls.append(Stall(partition, committed, read_offset, stalled_s))
     return after, stalls
