@@ -39,6 +39,10 @@ def commit_past_duplicate_acks() -> None:
     """
     if getattr(Consumer, _PATCHED, False):
         return
+    if not hasattr(Consumer, "_new_offset"):
+        raise RuntimeError(
+            "faust-streaming changed: Consumer._new_offset is gone; see streams/app.py"
+        )
     original: Callable[[Any, Any], int | None] = Consumer._new_offset
 
     def new_offset(self: Any, tp: Any) -> int | None:
