@@ -525,13 +525,18 @@ class WalletLimitSet(Event):
 class ChainCheckpoint(Event):
     """A producer's chain head, itself the next record of that chain (see replay.verify)."""
 
-    schema_name: ClassVar[str] = "govledger.v1.ChainCheckpoint"
+    schema_name: ClassVar[str] = "govledger.v2.ChainCheckpoint"
     event_type_name: ClassVar[str] = "chain.checkpoint"
 
     checkpoint_seq: int
     checkpoint_hash: str
     record_count: int
     reason: str
+    signer_root_id: str = ""
+    signer_role: str = ""
+    signer_public_key: bytes = b""
+    signer_certificate: bytes = b""
+    signature: bytes = b""
 
 
 RECORD_TYPES: tuple[type[Event], ...] = (

@@ -1,0 +1,588 @@
+"""Record authentication: which producer may change the ledger, proven per record.
+
+One org root secret (32 random bytes, kept 0600 in the data dir or named by
+GOVLEDGER_ROOT_SECRET_FILE) registers producers without any registration record: a
+producer's key is derived from the root, its role and its producer id,
+
+    producer_key = HKDF-SHA256(root, info = "govledger/producer/v1" 0 role 0 producer_id)
+
+so a verifier holding the root re-derives the key of any (role, producer id) it meets, and
+a record whose MAC does not verify under it was not made by a holder of the root. Every
+record carries the Kafka header `govledger-auth`:
+
+    v1.<root_key_id>.<role>.<hex HMAC-SHA256(producer_key, record bytes)>
+
+over the record's full single-object bytes. `root_key_id` names the root (16 hex of a
+SHA-256 of an HKDF-derived id, never of the secret itself), so the root can rotate: the
+keyring file holds every root, oldest first; the newest signs, older ones only verify.
+
+Verification also checks that the role may write the topic and the record type (the
+allow-lists below: control records only from the admin API, lineage only from gateways).
+A record that fails is refused with a reason the consumers put on the dead letter:
+`unauthenticated: no auth header`, `forged: unknown root`, `forged: bad mac`,
+`forged: role gateway may not write control`, ...
+
+Checkpoints are also signed with Ed25519 (see `checkpoint_signature`): each producer's
+Ed25519 key is derived from the root like its MAC key, and the org key (derived from the
+root too) certifies each producer's public key, so an auditor holding only the org public
+key (`govledger audit pubkey`) can check them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from schemas import codec
+from schemas.codec import HashChain
+from schemas.records import (
+    BreakerState,
+    ChainCheckpoint,
+    CircuitChanged,
+    DeadLetter,
+    EscalationChanged,
+    EscalationOpened,
+    EscalationResolved,
+    EscalationSlaBreached,
+    Event,
+    KeyIssued,
+    KeyRevoked,
+    LineageRecord,
+    PolicyPackPublished,
+    QuotaThresholdCrossed,
+    SlaBreached,
+    SlaWindow,
+    WalletAllocated,
+    WalletBalance,
+    WalletBudgetSet,
+    WalletCorrected,
+    WalletFunded,
+    WalletLimitSet,
+    WalletRefunded,
+)
+from schemas.topics import (
+    ALERTS,
+    BREAKER_STATE,
+    CHECKPOINTS,
+    CONTROL,
+    DLQ,
+    ESCALATIONS,
+    LINEAGE,
+    SLA,
+    WALLET_STATE,
+)
+
+HEADER = "govledger-auth"
+VERSION = "v1"
+ROOT_FILE = "root.keys"
+ROOT_SECRET_BYTES = 32
+ROOT_ID_HEX = 16
+MAC_HEX = 64
+MAX_HEADER_BYTES = 128
+KEY_CACHE_ENTRIES = 4_096
+RELOAD_EVERY_S = 1.0
+"""Least time between two reloads of the keyring file on meeting an unknown root (a root
+rotated while this process runs); bounds what a stream of forged root ids costs."""
+
+Role = Literal["gateway", "admin", "processor", "sink"]
+ROLES: tuple[Role, ...] = ("gateway", "admin", "processor", "sink")
+
+ROLES_BY_TOPIC: Mapping[str, frozenset[Role]] = {
+    LINEAGE.name: frozenset({"gateway"}),
+    ESCALATIONS.name: frozenset({"gateway"}),
+    CONTROL.name: frozenset({"admin"}),
+    WALLET_STATE.name: frozenset({"processor"}),
+    BREAKER_STATE.name: frozenset({"processor"}),
+    ALERTS.name: frozenset({"processor"}),
+    SLA.name: frozenset({"processor"}),
+    DLQ.name: frozenset({"processor", "sink"}),
+    CHECKPOINTS.name: frozenset(ROLES),
+}
+"""Which roles may write each topic. A topic not listed takes no record at all."""
+
+_ADMIN: frozenset[Role] = frozenset({"admin"})
+_PROCESSOR: frozenset[Role] = frozenset({"processor"})
+ROLES_BY_TYPE: Mapping[type[Event], frozenset[Role]] = {
+    LineageRecord: frozenset({"gateway"}),
+    EscalationOpened: frozenset({"gateway"}),
+    KeyIssued: _ADMIN,
+    KeyRevoked: _ADMIN,
+    WalletFunded: _ADMIN,
+    PolicyPackPublished: _ADMIN,
+    EscalationResolved: _ADMIN,
+    EscalationChanged: _ADMIN,
+    WalletBudgetSet: _ADMIN,
+    WalletAllocated: _ADMIN,
+    WalletRefunded: _ADMIN,
+    WalletCorrected: _ADMIN,
+    WalletLimitSet: _ADMIN,
+    WalletBalance: _PROCESSOR,
+    BreakerState: _PROCESSOR,
+    SlaWindow: _PROCESSOR,
+    CircuitChanged: _PROCESSOR,
+    QuotaThresholdCrossed: _PROCESSOR,
+    SlaBreached: _PROCESSOR,
+    EscalationSlaBreached: _PROCESSOR,
+    DeadLetter: frozenset({"processor", "sink"}),
+    ChainCheckpoint: frozenset(ROLES),
+}
+"""Which roles may write each record type, whatever the topic."""
+
+ROLE_OF_PREFIX: Mapping[str, Role] = {
+    "gateway": "gateway",
+    "admin": "admin",
+    "streams": "processor",
+    "restore": "processor",
+    "sink": "sink",
+}
+"""The role a producer id's prefix names (`new_producer_id(prefix)`), for publishers
+not told their role."""
+
+
+class Forged(codec.DecodeError):
+    """A record that is not authenticated as coming from a producer allowed to write it.
+    A DecodeError, so every consumer that dead-letters undecodable records refuses it."""
+
+
+def _derive(secret: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(secret)
+
+
+def root_key_id(secret: bytes) -> str:
+    """The public name of a root: 16 hex of SHA-256 of an id derived from it."""
+    return hashlib.sha256(_derive(secret, b"govledger/root-id/v1")).hexdigest()[:ROOT_ID_HEX]
+
+
+def _info(kind: bytes, role: str, producer_id: str) -> bytes:
+    return kind + b"\x00" + role.encode() + b"\x00" + producer_id.encode()
+
+
+def producer_key(secret: bytes, role: str, producer_id: str) -> bytes:
+    """A producer's MAC key, from the root, its role and its id."""
+    return _derive(secret, _info(b"govledger/producer/v1", role, producer_id))
+
+
+def org_signing_key(secret: bytes) -> Ed25519PrivateKey:
+    """The org's Ed25519 key, which certifies producers' public keys."""
+    return Ed25519PrivateKey.from_private_bytes(_derive(secret, b"govledger/org-ed25519/v1"))
+
+
+def producer_signing_key(secret: bytes, role: str, producer_id: str) -> Ed25519PrivateKey:
+    """A producer's Ed25519 key (signs its checkpoints)."""
+    seed = _derive(secret, _info(b"govledger/ed25519/v1", role, producer_id))
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    """The raw 32-byte public key."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def certificate_message(producer_id: str, role: str, public_key: bytes) -> bytes:
+    """What the org signs to certify a producer's public key."""
+    return _info(b"govledger/cert/v1", role, producer_id) + b"\x00" + public_key
+
+
+def checkpoint_message(producer_id: str, checkpoint_seq: int, checkpoint_hash: str) -> bytes:
+    """What a producer signs in a checkpoint."""
+    return b"\x00".join(
+        (b"govledger/checkpoint/v1", producer_id.encode(), str(checkpoint_seq).encode(),
+         checkpoint_hash.encode())
+    )  # fmt: skip
+
+
+# --- the keyring ----------------------------------------------------------------------
+
+
+class KeyringError(RuntimeError):
+    """The root secret file is missing, unreadable or malformed."""
+
+
+def _parse_roots(text: str, path: Path) -> list[bytes]:
+    roots = []
+    for number, written in enumerate(text.splitlines(), 1):
+        line = written.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            secret = bytes.fromhex(line)
+        except ValueError:
+            raise KeyringError(f"{path}:{number}: not a hex root secret") from None
+        if len(secret) != ROOT_SECRET_BYTES:
+            raise KeyringError(f"{path}:{number}: a root secret is {ROOT_SECRET_BYTES} bytes")
+        roots.append(secret)
+    if not roots:
+        raise KeyringError(f"{path}: no root secret")
+    return roots
+
+
+class Keyring:
+    """Every org root, oldest first; the newest signs. Reads its file again (at most every
+    RELOAD_EVERY_S) when asked for a root it does not know: a root rotated meanwhile."""
+
+    def __init__(self, roots: Iterable[bytes], path: Path | None = None) -> None:
+        self.path = path
+        self._set(list(roots))
+        self._reloaded_at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _set(self, roots: list[bytes]) -> None:
+        assert roots, "a keyring holds at least one root"
+        self._roots = {root_key_id(secret): secret for secret in roots}
+        self.signing_id = root_key_id(roots[-1])
+
+    @classmethod
+    def load(cls, path: Path) -> Keyring:
+        """The roots kept in a file (one hex secret a line, oldest first)."""
+        try:
+            return cls(_parse_roots(path.read_text(), path), path)
+        except OSError as exc:
+            raise KeyringError(f"cannot read the root secret file {path}: {exc}") from exc
+
+    @property
+    def ids(self) -> list[str]:
+        """Root key ids, oldest first."""
+        return list(self._roots)
+
+    @property
+    def signing_secret(self) -> bytes:
+        """The newest root."""
+        return self._roots[self.signing_id]
+
+    def secret(self, root_id: str) -> bytes | None:
+        """The root named by an id; None if unknown even after reading the file again."""
+        found = self._roots.get(root_id)
+        if found is None and self.path is not None:
+            with self._lock:
+                if time.monotonic() - self._reloaded_at >= RELOAD_EVERY_S:
+                    self._reloaded_at = time.monotonic()
+                    # On a bad file keep what we have: the unknown id fails closed.
+                    with contextlib.suppress(OSError, KeyringError):
+                        self._set(_parse_roots(self.path.read_text(), self.path))
+            found = self._roots.get(root_id)
+        return found
+
+    def org_public_keys(self) -> dict[str, bytes]:
+        """Each root's org public key, by root id (what an outside auditor is given)."""
+        return {rid: public_bytes(org_signing_key(s)) for rid, s in self._roots.items()}
+
+    def credential(self, role: Role, producer_id: str) -> Credential:
+        """A producer's credential under the newest root."""
+        assert role in ROLES, f"unknown role {role}"
+        secret = self.signing_secret
+        return Credential(
+            role, producer_id, self.signing_id, producer_key(secret, role, producer_id)
+        )
+
+    def checkpoint_signer(self, role: Role, producer_id: str) -> CheckpointSigner:
+        """The producer's Ed25519 key and the org's certificate of it, under the newest root."""
+        secret = self.signing_secret
+        key = producer_signing_key(secret, role, producer_id)
+        public = public_bytes(key)
+        certificate = org_signing_key(secret).sign(certificate_message(producer_id, role, public))
+        return CheckpointSigner(self.signing_id, role, producer_id, key, public, certificate)
+
+
+def new_root_line() -> str:
+    """A fresh root secret as its keyring line."""
+    return os.urandom(ROOT_SECRET_BYTES).hex() + "\n"
+
+
+def keyring_path(data_path: Path, root_secret_file: str) -> Path:
+    """Where the keyring is: the configured file, else `root.keys` in the data dir."""
+    return Path(root_secret_file).expanduser() if root_secret_file else data_path / ROOT_FILE
+
+
+def resolve_keyring(data_path: Path, root_secret_file: str, *, create: bool) -> Keyring:
+    """The org keyring. Made (0600, one new root) in the data dir at first start when
+    `create` and no file was configured; a configured file must exist (fail closed)."""
+    path = keyring_path(data_path, root_secret_file)
+    if not path.exists() and create and not root_secret_file:
+        data_path.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another service made it first
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(new_root_line())
+    return Keyring.load(path)
+
+
+def rotate_root(path: Path) -> str:
+    """Append a new root to a keyring file; returns its id. Records and checkpoints under
+    older roots still verify; producers sign with the new one from their next start."""
+    Keyring.load(path)  # refuse to append to a file that is not a keyring
+    line = new_root_line()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    with os.fdopen(fd, "a") as handle:
+        handle.write(line)
+    return root_key_id(bytes.fromhex(line.strip()))
+
+
+# --- signing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a producer signs its records with."""
+
+    role: Role
+    producer_id: str
+    root_id: str
+    key: bytes
+
+    def header(self, value: bytes) -> bytes:
+        """The `govledger-auth` header value for a record's bytes."""
+        mac = hmac.digest(self.key, value, "sha256").hex()
+        return f"{VERSION}.{self.root_id}.{self.role}.{mac}".encode()
+
+    def headers(self, value: bytes) -> list[tuple[str, bytes]]:
+        """Kafka headers carrying the record's authentication."""
+        return [(HEADER, self.header(value))]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointSigner:
+    """A producer's Ed25519 key with the org's certificate of its public key."""
+
+    root_id: str
+    role: Role
+    producer_id: str
+    key: Ed25519PrivateKey
+    public_key: bytes
+    certificate: bytes
+
+    def sign(self, record: ChainCheckpoint) -> ChainCheckpoint:
+        """The checkpoint with its signature fields filled (before it is sealed)."""
+        message = checkpoint_message(
+            self.producer_id, record.checkpoint_seq, record.checkpoint_hash
+        )
+        return replace(
+            record,
+            signer_root_id=self.root_id,
+            signer_role=self.role,
+            signer_public_key=self.public_key,
+            signer_certificate=self.certificate,
+            signature=self.key.sign(message),
+        )
+
+
+def checkpoint_signature_problem(
+    record: ChainCheckpoint, org_public_keys: Mapping[str, bytes]
+) -> str | None:
+    """Why a checkpoint's signature does not hold under the org public keys (by root id),
+    or None when it does. Needs no secret: what an outside auditor runs."""
+    from cryptography.exceptions import InvalidSignature
+
+    if not record.signature:
+        return "checkpoint is not signed"
+    org = org_public_keys.get(record.signer_root_id)
+    if org is None:
+        return f"checkpoint signed under unknown root {record.signer_root_id!r}"
+    if record.signer_role not in ROLES:
+        return f"checkpoint signed by unknown role {record.signer_role!r}"
+    try:
+        Ed25519PublicKey.from_public_bytes(org).verify(
+            record.signer_certificate,
+            certificate_message(record.producer_id, record.signer_role, record.signer_public_key),
+        )
+    except (InvalidSignature, ValueError):
+        return "checkpoint's producer key is not certified by the org"
+    try:
+        Ed25519PublicKey.from_public_bytes(record.signer_public_key).verify(
+            record.signature,
+            checkpoint_message(record.producer_id, record.checkpoint_seq, record.checkpoint_hash),
+        )
+    except (InvalidSignature, ValueError):
+        return "checkpoint signature does not verify"
+    return None
+
+
+class SignedChain(HashChain):
+    """A hash chain whose records carry this producer's authentication. Without a keyring
+    (none installed, none given) its records go unsigned, and every consumer refuses them."""
+
+    def __init__(
+        self, producer_id: str, role: Role | None = None, keyring: Keyring | None = None
+    ) -> None:
+        super().__init__(producer_id)
+        self.role: Role = role or role_of(producer_id)
+        ring = keyring if keyring is not None else _installed
+        self.credential = None if ring is None else ring.credential(self.role, producer_id)
+        self.checkpoint_signer = (
+            None if ring is None else ring.checkpoint_signer(self.role, producer_id)
+        )
+
+    def headers(self, value: bytes) -> list[tuple[str, bytes]]:
+        """Kafka headers for a record this chain sealed."""
+        return [] if self.credential is None else self.credential.headers(value)
+
+    def sign_checkpoint(self, record: ChainCheckpoint) -> ChainCheckpoint:
+        """The checkpoint signed by this producer (unchanged without a keyring)."""
+        return record if self.checkpoint_signer is None else self.checkpoint_signer.sign(record)
+
+
+def role_of(producer_id: str) -> Role:
+    """The role a producer id's prefix names; ValueError for an unknown prefix."""
+    prefix = producer_id.split("-", 1)[0]
+    role = ROLE_OF_PREFIX.get(prefix)
+    if role is None:
+        raise ValueError(f"producer id {producer_id!r} names no role; pass one")
+    return role
+
+
+# --- verifying --------------------------------------------------------------------------
+
+
+def _read_long(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if position >= len(data) or shift > 63:
+            raise codec.DecodeError("truncated envelope")
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return (value >> 1) ^ -(value & 1), position
+
+
+def _skip_string(data: bytes, position: int) -> int:
+    length, position = _read_long(data, position)
+    if length < 0 or position + length > len(data):
+        raise codec.DecodeError("truncated envelope")
+    return position + length
+
+
+def producer_id_of(value: bytes) -> str:
+    """The producer_id of single-object bytes, read from the envelope (fifth field) alone."""
+    position = codec.HEADER_BYTES
+    position = _skip_string(value, position)  # event_id
+    position = _skip_string(value, position)  # event_type
+    _, position = _read_long(value, position)  # occurred_at
+    position = _skip_string(value, position)  # tenant_id
+    end = _skip_string(value, position)
+    _, start = _read_long(value, position)
+    try:
+        return value[start:end].decode()
+    except UnicodeDecodeError as exc:
+        raise codec.DecodeError("producer_id is not UTF-8") from exc
+
+
+def header_of(headers: Any) -> bytes | None:
+    """The `govledger-auth` value among Kafka headers (aiokafka's pairs or Faust's mapping);
+    None if absent. More than one is refused as ambiguous."""
+    if not headers:
+        return None
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    found = [bytes(value or b"") for key, value in pairs if key == HEADER]
+    if len(found) > 1:
+        raise Forged("forged: more than one auth header")
+    return found[0] if found else None
+
+
+def _short(topic: str) -> str:
+    return topic.removeprefix("govledger.")
+
+
+class Verifier:
+    """Checks records' authentication against a keyring; derived keys are cached."""
+
+    def __init__(self, keyring: Keyring | None) -> None:
+        self.keyring = keyring
+        self._keys: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+
+    def _key(self, root_id: str, role: str, producer_id: str) -> bytes:
+        cache_key = (root_id, role, producer_id)
+        key = self._keys.get(cache_key)
+        if key is not None:
+            self._keys.move_to_end(cache_key)
+            return key
+        secret = None if self.keyring is None else self.keyring.secret(root_id)
+        if secret is None:
+            raise Forged("forged: unknown root")
+        key = producer_key(secret, role, producer_id)
+        self._keys[cache_key] = key
+        if len(self._keys) > KEY_CACHE_ENTRIES:
+            self._keys.popitem(last=False)
+        return key
+
+    def check(self, topic: str | None, value: bytes, header: bytes | None) -> str:
+        """The role that wrote the record; Forged with the reason when it is not
+        authenticated, or its role may not write this topic (None: any topic) or type."""
+        if not header:
+            raise Forged("unauthenticated: no auth header")
+        if len(header) > MAX_HEADER_BYTES:
+            raise Forged("forged: malformed auth header")
+        try:
+            version, root_id, role, mac = header.decode("ascii").split(".")
+        except (UnicodeDecodeError, ValueError):
+            raise Forged("forged: malformed auth header") from None
+        if version != VERSION or role not in ROLES or len(mac) != MAC_HEX:
+            raise Forged("forged: malformed auth header")
+        if topic is not None:
+            allowed = ROLES_BY_TOPIC.get(topic, frozenset())
+            if role not in allowed:
+                raise Forged(f"forged: role {role} may not write {_short(topic)}")
+        record_type = codec.schema_of(value).record_type
+        if role not in ROLES_BY_TYPE.get(record_type, frozenset()):
+            raise Forged(f"forged: role {role} may not write {record_type.event_type_name}")
+        key = self._key(root_id, role, producer_id_of(value))
+        if not hmac.compare_digest(hmac.digest(key, value, "sha256").hex(), mac):
+            raise Forged("forged: bad mac")
+        return role
+
+    def decode(self, topic: str | None, value: bytes, headers: Any) -> Event:
+        """The record, decoded once its authentication is checked; DecodeError (Forged for
+        authentication) otherwise."""
+        self.check(topic, value, header_of(headers))
+        return codec.decode(value)
+
+    def decode_message(self, message: Any) -> Event:
+        """`decode` for a consumed Kafka message (aiokafka or Faust)."""
+        return self.decode(message.topic, message.value or b"", message.headers)
+
+
+# --- the process's keyring ----------------------------------------------------------------
+
+_installed: Keyring | None = None
+_verifier: Verifier | None = None
+
+
+def install(keyring: Keyring) -> None:
+    """Make this keyring the process's: publishers sign with it, consumers verify."""
+    global _installed, _verifier  # noqa: PLW0603 - one keyring per process, set at start
+    _installed = keyring
+    _verifier = Verifier(keyring)
+
+
+def installed() -> Keyring | None:
+    """The process's keyring, if one was installed."""
+    return _installed
+
+
+def verifier() -> Verifier:
+    """The process's verifier. Without a keyring, one that knows no root: every record is
+    refused (fail closed)."""
+    return _verifier if _verifier is not None else Verifier(None)
+
+
+def decode_message(message: Any) -> Event:
+    """A consumed record, decoded after its authentication is checked by the process's
+    verifier; DecodeError (Forged when not authenticated) otherwise."""
+    return verifier().decode_message(message)
