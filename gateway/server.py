@@ -126,12 +126,14 @@ class GatewayProcess:
             ),
             checkpoint_every=settings.checkpoint_every_records,
             checkpoint_interval_s=settings.checkpoint_interval_s,
+            role="gateway",
         )
         self.control = ChainedPublisher(
             settings.kafka_bootstrap,
             new_producer_id("admin"),
             checkpoint_every=settings.checkpoint_every_records,
             checkpoint_interval_s=settings.checkpoint_interval_s,
+            role="admin",
         )
         self.providers = build_providers(settings)
         self.gateway = Gateway(

@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 
 from gateway.policy.pack import PackError, PolicyPack, parse_pack
-from schemas import codec
+from schemas import authn, codec
 from schemas.records import (
     BreakerState as BreakerStateRecord,
 )
@@ -74,12 +74,19 @@ class LocalViews:
         # listing shows who holds an escalation before it is decided.
         self.escalation_changes: dict[str, list[EscalationChanged]] = {}
         self.undecodable = 0
+        self.forged = 0
 
     def apply(self, message: Any) -> None:
         """Apply one consumed record from the control, wallet-state, breaker-state or
         escalations topic."""
         try:
-            event = codec.decode(message.value)
+            # Only records a registered producer may write to this topic change a view.
+            event = authn.decode_message(message)
+        except authn.Forged as exc:
+            # The processors and the sink dead-letter it; a view only refuses it.
+            self.forged += 1
+            log.warning("unauthenticated record refused", topic=message.topic, error=str(exc))
+            return
         except codec.DecodeError as exc:
             # The processors dead-letter bad records; a view only skips them.
             self.undecodable += 1

@@ -147,6 +147,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             from schemas.settings import RuntimeSettings
 
             _require_org_reader(settings)
+            # Records read from the broker count only once authenticated (schemas.authn).
+            from schemas import authn
+
+            authn.install(
+                authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=False)
+            )
             port = load(RuntimeSettings).broker_port
             bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{port}"
             rebuilt = rebuild_from_kafka(

@@ -15,6 +15,7 @@ from typing import IO
 
 from govledger.admin_token import resolve_admin_token
 from govledger.broker import start_tansu
+from schemas.authn import resolve_keyring
 from schemas.kafka import ensure_topics
 from schemas.settings import RuntimeSettings, env_name
 from streams.intake import READY_PATH
@@ -67,6 +68,8 @@ class Stack:
         env[env_name("clickhouse_dsn")] = self.settings.effective_clickhouse_dsn
         env[env_name("data_dir")] = str(self.settings.data_path)
         env[env_name("admin_token")] = resolve_admin_token(self.settings, create=True)
+        # Made once here, before the children start, so none of them races to make it.
+        resolve_keyring(self.settings.data_path, self.settings.root_secret_file, create=True)
         env.pop(env_name("start_timeout_s"), None)
         return env
 

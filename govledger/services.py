@@ -17,10 +17,11 @@ from gateway.server import GatewayProcess
 from gateway.views import LocalViews
 from govledger.admin_token import resolve_admin_token
 from replay.restore import broker_is_empty, restore
+from schemas import authn
 from schemas.ids import new_producer_id, now_ms
 from schemas.kafka import TopicTailer, ensure_topics
 from schemas.publisher import ChainedPublisher
-from schemas.settings import GatewaySettings, SinkSettings, StreamSettings
+from schemas.settings import CommonSettings, GatewaySettings, SinkSettings, StreamSettings
 from schemas.topics import CONTROL
 from sinks.access import AccessDeniedError, Authenticate, Reader
 from sinks.query_api import QueryApi, retention_loop
@@ -39,6 +40,14 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+def install_keyring(settings: CommonSettings) -> None:
+    """Load (at first start: make) the org keyring; this process's publishers sign with
+    it and its consumers verify with it (see schemas.authn)."""
+    keyring = authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=True)
+    authn.install(keyring)
+    log.info("record authentication on", root_key_id=keyring.signing_id, roots=len(keyring.ids))
+
+
 def run(coroutine: Any) -> None:
     """Run a service's main coroutine on uvloop."""
     import uvloop
@@ -50,6 +59,7 @@ async def gateway_main(settings: GatewaySettings) -> None:
     """Serve until SIGINT/SIGTERM."""
     stop = _stop_event()
     token = resolve_admin_token(settings, create=True)
+    install_keyring(settings)
     process = GatewayProcess(settings, token)
     await process.start()
     try:
@@ -86,12 +96,13 @@ async def sink_main(settings: SinkSettings) -> None:
     """Migrate, restore an empty broker, serve queries and write until SIGINT/SIGTERM."""
     stop = _stop_event()
     token = resolve_admin_token(settings, create=True)
+    install_keyring(settings)
     store = Store(settings.effective_clickhouse_dsn)
     await store.run(store.migrate)
     await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     if settings.restore_on_start and await broker_is_empty(settings.kafka_bootstrap):
         await restore(store, settings.kafka_bootstrap, new_producer_id("restore"))
-    dlq = ChainedPublisher(settings.kafka_bootstrap, new_producer_id("sink"))
+    dlq = ChainedPublisher(settings.kafka_bootstrap, new_producer_id("sink"), role="sink")
     await dlq.start()
     # Keys and policy packs, read from the control topic as the gateways read them.
     views = LocalViews()
@@ -162,6 +173,7 @@ def worker_main(settings: StreamSettings) -> None:
     from streams.sla import agent as sla_agent
     from streams.wallets import agent as wallets_agent
 
+    install_keyring(settings)
     app = create_app(settings)
     # Every domain seals its outputs into a chain of its own; all are checkpointed.
     chains = Checkpoints()

@@ -5,6 +5,11 @@ this re-publishes the admin log (so gateways know every key) and the wallet bala
 folded from history with `streams.wallets.logic` (so processors and gateways resume from
 exact balances). Re-published records carry the restored header: the sink skips them,
 the folds are idempotent, so nothing is counted twice.
+
+The admin log goes back byte for byte with the `govledger-auth` header the sink stored
+with each record, checked again first: a stored record whose authentication does not
+verify (a row written into the store by hand) is not restored. The balances are new
+records, signed by the restoring producer as a processor.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from replay.history import merged_by_producer, read_events, read_in_time_order
-from schemas import codec
+from replay.history import merged_by_producer, read_events
+from schemas import authn, codec
+from schemas.authn import SignedChain
 from schemas.ids import now_ms, uuid7
 from schemas.kafka import make_producer
 from schemas.records import (
@@ -75,30 +81,51 @@ async def broker_is_empty(bootstrap: str) -> bool:
         await consumer.stop()
 
 
+def authenticated_control(store: Store) -> list[tuple[Event, bytes, bytes]]:
+    """The admin log in time order, as (record, wire bytes, auth header), leaving out
+    (and logging) each record whose stored authentication does not verify."""
+    rows = store.query_rows(
+        "SELECT hex(raw), hex(auth) FROM control_events ORDER BY occurred_at, producer_id, seq"
+    )
+    verifier = authn.verifier()
+    kept = []
+    for raw_hex, auth_hex in rows:
+        raw, auth = bytes.fromhex(raw_hex), bytes.fromhex(auth_hex)
+        try:
+            verifier.check(CONTROL.name, raw, auth)
+            kept.append((codec.decode(raw), raw, auth))
+        except codec.DecodeError as exc:
+            log.error("stored control record not restored", reason=str(exc))  # noqa: TRY400 - the reason is the message
+    return kept
+
+
 async def restore(store: Store, bootstrap: str, producer_id: str) -> RestoreReport:
     """Re-publish control events and folded balances into an empty broker."""
-    control: list[Event] = await store.run(read_in_time_order, store, "control_events")
+    control = await store.run(authenticated_control, store)
     folded: dict[str, wallets.Wallet] = await store.run(fold_wallets, store)
     producer: Any = make_producer(bootstrap, client_id=producer_id)
-    headers = [(RESTORED_HEADER, b"1")]
+    restored = (RESTORED_HEADER, b"1")
     await producer.start()
     try:
-        for event in control:
+        for event, raw, auth in control:
             await producer.send(
-                CONTROL.name, codec.encode(event), key=event.tenant_id.encode(), headers=headers
+                CONTROL.name,
+                raw,
+                key=event.tenant_id.encode(),
+                headers=[restored, (authn.HEADER, auth)],
             )
-        chain = codec.HashChain(producer_id)
+        chain = SignedChain(producer_id, "processor")
         for wallet in folded.values():
-            balance = chain.seal(
+            _, value = chain.seal_encoded(
                 wallets.to_balance(
                     wallet, event_id=uuid7(), occurred_at=now_ms(), producer_id="", seq=0
                 )
             )
             await producer.send(
                 WALLET_STATE.name,
-                codec.encode(balance),
+                value,
                 key=wallet.wallet_id.encode(),
-                headers=headers,
+                headers=[restored, *chain.headers(value)],
             )
         await producer.flush()
     finally:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import ipc
 
-from schemas import codec
+from schemas import authn, codec
 from schemas.records import Attempt, Event
 from sinks.store import Store
 
@@ -260,7 +260,9 @@ async def read_topics(bootstrap: str, topics: Sequence[str], at_ms: int) -> list
                     if message.offset >= ends[tp]:
                         break
                     try:
-                        event = codec.decode(message.value)
+                        # Only what registered producers wrote: a forged record is
+                        # skipped here as every consumer refuses it.
+                        event = authn.decode_message(message)
                     except codec.DecodeError:
                         continue
                     if event.occurred_at <= at_ms:

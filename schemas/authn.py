@@ -555,7 +555,7 @@ class Verifier:
 
     def decode_message(self, message: Any) -> Event:
         """`decode` for a consumed Kafka message (aiokafka or Faust)."""
-        return self.decode(message.topic, message.value or b"", message.headers)
+        return self.decode(message.topic, message.value or b"", getattr(message, "headers", None))
 
 
 # --- the process's keyring ----------------------------------------------------------------

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import structlog
 
-from schemas import codec
+from schemas import authn
+from schemas.authn import Keyring, Role, SignedChain
 from schemas.codec import HashChain
 from schemas.ids import now_ms, uuid7
 from schemas.kafka import make_producer
@@ -71,9 +73,13 @@ class ChainedPublisher:
         spool: Spool | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY,
         checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S,
+        role: Role | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         assert checkpoint_every > 0 and checkpoint_interval_s > 0, "checkpoints are periodic"
-        self.chain = HashChain(producer_id)
+        # Signs with the given keyring, else the process's (see schemas.authn); the role
+        # defaults to the one the producer id's prefix names.
+        self.chain = SignedChain(producer_id, role, keyring)
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval_s = checkpoint_interval_s
         # Seq of the head the last checkpoint covered (its own seq minus one).
@@ -81,6 +87,7 @@ class ChainedPublisher:
         self._ticker: asyncio.Task[None] | None = None
         self._producer = make_producer(bootstrap, linger_ms=linger_ms, client_id=producer_id)
         self._spool = spool
+        self._keyring = keyring
         # Records sent and not yet acknowledged, by seq, with when they were sent.
         self._unacked: dict[int, tuple[Frame, float]] = {}
         # Records whose send failed, by seq: resent first when the broker is back.
@@ -136,19 +143,18 @@ class ChainedPublisher:
 
     async def _publish_locked(self, topic: str, key: str, record: E) -> E:
         sealed, value = self.chain.seal_encoded(record)
-        frame = Frame(topic, key.encode(), value)
+        auth = authn.header_of(self.chain.headers(value)) or b""
+        frame = Frame(topic, key.encode(), value, auth)
         if self._spool is not None and (self.degraded or self._stalled()):
             self._to_spool(frame)
             return sealed
         if self._spool is None:
-            future = await self._producer.send(topic, frame.value, key=frame.key)
+            future = await self._send(frame)
         else:
             try:
                 # The client blocks when it has no metadata or no room: the broker is
                 # away. A record the client never appended is safe to spool.
-                future = await asyncio.wait_for(
-                    self._producer.send(topic, frame.value, key=frame.key), ENQUEUE_TIMEOUT_S
-                )
+                future = await asyncio.wait_for(self._send(frame), ENQUEUE_TIMEOUT_S)
             except TimeoutError:
                 self._to_spool(frame)
                 return sealed
@@ -159,8 +165,10 @@ class ChainedPublisher:
     async def publish_and_wait(self, topic: str, key: str, record: E) -> E:
         """Seal, send and wait for acks=all (admin changes: the caller must know)."""
         async with self._order:
-            sealed = self.chain.seal(record)
-            future = await self._producer.send(topic, codec.encode(sealed), key=key.encode())
+            sealed, value = self.chain.seal_encoded(record)
+            future = await self._producer.send(
+                topic, value, key=key.encode(), headers=self.chain.headers(value)
+            )
             if self.chain.seq - self._checkpointed_seq >= self.checkpoint_every:
                 await self._checkpoint_locked("records")
         await future
@@ -175,7 +183,7 @@ class ChainedPublisher:
         head_seq = self.chain.seq
         if head_seq == self._checkpointed_seq:
             return None  # nothing new to vouch for (the last record is a checkpoint)
-        record = checkpoint_of(self.chain, reason)
+        record = self.chain.sign_checkpoint(checkpoint_of(self.chain, reason))
         sealed = await self._publish_locked(CHECKPOINTS.name, self.producer_id, record)
         self._checkpointed_seq = sealed.seq
         return sealed
@@ -260,17 +268,25 @@ class ChainedPublisher:
 
     async def _send_all(self, frames: list[Frame]) -> int:
         """Send frames in order; how many, from the first, the broker acknowledged."""
-        futures = [
-            await asyncio.wait_for(
-                self._producer.send(frame.topic, frame.value, key=frame.key), DRAIN_TIMEOUT_S
-            )
-            for frame in frames
-        ]
+        futures = [await asyncio.wait_for(self._send(frame), DRAIN_TIMEOUT_S) for frame in frames]
         results = await asyncio.wait_for(
             asyncio.gather(*futures, return_exceptions=True), DRAIN_TIMEOUT_S
         )
         return next(
             (i for i, r in enumerate(results) if isinstance(r, BaseException)), len(results)
+        )
+
+    async def _send(self, frame: Frame) -> Any:
+        """Enqueue one frame with its auth header. A frame spooled before records were
+        authenticated has none: it is signed now, under its own producer's id."""
+        if not frame.auth:
+            producer_id = authn.producer_id_of(frame.value)
+            signer = self.chain
+            if producer_id != self.producer_id:
+                signer = SignedChain(producer_id, None, self._keyring)
+            frame = replace(frame, auth=authn.header_of(signer.headers(frame.value)) or b"")
+        return await self._producer.send(
+            frame.topic, frame.value, key=frame.key, headers=frame.headers
         )
 
     async def stop(self) -> None:

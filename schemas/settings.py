@@ -47,6 +47,9 @@ class CommonSettings:
     gateway_port: int = setting(8080, "Port the gateway listens on.")
     query_host: str = setting("127.0.0.1", "Address the query API (store owner) listens on.")
     query_port: int = setting(8124, "Port of the query API (ClickHouse-style SQL over HTTP).")
+    root_secret_file: str = setting(
+        "", "File of the org root secrets (record authentication); empty keeps one in data_dir."
+    )
 
     def __post_init__(self) -> None:
         for name in ("gateway_port", "query_port"):

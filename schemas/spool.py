@@ -1,9 +1,13 @@
 """A bounded on-disk spool of records that could not be sent: one append-only file of
 frames per producer, read back in the order written.
 
-Frame: topic length (u16), key length (u16), value length (u32), then the three byte
-strings. A frame cut short by a crash mid-write is ignored when read, and the file
-restarts after the last whole frame.
+A file starts with the 8-byte mark `GLSPOOL2`; then frames of: topic length (u16), key
+length (u16), value length (u32), auth length (u16), then the four byte strings (auth is
+the record's `govledger-auth` header, so a spooled record is sent as it was signed). A
+file without the mark was written before records were authenticated (frames without the
+auth length and auth); its frames read with an empty auth, which the publisher signs
+when it sends them. A frame cut short by a crash mid-write is ignored when read, and the
+file restarts after the last whole frame.
 """
 
 from __future__ import annotations
@@ -14,9 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-HEADER = struct.Struct(">HHI")
+HEADER = struct.Struct(">HHIH")
+LEGACY_HEADER = struct.Struct(">HHI")
+FILE_MARK = b"GLSPOOL2"
 MAX_TOPIC_BYTES = 255
 MAX_KEY_BYTES = 1024
+MAX_AUTH_BYTES = 1024
+AUTH_HEADER = "govledger-auth"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +34,18 @@ class Frame:
     topic: str
     key: bytes
     value: bytes
+    auth: bytes = b""
 
     @property
     def size_bytes(self) -> int:
         """Bytes the frame takes on disk."""
-        return HEADER.size + len(self.topic.encode()) + len(self.key) + len(self.value)
+        size = HEADER.size + len(self.topic.encode()) + len(self.key) + len(self.value)
+        return size + len(self.auth)
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The Kafka headers the record is sent with."""
+        return [(AUTH_HEADER, self.auth)] if self.auth else []
 
 
 class Spool:
@@ -54,8 +69,13 @@ class Spool:
         record of work already done is never dropped, so it may overshoot by that work."""
         topic = frame.topic.encode()
         assert len(topic) <= MAX_TOPIC_BYTES and len(frame.key) <= MAX_KEY_BYTES, "bounded ids"
-        data = HEADER.pack(len(topic), len(frame.key), len(frame.value)) + topic + frame.key
+        assert len(frame.auth) <= MAX_AUTH_BYTES, "bounded auth"
+        data = HEADER.pack(len(topic), len(frame.key), len(frame.value), len(frame.auth))
+        data += topic + frame.key + frame.auth
         with self.path.open("ab") as handle:
+            if handle.tell() == 0:
+                handle.write(FILE_MARK)
+                self.size_bytes += len(FILE_MARK)
             handle.write(data + frame.value)
         self.size_bytes += frame.size_bytes
 
@@ -65,20 +85,26 @@ class Spool:
         if not self.path.exists():
             return
         with self.path.open("rb") as handle:
+            marked = handle.read(len(FILE_MARK)) == FILE_MARK
+            header_struct = HEADER if marked else LEGACY_HEADER
+            offset_bytes = max(offset_bytes, len(FILE_MARK) if marked else 0)
             handle.seek(offset_bytes)
             position = offset_bytes
-            while header := handle.read(HEADER.size):
-                if len(header) < HEADER.size:
+            while header := handle.read(header_struct.size):
+                if len(header) < header_struct.size:
                     return
-                topic_len, key_len, value_len = HEADER.unpack(header)
-                body = handle.read(topic_len + key_len + value_len)
-                if len(body) < topic_len + key_len + value_len:
+                topic_len, key_len, value_len, *auth = header_struct.unpack(header)
+                auth_len = auth[0] if auth else 0
+                body = handle.read(topic_len + key_len + auth_len + value_len)
+                if len(body) < topic_len + key_len + auth_len + value_len:
                     return  # a frame cut short by a crash: never acknowledged, never sent
-                position += HEADER.size + len(body)
+                position += header_struct.size + len(body)
+                value_at = topic_len + key_len + auth_len
                 frame = Frame(
                     body[:topic_len].decode(),
                     body[topic_len : topic_len + key_len],
-                    body[topic_len + key_len :],
+                    body[value_at:],
+                    body[topic_len + key_len : value_at],
                 )
                 yield frame, position
 

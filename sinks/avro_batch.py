@@ -1,7 +1,8 @@
 """Batches of records as Avro object container files, for ClickHouse to decode.
 
 A record on the wire is a 10-byte header and the Avro body. Appending a `raw: bytes`
-field to the schema appends `zigzag(len) ‖ bytes` to each body, so a batch of
+field to the schema appends `zigzag(len) ‖ bytes` to each body (and a trailing `auth`
+string, the record's authentication header, the same), so a batch of
 records-with-raw is built by concatenation alone: the sink never decodes a field in
 Python, ClickHouse does (FORMAT Avro), and each row keeps its exact wire bytes.
 """
@@ -62,35 +63,50 @@ def event_id_of(value: bytes) -> str:
     return read_string(value, HEADER_BYTES)[0]
 
 
-_HEADERS: dict[bytes, bytes] = {}
+_HEADERS: dict[tuple[bytes, bool], bytes] = {}
 
 
-def container_header(entry: SchemaEntry) -> bytes:
-    """The container-file header for a schema extended with a trailing `raw` field."""
-    known = _HEADERS.get(entry.fingerprint)
+def container_header(entry: SchemaEntry, *, with_auth: bool = False) -> bytes:
+    """The container-file header for a schema extended with a trailing `raw` field (and
+    `auth` after it)."""
+    known = _HEADERS.get((entry.fingerprint, with_auth))
     if known is not None:
         return known
-    extended = {**entry.source, "fields": [*entry.source["fields"], _RAW_FIELD]}
+    added = [_RAW_FIELD, _AUTH_FIELD] if with_auth else [_RAW_FIELD]
+    extended = {**entry.source, "fields": [*entry.source["fields"], *added]}
     meta = {b"avro.schema": json.dumps(extended).encode(), b"avro.codec": b"null"}
     header = bytearray(b"Obj\x01")
     header += zigzag_varint(len(meta))
     for key, value in meta.items():
         header += zigzag_varint(len(key)) + key + zigzag_varint(len(value)) + value
     header += zigzag_varint(0) + SYNC_MARKER
-    _HEADERS[entry.fingerprint] = bytes(header)
-    return _HEADERS[entry.fingerprint]
+    _HEADERS[(entry.fingerprint, with_auth)] = bytes(header)
+    return _HEADERS[(entry.fingerprint, with_auth)]
 
 
 _RAW_FIELD = {"name": "raw", "type": "bytes", "doc": "The record's wire bytes."}
+_AUTH_FIELD = {"name": "auth", "type": "bytes", "doc": "The record's govledger-auth header."}
 
 
-def container_file(entry: SchemaEntry, values: Sequence[bytes]) -> bytes:
-    """One container file holding every value (wire bytes of `entry`'s schema) with raw."""
+def container_file(
+    entry: SchemaEntry, values: Sequence[bytes], auths: Sequence[bytes] | None = None
+) -> bytes:
+    """One container file holding every value (wire bytes of `entry`'s schema) with raw,
+    and with each value's auth header when `auths` is given."""
     assert values, "a container file needs at least one record"
-    data = b"".join([v[HEADER_BYTES:] + zigzag_varint(len(v)) + v for v in values])
+    if auths is None:
+        data = b"".join([v[HEADER_BYTES:] + zigzag_varint(len(v)) + v for v in values])
+    else:
+        assert len(auths) == len(values), "one auth per value"
+        data = b"".join(
+            [
+                v[HEADER_BYTES:] + zigzag_varint(len(v)) + v + zigzag_varint(len(a)) + a
+                for v, a in zip(values, auths, strict=True)
+            ]
+        )
     return b"".join(
         (
-            container_header(entry),
+            container_header(entry, with_auth=auths is not None),
             zigzag_varint(len(values)),
             zigzag_varint(len(data)),
             data,

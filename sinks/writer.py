@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from schemas import codec
+from schemas import authn, codec
 from schemas.codec import SchemaEntry
 from schemas.dead_letter import dead_letter
 from schemas.ids import now_ms
@@ -95,6 +95,7 @@ class PendingBatch:
     entry: SchemaEntry
     table: str
     values: list[bytes] = field(default_factory=list)
+    auths: list[bytes] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     partitions: list[TopicPartition] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
@@ -105,6 +106,7 @@ class PendingBatch:
             self.entry,
             self.table,
             [self.values[i] for i in indexes],
+            [self.auths[i] for i in indexes],
             [self.ids[i] for i in indexes],
             [self.partitions[i] for i in indexes],
             [self.offsets[i] for i in indexes],
@@ -275,6 +277,10 @@ class SinkWriter:
                     continue  # re-published from this store at start: the row exists
                 value = message.value or b""
                 try:
+                    auth = authn.header_of(headers)
+                    # Only records a registered producer may write are stored (Forged is
+                    # a DecodeError: dead-lettered with its reason).
+                    authn.verifier().check(message.topic, value, auth)
                     entry = codec.schema_of(value)
                     event_id = event_id_of(value)
                 except (codec.DecodeError, UnicodeDecodeError) as exc:
@@ -289,6 +295,7 @@ class SinkWriter:
                     batch = PendingBatch(entry, TABLE_FOR[entry.record_type])
                     pending[entry.fingerprint] = batch
                 batch.values.append(value)
+                batch.auths.append(auth or b"")
                 batch.ids.append(event_id)
                 batch.partitions.append(tp)
                 batch.offsets.append(message.offset)
@@ -341,7 +348,7 @@ class SinkWriter:
         if columns is None:
             present = set(self.store.table_columns(batch.table))
             fields = [f["name"] for f in batch.entry.source["fields"]]
-            columns = [name for name in fields if name in present] + ["raw"]
+            columns = [name for name in fields if name in present] + ["raw", "auth"]
             self._columns_by_schema[batch.entry.fingerprint] = columns
         return columns
 
@@ -351,7 +358,7 @@ class SinkWriter:
             # The token names the rows themselves, not offsets: a fresh broker reuses
             # offsets, and an offset token would make ClickHouse drop new rows as retries.
             token = hashlib.sha256("|".join([batch.table, *batch.ids]).encode()).hexdigest()
-            data = container_file(batch.entry, batch.values)
+            data = container_file(batch.entry, batch.values, batch.auths)
             try:
                 await self.store.run(self.store.insert_avro, batch.table, columns, data, token)
                 self.stats.rows_inserted += len(batch.values)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.codec import HashChain
+from schemas.authn import SignedChain
 from schemas.publisher import checkpoint_of
 from schemas.topics import CHECKPOINTS
 
@@ -31,26 +31,27 @@ class Checkpoints:
     """Every chain the worker seals with, and how far each was last checkpointed."""
 
     def __init__(self) -> None:
-        self._chains: list[HashChain] = []
+        self._chains: list[SignedChain] = []
         self._covered_seq: dict[str, int] = {}
 
-    def chain(self, producer_id: str) -> HashChain:
-        """A new chain, checkpointed with the others."""
+    def chain(self, producer_id: str) -> SignedChain:
+        """A new chain of a processor, checkpointed with the others; it signs with the
+        process's keyring."""
         assert len(self._chains) < MAX_CHAINS, "one chain per domain"
-        chain = HashChain(producer_id)
+        chain = SignedChain(producer_id, "processor")
         self._chains.append(chain)
         return chain
 
-    def seal_due(self, reason: str) -> list[tuple[str, bytes]]:
-        """(producer id, encoded checkpoint) for each chain with records since its last
-        checkpoint; each checkpoint is sealed into its chain here."""
+    def seal_due(self, reason: str) -> list[tuple[str, bytes, list[tuple[str, bytes]]]]:
+        """(producer id, encoded checkpoint, its auth headers) for each chain with records
+        since its last checkpoint; each checkpoint is signed and sealed into its chain here."""
         due = []
         for chain in self._chains:
             if chain.seq == self._covered_seq.get(chain.producer_id, 0):
                 continue  # nothing new, or the last record is a checkpoint
-            _, data = chain.seal_encoded(checkpoint_of(chain, reason))
+            _, data = chain.seal_encoded(chain.sign_checkpoint(checkpoint_of(chain, reason)))
             self._covered_seq[chain.producer_id] = chain.seq
-            due.append((chain.producer_id, data))
+            due.append((chain.producer_id, data, chain.headers(data)))
         return due
 
 
@@ -60,8 +61,8 @@ def register(app: Any, checkpoints: Checkpoints, interval_s: float) -> Any:
     topic = app.topic(CHECKPOINTS.name, **RAW)
 
     async def send_due(reason: str) -> None:
-        for producer_id, data in checkpoints.seal_due(reason):
-            await topic.send(key=producer_id.encode(), value=data)
+        for producer_id, data, headers in checkpoints.seal_due(reason):
+            await topic.send(key=producer_id.encode(), value=data, headers=headers)
 
     @app.timer(interval_s)  # type: ignore[untyped-decorator]
     async def checkpoint_chains() -> None:

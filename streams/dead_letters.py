@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from schemas.codec import HashChain
+from schemas.authn import SignedChain
 from schemas.dead_letter import dead_letter
 
 Reject = Callable[[Any, str], Awaitable[None]]
 
 
-def rejecter(dead_letters: Any, chain: HashChain, consumer: str) -> Reject:
+def rejecter(dead_letters: Any, chain: SignedChain, consumer: str) -> Reject:
     """`reject(event, reason)` for one agent: its DLQ topic, its chain, its name."""
 
     async def reject(event: Any, error: str) -> None:
@@ -26,6 +26,6 @@ def rejecter(dead_letters: Any, chain: HashChain, consumer: str) -> Reject:
             payload=event.value,
         )
         _, data = chain.seal_encoded(rejected)
-        await dead_letters.send(key=message.topic.encode(), value=data)
+        await dead_letters.send(key=message.topic.encode(), value=data, headers=chain.headers(data))
 
     return reject

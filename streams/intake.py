@@ -29,7 +29,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from schemas import codec
+from schemas import authn, codec
+from schemas.authn import SignedChain
 from schemas.records import Event
 from schemas.settings import StreamSettings
 from schemas.topics import CONTROL, DLQ, LINEAGE
@@ -138,7 +139,7 @@ class _Reassigned(ConsumerRebalanceListener):  # type: ignore[misc]
 def register(
     app: Any,
     settings: StreamSettings,
-    chain: codec.HashChain,
+    chain: SignedChain,
     domains: Sequence[Domain],
     *,
     on_stop: Callable[[], Awaitable[None]] | None = None,
@@ -156,7 +157,9 @@ def register(
             for message in messages:
                 received = Received(message, message.value)
                 try:
-                    batch.append(Decoded(codec.decode(message.value), received))
+                    # Authenticated first: a forged record is dead-lettered with its
+                    # reason and folds into nothing.
+                    batch.append(Decoded(authn.decode_message(message), received))
                 except codec.DecodeError as exc:
                     await reject(received, str(exc))
         for domain in domains:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from schemas import codec
+from schemas import authn, codec
 from schemas.kafka import TopicTailer
 from schemas.records import WalletBalance
 from schemas.topics import WALLET_STATE
@@ -25,9 +25,11 @@ async def load_wallet_seeds(
 
     def keep(message: Any) -> None:
         try:
-            record = codec.decode_as(message.value, WalletBalance)
+            record = authn.decode_message(message)
         except codec.DecodeError:
-            return  # the sink dead-letters it; a seed only needs good balances
+            return  # forged or broken: the sink dead-letters it; a seed needs good balances
+        if not isinstance(record, WalletBalance):
+            return
         seeds[record.wallet_id] = logic.latest(seeds.get(record.wallet_id), record)
 
     tailer = TopicTailer(bootstrap, [WALLET_STATE.name], keep)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from schemas import codec
+from schemas.authn import SignedChain
 from schemas.ids import now_ms, uuid7
 from schemas.records import LineageRecord
 from schemas.settings import StreamSettings
@@ -31,7 +31,7 @@ def config_of(settings: StreamSettings) -> logic.BreakerConfig:
     )
 
 
-def register(app: Any, settings: StreamSettings, chain: codec.HashChain) -> Domain:
+def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
     """Register the breakers agent; return the intake's handler that feeds it."""
     config = config_of(settings)
     by_target = app.topic(f"{settings.worker_app_id}-breakers-by-target", internal=True, **RAW)
@@ -68,11 +68,13 @@ def register(app: Any, settings: StreamSettings, chain: codec.HashChain) -> Doma
             table[event.key] = logic.dump_fleet(fleet)
             for transition in transitions:
                 alert = logic.to_alert(transition, target, event_id=uuid7(), occurred_at=now_ms())
-                await alerts.send(key=b"", value=chain.seal_encoded(alert)[1])
+                _, data = chain.seal_encoded(alert)
+                await alerts.send(key=b"", value=data, headers=chain.headers(data))
             if transitions:
                 state = logic.to_state(
                     fleet, target, config, event_id=uuid7(), occurred_at=now_ms()
                 )
-                await states.send(key=event.key, value=chain.seal_encoded(state)[1])
+                _, data = chain.seal_encoded(state)
+                await states.send(key=event.key, value=data, headers=chain.headers(data))
 
     return Domain(forward_attempts)

@@ -16,7 +16,8 @@ from typing import Any
 
 import structlog
 
-from schemas import codec
+from schemas import authn, codec
+from schemas.authn import SignedChain
 from schemas.ids import now_ms
 from schemas.kafka import TopicTailer
 from schemas.records import EscalationSlaBreached, Event
@@ -55,9 +56,9 @@ async def read_history(bootstrap: str, owned: Iterable[Partition]) -> list[list[
         if message.topic != ALERTS.name and where not in wanted:
             return
         try:
-            record = codec.decode(message.value)
+            record = authn.decode_message(message)
         except codec.DecodeError:
-            return
+            return  # forged or broken: the agent dead-letters it when it reads it
         if logic.input_of(record) is not None:
             logs[where].append(record)
 
@@ -81,7 +82,7 @@ class _Held:
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
 
-def register(app: Any, settings: StreamSettings, chain: codec.HashChain) -> Any:
+def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Any:
     """Register the escalations agent, its SLA timer and the rebuild on assignment."""
     config = logic.config_of(settings)
     # Both topics are keyed by tenant_id and have the same partition count, so Faust
@@ -133,7 +134,7 @@ def register(app: Any, settings: StreamSettings, chain: codec.HashChain) -> Any:
     async def escalations(stream: Any) -> None:
         async for event in stream.events():
             try:
-                record = codec.decode(event.value)
+                record = authn.decode_message(event.message)
             except codec.DecodeError as exc:
                 await reject(event, str(exc))
                 continue
@@ -157,7 +158,10 @@ def register(app: Any, settings: StreamSettings, chain: codec.HashChain) -> Any:
             for breach in report(notices):
                 _, data = chain.seal_encoded(logic.to_alert(breach, occurred_at=at))
                 # Acknowledged under the lock: a rebuild reading the alerts topic sees it.
-                await (await alerts.send(key=breach.tenant_id.encode(), value=data))
+                headers = chain.headers(data)
+                await (
+                    await alerts.send(key=breach.tenant_id.encode(), value=data, headers=headers)
+                )
                 log.info(
                     "escalation sla breached",
                     escalation_id=breach.escalation_id,

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from schemas import codec
+from schemas import authn, codec
+from schemas.authn import SignedChain
 from schemas.ids import now_ms
 from schemas.records import WalletBalance, WalletBudgetSet
 from schemas.topics import ALERTS, CONTROL, DLQ, WALLET_STATE
@@ -37,7 +38,7 @@ BUDGETS_SUFFIX = "quota-budgets"
 # --- the adapter --------------------------------------------------------------------------
 
 
-def register(app: Any, chain: codec.HashChain) -> Any:
+def register(app: Any, chain: SignedChain) -> Any:
     """Register the budget forwarder and the two quota agents on the app."""
     control = app.topic(CONTROL.name, **RAW)
     # Internal (declared by Faust with the app's partition count, like wallet-state) and
@@ -57,14 +58,20 @@ def register(app: Any, chain: codec.HashChain) -> Any:
         """Fold a record into the quotas it counts towards on this worker: a budget, a
         wallet's own spend, or (forwarded) a key wallet's spend towards its team."""
         observed: logic.QuotaEvent | None = None
+        message = event.message
         try:
-            record = codec.decode(event.value)
+            # Forwarded records keep their producer's header and are checked again, by
+            # record type (the internal topic is not in the topic allow-list).
+            topic = None if forwarded else message.topic
+            record = authn.verifier().decode(topic, event.value, message.headers)
             if isinstance(record, WalletBalance):
                 wallet = from_balance(record)
                 up = logic.rolled_up(wallet)
                 if not forwarded and up is not None:
                     # The team's quota lives where the team wallet's key lands.
-                    await budgets.send(key=up.wallet_id.encode(), value=event.value)
+                    await budgets.send(
+                        key=up.wallet_id.encode(), value=event.value, headers=message.headers
+                    )
                 observed = up if forwarded else logic.spend_observed(wallet)
             elif isinstance(record, WalletBudgetSet):
                 observed = logic.budget_of(record)
@@ -83,7 +90,8 @@ def register(app: Any, chain: codec.HashChain) -> Any:
             # carries the same derived event id, so the sink keeps one row.
             for alert in crossed:
                 _, data = chain.seal_encoded(logic.to_alert(alert, occurred_at=now_ms()))
-                await (await alerts.send(key=alert.tenant_id.encode(), value=data))
+                headers = chain.headers(data)
+                await (await alerts.send(key=alert.tenant_id.encode(), value=data, headers=headers))
             if after != quota:
                 table[key] = logic.encode_quota(after)
 
@@ -91,12 +99,15 @@ def register(app: Any, chain: codec.HashChain) -> Any:
     async def quota_budgets(stream: Any) -> None:
         async for event in stream.events():
             try:
-                record = codec.decode(event.value)
+                record = authn.decode_message(event.message)
             except codec.DecodeError as exc:
                 await reject(event, str(exc))
                 continue
             if isinstance(record, WalletBudgetSet):
-                await budgets.send(key=record.wallet_id.encode(), value=event.value)
+                headers = event.message.headers
+                await budgets.send(
+                    key=record.wallet_id.encode(), value=event.value, headers=headers
+                )
 
     @app.agent(budgets)  # type: ignore[untyped-decorator]
     async def quota_budgets_by_wallet(stream: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from schemas import codec
+from schemas.authn import SignedChain
 from schemas.ids import now_ms, uuid7
 from schemas.records import LineageRecord
 from schemas.settings import SettingsError, StreamSettings
@@ -50,7 +50,7 @@ def targets_of(settings: StreamSettings) -> logic.SlaTargets:
     )
 
 
-def register(app: Any, settings: StreamSettings, chain: codec.HashChain) -> Domain:
+def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
     """The SLA batch handler for the intake; registers its closing timer and stop hook."""
     targets = targets_of(settings)
     grace_ms, retention_ms = settings.sla_grace_ms, settings.sla_retention_ms
@@ -76,13 +76,14 @@ def register(app: Any, settings: StreamSettings, chain: codec.HashChain) -> Doma
         for summary in due:
             _, data = chain.seal_encoded(to_window(summary, event_id=uuid7(at), occurred_at=at))
             key = f"{summary.provider}/{summary.model_selected}".encode()
-            await windows.send(key=key, value=data)
+            await windows.send(key=key, value=data, headers=chain.headers(data))
             if summary.revision:  # a correction is judged only merged with its minute
                 continue
             for breach in logic.breaches(summary, targets):
                 alert = to_breached(breach, event_id=uuid7(at), occurred_at=at)
                 _, data = chain.seal_encoded(alert)
-                await alerts.send(key=summary.tenant_id.encode(), value=data)
+                headers = chain.headers(data)
+                await alerts.send(key=summary.tenant_id.encode(), value=data, headers=headers)
 
     @app.timer(interval=settings.sla_tick_s)  # type: ignore[untyped-decorator]
     async def close_sla_windows() -> None:

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from schemas import codec
+from schemas.authn import SignedChain
 from schemas.ids import now_ms, uuid7
 from schemas.topics import WALLET_STATE
 from streams.intake import RAW, Decoded, Domain
@@ -27,7 +27,7 @@ class _Book:
     wallets: dict[str, logic.Wallet] = dataclasses.field(default_factory=dict)
 
 
-def register(app: Any, bootstrap: str, chain: codec.HashChain) -> Domain:
+def register(app: Any, bootstrap: str, chain: SignedChain) -> Domain:
     """The wallets' fold for the intake, and their reload on assignment."""
     balances = app.topic(WALLET_STATE.name, **RAW)
     book = _Book()
@@ -46,6 +46,6 @@ def register(app: Any, bootstrap: str, chain: codec.HashChain) -> Domain:
                 wallet, event_id=uuid7(), occurred_at=now_ms(), producer_id="", seq=0
             )
             _, value = chain.seal_encoded(balance)
-            await balances.send(key=wallet_id.encode(), value=value)
+            await balances.send(key=wallet_id.encode(), value=value, headers=chain.headers(value))
 
     return Domain(fold_wallets, on_assigned=reload_wallets)

@@ -15,6 +15,7 @@ import httpx
 
 from govledger.admin_token import resolve_admin_token
 from govledger.runtime import Stack
+from schemas import authn
 from schemas.settings import ENV_PREFIX, RuntimeSettings, load
 
 
@@ -116,6 +117,11 @@ def running_stack(env: dict[str, str]) -> Iterator[RunningStack]:
     settings = load(RuntimeSettings, env)
     stack = Stack(settings, env)
     stack.start()
+    # Records this test process publishes straight to the broker are signed with the
+    # stack's keyring, as a registered producer's would be (schemas.authn).
+    authn.install(
+        authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=False)
+    )
     try:
         yield RunningStack(env, settings, stack)
     finally:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
+from schemas import authn, codec
 from schemas.ids import uuid7
 from schemas.records import (
     Attempt,
@@ -537,3 +539,16 @@ def checkpoint(**overrides: Any) -> ChainCheckpoint:
         "reason": "records",
     }
     return _built(ChainCheckpoint, fields, overrides)  # type: ignore[no-any-return]
+
+
+TEST_KEYRING = authn.Keyring([bytes(range(32))])
+
+
+def signed_message(topic: str, record: Event) -> Any:
+    """A consumed Kafka message carrying the record as its producer would have signed it
+    (under TEST_KEYRING, which this installs as the process's keyring)."""
+    authn.install(TEST_KEYRING)
+    value = codec.encode(record)
+    role = min(authn.ROLES_BY_TYPE[type(record)])
+    credential = TEST_KEYRING.credential(role, record.producer_id)
+    return SimpleNamespace(topic=topic, value=value, headers=credential.headers(value))

@@ -4,12 +4,10 @@ escalation before it is decided, whichever gateway took the claim."""
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 from typing import Any
 
 from gateway.admin import escalation_listing
 from gateway.views import MAX_CHANGES_PER_ESCALATION, LocalViews
-from schemas import codec
 from schemas.topics import CONTROL, ESCALATIONS
 from streams.escalations.logic import EscalationConfig
 from tests.unit import builders
@@ -19,7 +17,7 @@ ESC = "esc_0193a1b2c3"
 
 
 def message(topic: str, record: Any) -> Any:
-    return SimpleNamespace(topic=topic, value=codec.encode(record))
+    return builders.signed_message(topic, record)
 
 
 def listing(views: LocalViews) -> list[dict[str, Any]]:

@@ -328,7 +328,9 @@ class _FakeProducer:
     async def start(self) -> None:
         pass
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[Any]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes, headers: Any = None
+    ) -> asyncio.Future[Any]:
         self.sent.append((topic, value, key))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_result(None)
@@ -385,7 +387,7 @@ def test_a_workers_chains_are_checkpointed_when_they_sealed_something() -> None:
     busy, idle = chains.chain("streams-sla-1"), chains.chain("streams-quotas-1")
     rows = [_row(busy.seal(builders.call(event_id=uuid7()))) for _ in range(3)]
     due = chains.seal_due("interval")
-    assert [producer for producer, _ in due] == ["streams-sla-1"]
+    assert [producer for producer, _, _ in due] == ["streams-sla-1"]
     assert idle.seq == 0 and chains.seal_due("interval") == []  # nothing new since
     checkpoint = codec.decode_as(due[0][1], ChainCheckpoint)
     assert (checkpoint.seq, checkpoint.checkpoint_seq, checkpoint.reason) == (4, 3, "interval")
