@@ -1,6 +1,9 @@
 """`govledger audit verify`: every producer's hash chain and checkpoints, read from the
 store through the query API (the store owner holds the embedded engine), verified by
-`replay.verify`. Exit code 1 when any chain shows tampering."""
+`replay.verify`; and every record's authentication (`replay.forged`: records consumers
+refused as forged, stored rows whose auth header does not verify, checkpoints whose
+signature fails), with the org keyring. Exit code 1 when any chain shows tampering or any
+record is forged."""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from typing import Any
 import httpx
 import orjson
 
-from replay.verify import KnownHead, Query, heads_of_manifest, verify_store
+from replay.forged import forged_findings
+from replay.verify import KINDS, KnownHead, Query, heads_of_manifest, verify_store
+from schemas import authn
 from schemas.settings import SinkSettings, load
 
 QUERY_TIMEOUT_S = 300.0
@@ -80,10 +85,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 2
     try:
         token = resolve_admin_token(settings, create=False)
-        report = verify_store(
-            query_api(settings.query_url, token), tenant_id=args.tenant, heads=heads
+        keyring = authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=False)
+        query = query_api(settings.query_url, token)
+        report = verify_store(query, tenant_id=args.tenant, heads=heads)
+        report.findings.extend(
+            forged_findings(query, authn.Verifier(keyring), tenant_id=args.tenant)
         )
-    except (FileNotFoundError, QueryError) as exc:
+        report.findings.sort(key=lambda f: (f.producer_id, f.seq, KINDS.index(f.kind)))
+    except (FileNotFoundError, QueryError, authn.KeyringError) as exc:
         sys.stderr.write(f"govledger: {exc}\n")
         return 2
     for finding in report.findings:

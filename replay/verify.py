@@ -54,8 +54,11 @@ from schemas import codec
 from schemas.records import GENESIS_HASH, ChainCheckpoint
 from sinks.tables import ALL_TABLES
 
-Kind = Literal["modified", "deleted", "inserted", "reordered", "truncated", "duplicate"]
-KINDS: tuple[Kind, ...] = ("modified", "deleted", "inserted", "reordered", "truncated", "duplicate")
+Kind = Literal["modified", "deleted", "inserted", "reordered", "truncated", "duplicate", "forged"]
+KINDS: tuple[Kind, ...] = (
+    "modified", "deleted", "inserted", "reordered", "truncated", "duplicate", "forged"
+)  # fmt: skip
+"""`forged`: a record not authenticated as its producer's (see replay.forged)."""
 
 # Rows held to put a producer's rows back in sealed order when their stored positions were
 # moved; a row moved further than this is still reported, but its old place reads as a gap.

@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.catalogue import SIM_TARGETS
+from schemas import authn
 from tests.integration.conftest import CUT_STREAM_MODEL, FAILING_MODEL, FLAKY_MODEL
 from tests.integration.stack import RunningStack, running_stack, wait_for
 
@@ -239,7 +240,14 @@ def test_undecodable_records_are_dead_lettered_with_the_reason(stack: RunningSta
         )
         await producer.start()
         try:
-            await producer.send_and_wait("govledger.lineage", b"not avro at all", key=b"default")
+            # Signed by a registered gateway: authentic, and still not a record.
+            garbage = b"not avro at all"
+            keyring = authn.installed()
+            assert keyring is not None, "the stack fixture installs its keyring"
+            credential = keyring.credential("gateway", "gateway-garbage")
+            await producer.send_and_wait(
+                "govledger.lineage", garbage, key=b"default", headers=credential.headers(garbage)
+            )
         finally:
             await producer.stop()
 
