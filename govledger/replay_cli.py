@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from replay.audit import WHO_COLUMNS, diff_live, reconcile, who
+from replay.audit import WHO_COLUMNS, diff_live, forged_left_out, reconcile, who
 from replay.rebuild import rebuild_from_kafka, rebuild_from_store, wallets_at
 from replay.sources import ArrowReader, http_reader, parse_moment, store_reader
 from replay.state import Rebuilt
@@ -200,6 +200,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             sys.stdout.write(
                 f"{c.wallet_id}\t{published}\t{journal}\t"
                 f"{format_usd(c.spent_in_lineage_nanousd)}\t{status}\n"
+            )
+        forged = forged_left_out(read)
+        if forged:
+            sys.stdout.write(
+                f"{forged} forged records (refused by the consumers, dead-lettered) are left "
+                "out: no funding or charge of theirs is in any figure; `govledger audit "
+                "verify` names them\n"
             )
         sys.stdout.write(
             f"{len(bad)} of {len(checked)} wallets do not reconcile\n"

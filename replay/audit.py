@@ -196,6 +196,18 @@ def reconcile(
     return out
 
 
+def forged_left_out(read: ArrowReader) -> int:
+    """How many records consumers refused as forged or unauthenticated (each counted once
+    however many consumers refused it). None of them is in the journal or the lineage a
+    reconciliation sums: their fundings and charges are left out. Counted over every
+    tenant: the tenant a forged record claims is not to be believed."""
+    result = read(
+        "SELECT uniqExact(origin_topic, payload) AS n FROM dead_letters "
+        "WHERE startsWith(error, 'forged:') OR startsWith(error, 'unauthenticated:')"
+    )
+    return int(result.column("n")[0].as_py()) if result.num_rows else 0
+
+
 WHO_COLUMNS = (
     "time",
     "tenant",
