@@ -519,8 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit_verify.add_arguments(verify)
     verify.set_defaults(func=audit_verify.cmd_verify)
 
-    from govledger import replay_cli
+    from govledger import replay_cli, root_cli
 
+    root_cli.add_commands(commands, audit_commands)
     replay_cli.add_audit_commands(audit_commands)
     replay_cli.add_replay_command(commands)
     from govledger import export_cli

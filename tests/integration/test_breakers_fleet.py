@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from types import SimpleNamespace
 
 import httpx
 import openai
@@ -19,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.views import LocalViews
-from schemas import codec
+from schemas import authn, codec
 from schemas.records import Attempt, BreakerState, LineageRecord
 from schemas.topics import BREAKER_STATE, LINEAGE
 from tests.integration.stack import (
@@ -30,6 +29,7 @@ from tests.integration.stack import (
     wait_for,
 )
 from tests.integration.upstream import ECHO_MODEL, OUTAGE_MODEL, fake_upstream
+from tests.unit import builders
 
 TENANT = "fleet-co"
 THRESHOLD = 3
@@ -183,13 +183,18 @@ def test_a_target_failing_on_one_gateway_is_routed_around_by_the_whole_fleet(
 def test_records_the_processor_cannot_read_are_dead_lettered_with_the_reason(
     stack: RunningStack,
 ) -> None:
+    keyring = authn.installed()
+    assert keyring is not None, "the stack fixture installs its keyring"
+    # Signed by a registered gateway: authentic, and still unreadable.
+    credential = keyring.credential("gateway", "gateway-garbage")
+
     async def produce(topic: str, key: bytes, value: bytes) -> None:
         producer = AIOKafkaProducer(
             bootstrap_servers=stack.stack.bootstrap, acks="all", enable_idempotence=False
         )
         await producer.start()
         try:
-            await producer.send_and_wait(topic, value, key=key)
+            await producer.send_and_wait(topic, value, key=key, headers=credential.headers(value))
         finally:
             await producer.stop()
 
@@ -267,7 +272,7 @@ def test_a_gateway_keeps_the_newest_published_fleet_state() -> None:
             failures_in_window=0,
             applied_seqs={},
         )
-        views.apply(SimpleNamespace(topic=BREAKER_STATE.name, value=codec.encode(record)))
+        views.apply(builders.signed_message(BREAKER_STATE.name, record))
 
     target = ("openai", OUTAGE_MODEL)
     published("open", 2_000, open_until=3_000)

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from govledger.broker import start_tansu
-from schemas import codec
+from schemas import authn, codec
 from schemas.ids import now_ms
 from schemas.kafka import TopicTailer, ensure_topics
 from schemas.publisher import ChainedPublisher
@@ -77,6 +77,9 @@ class Workers:
             }
         )
         self.log_path = data_dir / "worker.log"
+        # The org keyring, made before any worker starts; this test's own gateway and
+        # admin publishers sign with it, as the stack's would.
+        authn.install(authn.resolve_keyring(data_dir, "", create=True))
         self.started: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> subprocess.Popen[bytes]:

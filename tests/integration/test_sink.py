@@ -11,18 +11,40 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from govledger.broker import start_tansu
-from schemas import codec
+from schemas import authn, codec
 from schemas.ids import new_producer_id, now_ms, uuid7
 from schemas.kafka import ensure_topics, make_producer
 from schemas.publisher import ChainedPublisher
 from schemas.records import LineageRecord
 from schemas.settings import SinkSettings, load
-from schemas.topics import LINEAGE
+from schemas.topics import ALERTS, CONTROL, DLQ, LINEAGE
 from sinks.store import Store
 from sinks.writer import CONSUMER_GROUP, SinkWriter
 from tests.integration.stack import free_port
 
 pytestmark = pytest.mark.integration
+
+KEYRING = authn.Keyring([bytes(range(32))])
+TOPIC_OF_ROLE = {"gateway": LINEAGE.name, "admin": CONTROL.name, "processor": ALERTS.name,
+                 "sink": DLQ.name}  # fmt: skip
+"""Where a test sends a record of each role's (the sink stores by record type)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def keyring() -> None:
+    # The sink verifies every record with the process's keyring; the tests sign with it.
+    authn.install(KEYRING)
+
+
+def signed(value: bytes) -> tuple[str, list[tuple[str, bytes]]]:
+    """The topic a registered producer would send these bytes to, and its auth header
+    (bytes that are no record are signed as a gateway's: authentic, still refused)."""
+    try:
+        role = min(authn.ROLES_BY_TYPE[codec.schema_of(value).record_type])
+        producer_id = authn.producer_id_of(value)
+    except codec.DecodeError:
+        role, producer_id = "gateway", "gateway-test"
+    return TOPIC_OF_ROLE[role], KEYRING.credential(role, producer_id).headers(value)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +80,7 @@ async def writer_factory(bootstrap: str, store: Store) -> AsyncIterator[object]:
         sink_flush_ms=200,
         kafka_session_timeout_ms=6000,
     )
-    dlq = ChainedPublisher(bootstrap, new_producer_id("test-sink"))
+    dlq = ChainedPublisher(bootstrap, new_producer_id("sink"), role="sink")
     await dlq.start()
     writers: list[SinkWriter] = []
 
@@ -112,7 +134,8 @@ async def produce(bootstrap: str, values: list[tuple[str, bytes]]) -> None:
     await producer.start()
     try:
         for key, value in values:
-            await producer.send(LINEAGE.name, value, key=key.encode())
+            topic, headers = signed(value)
+            await producer.send(topic, value, key=key.encode(), headers=headers)
         await producer.flush()
     finally:
         await producer.stop()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import random
 import signal
@@ -43,7 +44,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench.common import realistic_record
 from govledger.broker import start_tansu
 from govledger.runtime import wait_for_http
-from schemas import codec
+from schemas import authn, codec
 from schemas.codec import HashChain
 from schemas.ids import now_ms, uuid7
 from schemas.kafka import TopicTailer, ensure_topics, make_producer
@@ -240,6 +241,9 @@ def budget(chain: HashChain, tenant: str, team: str, amount: int, at: int) -> by
 
 def child_env(data_dir: Path, bootstrap: str, **extra: str) -> dict[str, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
+    # The org keyring, made before any child starts; the records this test publishes as
+    # gateways and the admin API are signed with it (see auth_headers).
+    authn.install(authn.resolve_keyring(data_dir, "", create=True))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVLEDGER_")}
     env.update(
         {
@@ -580,6 +584,18 @@ async def test_worker_killed_at_random_points_loses_and_repeats_nothing(tmp_path
             broker.wait(timeout=10)
 
 
+@functools.cache
+def _credential(producer_id: str) -> authn.Credential:
+    keyring = authn.installed()
+    assert keyring is not None, "child_env installs the stack's keyring"
+    return keyring.credential(authn.role_of(producer_id), producer_id)
+
+
+def auth_headers(value: bytes) -> list[tuple[str, bytes]]:
+    """The headers its producer (a gateway or the admin API) would send a record with."""
+    return _credential(authn.producer_id_of(value)).headers(value)
+
+
 async def publish(bootstrap: str, work: Workload, over_s: float) -> None:
     """Fundings and budgets, then the calls at an even rate over `over_s` seconds (as
     gateways would send them: the worker is killed while traffic flows), with top-ups
@@ -588,7 +604,7 @@ async def publish(bootstrap: str, work: Workload, over_s: float) -> None:
     await producer.start()
     try:
         for key, value in work.control_first:
-            await producer.send(CONTROL.name, value, key=key.encode())
+            await producer.send(CONTROL.name, value, key=key.encode(), headers=auth_headers(value))
         await producer.flush()
         half = len(work.lineage) // 2
         began = time.monotonic()
@@ -596,8 +612,13 @@ async def publish(bootstrap: str, work: Workload, over_s: float) -> None:
         for i, (key, value) in enumerate(work.lineage):
             if i == half:
                 for control_key, control_value in work.control_midway:
-                    await producer.send(CONTROL.name, control_value, key=control_key.encode())
-            await producer.send(LINEAGE.name, value, key=key.encode())
+                    await producer.send(
+                        CONTROL.name,
+                        control_value,
+                        key=control_key.encode(),
+                        headers=auth_headers(control_value),
+                    )
+            await producer.send(LINEAGE.name, value, key=key.encode(), headers=auth_headers(value))
             if i % 100 == 99:
                 await asyncio.sleep(max(0.0, began + i / rate - time.monotonic()))
         await producer.flush()

@@ -545,10 +545,13 @@ TEST_KEYRING = authn.Keyring([bytes(range(32))])
 
 
 def signed_message(topic: str, record: Event) -> Any:
-    """A consumed Kafka message carrying the record as its producer would have signed it
-    (under TEST_KEYRING, which this installs as the process's keyring)."""
-    authn.install(TEST_KEYRING)
+    """A consumed Kafka message carrying the record as its producer would have signed it,
+    under the process's keyring (TEST_KEYRING, installed here, if there is none)."""
+    keyring = authn.installed()
+    if keyring is None:
+        keyring = TEST_KEYRING
+        authn.install(keyring)
     value = codec.encode(record)
     role = min(authn.ROLES_BY_TYPE[type(record)])
-    credential = TEST_KEYRING.credential(role, record.producer_id)
+    credential = keyring.credential(role, record.producer_id)
     return SimpleNamespace(topic=topic, value=value, headers=credential.headers(value))
