@@ -138,13 +138,17 @@ def test_verify_finds_each_kind_of_tampering(tmp_path: Path) -> None:
         (line.split()[0], line.split()[1].removeprefix("producer="), line.split()[2])
         for line in tampered.stdout.splitlines()[:-1]
     ]
+    # Changed bytes no longer match the auth header the sink stored with them: the
+    # modified and the inserted record are also not their producer's (forged).
     assert found == [
         ("modified", producer, "seq=2"),
+        ("forged", producer, "seq=2"),
         ("deleted", producer, "seq=4"),
         ("truncated", producer, "seq=10"),
         ("reordered", producer, "seq=13"),
         ("reordered", producer, "seq=14"),
         ("inserted", producer, "seq=15"),
+        ("forged", producer, "seq=15"),
     ], tampered.stdout
     assert tampered.stdout.splitlines()[-1].startswith("TAMPERED: ")
     assert " at=20" in tampered.stdout.splitlines()[0]  # ISO time of the record
@@ -267,8 +271,13 @@ def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(tmp_path: Path)
     with running_stack(env) as stack:
         walk_only = verify(stack.env)
         with_heads = verify(stack.env, "--heads", str(manifest))
-    assert walk_only.returncode == 0, walk_only.stdout + walk_only.stderr  # undetectable alone
+    # The walk alone sees consistent links; the re-sealed records' auth headers (stored by
+    # the sink, made with the producer's key the forger lacks) no longer verify.
+    assert walk_only.returncode == 1, walk_only.stdout + walk_only.stderr
+    resealed = walk_only.stdout.splitlines()[:-1]
+    assert all(line.split()[:2] == ["forged", f"producer={producer}"] for line in resealed)
+    assert [line.split()[2] for line in resealed][:2] == ["seq=3", "seq=4"], walk_only.stdout
     assert with_heads.returncode == 1, with_heads.stdout + with_heads.stderr
-    (line,) = with_heads.stdout.splitlines()[:-1]
+    (line,) = [x for x in with_heads.stdout.splitlines()[:-1] if x.startswith("modified")]
     assert line.split()[:3] == ["modified", f"producer={producer}", "seq=8"], line
     assert "re-sealed" in line and str(manifest) in line
