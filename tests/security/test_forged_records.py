@@ -2,9 +2,10 @@
 records"): anyone who reaches the broker sends a KeyIssued with role org-admin, a
 WalletFunded of 1,000 USD, a lineage record charging another tenant 5 USD, and a record
 under a running gateway's producer id without its key. None changes a key, a balance or
-an audit figure; each lands in the dead-letter table with its reason; `govledger audit
-verify` exits 1 naming each as forged; `govledger audit reconcile` leaves them out and
-says so. The legitimate traffic around them keeps working."""
+an audit figure, before or after a restart; each lands in the dead-letter table with its
+reason; `govledger audit verify` exits 1 naming each as forged; `govledger audit
+reconcile` leaves them out and says so. The legitimate traffic around them keeps
+working."""
 
 from __future__ import annotations
 
@@ -187,3 +188,14 @@ def test_forged_records_change_nothing_and_are_named(tmp_path: Path) -> None:
         assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
         assert "4 forged records" in reconciled.stdout and "left out" in reconciled.stdout
         assert "wallets reconcile" in reconciled.stdout
+        balances = (stack.balance_nanousd("alpha"), victim_before)
+
+    # Restarted: the broker comes back empty and the sink restores it from the store, which
+    # never held a forged record. Still no key, and the same balances.
+    with running_stack(env) as stack:
+        admin = httpx.get(f"{stack.settings.gateway_url}/v1/admin/keys", headers=forged_auth)
+        assert admin.status_code == 401, admin.text
+        assert (
+            stack.balance_nanousd("alpha"),
+            stack.balance_nanousd("beta", tenant="victim"),
+        ) == balances

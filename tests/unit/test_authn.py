@@ -163,3 +163,22 @@ def test_producer_id_is_read_from_the_envelope() -> None:
     record = SignedChain("gateway-éx", keyring=Keyring([ROOT])).seal(builders.call())
     assert authn.producer_id_of(codec.encode(record)) == "gateway-éx"
     assert isinstance(record, LineageRecord)
+
+
+def test_the_spool_keeps_each_frames_auth_and_reads_frames_spooled_before_it(
+    tmp_path: Path,
+) -> None:
+    from schemas.spool import LEGACY_HEADER, Frame, Spool
+
+    spool = Spool(tmp_path, "gateway-1", 1 << 20)
+    frames = [Frame("govledger.lineage", b"t", b"value-1", b"v1.x"), Frame("t", b"", b"v2")]
+    for frame in frames:
+        spool.append(frame)
+    assert [f for f, _ in spool.frames()] == frames
+    assert spool.size_bytes == (tmp_path / "gateway-1.spool").stat().st_size
+    assert [f.headers for f in frames] == [[(authn.HEADER, b"v1.x")], []]
+    legacy = tmp_path / "gateway-2.spool"
+    legacy.write_bytes(LEGACY_HEADER.pack(1, 1, 2) + b"tkvv")
+    assert [f for f, _ in Spool(tmp_path, "gateway-2", 1 << 20).frames()] == [
+        Frame("t", b"k", b"vv")
+    ]
