@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import functools
 import hashlib
 import math
 import os
@@ -22,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from schemas import codec  # noqa: E402
+from schemas import authn, codec  # noqa: E402
 from schemas.codec import HashChain  # noqa: E402
 from schemas.ids import uuid7  # noqa: E402
 from schemas.records import GENESIS_HASH, Attempt, Guardrail, LineageRecord  # noqa: E402
@@ -258,8 +259,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@functools.cache
+def _credential(producer_id: str) -> authn.Credential:
+    keyring = authn.installed()
+    assert keyring is not None, "auth_headers checked"
+    return keyring.credential(authn.role_of(producer_id), producer_id)
+
+
+def auth_headers(value: bytes) -> list[tuple[str, bytes]]:
+    """The headers its producer would sign a record with, under the process's keyring
+    (install the bench stack's: consumers refuse unsigned records); none without one."""
+    if authn.installed() is None:
+        return []
+    return _credential(authn.producer_id_of(value)).headers(value)
+
+
 async def produce(bootstrap: str, records: list[tuple[bytes, bytes]]) -> float:
-    """Send every record (acks=all); seconds taken."""
+    """Send every record (acks=all), signed as its producer would; seconds taken (the
+    signing included, as a gateway's publisher does it)."""
     from aiokafka import AIOKafkaProducer
 
     from schemas.topics import LINEAGE
@@ -276,7 +293,10 @@ async def produce(bootstrap: str, records: list[tuple[bytes, bytes]]) -> float:
     await producer.start()
     started = time.perf_counter()
     try:
-        futures = [await producer.send(LINEAGE.name, value, key=key) for key, value in records]
+        futures = [
+            await producer.send(LINEAGE.name, value, key=key, headers=auth_headers(value))
+            for key, value in records
+        ]
         await producer.flush()
         await asyncio.gather(*futures)
     finally:

@@ -411,6 +411,10 @@ async def sink_async(args: argparse.Namespace, tmp: Path, records: Any) -> dict[
     if args.batch_rows:
         environ["GOVLEDGER_SINK_BATCH_ROWS"] = str(args.batch_rows)
     settings = load(SinkSettings, environ={**environ, "GOVLEDGER_DATA_DIR": str(tmp)})
+    # The sink verifies every record: the bench signs its own with a keyring of its own.
+    from schemas import authn
+
+    authn.install(authn.resolve_keyring(tmp, "", create=True))
     batch_rows = settings.sink_batch_rows
     figures: dict[str, Any] = {
         "rows": rows,
@@ -431,7 +435,7 @@ async def sink_async(args: argparse.Namespace, tmp: Path, records: Any) -> dict[
         store = Store(dsn)
         await store.run(store.migrate)
         await store.run(store.client.command, "CREATE TABLE lineage_baseline AS lineage")
-        dlq = ChainedPublisher(bootstrap, "sink-bench")
+        dlq = ChainedPublisher(bootstrap, "sink-bench", role="sink")
         await dlq.start()
 
         # --- the sink, measured -----------------------------------------------------------

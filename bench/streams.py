@@ -35,7 +35,7 @@ from bench.common import (
     realistic_record,
 )
 from govledger.broker import start_tansu
-from schemas import codec
+from schemas import authn, codec
 from schemas.kafka import ensure_topics, make_producer
 from schemas.records import LineageRecord, WalletBalance
 from schemas.topics import LINEAGE, WALLET_STATE
@@ -221,7 +221,7 @@ async def visibility(bootstrap: str, rate: float, seconds: float) -> dict:
     import random
 
     rng = random.Random(7)
-    chain = codec.HashChain("gateway-visibility")
+    chain = authn.SignedChain("gateway-visibility", "gateway")
     producer = make_producer(bootstrap, linger_ms=2, client_id="bench-visibility")
     await producer.start()
     balances = Balances(bootstrap)
@@ -243,8 +243,10 @@ async def visibility(bootstrap: str, rate: float, seconds: float) -> dict:
             due = begin + sent / rate
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             record = realistic_record(rng, int(time.time() * 1000))
-            sealed = chain.seal(record)
-            await producer.send(LINEAGE.name, codec.encode(sealed), key=sealed.tenant_id.encode())
+            sealed, value = chain.seal_encoded(record)
+            await producer.send(
+                LINEAGE.name, value, key=sealed.tenant_id.encode(), headers=chain.headers(value)
+            )
             if sealed.cost_nanousd > 0:
                 waiting[(sealed.wallet_id, sealed.seq)] = time.perf_counter()
             sent += 1
@@ -260,6 +262,9 @@ async def visibility(bootstrap: str, rate: float, seconds: float) -> dict:
 
 async def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="govledger-streams-bench-"))
+    # The worker verifies every record with the keyring in its data dir: made here first,
+    # so that this process signs what it produces as the gateways would.
+    authn.install(authn.resolve_keyring(tmp, "", create=True))
     port = free_port()
     broker = start_tansu(port, (tmp / "tansu.log").open("ab"))
     bootstrap = f"127.0.0.1:{port}"
