@@ -42,7 +42,8 @@ def test_a_rotated_root_signs_new_records_and_old_ones_still_verify(tmp_path: Pa
         stack.fund("alpha", "10")
         call(stack.base_url, key["key"])
         wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [["1"]], 30)
-    (old_root,) = [line.split("\t")[0] for line in govledger(env, "root", "list").stdout.split()]
+    listed = govledger(env, "root", "list").stdout.splitlines()
+    (old_root,) = [line.split("\t")[0] for line in listed]
     rotated = govledger(env, "root", "rotate")
     assert rotated.returncode == 0, rotated.stderr
     new_root = rotated.stdout.split()[0]
