@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
-from replay.forged import forged_findings
+from replay.forged import forged_findings, read_org_keys
 from replay.verify import KINDS, KnownHead, Query, heads_of_manifest, verify_store
 from schemas import authn
 from schemas.settings import SinkSettings, load
@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an export's manifest.json (repeatable): the store must still hold each chain "
         "head it lists, which also finds a chain re-sealed after the export",
     )
+    parser.add_argument(
+        "--org-keys",
+        metavar="FILE",
+        help="verify as an outside auditor, without the org root: the org public keys "
+        "(`govledger audit pubkey` output) check every checkpoint's signature; record MACs "
+        "need the root and are not checked",
+    )
 
 
 def _known_heads(paths: list[str]) -> list[KnownHead]:
@@ -80,16 +87,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     settings = load(SinkSettings)
     try:
         heads = _known_heads(args.heads)
-    except ValueError as exc:
+        org_keys = read_org_keys(Path(args.org_keys).read_text()) if args.org_keys else {}
+    except (OSError, ValueError) as exc:
         sys.stderr.write(f"govledger: {exc}\n")
         return 2
     try:
         token = resolve_admin_token(settings, create=False)
-        keyring = authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=False)
+        verifier = None
+        if not org_keys:
+            keyring = authn.resolve_keyring(
+                settings.data_path, settings.root_secret_file, create=False
+            )
+            verifier = authn.Verifier(keyring)
         query = query_api(settings.query_url, token)
         report = verify_store(query, tenant_id=args.tenant, heads=heads)
         report.findings.extend(
-            forged_findings(query, authn.Verifier(keyring), tenant_id=args.tenant)
+            forged_findings(query, verifier, tenant_id=args.tenant, org_public_keys=org_keys)
         )
         report.findings.sort(key=lambda f: (f.producer_id, f.seq, KINDS.index(f.kind)))
     except (FileNotFoundError, QueryError, authn.KeyringError) as exc:

@@ -10,3 +10,9 @@ ALTER TABLE breaker_state ADD COLUMN IF NOT EXISTS auth String DEFAULT '';
 ALTER TABLE sla_windows ADD COLUMN IF NOT EXISTS auth String DEFAULT '';
 ALTER TABLE alerts ADD COLUMN IF NOT EXISTS auth String DEFAULT '';
 ALTER TABLE chain_checkpoints ADD COLUMN IF NOT EXISTS auth String DEFAULT '';
+-- Checkpoints v2 carry their Ed25519 signature (chain_checkpoint.v2.avsc).
+ALTER TABLE chain_checkpoints ADD COLUMN IF NOT EXISTS signer_root_id String DEFAULT '';
+ALTER TABLE chain_checkpoints ADD COLUMN IF NOT EXISTS signer_role LowCardinality(String) DEFAULT '';
+ALTER TABLE chain_checkpoints ADD COLUMN IF NOT EXISTS signer_public_key String DEFAULT '';
+ALTER TABLE chain_checkpoints ADD COLUMN IF NOT EXISTS signer_certificate String DEFAULT '';
+ALTER TABLE chain_checkpoints ADD COLUMN IF NOT EXISTS signature String DEFAULT '';

@@ -2,7 +2,8 @@
 admin log restored from the store still carries the old root's headers and still counts
 (a key issued before the rotation keeps working); producers sign under the new root from
 their start; `govledger audit verify` accepts records and checkpoints of both roots; and
-`govledger audit pubkey` lists both org public keys, the newest signing."""
+`govledger audit pubkey` lists both org public keys, the newest signing; with those alone
+an outside auditor checks every checkpoint's signature."""
 
 from __future__ import annotations
 
@@ -68,6 +69,21 @@ def test_a_rotated_root_signs_new_records_and_old_ones_still_verify(tmp_path: Pa
         verified = govledger(env, "audit", "verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert " 0 findings" in verified.stdout
+        # An outside auditor, given only the org public keys, checks every checkpoint's
+        # signature; another org's keys certify none of them.
+        org_keys = tmp_path / "org.keys"
+        org_keys.write_text(govledger(env, "audit", "pubkey").stdout)
+        outside = govledger(env, "audit", "verify", "--org-keys", str(org_keys))
+        assert outside.returncode == 0 and " 0 findings" in outside.stdout, outside.stdout
+        foreign = tmp_path / "foreign.keys"
+        foreign.write_text(f"{old_root}\ted25519:{'11' * 32}\tsigning\n")
+        impostor = govledger(env, "audit", "verify", "--org-keys", str(foreign))
+        assert impostor.returncode == 1, impostor.stdout + impostor.stderr
+        problems = {line.split(": ", 1)[1] for line in impostor.stdout.splitlines()[:-1]}
+        assert problems == {
+            "checkpoint's producer key is not certified by the org",
+            f"checkpoint signed under unknown root {new_root!r}",
+        }, impostor.stdout
     pubkeys = govledger(env, "audit", "pubkey").stdout.splitlines()
     assert [line.split("\t")[0] for line in pubkeys] == [old_root, new_root]
     assert [line.split("\t")[2] for line in pubkeys] == ["verify-only", "signing"]

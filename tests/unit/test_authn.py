@@ -182,3 +182,15 @@ def test_the_spool_keeps_each_frames_auth_and_reads_frames_spooled_before_it(
     assert [f for f, _ in Spool(tmp_path, "gateway-2", 1 << 20).frames()] == [
         Frame("t", b"k", b"vv")
     ]
+
+
+def test_org_keys_are_read_from_the_pubkey_listing() -> None:
+    from replay.forged import read_org_keys
+
+    ring = Keyring([ROOT])
+    ((root_id, public),) = ring.org_public_keys().items()
+    listing = f"{root_id}\ted25519:{public.hex()}\tsigning\n"
+    assert read_org_keys(listing) == {root_id: public}
+    for bad in ("", "x\ty\n", f"{root_id}\trsa:00\n"):
+        with pytest.raises(ValueError, match="org public key"):
+            read_org_keys(bad)
