@@ -241,14 +241,18 @@ def budget(chain: HashChain, tenant: str, team: str, amount: int, at: int) -> by
 
 def child_env(data_dir: Path, bootstrap: str, **extra: str) -> dict[str, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    # The org keyring, made before any child starts; the records this test publishes as
-    # gateways and the admin API are signed with it (see auth_headers).
-    authn.install(authn.resolve_keyring(data_dir, "", create=True))
+    # One org keyring for every child (each has a data dir of its own), made before any
+    # starts; the records this test publishes as gateways and the admin API are signed
+    # with it (see auth_headers).
+    keyring = authn.resolve_keyring(data_dir.parent, "", create=True)
+    authn.install(keyring)
+    assert keyring.path is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVLEDGER_")}
     env.update(
         {
             "GOVLEDGER_KAFKA_BOOTSTRAP": bootstrap,
             "GOVLEDGER_DATA_DIR": str(data_dir),
+            "GOVLEDGER_ROOT_SECRET_FILE": str(keyring.path),
             "GOVLEDGER_TOPIC_PARTITIONS": str(PARTITIONS),
             "GOVLEDGER_KAFKA_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
             # Info: a failure on CI prints the worker's log tail (rebalances, recoveries).
