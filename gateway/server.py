@@ -160,14 +160,16 @@ class GatewayProcess:
             middlewares=[_errors_as_json, _header_limit(self.settings.max_header_bytes)],
             handler_args={"max_line_size": parser_limit, "max_field_size": parser_limit},
         )
-        app.add_routes(
-            [
-                web.get("/healthz", self.gateway.healthz),
+        serves = self.settings.gateway_serves
+        routes = [web.get("/healthz", self.gateway.healthz)]
+        if serves in ("all", "api"):
+            routes += [
                 web.get("/v1/models", self.gateway.models),
                 web.post("/v1/chat/completions", self.gateway.chat_completions),
-                *self.admin.routes(),
             ]
-        )
+        if serves in ("all", "admin"):
+            routes += self.admin.routes()
+        app.add_routes(routes)
         return app
 
     async def start(self) -> None:

@@ -19,6 +19,7 @@ from replay.history import merged_by_producer, read_events, read_in_time_order
 from schemas import codec
 from schemas.ids import now_ms, uuid7
 from schemas.kafka import make_producer
+from schemas.kafka_security import client_options
 from schemas.records import (
     Event,
     WalletAllocated,
@@ -64,7 +65,9 @@ def fold_wallets(store: Store) -> dict[str, wallets.Wallet]:
 
 async def broker_is_empty(bootstrap: str) -> bool:
     """Whether the control topic has never held a record (a fresh broker)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options()
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(CONTROL.name) or set()
