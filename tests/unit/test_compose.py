@@ -126,6 +126,11 @@ def test_the_broker_denies_by_default_and_only_sasl_reaches_the_network(compose)
     assert f"BROKER://{INIT_BOOTSTRAP}" in env["KAFKA_LISTENERS"]
 
 
+def test_the_auditor_does_not_get_the_admin_token(compose):
+    env = compose["services"]["auditor"]["environment"]
+    assert resolved(env["GOVLEDGER_ADMIN_TOKEN"]) == ""
+
+
 def test_services_start_after_the_acls_are_in_place(compose):
     for name in ("sink", "worker"):
         depends = compose["services"][name]["depends_on"]
@@ -136,7 +141,11 @@ def resolved(value: Any) -> str:
     """Compose's ${VAR:-default} and ${VAR:?message} with nothing set: the default, or a
     stand-in for a required value."""
     text = str(value)
-    return re.sub(r"\$\{(\w+)(?::-([^}]*)|:\?[^}]*)?\}", lambda m: m.group(2) or "required", text)
+    return re.sub(
+        r"\$\{(\w+)(?::-([^}]*)|:\?[^}]*)?\}",
+        lambda m: "required" if m.group(2) is None else m.group(2),
+        text,
+    )
 
 
 @pytest.mark.parametrize("service", ["sink", "worker", "gateway", "admin", "auditor"])
