@@ -168,8 +168,16 @@ class _Errors:
         self.items.append(LintError(node.start_mark.line + 1, message))
 
 
+# What a scalar with a tag the safe loader does not know (`!!python/object:…`, a local
+# tag) reads as: a value of no accepted type, so every check refuses it with its line.
+UNREADABLE = object()
+
+
 def _value(node: Node) -> Any:
-    return SafeConstructor().construct_object(node, deep=True)
+    try:
+        return SafeConstructor().construct_object(node, deep=True)
+    except yaml.YAMLError:
+        return UNREADABLE
 
 
 def _mapping(node: Node, where: str, known: tuple[str, ...], errors: _Errors) -> dict[str, Node]:
@@ -428,6 +436,9 @@ def parse_document(text: str, extra_keys: tuple[str, ...] = ()) -> ParsedDocumen
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
         return ParsedDocument(None, [LintError(line, f"not valid YAML: {exc.problem}")], {}, {})
+    except RecursionError:
+        # PyYAML composes nested collections recursively; a pack is a few levels deep.
+        return ParsedDocument(None, [LintError(1, "the pack is nested too deeply")], {}, {})
     if root is None:
         return ParsedDocument(None, [LintError(1, "the pack is empty")], {}, {})
     top = _mapping(root, "the pack", ("name", "description", "policies", *extra_keys), errors)
