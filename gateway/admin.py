@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 
 from gateway import errors
+from gateway.admin_baseline import BaselineRoutes, check_grant, check_pack
 from gateway.app import new_key_secret
 from gateway.budget import Budget
 from gateway.errors import GatewayError, error_response
@@ -269,6 +270,7 @@ class AdminApi:
             web.post("/v1/admin/policies", self._guard(self.push_policy)),
             web.get("/v1/admin/policies", self._guard(self.list_policies)),
             web.post("/v1/admin/escalations/{escalation_id}/resolve", self._guard(self.resolve)),
+            *BaselineRoutes(self).routes(),
         ]
 
     def _principal(self, request: web.Request) -> Principal:
@@ -326,6 +328,7 @@ class AdminApi:
         role = data.get("role", "developer")
         if role not in ROLES:
             raise GatewayError(errors.INVALID_REQUEST, f"'role' must be one of {', '.join(ROLES)}")
+        check_grant(self.views, principal, role)
         if role_rank(role) > role_rank(principal.role):
             raise GatewayError(errors.FORBIDDEN, f"a {principal.role} may not issue a {role} key")
         name = data.get("name") or team
@@ -756,6 +759,9 @@ class AdminApi:
                 },
                 status=400,
             )
+        refusal = check_pack(self.views, source)
+        if refusal is not None:
+            return refusal
         known = self.views.packs.get((tenant, name))
         if known is not None and known.source_yaml == source:
             return _json({"pack": name, "tenant": tenant, "version": known.version, "diff": ""})

@@ -28,6 +28,7 @@ from gateway.chat import (
     parse_chat_request,
 )
 from gateway.errors import GatewayError, error_response
+from gateway.policy.baseline import effective_pack
 from gateway.policy.chain import CallFacts, RefusalReason, Review, evaluate
 from gateway.providers.base import ChatCall, Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import Limits, RateLimiter, parse_team_limits
@@ -339,15 +340,17 @@ class Gateway:
     async def _run_policies(
         self, call: CallRecord, key: Key, chat: ChatRequest, reserve_nanousd: int
     ) -> ChatRequest:
-        """Run the key's policy pack; the request as the provider may see it (redacted)."""
+        """Run the org baseline's steps and the key's policy pack; the request as the
+        provider may see it (redacted)."""
         pack_name = key.policy_pack or DEFAULT_PACK
         published = self.views.packs.get((key.tenant_id, pack_name))
-        if published is None:
-            if key.policy_pack:  # a pack the key names must exist: fail closed
-                raise GatewayError(
-                    errors.POLICY_UNAVAILABLE, f"policy pack '{pack_name}' is not published"
-                )
-            return chat
+        if published is None and key.policy_pack:  # a pack the key names must exist
+            raise GatewayError(
+                errors.POLICY_UNAVAILABLE, f"policy pack '{pack_name}' is not published"
+            )
+        chain = effective_pack(
+            self.views.baseline.baseline, published.pack if published is not None else None
+        )
         now = now_ms()
         facts = CallFacts(
             team_id=key.team_id,
@@ -360,7 +363,7 @@ class Gateway:
             + self.budget.committed_nanousd(call.wallet_id),
             estimated_cost_nanousd=reserve_nanousd,
         )
-        verdict = evaluate(published.pack, facts)
+        verdict = evaluate(chain, facts)
         call.policies.extend(verdict.applied)
         call.guardrails.extend(verdict.triggered)
         if verdict.refusal is not None:

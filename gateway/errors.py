@@ -52,6 +52,8 @@ CIRCUIT_OPEN = ErrorKind("circuit_open", 503, "server_error")
 LINEAGE_UNAVAILABLE = ErrorKind("lineage_unavailable", 503, "server_error")
 UPSTREAM_ERROR = ErrorKind("upstream_error", 502, "upstream_error")
 INTERNAL_ERROR = ErrorKind("internal_error", 500, "server_error")
+# A tenant pack or key that would weaken the org baseline (gateway/policy/baseline.py).
+ORG_POLICY_VIOLATION = ErrorKind("org_policy_violation", 403, "permission_error")
 
 ALL_KINDS: tuple[ErrorKind, ...] = (
     INVALID_JSON,
@@ -86,6 +88,7 @@ ALL_KINDS: tuple[ErrorKind, ...] = (
     LINEAGE_UNAVAILABLE,
     UPSTREAM_ERROR,
     INTERNAL_ERROR,
+    ORG_POLICY_VIOLATION,
 )
 
 

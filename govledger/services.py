@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.admin import principal_for
 from gateway.errors import GatewayError
+from gateway.policy.baseline import floor_retention
 from gateway.policy.pack import AuditPolicy
 from gateway.server import GatewayProcess
 from gateway.views import LocalViews
@@ -73,12 +74,17 @@ def query_readers(views: LocalViews, admin_token: str) -> Authenticate:
 
 
 def retention_days(views: LocalViews) -> dict[str, int]:
-    """Retention per tenant from the newest version of each of its published packs."""
-    return retention_by_tenant(
-        (tenant_id, step.policy.retention_days)
-        for (tenant_id, _), published in views.packs.items()
-        for step in published.pack.steps
-        if isinstance(step.policy, AuditPolicy)
+    """Retention per tenant from the newest version of each of its published packs,
+    never below the org baseline's floor (a pack published before the floor was raised
+    says less)."""
+    return floor_retention(
+        retention_by_tenant(
+            (tenant_id, step.policy.retention_days)
+            for (tenant_id, _), published in views.packs.items()
+            for step in published.pack.steps
+            if isinstance(step.policy, AuditPolicy)
+        ),
+        views.baseline.baseline.retention_floor_days,
     )
 
 
