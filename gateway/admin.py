@@ -32,7 +32,7 @@ from gateway.budget import Budget
 from gateway.errors import GatewayError, error_response
 from gateway.policy.pack import PackError, parse_pack
 from gateway.views import MAX_ESCALATIONS, LocalViews, key_sha256
-from schemas.auth import bearer_token
+from schemas.auth import MalformedCredentialError, bearer_token, check_secret
 from schemas.ids import now_ms, uuid7
 from schemas.money import format_usd, usd_to_nanousd
 from schemas.publisher import ChainedPublisher
@@ -129,6 +129,10 @@ def principal_for(presented: str, admin_token: str, views: LocalViews, at_ms: in
     401 for no or an unknown, revoked or expired secret, 403 for a lesser role."""
     if not presented:
         raise GatewayError(errors.MISSING_API_KEY, "admin key required")
+    try:  # before any comparison or hash: those fail on non-ASCII text
+        check_secret(presented)
+    except MalformedCredentialError as exc:
+        raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
     if hmac.compare_digest(presented, admin_token):
         return ROOT
     key = views.key_for_secret(presented)
@@ -274,8 +278,11 @@ class AdminApi:
         ]
 
     def _principal(self, request: web.Request) -> Principal:
-        presented = bearer_token(request.headers.get("Authorization"))
-        return principal_for(presented or "", self._token, self.views, now_ms())
+        try:
+            presented = bearer_token(request.headers.get("Authorization"))
+        except MalformedCredentialError as exc:
+            raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
+        return principal_for(presented, self._token, self.views, now_ms())
 
     def _guard(self, handler: Any) -> Any:
         async def guarded(request: web.Request) -> web.StreamResponse:

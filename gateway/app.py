@@ -26,8 +26,10 @@ from gateway.chat import (
     chunk_event,
     completion_body,
     parse_chat_request,
+    parse_traceparent,
+    traceparent_error,
 )
-from gateway.errors import GatewayError, error_response
+from gateway.errors import GatewayError, error_response, refusal_response
 from gateway.policy.baseline import effective_pack
 from gateway.policy.chain import CallFacts, RefusalReason, Review, evaluate
 from gateway.providers.base import ChatCall, Completion, Delta, Provider, UpstreamError, Usage
@@ -45,7 +47,7 @@ from gateway.routing import (
 )
 from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.views import LocalViews
-from schemas.auth import bearer_token
+from schemas.auth import MalformedCredentialError, bearer_token
 from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
 from schemas.publisher import ChainedPublisher
 from schemas.records import Attempt, EscalationOpened, Guardrail, LineageRecord, UsageSource
@@ -105,15 +107,6 @@ class CallRecord:
         return sum(a.latency_ms for a in self.attempts)
 
 
-def parse_traceparent(header: str | None) -> tuple[str, str | None]:
-    """(trace_id, parent_span_id) from a W3C traceparent header, else a new trace."""
-    if header:
-        parts = header.strip().split("-")
-        if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
-            return parts[1].lower(), parts[2].lower()
-    return new_trace_id(), None
-
-
 class Gateway:
     """Routes calls under a tenant's keys and budget, and records each one."""
 
@@ -158,7 +151,7 @@ class Gateway:
         try:
             self._authenticate(request.headers.get("Authorization"))
         except GatewayError as exc:
-            return error_response(exc.kind, exc.message)
+            return refusal_response(exc)
         data = [
             {"id": t.model, "object": "model", "created": 0, "owned_by": t.provider}
             for t in self.catalogue.values()
@@ -170,8 +163,9 @@ class Gateway:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """OpenAI `POST /v1/chat/completions`: one lineage record per call, whatever happens."""
         started = time.perf_counter()
-        trace_id, parent = parse_traceparent(request.headers.get("traceparent"))
-        call = CallRecord(started, "", trace_id, parent)
+        traceparent = request.headers.get("traceparent")
+        traced = parse_traceparent(traceparent)
+        call = CallRecord(started, "", *(traced or (new_trace_id(), None)))
         try:
             self._check_lineage()
             body = await self._read_body(request, call)
@@ -180,7 +174,13 @@ class Gateway:
             self.views.key_last_used_ms[key.key_id] = now_ms()
             call.tenant_id, call.team_id = key.tenant_id, key.team_id
             call.key_id, call.wallet_id = key.key_id, self.views.spend_wallet_id(key)
-            chat = parse_chat_request(body, max_messages=self.settings.max_messages)
+            if traceparent is not None and traced is None:  # refused once the caller is known
+                raise traceparent_error()
+            chat = parse_chat_request(
+                body,
+                max_messages=self.settings.max_messages,
+                max_identifier_chars=self.settings.max_identifier_chars,
+            )
             call.stream, call.model_requested, call.user_id = chat.stream, chat.model, chat.user
             targets, call.selection_reason = self._plan(chat.model)
             if not targets:
@@ -205,7 +205,7 @@ class Gateway:
             call.reserved_nanousd = reserve_nanousd
         except GatewayError as exc:
             await self._record(call, exc.kind.status, exc.kind.code, "rejected")
-            return error_response(exc.kind, exc.message, exc.headers)
+            return refusal_response(exc)
         self.upstream_in_flight += 1
         try:
             if chat.stream:
@@ -248,7 +248,10 @@ class Gateway:
         return body
 
     def _authenticate(self, header: str | None) -> Key:
-        secret = bearer_token(header)
+        try:
+            secret = bearer_token(header)
+        except MalformedCredentialError as exc:  # its message never quotes the secret
+            raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
         if not secret:
             raise GatewayError(errors.MISSING_API_KEY, "missing bearer key in Authorization")
         key = self.views.key_for_secret(secret)

@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.admin import AdminApi
 from gateway.app import Gateway
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
-from gateway.errors import HEADERS_TOO_LARGE, INTERNAL_ERROR, NOT_FOUND, error_response
+from gateway.errors import HEADERS_TOO_LARGE, error_response
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider
@@ -19,6 +19,7 @@ from gateway.providers.compat_variants import mistral_provider, ollama_provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
 from gateway.views import LocalViews
+from schemas.http_errors import JsonErrorAppRunner, handler_args, json_errors
 from schemas.ids import new_producer_id
 from schemas.kafka import TopicTailer
 from schemas.publisher import ChainedPublisher
@@ -89,21 +90,6 @@ def _header_limit(max_header_bytes: int) -> Any:
     return limit_headers
 
 
-@web.middleware
-async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
-    # A bug must still answer OpenAI-style (5xx: ours), never an HTML page.
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException as exc:
-        if exc.status == 404:
-            return error_response(NOT_FOUND, f"no route {request.method} {request.path}")
-        raise
-    except Exception:
-        log.exception("unhandled error", path=request.path)
-        return error_response(INTERNAL_ERROR, "internal error; see gateway logs")
-
-
 class GatewayProcess:
     """The gateway with its views, publishers and HTTP server."""
 
@@ -152,13 +138,17 @@ class GatewayProcess:
 
     def application(self) -> web.Application:
         """The aiohttp application."""
-        # aiohttp's own parser limit sits above ours, so an oversized header still gets
-        # the JSON 431 from the middleware; only far larger ones meet aiohttp's plain 400.
-        parser_limit = 2 * self.settings.max_header_bytes
+        # aiohttp's parser refuses one header field over the total limit, too many
+        # headers and a long request line (JSON, see schemas.http_errors); the middleware
+        # refuses headers whose total is over the limit.
         app = web.Application(
             client_max_size=self.settings.max_body_bytes,
-            middlewares=[_errors_as_json, _header_limit(self.settings.max_header_bytes)],
-            handler_args={"max_line_size": parser_limit, "max_field_size": parser_limit},
+            middlewares=[json_errors, _header_limit(self.settings.max_header_bytes)],
+            handler_args=handler_args(
+                max_header_bytes=self.settings.max_header_bytes,
+                max_headers=self.settings.max_header_count,
+                max_url_bytes=self.settings.max_url_bytes,
+            ),
         )
         serves = self.settings.gateway_serves
         routes = [web.get("/healthz", self.gateway.healthz)]
@@ -178,7 +168,7 @@ class GatewayProcess:
         await self.control.start()
         await self.tailer.start()
         await asyncio.wait_for(self.tailer.caught_up.wait(), timeout=60)
-        self._runner = web.AppRunner(self.application(), access_log=None)
+        self._runner = JsonErrorAppRunner(self.application(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
         await site.start()

@@ -18,6 +18,7 @@ from gateway.server import GatewayProcess
 from gateway.views import LocalViews
 from govledger.admin_token import resolve_admin_token
 from replay.restore import broker_is_empty, restore
+from schemas.http_errors import JsonErrorAppRunner, handler_args
 from schemas.ids import new_producer_id, now_ms
 from schemas.kafka import TopicTailer, ensure_topics
 from schemas.publisher import ChainedPublisher
@@ -114,7 +115,16 @@ async def sink_main(settings: SinkSettings) -> None:
         retention_days=lambda: retention_days(views),
         exports_dir=settings.data_path / "exports",
     )
-    runner = web.AppRunner(api.application(), access_log=None)
+    # JSON for what aiohttp's HTTP parser refuses too, under the configured limits.
+    runner = JsonErrorAppRunner(
+        api.application(),
+        access_log=None,
+        **handler_args(
+            max_header_bytes=settings.query_max_header_bytes,
+            max_headers=settings.max_header_count,
+            max_url_bytes=settings.max_url_bytes,
+        ),
+    )
     await runner.setup()
     await writer.start()
     task = asyncio.create_task(writer.run())

@@ -60,11 +60,19 @@ class CommonSettings:
     kafka_ssl_ca_file: str = setting(
         "", "CA bundle that signs the broker's certificate (SASL_SSL); empty uses the system's."
     )
+    max_header_count: int = setting(
+        100, "Most header lines one HTTP request may carry (gateway, query API); more gets 431."
+    )
+    max_url_bytes: int = setting(
+        65_536, "Longest HTTP request line (method, path, query) accepted; longer gets 414."
+    )
 
     def __post_init__(self) -> None:
         for name in ("gateway_port", "query_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise SettingsError(f"{env_name(name)} must be a TCP port")
+        if self.max_header_count < 1 or self.max_url_bytes < 64:
+            raise SettingsError("the header count must be >= 1 and the URL limit >= 64 bytes")
         if self.topic_partitions < 1 or self.kafka_session_timeout_ms < 1000:
             raise SettingsError("topic partitions must be >= 1 and the session timeout >= 1000 ms")
         _check_kafka_security(self)
@@ -245,6 +253,9 @@ class GatewaySettings(CommonSettings):
     gateway_serves: str = setting(
         "all", "Routes served: all, api (chat and models, no admin API) or admin (admin API only)."
     )
+    max_identifier_chars: int = setting(
+        256, "Longest `model` and `user` a chat request may name; longer gets 400."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -265,6 +276,7 @@ class GatewaySettings(CommonSettings):
             "max_header_bytes",
             "max_concurrent_upstream",
             "checkpoint_every_records",
+            "max_identifier_chars",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
@@ -284,6 +296,9 @@ class SinkSettings(CommonSettings):
     )
     retention_interval_s: float = setting(
         3_600.0, "Seconds between two runs of the per-tenant retention job."
+    )
+    query_max_header_bytes: int = setting(
+        16_384, "Largest request header field the query API accepts; larger gets 431."
     )
 
     def __post_init__(self) -> None:

@@ -26,6 +26,7 @@ import structlog
 from aiohttp import web
 
 from schemas.auth import bearer_token
+from schemas.http_errors import json_error, json_errors
 from schemas.ids import now_ms
 from sinks import sql_guard
 from sinks.access import AccessDeniedError, Authenticate, Reader
@@ -71,8 +72,8 @@ def _presented_token(request: web.Request) -> str:
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+    # The one error shape of every HTTP server of ours (schemas.http_errors).
+    return json_error(status, code, message)
 
 
 def _json(payload: Any) -> web.Response:
@@ -131,7 +132,8 @@ class QueryApi:
 
     def application(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application(client_max_size=MAX_QUERY_BYTES)
+        # json_errors: 404, 405, 413, a malformed credential and any bug answer JSON too.
+        app = web.Application(client_max_size=MAX_QUERY_BYTES, middlewares=[json_errors])
         app.add_routes(
             [
                 web.get("/ping", self.ping),
