@@ -90,6 +90,42 @@ def _header_limit(max_header_bytes: int) -> Any:
     return limit_headers
 
 
+def gateway_application(
+    settings: GatewaySettings, gateway: Gateway, admin: AdminApi
+) -> web.Application:
+    """The gateway's aiohttp application: its routes, the admin API's, or one of the two
+    (`gateway_serves`)."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[json_errors, _header_limit(settings.max_header_bytes)],
+    )
+    routes = [web.get("/healthz", gateway.healthz)]
+    if settings.gateway_serves in ("all", "api"):
+        routes += [
+            web.get("/v1/models", gateway.models),
+            web.post("/v1/chat/completions", gateway.chat_completions),
+        ]
+    if settings.gateway_serves in ("all", "admin"):
+        routes += admin.routes()
+    app.add_routes(routes)
+    return app
+
+
+def gateway_runner(settings: GatewaySettings, app: web.Application) -> web.AppRunner:
+    """A runner whose HTTP parser refuses, as JSON, one header field over the total
+    limit, too many headers and a long request line (see schemas.http_errors); the
+    middleware refuses headers whose total is over the limit."""
+    return JsonErrorAppRunner(
+        app,
+        access_log=None,
+        **handler_args(
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_header_count,
+            max_url_bytes=settings.max_url_bytes,
+        ),
+    )
+
+
 class GatewayProcess:
     """The gateway with its views, publishers and HTTP server."""
 
@@ -138,29 +174,7 @@ class GatewayProcess:
 
     def application(self) -> web.Application:
         """The aiohttp application."""
-        # aiohttp's parser refuses one header field over the total limit, too many
-        # headers and a long request line (JSON, see schemas.http_errors); the middleware
-        # refuses headers whose total is over the limit.
-        app = web.Application(
-            client_max_size=self.settings.max_body_bytes,
-            middlewares=[json_errors, _header_limit(self.settings.max_header_bytes)],
-            handler_args=handler_args(
-                max_header_bytes=self.settings.max_header_bytes,
-                max_headers=self.settings.max_header_count,
-                max_url_bytes=self.settings.max_url_bytes,
-            ),
-        )
-        serves = self.settings.gateway_serves
-        routes = [web.get("/healthz", self.gateway.healthz)]
-        if serves in ("all", "api"):
-            routes += [
-                web.get("/v1/models", self.gateway.models),
-                web.post("/v1/chat/completions", self.gateway.chat_completions),
-            ]
-        if serves in ("all", "admin"):
-            routes += self.admin.routes()
-        app.add_routes(routes)
-        return app
+        return gateway_application(self.settings, self.gateway, self.admin)
 
     async def start(self) -> None:
         """Read the views up to date, then listen."""
@@ -168,7 +182,7 @@ class GatewayProcess:
         await self.control.start()
         await self.tailer.start()
         await asyncio.wait_for(self.tailer.caught_up.wait(), timeout=60)
-        self._runner = JsonErrorAppRunner(self.application(), access_log=None)
+        self._runner = gateway_runner(self.settings, self.application())
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
         await site.start()

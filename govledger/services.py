@@ -89,6 +89,20 @@ def retention_days(views: LocalViews) -> dict[str, int]:
     )
 
 
+def query_runner(settings: SinkSettings, app: web.Application) -> web.AppRunner:
+    """The query API's runner: JSON for what aiohttp's HTTP parser refuses too, under the
+    configured header and request-line limits (see schemas.http_errors)."""
+    return JsonErrorAppRunner(
+        app,
+        access_log=None,
+        **handler_args(
+            max_header_bytes=settings.query_max_header_bytes,
+            max_headers=settings.max_header_count,
+            max_url_bytes=settings.max_url_bytes,
+        ),
+    )
+
+
 async def sink_main(settings: SinkSettings) -> None:
     """Migrate, restore an empty broker, serve queries and write until SIGINT/SIGTERM."""
     stop = _stop_event()
@@ -115,16 +129,7 @@ async def sink_main(settings: SinkSettings) -> None:
         retention_days=lambda: retention_days(views),
         exports_dir=settings.data_path / "exports",
     )
-    # JSON for what aiohttp's HTTP parser refuses too, under the configured limits.
-    runner = JsonErrorAppRunner(
-        api.application(),
-        access_log=None,
-        **handler_args(
-            max_header_bytes=settings.query_max_header_bytes,
-            max_headers=settings.max_header_count,
-            max_url_bytes=settings.max_url_bytes,
-        ),
-    )
+    runner = query_runner(settings, api.application())
     await runner.setup()
     await writer.start()
     task = asyncio.create_task(writer.run())
