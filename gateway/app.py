@@ -48,6 +48,7 @@ from gateway.routing import (
 from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.views import LocalViews
 from schemas.auth import MalformedCredentialError, bearer_token
+from schemas.http_errors import header_bytes
 from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
 from schemas.publisher import ChainedPublisher
 from schemas.records import Attempt, EscalationOpened, Guardrail, LineageRecord, UsageSource
@@ -65,6 +66,7 @@ DEFAULT_RESERVED_COMPLETION_TOKENS = 4_096
 # Keys that name no pack run under the tenant's pack of this name, if it has one.
 DEFAULT_PACK = "default"
 DECISION_POLL_S = 0.05
+CHAT_PATH = "/v1/chat/completions"
 
 REFUSALS: dict[RefusalReason, errors.ErrorKind] = {
     "user_required": errors.USER_REQUIRED,
@@ -174,6 +176,10 @@ class Gateway:
             self.views.key_last_used_ms[key.key_id] = now_ms()
             call.tenant_id, call.team_id = key.tenant_id, key.team_id
             call.key_id, call.wallet_id = key.key_id, self.views.spend_wallet_id(key)
+            if (size := header_bytes(request)) > (limit := self.settings.max_header_bytes):
+                raise GatewayError(
+                    errors.HEADERS_TOO_LARGE, f"headers of {size} bytes; limit {limit}"
+                )
             if traceparent is not None and traced is None:  # refused once the caller is known
                 raise traceparent_error()
             chat = parse_chat_request(

@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 
 from gateway.admin import AdminApi
-from gateway.app import Gateway
+from gateway.app import CHAT_PATH, Gateway
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
 from gateway.errors import HEADERS_TOO_LARGE, error_response
 from gateway.providers.anthropic import AnthropicProvider
@@ -19,7 +19,7 @@ from gateway.providers.compat_variants import mistral_provider, ollama_provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
 from gateway.views import LocalViews
-from schemas.http_errors import JsonErrorAppRunner, handler_args, json_errors
+from schemas.http_errors import JsonErrorAppRunner, handler_args, header_bytes, json_errors
 from schemas.ids import new_producer_id
 from schemas.kafka import TopicTailer
 from schemas.publisher import ChainedPublisher
@@ -79,8 +79,9 @@ def build_providers(settings: GatewaySettings) -> dict[str, Provider]:
 def _header_limit(max_header_bytes: int) -> Any:
     @web.middleware
     async def limit_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-        size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
-        if size > max_header_bytes:
+        size = header_bytes(request)
+        # The chat route checks itself, so that the refused call has its lineage record.
+        if size > max_header_bytes and request.path != CHAT_PATH:
             return error_response(
                 HEADERS_TOO_LARGE, f"request headers are {size} bytes; limit {max_header_bytes}"
             )
@@ -103,7 +104,7 @@ def gateway_application(
     if settings.gateway_serves in ("all", "api"):
         routes += [
             web.get("/v1/models", gateway.models),
-            web.post("/v1/chat/completions", gateway.chat_completions),
+            web.post(CHAT_PATH, gateway.chat_completions),
         ]
     if settings.gateway_serves in ("all", "admin"):
         routes += admin.routes()

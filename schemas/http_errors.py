@@ -63,6 +63,8 @@ HTTP_KINDS: tuple[ErrorKind, ...] = (
     INTERNAL_ERROR,
     TIMEOUT,
 )
+# A 404 or 405 names the path it refused, cut to this length (a request line may be long).
+ECHOED_PATH_CHARS = 200
 _BY_STATUS = {kind.status: kind for kind in HTTP_KINDS if kind is not MALFORMED_API_KEY}
 _TYPES = {401: "authentication_error", 402: "insufficient_quota", 403: "permission_error"}
 _TYPES.update({429: "rate_limit_error"})
@@ -108,11 +110,16 @@ def kind_response(kind: ErrorKind, message: str, *, param: str | None = None) ->
 
 def _http_exception_response(request: web.Request, exc: web.HTTPException) -> web.Response:
     kind = _BY_STATUS.get(exc.status)
+    path = (
+        request.path
+        if len(request.path) <= ECHOED_PATH_CHARS
+        else request.path[:ECHOED_PATH_CHARS] + "…"
+    )
     if exc.status == 404:
-        message = f"no route {request.method} {request.path}"
+        message = f"no route {request.method} {path}"
     elif exc.status == 405:
         allowed = exc.headers.get("Allow", "")
-        message = f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+        message = f"method {request.method} is not allowed on {path}; allowed: {allowed}"
     else:
         message = exc.reason
     code = kind.code if kind is not None else f"http_{exc.status}"
@@ -219,6 +226,11 @@ class JsonErrorAppRunner(web.AppRunner):
             loop=server._loop,
             **server._kwargs,
         )
+
+
+def header_bytes(request: web.BaseRequest) -> int:
+    """The size of the request's headers as sent (name, value, separators)."""
+    return sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
 
 
 def handler_args(*, max_header_bytes: int, max_headers: int, max_url_bytes: int) -> dict[str, Any]:

@@ -84,6 +84,14 @@ async def test_an_unknown_route_is_a_json_404(server) -> None:
     assert_json_error(await send(host, port, request("GET", "/nowhere")), 404, "not_found")
 
 
+async def test_a_long_unknown_path_is_a_404_that_does_not_echo_it_whole(server) -> None:
+    host, port, _ = server
+    response = await send(host, port, request("GET", "/" + "p" * 60_000))
+    error = assert_json_error(response, 404, "not_found")
+    assert len(response.body) < 1_000
+    assert error["message"].startswith("no route GET /ppp")
+
+
 async def test_a_wrong_method_is_a_json_405_with_allow(server) -> None:
     host, port, name = server
     path = "/v1/models" if name == "gateway" else "/v1/me"
@@ -146,11 +154,16 @@ async def test_a_broken_chunked_body_is_a_json_400(gateway) -> None:
     assert_json_error(await send(gateway.host, gateway.port, raw), 400, "malformed_request")
 
 
-async def test_headers_over_the_total_limit_are_a_json_431(tmp_path) -> None:
+async def test_headers_over_the_total_limit_are_a_json_431_recorded_in_lineage(tmp_path) -> None:
     async with running_gateway(tmp_path, max_header_bytes=4_096) as gateway:
         headers = [f"X-Part-{i}: {'y' * 900}".encode() for i in range(6)]
         raw = request("POST", "/v1/chat/completions", [bearer(), JSON, *headers], chat_body())
         response = await send(gateway.host, gateway.port, raw)
+        assert_json_error(response, 431, "request_headers_too_large")
+        (record,) = gateway.lineage.lineage()
+        assert (record.http_status, record.tenant_id) == (431, "acme")
+        admin = [b"Authorization: Bearer " + ADMIN_TOKEN.encode(), *headers]
+        response = await send(gateway.host, gateway.port, request("GET", "/v1/admin/keys", admin))
         assert_json_error(response, 431, "request_headers_too_large")
 
 
