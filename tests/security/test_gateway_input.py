@@ -167,8 +167,22 @@ async def test_headers_over_the_total_limit_are_a_json_431_recorded_in_lineage(t
         assert_json_error(response, 431, "request_headers_too_large")
 
 
-async def test_invalid_json_is_a_json_400_recorded_in_lineage(gateway) -> None:
-    raw = request("POST", "/v1/chat/completions", [bearer(), JSON], b'{"model": "sim-small", ')
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"model": "sim-small", ', id="cut short"),
+        pytest.param(
+            b'{"model": "sim-small", "messages": [{"role": "user", "content": "\xff"}]}',
+            id="not UTF-8",
+        ),
+        pytest.param(b'{"model": "sim-small", "user": "\\ud800"}', id="lone surrogate escape"),
+        pytest.param(b'{"model": "sim-small", "max_tokens": 1e999}', id="infinity"),
+        pytest.param(b"[" * 5_000 + b"]" * 5_000, id="nested 5000 deep"),
+        pytest.param(b"", id="empty body"),
+    ],
+)
+async def test_a_body_that_is_not_json_is_a_json_400_recorded_in_lineage(gateway, body) -> None:
+    raw = request("POST", "/v1/chat/completions", [bearer(), JSON], body)
     assert_json_error(await send(gateway.host, gateway.port, raw), 400, "invalid_json")
     (record,) = gateway.lineage.lineage()
     assert (record.http_status, record.error_code, record.decision) == (
