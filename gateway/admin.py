@@ -32,7 +32,12 @@ from gateway.budget import Budget
 from gateway.errors import GatewayError, error_response
 from gateway.policy.pack import PackError, parse_pack
 from gateway.views import MAX_ESCALATIONS, LocalViews, key_sha256
-from schemas.auth import MalformedCredentialError, bearer_token, check_secret
+from schemas.auth import (
+    MalformedCredentialError,
+    authorization_header,
+    bearer_token,
+    check_secret,
+)
 from schemas.ids import now_ms, uuid7
 from schemas.money import format_usd, usd_to_nanousd
 from schemas.publisher import ChainedPublisher
@@ -279,7 +284,7 @@ class AdminApi:
 
     def _principal(self, request: web.Request) -> Principal:
         try:
-            presented = bearer_token(request.headers.get("Authorization"))
+            presented = bearer_token(authorization_header(request.headers))
         except MalformedCredentialError as exc:
             raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
         return principal_for(presented, self._token, self.views, now_ms())

@@ -47,7 +47,7 @@ from gateway.routing import (
 )
 from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.views import LocalViews
-from schemas.auth import MalformedCredentialError, bearer_token
+from schemas.auth import MalformedCredentialError, authorization_header, bearer_token
 from schemas.http_errors import header_bytes
 from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
 from schemas.publisher import ChainedPublisher
@@ -151,7 +151,7 @@ class Gateway:
     async def models(self, request: web.Request) -> web.Response:
         """OpenAI `GET /v1/models`."""
         try:
-            self._authenticate(request.headers.get("Authorization"))
+            self._authenticate(request)
         except GatewayError as exc:
             return refusal_response(exc)
         data = [
@@ -165,14 +165,15 @@ class Gateway:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """OpenAI `POST /v1/chat/completions`: one lineage record per call, whatever happens."""
         started = time.perf_counter()
-        traceparent = request.headers.get("traceparent")
+        # Two traceparent headers join into a value that is not W3C's form: refused.
+        traceparent = ",".join(request.headers.getall("traceparent", [])) or None
         traced = parse_traceparent(traceparent)
         call = CallRecord(started, "", *(traced or (new_trace_id(), None)))
         try:
             self._check_lineage()
             body = await self._read_body(request, call)
             call.policies.append("auth")
-            key = self._authenticate(request.headers.get("Authorization"))
+            key = self._authenticate(request)
             self.views.key_last_used_ms[key.key_id] = now_ms()
             call.tenant_id, call.team_id = key.tenant_id, key.team_id
             call.key_id, call.wallet_id = key.key_id, self.views.spend_wallet_id(key)
@@ -253,9 +254,9 @@ class Gateway:
         call.request_sha256 = hashlib.sha256(body).hexdigest()
         return body
 
-    def _authenticate(self, header: str | None) -> Key:
+    def _authenticate(self, request: web.Request) -> Key:
         try:
-            secret = bearer_token(header)
+            secret = bearer_token(authorization_header(request.headers))
         except MalformedCredentialError as exc:  # its message never quotes the secret
             raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
         if not secret:

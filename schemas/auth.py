@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from multidict import CIMultiDictProxy
+
 BEARER = "bearer"
 # Our keys (gk_ + 43) and admin tokens (adm_ + 43) are under 50 characters; a configured
 # admin token may be longer. No secret we accept can be longer than this, so a longer one
@@ -35,6 +37,15 @@ def check_secret(secret: str) -> str:
             "the credential must be printable ASCII without spaces or control characters"
         )
     return secret
+
+
+def authorization_header(headers: CIMultiDictProxy[str]) -> str | None:
+    """The request's one Authorization header, None without one. Two are ambiguous (a
+    proxy may read one and us the other): MalformedCredentialError."""
+    values = headers.getall("Authorization", [])
+    if len(values) > 1:
+        raise MalformedCredentialError(f"{len(values)} Authorization headers; at most one")
+    return values[0] if values else None
 
 
 def bearer_token(authorization: str | None) -> str:

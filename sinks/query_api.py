@@ -25,7 +25,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from schemas.auth import bearer_token
+from schemas.auth import authorization_header, bearer_token
 from schemas.http_errors import json_error, json_errors
 from schemas.ids import now_ms
 from sinks import sql_guard
@@ -59,7 +59,7 @@ ESCALATION_STATUSES = ("open", "resolved", "all")
 
 
 def _presented_token(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
+    header = authorization_header(request.headers) or ""  # two: 401, by json_errors
     if token := bearer_token(header):
         return token
     if header.startswith("Basic "):

@@ -264,6 +264,44 @@ async def test_a_password_in_the_url_that_is_malformed_is_a_401(query) -> None:
     assert_401(response)
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models", "/v1/admin/keys"])
+async def test_two_authorization_headers_are_a_401_on_the_gateway(gateway, path) -> None:
+    """A proxy in front may check one and the gateway read the other: refuse both."""
+    headers = [bearer(), b"Authorization: Bearer " + ADMIN_TOKEN.encode(), JSON]
+    method = "POST" if path.endswith("completions") else "GET"
+    body = chat_body() if method == "POST" else b""
+    response = await send(gateway.host, gateway.port, request(method, path, headers, body))
+    assert_json_error(response, 401, "malformed_api_key")
+    statuses = [record.http_status for record in gateway.lineage.lineage()]
+    assert statuses == ([401] if method == "POST" else [])
+
+
+async def test_two_authorization_headers_are_a_401_on_the_query_api(query) -> None:
+    host, port = query
+    token = b"Authorization: Bearer " + ADMIN_TOKEN.encode()
+    response = await send(host, port, request("GET", "/v1/me", [token, token]))
+    assert_json_error(response, 401, "malformed_api_key")
+
+
+async def test_two_traceparent_headers_are_a_400(gateway) -> None:
+    one = b"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    raw = request("POST", "/v1/chat/completions", [bearer(), JSON, one, one], chat_body())
+    error = assert_json_error(await send(gateway.host, gateway.port, raw), 400, "invalid_request")
+    assert error["param"] == "traceparent"
+
+
+def test_the_corpus_size_is_reported(capsys) -> None:
+    sizes = {
+        "raw HTTP": len(PARSER_CORPUS),
+        "credentials": len(BAD_CREDENTIALS),
+        "wrong types": len(WRONG_TYPES),
+        "traceparents": len(BAD_TRACEPARENTS),
+    }
+    with capsys.disabled():
+        print("\ngateway input corpus: " + ", ".join(f"{n} {k}" for k, n in sizes.items()))
+    assert min(sizes.values()) >= 8
+
+
 async def test_the_bearer_scheme_is_case_insensitive(gateway) -> None:
     header = b"Authorization: bearer " + SECRET.encode()
     response = await send(gateway.host, gateway.port, request("GET", "/v1/models", [header]))
