@@ -10,8 +10,10 @@ answers with 401. The secret itself never goes into an error message or a log li
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from multidict import CIMultiDictProxy
+if TYPE_CHECKING:  # aiohttp's header type; multidict comes with aiohttp
+    from multidict import CIMultiDictProxy
 
 BEARER = "bearer"
 # Our keys (gk_ + 43) and admin tokens (adm_ + 43) are under 50 characters; a configured
