@@ -5,6 +5,7 @@ runs on one worker thread, off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,12 +14,30 @@ from typing import Any
 
 import clickhouse_connect
 import structlog
+from clickhouse_connect.driver.binding import bind_query
 
 log = structlog.get_logger(__name__)
 
-# Settings that a SETTINGS clause on chDB would leave behind in the session (the engine
-# cannot reset them afterwards): never sent to the embedded store.
-SESSION_STICKY_SETTINGS = frozenset({"readonly"})
+SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def settings_clause(settings: dict[str, Any]) -> str:
+    """` SETTINGS a = 1, b = 'x'` from our own settings (never the user's): names checked,
+    values rendered as literals. Settings in a query's own SETTINGS clause live and die
+    with that query, on chDB as on a server (proven by tests/security)."""
+    if not settings:
+        return ""
+    parts = []
+    for name, value in settings.items():
+        assert SETTING_NAME.match(name), name
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise TypeError(f"setting {name} must be an int or a string")
+        if isinstance(value, int):
+            parts.append(f"{name} = {value}")
+        else:
+            escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+            parts.append(f"{name} = '{escaped}'")
+    return " SETTINGS " + ", ".join(parts)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -40,7 +59,7 @@ def _statements(sql: str) -> list[str]:
 class Store:
     """A ClickHouse client whose calls run serially on one thread."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, reader_dsn: str | None = None) -> None:
         if dsn.startswith("chdb://"):
             # chDB creates its directory lazily; make sure the parent exists.
             from pathlib import Path
@@ -49,6 +68,11 @@ class Store:
         self.dsn = dsn
         self.is_embedded = dsn.startswith("chdb://")
         self.client: Any = clickhouse_connect.get_client(dsn=dsn)
+        # Readers (the SQL endpoint and the reports) get a client of their own: on chDB
+        # its own connection handle, hence its own session, so nothing a read does (even
+        # a setting that outlived its query) reaches the sink's inserts, and the other way
+        # round. On a server it may log in as a reader user (`reader_dsn`).
+        self.reader: Any = clickhouse_connect.get_client(dsn=reader_dsn or dsn)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._lock = threading.Lock()
 
@@ -106,11 +130,11 @@ class Store:
         parameters: dict[str, Any] | None = None,
         settings: dict[str, Any] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Rows of a query (settings ride on the query and end with it; never `readonly`
-        on chDB, see `read_only`)."""
+        """Rows of one of our own queries, on the reader session (settings ride on the
+        query as a SETTINGS clause and end with it)."""
         with self._lock:
             return list(
-                self.client.query(sql, parameters=parameters, settings=settings).result_rows
+                self.reader.query(sql, parameters=parameters, settings=settings).result_rows
             )
 
     def insert_rows(
@@ -132,32 +156,34 @@ class Store:
         settings: dict[str, Any],
         parameters: dict[str, Any] | None = None,
     ) -> bytes:
-        """Bytes of a query in a ClickHouse output format. The caller has checked that the
-        statement only reads (`sql_guard`); a ClickHouse server also enforces readonly=1.
-        On chDB the settings ride on the query itself and end with it, except `readonly`,
-        which the embedded engine would keep for the session (the sink's inserts would
-        fail), so it is not sent there."""
-        if self.is_embedded:
-            query_settings = {k: v for k, v in settings.items() if k not in SESSION_STICKY_SETTINGS}
-        else:
-            query_settings = {**settings, "readonly": 1}  # last: it freezes what follows
+        """Bytes of a checked query (`sql_guard.check`: one read, re-rendered, no SETTINGS
+        of its own) in a ClickHouse output format, on the reader session. Our settings
+        ride as the query's own SETTINGS clause, `readonly = 1` last: it lives and dies
+        with the query, and the engine refuses any write, any setting change and any table
+        function in it."""
+        text = sql + settings_clause({**settings, "readonly": 1})
+        self._assert_bound_as_sent(text, parameters)
         with self._lock:
-            result: bytes = self.client.raw_query(
-                sql, parameters=parameters or None, fmt=fmt, settings=query_settings
-            )
+            result: bytes = self.reader.raw_query(text, parameters=parameters or None, fmt=fmt)
             return result
 
-    def explain(
-        self,
-        kind: str,
-        sql: str,
-        settings: dict[str, Any],
-        parameters: dict[str, Any] | None = None,
-    ) -> list[str]:
-        """Lines of `EXPLAIN AST` or `EXPLAIN QUERY TREE` of a query."""
-        assert kind in ("AST", "QUERY TREE"), kind
-        text = self.read_only(f"EXPLAIN {kind} {sql}", "TabSeparatedRaw", settings, parameters)
-        return text.decode(errors="replace").splitlines()
+    def explain_ast(self, sql: str) -> list[str]:
+        """Lines of ClickHouse's `EXPLAIN AST` of a checked query (one statement: parsing
+        only, nothing runs), read on the reader session."""
+        text = f"EXPLAIN AST {sql}" + settings_clause({"readonly": 1})
+        with self._lock:
+            raw: bytes = self.reader.raw_query(text, fmt="TabSeparatedRaw")
+        return raw.decode(errors="replace").splitlines()
+
+    @staticmethod
+    def _assert_bound_as_sent(text: str, parameters: dict[str, Any] | None) -> None:
+        """clickhouse-connect formats values into the text itself when it finds no
+        `{name:Type}` placeholder; a checked query must reach the engine unchanged, its
+        parameters bound by the engine."""
+        if parameters:
+            bound, _ = bind_query(text, parameters)
+            if bound != text.rstrip(";"):
+                raise ValueError("query parameters would change the query text")
 
     def tables(self) -> tuple[str, frozenset[str], frozenset[str]]:
         """The current database, its tables, and those of them with a tenant_id column."""
@@ -180,4 +206,5 @@ class Store:
     def close(self) -> None:
         """Release the client."""
         self._executor.shutdown(wait=True)
+        self.reader.close()
         self.client.close()
