@@ -472,19 +472,19 @@ class QueryApi:
             fmt = sql_guard.check_format(
                 checked.fmt or request.query.get("default_format", DEFAULT_FORMAT)
             )
+            # Values of the query's own {name:Type} parameters only; the engine binds them.
+            parameters = {
+                name: request.query[f"param_{name}"]
+                for name in checked.parameters
+                if f"param_{name}" in request.query
+            }
             # Second line: ClickHouse's own parse of the one checked statement.
-            ast = await self.store.run(self.store.explain_ast, checked.sql)
+            ast = await self.store.run(self.store.explain_ast, checked.sql, parameters)
             sql_guard.check_engine_ast(ast, policy, sql_guard.cte_names(checked.sql))
         except QueryRefusedError as exc:
             return _error(403, refused_code, str(exc))
         except Exception as exc:  # noqa: BLE001 - the engine's message is the useful answer to a bad query
             return _error(400, "query_failed", _first_line(exc))
-        # Values of the query's own {name:Type} parameters only; the engine binds them.
-        parameters = {
-            name: request.query[f"param_{name}"]
-            for name in checked.parameters
-            if f"param_{name}" in request.query
-        }
         settings: dict[str, Any] = {
             "max_result_rows": self.max_rows,
             "result_overflow_mode": "throw",

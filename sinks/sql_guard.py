@@ -18,17 +18,30 @@ same function and table allow-lists, applied to what the engine will execute.
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.clickhouse import ClickHouse
 from sqlglot.errors import ErrorLevel, SqlglotError
 from sqlglot.generators.clickhouse import ClickHouseGenerator
 
 from sinks.sql_functions import function_allowed
 
-DIALECT = "clickhouse"
+
+class Verbatim(ClickHouse):
+    """ClickHouse as sqlglot reads it, but every plain function call stays a call of the
+    name the user wrote (no translation to sqlglot's portable functions, which renders
+    `toStartOfHour(t)` as `dateTrunc('HOUR', t)` and `hex(x)` as `HEX(x)`): what runs
+    computes, and names its columns, as what was written."""
+
+    class Parser(ClickHouse.Parser):  # type: ignore[misc,valid-type]
+        FUNCTIONS: typing.ClassVar[dict[str, typing.Any]] = {}
+
+
+DIALECT = Verbatim
 MAX_SQL_BYTES = 64 * 1024
 MAX_NODES = 20_000
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -213,7 +226,12 @@ class _RecordingGenerator(ClickHouseGenerator):
     """Renders ClickHouse text and records the name of every function it writes."""
 
     def __init__(self) -> None:
-        super().__init__(comments=False, dialect=DIALECT, unsupported_level=ErrorLevel.RAISE)
+        super().__init__(
+            comments=False,
+            dialect=DIALECT,
+            unsupported_level=ErrorLevel.RAISE,
+            normalize_functions=False,
+        )
         self.functions: list[str] = []
 
     def func(
@@ -226,6 +244,11 @@ class _RecordingGenerator(ClickHouseGenerator):
     ) -> str:
         self.functions.append(self.normalize_func(name) if normalize else name)
         return super().func(name, *args, prefix=prefix, suffix=suffix, normalize=normalize)
+
+    def placeholder_sql(self, expression: exp.Placeholder) -> str:
+        # `{name:Type}` without a space: the form clients (clickhouse-connect) recognise
+        # as a parameter the engine binds.
+        return f"{{{expression.name}:{self.sql(expression, 'kind')}}}"
 
 
 def check_format(name: str) -> str:
@@ -268,8 +291,11 @@ def check(sql: str, policy: Policy) -> CheckedQuery:
         again = sqlglot.parse(rendered, read=DIALECT, error_level=ErrorLevel.RAISE)
     except SqlglotError:
         raise QueryRefusedError("the query does not survive re-rendering") from None
-    # Rendering is a fixed point: the text parses back to a tree that renders the same.
+    # Rendering is a fixed point: the text parses back to a tree that renders the same,
+    # and that tree (what the engine will read) passes the same checks.
     if len(again) != 1 or again[0] is None or _render(again[0])[0] != rendered:
+        raise QueryRefusedError("the query does not survive re-rendering")
+    if _check_tree(again[0], policy) != parameters:
         raise QueryRefusedError("the query does not survive re-rendering")
     return CheckedQuery(rendered, fmt, parameters)
 
@@ -296,6 +322,9 @@ def _check_tree(tree: exp.Expr, policy: Policy) -> frozenset[str]:
             _check_table(node, policy)
         elif isinstance(node, exp.Join):
             _check_args(node, JOIN_ARGS, "JOIN")
+            _check_source(node)
+        elif isinstance(node, exp.From):
+            _check_source(node)
         elif isinstance(node, exp.In):
             if node.args.get("field") is not None or node.args.get("unnest") is not None:
                 raise QueryRefusedError("IN takes a list or a subquery, not a table name")
@@ -306,6 +335,14 @@ def _check_tree(tree: exp.Expr, policy: Policy) -> frozenset[str]:
         elif isinstance(node, REFUSED_BINARY) or not isinstance(node, STRUCTURE):
             raise QueryRefusedError(f"{type(node).__name__} is not allowed in a query")
     return frozenset(parameters)
+
+
+def _check_source(node: exp.Expr) -> None:
+    if isinstance(node, exp.Join) and str(node.args.get("kind") or "").upper() == "ARRAY":
+        return  # ARRAY JOIN takes expressions (their functions are checked by name)
+    source = node.this.this if isinstance(node.this, exp.Final) else node.this
+    if not isinstance(source, exp.Table | exp.Subquery):
+        raise QueryRefusedError("FROM and JOIN take a table or a subquery")
 
 
 def _check_args(node: exp.Expr, allowed: frozenset[str], what: str) -> None:

@@ -167,12 +167,15 @@ class Store:
             result: bytes = self.reader.raw_query(text, parameters=parameters or None, fmt=fmt)
             return result
 
-    def explain_ast(self, sql: str) -> list[str]:
+    def explain_ast(self, sql: str, parameters: dict[str, Any] | None = None) -> list[str]:
         """Lines of ClickHouse's `EXPLAIN AST` of a checked query (one statement: parsing
         only, nothing runs), read on the reader session."""
         text = f"EXPLAIN AST {sql}" + settings_clause({"readonly": 1})
+        self._assert_bound_as_sent(text, parameters)
         with self._lock:
-            raw: bytes = self.reader.raw_query(text, fmt="TabSeparatedRaw")
+            raw: bytes = self.reader.raw_query(
+                text, parameters=parameters or None, fmt="TabSeparatedRaw"
+            )
         return raw.decode(errors="replace").splitlines()
 
     @staticmethod
@@ -181,8 +184,8 @@ class Store:
         `{name:Type}` placeholder; a checked query must reach the engine unchanged, its
         parameters bound by the engine."""
         if parameters:
-            bound, _ = bind_query(text, parameters)
-            if bound != text.rstrip(";"):
+            bound, engine_bound = bind_query(text, parameters)
+            if bound != text.rstrip(";") or len(engine_bound) != len(parameters):
                 raise ValueError("query parameters would change the query text")
 
     def tables(self) -> tuple[str, frozenset[str], frozenset[str]]:

@@ -294,7 +294,7 @@ CROSSING = [
     "SELECT tenant_id FROM lineage FORMAT JSONEachRow",
     "SELECT tenant_id FROM lineage FORMAT TSVWithNames;",
     "SELECT groupArray(tenant_id) OVER () FROM lineage",
-    "SELECT arrayJoin([tenant_id, '{b}']) FROM lineage",
+    "SELECT arrayJoin([tenant_id, 'x']) FROM lineage",
     "SELECT tenant_id FROM lineage ARRAY JOIN [1, 2] AS x",
     "SELECT tenant_id FROM lineage LIMIT 1 BY tenant_id",
     "SELECT tenant_id FROM lineage SAMPLE 1",
@@ -412,7 +412,7 @@ LEGIT = [
     "AND event_id IS NOT NULL GROUP BY ALL ORDER BY ALL",
     "SELECT * EXCEPT (raw, ingested_at) FROM lineage WHERE {t} ORDER BY event_id LIMIT 2",
     "SELECT tenant_id FROM lineage WHERE {t} ORDER BY occurred_at LIMIT 1 BY team_id",
-    "SELECT count() FROM lineage FINAL WHERE {t}",
+    "SELECT count() FROM spend_daily FINAL WHERE {t}",
     # FORMAT clauses and query parameters
     "SELECT team_id, count() AS n FROM lineage WHERE {t} GROUP BY team_id ORDER BY team_id "
     "FORMAT JSONEachRow",
@@ -420,7 +420,6 @@ LEGIT = [
     "FORMAT CSVWithNames",
     "SELECT count() FROM lineage WHERE {t} AND cost_nanousd >= {min:Int64} "
     "AND team_id != {team:String}",
-    "SELECT count() FROM lineage WHERE {t} AND has({teams:Array(String)}, team_id)",
     "SELECT 1 FROM system.one",
 ]
 
@@ -431,7 +430,6 @@ LEGIT_PARAMETERS = {
     "trace": "nope",
     "min": "0",
     "team": "nobody",
-    "teams": "['alpha','beta']",
 }
 
 

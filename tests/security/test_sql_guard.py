@@ -47,7 +47,7 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 def _smuggled(sql: str) -> bool:
     """Whether a rendered query reads `lineage` or sets something: what a smuggled
     statement of the splitting corpus would do."""
-    statements = sqlglot.parse(sql, read="clickhouse")
+    statements = sqlglot.parse(sql, read=sql_guard.DIALECT)
     tables = {t.name for s in statements if s is not None for t in s.find_all(exp.Table)}
     return len(statements) != 1 or "lineage" in tables
 
@@ -206,7 +206,7 @@ def test_fuzzed_statements_are_refused_or_one_allowed_read(text: str, org: bool)
     except QueryRefusedError:
         return
     fuzzed["accepted"] += 1
-    (tree,) = sqlglot.parse(checked.sql, read="clickhouse")
+    (tree,) = sqlglot.parse(checked.sql, read=sql_guard.DIALECT)
     assert isinstance(tree, sql_guard.STATEMENTS)
     # What runs passes the same check again, unchanged: one statement, allowed tables,
     # allowed functions, no SETTINGS, no table function.
