@@ -497,7 +497,7 @@ class QueryApi:
             settings["additional_table_filters"] = sql_guard.tenant_filters(tenant_tables, tenant)
         try:
             result = await self.store.run(
-                self.store.read_only, checked.sql, fmt, settings, parameters
+                self.store.reader_query, checked.sql, fmt, settings, parameters, tenant
             )
         except Exception as exc:  # noqa: BLE001 - as above
             return _error(400, "query_failed", _first_line(exc))

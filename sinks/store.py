@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import clickhouse_connect
 import structlog
 from clickhouse_connect.driver.binding import bind_query
 
+from sinks import reader_access
+
 log = structlog.get_logger(__name__)
 
+# Tenant reader clients kept open on a server (each a user with its row policies).
+MAX_TENANT_READERS = 256
 SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -73,6 +79,9 @@ class Store:
         # a setting that outlived its query) reaches the sink's inserts, and the other way
         # round. On a server it may log in as a reader user (`reader_dsn`).
         self.reader: Any = clickhouse_connect.get_client(dsn=reader_dsn or dsn)
+        # On a server: clients of the reader users, "" for the org reader, else per tenant.
+        self._readers: dict[str, Any] = {}
+        self._org_password = ""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._lock = threading.Lock()
 
@@ -167,6 +176,65 @@ class Store:
             result: bytes = self.reader.raw_query(text, parameters=parameters or None, fmt=fmt)
             return result
 
+    def reader_query(
+        self,
+        sql: str,
+        fmt: str,
+        settings: dict[str, Any],
+        parameters: dict[str, Any] | None,
+        tenant: str | None,
+    ) -> bytes:
+        """A checked query of the SQL endpoint. On chDB as `read_only` (per-query filters
+        and `readonly = 1`). On a server it runs as a reader user (`sinks.reader_access`):
+        the org reader, or the tenant's own user whose row policies keep its rows only;
+        readonly comes from their profile, so the clause carries only our limits."""
+        if self.is_embedded:
+            return self.read_only(sql, fmt, settings, parameters)
+        client = self._server_reader(tenant)
+        limits = {k: v for k, v in settings.items() if k != "additional_table_filters"}
+        text = sql + settings_clause(limits)
+        self._assert_bound_as_sent(text, parameters)
+        with self._lock:
+            result: bytes = client.raw_query(text, parameters=parameters or None, fmt=fmt)
+            return result
+
+    def _server_reader(self, tenant: str | None) -> Any:
+        """The client of a reader user on a ClickHouse server, made (users, grants, row
+        policies, a fresh password) the first time this process needs it."""
+        key = tenant or ""
+        if key in self._readers:
+            return self._readers[key]
+        database, tables, tenant_tables = self.tables()
+        if not self._readers:
+            self._org_password = secrets.token_urlsafe(32)
+            for statement in reader_access.shared_access_sql(
+                database, tables, tenant_tables, self._org_password
+            ):
+                self.command(statement)
+            self._readers[""] = self._server_client(reader_access.ORG_USER, self._org_password)
+        if tenant is not None:
+            if len(self._readers) > MAX_TENANT_READERS:
+                oldest = next(k for k in self._readers if k)
+                self._readers.pop(oldest).close()
+            password = secrets.token_urlsafe(32)
+            for statement in reader_access.tenant_access_sql(
+                database, tenant_tables, tenant, password
+            ):
+                self.command(statement)
+            self._readers[key] = self._server_client(reader_access.tenant_user(tenant), password)
+        return self._readers[key]
+
+    def _server_client(self, user: str, password: str) -> Any:
+        parts = urlsplit(self.dsn)
+        return clickhouse_connect.get_client(
+            host=parts.hostname,
+            port=parts.port,
+            secure=parts.scheme == "https",
+            database=parts.path.strip("/") or None,
+            username=user,
+            password=password,
+        )
+
     def explain_ast(self, sql: str, parameters: dict[str, Any] | None = None) -> list[str]:
         """Lines of ClickHouse's `EXPLAIN AST` of a checked query (one statement: parsing
         only, nothing runs), read on the reader session."""
@@ -209,5 +277,7 @@ class Store:
     def close(self) -> None:
         """Release the client."""
         self._executor.shutdown(wait=True)
+        for client in self._readers.values():
+            client.close()
         self.reader.close()
         self.client.close()
