@@ -326,8 +326,7 @@ def _check_tree(tree: exp.Expr, policy: Policy) -> frozenset[str]:
         elif isinstance(node, exp.From):
             _check_source(node)
         elif isinstance(node, exp.In):
-            if node.args.get("field") is not None or node.args.get("unnest") is not None:
-                raise QueryRefusedError("IN takes a list or a subquery, not a table name")
+            _check_in(node)
         elif isinstance(node, exp.Placeholder):
             parameters.add(_check_parameter(node))
         elif isinstance(node, exp.Func):
@@ -335,6 +334,20 @@ def _check_tree(tree: exp.Expr, policy: Policy) -> frozenset[str]:
         elif isinstance(node, REFUSED_BINARY) or not isinstance(node, STRUCTURE):
             raise QueryRefusedError(f"{type(node).__name__} is not allowed in a query")
     return frozenset(parameters)
+
+
+def _check_in(node: exp.In) -> None:
+    """`x IN t` and `x IN (t)` read the table (or set) named t, filters or not: only a
+    list of values or a subquery may follow IN."""
+    values = node.expressions
+    only = values[0].unnest() if len(values) == 1 else None
+    field = node.args.get("field")
+    if (
+        (field is not None and not isinstance(field, exp.Placeholder))
+        or node.args.get("unnest") is not None
+        or isinstance(only, exp.Column | exp.Dot | exp.Identifier | exp.Table)
+    ):
+        raise QueryRefusedError("IN takes a list of values or a subquery, not a table name")
 
 
 def _check_source(node: exp.Expr) -> None:

@@ -5,6 +5,7 @@ runs on one worker thread, off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import threading
@@ -79,6 +80,14 @@ class Store:
         # a setting that outlived its query) reaches the sink's inserts, and the other way
         # round. On a server it may log in as a reader user (`reader_dsn`).
         self.reader: Any = clickhouse_connect.get_client(dsn=reader_dsn or dsn)
+        # The SQL endpoint's own chDB connection handle (a session of its own, values of
+        # query parameters bound as ClickHouse's HTTP interface binds them).
+        self._sql_conn: Any = None
+        if self.is_embedded:
+            import chdb
+
+            path = os.path.realpath(dsn.removeprefix("chdb://"))
+            self._sql_conn = chdb.connect(path)  # type: ignore[no-untyped-call]
         # On a server: clients of the reader users, "" for the org reader, else per tenant.
         self._readers: dict[str, Any] = {}
         self._org_password = ""
@@ -189,7 +198,11 @@ class Store:
         the org reader, or the tenant's own user whose row policies keep its rows only;
         readonly comes from their profile, so the clause carries only our limits."""
         if self.is_embedded:
-            return self.read_only(sql, fmt, settings, parameters)
+            text = sql + settings_clause({**settings, "readonly": 1})
+            with self._lock:
+                # chDB binds the values itself, read as ClickHouse's HTTP interface reads
+                # `param_*` (escaped text of the placeholder's type).
+                return bytes(self._sql_conn.query(text, fmt, params=parameters or None).bytes())
         client = self._server_reader(tenant)
         limits = {k: v for k, v in settings.items() if k != "additional_table_filters"}
         text = sql + settings_clause(limits)
@@ -237,12 +250,18 @@ class Store:
 
     def explain_ast(self, sql: str, parameters: dict[str, Any] | None = None) -> list[str]:
         """Lines of ClickHouse's `EXPLAIN AST` of a checked query (one statement: parsing
-        only, nothing runs), read on the reader session."""
+        only, nothing runs), read on a reader session."""
         text = f"EXPLAIN AST {sql}" + settings_clause({"readonly": 1})
+        if self.is_embedded:
+            with self._lock:
+                raw: bytes = bytes(
+                    self._sql_conn.query(text, "TabSeparatedRaw", params=parameters or None).bytes()
+                )
+            return raw.decode(errors="replace").splitlines()
         self._assert_bound_as_sent(text, parameters)
         with self._lock:
-            raw: bytes = self.reader.raw_query(
-                text, parameters=parameters or None, fmt="TabSeparatedRaw"
+            raw = bytes(
+                self.reader.raw_query(text, parameters=parameters or None, fmt="TabSeparatedRaw")
             )
         return raw.decode(errors="replace").splitlines()
 
@@ -279,5 +298,7 @@ class Store:
         self._executor.shutdown(wait=True)
         for client in self._readers.values():
             client.close()
+        if self._sql_conn is not None:
+            self._sql_conn.close()
         self.reader.close()
         self.client.close()

@@ -87,6 +87,13 @@ SYSTEM_TABLES = [
     "SELECT * FROM information_schema.columns",
     "SELECT 1 WHERE 'x' IN system.tables",
     "SELECT 1 WHERE tenant_id IN lineage",
+    # `IN (name)` reads a table: an oracle on system tables ("43 columns at right").
+    "SELECT 'x' IN (system.tables)",
+    "SELECT 'x' IN ((system.tables))",
+    "SELECT 'x' GLOBAL NOT IN (system.tables)",
+    "SELECT 1 FROM lineage WHERE (tenant_id) IN (system.tables)",
+    "SELECT ('a', 'b') IN (system.databases)",
+    "SELECT tenant_id IN (lineage) FROM lineage",
     "SELECT * FROM otherdb.lineage",
     "SELECT * FROM catalog.default.lineage",
 ]
@@ -420,6 +427,9 @@ LEGIT = [
     "FORMAT CSVWithNames",
     "SELECT count() FROM lineage WHERE {t} AND cost_nanousd >= {min:Int64} "
     "AND team_id != {team:String}",
+    "SELECT count() FROM lineage WHERE {t} AND team_id IN {teams:Array(String)}",
+    "SELECT count() FROM lineage WHERE {t} AND has({teams:Array(String)}, team_id) "
+    "AND user_id IS NOT DISTINCT FROM {nobody:Nullable(String)}",
     "SELECT 1 FROM system.one",
 ]
 
@@ -430,6 +440,8 @@ LEGIT_PARAMETERS = {
     "trace": "nope",
     "min": "0",
     "team": "nobody",
+    "teams": "['alpha','beta']",
+    "nobody": "\\N",
 }
 
 
