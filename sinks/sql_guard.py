@@ -306,6 +306,8 @@ def _render(tree: exp.Expr) -> tuple[str, list[str]]:
         rendered = generator.generate(tree)
     except SqlglotError as exc:
         raise QueryRefusedError(f"the query cannot be rendered: {exc}") from None
+    except RecursionError:
+        raise QueryRefusedError("the query is nested too deeply") from None
     return rendered, generator.functions
 
 

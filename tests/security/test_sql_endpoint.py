@@ -177,6 +177,27 @@ async def test_settings_of_a_query_die_with_it_and_the_sink_still_inserts(
     assert org == (200, f"{A}\n{B}\n")
 
 
+def test_a_setting_left_on_a_reader_session_reaches_neither_the_sink_nor_other_reads(
+    store: Store,
+) -> None:
+    # The worst case the guard exists to prevent: a `SET` that sticks. On its own chDB
+    # connection handle it stays there; the sink's session and the endpoint's are others.
+    import chdb
+
+    stray = chdb.connect(os.path.realpath(store.dsn.removeprefix("chdb://")))
+    try:
+        stray.query("SET additional_table_filters = {'lineage': '0'}")
+        stray.query("SET readonly = 1")
+        with pytest.raises(Exception, match="readonly"):
+            stray.query("INSERT INTO schema_migrations (number, name) VALUES (998, 'x')")
+        _sink_session_is_default(store)
+        store.insert_rows("schema_migrations", [(998, "probe")], ["number", "name"])
+        assert store.query_rows("SELECT count() FROM lineage")[0][0] >= 6
+    finally:
+        stray.close()
+        store.command("ALTER TABLE schema_migrations DELETE WHERE number = 998")
+
+
 @pytest.mark.parametrize("query", corpus.LEGIT)
 async def test_legitimate_analytics_match_the_orgs_rows_filtered_to_the_tenant(
     http: TestClient[Any, Any], store: Store, query: str

@@ -126,6 +126,16 @@ def test_engine_ast_check_refuses_what_the_engine_would_call() -> None:
     )
 
 
+def test_deep_nesting_and_huge_queries_are_refused_not_crashed() -> None:
+    for query in (
+        "SELECT " + "(" * 5000 + "1" + ")" * 5000,
+        "SELECT " + " - ".join(["1"] * 30_000),
+        "SELECT '" + "x" * (sql_guard.MAX_SQL_BYTES + 1) + "'",
+    ):
+        with pytest.raises(QueryRefusedError):
+            sql_guard.check(query, ORG)
+
+
 # --- fuzzer ---------------------------------------------------------------------------
 
 PIECES = [
