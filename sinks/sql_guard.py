@@ -245,6 +245,14 @@ class _RecordingGenerator(ClickHouseGenerator):
         self.functions.append(self.normalize_func(name) if normalize else name)
         return super().func(name, *args, prefix=prefix, suffix=suffix, normalize=normalize)
 
+    def if_sql(self, expression: exp.If) -> str:
+        # `if(c, a, b)` stays a call of `if` (sqlglot writes CASE WHEN, which renames the
+        # column an unaliased `if(...)` gives).
+        false = expression.args.get("false")
+        if false is None:
+            return super().if_sql(expression)
+        return self.func("if", expression.this, expression.args.get("true"), false)
+
     def placeholder_sql(self, expression: exp.Placeholder) -> str:
         # `{name:Type}` without a space: the form clients (clickhouse-connect) recognise
         # as a parameter the engine binds.

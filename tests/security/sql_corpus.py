@@ -407,6 +407,8 @@ LEGIT = [
     "SELECT lower(team_id), concat(provider, '/', model_selected), "
     "substring(request_sha256, 1, 8), startsWith(key_id, 'key_') FROM lineage "
     "WHERE {t} ORDER BY event_id",
+    "SELECT if(http_status = 200, 'ok', 'not ok'), if(stream, 1, 0) FROM lineage WHERE {t} "
+    "ORDER BY event_id",
     "SELECT multiIf(http_status = 200, 'ok', http_status >= 500, 'upstream', 'refused') AS k, "
     "count() FROM lineage WHERE {t} GROUP BY k ORDER BY k",
     "SELECT CASE WHEN cost_nanousd > 0 THEN 'paid' ELSE 'free' END AS k, count() "
