@@ -26,12 +26,18 @@ import orjson
 from aiohttp import web
 
 from gateway import errors
+from gateway.admin_baseline import BaselineRoutes, check_grant, check_pack
 from gateway.app import new_key_secret
 from gateway.budget import Budget
 from gateway.errors import GatewayError, error_response
 from gateway.policy.pack import PackError, parse_pack
 from gateway.views import MAX_ESCALATIONS, LocalViews, key_sha256
-from schemas.auth import bearer_token
+from schemas.auth import (
+    MalformedCredentialError,
+    authorization_header,
+    bearer_token,
+    check_secret,
+)
 from schemas.ids import now_ms, uuid7
 from schemas.money import format_usd, usd_to_nanousd
 from schemas.publisher import ChainedPublisher
@@ -128,6 +134,10 @@ def principal_for(presented: str, admin_token: str, views: LocalViews, at_ms: in
     401 for no or an unknown, revoked or expired secret, 403 for a lesser role."""
     if not presented:
         raise GatewayError(errors.MISSING_API_KEY, "admin key required")
+    try:  # before any comparison or hash: those fail on non-ASCII text
+        check_secret(presented)
+    except MalformedCredentialError as exc:
+        raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
     if hmac.compare_digest(presented, admin_token):
         return ROOT
     key = views.key_for_secret(presented)
@@ -269,11 +279,15 @@ class AdminApi:
             web.post("/v1/admin/policies", self._guard(self.push_policy)),
             web.get("/v1/admin/policies", self._guard(self.list_policies)),
             web.post("/v1/admin/escalations/{escalation_id}/resolve", self._guard(self.resolve)),
+            *BaselineRoutes(self).routes(),
         ]
 
     def _principal(self, request: web.Request) -> Principal:
-        presented = bearer_token(request.headers.get("Authorization"))
-        return principal_for(presented or "", self._token, self.views, now_ms())
+        try:
+            presented = bearer_token(authorization_header(request.headers))
+        except MalformedCredentialError as exc:
+            raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
+        return principal_for(presented, self._token, self.views, now_ms())
 
     def _guard(self, handler: Any) -> Any:
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -326,6 +340,7 @@ class AdminApi:
         role = data.get("role", "developer")
         if role not in ROLES:
             raise GatewayError(errors.INVALID_REQUEST, f"'role' must be one of {', '.join(ROLES)}")
+        check_grant(self.views, principal, role)
         if role_rank(role) > role_rank(principal.role):
             raise GatewayError(errors.FORBIDDEN, f"a {principal.role} may not issue a {role} key")
         name = data.get("name") or team
@@ -756,6 +771,9 @@ class AdminApi:
                 },
                 status=400,
             )
+        refusal = check_pack(self.views, source)
+        if refusal is not None:
+            return refusal
         known = self.views.packs.get((tenant, name))
         if known is not None and known.source_yaml == source:
             return _json({"pack": name, "tenant": tenant, "version": known.version, "diff": ""})

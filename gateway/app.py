@@ -26,8 +26,11 @@ from gateway.chat import (
     chunk_event,
     completion_body,
     parse_chat_request,
+    parse_traceparent,
+    traceparent_error,
 )
-from gateway.errors import GatewayError, error_response
+from gateway.errors import GatewayError, error_response, refusal_response
+from gateway.policy.baseline import effective_pack
 from gateway.policy.chain import CallFacts, RefusalReason, Review, evaluate
 from gateway.providers.base import ChatCall, Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import Limits, RateLimiter, parse_team_limits
@@ -44,7 +47,8 @@ from gateway.routing import (
 )
 from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 from gateway.views import LocalViews
-from schemas.auth import bearer_token
+from schemas.auth import MalformedCredentialError, authorization_header, bearer_token
+from schemas.http_errors import header_bytes
 from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
 from schemas.publisher import ChainedPublisher
 from schemas.records import Attempt, EscalationOpened, Guardrail, LineageRecord, UsageSource
@@ -62,6 +66,7 @@ DEFAULT_RESERVED_COMPLETION_TOKENS = 4_096
 # Keys that name no pack run under the tenant's pack of this name, if it has one.
 DEFAULT_PACK = "default"
 DECISION_POLL_S = 0.05
+CHAT_PATH = "/v1/chat/completions"
 
 REFUSALS: dict[RefusalReason, errors.ErrorKind] = {
     "user_required": errors.USER_REQUIRED,
@@ -102,15 +107,6 @@ class CallRecord:
     def upstream_ms(self) -> float:
         """Time spent waiting on upstream attempts."""
         return sum(a.latency_ms for a in self.attempts)
-
-
-def parse_traceparent(header: str | None) -> tuple[str, str | None]:
-    """(trace_id, parent_span_id) from a W3C traceparent header, else a new trace."""
-    if header:
-        parts = header.strip().split("-")
-        if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
-            return parts[1].lower(), parts[2].lower()
-    return new_trace_id(), None
 
 
 class Gateway:
@@ -155,9 +151,9 @@ class Gateway:
     async def models(self, request: web.Request) -> web.Response:
         """OpenAI `GET /v1/models`."""
         try:
-            self._authenticate(request.headers.get("Authorization"))
+            self._authenticate(request)
         except GatewayError as exc:
-            return error_response(exc.kind, exc.message)
+            return refusal_response(exc)
         data = [
             {"id": t.model, "object": "model", "created": 0, "owned_by": t.provider}
             for t in self.catalogue.values()
@@ -169,17 +165,29 @@ class Gateway:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """OpenAI `POST /v1/chat/completions`: one lineage record per call, whatever happens."""
         started = time.perf_counter()
-        trace_id, parent = parse_traceparent(request.headers.get("traceparent"))
-        call = CallRecord(started, "", trace_id, parent)
+        # Two traceparent headers join into a value that is not W3C's form: refused.
+        traceparent = ",".join(request.headers.getall("traceparent", [])) or None
+        traced = parse_traceparent(traceparent)
+        call = CallRecord(started, "", *(traced or (new_trace_id(), None)))
         try:
             self._check_lineage()
             body = await self._read_body(request, call)
             call.policies.append("auth")
-            key = self._authenticate(request.headers.get("Authorization"))
+            key = self._authenticate(request)
             self.views.key_last_used_ms[key.key_id] = now_ms()
             call.tenant_id, call.team_id = key.tenant_id, key.team_id
             call.key_id, call.wallet_id = key.key_id, self.views.spend_wallet_id(key)
-            chat = parse_chat_request(body, max_messages=self.settings.max_messages)
+            if (size := header_bytes(request)) > (limit := self.settings.max_header_bytes):
+                raise GatewayError(
+                    errors.HEADERS_TOO_LARGE, f"headers of {size} bytes; limit {limit}"
+                )
+            if traceparent is not None and traced is None:  # refused once the caller is known
+                raise traceparent_error()
+            chat = parse_chat_request(
+                body,
+                max_messages=self.settings.max_messages,
+                max_identifier_chars=self.settings.max_identifier_chars,
+            )
             call.stream, call.model_requested, call.user_id = chat.stream, chat.model, chat.user
             targets, call.selection_reason = self._plan(chat.model)
             if not targets:
@@ -204,7 +212,7 @@ class Gateway:
             call.reserved_nanousd = reserve_nanousd
         except GatewayError as exc:
             await self._record(call, exc.kind.status, exc.kind.code, "rejected")
-            return error_response(exc.kind, exc.message, exc.headers)
+            return refusal_response(exc)
         self.upstream_in_flight += 1
         try:
             if chat.stream:
@@ -246,8 +254,11 @@ class Gateway:
         call.request_sha256 = hashlib.sha256(body).hexdigest()
         return body
 
-    def _authenticate(self, header: str | None) -> Key:
-        secret = bearer_token(header)
+    def _authenticate(self, request: web.Request) -> Key:
+        try:
+            secret = bearer_token(authorization_header(request.headers))
+        except MalformedCredentialError as exc:  # its message never quotes the secret
+            raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
         if not secret:
             raise GatewayError(errors.MISSING_API_KEY, "missing bearer key in Authorization")
         key = self.views.key_for_secret(secret)
@@ -339,15 +350,17 @@ class Gateway:
     async def _run_policies(
         self, call: CallRecord, key: Key, chat: ChatRequest, reserve_nanousd: int
     ) -> ChatRequest:
-        """Run the key's policy pack; the request as the provider may see it (redacted)."""
+        """Run the org baseline's steps and the key's policy pack; the request as the
+        provider may see it (redacted)."""
         pack_name = key.policy_pack or DEFAULT_PACK
         published = self.views.packs.get((key.tenant_id, pack_name))
-        if published is None:
-            if key.policy_pack:  # a pack the key names must exist: fail closed
-                raise GatewayError(
-                    errors.POLICY_UNAVAILABLE, f"policy pack '{pack_name}' is not published"
-                )
-            return chat
+        if published is None and key.policy_pack:  # a pack the key names must exist
+            raise GatewayError(
+                errors.POLICY_UNAVAILABLE, f"policy pack '{pack_name}' is not published"
+            )
+        chain = effective_pack(
+            self.views.baseline.baseline, published.pack if published is not None else None
+        )
         now = now_ms()
         facts = CallFacts(
             team_id=key.team_id,
@@ -360,7 +373,7 @@ class Gateway:
             + self.budget.committed_nanousd(call.wallet_id),
             estimated_cost_nanousd=reserve_nanousd,
         )
-        verdict = evaluate(published.pack, facts)
+        verdict = evaluate(chain, facts)
         call.policies.extend(verdict.applied)
         call.guardrails.extend(verdict.triggered)
         if verdict.refusal is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,23 @@ from gateway.providers.base import Usage
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 PASSTHROUGH_FIELDS = ("top_p", "stop", "presence_penalty", "frequency_penalty", "seed", "n")
+# Roles whose message may have no content (an assistant turn of tool calls, say).
+CONTENT_OPTIONAL_ROLES = frozenset({"assistant", "function"})
+# Content part types and the field each carries (OpenAI's chat content parts).
+PART_FIELDS = {
+    "text": "text",
+    "refusal": "refusal",
+    "image_url": "image_url",
+    "input_audio": "input_audio",
+    "file": "file",
+}
+# No model answers with more tokens in one call; a larger number is malformed, not a wish
+# (and would overflow the reservation's nano-USD). OpenAI's own schema is int32.
+MAX_TOKENS_LIMIT = 2**31 - 1
+# OpenAI's messages nest four levels (message, tool_calls, call, function); the policy
+# chain walks every level of a message, so an absurd nesting is refused, not recursed into.
+MAX_MESSAGE_DEPTH = 16
+W3C_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,49 +47,201 @@ class ChatRequest:
     extra: dict[str, Any]
 
 
-def parse_chat_request(body: bytes, *, max_messages: int) -> ChatRequest:
-    """Validate the body; GatewayError with a stable code on any fault of the caller's."""
+def _refuse(param: str, message: str) -> GatewayError:
+    return GatewayError(errors.INVALID_REQUEST, f"'{param}' {message}", param=param)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _string_field(container: dict[str, Any], name: str, param: str, *, required: bool) -> None:
+    value = container.get(name)
+    if value is None and not required:
+        return
+    if not isinstance(value, str):
+        raise _refuse(f"{param}.{name}", "must be a string")
+
+
+def _check_part(part: Any, param: str) -> None:
+    if not isinstance(part, dict):
+        raise _refuse(param, "must be an object (a content part)")
+    kind = part.get("type")
+    field = PART_FIELDS.get(kind) if isinstance(kind, str) else None
+    if field is None:
+        raise _refuse(f"{param}.type", f"must be one of {sorted(PART_FIELDS)}")
+    value = part.get(field)
+    if field in {"text", "refusal"}:
+        if not isinstance(value, str):
+            raise _refuse(f"{param}.{field}", "must be a string")
+    elif not isinstance(value, dict):
+        raise _refuse(f"{param}.{field}", "must be an object")
+
+
+def _check_content(message: dict[str, Any], role: str, param: str) -> None:
+    content = message.get("content")
+    if content is None:
+        if role not in CONTENT_OPTIONAL_ROLES:
+            raise _refuse(f"{param}.content", f"is required on a {role} message")
+        return
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _refuse(f"{param}.content", "must be a string or an array of content parts")
+    for index, part in enumerate(content):
+        _check_part(part, f"{param}.content[{index}]")
+
+
+def _check_tool_calls(message: dict[str, Any], param: str) -> None:
+    calls = message.get("tool_calls")
+    if calls is not None:
+        if not isinstance(calls, list):
+            raise _refuse(f"{param}.tool_calls", "must be an array")
+        for index, call in enumerate(calls):
+            where = f"{param}.tool_calls[{index}]"
+            if not isinstance(call, dict):
+                raise _refuse(where, "must be an object")
+            _string_field(call, "id", where, required=False)
+            _string_field(call, "type", where, required=False)
+            function = call.get("function")
+            if not isinstance(function, dict):
+                raise _refuse(f"{where}.function", "must be an object")
+            _string_field(function, "name", f"{where}.function", required=True)
+            _string_field(function, "arguments", f"{where}.function", required=True)
+    legacy = message.get("function_call")
+    if legacy is not None:
+        if not isinstance(legacy, dict):
+            raise _refuse(f"{param}.function_call", "must be an object")
+        _string_field(legacy, "name", f"{param}.function_call", required=False)
+        _string_field(legacy, "arguments", f"{param}.function_call", required=False)
+
+
+def _depth(value: Any) -> int:
+    """How deeply JSON arrays and objects nest in the value (iterative: no recursion)."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_message(message: Any, index: int) -> None:
+    """The fields of a message the gateway reads, redacts or hands a provider."""
+    param = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise _refuse(param, "must be an object")
+    if _depth(message) > MAX_MESSAGE_DEPTH:
+        raise _refuse(param, f"nests deeper than {MAX_MESSAGE_DEPTH} levels")
+    role = message.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        raise _refuse(f"{param}.role", f"is required, one of {sorted(ROLES)}")
+    _check_content(message, role, param)
+    _string_field(message, "name", param, required=role == "function")
+    _string_field(message, "tool_call_id", param, required=role == "tool")
+    _string_field(message, "refusal", param, required=False)
+    _check_tool_calls(message, param)
+
+
+def _identifier(data: dict[str, Any], name: str, limit: int, *, required: bool) -> str | None:
+    value = data.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise _refuse(name, "must be a non-empty string")
+    if len(value) > limit:
+        raise _refuse(name, f"is {len(value)} characters; at most {limit}")
+    return value
+
+
+def _max_tokens(data: dict[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = data.get(name)
+        if value is not None and (not _integer(value) or not 0 < value <= MAX_TOKENS_LIMIT):
+            raise _refuse(name, f"must be an integer from 1 to {MAX_TOKENS_LIMIT}")
+    chosen = data.get("max_completion_tokens", data.get("max_tokens"))
+    return None if chosen is None else int(chosen)
+
+
+def _check_passthrough(data: dict[str, Any]) -> None:
+    """Types of the fields the gateway hands providers (adapters read some of them)."""
+    for name in ("top_p", "presence_penalty", "frequency_penalty", "temperature"):
+        if data.get(name) is not None and not _number(data[name]):
+            raise _refuse(name, "must be a number")
+    for name in ("seed", "n"):
+        if data.get(name) is not None and not _integer(data[name]):
+            raise _refuse(name, "must be an integer")
+    stop = data.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise _refuse("stop", "must be a string or an array of strings")
+
+
+def parse_chat_request(
+    body: bytes, *, max_messages: int, max_identifier_chars: int = 256
+) -> ChatRequest:
+    """Validate the body; GatewayError with a stable code, and the field at fault as
+    `param`, on any fault of the caller's. Fields the gateway neither reads nor forwards
+    are not looked at."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise GatewayError(errors.INVALID_JSON, f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise GatewayError(errors.INVALID_REQUEST, "request body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise GatewayError(errors.INVALID_REQUEST, "'model' is required and must be a string")
+    model = _identifier(data, "model", max_identifier_chars, required=True)
+    assert model is not None, "required"
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise GatewayError(errors.INVALID_REQUEST, "'messages' must be a non-empty array")
+        raise _refuse("messages", "must be a non-empty array")
     if len(messages) > max_messages:
-        raise GatewayError(
-            errors.INVALID_REQUEST, f"'messages' has {len(messages)} items; limit {max_messages}"
-        )
+        raise _refuse("messages", f"has {len(messages)} items; limit {max_messages}")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise GatewayError(errors.INVALID_REQUEST, f"messages[{index}] needs a valid 'role'")
-    max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
-    if max_tokens is not None and (
-        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
-    ):
-        raise GatewayError(errors.INVALID_REQUEST, "'max_tokens' must be a positive integer")
+        _check_message(message, index)
+    max_tokens = _max_tokens(data)
+    _check_passthrough(data)
     temperature = data.get("temperature")
-    if temperature is not None and (
-        not isinstance(temperature, int | float) or isinstance(temperature, bool)
-    ):
-        raise GatewayError(errors.INVALID_REQUEST, "'temperature' must be a number")
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
-        raise GatewayError(errors.INVALID_REQUEST, "'stream' must be a boolean")
-    user = data.get("user")
+        raise _refuse("stream", "must be a boolean")
     return ChatRequest(
         model=model,
         messages=messages,
         stream=stream,
         max_tokens=max_tokens,
         temperature=None if temperature is None else float(temperature),
-        user=user if isinstance(user, str) else None,
+        user=_identifier(data, "user", max_identifier_chars, required=False),
         extra={k: data[k] for k in PASSTHROUGH_FIELDS if k in data},
+    )
+
+
+def parse_traceparent(header: str | None) -> tuple[str, str] | None:
+    """(trace_id, parent_span_id) of a W3C traceparent header; None without one or when
+    it is not W3C's form (lowercase hex; version ff and all-zero ids are invalid), which
+    the gateway refuses (`traceparent_error`) once it knows the caller."""
+    match = W3C_TRACEPARENT.fullmatch(header.strip(" \t")) if header is not None else None
+    if (
+        match is None
+        or match.group(1) == "ff"
+        or set(match.group(2)) == {"0"}
+        or set(match.group(3)) == {"0"}
+    ):
+        return None
+    return match.group(2), match.group(3)
+
+
+def traceparent_error() -> GatewayError:
+    """The refusal of a traceparent header that `parse_traceparent` could not read."""
+    return _refuse(
+        "traceparent", "header must be W3C's version-traceid-parentid-flags in lowercase hex"
     )
 
 

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import orjson
 from aiohttp import web
 
+from schemas import http_errors
+from schemas.http_errors import (
+    BODY_TOO_LARGE,
+    HEADERS_TOO_LARGE,
+    INTERNAL_ERROR,
+    MALFORMED_API_KEY,
+    MALFORMED_REQUEST,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    TIMEOUT,
+    UNSUPPORTED_MEDIA_TYPE,
+    URI_TOO_LONG,
+    ErrorKind,
+)
 
-@dataclass(frozen=True, slots=True)
-class ErrorKind:
-    """An error code with its HTTP status and OpenAI error type."""
-
-    code: str
-    status: int
-    type: str
-
+__all__ = [
+    "BODY_TOO_LARGE",
+    "HEADERS_TOO_LARGE",
+    "INTERNAL_ERROR",
+    "MALFORMED_API_KEY",
+    "MALFORMED_REQUEST",
+    "METHOD_NOT_ALLOWED",
+    "NOT_FOUND",
+    "TIMEOUT",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "URI_TOO_LONG",
+    "ErrorKind",
+]
 
 INVALID_JSON = ErrorKind("invalid_json", 400, "invalid_request_error")
 INVALID_REQUEST = ErrorKind("invalid_request", 400, "invalid_request_error")
@@ -38,20 +54,18 @@ COST_LIMIT_EXCEEDED = ErrorKind("cost_limit_exceeded", 402, "insufficient_quota"
 REVIEW_REQUIRED = ErrorKind("review_required", 403, "permission_error")
 REVIEW_REJECTED = ErrorKind("review_rejected", 403, "permission_error")
 POLICY_UNAVAILABLE = ErrorKind("policy_unavailable", 503, "server_error")
-HEADERS_TOO_LARGE = ErrorKind("request_headers_too_large", 431, "invalid_request_error")
-NOT_FOUND = ErrorKind("not_found", 404, "invalid_request_error")
 CONFLICT = ErrorKind("conflict", 409, "invalid_request_error")
 # A transfer (allocation, debit correction) would take its source below its overdraft limit.
 TRANSFER_REJECTED = ErrorKind("transfer_rejected", 409, "invalid_request_error")
 MODEL_NOT_FOUND = ErrorKind("model_not_found", 404, "invalid_request_error")
-BODY_TOO_LARGE = ErrorKind("request_too_large", 413, "invalid_request_error")
 # Recorded in lineage only: the caller closed the connection before the answer ended.
 CLIENT_CLOSED = ErrorKind("client_closed_request", 499, "client_error")
 OVERLOADED = ErrorKind("overloaded", 503, "server_error")
 CIRCUIT_OPEN = ErrorKind("circuit_open", 503, "server_error")
 LINEAGE_UNAVAILABLE = ErrorKind("lineage_unavailable", 503, "server_error")
 UPSTREAM_ERROR = ErrorKind("upstream_error", 502, "upstream_error")
-INTERNAL_ERROR = ErrorKind("internal_error", 500, "server_error")
+# A tenant pack or key that would weaken the org baseline (gateway/policy/baseline.py).
+ORG_POLICY_VIOLATION = ErrorKind("org_policy_violation", 403, "permission_error")
 
 ALL_KINDS: tuple[ErrorKind, ...] = (
     INVALID_JSON,
@@ -86,35 +100,54 @@ ALL_KINDS: tuple[ErrorKind, ...] = (
     LINEAGE_UNAVAILABLE,
     UPSTREAM_ERROR,
     INTERNAL_ERROR,
+    ORG_POLICY_VIOLATION,
+    MALFORMED_REQUEST,
+    MALFORMED_API_KEY,
+    METHOD_NOT_ALLOWED,
+    URI_TOO_LONG,
+    UNSUPPORTED_MEDIA_TYPE,
+    TIMEOUT,
 )
 
 
 class GatewayError(Exception):
-    """An expected refusal: carries the error kind and a message for the caller."""
+    """An expected refusal: the error kind, a message for the caller and, for a request
+    field at fault, its name (`param`, as OpenAI names it, e.g. `messages[0].content`)."""
 
     def __init__(
-        self, kind: ErrorKind, message: str, headers: dict[str, str] | None = None
+        self,
+        kind: ErrorKind,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.headers = headers or {}
+        self.param = param
 
 
-def error_body(kind: ErrorKind, message: str) -> bytes:
+def error_body(kind: ErrorKind, message: str, param: str | None = None) -> bytes:
     """The OpenAI-style JSON error body."""
-    return orjson.dumps(
-        {"error": {"message": message, "type": kind.type, "code": kind.code, "param": None}}
+    return http_errors.error_body(
+        message, kind.code, status=kind.status, type_=kind.type, param=param
     )
 
 
 def error_response(
-    kind: ErrorKind, message: str, headers: dict[str, str] | None = None
+    kind: ErrorKind, message: str, headers: dict[str, str] | None = None, param: str | None = None
 ) -> web.Response:
     """An OpenAI-style JSON error response."""
     return web.Response(
         status=kind.status,
-        body=error_body(kind, message),
+        body=error_body(kind, message, param),
         content_type="application/json",
         headers=headers,
     )
+
+
+def refusal_response(exc: GatewayError) -> web.Response:
+    """The response to an expected refusal."""
+    return error_response(exc.kind, exc.message, exc.headers, exc.param)

@@ -9,9 +9,9 @@ import structlog
 from aiohttp import web
 
 from gateway.admin import AdminApi
-from gateway.app import Gateway
+from gateway.app import CHAT_PATH, Gateway
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
-from gateway.errors import HEADERS_TOO_LARGE, INTERNAL_ERROR, NOT_FOUND, error_response
+from gateway.errors import HEADERS_TOO_LARGE, error_response
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider
@@ -19,6 +19,7 @@ from gateway.providers.compat_variants import mistral_provider, ollama_provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
 from gateway.views import LocalViews
+from schemas.http_errors import JsonErrorAppRunner, handler_args, header_bytes, json_errors
 from schemas.ids import new_producer_id
 from schemas.kafka import TopicTailer
 from schemas.publisher import ChainedPublisher
@@ -78,8 +79,9 @@ def build_providers(settings: GatewaySettings) -> dict[str, Provider]:
 def _header_limit(max_header_bytes: int) -> Any:
     @web.middleware
     async def limit_headers(request: web.Request, handler: Any) -> web.StreamResponse:
-        size = sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
-        if size > max_header_bytes:
+        size = header_bytes(request)
+        # The chat route checks itself, so that the refused call has its lineage record.
+        if size > max_header_bytes and request.path != CHAT_PATH:
             return error_response(
                 HEADERS_TOO_LARGE, f"request headers are {size} bytes; limit {max_header_bytes}"
             )
@@ -89,19 +91,40 @@ def _header_limit(max_header_bytes: int) -> Any:
     return limit_headers
 
 
-@web.middleware
-async def _errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
-    # A bug must still answer OpenAI-style (5xx: ours), never an HTML page.
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except web.HTTPException as exc:
-        if exc.status == 404:
-            return error_response(NOT_FOUND, f"no route {request.method} {request.path}")
-        raise
-    except Exception:
-        log.exception("unhandled error", path=request.path)
-        return error_response(INTERNAL_ERROR, "internal error; see gateway logs")
+def gateway_application(
+    settings: GatewaySettings, gateway: Gateway, admin: AdminApi
+) -> web.Application:
+    """The gateway's aiohttp application: its routes, the admin API's, or one of the two
+    (`gateway_serves`)."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[json_errors, _header_limit(settings.max_header_bytes)],
+    )
+    routes = [web.get("/healthz", gateway.healthz)]
+    if settings.gateway_serves in ("all", "api"):
+        routes += [
+            web.get("/v1/models", gateway.models),
+            web.post(CHAT_PATH, gateway.chat_completions),
+        ]
+    if settings.gateway_serves in ("all", "admin"):
+        routes += admin.routes()
+    app.add_routes(routes)
+    return app
+
+
+def gateway_runner(settings: GatewaySettings, app: web.Application) -> web.AppRunner:
+    """A runner whose HTTP parser refuses, as JSON, one header field over the total
+    limit, too many headers and a long request line (see schemas.http_errors); the
+    middleware refuses headers whose total is over the limit."""
+    return JsonErrorAppRunner(
+        app,
+        access_log=None,
+        **handler_args(
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_header_count,
+            max_url_bytes=settings.max_url_bytes,
+        ),
+    )
 
 
 class GatewayProcess:
@@ -154,23 +177,7 @@ class GatewayProcess:
 
     def application(self) -> web.Application:
         """The aiohttp application."""
-        # aiohttp's own parser limit sits above ours, so an oversized header still gets
-        # the JSON 431 from the middleware; only far larger ones meet aiohttp's plain 400.
-        parser_limit = 2 * self.settings.max_header_bytes
-        app = web.Application(
-            client_max_size=self.settings.max_body_bytes,
-            middlewares=[_errors_as_json, _header_limit(self.settings.max_header_bytes)],
-            handler_args={"max_line_size": parser_limit, "max_field_size": parser_limit},
-        )
-        app.add_routes(
-            [
-                web.get("/healthz", self.gateway.healthz),
-                web.get("/v1/models", self.gateway.models),
-                web.post("/v1/chat/completions", self.gateway.chat_completions),
-                *self.admin.routes(),
-            ]
-        )
-        return app
+        return gateway_application(self.settings, self.gateway, self.admin)
 
     async def start(self) -> None:
         """Read the views up to date, then listen."""
@@ -178,7 +185,7 @@ class GatewayProcess:
         await self.control.start()
         await self.tailer.start()
         await asyncio.wait_for(self.tailer.caught_up.wait(), timeout=60)
-        self._runner = web.AppRunner(self.application(), access_log=None)
+        self._runner = gateway_runner(self.settings, self.application())
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
         await site.start()

@@ -9,6 +9,13 @@ from typing import Any
 
 import structlog
 
+from gateway.policy.baseline import (
+    DEFAULT_BASELINE,
+    DEFAULT_BASELINE_YAML,
+    ORG_TENANT,
+    OrgBaseline,
+    parse_baseline,
+)
 from gateway.policy.pack import PackError, PolicyPack, parse_pack
 from schemas import authn, codec
 from schemas.records import (
@@ -18,6 +25,7 @@ from schemas.records import (
     EscalationChanged,
     EscalationOpened,
     EscalationResolved,
+    OrgBaselinePublished,
     PolicyPackPublished,
     WalletBalance,
 )
@@ -50,6 +58,20 @@ class PublishedPack:
     pack: PolicyPack
 
 
+@dataclass(frozen=True, slots=True)
+class PublishedBaseline:
+    """The newest org baseline, parsed, with its source; version 0 is the built-in
+    default, in force until an org admin publishes one."""
+
+    version: int
+    source_yaml: str
+    baseline: OrgBaseline
+    published_by: str
+
+
+DEFAULT_PUBLISHED_BASELINE = PublishedBaseline(0, DEFAULT_BASELINE_YAML, DEFAULT_BASELINE, "")
+
+
 class LocalViews:
     """Keys by id and by secret hash; wallet balances by wallet id; policy packs by
     (tenant, name); reviewers' decisions by escalation id."""
@@ -63,6 +85,7 @@ class LocalViews:
         # When this gateway last authenticated each key (one entry per known key at most).
         self.key_last_used_ms: dict[str, int] = {}
         self.packs: dict[tuple[str, str], PublishedPack] = {}
+        self.baseline = DEFAULT_PUBLISHED_BASELINE
         self.escalations: dict[str, EscalationOpened] = {}
         # Fleet-wide breaker state per (provider, model): (state, open until ms). Fed by
         # the breaker-state topic once the breakers processor publishes it.
@@ -110,6 +133,9 @@ class LocalViews:
             return
         if message.topic == CONTROL.name and isinstance(event, PolicyPackPublished):
             self._apply_pack(event)
+            return
+        if message.topic == CONTROL.name and isinstance(event, OrgBaselinePublished):
+            self._apply_baseline(event)
             return
         if message.topic == CONTROL.name and isinstance(event, EscalationResolved):
             self.escalation_decisions.setdefault(event.escalation_id, event.decision)
@@ -161,6 +187,25 @@ class LocalViews:
             return
         self.packs[(event.tenant_id, event.pack_name)] = PublishedPack(
             event.version, event.source_yaml, pack
+        )
+
+    def _apply_baseline(self, event: OrgBaselinePublished) -> None:
+        if event.tenant_id != ORG_TENANT:
+            log.error(
+                "a baseline for one tenant is not a baseline; skipped", tenant=event.tenant_id
+            )
+            return
+        if self.baseline.version >= event.version:
+            return  # a replayed or older version never replaces the newest
+        try:
+            baseline = parse_baseline(event.source_yaml)
+        except PackError as exc:
+            # The admin API lints before publishing; the baseline in force stays (fail
+            # closed: never fall back to no baseline).
+            log.error("published baseline does not parse", error=str(exc))  # noqa: TRY400 - the reason is the message
+            return
+        self.baseline = PublishedBaseline(
+            event.version, event.source_yaml, baseline, event.published_by
         )
 
     def team_month_spent_nanousd(self, tenant_id: str, team_id: str, at_ms: int) -> int:

@@ -251,8 +251,13 @@ def _wallet_change(client: httpx.Client, args: argparse.Namespace, tenant: str) 
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    """policy lint | push | list | templates."""
-    from gateway.policy.pack import lint, template_names, template_source
+    """policy lint | push | list | templates | baseline."""
+    from gateway.policy.baseline import lint_against
+    from gateway.policy.pack import template_names, template_source
+    from govledger import policy_cli
+
+    if args.policy_command == "baseline":
+        return policy_cli.cmd_baseline(args)
 
     if args.policy_command == "templates":
         if args.name:
@@ -267,8 +272,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
         return 0
     if args.policy_command == "lint":
         failed = 0
+        baseline = policy_cli.baseline_for_lint(args)
         for path in args.files:
-            problems = lint(_read_text(path))
+            problems = lint_against(baseline, _read_text(path))
             for problem in problems:
                 print(f"{path}:{problem.line}: {problem.message}", file=sys.stderr)
             failed += bool(problems)
@@ -479,12 +485,16 @@ def build_parser() -> argparse.ArgumentParser:
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
     lint_parser = policy_commands.add_parser("lint", help="check packs; errors with line numbers")
     lint_parser.add_argument("files", nargs="+")
+    from govledger import policy_cli
+
+    policy_cli.add_lint_baseline_arguments(lint_parser)
     push = policy_commands.add_parser("push", help="publish a pack as its next version")
     push.add_argument("file")
     push.add_argument("--tenant")
     policy_commands.add_parser("list", help="published packs and their versions")
     templates = policy_commands.add_parser("templates", help="list templates, or print one")
     templates.add_argument("name", nargs="?")
+    policy_cli.add_baseline_command(policy_commands)
     policy.set_defaults(func=cmd_policy)
 
     escalations = commands.add_parser("escalations", help="list, claim, reassign and decide")

@@ -12,12 +12,14 @@ from aiohttp import web
 
 from gateway.admin import principal_for
 from gateway.errors import GatewayError
+from gateway.policy.baseline import floor_retention
 from gateway.policy.pack import AuditPolicy
 from gateway.server import GatewayProcess
 from gateway.views import LocalViews
 from govledger.admin_token import resolve_admin_token
 from replay.restore import broker_is_empty, restore
 from schemas import authn
+from schemas.http_errors import JsonErrorAppRunner, handler_args
 from schemas.ids import new_producer_id, now_ms
 from schemas.kafka import TopicTailer, ensure_topics
 from schemas.publisher import ChainedPublisher
@@ -83,12 +85,31 @@ def query_readers(views: LocalViews, admin_token: str) -> Authenticate:
 
 
 def retention_days(views: LocalViews) -> dict[str, int]:
-    """Retention per tenant from the newest version of each of its published packs."""
-    return retention_by_tenant(
-        (tenant_id, step.policy.retention_days)
-        for (tenant_id, _), published in views.packs.items()
-        for step in published.pack.steps
-        if isinstance(step.policy, AuditPolicy)
+    """Retention per tenant from the newest version of each of its published packs,
+    never below the org baseline's floor (a pack published before the floor was raised
+    says less)."""
+    return floor_retention(
+        retention_by_tenant(
+            (tenant_id, step.policy.retention_days)
+            for (tenant_id, _), published in views.packs.items()
+            for step in published.pack.steps
+            if isinstance(step.policy, AuditPolicy)
+        ),
+        views.baseline.baseline.retention_floor_days,
+    )
+
+
+def query_runner(settings: SinkSettings, app: web.Application) -> web.AppRunner:
+    """The query API's runner: JSON for what aiohttp's HTTP parser refuses too, under the
+    configured header and request-line limits (see schemas.http_errors)."""
+    return JsonErrorAppRunner(
+        app,
+        access_log=None,
+        **handler_args(
+            max_header_bytes=settings.query_max_header_bytes,
+            max_headers=settings.max_header_count,
+            max_url_bytes=settings.max_url_bytes,
+        ),
     )
 
 
@@ -119,7 +140,7 @@ async def sink_main(settings: SinkSettings) -> None:
         retention_days=lambda: retention_days(views),
         exports_dir=settings.data_path / "exports",
     )
-    runner = web.AppRunner(api.application(), access_log=None)
+    runner = query_runner(settings, api.application())
     await runner.setup()
     await writer.start()
     task = asyncio.create_task(writer.run())

@@ -25,6 +25,7 @@ from schemas import authn, codec
 from schemas.authn import SignedChain
 from schemas.ids import now_ms, uuid7
 from schemas.kafka import make_producer
+from schemas.kafka_security import client_options
 from schemas.records import (
     Event,
     WalletAllocated,
@@ -70,7 +71,9 @@ def fold_wallets(store: Store) -> dict[str, wallets.Wallet]:
 
 async def broker_is_empty(bootstrap: str) -> bool:
     """Whether the control topic has never held a record (a fresh broker)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options()
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(CONTROL.name) or set()

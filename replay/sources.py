@@ -236,8 +236,13 @@ async def read_topics(bootstrap: str, topics: Sequence[str], at_ms: int) -> list
     keeps: recent history only on a broker that compacts or expires)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from schemas.kafka_security import client_options
+
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="govledger-replay"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        client_id="govledger-replay",
+        **client_options(),
     )
     await consumer.start()
     events: list[Event] = []

@@ -10,6 +10,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from schemas.kafka_security import KafkaSecurity, client_options
 from schemas.topics import CATALOGUE
 
 log = structlog.get_logger(__name__)
@@ -17,9 +18,16 @@ log = structlog.get_logger(__name__)
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
-def make_producer(bootstrap: str, *, linger_ms: int = 0, client_id: str = "govledger") -> Any:
-    """A producer with acks=all. Idempotence is off: Tansu has no InitProducerId, and our
-    consumers are idempotent by (producer_id, seq) instead."""
+def make_producer(
+    bootstrap: str,
+    *,
+    linger_ms: int = 0,
+    client_id: str = "govledger",
+    security: KafkaSecurity | None = None,
+) -> Any:
+    """A producer with acks=all, logged in as `security` (default: this process's user).
+    Idempotence is off: Tansu has no InitProducerId, and our consumers are idempotent by
+    (producer_id, seq) instead."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -28,12 +36,18 @@ def make_producer(bootstrap: str, *, linger_ms: int = 0, client_id: str = "govle
         max_request_size=MAX_REQUEST_BYTES,
         client_id=client_id,
         request_timeout_ms=10_000,
+        **client_options(security),
     )
 
 
-async def ensure_topics(bootstrap: str, partitions: int) -> None:
-    """Create every catalogue topic that does not exist; state topics are compacted."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="govledger-admin")
+async def ensure_topics(
+    bootstrap: str, partitions: int, *, security: KafkaSecurity | None = None
+) -> None:
+    """Create every catalogue topic that does not exist; state topics are compacted. (On a
+    broker with ACLs the topics exist already: compose/kafka-init.sh creates them.)"""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="govledger-admin", **client_options(security)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -61,8 +75,16 @@ class TopicTailer:
     """Reads whole topics from the beginning and follows them, without a consumer group:
     every reader gets the full state (how gateways read the control and state topics)."""
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], handle: Handler) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        handle: Handler,
+        *,
+        security: KafkaSecurity | None = None,
+    ) -> None:
         self._bootstrap = bootstrap
+        self._security = security
         self._topics = list(topics)
         self._handle = handle
         self._consumer: Any = None
@@ -76,6 +98,7 @@ class TopicTailer:
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
             client_id="govledger-tailer",
+            **client_options(self._security),
         )
         await self._consumer.start()
         partitions: list[TopicPartition] = []

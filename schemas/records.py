@@ -268,6 +268,20 @@ class PolicyPackPublished(Event):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OrgBaselinePublished(Event):
+    """A version of the org baseline was published (tenant_id empty: org-wide)."""
+
+    schema_name: ClassVar[str] = "govledger.v1.OrgBaselinePublished"
+    event_type_name: ClassVar[str] = "policy.baseline_published"
+
+    version: int
+    source_yaml: str
+    source_sha256: str
+    diff: str
+    published_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class EscalationOpened(Event):
     """A human-oversight policy asked for a review of a call."""
 
@@ -562,4 +576,5 @@ RECORD_TYPES: tuple[type[Event], ...] = (
     WalletCorrected,
     WalletLimitSet,
     ChainCheckpoint,
+    OrgBaselinePublished,
 )

@@ -47,6 +47,25 @@ class CommonSettings:
     gateway_port: int = setting(8080, "Port the gateway listens on.")
     query_host: str = setting("127.0.0.1", "Address the query API (store owner) listens on.")
     query_port: int = setting(8124, "Port of the query API (ClickHouse-style SQL over HTTP).")
+    kafka_security_protocol: str = setting(
+        "PLAINTEXT", "Kafka client protocol: PLAINTEXT, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: str = setting(
+        "SCRAM-SHA-512", "SASL mechanism with the broker: SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    kafka_sasl_username: str = setting("", "SASL user this service logs in to the broker as.")
+    kafka_sasl_password_file: str = setting(
+        "", "File holding the SASL password (read at start, never logged; no env variable)."
+    )
+    kafka_ssl_ca_file: str = setting(
+        "", "CA bundle that signs the broker's certificate (SASL_SSL); empty uses the system's."
+    )
+    max_header_count: int = setting(
+        100, "Most header lines one HTTP request may carry (gateway, query API); more gets 431."
+    )
+    max_url_bytes: int = setting(
+        65_536, "Longest HTTP request line (method, path, query) accepted; longer gets 414."
+    )
     root_secret_file: str = setting(
         "", "File of the org root secrets (record authentication); empty keeps one in data_dir."
     )
@@ -55,8 +74,11 @@ class CommonSettings:
         for name in ("gateway_port", "query_port"):
             if not 0 < getattr(self, name) < 65536:
                 raise SettingsError(f"{env_name(name)} must be a TCP port")
+        if self.max_header_count < 1 or self.max_url_bytes < 64:
+            raise SettingsError("the header count must be >= 1 and the URL limit >= 64 bytes")
         if self.topic_partitions < 1 or self.kafka_session_timeout_ms < 1000:
             raise SettingsError("topic partitions must be >= 1 and the session timeout >= 1000 ms")
+        _check_kafka_security(self)
 
     @property
     def data_path(self) -> Path:
@@ -79,12 +101,81 @@ class CommonSettings:
         return f"http://{self.query_host}:{self.query_port}"
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def read_secret_file(path: str, name: str) -> str:
+    """A secret kept in a file (a Docker or Kubernetes secret): its UTF-8 text without one
+    trailing newline. Unreadable, empty or undecodable is a SettingsError naming the setting
+    and the path, never the content."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name}: {path} is not UTF-8 text") from None
+    if not text:
+        raise SettingsError(f"{name}: {path} is empty")
+    return text
+
+
+def _check_kafka_security(settings: CommonSettings) -> None:
+    """Refuse a broker login that cannot work or would silently not happen."""
+    protocol, mechanism = settings.kafka_security_protocol, settings.kafka_sasl_mechanism
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        allowed = ", ".join(KAFKA_SECURITY_PROTOCOLS)
+        raise SettingsError(
+            f"GOVLEDGER_KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {allowed}"
+        )
+    if mechanism not in KAFKA_SASL_MECHANISMS:
+        allowed = ", ".join(KAFKA_SASL_MECHANISMS)
+        raise SettingsError(f"GOVLEDGER_KAFKA_SASL_MECHANISM={mechanism!r} is not one of {allowed}")
+    login = {
+        "GOVLEDGER_KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+        "GOVLEDGER_KAFKA_SASL_PASSWORD_FILE": settings.kafka_sasl_password_file,
+    }
+    if protocol == "PLAINTEXT":
+        # Credentials with PLAINTEXT would be ignored: the operator meant to log in.
+        given = [name for name, value in login.items() if value]
+        if settings.kafka_ssl_ca_file:
+            given.append("GOVLEDGER_KAFKA_SSL_CA_FILE")
+        if given:
+            raise SettingsError(
+                f"{', '.join(given)} set but GOVLEDGER_KAFKA_SECURITY_PROTOCOL is PLAINTEXT: "
+                "set it to SASL_PLAINTEXT or SASL_SSL"
+            )
+        return
+    missing = [name for name, value in login.items() if not value]
+    if missing:
+        raise SettingsError(f"{protocol} needs {' and '.join(missing)}")
+    if not settings.kafka_bootstrap:
+        raise SettingsError(
+            f"{protocol} needs GOVLEDGER_KAFKA_BOOTSTRAP: the embedded broker has no SASL"
+        )
+    read_secret_file(settings.kafka_sasl_password_file, "GOVLEDGER_KAFKA_SASL_PASSWORD_FILE")
+    if settings.kafka_ssl_ca_file:
+        if protocol != "SASL_SSL":
+            raise SettingsError("GOVLEDGER_KAFKA_SSL_CA_FILE is only used with SASL_SSL")
+        if not Path(settings.kafka_ssl_ca_file).is_file():
+            raise SettingsError(
+                f"GOVLEDGER_KAFKA_SSL_CA_FILE: {settings.kafka_ssl_ca_file} is not a file"
+            )
+
+
 @dataclasses.dataclass(frozen=True)
 class RuntimeSettings(CommonSettings):
     """Settings of `govledger up`, the embedded runtime."""
 
     broker_port: int = setting(19092, "Port of the embedded Tansu broker on 127.0.0.1.")
     start_timeout_s: float = setting(60.0, "How long `up` waits for each child to become ready.")
+
+
+# A gateway serving "api" publishes no control record, so its broker user can be refused
+# the control topic; "admin" runs the admin API alone (see compose/).
+GATEWAY_SERVES = ("all", "api", "admin")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,9 +253,20 @@ class GatewaySettings(CommonSettings):
     checkpoint_interval_s: float = setting(
         60.0, "Seconds between chain checkpoints when records came (and one at stop)."
     )
+    gateway_serves: str = setting(
+        "all", "Routes served: all, api (chat and models, no admin API) or admin (admin API only)."
+    )
+    max_identifier_chars: int = setting(
+        256, "Longest `model` and `user` a chat request may name; longer gets 400."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.gateway_serves not in GATEWAY_SERVES:
+            raise SettingsError(
+                f"GOVLEDGER_GATEWAY_SERVES={self.gateway_serves!r} is not one of "
+                + ", ".join(GATEWAY_SERVES)
+            )
         if not 0.0 <= self.sim_error_rate <= 1.0:
             raise SettingsError("GOVLEDGER_SIM_ERROR_RATE is a fraction between 0 and 1")
         for name in (
@@ -177,6 +279,7 @@ class GatewaySettings(CommonSettings):
             "max_header_bytes",
             "max_concurrent_upstream",
             "checkpoint_every_records",
+            "max_identifier_chars",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
@@ -196,6 +299,9 @@ class SinkSettings(CommonSettings):
     )
     retention_interval_s: float = setting(
         3_600.0, "Seconds between two runs of the per-tenant retention job."
+    )
+    query_max_header_bytes: int = setting(
+        16_384, "Largest request header field the query API accepts; larger gets 431."
     )
 
     def __post_init__(self) -> None:

@@ -5,17 +5,18 @@ server, and so does clickhouse-connect's HTTP client (password = the token or ke
 
 Who may read: the admin token and org-admin keys see every tenant; a tenant-admin key
 sees its own tenant's rows only, on every route; other roles get 403 (the admin API's
-rule, `gateway.admin.principal_for`, passed in as `authenticate`). For SQL, tenant keys
-go through `sql_guard` and every query runs with `additional_table_filters` restricting
-each tenant table to the key's tenant. Settings in the URL are not passed to the engine
-(except `param_*` query parameters and `default_format`). Exports (`/v1/exports`) are
-background jobs of `sinks/exports.py`, routed by `sinks/exports_api.py`."""
+rule, `gateway.admin.principal_for`, passed in as `authenticate`). Every SQL text goes
+through `sql_guard` (one allowed read, re-rendered from the checked tree), runs on the
+store's reader session with `readonly = 1` in its own SETTINGS clause, and for tenant
+keys with `additional_table_filters` restricting each tenant table to the key's tenant.
+Settings in the URL are not passed to the engine (only the values of the query's own
+`{name:Type}` parameters, as `param_<name>`, and an allowed `default_format`). Exports
+(`/v1/exports`) are background jobs of `sinks/exports.py`, routed by `sinks/exports_api.py`."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from schemas.auth import bearer_token
+from schemas.auth import authorization_header, bearer_token
+from schemas.http_errors import json_error, json_errors
 from schemas.ids import now_ms
 from sinks import sql_guard
 from sinks.access import AccessDeniedError, Authenticate, Reader
@@ -38,8 +40,6 @@ from sinks.tables import ALL_TABLES
 log = structlog.get_logger(__name__)
 
 DEFAULT_FORMAT = "TabSeparated"
-TRAILING_FORMAT = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
-FORMAT_NAME = re.compile(r"^\w{1,64}$")
 MAX_QUERY_BYTES = 256 * 1024
 MAX_EXECUTION_S = 60
 MAX_GROUPS = 10_000
@@ -58,7 +58,7 @@ ESCALATION_STATUSES = ("open", "resolved", "all")
 
 
 def _presented_token(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
+    header = authorization_header(request.headers) or ""  # two: 401, by json_errors
     if token := bearer_token(header):
         return token
     if header.startswith("Basic "):
@@ -71,8 +71,8 @@ def _presented_token(request: web.Request) -> str:
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+    # The one error shape of every HTTP server of ours (schemas.http_errors).
+    return json_error(status, code, message)
 
 
 def _json(payload: Any) -> web.Response:
@@ -131,7 +131,8 @@ class QueryApi:
 
     def application(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application(client_max_size=MAX_QUERY_BYTES)
+        # json_errors: 404, 405, 413, a malformed credential and any bug answer JSON too.
+        app = web.Application(client_max_size=MAX_QUERY_BYTES, middlewares=[json_errors])
         app.add_routes(
             [
                 web.get("/ping", self.ping),
@@ -456,42 +457,52 @@ class QueryApi:
     # --- SQL ---------------------------------------------------------------------------
 
     async def sql(self, request: web.Request, reader: Reader) -> web.Response:
-        """Run a read-only query; output in the query's FORMAT or TabSeparated."""
+        """Run a read-only query; output in the query's FORMAT, `default_format`, or
+        TabSeparated. The text is proven to be one allowed read (`sql_guard.check`) and
+        what runs is its re-rendering, with our settings as its own SETTINGS clause."""
         query = request.query.get("query", "")
         if request.method == "POST":
             body = (await request.read()).decode(errors="replace")
             query = f"{query} {body}".strip() if query else body
         if not query.strip():
             return _error(400, "invalid_request", "no query: pass ?query= or a POST body")
-        fmt = request.query.get("default_format", DEFAULT_FORMAT)
-        parameters = {k[6:]: v for k, v in request.query.items() if k.startswith("param_")}
         tenant = reader.tenant_id
+        refused_code = "read_only" if tenant is None else "query_refused"
+        try:
+            policy = await self._policy(tenant)
+            checked = sql_guard.check(query, policy)
+            fmt = sql_guard.check_format(
+                checked.fmt or request.query.get("default_format", DEFAULT_FORMAT)
+            )
+            # Values of the query's own {name:Type} parameters only; the engine binds them.
+            parameters = {
+                name: request.query[f"param_{name}"]
+                for name in checked.parameters
+                if f"param_{name}" in request.query
+            }
+            # Second line: ClickHouse's own parse of the one checked statement.
+            ast = await self.store.run(self.store.explain_ast, checked.sql, parameters)
+            sql_guard.check_engine_ast(ast, policy, sql_guard.cte_names(checked.sql))
+        except QueryRefusedError as exc:
+            return _error(403, refused_code, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the engine's message is the useful answer to a bad query
+            return _error(400, "query_failed", _first_line(exc))
         settings: dict[str, Any] = {
             "max_result_rows": self.max_rows,
             "result_overflow_mode": "throw",
             "max_execution_time": MAX_EXECUTION_S,
+            # FORMAT JSON's statistics (rows_read, bytes_read) count every tenant's rows.
+            "output_format_write_statistics": 0,
         }
-        try:
-            statement = sql_guard.one_statement(query)
-            named = TRAILING_FORMAT.search(statement)
-            if named is not None:
-                # The client passes the format separately; a FORMAT clause is moved there.
-                fmt, statement = named.group(1), statement[: named.start()]
-            if not FORMAT_NAME.match(fmt):
-                raise QueryRefusedError(f"not a format name: {fmt!r}")
-            sql_guard.check_text(statement, tenant_reader=tenant is not None)
-            if tenant is not None:
-                await self._check_tenant_query(statement, tenant, settings, parameters)
-        except QueryRefusedError as exc:
-            return _error(403, "read_only" if tenant is None else "query_refused", str(exc))
-        except Exception as exc:  # noqa: BLE001 - the engine's message is the useful answer to a bad query
-            return _error(400, "query_failed", str(exc).split("\n", 1)[0][:2000])
+        if tenant is not None:
+            _, _, tenant_tables = await self._tenant_tables()
+            settings["additional_table_filters"] = sql_guard.tenant_filters(tenant_tables, tenant)
         try:
             result = await self.store.run(
-                self.store.read_only, statement, fmt, settings, parameters
+                self.store.reader_query, checked.sql, fmt, settings, parameters, tenant
             )
         except Exception as exc:  # noqa: BLE001 - as above
-            return _error(400, "query_failed", str(exc).split("\n", 1)[0][:2000])
+            return _error(400, "query_failed", _first_line(exc))
         return web.Response(
             body=result,
             content_type="text/plain",
@@ -499,21 +510,13 @@ class QueryApi:
             headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC"},
         )
 
-    async def _check_tenant_query(
-        self, statement: str, tenant: str, settings: dict[str, Any], parameters: dict[str, Any]
-    ) -> None:
-        """Add the tenant's row filters to `settings`, then check the query's syntax tree
-        (nothing runs) and its analyzed query tree (see `sql_guard`)."""
-        database, existing, tenant_tables = await self._tenant_tables()
-        settings["additional_table_filters"] = sql_guard.tenant_filters(tenant_tables, tenant)
-        ast = await self.store.run(self.store.explain, "AST", statement, settings, parameters)
-        sql_guard.check_syntax_tree(
-            ast, database=database, tenant_tables=tenant_tables, existing=existing
-        )
-        tree = await self.store.run(
-            self.store.explain, "QUERY TREE", statement, settings, parameters
-        )
-        sql_guard.check_query_tree(tree, database=database, tenant_tables=tenant_tables)
+    async def _policy(self, tenant: str | None) -> sql_guard.Policy:
+        database, tables, tenant_tables = await self._tenant_tables()
+        return sql_guard.Policy.for_reader(database, tables, tenant_tables, org=tenant is None)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).split("\n", 1)[0][:2000]
 
 
 async def retention_loop(

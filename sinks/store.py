@@ -5,20 +5,46 @@ runs on one worker thread, off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import secrets
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import clickhouse_connect
 import structlog
+from clickhouse_connect.driver.binding import bind_query
+
+from sinks import reader_access
 
 log = structlog.get_logger(__name__)
 
-# Settings that a SETTINGS clause on chDB would leave behind in the session (the engine
-# cannot reset them afterwards): never sent to the embedded store.
-SESSION_STICKY_SETTINGS = frozenset({"readonly"})
+# Tenant reader clients kept open on a server (each a user with its row policies).
+MAX_TENANT_READERS = 256
+SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def settings_clause(settings: dict[str, Any]) -> str:
+    """` SETTINGS a = 1, b = 'x'` from our own settings (never the user's): names checked,
+    values rendered as literals. Settings in a query's own SETTINGS clause live and die
+    with that query, on chDB as on a server (proven by tests/security)."""
+    if not settings:
+        return ""
+    parts = []
+    for name, value in settings.items():
+        assert SETTING_NAME.match(name), name
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise TypeError(f"setting {name} must be an int or a string")
+        if isinstance(value, int):
+            parts.append(f"{name} = {value}")
+        else:
+            escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+            parts.append(f"{name} = '{escaped}'")
+    return " SETTINGS " + ", ".join(parts)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -40,7 +66,7 @@ def _statements(sql: str) -> list[str]:
 class Store:
     """A ClickHouse client whose calls run serially on one thread."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, reader_dsn: str | None = None) -> None:
         if dsn.startswith("chdb://"):
             # chDB creates its directory lazily; make sure the parent exists.
             from pathlib import Path
@@ -49,6 +75,22 @@ class Store:
         self.dsn = dsn
         self.is_embedded = dsn.startswith("chdb://")
         self.client: Any = clickhouse_connect.get_client(dsn=dsn)
+        # Readers (the SQL endpoint and the reports) get a client of their own: on chDB
+        # its own connection handle, hence its own session, so nothing a read does (even
+        # a setting that outlived its query) reaches the sink's inserts, and the other way
+        # round. On a server it may log in as a reader user (`reader_dsn`).
+        self.reader: Any = clickhouse_connect.get_client(dsn=reader_dsn or dsn)
+        # The SQL endpoint's own chDB connection handle (a session of its own, values of
+        # query parameters bound as ClickHouse's HTTP interface binds them).
+        self._sql_conn: Any = None
+        if self.is_embedded:
+            import chdb
+
+            path = os.path.realpath(dsn.removeprefix("chdb://"))
+            self._sql_conn = chdb.connect(path)  # type: ignore[no-untyped-call]
+        # On a server: clients of the reader users, "" for the org reader, else per tenant.
+        self._readers: dict[str, Any] = {}
+        self._org_password = ""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._lock = threading.Lock()
 
@@ -106,11 +148,11 @@ class Store:
         parameters: dict[str, Any] | None = None,
         settings: dict[str, Any] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Rows of a query (settings ride on the query and end with it; never `readonly`
-        on chDB, see `read_only`)."""
+        """Rows of one of our own queries, on the reader session (settings ride on the
+        query as a SETTINGS clause and end with it)."""
         with self._lock:
             return list(
-                self.client.query(sql, parameters=parameters, settings=settings).result_rows
+                self.reader.query(sql, parameters=parameters, settings=settings).result_rows
             )
 
     def insert_rows(
@@ -132,32 +174,106 @@ class Store:
         settings: dict[str, Any],
         parameters: dict[str, Any] | None = None,
     ) -> bytes:
-        """Bytes of a query in a ClickHouse output format. The caller has checked that the
-        statement only reads (`sql_guard`); a ClickHouse server also enforces readonly=1.
-        On chDB the settings ride on the query itself and end with it, except `readonly`,
-        which the embedded engine would keep for the session (the sink's inserts would
-        fail), so it is not sent there."""
-        if self.is_embedded:
-            query_settings = {k: v for k, v in settings.items() if k not in SESSION_STICKY_SETTINGS}
-        else:
-            query_settings = {**settings, "readonly": 1}  # last: it freezes what follows
+        """Bytes of a checked query (`sql_guard.check`: one read, re-rendered, no SETTINGS
+        of its own) in a ClickHouse output format, on the reader session. Our settings
+        ride as the query's own SETTINGS clause, `readonly = 1` last: it lives and dies
+        with the query, and the engine refuses any write, any setting change and any table
+        function in it."""
+        text = sql + settings_clause({**settings, "readonly": 1})
+        self._assert_bound_as_sent(text, parameters)
         with self._lock:
-            result: bytes = self.client.raw_query(
-                sql, parameters=parameters or None, fmt=fmt, settings=query_settings
-            )
+            result: bytes = self.reader.raw_query(text, parameters=parameters or None, fmt=fmt)
             return result
 
-    def explain(
+    def reader_query(
         self,
-        kind: str,
         sql: str,
+        fmt: str,
         settings: dict[str, Any],
-        parameters: dict[str, Any] | None = None,
-    ) -> list[str]:
-        """Lines of `EXPLAIN AST` or `EXPLAIN QUERY TREE` of a query."""
-        assert kind in ("AST", "QUERY TREE"), kind
-        text = self.read_only(f"EXPLAIN {kind} {sql}", "TabSeparatedRaw", settings, parameters)
-        return text.decode(errors="replace").splitlines()
+        parameters: dict[str, Any] | None,
+        tenant: str | None,
+    ) -> bytes:
+        """A checked query of the SQL endpoint. On chDB as `read_only` (per-query filters
+        and `readonly = 1`). On a server it runs as a reader user (`sinks.reader_access`):
+        the org reader, or the tenant's own user whose row policies keep its rows only;
+        readonly comes from their profile, so the clause carries only our limits."""
+        if self.is_embedded:
+            text = sql + settings_clause({**settings, "readonly": 1})
+            with self._lock:
+                # chDB binds the values itself, read as ClickHouse's HTTP interface reads
+                # `param_*` (escaped text of the placeholder's type).
+                return bytes(self._sql_conn.query(text, fmt, params=parameters or None).bytes())
+        client = self._server_reader(tenant)
+        limits = {k: v for k, v in settings.items() if k != "additional_table_filters"}
+        text = sql + settings_clause(limits)
+        self._assert_bound_as_sent(text, parameters)
+        with self._lock:
+            result: bytes = client.raw_query(text, parameters=parameters or None, fmt=fmt)
+            return result
+
+    def _server_reader(self, tenant: str | None) -> Any:
+        """The client of a reader user on a ClickHouse server, made (users, grants, row
+        policies, a fresh password) the first time this process needs it."""
+        key = tenant or ""
+        if key in self._readers:
+            return self._readers[key]
+        database, tables, tenant_tables = self.tables()
+        if not self._readers:
+            self._org_password = secrets.token_urlsafe(32)
+            for statement in reader_access.shared_access_sql(
+                database, tables, tenant_tables, self._org_password
+            ):
+                self.command(statement)
+            self._readers[""] = self._server_client(reader_access.ORG_USER, self._org_password)
+        if tenant is not None:
+            if len(self._readers) > MAX_TENANT_READERS:
+                oldest = next(k for k in self._readers if k)
+                self._readers.pop(oldest).close()
+            password = secrets.token_urlsafe(32)
+            for statement in reader_access.tenant_access_sql(
+                database, tenant_tables, tenant, password
+            ):
+                self.command(statement)
+            self._readers[key] = self._server_client(reader_access.tenant_user(tenant), password)
+        return self._readers[key]
+
+    def _server_client(self, user: str, password: str) -> Any:
+        parts = urlsplit(self.dsn)
+        return clickhouse_connect.get_client(
+            host=parts.hostname,
+            port=parts.port,
+            secure=parts.scheme == "https",
+            database=parts.path.strip("/") or None,
+            username=user,
+            password=password,
+        )
+
+    def explain_ast(self, sql: str, parameters: dict[str, Any] | None = None) -> list[str]:
+        """Lines of ClickHouse's `EXPLAIN AST` of a checked query (one statement: parsing
+        only, nothing runs), read on a reader session."""
+        text = f"EXPLAIN AST {sql}" + settings_clause({"readonly": 1})
+        if self.is_embedded:
+            with self._lock:
+                raw: bytes = bytes(
+                    self._sql_conn.query(text, "TabSeparatedRaw", params=parameters or None).bytes()
+                )
+            return raw.decode(errors="replace").splitlines()
+        self._assert_bound_as_sent(text, parameters)
+        with self._lock:
+            raw = bytes(
+                self.reader.raw_query(text, parameters=parameters or None, fmt="TabSeparatedRaw")
+            )
+        return raw.decode(errors="replace").splitlines()
+
+    @staticmethod
+    def _assert_bound_as_sent(text: str, parameters: dict[str, Any] | None) -> None:
+        """clickhouse-connect formats values into the text itself when it finds no
+        `{name:Type}` placeholder; a checked query must reach the engine unchanged, its
+        parameters bound by the engine."""
+        if parameters:
+            bound, engine_bound = bind_query(text, parameters)
+            if bound != text.rstrip(";") or len(engine_bound) != len(parameters):
+                raise ValueError("query parameters would change the query text")
 
     def tables(self) -> tuple[str, frozenset[str], frozenset[str]]:
         """The current database, its tables, and those of them with a tenant_id column."""
@@ -180,4 +296,9 @@ class Store:
     def close(self) -> None:
         """Release the client."""
         self._executor.shutdown(wait=True)
+        for client in self._readers.values():
+            client.close()
+        if self._sql_conn is not None:
+            self._sql_conn.close()
+        self.reader.close()
         self.client.close()

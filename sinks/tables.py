@@ -15,6 +15,7 @@ from schemas.records import (
     KeyIssued,
     KeyRevoked,
     LineageRecord,
+    OrgBaselinePublished,
     PolicyPackPublished,
     QuotaThresholdCrossed,
     SlaBreached,
@@ -51,5 +52,6 @@ TABLE_FOR: dict[type[Event], str] = {
     WalletBalance: "wallet_state",
     DeadLetter: "dead_letters",
     ChainCheckpoint: "chain_checkpoints",
+    OrgBaselinePublished: "control_events",
 }
 ALL_TABLES: tuple[str, ...] = tuple(dict.fromkeys(TABLE_FOR.values()))

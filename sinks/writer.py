@@ -23,6 +23,7 @@ from schemas import authn, codec
 from schemas.codec import SchemaEntry
 from schemas.dead_letter import dead_letter
 from schemas.ids import now_ms
+from schemas.kafka_security import KafkaSecurity
 from schemas.publisher import ChainedPublisher
 from schemas.settings import SinkSettings
 from schemas.topics import (
@@ -170,6 +171,7 @@ class SinkWriter:
             fetch_max_wait_ms=min(self.settings.sink_flush_ms, 100),
             max_partition_fetch_bytes=8 * 1024 * 1024,
             client_id="govledger-sink",
+            **KafkaSecurity.of(self.settings).aiokafka_options(),
         )
         self._consumer.subscribe(list(SINK_TOPICS), listener=_Rebalance(self))
         await self._consumer.start()

@@ -9,6 +9,7 @@ import faust
 from faust.transport.consumer import Consumer
 from faust.types.tuples import ack_lock
 
+from schemas.kafka_security import KafkaSecurity
 from schemas.settings import StreamSettings
 
 _PATCHED = "__govledger_dedupes_acked_offsets__"
@@ -66,6 +67,7 @@ def create_app(settings: StreamSettings) -> Any:
     return faust.App(
         settings.worker_app_id,
         broker=faust_broker_url(settings.kafka_bootstrap),
+        broker_credentials=KafkaSecurity.of(settings).faust_credentials(),
         broker_session_timeout=session_s,
         broker_heartbeat_interval=max(session_s / 6, 0.1),
         broker_rebalance_timeout=session_s,

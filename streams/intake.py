@@ -31,6 +31,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from schemas import authn, codec
 from schemas.authn import SignedChain
+from schemas.kafka_security import KafkaSecurity
 from schemas.records import Event
 from schemas.settings import StreamSettings
 from schemas.topics import CONTROL, DLQ, LINEAGE
@@ -180,6 +181,7 @@ def register(
             fetch_max_wait_ms=FETCH_WAIT_MS,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             client_id="govledger-intake",
+            **KafkaSecurity.of(settings).aiokafka_options(),
         )
         offsets = _Offsets()
 

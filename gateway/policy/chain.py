@@ -74,39 +74,56 @@ class Verdict:
     audit: AuditPolicy | None = None
 
 
+# Keys whose string values are identifiers, enums or binary payloads (base64), never text
+# a model reads as prose: not scanned. Every other string in a message is: `content` (a
+# string or its parts' text), `name`, tool-call `arguments`, a refusal, and any field this
+# list does not know (fail closed). A `data:` URL is a binary payload too.
+UNSCANNED_KEYS = frozenset(
+    {"role", "type", "id", "tool_call_id", "detail", "format", "data", "file_data", "file_id"}
+)
+
+
+def _scanned(key: str | None, text: str) -> bool:
+    return key not in UNSCANNED_KEYS and not (key == "url" and text.startswith("data:"))
+
+
 def texts(message: dict[str, Any]) -> list[str]:
-    """The text a message carries: its string content or the text of its content parts."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return [content]
-    if isinstance(content, list):
-        return [
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-        ]
-    return []
+    """Every text of a message a provider reads (see `UNSCANNED_KEYS`), depth first."""
+    found: list[str] = []
+    stack: list[tuple[str | None, Any]] = [(None, message)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, str):
+            if _scanned(key, value):
+                found.append(value)
+        elif isinstance(value, dict):
+            stack.extend(reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend((key, item) for item in reversed(value))
+    return found
+
+
+def _redacted(value: Any, key: str | None, kinds: frozenset[str]) -> Any:
+    """The value with PII redacted in every scanned string; the very object when none.
+    Depth is bounded by request validation (gateway.chat.MAX_MESSAGE_DEPTH)."""
+    if isinstance(value, str):
+        findings = find_pii(value, kinds) if _scanned(key, value) else []
+        return redact(value, findings) if findings else value
+    if isinstance(value, dict):
+        items = {k: _redacted(v, k, kinds) for k, v in value.items()}
+        changed = any(items[k] is not v for k, v in value.items())
+        return items if changed else value
+    if isinstance(value, list):
+        listed = [_redacted(item, key, kinds) for item in value]
+        changed = any(new is not old for new, old in zip(listed, value, strict=True))
+        return listed if changed else value
+    return value
 
 
 def _redacted_message(message: dict[str, Any], kinds: frozenset[str]) -> dict[str, Any] | None:
-    """The message with PII redacted, or None when it holds none."""
-    content = message.get("content")
-    if isinstance(content, str):
-        findings = find_pii(content, kinds)
-        return {**message, "content": redact(content, findings)} if findings else None
-    if not isinstance(content, list):
-        return None
-    changed = False
-    parts: list[Any] = []
-    for part in content:
-        text = part.get("text") if isinstance(part, dict) else None
-        findings = find_pii(text, kinds) if isinstance(text, str) else []
-        if isinstance(text, str) and findings:
-            changed = True
-            parts.append({**part, "text": redact(text, findings)})
-        else:
-            parts.append(part)
-    return {**message, "content": parts} if changed else None
+    """The message with PII redacted in every text it carries, or None when it holds none."""
+    redacted: dict[str, Any] = _redacted(message, None, kinds)
+    return None if redacted is message else redacted
 
 
 def _pii(

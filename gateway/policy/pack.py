@@ -168,8 +168,16 @@ class _Errors:
         self.items.append(LintError(node.start_mark.line + 1, message))
 
 
+# What a scalar with a tag the safe loader does not know (`!!python/object:…`, a local
+# tag) reads as: a value of no accepted type, so every check refuses it with its line.
+UNREADABLE = object()
+
+
 def _value(node: Node) -> Any:
-    return SafeConstructor().construct_object(node, deep=True)
+    try:
+        return SafeConstructor().construct_object(node, deep=True)
+    except yaml.YAMLError:
+        return UNREADABLE
 
 
 def _mapping(node: Node, where: str, known: tuple[str, ...], errors: _Errors) -> dict[str, Node]:
@@ -402,18 +410,43 @@ def _order_problem(name: str, seen: list[str], accepted: list[str]) -> str | Non
     return None
 
 
-def _parse(text: str) -> tuple[PolicyPack | None, list[LintError]]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """A pack document as read: the pack (None if any error), every error, the raw values
+    of the extra top-level keys the caller allowed (with their lines), and the line of
+    each step of the chain by name."""
+
+    pack: PolicyPack | None
+    errors: list[LintError]
+    extras: dict[str, tuple[Any, int]]
+    step_lines: dict[str, int]
+
+
+def parse_document(text: str, extra_keys: tuple[str, ...] = ()) -> ParsedDocument:
+    """Read a pack, or a document shaped like one with more top-level keys (the org
+    baseline's): `extra_keys` are accepted and handed back as plain values for the caller
+    to check; any other unknown key is an error as in a pack."""
     errors = _Errors()
+    extras: dict[str, tuple[Any, int]] = {}
+    step_lines: dict[str, int] = {}
     if len(text.encode()) > MAX_PACK_BYTES:
-        return None, [LintError(1, f"pack is over {MAX_PACK_BYTES} bytes")]
+        return ParsedDocument(None, [LintError(1, f"pack is over {MAX_PACK_BYTES} bytes")], {}, {})
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark is not None else 1
-        return None, [LintError(line, f"not valid YAML: {exc.problem}")]
+        return ParsedDocument(None, [LintError(line, f"not valid YAML: {exc.problem}")], {}, {})
+    except RecursionError:
+        # PyYAML composes nested collections recursively; a pack is a few levels deep.
+        return ParsedDocument(None, [LintError(1, "the pack is nested too deeply")], {}, {})
     if root is None:
-        return None, [LintError(1, "the pack is empty")]
-    top = _mapping(root, "the pack", ("name", "description", "policies"), errors)
+        return ParsedDocument(None, [LintError(1, "the pack is empty")], {}, {})
+    top = _mapping(root, "the pack", ("name", "description", "policies", *extra_keys), errors)
+    for key in extra_keys:
+        if key in top:
+            node = top[key]
+            value = _value(node) if isinstance(node, ScalarNode) else None
+            extras[key] = (value, node.start_mark.line + 1)
     name = _scalar(top["name"], "name", str, errors) if "name" in top else None
     if "name" not in top:
         errors.add(root, "the pack needs a name")
@@ -444,6 +477,7 @@ def _parse(text: str) -> tuple[PolicyPack | None, list[LintError]]:
                     errors.add(step_node, problem)
                     continue
                 steps.append(step)
+                step_lines[step.name] = step_node.start_mark.line + 1
     content = next((st for st in steps if st.name == "content-filter"), None)
     if (
         content is not None
@@ -453,21 +487,26 @@ def _parse(text: str) -> tuple[PolicyPack | None, list[LintError]]:
     ):
         errors.add(root, "content-filter action flag needs a human-oversight step to review")
     if errors.items or name is None:
-        return None, errors.items or [LintError(1, "the pack needs a name")]
-    return PolicyPack(name, description or "", tuple(steps)), []
+        found = sorted(errors.items or [LintError(1, "the pack needs a name")], key=_line)
+        return ParsedDocument(None, found, extras, step_lines)
+    return ParsedDocument(PolicyPack(name, description or "", tuple(steps)), [], extras, step_lines)
+
+
+def _line(error: LintError) -> int:
+    return error.line
 
 
 def lint(text: str) -> list[LintError]:
     """Every problem of a pack, in line order; empty when it is valid."""
-    return sorted(_parse(text)[1], key=lambda e: e.line)
+    return parse_document(text).errors
 
 
 def parse_pack(text: str) -> PolicyPack:
     """The pack, or PackError listing every problem."""
-    pack, errors = _parse(text)
-    if pack is None:
-        raise PackError(sorted(errors, key=lambda e: e.line))
-    return pack
+    parsed = parse_document(text)
+    if parsed.pack is None:
+        raise PackError(parsed.errors)
+    return parsed.pack
 
 
 def template_names() -> list[str]:

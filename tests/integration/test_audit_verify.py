@@ -170,18 +170,22 @@ def test_gaps_that_retention_made_are_accounted_and_others_still_reported(
         published = stack.admin(
             "POST",
             "/v1/admin/policies",
-            json={"tenant": "default", "source_yaml": pack + "      policy: {retention_days: 7}\n"},
+            json={
+                "tenant": "default",
+                "source_yaml": pack + "      policy: {retention_days: 30}\n",
+            },
         )
         assert published.status_code in (200, 201), published.text
         producer = stack.sql("SELECT any(producer_id) FROM lineage")[0][0]
-    # Stopped: seqs 3-6 of the gateway's chain are stored as ten days old (the typed
+    # Stopped: seqs 3-6 of the gateway's chain are stored as 40 days old, past the pack's
+    # 30 days (the org baseline's default floor; less is refused at push) (the typed
     # column only: the bytes, and so the chain, stay as sealed), and seq 9 is deleted
     # behind retention's back.
     in_store(
         env,
         f"""
         where = "producer_id = '{producer}'"
-        command("INSERT INTO lineage SELECT * REPLACE(occurred_at - INTERVAL 10 DAY AS "
+        command("INSERT INTO lineage SELECT * REPLACE(occurred_at - INTERVAL 40 DAY AS "
                 f"occurred_at) FROM lineage WHERE {{where}} AND seq BETWEEN 3 AND 6")
         command("DELETE FROM lineage WHERE " + where + " AND seq BETWEEN 3 AND 6 "
                 "AND occurred_at > now64() - INTERVAL 1 DAY")

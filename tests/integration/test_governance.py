@@ -183,6 +183,87 @@ def test_personal_data_is_redacted_before_the_provider_sees_it(stack: RunningSta
     assert decision == "allowed"
 
 
+OWN_TENANT = "initech"
+
+
+def as_key(stack: RunningStack, secret: str, method: str, path: str, **kw: Any) -> httpx.Response:
+    return httpx.request(
+        method,
+        f"{stack.settings.gateway_url}{path}",
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=30,
+        **kw,
+    )
+
+
+def test_a_tenant_admin_cannot_weaken_the_org_baseline(stack: RunningStack) -> None:
+    """The finding of issue 11: a tenant admin replaced its default pack, removing PII
+    redaction and setting retention_days 1. Now the floor refuses the retention, the
+    org's redaction runs whatever the pack says, and the baseline and the role ceiling
+    are out of a tenant admin's reach."""
+    secret = stack.create_key("platform", tenant=OWN_TENANT, role="tenant-admin")["key"]
+    weak = pack("default", "- name: audit-logger\n  policy: {retention_days: 1}")
+    refused = as_key(stack, secret, "POST", "/v1/admin/policies", json={"source_yaml": weak})
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "org_policy_violation"
+    assert refused.json()["error"]["message"] == (
+        "org baseline rule retention_floor: retention_days 1 is below the org floor of 30"
+    )
+    no_pii = pack("default", "- name: audit-logger\n  policy: {retention_days: 45}")
+    accepted = as_key(stack, secret, "POST", "/v1/admin/policies", json={"source_yaml": no_pii})
+    assert accepted.status_code == 201, accepted.text
+
+    client = client_for(stack, "support", tenant=OWN_TENANT)
+    trace_id = "e5" * 16
+    answer = client.chat.completions.create(
+        model=ECHO_MODEL,
+        messages=[{"role": "user", "content": "Mail jane.doe@example.com the refund"}],
+        **traced(trace_id),
+    )
+    seen_upstream = answer.choices[0].message.content or ""
+    assert "jane.doe@example.com" not in seen_upstream and "[REDACTED:EMAIL]" in seen_upstream
+    applied, triggered = lineage_of(stack, trace_id, "policies_applied, guardrails_triggered")
+    assert applied.endswith("'pii-detector','audit-logger','audit-logger','budget']"), applied
+    assert triggered == "[('pii-detector','redact')]"
+
+    baseline = "name: mine\nrole_ceiling: tenant-admin\npolicies:\n  chain: []\n"
+    put = as_key(
+        stack, secret, "PUT", "/v1/admin/policies/baseline", json={"source_yaml": baseline}
+    )
+    assert put.status_code == 403
+    shown = as_key(stack, secret, "GET", "/v1/admin/policies/baseline")
+    assert shown.status_code == 200 and shown.json()["retention_floor_days"] == 30
+    org_key = as_key(stack, secret, "POST", "/v1/tokens", json={"team": "x", "role": "org-admin"})
+    assert org_key.status_code == 403
+    assert "org baseline rule role_ceiling" in org_key.json()["error"]["message"]
+
+
+def test_policy_lint_and_push_name_the_org_rule_a_pack_breaks(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    weak = tmp_path / "weak.yaml"
+    weak.write_text(pack("default", "- name: audit-logger\n  policy: {retention_days: 1}"))
+
+    def govledger(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "govledger", "policy", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **stack.env},
+            check=False,
+        )
+
+    rule = "org baseline rule retention_floor: retention_days 1 is below the org floor of 30"
+    for lint in (govledger("lint", str(weak)), govledger("lint", "--remote", str(weak))):
+        assert lint.returncode == 1
+        assert f"{weak}:4: {rule}" in lint.stderr, lint.stderr
+    push_result = govledger("push", str(weak), "--tenant", OWN_TENANT)
+    assert push_result.returncode == 1
+    assert f"403 org_policy_violation: {rule}" in push_result.stderr, push_result.stderr
+    shown = govledger("baseline", "show")
+    assert shown.returncode == 0 and "role_ceiling: tenant-admin" in shown.stdout
+
+
 def test_blocking_steps_refuse_with_their_own_codes_and_are_recorded(
     stack: RunningStack,
 ) -> None:

@@ -20,6 +20,7 @@ import openai
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from gateway.policy.baseline import DEFAULT_BASELINE_YAML
 from schemas import codec
 from schemas.ids import uuid7
 from schemas.records import LineageRecord
@@ -444,49 +445,62 @@ async def _publish(bootstrap: str, records: list[LineageRecord]) -> None:
         await producer.stop()
 
 
-def test_retention_deletes_only_rows_past_the_tenants_audit_policy(
-    stack: RunningStack, world: World
-) -> None:
+RETENTION_DAYS = 30
+
+
+def publish_retention_pack(stack: RunningStack, tenant: str, days: int) -> None:
     pack = (
         "name: default\npolicies:\n  chain:\n"
         "    - name: audit-logger\n"
-        "      policy: {retention_days: 1}\n"
+        f"      policy: {{retention_days: {days}}}\n"
     )
     published = stack.admin(
-        "POST", "/v1/admin/policies", json={"tenant": world.a, "source_yaml": pack}
+        "POST", "/v1/admin/policies", json={"tenant": tenant, "source_yaml": pack}
     )
     assert published.status_code in (200, 201), published.text
-    # Old history in both tenants: copies of real records, three days back, at no cost.
-    old: list[LineageRecord] = []
-    for tenant in (world.a, world.b):
-        (raw,) = stack.sql(f"SELECT hex(raw) FROM lineage WHERE tenant_id = '{tenant}' LIMIT 1")[0]
-        record = codec.decode(bytes.fromhex(raw))
-        assert isinstance(record, LineageRecord)
-        at = int(time.time() * 1000) - 3 * DAY_MS
-        old.append(
-            dataclasses.replace(
-                record,
-                event_id=uuid7(at),
-                occurred_at=at,
-                team_id="archive",
-                cost_nanousd=0,
-                reserved_nanousd=0,
-            )
-        )
+
+
+def old_copy(stack: RunningStack, tenant: str, days_ago: int, team: str) -> LineageRecord:
+    """A copy of one of the tenant's real records, `days_ago` back, at no cost."""
+    (raw,) = stack.sql(f"SELECT hex(raw) FROM lineage WHERE tenant_id = '{tenant}' LIMIT 1")[0]
+    record = codec.decode(bytes.fromhex(raw))
+    assert isinstance(record, LineageRecord)
+    at = int(time.time() * 1000) - days_ago * DAY_MS
+    return dataclasses.replace(
+        record,
+        event_id=uuid7(at),
+        occurred_at=at,
+        team_id=team,
+        cost_nanousd=0,
+        reserved_nanousd=0,
+    )
+
+
+def run_retention(stack: RunningStack) -> dict[str, Any]:
+    response = httpx.post(
+        f"{stack.settings.query_url}/v1/retention/run",
+        headers={"Authorization": f"Bearer {stack.token}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_retention_deletes_only_rows_past_the_tenants_audit_policy(
+    stack: RunningStack, world: World
+) -> None:
+    # 30 days: the org baseline's default floor (a shorter retention is refused at push).
+    publish_retention_pack(stack, world.a, RETENTION_DAYS)
+    # Old history in both tenants: copies of real records, 40 days back, at no cost.
+    old = [old_copy(stack, tenant, 40, "archive") for tenant in (world.a, world.b)]
     asyncio.run(_publish(stack.stack.bootstrap, old))
     archive = "SELECT tenant_id FROM lineage WHERE team_id = 'archive' ORDER BY 1"
     wait_for(lambda: len(stack.sql(archive)) == 2, timeout_s=15)
 
-    def run() -> dict[str, Any]:
-        response = httpx.post(
-            f"{stack.settings.query_url}/v1/retention/run",
-            headers={"Authorization": f"Bearer {stack.token}"},
-            timeout=30,
-        )
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-    result = wait_for(lambda: (r := run())["retention_days"].get(world.a) == 1 and r, timeout_s=10)
+    result = wait_for(
+        lambda: (r := run_retention(stack))["retention_days"].get(world.a) == RETENTION_DAYS and r,
+        timeout_s=10,
+    )
     assert world.b not in result["retention_days"]
     assert stack.sql(archive) == [[world.b]]  # A's old row went; B keeps everything
     assert (
@@ -502,6 +516,33 @@ def test_retention_deletes_only_rows_past_the_tenants_audit_policy(
         headers={"Authorization": f"Bearer {world.a_admin}"},
     )
     assert refused.status_code == 403
+
+
+def test_retention_never_deletes_rows_younger_than_the_org_floor(
+    stack: RunningStack, world: World
+) -> None:
+    """A's pack keeps 30 days and was published before the org raised its floor to 90:
+    the retention job keeps A's rows of 60 days ago, and still deletes those of 100."""
+    publish_retention_pack(stack, world.a, RETENTION_DAYS)
+    raised = DEFAULT_BASELINE_YAML.replace("retention_days: 30", "retention_days: 90")
+    put = stack.admin("PUT", "/v1/admin/policies/baseline", json={"source_yaml": raised})
+    assert put.status_code == 201, put.text
+    try:
+        # The sink has heard of the floor (retention ran with it) before the old rows land.
+        wait_for(lambda: run_retention(stack)["retention_days"].get(world.a) == 90, timeout_s=15)
+        old = [old_copy(stack, world.a, days, f"floor-{days}") for days in (60, 100)]
+        asyncio.run(_publish(stack.stack.bootstrap, old))
+        floor_rows = "SELECT team_id FROM lineage WHERE team_id LIKE 'floor-%' ORDER BY 1"
+        wait_for(lambda: len(stack.sql(floor_rows)) == 2, timeout_s=15)
+        result = run_retention(stack)
+        assert result["retention_days"][world.a] == 90
+        assert result["deleted"]["lineage"] == 1
+        assert stack.sql(floor_rows) == [["floor-60"]]
+    finally:
+        back = stack.admin(
+            "PUT", "/v1/admin/policies/baseline", json={"source_yaml": DEFAULT_BASELINE_YAML}
+        )
+        assert back.status_code == 201, back.text
 
 
 def test_ingestion_reports_freshness_and_consumer_lag(stack: RunningStack, world: World) -> None:

@@ -27,6 +27,7 @@ from schemas.records import (
     KeyIssued,
     KeyRevoked,
     LineageRecord,
+    OrgBaselinePublished,
     PolicyPackPublished,
     QuotaThresholdCrossed,
     SketchRecord,
@@ -251,6 +252,28 @@ def policy_published(**overrides: Any) -> PolicyPackPublished:
     return PolicyPackPublished(**env, **fields)
 
 
+def baseline_published(**overrides: Any) -> OrgBaselinePublished:
+    """An org admin raises the org's retention floor to 90 days."""
+    source = (
+        "name: org-baseline\nrole_ceiling: developer\npolicies:\n  chain:\n"
+        "    - name: audit-logger\n      policy: {retention_days: 90}\n"
+    )
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 4,
+        "tenant_id": "",
+        "occurred_at": T0 - 86_400_000,
+        "version": 1,
+        "source_yaml": source,
+        "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
+        "diff": source,
+        "published_by": "admin",
+    }
+    fields.update(overrides)
+    env = _split(OrgBaselinePublished, fields)
+    return OrgBaselinePublished(**env, **fields)
+
+
 def escalation_opened(**overrides: Any) -> EscalationOpened:
     """A prompt with a card number is held for review."""
     fields: dict[str, Any] = {
@@ -462,6 +485,7 @@ def one_of_each() -> list[Event]:
         correction(),
         limit_set(),
         checkpoint(),
+        baseline_published(),
     ]
 
 

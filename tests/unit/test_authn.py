@@ -159,6 +159,13 @@ def test_a_checkpoint_is_writable_by_every_role_and_lineage_by_gateways_only() -
         Verifier(ring).check(LINEAGE.name, value, header)
 
 
+def test_every_record_type_names_the_roles_that_may_write_it() -> None:
+    from schemas.records import RECORD_TYPES
+
+    # A type left out would be refused from every producer (fail closed): name its role.
+    assert set(authn.ROLES_BY_TYPE) == set(RECORD_TYPES)
+
+
 def test_producer_id_is_read_from_the_envelope() -> None:
     record = SignedChain("gateway-éx", keyring=Keyring([ROOT])).seal(builders.call())
     assert authn.producer_id_of(codec.encode(record)) == "gateway-éx"

@@ -1,0 +1,306 @@
+"""An in-process gateway (with its admin API) and query API on 127.0.0.1, for attack
+corpora that need no broker and no store: lineage goes to a list, the provider's side of
+the wire is an httpx MockTransport that keeps every request body it received.
+
+Shared by the gateway-input security tests; imported explicitly (no conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from aiohttp import web
+
+from gateway.admin import AdminApi
+from gateway.app import Gateway
+from gateway.catalogue import build_catalogue
+from gateway.policy.pack import parse_pack
+from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.providers.sim import SimProvider
+from gateway.server import gateway_application, gateway_runner
+from gateway.views import LocalViews, PublishedPack
+from govledger.services import query_runner
+from schemas.records import Event, LineageRecord
+from schemas.settings import GatewaySettings, SinkSettings, load
+from sinks.access import AccessDeniedError, Reader
+from sinks.query_api import QueryApi
+from streams.keys import logic as keys_logic
+from streams.wallets import logic as wallets_logic
+from tests.unit import builders
+
+SECRET = "gk_test_secret_0123456789abcdef"
+ADMIN_TOKEN = "adm_test_token_0123456789abcdef"
+TENANT = builders.TENANT
+CAPTURE_MODEL = "capture-model"
+PII_PACK = """\
+name: default
+policies:
+  chain:
+    - name: pii-detector
+      policy: {detect: [email, phone, card, iban, national_id, secret], action: redact}
+"""
+
+
+class MemoryPublisher:
+    """Stands in for ChainedPublisher: keeps each published record, seq by seq."""
+
+    def __init__(self, producer_id: str) -> None:
+        self.producer_id = producer_id
+        self.records: list[tuple[str, Event]] = []
+        self.pending = 0
+        self.degraded = False
+        self.accepting = True
+
+    async def publish(self, topic: str, key: str, record: Event) -> Event:
+        sealed = dataclasses.replace(
+            record, producer_id=self.producer_id, seq=len(self.records) + 1
+        )
+        self.records.append((topic, sealed))
+        return sealed
+
+    publish_and_wait = publish
+
+    def lineage(self) -> list[LineageRecord]:
+        return [r for _, r in self.records if isinstance(r, LineageRecord)]
+
+
+@dataclass
+class Upstream:
+    """The provider's side: every chat request body it received, parsed."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.received.append(orjson.loads(request.content))
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-capture",
+                "object": "chat.completion",
+                "created": 0,
+                "model": CAPTURE_MODEL,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "ok"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            },
+        )
+
+
+@dataclass
+class Served:
+    """A running gateway: its base URL, its lineage and what its provider received."""
+
+    host: str
+    port: int
+    lineage: MemoryPublisher
+    upstream: Upstream
+    settings: GatewaySettings
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def _views(with_pii_pack: bool) -> LocalViews:
+    views = LocalViews()
+    issued = builders.key_issued(
+        key_id="key_security",
+        key_prefix=SECRET[:10],
+        key_sha256=hashlib.sha256(SECRET.encode()).hexdigest(),
+        expires_at=None,
+    )
+    key = keys_logic.evolve(None, issued)
+    assert key is not None
+    views.keys[key.key_id] = key
+    views.keys_by_hash[key.key_sha256] = key
+    funded = builders.balance(wallet_id=key.wallet_id, balance_nanousd=10**15)
+    views.wallets[key.wallet_id] = wallets_logic.latest(None, funded)
+    if with_pii_pack:
+        views.packs[(key.tenant_id, "default")] = PublishedPack(1, PII_PACK, parse_pack(PII_PACK))
+    return views
+
+
+async def _serve(runner: web.AppRunner) -> int:
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server  # the listening socket's port (0 asked the OS for one)
+    assert server is not None
+    return int(server.sockets[0].getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    tmp_path: Path, *, with_pii_pack: bool = False, **overrides: Any
+) -> AsyncIterator[Served]:
+    """The gateway and admin API, assembled as GatewayProcess does, on a free port."""
+    settings = load(
+        GatewaySettings,
+        environ={},
+        data_dir=str(tmp_path),
+        upstream_base_url="http://upstream.test/v1",
+        upstream_models=CAPTURE_MODEL,
+        **overrides,
+    )
+    views = _views(with_pii_pack)
+    lineage = MemoryPublisher("gateway-security")
+    upstream = Upstream()
+    providers: dict[str, Any] = {
+        "sim": SimProvider(latency_ms=0, error_rate=0, chunk_tokens=4, completion_tokens=8),
+        "openai": OpenAICompatProvider(
+            name="openai",
+            base_url=settings.upstream_base_url,
+            api_key="upstream-key",
+            timeout_s=5,
+            transport=httpx.MockTransport(upstream.handle),
+        ),
+    }
+    gateway = Gateway(
+        settings=settings,
+        views=views,
+        lineage=lineage,  # type: ignore[arg-type]
+        providers=providers,
+        catalogue=build_catalogue(settings),
+    )
+    admin = AdminApi(
+        token=ADMIN_TOKEN,
+        views=views,
+        control=MemoryPublisher("admin-security"),  # type: ignore[arg-type]
+        budget=gateway.budget,
+        default_tenant=settings.default_tenant,
+    )
+    runner = gateway_runner(settings, gateway_application(settings, gateway, admin))
+    port = await _serve(runner)
+    try:
+        yield Served("127.0.0.1", port, lineage, upstream, settings)
+    finally:
+        await runner.cleanup()
+        for provider in providers.values():
+            await provider.close()
+
+
+def _authenticate(presented: str) -> Reader:
+    if presented == ADMIN_TOKEN:
+        return Reader("admin", None)
+    raise AccessDeniedError(401, "invalid_api_key", "admin key required")
+
+
+@contextlib.asynccontextmanager
+async def running_query_api(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
+    """The query API's routes and runner, with no store behind them (the attacks here
+    never reach one); yields (host, port)."""
+    settings = load(SinkSettings, environ={}, data_dir=str(tmp_path))
+    api = QueryApi(None, _authenticate, dict, settings.query_max_rows)  # type: ignore[arg-type]
+    runner = query_runner(settings, api.application())
+    port = await _serve(runner)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        await runner.cleanup()
+
+
+async def raw_exchange(host: str, port: int, request: bytes, timeout_s: float = 5) -> bytes:
+    """Send raw bytes on a fresh connection; everything the server answered until it closed
+    (or, for a kept-alive connection, the first response)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = await asyncio.wait_for(reader.readexactly(length), timeout_s)
+        return head + body
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+def parse_response(raw: bytes) -> RawResponse:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return RawResponse(status, headers, body)
+
+
+async def send(host: str, port: int, request: bytes) -> RawResponse:
+    return parse_response(await raw_exchange(host, port, request))
+
+
+MARK = "Zq7Marker"  # planted in hostile bytes: must never come back, nor be logged
+
+
+def assert_json_error(response: RawResponse, status: int, code: str) -> dict[str, Any]:
+    """The documented shape: JSON {"error": {"message", "type", "code", "param"}}."""
+    assert response.status == status, response.body
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "code", "param"}, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert isinstance(error["type"], str)
+    assert MARK not in response.body.decode("utf-8", "replace")
+    return error
+
+
+def request(
+    method: str,
+    path: str,
+    headers: list[bytes] | None = None,
+    body: bytes = b"",
+) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1"]
+    lines += headers or []
+    if body or method == "POST":
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def chat_body(**fields: Any) -> bytes:
+    payload: dict[str, Any] = {
+        "model": "sim-small",
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    payload.update(fields)
+    return json.dumps(payload).encode()
+
+
+def bearer(secret: str = SECRET) -> bytes:
+    return b"Authorization: Bearer " + secret.encode()
+
+
+JSON = b"Content-Type: application/json"

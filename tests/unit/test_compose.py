@@ -1,0 +1,188 @@
+"""compose/: the file parses, every file it names exists, every service logs in to the broker
+as its own role with its own secret, the broker denies by default and exposes no anonymous
+listener to the network, and the environment it gives each service loads as our settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.server import GatewayProcess
+from govledger.broker_acls import INIT_BOOTSTRAP, ROLES, SCRAM_MECHANISM
+from schemas.settings import (
+    CommonSettings,
+    GatewaySettings,
+    SinkSettings,
+    StreamSettings,
+    known_env_names,
+    load,
+)
+
+COMPOSE = Path(__file__).resolve().parents[2] / "compose"
+FILE = COMPOSE / "docker-compose.yml"
+SETTINGS_OF_COMMAND: dict[str, type[CommonSettings]] = {
+    "gateway": GatewaySettings,
+    "sink": SinkSettings,
+    "worker": StreamSettings,
+    "--help": CommonSettings,
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    parsed = yaml.safe_load(FILE.read_text())
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+def ours(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services that run the govledger image."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if service.get("image") == "govledger:local"
+    }
+
+
+def test_every_local_file_the_stack_names_exists(compose):
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE / source).is_file(), (name, source)
+        build = service.get("build")
+        if build:
+            assert (COMPOSE / build["context"] / build["dockerfile"]).is_file()
+    assert (COMPOSE / "kafka-init.sh").stat().st_mode & 0o111
+
+
+def test_each_role_has_one_secret_file_made_by_make_secrets(compose):
+    declared = {name: spec["file"] for name, spec in compose["secrets"].items()}
+    assert declared == {role.secret: f"./secrets/kafka-{role.user}.password" for role in ROLES}
+    loop = re.search(
+        r"^for role in (.+); do$", (COMPOSE / "make-secrets.sh").read_text(), re.MULTILINE
+    )
+    assert loop is not None
+    assert loop.group(1).split() == [role.user for role in ROLES]
+    assert "secrets/" in (COMPOSE / ".gitignore").read_text().split()
+
+
+def test_every_govledger_service_logs_in_as_its_own_role(compose):
+    users = {role.user: role for role in ROLES}
+    seen = set()
+    for name, service in ours(compose).items():
+        env = service["environment"]
+        user = env["GOVLEDGER_KAFKA_SASL_USERNAME"]
+        assert user in users, name
+        assert service["secrets"] == [{"source": users[user].secret, "target": "kafka-password"}], (
+            name
+        )
+        assert env["GOVLEDGER_KAFKA_SASL_PASSWORD_FILE"] == "/run/secrets/kafka-password"
+        assert env["GOVLEDGER_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+        assert env["GOVLEDGER_KAFKA_SASL_MECHANISM"] == SCRAM_MECHANISM
+        seen.add(user)
+    assert seen == set(users)  # every role is used by some service
+    kafka_init = compose["services"]["kafka-init"]
+    assert sorted(kafka_init["secrets"]) == sorted(role.secret for role in ROLES)
+
+
+def test_the_public_gateway_serves_no_admin_api_and_the_admin_api_is_on_loopback(compose):
+    services = compose["services"]
+    assert services["gateway"]["environment"]["GOVLEDGER_GATEWAY_SERVES"] == "api"
+    assert services["gateway"]["environment"]["GOVLEDGER_KAFKA_SASL_USERNAME"] == "gateway"
+    assert services["admin"]["environment"]["GOVLEDGER_GATEWAY_SERVES"] == "admin"
+    assert services["admin"]["environment"]["GOVLEDGER_KAFKA_SASL_USERNAME"] == "admin-api"
+    assert all(port.startswith("127.0.0.1:") for port in services["admin"]["ports"])
+
+
+def test_the_broker_denies_by_default_and_only_sasl_reaches_the_network(compose):
+    kafka = compose["services"]["kafka"]
+    env = kafka["environment"]
+    assert "ports" not in kafka
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert env["KAFKA_SUPER_USERS"] == "User:ANONYMOUS"
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    for listener in env["KAFKA_LISTENERS"].split(","):
+        name, address = listener.split("://")
+        host, port = address.rsplit(":", 1)
+        if protocols[name] == "PLAINTEXT":  # anonymous, hence super user: loopback only
+            assert host == "localhost", listener
+        else:
+            assert protocols[name] == "SASL_PLAINTEXT"
+            assert (
+                f"kafka:{port}" == ours(compose)["sink"]["environment"]["GOVLEDGER_KAFKA_BOOTSTRAP"]
+            )
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == SCRAM_MECHANISM
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split("@")[1].startswith("localhost:")
+    # kafka-init shares the broker's network namespace to reach the loopback listener.
+    kafka_init = compose["services"]["kafka-init"]
+    assert kafka_init["network_mode"] == "service:kafka"
+    assert f"BROKER://{INIT_BOOTSTRAP}" in env["KAFKA_LISTENERS"]
+
+
+def test_the_auditor_does_not_get_the_admin_token(compose):
+    env = compose["services"]["auditor"]["environment"]
+    assert resolved(env["GOVLEDGER_ADMIN_TOKEN"]) == ""
+
+
+def test_services_start_after_the_acls_are_in_place(compose):
+    for name in ("sink", "worker"):
+        depends = compose["services"][name]["depends_on"]
+        assert depends["kafka-init"] == {"condition": "service_completed_successfully"}, name
+
+
+def resolved(value: Any) -> str:
+    """Compose's ${VAR:-default} and ${VAR:?message} with nothing set: the default, or a
+    stand-in for a required value."""
+    text = str(value)
+    return re.sub(
+        r"\$\{(\w+)(?::-([^}]*)|:\?[^}]*)?\}",
+        lambda m: "required" if m.group(2) is None else m.group(2),
+        text,
+    )
+
+
+@pytest.mark.parametrize("service", ["sink", "worker", "gateway", "admin", "auditor"])
+def test_the_environment_of_each_service_loads_as_its_settings(compose, service, tmp_path):
+    spec = ours(compose)[service]
+    env = {key: resolved(value) for key, value in spec["environment"].items()}
+    assert set(env) <= known_env_names()
+    password = tmp_path / "kafka-password"
+    password.write_text("0123456789abcdef0123456789abcdef\n")
+    env["GOVLEDGER_KAFKA_SASL_PASSWORD_FILE"] = str(password)
+    env["GOVLEDGER_DATA_DIR"] = str(tmp_path)
+    load(SETTINGS_OF_COMMAND[spec["command"][0]], environ=env)
+
+
+def paths(process: GatewayProcess) -> set[str]:
+    return {route.resource.canonical for route in process.application().router.routes()}
+
+
+@pytest.mark.parametrize(
+    ("serves", "chat", "admin"), [("all", True, True), ("api", True, False), ("admin", False, True)]
+)
+async def test_a_gateway_serves_the_routes_its_setting_names(tmp_path, serves, chat, admin):
+    settings = load(
+        GatewaySettings,
+        environ={
+            "GOVLEDGER_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+            "GOVLEDGER_DATA_DIR": str(tmp_path),
+            "GOVLEDGER_GATEWAY_SERVES": serves,
+        },
+    )
+    process = GatewayProcess(settings, "token")
+    try:
+        served = paths(process)
+    finally:
+        await process.stop()
+    assert "/healthz" in served
+    assert ("/v1/chat/completions" in served) is chat
+    assert ("/v1/models" in served) is chat
+    assert ("/v1/admin/keys" in served) is admin
+    assert any(p.startswith("/v1/admin/") for p in served) is admin
