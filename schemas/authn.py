@@ -36,7 +36,6 @@ import hmac
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -503,30 +502,30 @@ def _short(topic: str) -> str:
 
 
 class Verifier:
-    """Checks records' authentication against a keyring; derived keys are cached."""
+    """Checks records' authentication against a keyring. Each producer's MAC, keyed, is
+    kept (up to KEY_CACHE_ENTRIES, then the cache starts again): one HKDF per producer."""
 
     def __init__(self, keyring: Keyring | None) -> None:
         self.keyring = keyring
-        self._keys: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+        self._macs: dict[tuple[str, str, str], Any] = {}
 
-    def _key(self, root_id: str, role: str, producer_id: str) -> bytes:
+    def _keyed(self, root_id: str, role: str, producer_id: str) -> Any:
         cache_key = (root_id, role, producer_id)
-        key = self._keys.get(cache_key)
-        if key is not None:
-            self._keys.move_to_end(cache_key)
-            return key
+        keyed = self._macs.get(cache_key)
+        if keyed is not None:
+            return keyed
         secret = None if self.keyring is None else self.keyring.secret(root_id)
         if secret is None:
             raise Forged("forged: unknown root")
-        key = producer_key(secret, role, producer_id)
-        self._keys[cache_key] = key
-        if len(self._keys) > KEY_CACHE_ENTRIES:
-            self._keys.popitem(last=False)
-        return key
+        keyed = hmac.new(producer_key(secret, role, producer_id), digestmod=hashlib.sha256)
+        if len(self._macs) >= KEY_CACHE_ENTRIES:
+            self._macs.clear()  # forged ids must not grow it without bound
+        self._macs[cache_key] = keyed
+        return keyed
 
-    def check(self, topic: str | None, value: bytes, header: bytes | None) -> str:
-        """The role that wrote the record; Forged with the reason when it is not
-        authenticated, or its role may not write this topic (None: any topic) or type."""
+    @staticmethod
+    def _claim(topic: str | None, header: bytes | None) -> tuple[str, str, str]:
+        """(root id, role, mac) of a well-formed header whose role may write the topic."""
         if not header:
             raise Forged("unauthenticated: no auth header")
         if len(header) > MAX_HEADER_BYTES:
@@ -537,23 +536,37 @@ class Verifier:
             raise Forged("forged: malformed auth header") from None
         if version != VERSION or role not in ROLES or len(mac) != MAC_HEX:
             raise Forged("forged: malformed auth header")
-        if topic is not None:
-            allowed = ROLES_BY_TOPIC.get(topic, frozenset())
-            if role not in allowed:
-                raise Forged(f"forged: role {role} may not write {_short(topic)}")
-        record_type = codec.schema_of(value).record_type
+        if topic is not None and role not in ROLES_BY_TOPIC.get(topic, frozenset()):
+            raise Forged(f"forged: role {role} may not write {_short(topic)}")
+        return root_id, role, mac
+
+    def _prove(
+        self, claim: tuple[str, str, str], record_type: type[Event], producer_id: str, value: bytes
+    ) -> str:
+        root_id, role, mac = claim
         if role not in ROLES_BY_TYPE.get(record_type, frozenset()):
             raise Forged(f"forged: role {role} may not write {record_type.event_type_name}")
-        key = self._key(root_id, role, producer_id_of(value))
-        if not hmac.compare_digest(hmac.digest(key, value, "sha256").hex(), mac):
+        keyed = self._keyed(root_id, role, producer_id).copy()
+        keyed.update(value)
+        if not hmac.compare_digest(keyed.hexdigest(), mac):
             raise Forged("forged: bad mac")
         return role
 
+    def check(self, topic: str | None, value: bytes, header: bytes | None) -> str:
+        """The role that wrote the record; Forged with the reason when it is not
+        authenticated, or its role may not write this topic (None: any topic) or type."""
+        claim = self._claim(topic, header)
+        record_type = codec.schema_of(value).record_type
+        return self._prove(claim, record_type, producer_id_of(value), value)
+
     def decode(self, topic: str | None, value: bytes, headers: Any) -> Event:
-        """The record, decoded once its authentication is checked; DecodeError (Forged for
-        authentication) otherwise."""
-        self.check(topic, value, header_of(headers))
-        return codec.decode(value)
+        """The record, decoded, once its authentication is checked; DecodeError (Forged for
+        authentication) otherwise. Nothing is applied before the check; the bytes are
+        decoded first only to read the type and producer id without parsing them twice."""
+        claim = self._claim(topic, header_of(headers))
+        record = codec.decode(value)
+        self._prove(claim, type(record), record.producer_id, value)
+        return record
 
     def decode_message(self, message: Any) -> Event:
         """`decode` for a consumed Kafka message (aiokafka or Faust)."""
