@@ -140,11 +140,15 @@ def test_verify_finds_each_kind_of_tampering(tmp_path: Path) -> None:
     ]
     assert found == [
         ("modified", producer, "seq=2"),
+        # The flipped bit lands in a typed field: its column no longer says what raw says.
+        ("column_mismatch", producer, "seq=2"),
         ("deleted", producer, "seq=4"),
         ("truncated", producer, "seq=10"),
         ("reordered", producer, "seq=13"),
         ("reordered", producer, "seq=14"),
         ("inserted", producer, "seq=15"),
+        # The inserted row kept seq 15's columns under its forged bytes.
+        ("column_mismatch", producer, "seq=15"),
     ], tampered.stdout
     assert tampered.stdout.splitlines()[-1].startswith("TAMPERED: ")
     assert " at=20" in tampered.stdout.splitlines()[0]  # ISO time of the record
@@ -253,15 +257,20 @@ def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(tmp_path: Path)
         chain = HashChain(p)
         chain.seq, chain.head = 2, records[1][1].record_hash
         for tbl, record in records[2:]:
+            # The forger keeps the typed columns in step with the bytes it re-seals.
+            columns = ""
             if isinstance(record, ChainCheckpoint):
                 record = dataclasses.replace(
                     record, checkpoint_seq=chain.seq, checkpoint_hash=chain.head)
+                columns = (f", checkpoint_seq = {{record.checkpoint_seq}}, "
+                           f"checkpoint_hash = '{{record.checkpoint_hash}}'")
             elif record.seq == 3:
                 record = dataclasses.replace(record, cost_nanousd=1)
+                columns = ", cost_nanousd = 1"
             sealed = chain.seal(record)
             command(f"ALTER TABLE {{tbl}} UPDATE raw = unhex('{{codec.encode(sealed).hex()}}'), "
-                    f"prev_hash = '{{sealed.prev_hash}}', record_hash = '{{sealed.record_hash}}' "
-                    f"WHERE producer_id = '{{p}}' AND seq = {{sealed.seq}}")
+                    f"prev_hash = '{{sealed.prev_hash}}', record_hash = '{{sealed.record_hash}}'"
+                    f"{{columns}} WHERE producer_id = '{{p}}' AND seq = {{sealed.seq}}")
         """,
     )
     with running_stack(env) as stack:
@@ -272,3 +281,49 @@ def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(tmp_path: Path)
     (line,) = with_heads.stdout.splitlines()[:-1]
     assert line.split()[:3] == ["modified", f"producer={producer}", "seq=8"], line
     assert "re-sealed" in line and str(manifest) in line
+
+
+def test_verify_names_each_typed_column_changed_behind_raw(tmp_path: Path) -> None:
+    """Typed columns that SQL, reports and exports read, changed in the store with `raw`
+    untouched (the chains still hold): each row is reported by event and column."""
+    env = stack_environ(tmp_path / "data")
+    with running_stack(env) as stack:
+        calls_through_the_gateway(stack, 5)
+        wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [["5"]], timeout_s=20)
+        wait_for(lambda: stack.sql("SELECT count() > 0 FROM wallet_state") == [["1"]], timeout_s=20)
+        clean = verify(stack.env)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert "rows' typed columns checked against raw" in clean.stdout
+        calls = [row[0] for row in stack.sql("SELECT toString(event_id) FROM lineage ORDER BY seq")]
+        (funding,) = stack.sql(
+            "SELECT toString(event_id) FROM control_events WHERE event_type = 'wallet.funded'"
+        )[0]
+        (state,) = stack.sql("SELECT toString(any(event_id)) FROM wallet_state")[0]
+    changes = {
+        ("lineage", calls[0]): "model_requested = 'cheap-model', cost_nanousd = 1",
+        ("lineage", calls[1]): "team_id = 'other-team'",
+        ("lineage", calls[2]): "user_id = 'someone-else'",
+        ("lineage", calls[3]): "guardrails_triggered = [('pii-detector', 'block')]",
+        ("control_events", funding): "amount_nanousd = 1000000000000000",
+        ("wallet_state", state): "balance_nanousd = balance_nanousd + 1",
+    }
+    in_store(
+        env,
+        "".join(
+            f"command(\"ALTER TABLE {table} UPDATE {change} WHERE event_id = '{event}'\")\n"
+            for (table, event), change in changes.items()
+        ),
+    )
+    with running_stack(env) as stack:
+        tampered = verify(stack.env)
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    lines = tampered.stdout.splitlines()
+    assert lines[-1].startswith("TAMPERED: ") and "6 column_mismatch" in lines[-1], lines[-1]
+    assert all(line.startswith("column_mismatch ") for line in lines[:-1]), tampered.stdout
+    for (table, event), change in changes.items():
+        (line,) = [line for line in lines if f" {table} event {event}: " in line]
+        named = [part.split(" = ")[0] for part in change.split(", ")]
+        assert line.split(": ", 1)[1].startswith(
+            f"column{'s' if len(named) > 1 else ''} {', '.join(named)} differ"
+        ), line
+    assert "model_requested: stored 'cheap-model'" in tampered.stdout

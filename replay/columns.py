@@ -1,0 +1,420 @@
+"""Typed columns against `raw`: what users read against what the producer sealed.
+
+Every audit table keeps, beside `raw` (the record's wire bytes, which the hash chains
+cover), the typed columns that SQL analytics, reports and exports read. The chain walk
+(`replay.verify`) proves `raw`; this module proves each typed column of each row equals
+what the sink wrote for that `raw`, so a column changed in the store (`ALTER TABLE lineage
+UPDATE model_requested = …`, raw untouched) is a `column_mismatch` finding.
+
+The expected values are built the way the sink built them, with its own mapping
+(`sinks.avro_batch.insert_columns`): the columns the sink names are the record's fields
+that the table has, which ClickHouse fills from the Avro field of the same name; every
+other column took its default. ClickHouse's conversions are mirrored value by value:
+timestamp-millis → DateTime64(3) (epoch ms both sides), union with null → Nullable,
+arrays of records → Array(Tuple), enums → their symbol text, map → Map, string → UUID (in
+canonical text). A column of a type not mirrored here does not pass silently: its values
+differ and it is reported.
+
+Not checked here: `raw` itself (the chain walk's), `ingested_at` (the store's arrival
+time, in no record), and `producer_id` and `seq`, which the chain walk reads to place
+each row and reports as `modified` / `reordered` when they differ from the bytes.
+
+Speed: tables are read in Arrow pages in their sort key's order (range reads of the
+primary index), the next page while this one is checked; each row's `raw` is decoded
+once (fastavro), the expected values of a page are built into Arrow arrays of the
+stored column's own type, and each whole column is compared at once; only a column that
+differs is compared row by row.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastavro
+import pyarrow as pa
+
+from replay.sources import ArrowReader, blobs, literal, texts
+from replay.verify import Finding
+from schemas import codec
+from sinks.avro_batch import insert_columns
+from sinks.tables import ALL_TABLES
+
+PAGE_ROWS = 20_000
+NOT_FROM_RAW = frozenset({"raw", "ingested_at"})
+CHAIN_PLACED = frozenset({"producer_id", "seq"})
+# Defaults of the migrations' columns that a record may not fill: each is its type's zero.
+ZERO_DEFAULTS = frozenset({"", "''", "0", "[]", "false"})
+MAX_SHOWN_CHARS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One stored column: its name, ClickHouse type and default expression."""
+
+    name: str
+    type: str
+    default: str = ""
+
+
+class _Unknown:
+    """A default this module cannot evaluate: the cell is not compared."""
+
+
+UNKNOWN = _Unknown()
+
+
+def _unwrapped(ch_type: str) -> str:
+    for wrapper in ("LowCardinality(",):
+        if ch_type.startswith(wrapper):
+            return ch_type[len(wrapper) : -1]
+    return ch_type
+
+
+def zero_of(column: Column) -> Any:
+    """The value ClickHouse gives `column` when an insert does not name it, in the form an
+    Arrow read of it gives back; UNKNOWN for a default that is not its type's zero."""
+    if column.default not in ZERO_DEFAULTS:
+        return UNKNOWN
+    kind = _unwrapped(column.type)
+    if kind.startswith("Nullable("):
+        return None
+    if kind.startswith(("Array(", "Map(")):
+        return []
+    if kind.startswith(("String", "FixedString(")):
+        return ""
+    if kind == "UUID":
+        return str(uuid.UUID(int=0))
+    if kind == "Bool":
+        return False
+    if kind.startswith(("Int", "UInt", "Float", "DateTime", "Date", "Decimal")):
+        return 0
+    return UNKNOWN
+
+
+def select_expression(column: Column) -> str:
+    """How a column is read so that it compares with the decoded value (UUIDs as text)."""
+    if column.type in ("UUID", "Nullable(UUID)"):
+        return f"toString(t.{column.name}) AS {column.name}"
+    return f"t.{column.name} AS {column.name}"
+
+
+def _canonical_uuid(value: Any) -> Any:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        return value  # ClickHouse would have refused it: the stored value differs
+
+
+def _map_entries(value: Any) -> Any:
+    return list(value.items()) if isinstance(value, dict) else value
+
+
+def _converter(column: Column) -> Callable[[Any], Any] | None:
+    """How a decoded Avro value becomes the stored column's value, where they differ in
+    form (see the module's doc); None where they are alike."""
+    kind = _unwrapped(column.type)
+    if kind in ("UUID", "Nullable(UUID)"):
+        return _canonical_uuid
+    if kind.startswith("Map("):
+        return _map_entries
+    return None
+
+
+def expected_value(column: Column, value: Any) -> Any:
+    """A decoded Avro value as the stored column holds it."""
+    convert = _converter(column)
+    return convert(value) if convert is not None and value is not None else value
+
+
+def checked_columns(
+    columns: Sequence[Column], judged_elsewhere: frozenset[str] = CHAIN_PLACED
+) -> list[Column]:
+    """The columns this module compares (see the module's doc for those it leaves)."""
+    return [c for c in columns if c.name not in NOT_FROM_RAW | judged_elsewhere]
+
+
+@dataclass(slots=True)
+class ColumnReport:
+    """What the column check read and found."""
+
+    rows: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """A row's record as decoded from `raw` (None when the bytes do not decode)."""
+
+    fields: dict[str, Any] | None
+    inserted: frozenset[str]
+    error: str = ""
+
+
+def _decode(raw: bytes, present: Sequence[str], cache: dict[bytes, frozenset[str]]) -> _Row:
+    try:
+        entry = codec.schema_of(raw)
+        record = fastavro.schemaless_reader(
+            io.BytesIO(raw[codec.HEADER_BYTES :]), entry.parsed, None
+        )
+    except (codec.DecodeError, EOFError, ValueError, TypeError, KeyError, IndexError) as exc:
+        return _Row(None, frozenset(), str(exc) or type(exc).__name__)
+    inserted = cache.get(entry.fingerprint)
+    if inserted is None:
+        inserted = cache[entry.fingerprint] = frozenset(insert_columns(entry, present))
+    assert isinstance(record, dict), "a record schema reads as a dict"
+    return _Row(record, inserted)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 1] + "…"
+
+
+def _as_py(array: pa.Array, index: int) -> Any:
+    try:
+        return array[index].as_py()
+    except (ValueError, UnicodeDecodeError, pa.ArrowException):
+        return array[index]
+
+
+def _same(stored: pa.Array, index: int, expected: Any, kind: pa.DataType) -> bool:
+    try:
+        wanted = pa.scalar(expected, type=kind)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return False
+    if stored[index].equals(wanted):
+        return True
+    a, b = _as_py(stored, index), wanted.as_py()
+    return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+
+
+def _stored_array(page: pa.Table, name: str) -> pa.Array:
+    array = page.column(name).combine_chunks()
+    if pa.types.is_dictionary(array.type):  # LowCardinality, when sent as a dictionary
+        array = array.dictionary_decode()
+    return array
+
+
+def _wanted(
+    column: Column, rows: Sequence[_Row], common: frozenset[str] | None
+) -> tuple[list[Any], set[int]]:
+    """The values `column` should hold for each row, and the rows it cannot be judged on
+    (raw does not decode, or a default this module cannot evaluate). `common`: the columns
+    the sink named for every row of the page, when that is one set (the usual page)."""
+    name, convert = column.name, _converter(column)
+    if common is not None and name in common:
+        values = [row.fields[name] for row in rows]  # type: ignore[index]
+        return ([convert(v) for v in values] if convert else values), set()
+    zero = zero_of(column)
+    wanted: list[Any] = []
+    skip: set[int] = set()
+    for i, row in enumerate(rows):
+        if row.fields is not None and name in row.inserted:
+            value = row.fields[name]
+            wanted.append(convert(value) if convert else value)
+        elif row.fields is None or zero is UNKNOWN:
+            skip.add(i)
+            wanted.append(None)
+        else:
+            wanted.append(zero)
+    return wanted, skip
+
+
+def check_page(
+    table: str,
+    columns: Sequence[Column],
+    page: pa.Table,
+    judged_elsewhere: frozenset[str] = CHAIN_PLACED,
+) -> list[Finding]:
+    """Findings for the rows of one page (`select_expression` of every column, and raw).
+    `judged_elsewhere`: columns left to another check (the chain walk's, in the store)."""
+    present = [c.name for c in columns]
+    cache: dict[bytes, frozenset[str]] = {}
+    rows = [_decode(raw, present, cache) for raw in blobs(page.column("raw"))]
+    differing: dict[int, list[str]] = {}
+    inserted = {row.inserted for row in rows}
+    common = next(iter(inserted)) if len(inserted) == 1 and rows[0].fields is not None else None
+    for column in checked_columns(columns, judged_elsewhere):
+        wanted, skip = _wanted(column, rows, common)
+        stored = _stored_array(page, column.name)
+        try:
+            if not skip and stored.equals(pa.array(wanted, type=stored.type)):
+                continue
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            pass  # a value the column's type cannot hold: compared row by row below
+        for i, value in enumerate(wanted):
+            if i not in skip and not _same(stored, i, value, stored.type):
+                shown = f"{column.name}: stored {_shown(_as_py(stored, i))}, raw {_shown(value)}"
+                differing.setdefault(i, []).append(shown)
+    findings = []
+    producers, seqs = texts(page.column("producer_id")), page.column("seq").to_pylist()
+    for i, row in enumerate(rows):
+        if row.fields is None:
+            detail = f"raw does not decode ({row.error}): its columns cannot be checked"
+            findings.append(
+                Finding("column_mismatch", producers[i], int(seqs[i]), None, detail, table=table)
+            )
+            continue
+        if i not in differing:
+            continue
+        names = [shown.split(":", 1)[0] for shown in differing[i]]
+        findings.append(
+            Finding(
+                "column_mismatch",
+                str(row.fields["producer_id"]),
+                int(row.fields["seq"]),
+                int(row.fields["occurred_at"]),
+                f"column{'s' if len(names) > 1 else ''} {', '.join(names)} differ"
+                f"{'' if len(names) > 1 else 's'} from raw ({'; '.join(differing[i])})",
+                tenant_id=str(row.fields["tenant_id"]),
+                table=table,
+                event_id=str(row.fields["event_id"]),
+            )
+        )
+    return findings
+
+
+# --- reading the store ------------------------------------------------------------------
+
+
+def table_columns(read: ArrowReader, table: str) -> list[Column]:
+    """The stored columns of a table, in order."""
+    result = read(
+        "SELECT name, type, default_expression FROM system.columns "  # noqa: S608
+        f"WHERE database = currentDatabase() AND table = {literal(table)} ORDER BY position"
+    )
+    if result.num_rows == 0:
+        return []
+    names, types, defaults = (texts(result.column(i)) for i in range(3))
+    return [Column(n, t, d) for n, t, d in zip(names, types, defaults, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """One column of a table's sort key, as a page reads it back and a next page's query
+    compares with it (so each page is a range read of the primary index)."""
+
+    column: str
+    read_as: str
+    literal: Callable[[Any], str]
+
+
+def _key(column: Column, index: int) -> _Key | None:
+    kind, name = _unwrapped(column.type), f"t.{column.name}"
+    alias = f"__key{index}"
+    if kind == "String":
+        return _Key(column.name, f"{name} AS {alias}", lambda v: literal(_text(v)))
+    if kind == "UUID":
+        return _Key(column.name, f"toString({name}) AS {alias}",
+                    lambda v: f"toUUID({literal(_text(v))})")  # fmt: skip
+    if kind == "DateTime64(3, 'UTC')":
+        return _Key(column.name, f"toUnixTimestamp64Milli({name}) AS {alias}",
+                    lambda v: f"fromUnixTimestamp64Milli(toInt64({int(v)}), 'UTC')")  # fmt: skip
+    if kind.startswith(("Int", "UInt")):
+        return _Key(column.name, f"{name} AS {alias}", lambda v: str(int(v)))
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def sort_keys(read: ArrowReader, table: str, columns: Sequence[Column]) -> list[_Key]:
+    """The table's sort key when each part is a plain column of a type a key can be
+    compared in, else (producer_id, seq)."""
+    result = read(
+        "SELECT sorting_key FROM system.tables "  # noqa: S608
+        f"WHERE database = currentDatabase() AND name = {literal(table)}"
+    )
+    by_name = {c.name: c for c in columns}
+    names = texts(result.column(0))[0].split(", ") if result.num_rows else []
+    keys = [_key(by_name[n], i) if n in by_name else None for i, n in enumerate(names)]
+    if names and all(k is not None for k in keys):
+        return [k for k in keys if k is not None]
+    fallback = [_key(by_name[n], i) for i, n in enumerate(("producer_id", "seq"))]
+    return [k for k in fallback if k is not None]
+
+
+def pages(
+    read: ArrowReader,
+    table: str,
+    columns: Sequence[Column],
+    scope: str,
+    *,
+    page_rows: int,
+    keys: Sequence[_Key],
+) -> Iterator[pa.Table]:
+    """Every row of a table within `scope`, in pages in `keys` order. Rows sharing a full
+    page's last key are read with the next page (or, when they fill it, all at once), so
+    none is skipped however many rows share one key."""
+    select = ", ".join(select_expression(c) for c in columns if c.name != "raw")
+    select += ", " + ", ".join(k.read_as for k in keys)
+    query = f"SELECT {select}, t.raw AS raw FROM {table} AS t WHERE {scope}"  # noqa: S608
+    key_tuple = "(" + ", ".join(f"t.{k.column}" for k in keys) + ")"
+    order = "ORDER BY " + ", ".join(f"t.{k.column}" for k in keys)
+
+    def key_at(page: pa.Table, index: int) -> tuple[Any, ...]:
+        return tuple(page.column(f"__key{i}")[index].as_py() for i in range(len(keys)))
+
+    def values(key: tuple[Any, ...]) -> str:
+        return "(" + ", ".join(k.literal(v) for k, v in zip(keys, key, strict=True)) + ")"
+
+    after = "1"
+    while True:
+        page = read(f"{query} AND {after} {order} LIMIT {int(page_rows)}")
+        if page.num_rows < page_rows:
+            if page.num_rows:
+                yield page
+            return
+        top = key_at(page, page.num_rows - 1)
+        if key_at(page, 0) == top:
+            yield read(f"{query} AND {key_tuple} = {values(top)}")
+            last = top
+        else:
+            keep = page.num_rows - 1
+            while key_at(page, keep - 1) == top:
+                keep -= 1
+            yield page.slice(0, keep)
+            last = key_at(page, keep - 1)
+        after = f"{key_tuple} > {values(last)}"
+
+
+def check_store(
+    read: ArrowReader,
+    *,
+    tenant_id: str | None = None,
+    tables: Iterable[str] = ALL_TABLES,
+    page_rows: int = PAGE_ROWS,
+) -> ColumnReport:
+    """Every typed column of every row of every audit table against the row's `raw`. With
+    a tenant: the rows of the producers that wrote its records, and findings on its own."""
+    report = ColumnReport()
+    for table in tables:
+        columns = table_columns(read, table)
+        if not any(c.name == "raw" for c in columns):
+            continue
+        scope = "1"
+        if tenant_id is not None:
+            scope = (
+                f"t.producer_id IN (SELECT producer_id FROM {table} "  # noqa: S608
+                f"WHERE tenant_id = {literal(tenant_id)})"
+            )
+        keys = sort_keys(read, table, columns)
+        # The next page is read (by the store, or the query API's process) while this one
+        # is checked: reading and decoding overlap.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="column-pages") as ahead:
+            stream = pages(read, table, columns, scope, page_rows=page_rows, keys=keys)
+            coming = ahead.submit(next, stream, None)
+            while (page := coming.result()) is not None:
+                coming = ahead.submit(next, stream, None)
+                report.rows += page.num_rows
+                report.findings.extend(check_page(table, columns, page))
+    if tenant_id is not None:
+        report.findings = [f for f in report.findings if f.tenant_id in (tenant_id, "")]
+    return report
