@@ -5,6 +5,7 @@ are each reported at their producer and seq, and the command exits 1."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -52,6 +53,38 @@ def in_store(env: dict[str, str], code: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def verify_export(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "govledger", "audit", "verify-export", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def events_export(stack: RunningStack, folder: Path, fmt: str) -> tuple[Path, Path]:
+    """An events export of the last day made by the running stack: its file and manifest."""
+    auth = {"Authorization": f"Bearer {stack.token}"}
+    created = httpx.post(
+        f"{stack.settings.query_url}/v1/exports",
+        headers=auth,
+        json={"type": "events", "format": fmt, "since": "1d"},
+        timeout=30,
+    )
+    assert created.status_code == 202, created.text
+    job_url = f"{stack.settings.query_url}/v1/exports/{created.json()['id']}"
+    wait_for(
+        lambda: httpx.get(job_url, headers=auth, timeout=30).json()["status"] == "succeeded",
+        timeout_s=30,
+    )
+    file = folder / f"export.{fmt}"
+    file.write_bytes(httpx.get(f"{job_url}/download", headers=auth, timeout=30).content)
+    manifest = folder / "manifest.json"
+    manifest.write_bytes(httpx.get(f"{job_url}/manifest", headers=auth, timeout=30).content)
+    return file, manifest
 
 
 def calls_through_the_gateway(stack: RunningStack, calls: int) -> None:
@@ -295,6 +328,7 @@ def test_verify_names_each_typed_column_changed_behind_raw(tmp_path: Path) -> No
         assert clean.returncode == 0, clean.stdout + clean.stderr
         assert "rows' typed columns checked against raw" in clean.stdout
         calls = [row[0] for row in stack.sql("SELECT toString(event_id) FROM lineage ORDER BY seq")]
+        export, manifest = events_export(stack, tmp_path, "csv")
         (funding,) = stack.sql(
             "SELECT toString(event_id) FROM control_events WHERE event_type = 'wallet.funded'"
         )[0]
@@ -322,8 +356,21 @@ def test_verify_names_each_typed_column_changed_behind_raw(tmp_path: Path) -> No
     assert all(line.startswith("column_mismatch ") for line in lines[:-1]), tampered.stdout
     for (table, event), change in changes.items():
         (line,) = [line for line in lines if f" {table} event {event}: " in line]
-        named = [part.split(" = ")[0] for part in change.split(", ")]
+        named = re.findall(r"(?:^|, )(\w+) = ", change)
         assert line.split(": ", 1)[1].startswith(
             f"column{'s' if len(named) > 1 else ''} {', '.join(named)} differ"
         ), line
     assert "model_requested: stored 'cheap-model'" in tampered.stdout
+    # The export taken before, as the store's rows were then, checks clean on its own;
+    # a cell changed in it (its raw_base64 untouched) is named like a stored column.
+    exported = verify_export(str(export), "--manifest", str(manifest))
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert exported.stdout.startswith("OK: 5 rows checked"), exported.stdout
+    text = export.read_text()
+    assert text.count(',"sim-small",') >= 5  # the first is the first row's model_requested
+    export.write_text(text.replace(',"sim-small",', ',"cheap-model",', 1))
+    changed = verify_export(str(export))
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    (line,) = changed.stdout.splitlines()[:-1]
+    assert line.startswith("column_mismatch ") and "column model_requested differs" in line, line
+    assert f" event {calls[0]}: " in line, line  # the first row: the first call
