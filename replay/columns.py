@@ -28,6 +28,7 @@ differs is compared row by row.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import uuid
@@ -172,6 +173,9 @@ def _decode(raw: bytes, present: Sequence[str], cache: dict[bytes, frozenset[str
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, bytes):  # String columns are read as bytes: most are text
+        with contextlib.suppress(UnicodeDecodeError):
+            value = value.decode()
     text = repr(value)
     return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 1] + "…"
 
@@ -198,6 +202,12 @@ def _stored_array(page: pa.Table, name: str) -> pa.Array:
     array = page.column(name).combine_chunks()
     if pa.types.is_dictionary(array.type):  # LowCardinality, when sent as a dictionary
         array = array.dictionary_decode()
+    # A ClickHouse String holds bytes (Avro `bytes` land there too), whatever Arrow type
+    # the store labels it with: compared as bytes, never decoded as text.
+    if pa.types.is_string(array.type):
+        array = array.cast(pa.binary())
+    elif pa.types.is_large_string(array.type):
+        array = array.cast(pa.large_binary())
     return array
 
 
