@@ -161,6 +161,12 @@ def main() -> int:
             columns = check_store(read)  # every table: the lineage rows and the fundings
             columns_s = time.perf_counter() - began
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        jobs = os.cpu_count() or 1
+        parallel_s, parallel = 0.0, None
+        if args.columns and jobs > 1:
+            began = time.perf_counter()
+            parallel = check_store(read, jobs=jobs)
+            parallel_s = time.perf_counter() - began
 
         began = time.perf_counter()
         sample = records[:50_000]
@@ -195,6 +201,10 @@ def main() -> int:
               f"({columns.rows:,} rows in {columns_s:.2f} s, {len(columns.findings)} "
               f"findings); ratio to every domain's replay: "
               f"{columns.rows / columns_s / (len(records) / whole_s):.2f}")  # fmt: skip
+    if parallel is not None:
+        print(f"the same check with {jobs} worker processes (--jobs {jobs}), every core: "
+              f"{parallel.rows / parallel_s:,.0f} rows/s ({parallel_s:.2f} s, "
+              f"{len(parallel.findings)} findings)")  # fmt: skip
     same_live = "identical" if not differences else f"differ in {len(differences)} wallets"
     same_restore = "identical" if rebuilt == restored else "NOT identical"
     same_breakers = "identical" if whole.breakers == live_breakers else "NOT identical"

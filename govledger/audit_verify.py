@@ -6,6 +6,7 @@ Exit code 1 when any chain or column shows tampering."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from replay.verify import KINDS, KnownHead, Query, heads_of_manifest, verify_sto
 from schemas.settings import SinkSettings, load
 
 QUERY_TIMEOUT_S = 300.0
+MAX_JOBS = 32
+DEFAULT_JOBS = min(os.cpu_count() or 1, 8)
 
 
 class QueryError(Exception):
@@ -58,6 +61,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an export's manifest.json (repeatable): the store must still hold each chain "
         "head it lists, which also finds a chain re-sealed after the export",
     )
+    parser.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=DEFAULT_JOBS,
+        metavar="N",
+        help=f"worker processes that decode raw for the column check (default {DEFAULT_JOBS}: "
+        f"this machine's CPUs, at most {MAX_JOBS})",
+    )
+
+
+def _jobs(text: str) -> int:
+    jobs = int(text)
+    if not 1 <= jobs <= MAX_JOBS:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_JOBS}")
+    return jobs
 
 
 def _known_heads(paths: list[str]) -> list[KnownHead]:
@@ -87,7 +105,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             query_api(settings.query_url, token), tenant_id=args.tenant, heads=heads
         )
         # What users read: every typed column against the row's raw (replay.columns).
-        columns = check_store(http_reader(settings.query_url, token), tenant_id=args.tenant)
+        columns = check_store(
+            http_reader(settings.query_url, token), tenant_id=args.tenant, jobs=args.jobs
+        )
     except (FileNotFoundError, QueryError, ConnectionError, RuntimeError) as exc:
         sys.stderr.write(f"govledger: {exc}\n")
         return 2

@@ -31,9 +31,12 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import multiprocessing
+import operator
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,29 +214,40 @@ def _stored_array(page: pa.Table, name: str) -> pa.Array:
     return array
 
 
-def _wanted(
-    column: Column, rows: Sequence[_Row], common: frozenset[str] | None
-) -> tuple[list[Any], set[int]]:
-    """The values `column` should hold for each row, and the rows it cannot be judged on
-    (raw does not decode, or a default this module cannot evaluate). `common`: the columns
-    the sink named for every row of the page, when that is one set (the usual page)."""
-    name, convert = column.name, _converter(column)
-    if common is not None and name in common:
-        values = [row.fields[name] for row in rows]  # type: ignore[index]
-        return ([convert(v) for v in values] if convert else values), set()
-    zero = zero_of(column)
+def _wanted(column: Column, rows: Sequence[_Row]) -> tuple[list[Any], set[int]]:
+    """The values `column` should hold for each row, as decoded, and the rows it cannot be
+    judged on (raw does not decode, or a default this module cannot evaluate)."""
+    name, zero = column.name, zero_of(column)
     wanted: list[Any] = []
     skip: set[int] = set()
     for i, row in enumerate(rows):
         if row.fields is not None and name in row.inserted:
-            value = row.fields[name]
-            wanted.append(convert(value) if convert else value)
+            wanted.append(row.fields[name])
         elif row.fields is None or zero is UNKNOWN:
             skip.add(i)
             wanted.append(None)
         else:
             wanted.append(zero)
     return wanted, skip
+
+
+def _transposed(rows: Sequence[_Row], names: list[str]) -> dict[str, Sequence[Any]]:
+    """Each named field's values over rows that all carry every one of them, read in one
+    pass (the usual page: one schema, every row decoded)."""
+    if not names:
+        return {}
+    if len(names) == 1:
+        return {names[0]: [row.fields[names[0]] for row in rows]}  # type: ignore[index]
+    getter = operator.itemgetter(*names)
+    columns = zip(*(getter(row.fields) for row in rows), strict=True)  # type: ignore[arg-type]
+    return dict(zip(names, columns, strict=True))
+
+
+def _equal(stored: pa.Array, wanted: Sequence[Any]) -> bool:
+    try:
+        return bool(stored.equals(pa.array(wanted, type=stored.type)))
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return False  # a value the column's type cannot hold: compared row by row
 
 
 def check_page(
@@ -248,16 +262,26 @@ def check_page(
     cache: dict[bytes, frozenset[str]] = {}
     rows = [_decode(raw, present, cache) for raw in blobs(page.column("raw"))]
     differing: dict[int, list[str]] = {}
+    checked = checked_columns(columns, judged_elsewhere)
     inserted = {row.inserted for row in rows}
-    common = next(iter(inserted)) if len(inserted) == 1 and rows[0].fields is not None else None
-    for column in checked_columns(columns, judged_elsewhere):
-        wanted, skip = _wanted(column, rows, common)
+    common: dict[str, Sequence[Any]] = {}
+    if len(inserted) == 1 and rows and rows[0].fields is not None:
+        common = _transposed(rows, [c.name for c in checked if c.name in rows[0].inserted])
+    for column in checked:
         stored = _stored_array(page, column.name)
-        try:
-            if not skip and stored.equals(pa.array(wanted, type=stored.type)):
+        skip: set[int] = set()
+        if column.name in common:
+            wanted = common[column.name]
+        else:
+            wanted, skip = _wanted(column, rows)
+        if not skip and _equal(stored, wanted):
+            continue
+        # As decoded, the values differ: in the form ClickHouse stores them, they may not.
+        convert = _converter(column)
+        if convert is not None:
+            wanted = [v if v is None or i in skip else convert(v) for i, v in enumerate(wanted)]
+            if not skip and _equal(stored, wanted):
                 continue
-        except (pa.ArrowException, OverflowError, TypeError, ValueError):
-            pass  # a value the column's type cannot hold: compared row by row below
         for i, value in enumerate(wanted):
             if i not in skip and not _same(stored, i, value, stored.type):
                 shown = f"{column.name}: stored {_shown(_as_py(stored, i))}, raw {_shown(value)}"
@@ -395,36 +419,71 @@ def pages(
         after = f"{key_tuple} > {values(last)}"
 
 
+class _Checkers:
+    """Where pages are checked: here, or (with jobs > 1, once a table fills a page) in
+    worker processes, at most two pages each in flight so memory stays bounded."""
+
+    def __init__(self, jobs: int, report: ColumnReport) -> None:
+        self.jobs = jobs
+        self.report = report
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: deque[Future[list[Finding]]] = deque()
+
+    def check(self, table: str, columns: Sequence[Column], page: pa.Table, full: bool) -> None:
+        self.report.rows += page.num_rows
+        if self.jobs <= 1 or not (full or self._pool is not None):
+            self.report.findings.extend(check_page(table, columns, page))
+            return
+        if self._pool is None:
+            # forkserver: the workers do not inherit this process's threads or engines.
+            context = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context)
+        self._pending.append(self._pool.submit(check_page, table, columns, page))
+        while len(self._pending) > 2 * self.jobs:
+            self.report.findings.extend(self._pending.popleft().result())
+
+    def close(self) -> None:
+        while self._pending:
+            self.report.findings.extend(self._pending.popleft().result())
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
 def check_store(
     read: ArrowReader,
     *,
     tenant_id: str | None = None,
     tables: Iterable[str] = ALL_TABLES,
     page_rows: int = PAGE_ROWS,
+    jobs: int = 1,
 ) -> ColumnReport:
     """Every typed column of every row of every audit table against the row's `raw`. With
-    a tenant: the rows of the producers that wrote its records, and findings on its own."""
+    a tenant: the rows of the producers that wrote its records, and findings on its own.
+    `jobs` > 1 checks pages in that many worker processes."""
     report = ColumnReport()
-    for table in tables:
-        columns = table_columns(read, table)
-        if not any(c.name == "raw" for c in columns):
-            continue
-        scope = "1"
-        if tenant_id is not None:
-            scope = (
-                f"t.producer_id IN (SELECT producer_id FROM {table} "  # noqa: S608
-                f"WHERE tenant_id = {literal(tenant_id)})"
-            )
-        keys = sort_keys(read, table, columns)
-        # The next page is read (by the store, or the query API's process) while this one
-        # is checked: reading and decoding overlap.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="column-pages") as ahead:
-            stream = pages(read, table, columns, scope, page_rows=page_rows, keys=keys)
-            coming = ahead.submit(next, stream, None)
-            while (page := coming.result()) is not None:
+    checkers = _Checkers(jobs, report)
+    try:
+        for table in tables:
+            columns = table_columns(read, table)
+            if not any(c.name == "raw" for c in columns):
+                continue
+            scope = "1"
+            if tenant_id is not None:
+                scope = (
+                    f"t.producer_id IN (SELECT producer_id FROM {table} "  # noqa: S608
+                    f"WHERE tenant_id = {literal(tenant_id)})"
+                )
+            keys = sort_keys(read, table, columns)
+            # The next page is read (by the store, or the query API's process) while this
+            # one is checked: reading and decoding overlap.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="column-pages") as ahead:
+                stream = pages(read, table, columns, scope, page_rows=page_rows, keys=keys)
                 coming = ahead.submit(next, stream, None)
-                report.rows += page.num_rows
-                report.findings.extend(check_page(table, columns, page))
+                while (page := coming.result()) is not None:
+                    coming = ahead.submit(next, stream, None)
+                    checkers.check(table, columns, page, page.num_rows >= page_rows // 2)
+    finally:
+        checkers.close()
     if tenant_id is not None:
         report.findings = [f for f in report.findings if f.tenant_id in (tenant_id, "")]
     return report

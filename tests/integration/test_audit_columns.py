@@ -2,7 +2,8 @@
 of every type, inserted the way the sink inserts it (Avro container files, ClickHouse
 mapping fields to columns), reads back with no finding, every row read exactly once in
 small pages even where many rows share one sort key; then a column of each table,
-changed in the store with its raw untouched, is reported at its event and column.
+changed in the store with its raw untouched, is reported at its event and column, alike
+when pages are checked in worker processes.
 
 chDB allows one engine per process: the store lives in a child process."""
 
@@ -78,12 +79,15 @@ for table, event_id, change in changes:
     store.client.command(f"ALTER TABLE {table} UPDATE {change} WHERE event_id = '{event_id}'",
                          settings={"mutations_sync": 2})
 tampered = check_store(read, page_rows=5)
+in_workers = check_store(read, page_rows=5, jobs=2)
 print(json.dumps({
     "stored": len(values) + COPIES - 1,
     "clean_rows": clean.rows,
     "clean": [f.line() for f in clean.findings],
     "changes": changes,
     "found": [[f.kind, f.table, f.event_id, f.detail] for f in tampered.findings],
+    "in_workers": [[f.kind, f.table, f.event_id, f.detail] for f in in_workers.findings],
+    "rows_in_workers": in_workers.rows,
 }))
 """
 
@@ -117,3 +121,6 @@ def test_every_record_type_reads_back_clean_and_each_table_s_change_is_named(
         assert detail.startswith(f"column {column} differs from raw"), (table, detail)
     # The changed call is stored COPIES times: every copy is reported, nothing else is.
     assert list(found) == [], found
+    # Checked in two worker processes (--jobs 2): the same rows, the same findings.
+    assert result["rows_in_workers"] == result["stored"]
+    assert sorted(result["in_workers"]) == sorted(result["found"])
