@@ -65,13 +65,15 @@ def verify_export(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def events_export(stack: RunningStack, folder: Path, fmt: str) -> tuple[Path, Path]:
-    """An events export of the last day made by the running stack: its file and manifest."""
+def events_export(
+    stack: RunningStack, folder: Path, fmt: str, kind: str = "events"
+) -> tuple[Path, Path]:
+    """An export of the last day made by the running stack: its file and manifest."""
     auth = {"Authorization": f"Bearer {stack.token}"}
     created = httpx.post(
         f"{stack.settings.query_url}/v1/exports",
         headers=auth,
-        json={"type": "events", "format": fmt, "since": "1d"},
+        json={"type": kind, "format": fmt, "since": "1d"},
         timeout=30,
     )
     assert created.status_code == 202, created.text
@@ -80,9 +82,9 @@ def events_export(stack: RunningStack, folder: Path, fmt: str) -> tuple[Path, Pa
         lambda: httpx.get(job_url, headers=auth, timeout=30).json()["status"] == "succeeded",
         timeout_s=30,
     )
-    file = folder / f"export.{fmt}"
+    file = folder / f"{kind}.{fmt}"
     file.write_bytes(httpx.get(f"{job_url}/download", headers=auth, timeout=30).content)
-    manifest = folder / "manifest.json"
+    manifest = folder / f"{kind}.{fmt}.manifest.json"
     manifest.write_bytes(httpx.get(f"{job_url}/manifest", headers=auth, timeout=30).content)
     return file, manifest
 
@@ -329,6 +331,10 @@ def test_verify_names_each_typed_column_changed_behind_raw(tmp_path: Path) -> No
         assert "rows' typed columns checked against raw" in clean.stdout
         calls = [row[0] for row in stack.sql("SELECT toString(event_id) FROM lineage ORDER BY seq")]
         export, manifest = events_export(stack, tmp_path, "csv")
+        others = [
+            events_export(stack, tmp_path, fmt, kind)
+            for kind, fmt in (("events", "jsonl"), ("events", "parquet"), ("wallets", "parquet"))
+        ]
         (funding,) = stack.sql(
             "SELECT toString(event_id) FROM control_events WHERE event_type = 'wallet.funded'"
         )[0]
@@ -366,6 +372,9 @@ def test_verify_names_each_typed_column_changed_behind_raw(tmp_path: Path) -> No
     exported = verify_export(str(export), "--manifest", str(manifest))
     assert exported.returncode == 0, exported.stdout + exported.stderr
     assert exported.stdout.startswith("OK: 5 rows checked"), exported.stdout
+    for other, other_manifest in others:
+        clean = verify_export(str(other), "--manifest", str(other_manifest))
+        assert clean.returncode == 0, (other.name, clean.stdout + clean.stderr)
     text = export.read_text()
     assert text.count(',"sim-small",') >= 5  # the first is the first row's model_requested
     export.write_text(text.replace(',"sim-small",', ',"cheap-model",', 1))
