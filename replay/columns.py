@@ -12,8 +12,11 @@ that the table has, which ClickHouse fills from the Avro field of the same name;
 other column took its default. ClickHouse's conversions are mirrored value by value:
 timestamp-millis → DateTime64(3) (epoch ms both sides), union with null → Nullable,
 arrays of records → Array(Tuple), enums → their symbol text, map → Map, string → UUID (in
-canonical text). A column of a type not mirrored here does not pass silently: its values
-differ and it is reported.
+canonical text); String columns are compared as bytes (they hold Avro `bytes` too). A
+column of a type not mirrored here does not pass silently: its values differ and it is
+reported. A column a record does not fill must hold its default, known here when it is
+its type's zero (every migration's default is; a test holds them to it); another default
+is not judged.
 
 Not checked here: `raw` itself (the chain walk's), `ingested_at` (the store's arrival
 time, in no record), and `producer_id` and `seq`, which the chain walk reads to place
@@ -23,7 +26,8 @@ Speed: tables are read in Arrow pages in their sort key's order (range reads of 
 primary index), the next page while this one is checked; each row's `raw` is decoded
 once (fastavro), the expected values of a page are built into Arrow arrays of the
 stored column's own type, and each whole column is compared at once; only a column that
-differs is compared row by row.
+differs is compared row by row. Decoding is what costs: `jobs` > 1 checks pages in that
+many worker processes (`govledger audit verify --jobs N`).
 """
 
 from __future__ import annotations
