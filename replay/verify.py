@@ -54,8 +54,18 @@ from schemas import codec
 from schemas.records import GENESIS_HASH, ChainCheckpoint
 from sinks.tables import ALL_TABLES
 
-Kind = Literal["modified", "deleted", "inserted", "reordered", "truncated", "duplicate"]
-KINDS: tuple[Kind, ...] = ("modified", "deleted", "inserted", "reordered", "truncated", "duplicate")
+Kind = Literal[
+    "modified", "deleted", "inserted", "reordered", "truncated", "duplicate", "column_mismatch"
+]
+KINDS: tuple[Kind, ...] = (
+    "modified",
+    "deleted",
+    "inserted",
+    "reordered",
+    "truncated",
+    "duplicate",
+    "column_mismatch",  # a typed column differs from the row's raw (replay.columns)
+)
 
 # Rows held to put a producer's rows back in sealed order when their stored positions were
 # moved; a row moved further than this is still reported, but its old place reads as a gap.
