@@ -51,7 +51,7 @@ from replay.sources import ArrowReader, blobs, literal, texts
 from replay.verify import Finding
 from schemas import codec
 from sinks.avro_batch import insert_columns
-from sinks.tables import ALL_TABLES
+from sinks.tables import ALL_TABLES, SORT_KEYS
 
 PAGE_ROWS = 20_000
 NOT_FROM_RAW = frozenset({"raw", "ingested_at"})
@@ -363,15 +363,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def sort_keys(read: ArrowReader, table: str, columns: Sequence[Column]) -> list[_Key]:
-    """The table's sort key when each part is a plain column of a type a key can be
-    compared in, else (producer_id, seq)."""
-    result = read(
-        "SELECT sorting_key FROM system.tables "  # noqa: S608
-        f"WHERE database = currentDatabase() AND name = {literal(table)}"
-    )
+def sort_keys(table: str, columns: Sequence[Column]) -> list[_Key]:
+    """The table's sort key (`sinks.tables.SORT_KEYS`) when each part is a plain column of a
+    type a key can be compared in, else (producer_id, seq)."""
     by_name = {c.name: c for c in columns}
-    names = texts(result.column(0))[0].split(", ") if result.num_rows else []
+    names = SORT_KEYS.get(table, ())
     keys = [_key(by_name[n], i) if n in by_name else None for i, n in enumerate(names)]
     if names and all(k is not None for k in keys):
         return [k for k in keys if k is not None]
@@ -477,7 +473,7 @@ def check_store(
                     f"t.producer_id IN (SELECT producer_id FROM {table} "  # noqa: S608
                     f"WHERE tenant_id = {literal(tenant_id)})"
                 )
-            keys = sort_keys(read, table, columns)
+            keys = sort_keys(table, columns)
             # The next page is read (by the store, or the query API's process) while this
             # one is checked: reading and decoding overlap.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="column-pages") as ahead:

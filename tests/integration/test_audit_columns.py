@@ -67,6 +67,11 @@ for source in codec.load_schema_sources().values():
                     for c in table_columns(read, table)
                     if c.name not in NOT_FROM_RAW | fields and zero_of(c) is UNKNOWN)
 unjudged = sorted(unjudged)
+from sinks.tables import ALL_TABLES, SORT_KEYS
+declared_keys = {t: ", ".join(SORT_KEYS[t]) for t in ALL_TABLES}
+engine_keys = {t: store.query_rows("SELECT sorting_key FROM system.tables WHERE database = "
+                                   "currentDatabase() AND name = %(t)s", {"t": t})[0][0]
+               for t in ALL_TABLES}
 clean = check_store(read, page_rows=5)
 
 def event(record_type):
@@ -96,6 +101,8 @@ print(json.dumps({
     "clean_rows": clean.rows,
     "clean": [f.line() for f in clean.findings],
     "unjudged": unjudged,
+    "declared_keys": declared_keys,
+    "engine_keys": engine_keys,
     "changes": changes,
     "found": [[f.kind, f.table, f.event_id, f.detail] for f in tampered.findings],
     "in_workers": [[f.kind, f.table, f.event_id, f.detail] for f in in_workers.findings],
@@ -124,6 +131,8 @@ def test_every_record_type_reads_back_clean_and_each_table_s_change_is_named(
     assert result["clean"] == []
     # Every column a record may leave out has a default the check knows (its type's zero).
     assert result["unjudged"] == []
+    # The sort keys verify pages by (sinks.tables.SORT_KEYS) are the tables' own.
+    assert result["declared_keys"] == result["engine_keys"]
     assert result["clean_rows"] == result["stored"]  # every row once, ties included
     found = {(table, event): detail for kind, table, event, detail in result["found"]}
     call = result["changes"][0][1]
