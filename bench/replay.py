@@ -10,7 +10,7 @@ records of 4 gateways (bench/common.py) and the fundings of every team wallet, i
 the way the sink inserts them (Avro container files with `raw`). The whole process,
 chDB's threads included, is pinned to one CPU before anything is timed.
 
-    .venv/bin/python bench/replay.py [--events N]
+    .venv/bin/python bench/replay.py [--events N] [--columns]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import TEAMS, TENANTS, bench_records, interrupt_on_sigint_and_sigterm
 from replay.audit import ledger_differences
+from replay.columns import check_store
 from replay.rebuild import rebuild_from_store, wallets_at
 from replay.restore import fold_wallets
 from replay.sources import settlement_pages, store_reader
@@ -38,7 +39,7 @@ from schemas import codec
 from schemas.codec import HashChain
 from schemas.ids import now_ms, uuid7
 from schemas.records import Event, LineageRecord, WalletFunded
-from sinks.avro_batch import container_file
+from sinks.avro_batch import container_file, insert_columns
 from sinks.store import Store
 from sinks.tables import TABLE_FOR
 from streams.breakers.logic import BreakerConfig
@@ -79,8 +80,7 @@ def insert(store: Store, values: list[bytes]) -> None:
     for group in by_schema.values():
         entry = codec.schema_of(group[0])
         table = TABLE_FOR[entry.record_type]
-        present = set(store.table_columns(table))
-        columns = [f["name"] for f in entry.source["fields"] if f["name"] in present] + ["raw"]
+        columns = insert_columns(entry, store.table_columns(table))
         for start in range(0, len(group), INSERT_ROWS):
             chunk = group[start : start + INSERT_ROWS]
             token = hashlib.sha256(b"".join(chunk[:1] + chunk[-1:])).hexdigest()
@@ -112,6 +112,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the temporary store")
+    parser.add_argument(
+        "--columns",
+        action="store_true",
+        help="also time `audit verify`'s column check (replay/columns.py) on the same store",
+    )
     args = parser.parse_args()
     interrupt_on_sigint_and_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="govledger-replay-bench-"))
@@ -150,7 +155,18 @@ def main() -> int:
         began = time.perf_counter()
         whole = rebuild_from_store(read, at_ms, None, bar=no_bar)  # type: ignore[arg-type]
         whole_s = time.perf_counter() - began
+        columns_s, columns = 0.0, None
+        if args.columns:
+            began = time.perf_counter()
+            columns = check_store(read)  # every table: the lineage rows and the fundings
+            columns_s = time.perf_counter() - began
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        jobs = os.cpu_count() or 1
+        parallel_s, parallel = 0.0, None
+        if args.columns and jobs > 1:
+            began = time.perf_counter()
+            parallel = check_store(read, jobs=jobs)
+            parallel_s = time.perf_counter() - began
 
         began = time.perf_counter()
         sample = records[:50_000]
@@ -179,6 +195,16 @@ def main() -> int:
     print(f"every domain (wallets, quotas, breakers, escalations) at once: "
           f"{len(records) / whole_s:,.0f} lineage records/s ({whole_s:.2f} s; each record "
           f"folded by wallets and breakers, {whole.events:,} folds)")  # fmt: skip
+    if columns is not None:
+        print(f"audit verify's column check (every typed column of every row against its "
+              f"raw, replay/columns.py): {columns.rows / columns_s:,.0f} rows/s "
+              f"({columns.rows:,} rows in {columns_s:.2f} s, {len(columns.findings)} "
+              f"findings); ratio to every domain's replay: "
+              f"{columns.rows / columns_s / (len(records) / whole_s):.2f}")  # fmt: skip
+    if parallel is not None:
+        print(f"the same check with {jobs} worker processes (--jobs {jobs}), every core: "
+              f"{parallel.rows / parallel_s:,.0f} rows/s ({parallel_s:.2f} s, "
+              f"{len(parallel.findings)} findings)")  # fmt: skip
     same_live = "identical" if not differences else f"differ in {len(differences)} wallets"
     same_restore = "identical" if rebuilt == restored else "NOT identical"
     same_breakers = "identical" if whole.breakers == live_breakers else "NOT identical"

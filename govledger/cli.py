@@ -528,6 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit_verify.add_arguments(verify)
     verify.set_defaults(func=audit_verify.cmd_verify)
+    verify_export = audit_commands.add_parser(
+        "verify-export",
+        help="check an export file against its rows' raw bytes (and its manifest); exit 1 "
+        "if tampered",
+    )
+    audit_verify.add_export_arguments(verify_export)
+    verify_export.set_defaults(func=audit_verify.cmd_verify_export)
 
     from govledger import replay_cli, root_cli
 

@@ -54,11 +54,26 @@ from schemas import codec
 from schemas.records import GENESIS_HASH, ChainCheckpoint
 from sinks.tables import ALL_TABLES
 
-Kind = Literal["modified", "deleted", "inserted", "reordered", "truncated", "duplicate", "forged"]
+Kind = Literal[
+    "modified",
+    "deleted",
+    "inserted",
+    "reordered",
+    "truncated",
+    "duplicate",
+    "column_mismatch",
+    "forged",
+]
 KINDS: tuple[Kind, ...] = (
-    "modified", "deleted", "inserted", "reordered", "truncated", "duplicate", "forged"
-)  # fmt: skip
-"""`forged`: a record not authenticated as its producer's (see replay.forged)."""
+    "modified",
+    "deleted",
+    "inserted",
+    "reordered",
+    "truncated",
+    "duplicate",
+    "column_mismatch",  # a typed column differs from the row's raw (replay.columns)
+    "forged",  # a record not authenticated as its producer's (replay.forged)
+)
 
 # Rows held to put a producer's rows back in sealed order when their stored positions were
 # moved; a row moved further than this is still reported, but its old place reads as a gap.

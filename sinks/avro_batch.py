@@ -10,7 +10,7 @@ Python, ClickHouse does (FORMAT Avro), and each row keeps its exact wire bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from schemas import codec
@@ -61,6 +61,15 @@ def event_id_of(value: bytes) -> str:
     if len(value) > HEADER_BYTES + UUID_CHARS and value[HEADER_BYTES] == UUID_LENGTH_BYTE:
         return value[HEADER_BYTES + 1 : HEADER_BYTES + 1 + UUID_CHARS].decode()
     return read_string(value, HEADER_BYTES)[0]
+
+
+def insert_columns(entry: SchemaEntry, present: Iterable[str]) -> list[str]:
+    """The columns the sink names when it inserts records of `entry` into a table with the
+    `present` columns: every field of the record that the table has, then `raw`. ClickHouse
+    fills each from the Avro field of that name; the table's other columns take their
+    defaults. The one statement of that mapping (the writer and `replay.columns` use it)."""
+    has = set(present)
+    return [f["name"] for f in entry.source["fields"] if f["name"] in has] + ["raw"]
 
 
 _HEADERS: dict[tuple[bytes, bool], bytes] = {}

@@ -38,7 +38,7 @@ from schemas.topics import (
     SLA,
     WALLET_STATE,
 )
-from sinks.avro_batch import container_file, event_id_of
+from sinks.avro_batch import container_file, event_id_of, insert_columns
 from sinks.store import Store
 from sinks.tables import TABLE_FOR
 
@@ -348,9 +348,8 @@ class SinkWriter:
     def _columns(self, batch: PendingBatch) -> list[str]:
         columns = self._columns_by_schema.get(batch.entry.fingerprint)
         if columns is None:
-            present = set(self.store.table_columns(batch.table))
-            fields = [f["name"] for f in batch.entry.source["fields"]]
-            columns = [name for name in fields if name in present] + ["raw", "auth"]
+            # Then the record's auth header (schemas.authn), after raw.
+            columns = [*insert_columns(batch.entry, self.store.table_columns(batch.table)), "auth"]
             self._columns_by_schema[batch.entry.fingerprint] = columns
         return columns
 

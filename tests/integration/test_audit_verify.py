@@ -5,6 +5,7 @@ are each reported at their producer and seq, and the command exits 1."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -52,6 +53,40 @@ def in_store(env: dict[str, str], code: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def verify_export(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "govledger", "audit", "verify-export", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def events_export(
+    stack: RunningStack, folder: Path, fmt: str, kind: str = "events"
+) -> tuple[Path, Path]:
+    """An export of the last day made by the running stack: its file and manifest."""
+    auth = {"Authorization": f"Bearer {stack.token}"}
+    created = httpx.post(
+        f"{stack.settings.query_url}/v1/exports",
+        headers=auth,
+        json={"type": kind, "format": fmt, "since": "1d"},
+        timeout=30,
+    )
+    assert created.status_code == 202, created.text
+    job_url = f"{stack.settings.query_url}/v1/exports/{created.json()['id']}"
+    wait_for(
+        lambda: httpx.get(job_url, headers=auth, timeout=30).json()["status"] == "succeeded",
+        timeout_s=30,
+    )
+    file = folder / f"{kind}.{fmt}"
+    file.write_bytes(httpx.get(f"{job_url}/download", headers=auth, timeout=30).content)
+    manifest = folder / f"{kind}.{fmt}.manifest.json"
+    manifest.write_bytes(httpx.get(f"{job_url}/manifest", headers=auth, timeout=30).content)
+    return file, manifest
 
 
 def calls_through_the_gateway(stack: RunningStack, calls: int) -> None:
@@ -142,12 +177,16 @@ def test_verify_finds_each_kind_of_tampering(tmp_path: Path) -> None:
     # modified and the inserted record are also not their producer's (forged).
     assert found == [
         ("modified", producer, "seq=2"),
+        # The flipped bit lands in a typed field: its column no longer says what raw says.
+        ("column_mismatch", producer, "seq=2"),
         ("forged", producer, "seq=2"),
         ("deleted", producer, "seq=4"),
         ("truncated", producer, "seq=10"),
         ("reordered", producer, "seq=13"),
         ("reordered", producer, "seq=14"),
         ("inserted", producer, "seq=15"),
+        # The inserted row kept seq 15's columns under its forged bytes.
+        ("column_mismatch", producer, "seq=15"),
         ("forged", producer, "seq=15"),
     ], tampered.stdout
     assert tampered.stdout.splitlines()[-1].startswith("TAMPERED: ")
@@ -261,15 +300,20 @@ def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(tmp_path: Path)
         chain = HashChain(p)
         chain.seq, chain.head = 2, records[1][1].record_hash
         for tbl, record in records[2:]:
+            # The forger keeps the typed columns in step with the bytes it re-seals.
+            columns = ""
             if isinstance(record, ChainCheckpoint):
                 record = dataclasses.replace(
                     record, checkpoint_seq=chain.seq, checkpoint_hash=chain.head)
+                columns = (f", checkpoint_seq = {{record.checkpoint_seq}}, "
+                           f"checkpoint_hash = '{{record.checkpoint_hash}}'")
             elif record.seq == 3:
                 record = dataclasses.replace(record, cost_nanousd=1)
+                columns = ", cost_nanousd = 1"
             sealed = chain.seal(record)
             command(f"ALTER TABLE {{tbl}} UPDATE raw = unhex('{{codec.encode(sealed).hex()}}'), "
-                    f"prev_hash = '{{sealed.prev_hash}}', record_hash = '{{sealed.record_hash}}' "
-                    f"WHERE producer_id = '{{p}}' AND seq = {{sealed.seq}}")
+                    f"prev_hash = '{{sealed.prev_hash}}', record_hash = '{{sealed.record_hash}}'"
+                    f"{{columns}} WHERE producer_id = '{{p}}' AND seq = {{sealed.seq}}")
         """,
     )
     with running_stack(env) as stack:
@@ -285,3 +329,70 @@ def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(tmp_path: Path)
     (line,) = [x for x in with_heads.stdout.splitlines()[:-1] if x.startswith("modified")]
     assert line.split()[:3] == ["modified", f"producer={producer}", "seq=8"], line
     assert "re-sealed" in line and str(manifest) in line
+
+
+def test_verify_names_each_typed_column_changed_behind_raw(tmp_path: Path) -> None:
+    """Typed columns that SQL, reports and exports read, changed in the store with `raw`
+    untouched (the chains still hold): each row is reported by event and column."""
+    env = stack_environ(tmp_path / "data")
+    with running_stack(env) as stack:
+        calls_through_the_gateway(stack, 5)
+        wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [["5"]], timeout_s=20)
+        wait_for(lambda: stack.sql("SELECT count() > 0 FROM wallet_state") == [["1"]], timeout_s=20)
+        clean = verify(stack.env)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert "rows' typed columns checked against raw" in clean.stdout
+        calls = [row[0] for row in stack.sql("SELECT toString(event_id) FROM lineage ORDER BY seq")]
+        export, manifest = events_export(stack, tmp_path, "csv")
+        others = [
+            events_export(stack, tmp_path, fmt, kind)
+            for kind, fmt in (("events", "jsonl"), ("events", "parquet"), ("wallets", "parquet"))
+        ]
+        (funding,) = stack.sql(
+            "SELECT toString(event_id) FROM control_events WHERE event_type = 'wallet.funded'"
+        )[0]
+        (state,) = stack.sql("SELECT toString(any(event_id)) FROM wallet_state")[0]
+    changes = {
+        ("lineage", calls[0]): "model_requested = 'cheap-model', cost_nanousd = 1",
+        ("lineage", calls[1]): "team_id = 'other-team'",
+        ("lineage", calls[2]): "user_id = 'someone-else'",
+        ("lineage", calls[3]): "guardrails_triggered = [('pii-detector', 'block')]",
+        ("control_events", funding): "amount_nanousd = 1000000000000000",
+        ("wallet_state", state): "balance_nanousd = balance_nanousd + 1",
+    }
+    in_store(
+        env,
+        "".join(
+            f"command(\"ALTER TABLE {table} UPDATE {change} WHERE event_id = '{event}'\")\n"
+            for (table, event), change in changes.items()
+        ),
+    )
+    with running_stack(env) as stack:
+        tampered = verify(stack.env)
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    lines = tampered.stdout.splitlines()
+    assert lines[-1].startswith("TAMPERED: ") and "6 column_mismatch" in lines[-1], lines[-1]
+    assert all(line.startswith("column_mismatch ") for line in lines[:-1]), tampered.stdout
+    for (table, event), change in changes.items():
+        (line,) = [line for line in lines if f" {table} event {event}: " in line]
+        named = re.findall(r"(?:^|, )(\w+) = ", change)
+        assert line.split(": ", 1)[1].startswith(
+            f"column{'s' if len(named) > 1 else ''} {', '.join(named)} differ"
+        ), line
+    assert "model_requested: stored 'cheap-model'" in tampered.stdout
+    # The export taken before, as the store's rows were then, checks clean on its own;
+    # a cell changed in it (its raw_base64 untouched) is named like a stored column.
+    exported = verify_export(str(export), "--manifest", str(manifest))
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert exported.stdout.startswith("OK: 5 rows checked"), exported.stdout
+    for other, other_manifest in others:
+        clean = verify_export(str(other), "--manifest", str(other_manifest))
+        assert clean.returncode == 0, (other.name, clean.stdout + clean.stderr)
+    text = export.read_text()
+    assert text.count(',"sim-small",') >= 5  # the first is the first row's model_requested
+    export.write_text(text.replace(',"sim-small",', ',"cheap-model",', 1))
+    changed = verify_export(str(export))
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    (line,) = changed.stdout.splitlines()[:-1]
+    assert line.startswith("column_mismatch ") and "column model_requested differs" in line, line
+    assert f" event {calls[0]}: " in line, line  # the first row: the first call
