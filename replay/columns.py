@@ -19,7 +19,8 @@ its type's zero (every migration's default is; a test holds them to it); another
 is not judged.
 
 Not checked here: `raw` itself (the chain walk's), `ingested_at` (the store's arrival
-time, in no record), and `producer_id` and `seq`, which the chain walk reads to place
+time, in no record), `auth` (the record's authentication header, checked against raw by
+`replay.forged`), and `producer_id` and `seq`, which the chain walk reads to place
 each row and reports as `modified` / `reordered` when they differ from the bytes.
 
 Speed: tables are read in Arrow pages in their sort key's order (range reads of the
@@ -54,7 +55,9 @@ from sinks.avro_batch import insert_columns
 from sinks.tables import ALL_TABLES, SORT_KEYS
 
 PAGE_ROWS = 20_000
-NOT_FROM_RAW = frozenset({"raw", "ingested_at"})
+NOT_FROM_RAW = frozenset({"raw", "ingested_at", "auth"})
+"""`auth` is the record's Kafka header (schemas.authn), beside raw, not in it: replay.forged
+checks it against raw."""
 CHAIN_PLACED = frozenset({"producer_id", "seq"})
 # Defaults of the migrations' columns that a record may not fill: each is its type's zero.
 ZERO_DEFAULTS = frozenset({"", "''", "0", "[]", "false"})
