@@ -77,14 +77,19 @@ def swap_lineage(process: Any) -> NoopPublisher:
 async def serve(lineage_on: bool) -> None:
     from gateway.server import GatewayProcess
     from govledger.admin_token import resolve_admin_token
-    from schemas.settings import GatewaySettings, load
+    from schemas.settings import GatewaySettings, StreamSettings, load
+    from streams.escalations.logic import config_of
 
     settings = load(GatewaySettings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    process = GatewayProcess(settings, resolve_admin_token(settings, create=True))
+    process = GatewayProcess(
+        settings,
+        resolve_admin_token(settings, create=True),
+        escalation_config=config_of(load(StreamSettings)),
+    )
     if not lineage_on:
         swap_lineage(process)
     await process.start()

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import hashlib
 import random
-import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -683,8 +682,3 @@ class Gateway:
         )
         sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
         self.budget.settled(call.wallet_id, sealed.seq, cost)
-
-
-def new_key_secret() -> str:
-    """A gateway key secret; shown once, stored only as a hash."""
-    return "gk_" + secrets.token_urlsafe(32)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
 from aiohttp import web
 
 from schemas import http_errors
@@ -66,6 +70,8 @@ LINEAGE_UNAVAILABLE = ErrorKind("lineage_unavailable", 503, "server_error")
 UPSTREAM_ERROR = ErrorKind("upstream_error", 502, "upstream_error")
 # A tenant pack or key that would weaken the org baseline (gateway/policy/baseline.py).
 ORG_POLICY_VIOLATION = ErrorKind("org_policy_violation", 403, "permission_error")
+# A pack or baseline that does not lint (the admin API lists the `lines` at fault).
+POLICY_INVALID = ErrorKind("policy_invalid", 400, "invalid_request_error")
 
 ALL_KINDS: tuple[ErrorKind, ...] = (
     INVALID_JSON,
@@ -107,12 +113,15 @@ ALL_KINDS: tuple[ErrorKind, ...] = (
     URI_TOO_LONG,
     UNSUPPORTED_MEDIA_TYPE,
     TIMEOUT,
+    POLICY_INVALID,
 )
 
 
 class GatewayError(Exception):
     """An expected refusal: the error kind, a message for the caller and, for a request
-    field at fault, its name (`param`, as OpenAI names it, e.g. `messages[0].content`)."""
+    field at fault, its name (`param`, as OpenAI names it, e.g. `messages[0].content`);
+    `details`: more fields of the error object (the lint `lines` of a pack, the org rules
+    it `violations`)."""
 
     def __init__(
         self,
@@ -121,12 +130,14 @@ class GatewayError(Exception):
         headers: dict[str, str] | None = None,
         *,
         param: str | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.headers = headers or {}
         self.param = param
+        self.details = dict(details or {})
 
 
 def error_body(kind: ErrorKind, message: str, param: str | None = None) -> bytes:
@@ -150,4 +161,12 @@ def error_response(
 
 def refusal_response(exc: GatewayError) -> web.Response:
     """The response to an expected refusal."""
-    return error_response(exc.kind, exc.message, exc.headers, exc.param)
+    if not exc.details:
+        return error_response(exc.kind, exc.message, exc.headers, exc.param)
+    error = orjson.loads(error_body(exc.kind, exc.message, exc.param))["error"]
+    return web.Response(
+        status=exc.kind.status,
+        body=orjson.dumps({"error": {**error, **exc.details}}),
+        content_type="application/json",
+        headers=exc.headers,
+    )

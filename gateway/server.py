@@ -8,7 +8,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.admin import AdminApi
+from gateway.admin.api import AdminApi
 from gateway.app import CHAT_PATH, Gateway
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
 from gateway.errors import HEADERS_TOO_LARGE, error_response
@@ -26,6 +26,7 @@ from schemas.publisher import ChainedPublisher
 from schemas.settings import GatewaySettings
 from schemas.spool import Spool
 from schemas.topics import BREAKER_STATE, CONTROL, ESCALATIONS, WALLET_STATE
+from streams.escalations.logic import EscalationConfig
 
 log = structlog.get_logger(__name__)
 
@@ -128,9 +129,16 @@ def gateway_runner(settings: GatewaySettings, app: web.Application) -> web.AppRu
 
 
 class GatewayProcess:
-    """The gateway with its views, publishers and HTTP server."""
+    """The gateway with its views, publishers and HTTP server. `escalation_config` is the
+    escalations processor's (its listing routes and times escalations as the processor)."""
 
-    def __init__(self, settings: GatewaySettings, admin_token: str) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        admin_token: str,
+        *,
+        escalation_config: EscalationConfig,
+    ) -> None:
         assert settings.kafka_bootstrap, "the gateway needs a broker"
         self.settings = settings
         self.views = LocalViews()
@@ -172,6 +180,7 @@ class GatewayProcess:
             control=self.control,
             budget=self.gateway.budget,
             default_tenant=settings.default_tenant,
+            escalation_config=escalation_config,
         )
         self._runner: web.AppRunner | None = None
 

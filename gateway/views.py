@@ -3,7 +3,6 @@ wallet-state topics (read whole, like a table)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from gateway.policy.baseline import (
 )
 from gateway.policy.pack import PackError, PolicyPack, parse_pack
 from schemas import authn, codec
+from schemas.auth import key_sha256
 from schemas.records import (
     BreakerState as BreakerStateRecord,
 )
@@ -42,11 +42,6 @@ MAX_ESCALATIONS = 100_000
 # Claims and reassigns a gateway keeps per escalation (past this many, the oldest are
 # forgotten, and the listing may differ from the processor for that escalation).
 MAX_CHANGES_PER_ESCALATION = 64
-
-
-def key_sha256(secret: str) -> str:
-    """The stored form of a key secret."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

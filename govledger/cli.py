@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from schemas.escalation_listing import DEFAULT_ESCALATION_STATUS, ESCALATION_STATUSES
 from schemas.money import format_usd
 from schemas.settings import (
     CommonSettings,
@@ -324,9 +325,9 @@ def cmd_escalations(args: argparse.Namespace) -> int:
             rows = _request(client, "GET", "/v1/admin/escalations", params=params)["data"]
             print("escalation_id\ttenant\tteam\tqueue\tpriority\tstatus\tclaimed_by\tage\tdeadline")
             for row in rows:
-                deadline = _when(row["deadline_at"]) + (" OVERDUE" if row["overdue"] else "")
+                deadline = _when(row["deadline_at_ms"]) + (" OVERDUE" if row["overdue"] else "")
                 print(
-                    f"{row['escalation_id']}\t{row['tenant']}\t{row['team']}\t{row['queue']}\t"
+                    f"{row['escalation_id']}\t{row['tenant_id']}\t{row['team_id']}\t{row['queue']}\t"
                     f"{row['priority']}\t{row['status']}\t{row['claimed_by'] or '-'}\t"
                     f"{_age(row['age_ms'])}\t{deadline}"
                 )
@@ -500,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     escalations = commands.add_parser("escalations", help="list, claim, reassign and decide")
     escalation_commands = escalations.add_subparsers(dest="escalations_command", required=True)
     listing = escalation_commands.add_parser("list", help="escalations, most urgent first")
-    listing.add_argument("--status", default="open", choices=["open", "resolved", "all"])
+    listing.add_argument("--status", default=DEFAULT_ESCALATION_STATUS, choices=ESCALATION_STATUSES)
     listing.add_argument("--queue", help="only this queue (team:T or central)")
     claim = escalation_commands.add_parser("claim", help="take an escalation for review")
     claim.add_argument("escalation_id")

@@ -614,7 +614,7 @@ def look(run: Run) -> Seen:
         wallet=team_wallet_id(run.tenant, RESEARCH.name),
         period=month_start_ms(run.started_ms),
     )
-    escalations = run.report("/v1/escalations", tenant=run.tenant, status="all")["escalations"]
+    escalations = run.report("/v1/escalations", tenant=run.tenant, status="all")["data"]
     escalation = next((e for e in escalations if e["escalation_id"] == run.escalation_id), None)
     wallets = run.report("/v1/wallets/balance", tenant=run.tenant)["wallets"]
     lineage_by_wallet = {

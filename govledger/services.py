@@ -10,7 +10,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.admin import principal_for
+from gateway.admin.principals import principal_for
 from gateway.errors import GatewayError
 from gateway.policy.baseline import floor_retention
 from gateway.policy.pack import AuditPolicy
@@ -23,13 +23,20 @@ from schemas.http_errors import JsonErrorAppRunner, handler_args
 from schemas.ids import new_producer_id, now_ms
 from schemas.kafka import TopicTailer, ensure_topics
 from schemas.publisher import ChainedPublisher
-from schemas.settings import CommonSettings, GatewaySettings, SinkSettings, StreamSettings
+from schemas.settings import (
+    CommonSettings,
+    GatewaySettings,
+    SinkSettings,
+    StreamSettings,
+    load,
+)
 from schemas.topics import CONTROL
 from sinks.access import AccessDeniedError, Authenticate, Reader
 from sinks.query_api import QueryApi, retention_loop
 from sinks.retention import retention_by_tenant
 from sinks.store import Store
 from sinks.writer import SinkWriter
+from streams.escalations import logic as escalation_rules
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +69,10 @@ async def gateway_main(settings: GatewaySettings) -> None:
     stop = _stop_event()
     token = resolve_admin_token(settings, create=True)
     install_keyring(settings)
-    process = GatewayProcess(settings, token)
+    # The listing routes and times escalations as the escalations processor does: with
+    # the stream processors' escalation settings, read here where the process starts.
+    escalations = escalation_rules.config_of(load(StreamSettings))
+    process = GatewayProcess(settings, token, escalation_config=escalations)
     await process.start()
     try:
         await stop.wait()

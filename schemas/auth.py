@@ -9,7 +9,9 @@ answers with 401. The secret itself never goes into an error message or a log li
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # aiohttp's header type; multidict comes with aiohttp
@@ -26,6 +28,18 @@ _SECRET = re.compile(r"[\x21-\x7e]+")
 
 class MalformedCredentialError(ValueError):
     """A presented credential is not well-formed. Its text is never part of the message."""
+
+
+def new_key_secret() -> str:
+    """A gateway key secret (gk_ + 43 URL-safe characters); shown once, stored only as
+    `key_sha256`."""
+    return "gk_" + secrets.token_urlsafe(32)
+
+
+def key_sha256(secret: str) -> str:
+    """The stored form of a key secret: what a key record carries and the views look a
+    presented secret up by."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def check_secret(secret: str) -> str:

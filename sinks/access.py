@@ -1,7 +1,7 @@
 """Who reads through the query API. The sink does not judge keys itself: the process
 that assembles it passes a function that resolves a presented secret the way the
-gateway's admin API does (`gateway.admin.principal_for` over the keys folded from the
-control topic), so there is one key rule."""
+gateway's admin API does (`gateway.admin.principals.principal_for` over the keys folded
+from the control topic), so there is one key rule."""
 
 from __future__ import annotations
 

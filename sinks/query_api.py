@@ -5,7 +5,7 @@ server, and so does clickhouse-connect's HTTP client (password = the token or ke
 
 Who may read: the admin token and org-admin keys see every tenant; a tenant-admin key
 sees its own tenant's rows only, on every route; other roles get 403 (the admin API's
-rule, `gateway.admin.principal_for`, passed in as `authenticate`). Every SQL text goes
+rule, `gateway.admin.principals.principal_for`, passed in as `authenticate`). Every SQL text goes
 through `sql_guard` (one allowed read, re-rendered from the checked tree), runs on the
 store's reader session with `readonly = 1` in its own SETTINGS clause, and for tenant
 keys with `additional_table_filters` restricting each tenant table to the key's tenant.
@@ -27,6 +27,8 @@ import structlog
 from aiohttp import web
 
 from schemas.auth import authorization_header, bearer_token
+from schemas.durations import parse_duration_ms
+from schemas.escalation_listing import escalation_page, escalation_row, escalation_status
 from schemas.http_errors import json_error, json_errors
 from schemas.ids import now_ms
 from sinks import sql_guard
@@ -45,7 +47,6 @@ MAX_EXECUTION_S = 60
 MAX_GROUPS = 10_000
 MAX_LISTED = 10_000
 MAX_WINDOW_MS = 3_650 * 86_400_000
-DURATION_UNITS_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 # /v1/events?group_by=…: the column each grouping reads from `lineage`.
 GROUPS = {
     "gateway": "producer_id",
@@ -54,7 +55,6 @@ GROUPS = {
     "team": "team_id",
     "tenant": "tenant_id",
 }
-ESCALATION_STATUSES = ("open", "resolved", "all")
 
 
 def _presented_token(request: web.Request) -> str:
@@ -89,12 +89,10 @@ class BadRequestError(Exception):
 
 def window_ms(text: str) -> int:
     """'30d', '12h', '30m' or '45s' in milliseconds, at most ten years."""
-    number, unit = text[:-1], text[-1:]
-    if unit not in DURATION_UNITS_MS or not number.isdigit() or int(number) <= 0:
-        raise BadRequestError(
-            400, "invalid_request", f"not a window like 30d, 12h or 30m: {text!r}"
-        )
-    return min(int(number) * DURATION_UNITS_MS[unit], MAX_WINDOW_MS)
+    try:
+        return min(parse_duration_ms(text), MAX_WINDOW_MS)
+    except ValueError as exc:
+        raise BadRequestError(400, "invalid_request", str(exc)) from None
 
 
 def _ms(value: datetime | None) -> int | None:
@@ -339,11 +337,10 @@ class QueryApi:
     async def escalations(self, request: web.Request, reader: Reader) -> web.Response:
         """Escalations the gateways opened, with the first decision on each, if any."""
         tenant = self._tenant_scope(request, reader)
-        status = request.query.get("status", "all")
-        if status not in ESCALATION_STATUSES:
-            raise BadRequestError(
-                400, "invalid_request", f"status must be one of {ESCALATION_STATUSES}"
-            )
+        try:
+            status = escalation_status(request.query.get("status"))
+        except ValueError as exc:
+            raise BadRequestError(400, "invalid_request", str(exc)) from None
         where_status = {"open": "AND r.decision = ''", "resolved": "AND r.decision != ''"}.get(
             status, ""
         )
@@ -364,31 +361,32 @@ class QueryApi:
             {},
             tenant,
         )
+        now = now_ms()
         listed = []
         for row in rows:
             (esc, t, team, key, pack, category, priority, mode, reason, model, trace) = row[:11]
             opened_at, decision, resolved_by, resolved_at = row[11:]
             listed.append(
-                {
-                    "escalation_id": str(esc),
-                    "tenant_id": str(t),
-                    "team_id": str(team),
-                    "key_id": str(key),
-                    "policy_pack": str(pack),
-                    "category": str(category),
-                    "priority": str(priority),
-                    "mode": str(mode),
-                    "reason": str(reason),
-                    "model_requested": str(model),
-                    "trace_id": str(trace),
-                    "opened_at_ms": _ms(opened_at),
-                    "status": "resolved" if decision else "open",
-                    "decision": str(decision) or None,
-                    "resolved_by": str(resolved_by) or None,
-                    "resolved_at_ms": _ms(resolved_at) if decision else None,
-                }
+                escalation_row(
+                    escalation_id=str(esc),
+                    tenant_id=str(t),
+                    team_id=str(team),
+                    key_id=str(key),
+                    policy_pack=str(pack),
+                    category=str(category),
+                    priority=str(priority),
+                    mode=str(mode),
+                    reason=str(reason),
+                    model_requested=str(model),
+                    trace_id=str(trace),
+                    opened_at_ms=_ms(opened_at) or 0,
+                    decision=str(decision) or None,
+                    now_ms=now,
+                    resolved_by=str(resolved_by) or None,
+                    resolved_at_ms=_ms(resolved_at) if decision else None,
+                )
             )
-        return _json({"tenant": tenant, "status": status, "escalations": listed})
+        return _json(escalation_page(listed, status=status, tenant_id=tenant))
 
     async def sla(self, request: web.Request, reader: Reader) -> web.Response:
         """Closed SLA minutes per tenant, provider and model over a window (the latest

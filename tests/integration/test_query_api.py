@@ -218,7 +218,7 @@ def test_escalations_list_open_and_resolved_per_tenant(stack: RunningStack, worl
     def status_of(key: str, **params: str) -> str | None:
         response = get(stack, "/v1/escalations", key, **params)
         assert response.status_code == 200, response.text
-        rows = {e["escalation_id"]: e for e in response.json()["escalations"]}
+        rows = {e["escalation_id"]: e for e in response.json()["data"]}
         return rows[escalation]["status"] if escalation in rows else None
 
     assert wait_for(lambda: status_of(world.a_admin, status="open"), timeout_s=15) == "open"
@@ -229,10 +229,14 @@ def test_escalations_list_open_and_resolved_per_tenant(stack: RunningStack, worl
     assert decided.status_code == 200, decided.text
     assert wait_for(lambda: status_of(world.a_admin, status="resolved"), timeout_s=15) == "resolved"
     assert status_of(world.a_admin, status="open") is None
-    assert status_of(world.org_admin, tenant=world.a) == "resolved"
-    rows = get(stack, "/v1/escalations", world.a_admin).json()["escalations"]
+    assert status_of(world.a_admin) is None  # the default is open, as on the admin API
+    assert status_of(world.org_admin, tenant=world.a, status="all") == "resolved"
+    rows = get(stack, "/v1/escalations", world.a_admin, status="all").json()["data"]
     assert {e["tenant_id"] for e in rows} == {world.a}
     assert next(e for e in rows if e["escalation_id"] == escalation)["decision"] == "reject"
+    # One listing shape: the admin API's rows have the same fields as the query API's.
+    listed = stack.admin("GET", "/v1/admin/escalations", params={"status": "all"}).json()
+    assert listed["data"] and {*listed["data"][0]} == {*rows[0]}
 
 
 # --- SQL --------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import httpx
 import orjson
 from aiohttp import web
 
-from gateway.admin import AdminApi
+from gateway.admin.api import AdminApi
 from gateway.app import Gateway
 from gateway.catalogue import build_catalogue
 from gateway.policy.pack import parse_pack
@@ -33,6 +33,7 @@ from schemas.records import Event, LineageRecord
 from schemas.settings import GatewaySettings, SinkSettings, load
 from sinks.access import AccessDeniedError, Reader
 from sinks.query_api import QueryApi
+from streams.escalations.logic import EscalationConfig
 from streams.keys import logic as keys_logic
 from streams.wallets import logic as wallets_logic
 from tests.unit import builders
@@ -182,6 +183,7 @@ async def running_gateway(
         control=MemoryPublisher("admin-security"),  # type: ignore[arg-type]
         budget=gateway.budget,
         default_tenant=settings.default_tenant,
+        escalation_config=EscalationConfig(),
     )
     runner = gateway_runner(settings, gateway_application(settings, gateway, admin))
     port = await _serve(runner)

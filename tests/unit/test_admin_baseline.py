@@ -12,12 +12,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.admin import AdminApi
+from gateway.admin.api import AdminApi
 from gateway.budget import Budget
 from gateway.views import LocalViews
 from schemas.codec import HashChain
 from schemas.records import Event
 from schemas.topics import CONTROL
+from streams.escalations.logic import EscalationConfig
 from tests.unit import builders
 
 ROOT_TOKEN = "root-token-for-tests"
@@ -68,6 +69,7 @@ async def admin() -> AsyncIterator[Admin]:
         control=control,  # type: ignore[arg-type]
         budget=Budget(views, "gateway-test"),
         default_tenant="default",
+        escalation_config=EscalationConfig(),
     )
     app = web.Application()
     app.add_routes(api.routes())

@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from gateway.admin import escalation_listing, thresholds_of
+from gateway.admin.escalations import escalation_listing
+from gateway.admin.wallets import thresholds_of
 from streams.escalations.logic import MINUTE_MS, EscalationConfig
 from tests.unit import builders
 from tests.unit.builders import T0
@@ -64,10 +65,10 @@ def test_open_escalations_are_listed_most_urgent_first_with_age_and_deadline():
     first = rows[0]
     assert (first["priority"], first["queue"], first["status"]) == ("P1", "team:search", "open")
     assert first["age_ms"] == 9 * MINUTE_MS
-    assert first["deadline_at"] == T0 + MINUTE_MS + P1_SLA_MS
+    assert first["deadline_at_ms"] == T0 + MINUTE_MS + P1_SLA_MS
     assert first["overdue"] is False and first["decision"] is None
     assert rows[1]["queue"] == "central"
-    assert rows[2]["deadline_at"] == T0 + P2_SLA_MS
+    assert rows[2]["deadline_at_ms"] == T0 + P2_SLA_MS
 
 
 def test_claims_and_reassigns_show_and_the_first_claim_wins():
@@ -121,5 +122,5 @@ def test_the_queue_filter_and_tenants_pass_through():
         now=T0,
         queue="central",
     )
-    assert [(r["escalation_id"], r["tenant"]) for r in rows] == [("esc_b", "globex")]
+    assert [(r["escalation_id"], r["tenant_id"]) for r in rows] == [("esc_b", "globex")]
     assert escalation_listing([], [], {}, CONFIG, now=T0) == []

@@ -21,6 +21,7 @@ from schemas.settings import (
     known_env_names,
     load,
 )
+from streams.escalations.logic import EscalationConfig
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
 FILE = COMPOSE / "docker-compose.yml"
@@ -176,7 +177,7 @@ async def test_a_gateway_serves_the_routes_its_setting_names(tmp_path, serves, c
             "GOVLEDGER_GATEWAY_SERVES": serves,
         },
     )
-    process = GatewayProcess(settings, "token")
+    process = GatewayProcess(settings, "token", escalation_config=EscalationConfig())
     try:
         served = paths(process)
     finally:

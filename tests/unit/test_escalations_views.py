@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from gateway.admin import escalation_listing
+from gateway.admin.escalations import escalation_listing
 from gateway.views import MAX_CHANGES_PER_ESCALATION, LocalViews
 from schemas.topics import CONTROL, ESCALATIONS
 from streams.escalations.logic import EscalationConfig

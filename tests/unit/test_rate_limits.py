@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.admin import parse_duration_ms
 from gateway.ratelimit import RateLimiter
+from schemas.durations import parse_duration_ms
 
 
 def admit(

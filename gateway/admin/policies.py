@@ -1,0 +1,218 @@
+"""Policy packs and the org baseline: publish a tenant's pack as its next version (with
+the diff from the last one), list packs, read and publish the baseline, and the two
+checks the key and pack routes make against the baseline. The rules themselves are in
+gateway/policy/baseline.py.
+
+Anyone who may use the admin API reads the baseline (a tenant admin must know the floor
+its packs are held to); only org admins (the admin token, org-admin keys) publish it."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from gateway import errors
+from gateway.admin import requests
+from gateway.admin.context import AdminContext, Guard
+from gateway.admin.principals import Principal
+from gateway.admin.requests import json_response
+from gateway.errors import GatewayError
+from gateway.policy.baseline import (
+    ORG_TENANT,
+    OrgViolation,
+    grant_violation,
+    lint_baseline,
+    pack_violations,
+    parse_baseline,
+)
+from gateway.policy.pack import PackError, parse_pack
+from gateway.views import LocalViews
+from schemas.records import OrgBaselinePublished, PolicyPackPublished, Role
+
+BASELINE_PATH = "/v1/admin/policies/baseline"
+
+
+def lint_refusal(problems: Sequence[Any]) -> GatewayError:
+    """400 policy_invalid listing each lint problem with its line."""
+    return GatewayError(
+        errors.POLICY_INVALID,
+        "; ".join(str(p) for p in problems),
+        details={"lines": [{"line": p.line, "message": p.message} for p in problems]},
+    )
+
+
+def violation_refusal(violations: Sequence[OrgViolation]) -> GatewayError:
+    """403 org_policy_violation naming every org rule broken, with its line."""
+    return GatewayError(
+        errors.ORG_POLICY_VIOLATION,
+        "; ".join(str(v) for v in violations),
+        details={
+            "violations": [{"rule": v.rule, "line": v.line, "message": str(v)} for v in violations]
+        },
+    )
+
+
+def check_pack(views: LocalViews, source: str) -> None:
+    """Refuse a tenant pack that breaks the org baseline."""
+    violations = pack_violations(views.baseline.baseline, source)
+    if violations:
+        raise violation_refusal(violations)
+
+
+def check_grant(views: LocalViews, principal: Principal, role: Role) -> None:
+    """Refuse a tenant admin a key above the baseline's role ceiling (org admins are not
+    held to it: they set it)."""
+    if principal.tenant_id is None:
+        return
+    violation = grant_violation(views.baseline.baseline, role)
+    if violation is not None:
+        raise GatewayError(errors.ORG_POLICY_VIOLATION, str(violation))
+
+
+def unified_diff(before: str, after: str, fromfile: str, tofile: str) -> str:
+    """The diff between two versions of a pack or baseline, as published with the new one."""
+    return "".join(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=fromfile,
+            tofile=tofile,
+        )
+    )
+
+
+class PolicyRoutes:
+    """Tenant packs and the org baseline."""
+
+    def __init__(self, context: AdminContext) -> None:
+        self.context = context
+
+    def routes(self, guard: Guard) -> list[web.RouteDef]:
+        """The pack and baseline routes."""
+        return [
+            web.post("/v1/admin/policies", guard(self.push_policy)),
+            web.get("/v1/admin/policies", guard(self.list_policies)),
+            web.get(BASELINE_PATH, guard(self.show_baseline)),
+            web.put(BASELINE_PATH, guard(self.publish_baseline)),
+        ]
+
+    async def push_policy(self, request: web.Request, principal: Principal) -> web.Response:
+        """Lint a pack and publish it as the next version, with the diff from the last one.
+        An unchanged pack publishes nothing."""
+        views = self.context.views
+        data = await requests.read_body(request)
+        tenant = requests.acted_on_tenant(principal, data, self.context.default_tenant)
+        source = data.get("source_yaml")
+        if not isinstance(source, str):
+            raise GatewayError(errors.INVALID_REQUEST, "'source_yaml' must be the pack's text")
+        try:
+            name = parse_pack(source).name
+        except PackError as exc:
+            raise lint_refusal(exc.errors) from None
+        check_pack(views, source)
+        known = views.packs.get((tenant, name))
+        if known is not None and known.source_yaml == source:
+            return json_response(
+                {"pack": name, "tenant": tenant, "version": known.version, "diff": ""}
+            )
+        version = known.version + 1 if known is not None else 1
+        diff = unified_diff(
+            known.source_yaml if known is not None else "",
+            source,
+            fromfile=f"{name} v{version - 1}" if known else "/dev/null",
+            tofile=f"{name} v{version}",
+        )
+        record = PolicyPackPublished(
+            **self.context.envelope(PolicyPackPublished, tenant),
+            pack_name=name,
+            version=version,
+            source_yaml=source,
+            source_sha256=hashlib.sha256(source.encode()).hexdigest(),
+            diff=diff,
+            published_by=principal.identity,
+        )
+        await self.context.publish(record)
+        await self.context.wait_until(
+            lambda: (tenant, name) in views.packs and views.packs[(tenant, name)].version >= version
+        )
+        return json_response(
+            {"pack": name, "tenant": tenant, "version": version, "diff": diff}, status=201
+        )
+
+    async def list_policies(self, request: web.Request, principal: Principal) -> web.Response:
+        """Published packs with their newest version."""
+        packs = [
+            {
+                "tenant": tenant,
+                "pack": name,
+                "version": published.version,
+                "description": published.pack.description,
+                "steps": [step.name for step in published.pack.steps],
+            }
+            for (tenant, name), published in sorted(self.context.views.packs.items())
+            if principal.sees(tenant)
+        ]
+        return json_response({"data": packs})
+
+    def _described_baseline(self) -> dict[str, Any]:
+        current = self.context.views.baseline
+        return {
+            "version": current.version,
+            "default": current.version == 0,
+            "published_by": current.published_by,
+            "source_yaml": current.source_yaml,
+            **current.baseline.summary(),
+        }
+
+    async def show_baseline(self, request: web.Request, principal: Principal) -> web.Response:
+        """The baseline in force (version 0: the built-in default)."""
+        return json_response(self._described_baseline())
+
+    async def publish_baseline(self, request: web.Request, principal: Principal) -> web.Response:
+        """Lint and publish a baseline as the next version (org admins only). Packs already
+        published that say less than it are listed: the baseline holds over them anyway."""
+        if principal.tenant_id is not None or principal.role != "org-admin":
+            raise GatewayError(errors.FORBIDDEN, "only an org admin may publish the org baseline")
+        views = self.context.views
+        data = await requests.read_body(request)
+        source = data.get("source_yaml")
+        if not isinstance(source, str):
+            raise GatewayError(errors.INVALID_REQUEST, "'source_yaml' must be the baseline's text")
+        problems = lint_baseline(source)
+        if problems:
+            raise lint_refusal(problems)
+        known = views.baseline
+        if known.version > 0 and known.source_yaml == source:
+            return json_response(
+                {**self._described_baseline(), "diff": "", "packs_below_baseline": []}
+            )
+        version = known.version + 1
+        diff = unified_diff(
+            known.source_yaml,
+            source,
+            fromfile=f"baseline v{known.version}",
+            tofile=f"baseline v{version}",
+        )
+        record = OrgBaselinePublished(
+            **self.context.envelope(OrgBaselinePublished, ORG_TENANT),
+            version=version,
+            source_yaml=source,
+            source_sha256=hashlib.sha256(source.encode()).hexdigest(),
+            diff=diff,
+            published_by=principal.identity,
+        )
+        await self.context.publish(record)
+        await self.context.wait_until(lambda: views.baseline.version >= version)
+        baseline = parse_baseline(source)
+        below = [
+            {"tenant": tenant, "pack": name, "rule": v.rule, "message": str(v)}
+            for (tenant, name), published in sorted(views.packs.items())
+            for v in pack_violations(baseline, published.source_yaml)
+        ]
+        return json_response(
+            {**self._described_baseline(), "diff": diff, "packs_below_baseline": below}, 201
+        )
