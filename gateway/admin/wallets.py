@@ -117,10 +117,6 @@ class WalletRoutes:
         wallet = self.context.views.wallets.get(wallet_id)
         return wallet is not None and wallet.applied_seqs.get(record.producer_id, 0) >= record.seq
 
-    def _applied(self, funded: WalletFunded) -> bool:
-        wallet = self.context.views.wallets.get(funded.wallet_id)
-        return wallet is not None and wallet.applied_seqs.get(funded.producer_id, 0) >= funded.seq
-
     async def _transfer_status(self, sealed: Event, source_id: str, dest_id: str | None) -> str:
         """accepted, rejected, or pending (this gateway has not seen the decision yet)."""
         await self.context.wait_until(lambda: self._seen(source_id, sealed))
@@ -163,7 +159,7 @@ class WalletRoutes:
         )
         sealed = await self.context.publish(record)
         # Answer once this gateway's view has the credit, so the next call can spend it.
-        await self.context.wait_until(lambda: self._applied(sealed))
+        await self.context.wait_until(lambda: self._seen(wallet_id, sealed))
         return json_response(
             {"event_id": sealed.event_id, "wallet_id": record.wallet_id, "amount_nanousd": amount},
             status=201,
