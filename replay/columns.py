@@ -325,14 +325,19 @@ def check_page(
 
 
 def table_columns(read: ArrowReader, table: str) -> list[Column]:
-    """The stored columns of a table, in order."""
+    """The stored columns of a table, in order. The SQL endpoint has no `currentDatabase()`
+    for readers: the store's tables are those outside the engine's own databases, and a
+    table name found in two databases is an error rather than a guess."""
     result = read(
         "SELECT name, type, default_expression FROM system.columns "  # noqa: S608
-        f"WHERE database = currentDatabase() AND table = {literal(table)} ORDER BY position"
+        f"WHERE table = {literal(table)} AND lower(database) NOT IN "
+        "('system', 'information_schema') ORDER BY database, position"
     )
     if result.num_rows == 0:
         return []
     names, types, defaults = (texts(result.column(i)) for i in range(3))
+    if len(set(names)) != len(names):
+        raise ValueError(f"table {table} is found in more than one database of the store")
     return [Column(n, t, d) for n, t, d in zip(names, types, defaults, strict=True)]
 
 
