@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
-from govledger.cli import CliError, _checked
+from govledger.cli_support import CliError, checked
 from replay.progress import Bar
 from schemas.settings import SinkSettings, load
 
@@ -56,7 +56,7 @@ def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
         raise ApiUnreachableError(
             f"cannot reach the query API at {client.base_url}: {exc} (is the stack running?)"
         ) from exc
-    return _checked(response)
+    return checked(response)
 
 
 def _guarded(run: Callable[[], int]) -> int:
@@ -106,7 +106,7 @@ def download(client: httpx.Client, job_id: str, output: Path | None) -> int:
         with client.stream("GET", f"/v1/exports/{job_id}/download") as response:
             if response.status_code >= 400:
                 response.read()
-                _checked(response)
+                checked(response)
             with partial.open("wb") as out:
                 for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
                     digest.update(chunk)
@@ -206,7 +206,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     return _guarded(run)
 
 
-def add_export_command(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """`govledger export`."""
     export = commands.add_parser(
         "export", help="export events, escalations or wallets with a verifiable manifest"

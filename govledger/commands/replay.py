@@ -253,7 +253,7 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_replay_command(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """`govledger replay`."""
     replay = commands.add_parser(
         "replay", help="rebuild wallets, quotas, breakers and escalations at a moment"

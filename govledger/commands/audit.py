@@ -1,4 +1,7 @@
-"""`govledger audit verify`: every producer's hash chain and checkpoints, read from the
+"""`govledger audit verify | verify-export` (and the audit group, whose `pubkey` is in
+`root`, `reconcile` and `who` in `replay`).
+
+`audit verify`: every producer's hash chain and checkpoints, read from the
 store through the query API (the store owner holds the embedded engine), verified by
 `replay.verify`; every typed column of every row against its raw (`replay.columns`);
 and every record's authentication (`replay.forged`: records consumers refused as forged,
@@ -16,6 +19,8 @@ from typing import Any
 import httpx
 import orjson
 
+from govledger.commands import replay as replay_group
+from govledger.commands import root as root_group
 from replay.columns import check_store
 from replay.forged import forged_findings, read_org_keys
 from replay.sources import http_reader
@@ -184,3 +189,23 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
         f"{len(report.findings)} findings\n"
     )
     return 1 if report.findings else 0
+
+
+def add_parser(commands: Any) -> None:
+    """`govledger audit`."""
+    audit = commands.add_parser("audit", help="audit the ledger")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="verify every producer's hash chain; exit 1 if tampered"
+    )
+    add_arguments(verify)
+    verify.set_defaults(func=cmd_verify)
+    verify_export = audit_commands.add_parser(
+        "verify-export",
+        help="check an export file against its rows' raw bytes (and its manifest); exit 1 "
+        "if tampered",
+    )
+    add_export_arguments(verify_export)
+    verify_export.set_defaults(func=cmd_verify_export)
+    root_group.add_audit_commands(audit_commands)
+    replay_group.add_audit_commands(audit_commands)

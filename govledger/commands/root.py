@@ -54,8 +54,8 @@ def cmd_root(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: Any, audit_commands: Any) -> None:
-    """`root list|rotate` and `audit pubkey`."""
+def add_parser(commands: Any) -> None:
+    """`govledger root list | rotate`."""
     root = commands.add_parser("root", help="the org root secrets that register producers")
     root_commands = root.add_subparsers(dest="root_command", required=True)
     root_commands.add_parser("list", help="root key ids (never the secrets), oldest first")
@@ -63,6 +63,10 @@ def add_commands(commands: Any, audit_commands: Any) -> None:
         "rotate", help="add a new root; older ones stay to verify what they signed"
     )
     root.set_defaults(func=cmd_root)
+
+
+def add_audit_commands(audit_commands: Any) -> None:
+    """`govledger audit pubkey`."""
     pubkey = audit_commands.add_parser(
         "pubkey", help="print the org public key(s) that certify checkpoint signatures"
     )
