@@ -14,14 +14,16 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from govledger.cli_support import CliError, checked
 from replay.progress import Bar
 from schemas.settings import SinkSettings, load
+
+if TYPE_CHECKING:
+    import httpx
 
 HTTP_TIMEOUT_S = 30.0
 POLL_EVERY_S = 0.5
@@ -35,6 +37,8 @@ class ApiUnreachableError(Exception):
 
 
 def _client() -> httpx.Client:
+    import httpx
+
     from govledger.admin_token import resolve_admin_token
 
     settings = load(SinkSettings)
@@ -50,6 +54,8 @@ def _client() -> httpx.Client:
 
 
 def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    import httpx
+
     try:
         response = client.request(method, path, **kwargs)
     except httpx.TransportError as exc:
@@ -95,6 +101,8 @@ def wait_for_job(client: httpx.Client, job: dict[str, Any], wait_s: float) -> di
 
 def download(client: httpx.Client, job_id: str, output: Path | None) -> int:
     """Fetch a finished export and its manifest; check the SHA-256; print a summary."""
+    import httpx
+
     manifest = _call(client, "GET", f"/v1/exports/{job_id}/manifest")
     extension = EXTENSIONS.get(str(manifest.get("format")), "")
     target = output or Path(f"govledger-export-{job_id}{extension}")

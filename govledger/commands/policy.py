@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.policy.baseline import (
-    DEFAULT_BASELINE,
-    OrgBaseline,
-    lint_against,
-    lint_baseline,
-    parse_baseline,
-)
-from gateway.policy.pack import PackError, template_names, template_source
 from govledger.cli_support import CliError, admin_client, read_text, request
 from schemas.settings import GatewaySettings, load
+
+if TYPE_CHECKING:  # the policy parser (yaml and the templates) loads when a command runs
+    from gateway.policy.baseline import OrgBaseline
 
 BASELINE_PATH = "/v1/admin/policies/baseline"
 
@@ -55,6 +50,9 @@ def add_baseline_command(policy_commands: Any) -> None:
 
 def baseline_for_lint(args: argparse.Namespace) -> OrgBaseline:
     """The baseline `policy lint` checks packs against."""
+    from gateway.policy.baseline import DEFAULT_BASELINE, parse_baseline
+    from gateway.policy.pack import PackError
+
     if args.baseline:
         try:
             return parse_baseline(read_text(args.baseline))
@@ -81,6 +79,8 @@ def _describe(data: dict[str, Any]) -> str:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     """policy baseline show | push | lint."""
+    from gateway.policy.baseline import lint_baseline
+
     if args.baseline_command == "lint":
         problems = lint_baseline(read_text(args.file))
         for problem in problems:
@@ -108,6 +108,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_policy(args: argparse.Namespace) -> int:
     """policy lint | push | list | templates | baseline."""
+    from gateway.policy.baseline import lint_against
+    from gateway.policy.pack import template_names, template_source
+
     if args.policy_command == "baseline":
         return cmd_baseline(args)
 

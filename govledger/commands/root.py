@@ -7,17 +7,20 @@ import argparse
 import sys
 from typing import Any
 
-from schemas import authn
 from schemas.settings import CommonSettings, load
 
 
 def _keyring_path(settings: CommonSettings) -> Any:
+    from schemas import authn
+
     return authn.keyring_path(settings.data_path, settings.root_secret_file)
 
 
 def cmd_pubkey(_args: argparse.Namespace) -> int:
     """Print each root's id and org Ed25519 public key (hex), oldest first; the newest
     signs. An outside auditor checks checkpoint signatures with these alone."""
+    from schemas import authn
+
     settings = load(CommonSettings)
     try:
         keyring = authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=False)
@@ -32,6 +35,8 @@ def cmd_pubkey(_args: argparse.Namespace) -> int:
 
 def cmd_root(args: argparse.Namespace) -> int:
     """List the roots' ids, or add a new root that signs from each producer's next start."""
+    from schemas import authn
+
     settings = load(CommonSettings)
     path = _keyring_path(settings)
     try:
