@@ -7,6 +7,7 @@ from typing import Any
 
 from govledger.cli_support import admin_client, request, when
 from schemas.money import format_usd
+from schemas.records import ROLES
 from schemas.settings import GatewaySettings, load
 
 
@@ -70,7 +71,7 @@ def add_parser(commands: Any) -> None:
     create.add_argument(
         "--role",
         default="developer",
-        choices=["viewer", "developer", "tenant-admin", "org-admin"],
+        choices=ROLES,
         help="role for rbac policies; admin roles may use the admin API",
     )
     keys_commands.add_parser("list", help="list keys (prefix, team, status)")
