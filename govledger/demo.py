@@ -40,7 +40,6 @@ from streams.wallets.logic import month_start_ms, team_wallet_id
 
 EXIT_MISSING = 1
 EXIT_UNREACHABLE = 2
-DEFAULT_CALLS = 3
 HTTP_TIMEOUT_S = 30.0
 # The store normally shows everything within a couple of seconds; the bound is for a
 # loaded machine, and a run that hits it says which effect never arrived.
@@ -884,27 +883,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_MISSING
     sys.stdout.write("\nevery expected effect is in the audit store\n")
     return 0
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def add_demo_command(commands: Any) -> None:
-    """`govledger demo`."""
-    demo = commands.add_parser(
-        "demo", help="drive demo traffic through a running stack and report from ClickHouse"
-    )
-    demo.add_argument(
-        "--calls",
-        type=_positive,
-        default=DEFAULT_CALLS,
-        help=f"ordinary calls per team (default {DEFAULT_CALLS})",
-    )
-    demo.add_argument(
-        "--tenant", help="tenant to run in (default: a new demo-<id>, so budgets alert afresh)"
-    )
-    demo.set_defaults(func=cmd_demo)
