@@ -19,7 +19,8 @@ import orjson
 from replay.columns import check_store
 from replay.forged import forged_findings, read_org_keys
 from replay.sources import http_reader
-from replay.verify import KINDS, KnownHead, Query, heads_of_manifest, verify_store
+from replay.stored import Query
+from replay.verify import KINDS, KnownHead, heads_of_manifest, verify_store
 from schemas import authn
 from schemas.settings import SinkSettings, load
 

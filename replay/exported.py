@@ -37,7 +37,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from replay.columns import Column, check_page, expected_value
-from replay.verify import Finding, StoredRow, heads_of_manifest, unseal
+from replay.stored import StoredRow
+from replay.verify import Finding, heads_of_manifest, unseal
 from schemas import codec
 from sinks.exports import FORMATS, HashingSink, page_writer
 
