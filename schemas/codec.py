@@ -112,14 +112,28 @@ def schema_of(data: bytes) -> SchemaEntry:
     return entry
 
 
-def decode(data: bytes) -> Event:
-    """Decode single-object bytes into the typed record; DecodeError if not ours."""
+_BODY_ERRORS = (EOFError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError)
+
+
+def decode_fields(data: bytes) -> tuple[SchemaEntry, dict[str, Any]]:
+    """The schema of single-object bytes and their fields as fastavro reads them (plain
+    dicts, before the typed record: what audits compare stored columns with); DecodeError
+    if not ours."""
     entry = schema_of(data)
     try:
         raw = fastavro.schemaless_reader(io.BytesIO(data[HEADER_BYTES:]), entry.parsed, None)
-        assert isinstance(raw, dict), "a record schema reads as a dict"
+    except _BODY_ERRORS as exc:
+        raise DecodeError(f"{entry.name}: body does not decode: {exc}") from exc
+    assert isinstance(raw, dict), "a record schema reads as a dict"
+    return entry, raw
+
+
+def decode(data: bytes) -> Event:
+    """Decode single-object bytes into the typed record; DecodeError if not ours."""
+    entry, raw = decode_fields(data)
+    try:
         return entry.record_type.from_avro(raw)
-    except (EOFError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
+    except _BODY_ERRORS as exc:
         raise DecodeError(f"{entry.name}: body does not decode: {exc}") from exc
 
 
