@@ -184,7 +184,7 @@ rebuilt) marks its escalation as alerted, so the rebuilt queues do not page it a
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class SlaBreached:
+class EscalationOverdue:
     """An escalation still unresolved after its deadline; reported once per escalation."""
 
     escalation_id: str
@@ -216,7 +216,7 @@ class Ignored:
     reason: IgnoredReason
 
 
-Notice = SlaBreached | Routed | Ignored
+Notice = EscalationOverdue | Routed | Ignored
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -353,7 +353,7 @@ def evolve(
     state: Queues, event: Input, config: EscalationConfig
 ) -> tuple[Queues, tuple[Notice, ...]]:
     """The queues after one input, and what it caused: `Routed` when an escalation enters
-    a queue, `SlaBreached` (on a `Tick` only) for each newly overdue one, `Ignored` for
+    a queue, `EscalationOverdue` (on a `Tick` only) for each newly overdue one, `Ignored` for
     an input that changed nothing. Events other than escalation ones change nothing."""
     return fold((event,), config, state)
 
@@ -561,7 +561,7 @@ class _Draft:
         for e in overdue:
             self.unresolved[e.escalation_id] = dataclasses.replace(e, alerted_at=now_ms)
             self.notices.append(
-                SlaBreached(
+                EscalationOverdue(
                     e.escalation_id, e.tenant_id, e.queue, e.priority, e.deadline_at, now_ms
                 )
             )
@@ -652,7 +652,7 @@ def breach_alert_id(escalation_id: str) -> str:
     )
 
 
-def to_alert(breach: SlaBreached, *, occurred_at: int) -> EscalationSlaBreached:
+def to_alert(breach: EscalationOverdue, *, occurred_at: int) -> EscalationSlaBreached:
     """The `escalation.sla_breached` record of a breach, with its derived id; the chain
     seals it."""
     return EscalationSlaBreached(

@@ -10,8 +10,7 @@ event id and the moment come in from the agent too.
 from __future__ import annotations
 
 from schemas.records import SketchRecord, SlaBreached, SlaWindow
-from streams.sla.logic import SlaBreached as Breach
-from streams.sla.logic import WindowSummary
+from streams.sla.logic import TargetMissed, WindowSummary
 from streams.sla.sketch import Sketch, from_pairs
 
 
@@ -92,7 +91,7 @@ def summary_of(window: SlaWindow) -> WindowSummary:
     )
 
 
-def to_breached(breach: Breach, *, event_id: str, occurred_at: int) -> SlaBreached:
+def to_breached(breach: TargetMissed, *, event_id: str, occurred_at: int) -> SlaBreached:
     """The unsealed `sla.breached` alert of a missed target, for the window's tenant.
     The record has no revision field: the agent judges revision-0 windows only."""
     return SlaBreached(
