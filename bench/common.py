@@ -121,8 +121,6 @@ def realistic_record(rng: random.Random, occurred_at: int) -> LineageRecord:
         event_type=LineageRecord.event_type_name,
         occurred_at=occurred_at,
         tenant_id=tenant,
-        producer_id="",
-        seq=0,
         trace_id=rng.randbytes(16).hex(),
         span_id=rng.randbytes(8).hex(),
         parent_span_id=rng.randbytes(8).hex() if rng.random() < 0.5 else None,

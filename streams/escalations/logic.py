@@ -660,8 +660,6 @@ def to_alert(breach: EscalationOverdue, *, occurred_at: int) -> EscalationSlaBre
         event_type=EscalationSlaBreached.event_type_name,
         occurred_at=occurred_at,
         tenant_id=breach.tenant_id,
-        producer_id="",
-        seq=0,
         escalation_id=breach.escalation_id,
         queue=breach.queue,
         priority=breach.priority,
