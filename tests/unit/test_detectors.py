@@ -13,14 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.detectors import (
+from gateway.policy.content_filter import (
     MAX_DENY_WORDS,
     MAX_ENTRY_CHARS,
     MAX_PATTERNS,
-    PII_KINDS,
     ContentFilter,
-    Finding,
     compile_content_filter,
+)
+from gateway.policy.detectors import (
+    PII_KINDS,
+    Finding,
     find_pii,
     iban_valid,
     luhn_valid,
