@@ -1,4 +1,7 @@
-"""The gateway's HTTP surface: chat completions, models, health, and the admin API."""
+"""The gateway's call pipeline: each chat completion authenticated, rate-limited, checked
+by the policy chain, routed with fallbacks and breakers, paid for from its budget and
+recorded as one lineage record; and its health and models routes. The aiohttp app that
+serves them is built in server.py."""
 
 from __future__ import annotations
 
