@@ -203,7 +203,7 @@ def unseal(row: StoredRow, order: int = 0) -> _Sealed:
         envelope = codec.read_envelope(row.raw)
         computed = envelope.computed_hash(row.raw)
         checkpoint = None
-        if codec.schema_of(row.raw).record_type is ChainCheckpoint:
+        if envelope.schema.record_type is ChainCheckpoint:
             checkpoint = codec.decode_as(row.raw, ChainCheckpoint)
     except ValueError as exc:  # DecodeError, and prev_hash that is not hex
         raise ValueError(str(exc) or type(exc).__name__) from exc

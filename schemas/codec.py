@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -189,21 +189,28 @@ def read_long(data: bytes, position: int) -> tuple[int, int]:
     """The long at `position` and the position after it; DecodeError when the varint is
     cut short or longer than a 64-bit long's ten bytes."""
     value = shift = 0
-    end = min(len(data), position + MAX_LONG_BYTES)
-    while position < end:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (value >> 1) ^ -(value & 1), position
-        shift += 7
+    end = position + MAX_LONG_BYTES
+    try:
+        while position < end:
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return (value >> 1) ^ -(value & 1), position
+            shift += 7
+    except IndexError:
+        pass
     raise DecodeError("truncated or overlong Avro long")
 
 
 def string_span(data: bytes, position: int) -> tuple[int, int]:
     """Where the bytes of the string at `position` start and end; DecodeError when its
     length is negative or runs past the data."""
-    length, start = read_long(data, position)
+    if position < len(data) and data[position] < 0x80:  # a one-byte length: most strings
+        zigzag, start = data[position], position + 1
+        length = (zigzag >> 1) ^ -(zigzag & 1)
+    else:
+        length, start = read_long(data, position)
     end = start + length
     if length < 0 or end > len(data):
         raise DecodeError("truncated Avro string")
@@ -220,11 +227,11 @@ def read_string(data: bytes, position: int) -> tuple[str, int]:
         raise DecodeError(f"Avro string is not UTF-8: {exc}") from exc
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
     """The envelope fields every record's body starts with, read from single-object bytes
     without decoding the rest; `hash_start`/`hash_end` are where `record_hash` (its length
-    and text) lies in those bytes."""
+    and text) lies in those bytes, `schema` the schema the header names. (A tuple: verify
+    reads one per stored row, and a frozen dataclass costs twice as much to build.)"""
 
     event_id: str
     event_type: str
@@ -236,6 +243,7 @@ class Envelope:
     record_hash: str
     hash_start: int
     hash_end: int
+    schema: SchemaEntry
 
     def computed_hash(self, data: bytes) -> str:
         """The record_hash its producer would have sealed `data` with: sha256 of prev_hash
@@ -248,7 +256,7 @@ class Envelope:
 def read_envelope(data: bytes) -> Envelope:
     """The envelope of single-object bytes (of a schema of ours, checked);
     DecodeError when they are not."""
-    schema_of(data)
+    schema = schema_of(data)
     event_id, at = read_string(data, HEADER_BYTES)
     event_type, at = read_string(data, at)
     occurred_at, at = read_long(data, at)
@@ -268,6 +276,7 @@ def read_envelope(data: bytes) -> Envelope:
         record_hash,
         hash_start,
         hash_end,
+        schema,
     )
 
 
