@@ -58,7 +58,8 @@ def test_a_varint_longer_than_ten_bytes_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [codec.encode_long(5) + b"abcd", codec.encode_long(-1) + b"abc", b"\x04\xff\xfe"]
+    "data",
+    [b"", codec.encode_long(5) + b"abcd", codec.encode_long(-1) + b"abc", b"\x04\xff\xfe"],
 )
 def test_a_string_running_past_the_data_negative_or_not_utf8_is_refused(data: bytes) -> None:
     with pytest.raises(codec.DecodeError):
