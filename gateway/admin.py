@@ -27,9 +27,9 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.admin_baseline import BaselineRoutes, check_grant, check_pack
-from gateway.app import new_key_secret
 from gateway.budget import Budget
 from gateway.errors import GatewayError, error_response
+from gateway.pipeline import new_key_secret
 from gateway.policy.pack import PackError, parse_pack
 from gateway.views import MAX_ESCALATIONS, LocalViews, key_sha256
 from schemas.auth import (

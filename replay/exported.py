@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from replay.columns import Column, check_page, expected_value
-from replay.verify import Finding, StoredRow, heads_of_manifest, unseal
+from replay.stored import StoredRow
+from replay.verify import Finding, heads_of_manifest, unseal
 from schemas import codec
 from sinks.exports import FORMATS, HashingSink, page_writer
 
@@ -103,16 +103,12 @@ class _Decoded:
 def _decode(cell: Any, cache: dict[bytes, dict[str, pa.DataType]]) -> _Decoded:
     try:
         raw = base64.b64decode(cell or "", validate=True)
-        entry = codec.schema_of(raw)
-        record = fastavro.schemaless_reader(
-            io.BytesIO(raw[codec.HEADER_BYTES :]), entry.parsed, None
-        )
-    except (binascii.Error, codec.DecodeError, EOFError, ValueError, TypeError, IndexError) as exc:
+        entry, record = codec.decode_fields(raw)
+    except (binascii.Error, codec.DecodeError) as exc:
         return _Decoded(b"", None, {}, str(exc) or type(exc).__name__)
     types = cache.get(entry.fingerprint)
     if types is None:
         types = cache[entry.fingerprint] = _field_types(entry)
-    assert isinstance(record, dict), "a record schema reads as a dict"
     return _Decoded(raw, record, types)
 
 

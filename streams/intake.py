@@ -73,16 +73,16 @@ class Received:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Decoded:
-    """A record of the batch, decoded, with where it came from (`event.message`: topic,
-    partition, offset) for watermarks and dead letters."""
+    """A record of the batch, decoded (`record`, the event), with where it was read
+    (`received.message`: topic, partition, offset) for watermarks and dead letters."""
 
     record: Event
-    event: Received
+    received: Received
 
     @property
     def partition(self) -> int:
         """The partition the record was read from."""
-        return int(self.event.message.partition)
+        return int(self.received.message.partition)
 
 
 Fold = Callable[[Sequence[Decoded]], Awaitable[None]]

@@ -23,7 +23,8 @@ from govledger.commands import root as root_group
 from schemas.settings import SinkSettings, load
 
 if TYPE_CHECKING:  # imported by the commands that run: pyarrow, cryptography
-    from replay.verify import KnownHead, Query
+    from replay.stored import Query
+    from replay.verify import KnownHead
 
 QUERY_TIMEOUT_S = 300.0
 MAX_JOBS = 32

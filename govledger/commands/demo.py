@@ -11,9 +11,9 @@ DEFAULT_CALLS = 3
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Drive the demo traffic, wait for the store, print the report."""
-    from govledger import demo
+    from govledger.demo.command import run_demo
 
-    return demo.cmd_demo(args)
+    return run_demo(args)
 
 
 def _positive(text: str) -> int:

@@ -21,8 +21,8 @@ import orjson
 from aiohttp import web
 
 from gateway.admin import AdminApi
-from gateway.app import Gateway
 from gateway.catalogue import build_catalogue
+from gateway.pipeline import Gateway
 from gateway.policy.pack import parse_pack
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider

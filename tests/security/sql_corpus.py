@@ -322,7 +322,7 @@ LEGIT = [
     "SELECT team_id, sum(cost_nanousd) FROM lineage WHERE {t} GROUP BY team_id ORDER BY 1",
     "SELECT model, sum(calls) FROM spend_daily WHERE day >= today() - 7 AND {t} "
     "GROUP BY model ORDER BY model",
-    # the demo's report (govledger/demo.py `look`)
+    # the demo's report (govledger/demo/store.py `look`)
     "SELECT team_id AS team, model_requested AS requested, "
     "if(http_status = 200, concat(provider, '/', model_selected), '-') AS served, "
     "count() AS calls, countIf(http_status = 200) AS ok, "
