@@ -22,12 +22,12 @@ import orjson
 from govledger.cli import CliError, _checked
 from replay.progress import Bar
 from schemas.settings import SinkSettings, load
+from sinks.exports.formats import EXTENSIONS
 
 HTTP_TIMEOUT_S = 30.0
 POLL_EVERY_S = 0.5
 DEFAULT_WAIT_S = 3_600.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
-EXTENSIONS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 
 
 class ApiUnreachableError(Exception):

@@ -1,4 +1,4 @@
-"""The export routes of the query API (`sinks/exports.py` runs the jobs):
+"""The export routes of the query API (`sinks/exports/` runs the jobs):
 
 - `POST /v1/exports` {type, format, since, description, tenant?} → 202 and the job;
 - `GET /v1/exports` the jobs the reader may see, newest first;
@@ -19,15 +19,10 @@ from aiohttp import web
 
 from schemas.ids import now_ms
 from sinks.access import Reader
-from sinks.exports import (
-    EXPORT_TYPES,
-    FORMATS,
-    JOB_ID,
-    MAX_DESCRIPTION_CHARS,
-    ExportJob,
-    ExportJobs,
-    ExportQueueFullError,
-)
+from sinks.exports.formats import FORMATS
+from sinks.exports.job import JOB_ID, MAX_DESCRIPTION_CHARS, ExportJob, ExportQueueFullError
+from sinks.exports.jobs import ExportJobs
+from sinks.exports.queries import EXPORT_TYPES
 from sinks.query_api import BadRequestError, window_ms
 
 Handler = Callable[[web.Request, Reader], Awaitable[web.StreamResponse]]

@@ -11,7 +11,7 @@ store's reader session with `readonly = 1` in its own SETTINGS clause, and for t
 keys with `additional_table_filters` restricting each tenant table to the key's tenant.
 Settings in the URL are not passed to the engine (only the values of the query's own
 `{name:Type}` parameters, as `param_<name>`, and an allowed `default_format`). Exports
-(`/v1/exports`) are background jobs of `sinks/exports.py`, routed by `sinks/exports_api.py`."""
+(`/v1/exports`) are background jobs of `sinks/exports/`, routed by `sinks/exports_api.py`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from schemas.http_errors import json_error, json_errors
 from schemas.ids import now_ms
 from sinks import sql_guard
 from sinks.access import AccessDeniedError, Authenticate, Reader
-from sinks.exports import ExportJobs
+from sinks.exports.jobs import ExportJobs
 from sinks.retention import delete_expired
 from sinks.sql_guard import QueryRefusedError
 from sinks.store import Store
@@ -126,7 +126,7 @@ class QueryApi:
         self._retention_days = retention_days
         self.max_rows = max_rows
         self._tables: tuple[str, frozenset[str], frozenset[str]] | None = None
-        # Export jobs (`sinks/exports.py`) keep their files and state under exports_dir.
+        # Export jobs (`sinks/exports/`) keep their files and state under exports_dir.
         self.exports = ExportJobs(store, exports_dir) if exports_dir is not None else None
 
     def application(self) -> web.Application:

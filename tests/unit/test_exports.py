@@ -26,16 +26,10 @@ from pyarrow import ipc
 
 from schemas.ids import now_ms, uuid7
 from sinks.access import AccessDeniedError, Reader
-from sinks.exports import (
-    EXPORT_TYPES,
-    MAX_PAGE_ROWS,
-    ExportJob,
-    ExportJobs,
-    ExportQueueFullError,
-    Tally,
-    page_sql,
-    write_pages,
-)
+from sinks.exports.job import ExportJob, ExportQueueFullError
+from sinks.exports.jobs import ExportJobs
+from sinks.exports.manifest import Tally, write_pages
+from sinks.exports.queries import EXPORT_TYPES, MAX_PAGE_ROWS, page_sql
 from sinks.query_api import QueryApi
 
 T0 = 1_750_000_000_000
