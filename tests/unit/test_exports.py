@@ -30,7 +30,7 @@ from sinks.exports.job import ExportJob, ExportQueueFullError
 from sinks.exports.jobs import ExportJobs
 from sinks.exports.manifest import Tally, write_pages
 from sinks.exports.queries import EXPORT_TYPES, MAX_PAGE_ROWS, page_sql
-from sinks.query_api import QueryApi
+from sinks.query_app import QueryApi
 
 T0 = 1_750_000_000_000
 BIG_NANOUSD = 9_007_199_254_740_993  # above 2**53: a float would change it
