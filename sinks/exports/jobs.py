@@ -242,7 +242,10 @@ class ExportJobs:
             try:
                 await self._run(job)
             except asyncio.CancelledError:
-                self._fail(job, "sink stopped")
+                # Stopped while saving its success (the manifest is set only then): the
+                # job is done, and stays so on disk.
+                if job.manifest is None:
+                    self._fail(job, "sink stopped")
                 await asyncio.to_thread(self._save, job)
                 raise
             except Exception as exc:

@@ -295,6 +295,30 @@ def _submit(jobs: ExportJobs, tenant: str | None, fmt: str = "jsonl") -> ExportJ
     )  # fmt: skip
 
 
+async def test_a_job_stopped_while_saving_its_success_stays_succeeded(tmp_path: Path) -> None:
+    # The sink stopping right after a job succeeded (its job.json still being written)
+    # must not turn the finished export into a failed one, in memory or on disk.
+    jobs = ExportJobs(FakeStore(_rows()), tmp_path, page_rows=50)  # type: ignore[arg-type]
+    await jobs.start()
+    try:
+        job = _submit(jobs, "acme")
+        for _ in range(200_000):
+            if job.status in ("succeeded", "failed"):
+                break
+            await asyncio.sleep(0)
+    finally:
+        await jobs.stop()
+    assert job.status == "succeeded", job.error
+    state = orjson.loads((tmp_path / job.id / "job.json").read_bytes())
+    assert state["status"] == "succeeded"
+    reloaded = ExportJobs(FakeStore(_rows()), tmp_path)  # type: ignore[arg-type]
+    await reloaded.start()
+    try:
+        assert reloaded.get(job.id, Reader("org", None)) == job
+    finally:
+        await reloaded.stop()
+
+
 async def test_a_job_pages_through_the_store_and_writes_file_manifest_and_state(
     tmp_path: Path,
 ) -> None:
