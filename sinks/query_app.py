@@ -54,7 +54,7 @@ class QueryApi:
         self.reports = Reports(
             store, tables, stats, consumer_lag=consumer_lag, retention_days=retention_days
         )
-        self.sql = SqlEndpoint(store, tables, max_rows)
+        self.sql_endpoint = SqlEndpoint(store, tables, max_rows)
         # Export jobs (`sinks/exports/`) keep their files and state under exports_dir.
         self.exports = ExportJobs(store, exports_dir) if exports_dir is not None else None
 
@@ -65,7 +65,10 @@ class QueryApi:
         app.add_routes([web.get("/ping", self.ping)])
         app.add_routes(self.reports.routes(self._guard))
         app.add_routes(
-            [web.get("/", self._guard(self.sql.sql)), web.post("/", self._guard(self.sql.sql))]
+            [
+                web.get("/", self._guard(self.sql_endpoint.sql)),
+                web.post("/", self._guard(self.sql_endpoint.sql)),
+            ]
         )
         if self.exports is not None:
             exports = self.exports
