@@ -21,6 +21,7 @@ import orjson
 from govledger.cli_support import CliError, checked
 from replay.progress import Bar
 from schemas.settings import SinkSettings, load
+from sinks.exports.formats import EXTENSIONS
 
 if TYPE_CHECKING:
     import httpx
@@ -29,7 +30,6 @@ HTTP_TIMEOUT_S = 30.0
 POLL_EVERY_S = 0.5
 DEFAULT_WAIT_S = 3_600.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
-EXTENSIONS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 
 
 class ApiUnreachableError(Exception):

@@ -32,7 +32,7 @@ from govledger.services import query_runner
 from schemas.records import Event, LineageRecord
 from schemas.settings import GatewaySettings, SinkSettings, load
 from sinks.access import AccessDeniedError, Reader
-from sinks.query_api import QueryApi
+from sinks.query_app import QueryApi
 from streams.keys import logic as keys_logic
 from streams.wallets import logic as wallets_logic
 from tests.unit import builders
