@@ -29,7 +29,8 @@ processor re-emitting an alert with a deterministic id after a restart seals it 
 in a new chain). The dropped copy leaves a gap in its chain, and the store cannot say what
 the missing record was: only its hash survives, as the successor's prev_hash. So verify
 cannot tell such a gap from a deletion and reports it as `deleted`; a gap becomes
-provably benign only when the sink keeps the bytes of the copies it drops (see README).
+provably benign only when the sink keeps the bytes of the copies it drops (see
+docs/audit-and-replay.md).
 
 Retention: the sink deletes a tenant's expired rows, which leaves gaps too. Before each
 deletion it records the seqs it deletes per producer in `retention_cuts`; missing seqs
