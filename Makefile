@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test install lint typecheck unit integration bench bench-gateway bench-policy bench-streams bench-replay clean
+.PHONY: up test install lint typecheck unit integration bench bench-gateway bench-policy bench-streams bench-replay bench-cli clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -50,6 +50,9 @@ bench-streams: $(STAMP)
 
 bench-replay: $(STAMP)
 	$(BIN)/python bench/replay.py
+
+bench-cli: $(STAMP)
+	$(BIN)/python bench/cli_start.py
 
 clean:
 	rm -rf $(VENV) .govledger .mypy_cache .ruff_cache .pytest_cache

@@ -27,7 +27,6 @@ from schemas import authn, codec  # noqa: E402
 from schemas.codec import HashChain  # noqa: E402
 from schemas.ids import uuid7  # noqa: E402
 from schemas.records import GENESIS_HASH, Attempt, Guardrail, LineageRecord  # noqa: E402
-from sinks.avro_batch import zigzag_varint  # noqa: E402
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -122,8 +121,6 @@ def realistic_record(rng: random.Random, occurred_at: int) -> LineageRecord:
         event_type=LineageRecord.event_type_name,
         occurred_at=occurred_at,
         tenant_id=tenant,
-        producer_id="",
-        seq=0,
         trace_id=rng.randbytes(16).hex(),
         span_id=rng.randbytes(8).hex(),
         parent_span_id=rng.randbytes(8).hex() if rng.random() < 0.5 else None,
@@ -156,11 +153,6 @@ def realistic_record(rng: random.Random, occurred_at: int) -> LineageRecord:
     )
 
 
-def _avro_string(text: str) -> bytes:
-    data = text.encode()
-    return zigzag_varint(len(data)) + data
-
-
 def sealed_records(
     producer: str, count: int, start_ms: int, seed: int, shapes: int = 256
 ) -> list[tuple[bytes, bytes]]:
@@ -174,28 +166,30 @@ def sealed_records(
     `check_like_hash_chain` proves the bytes identical to HashChain's."""
     rng = random.Random(seed)
     header = codec.MAGIC + codec.schema_for(LineageRecord).fingerprint
-    event_type = _avro_string(LineageRecord.event_type_name)
-    after_tenant = _avro_string(producer)
+    event_type = codec.encode_string(LineageRecord.event_type_name)
+    after_tenant = codec.encode_string(producer)
     templates = []
     for _ in range(shapes):
         record = realistic_record(rng, start_ms)
-        ids = _avro_string(record.trace_id) + _avro_string(record.span_id)
+        ids = codec.encode_string(record.trace_id) + codec.encode_string(record.span_id)
         envelope = b"".join(
             (
-                _avro_string(record.event_id),
+                codec.encode_string(record.event_id),
                 event_type,
-                zigzag_varint(record.occurred_at),
-                _avro_string(record.tenant_id),
-                _avro_string(""),
-                zigzag_varint(0),
-                _avro_string(GENESIS_HASH),
-                _avro_string(""),
+                codec.encode_long(record.occurred_at),
+                codec.encode_string(record.tenant_id),
+                codec.encode_string(""),
+                codec.encode_long(0),
+                codec.encode_string(GENESIS_HASH),
+                codec.encode_string(""),
                 ids,
             )
         )
         body = codec.encode_body(record)
         assert body.startswith(envelope), "lineage fields moved: update sealed_records"
-        templates.append((record.tenant_id, _avro_string(record.tenant_id), body[len(envelope) :]))
+        templates.append(
+            (record.tenant_id, codec.encode_string(record.tenant_id), body[len(envelope) :])
+        )
     out = []
     prev = GENESIS_HASH
     for i in range(count):
@@ -206,10 +200,10 @@ def sealed_records(
                 b"\x48",  # uuid strings are 36 characters: zigzag(36)
                 uuid7(occurred_at).encode(),
                 event_type,
-                zigzag_varint(occurred_at),
+                codec.encode_long(occurred_at),
                 tenant_avro,
                 after_tenant,
-                zigzag_varint(i + 1),
+                codec.encode_long(i + 1),
                 b"\x80\x01",  # hashes are 64 hex characters: zigzag(64)
                 prev.encode(),
             )

@@ -77,6 +77,7 @@ def swap_lineage(process: Any) -> NoopPublisher:
 async def serve(lineage_on: bool) -> None:
     from gateway.server import GatewayProcess
     from govledger.admin_token import resolve_admin_token
+    from schemas import authn
     from schemas.settings import GatewaySettings, StreamSettings, load
     from streams.escalations.logic import config_of
 
@@ -85,11 +86,11 @@ async def serve(lineage_on: bool) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    process = GatewayProcess(
-        settings,
-        resolve_admin_token(settings, create=True),
-        escalation_config=config_of(load(StreamSettings)),
-    )
+    token = resolve_admin_token(settings, create=True)
+    # Sign records as `govledger gateway` does: consumers drop unsigned ones (schemas.authn),
+    # so without the keyring the worker never sees the funding and every call is refused.
+    authn.install(authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=True))
+    process = GatewayProcess(settings, token, escalation_config=config_of(load(StreamSettings)))
     if not lineage_on:
         swap_lineage(process)
     await process.start()

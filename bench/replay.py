@@ -60,8 +60,6 @@ def fundings(at_ms: int) -> list[bytes]:
                 event_type=WalletFunded.event_type_name,
                 occurred_at=at_ms,
                 tenant_id=tenant,
-                producer_id="",
-                seq=0,
                 wallet_id=wallets.team_wallet_id(tenant, team),
                 team_id=team,
                 amount_nanousd=1_000_000 * 10**9,

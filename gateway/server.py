@@ -9,9 +9,9 @@ import structlog
 from aiohttp import web
 
 from gateway.admin.api import AdminApi
-from gateway.app import CHAT_PATH, Gateway
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
 from gateway.errors import HEADERS_TOO_LARGE, error_response
+from gateway.pipeline import CHAT_PATH, Gateway
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider

@@ -32,7 +32,8 @@ from schemas.settings import (
 )
 from schemas.topics import CONTROL
 from sinks.access import AccessDeniedError, Authenticate, Reader
-from sinks.query_api import QueryApi, retention_loop
+from sinks.query_api import retention_loop
+from sinks.query_app import QueryApi
 from sinks.retention import retention_by_tenant
 from sinks.store import Store
 from sinks.writer import SinkWriter

@@ -34,7 +34,6 @@ many worker processes (`govledger audit verify --jobs N`).
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import multiprocessing
 import operator
@@ -45,7 +44,6 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import fastavro
 import pyarrow as pa
 
 from replay.sources import ArrowReader, blobs, literal, texts
@@ -169,16 +167,12 @@ class _Row:
 
 def _decode(raw: bytes, present: Sequence[str], cache: dict[bytes, frozenset[str]]) -> _Row:
     try:
-        entry = codec.schema_of(raw)
-        record = fastavro.schemaless_reader(
-            io.BytesIO(raw[codec.HEADER_BYTES :]), entry.parsed, None
-        )
-    except (codec.DecodeError, EOFError, ValueError, TypeError, KeyError, IndexError) as exc:
+        entry, record = codec.decode_fields(raw)
+    except codec.DecodeError as exc:
         return _Row(None, frozenset(), str(exc) or type(exc).__name__)
     inserted = cache.get(entry.fingerprint)
     if inserted is None:
         inserted = cache[entry.fingerprint] = frozenset(insert_columns(entry, present))
-    assert isinstance(record, dict), "a record schema reads as a dict"
     return _Row(record, inserted)
 
 
@@ -325,14 +319,19 @@ def check_page(
 
 
 def table_columns(read: ArrowReader, table: str) -> list[Column]:
-    """The stored columns of a table, in order."""
+    """The stored columns of a table, in order. The SQL endpoint has no `currentDatabase()`
+    for readers: the store's tables are those outside the engine's own databases, and a
+    table name found in two databases is an error rather than a guess."""
     result = read(
         "SELECT name, type, default_expression FROM system.columns "  # noqa: S608
-        f"WHERE database = currentDatabase() AND table = {literal(table)} ORDER BY position"
+        f"WHERE table = {literal(table)} AND lower(database) NOT IN "
+        "('system', 'information_schema') ORDER BY database, position"
     )
     if result.num_rows == 0:
         return []
     names, types, defaults = (texts(result.column(i)) for i in range(3))
+    if len(set(names)) != len(names):
+        raise ValueError(f"table {table} is found in more than one database of the store")
     return [Column(n, t, d) for n, t, d in zip(names, types, defaults, strict=True)]
 
 

@@ -1,7 +1,7 @@
 """Checking an export file on its own, without the store: `govledger audit verify-export`.
 
 Every exported row carries `raw_base64`, the record's wire bytes as the store kept them,
-beside the typed columns a reader uses (sinks/exports.py). For each row this proves:
+beside the typed columns a reader uses (sinks/exports/). For each row this proves:
 
 - its bytes are a sealed record: `record_hash` recomputes from them (else `modified`);
 - every exported column that is a field of the record holds what the record says (else
@@ -12,8 +12,8 @@ beside the typed columns a reader uses (sinks/exports.py). For each row this pro
 Parquet keeps the store's types, so its rows are compared as the store's are
 (`replay.columns.check_page`). CSV and JSON Lines are text: the decoded values are typed
 as the store types them (from the record's Avro schema), rendered by the exporter's own
-writer (`sinks.exports.page_writer`), and compared with the file cell by cell as text, so
-a value reads the same as its record or it is reported.
+writer (`sinks.exports.writers.page_writer`), and compared with the file cell by cell as
+text, so a value reads the same as its record or it is reported.
 
 With the manifest the export came with, the file's SHA-256 and row count are checked too,
 and each chain head it lists must be a row of the file with that hash.
@@ -31,15 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from replay.columns import Column, check_page, expected_value
-from replay.verify import Finding, StoredRow, heads_of_manifest, unseal
+from replay.stored import StoredRow
+from replay.verify import Finding, heads_of_manifest, unseal
 from schemas import codec
-from sinks.exports import FORMATS, HashingSink, page_writer
+from sinks.exports.formats import FORMATS
+from sinks.exports.writers import HashingSink, page_writer
 
 CHUNK_ROWS = 10_000
 RAW_COLUMN = "raw_base64"
@@ -103,16 +104,12 @@ class _Decoded:
 def _decode(cell: Any, cache: dict[bytes, dict[str, pa.DataType]]) -> _Decoded:
     try:
         raw = base64.b64decode(cell or "", validate=True)
-        entry = codec.schema_of(raw)
-        record = fastavro.schemaless_reader(
-            io.BytesIO(raw[codec.HEADER_BYTES :]), entry.parsed, None
-        )
-    except (binascii.Error, codec.DecodeError, EOFError, ValueError, TypeError, IndexError) as exc:
+        entry, record = codec.decode_fields(raw)
+    except (binascii.Error, codec.DecodeError) as exc:
         return _Decoded(b"", None, {}, str(exc) or type(exc).__name__)
     types = cache.get(entry.fingerprint)
     if types is None:
         types = cache[entry.fingerprint] = _field_types(entry)
-    assert isinstance(record, dict), "a record schema reads as a dict"
     return _Decoded(raw, record, types)
 
 

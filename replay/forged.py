@@ -21,7 +21,8 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from replay.verify import Finding, Query, quote
+from replay.stored import Query, quote
+from replay.verify import Finding
 from schemas import authn, codec
 from schemas.authn import Verifier
 from schemas.records import ChainCheckpoint

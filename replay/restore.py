@@ -120,9 +120,7 @@ async def restore(store: Store, bootstrap: str, producer_id: str) -> RestoreRepo
         chain = SignedChain(producer_id, "processor")
         for wallet in folded.values():
             _, value = chain.seal_encoded(
-                wallets.to_balance(
-                    wallet, event_id=uuid7(), occurred_at=now_ms(), producer_id="", seq=0
-                )
+                wallets.to_balance(wallet, event_id=uuid7(), occurred_at=now_ms())
             )
             await producer.send(
                 WALLET_STATE.name,

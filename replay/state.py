@@ -13,7 +13,8 @@ Orders (each the one the live processors or `replay/restore.py` use):
   settlement moves one wallet only, so grouping them by wallet changes no balance.
 - quotas: every budget setting in time order, then the period spend of every wallet as
   rebuilt (`SpendObserved`). Live, a budget is judged against the spend seen when it is
-  folded; replay judges all budgets before the final spend (see Known gaps in the README).
+  folded; replay judges all budgets before the final spend (see Known gaps in
+  docs/audit-and-replay.md).
 - breakers: every lineage record's attempts, each producer's in `seq` order, merged by
   `occurred_at`, folded per target at the record's time with a watermark per (producer,
   lineage partition), the partition computed like Kafka's default partitioner.

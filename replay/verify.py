@@ -29,7 +29,8 @@ processor re-emitting an alert with a deterministic id after a restart seals it 
 in a new chain). The dropped copy leaves a gap in its chain, and the store cannot say what
 the missing record was: only its hash survives, as the successor's prev_hash. So verify
 cannot tell such a gap from a deletion and reports it as `deleted`; a gap becomes
-provably benign only when the sink keeps the bytes of the copies it drops (see README).
+provably benign only when the sink keeps the bytes of the copies it drops (see
+docs/audit-and-replay.md).
 
 Retention: the sink deletes a tenant's expired rows, which leaves gaps too. Before each
 deletion it records the seqs it deletes per producer in `retention_cuts`; missing seqs
@@ -42,17 +43,16 @@ memory does not grow with the store.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from replay.stored import Query, StoredRow, rows_at, stored_rows
 from schemas import codec
 from schemas.records import GENESIS_HASH, ChainCheckpoint
-from sinks.tables import ALL_TABLES
 
 Kind = Literal[
     "modified",
@@ -78,10 +78,6 @@ KINDS: tuple[Kind, ...] = (
 # Rows held to put a producer's rows back in sealed order when their stored positions were
 # moved; a row moved further than this is still reported, but its old place reads as a gap.
 REORDER_WINDOW = 10_000
-PAGE_ROWS = 10_000
-
-Query = Callable[[str], list[list[Any]]]
-"""Runs a read-only SQL query; rows as lists of values (strings or numbers)."""
 SeqRange = tuple[int, int]
 """first..last seq, both included."""
 
@@ -119,16 +115,6 @@ def unexplained(first: int, last: int, expired: Sequence[SeqRange]) -> tuple[int
     if at <= last:
         rest.append((at, last))
     return accounted, rest
-
-
-@dataclass(frozen=True, slots=True)
-class StoredRow:
-    """One stored row of a chain: where it is stored and the bytes the producer sealed."""
-
-    table: str
-    producer_id: str
-    seq: int
-    raw: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,59 +197,28 @@ class _Sealed:
         return self.computed == self.record_hash
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def long(self) -> int:
-        shift = result = 0
-        while True:
-            byte = self.data[self.pos]
-            self.pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return (result >> 1) ^ -(result & 1)
-            shift += 7
-
-    def string(self) -> str:
-        size = self.long()
-        if size < 0 or self.pos + size > len(self.data):
-            raise ValueError("string runs past the record")
-        text = self.data[self.pos : self.pos + size].decode()
-        self.pos += size
-        return text
-
-
 def unseal(row: StoredRow, order: int = 0) -> _Sealed:
     """Read a row's envelope from its bytes and recompute its hash; ValueError when the
     bytes are not a record of ours."""
     try:
-        entry = codec.schema_of(row.raw)
-        body = row.raw[codec.HEADER_BYTES :]
-        reader = _Reader(body)
-        event_id, _, occurred_at = reader.string(), reader.string(), reader.long()
-        tenant_id, producer_id, seq = reader.string(), reader.string(), reader.long()
-        prev_hash = reader.string()
-        start = reader.pos
-        record_hash = reader.string()
-        hashed = body[:start] + b"\x00" + body[reader.pos :]
-        computed = hashlib.sha256(bytes.fromhex(prev_hash) + hashed).hexdigest()
+        envelope = codec.read_envelope(row.raw)
+        computed = envelope.computed_hash(row.raw)
         checkpoint = None
-        if entry.record_type is ChainCheckpoint:
+        if envelope.schema.record_type is ChainCheckpoint:
             checkpoint = codec.decode_as(row.raw, ChainCheckpoint)
-    except (codec.DecodeError, IndexError, ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # DecodeError, and prev_hash that is not hex
         raise ValueError(str(exc) or type(exc).__name__) from exc
+    e = envelope
     return _Sealed(
         row,
         order,
-        event_id,
-        occurred_at,
-        tenant_id,
-        producer_id,
-        seq,
-        prev_hash,
-        record_hash,
+        e.event_id,
+        e.occurred_at,
+        e.tenant_id,
+        e.producer_id,
+        e.seq,
+        e.prev_hash,
+        e.record_hash,
         computed,
         checkpoint,
     )
@@ -549,79 +504,6 @@ def check_heads(
             )
         )
     return findings
-
-
-# --- reading the store ------------------------------------------------------------------
-
-
-def quote(text: str) -> str:
-    """A ClickHouse string literal."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _union(tables: Iterable[str]) -> str:
-    return " UNION ALL ".join(
-        f"SELECT producer_id, seq, tenant_id, {quote(t)} AS tbl, raw FROM {t}"  # noqa: S608
-        for t in tables
-    )
-
-
-def stored_rows(
-    query: Query,
-    *,
-    tenant_id: str | None = None,
-    tables: Iterable[str] = ALL_TABLES,
-    page_rows: int = PAGE_ROWS,
-) -> Iterator[StoredRow]:
-    """Every chained row of every table, in (producer_id, seq) order, a page at a time.
-    With a tenant: every row of the producers that wrote at least one of its records."""
-    union = _union(tables)
-    scope = "1"
-    if tenant_id is not None:
-        scope = (
-            f"producer_id IN (SELECT producer_id FROM ({union}) "  # noqa: S608
-            f"WHERE tenant_id = {quote(tenant_id)})"
-        )
-    select = f"SELECT producer_id, toString(seq), tbl, hex(raw) FROM ({union}) "  # noqa: S608
-
-    def read(where: str, limit: str = "") -> list[StoredRow]:
-        return [
-            StoredRow(str(t), str(p), int(s), bytes.fromhex(str(h)))
-            for p, s, t, h in query(f"{select} WHERE {scope} AND {where} {limit}")
-        ]
-
-    after = "1"
-    while True:
-        page = read(after, f"ORDER BY producer_id, seq LIMIT {page_rows}")
-        if len(page) < page_rows:
-            yield from page
-            return
-        top = (page[-1].producer_id, page[-1].seq)
-        if (page[0].producer_id, page[0].seq) == top:
-            # One (producer, seq) fills the page: read all of its rows at once.
-            yield from read(f"producer_id = {quote(top[0])} AND seq = {top[1]}")
-            last = top
-        else:
-            # Rows of the page's last (producer, seq) may go on: read them with the next.
-            kept = [r for r in page if (r.producer_id, r.seq) != top]
-            yield from kept
-            last = (kept[-1].producer_id, kept[-1].seq)
-        after = f"(producer_id, seq) > ({quote(last[0])}, {last[1]})"
-
-
-def rows_at(query: Query) -> Callable[[str, int], list[StoredRow]]:
-    """Every stored row of one producer at one seq, from every chained table."""
-
-    def read(producer_id: str, seq: int) -> list[StoredRow]:
-        sql = (
-            f"SELECT producer_id, toString(seq), tbl, hex(raw) FROM ({_union(ALL_TABLES)}) "  # noqa: S608
-            f"WHERE producer_id = {quote(producer_id)} AND seq = {int(seq)}"
-        )
-        return [
-            StoredRow(str(t), str(p), int(n), bytes.fromhex(str(h))) for p, n, t, h in query(sql)
-        ]
-
-    return read
 
 
 def retention_cuts(query: Query) -> dict[str, list[SeqRange]]:

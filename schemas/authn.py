@@ -426,39 +426,8 @@ def role_of(producer_id: str) -> Role:
 # --- verifying --------------------------------------------------------------------------
 
 
-def _read_long(data: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if position >= len(data) or shift > 63:
-            raise codec.DecodeError("truncated envelope")
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return (value >> 1) ^ -(value & 1), position
-
-
-def _skip_string(data: bytes, position: int) -> int:
-    length, position = _read_long(data, position)
-    if length < 0 or position + length > len(data):
-        raise codec.DecodeError("truncated envelope")
-    return position + length
-
-
-def producer_id_of(value: bytes) -> str:
-    """The producer_id of single-object bytes, read from the envelope (fifth field) alone."""
-    position = codec.HEADER_BYTES
-    position = _skip_string(value, position)  # event_id
-    position = _skip_string(value, position)  # event_type
-    _, position = _read_long(value, position)  # occurred_at
-    position = _skip_string(value, position)  # tenant_id
-    end = _skip_string(value, position)
-    _, start = _read_long(value, position)
-    try:
-        return value[start:end].decode()
-    except UnicodeDecodeError as exc:
-        raise codec.DecodeError("producer_id is not UTF-8") from exc
+producer_id_of = codec.producer_id_of
+"""The producer_id of single-object bytes, read from the envelope alone (the codec's)."""
 
 
 def header_of(headers: Any) -> bytes | None:

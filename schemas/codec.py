@@ -10,8 +10,9 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -111,14 +112,28 @@ def schema_of(data: bytes) -> SchemaEntry:
     return entry
 
 
-def decode(data: bytes) -> Event:
-    """Decode single-object bytes into the typed record; DecodeError if not ours."""
+_BODY_ERRORS = (EOFError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError)
+
+
+def decode_fields(data: bytes) -> tuple[SchemaEntry, dict[str, Any]]:
+    """The schema of single-object bytes and their fields as fastavro reads them (plain
+    dicts, before the typed record: what audits compare stored columns with); DecodeError
+    if not ours."""
     entry = schema_of(data)
     try:
         raw = fastavro.schemaless_reader(io.BytesIO(data[HEADER_BYTES:]), entry.parsed, None)
-        assert isinstance(raw, dict), "a record schema reads as a dict"
+    except _BODY_ERRORS as exc:
+        raise DecodeError(f"{entry.name}: body does not decode: {exc}") from exc
+    assert isinstance(raw, dict), "a record schema reads as a dict"
+    return entry, raw
+
+
+def decode(data: bytes) -> Event:
+    """Decode single-object bytes into the typed record; DecodeError if not ours."""
+    entry, raw = decode_fields(data)
+    try:
         return entry.record_type.from_avro(raw)
-    except (EOFError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
+    except _BODY_ERRORS as exc:
         raise DecodeError(f"{entry.name}: body does not decode: {exc}") from exc
 
 
@@ -136,18 +151,19 @@ def compute_record_hash(record: Event) -> str:
     return hashlib.sha256(bytes.fromhex(record.prev_hash) + body).hexdigest()
 
 
-def _varint_bytes(value: int) -> int:
-    """Bytes of Avro's zig-zag varint encoding of a long."""
-    zigzag = (value << 1) ^ (value >> 63)
-    return max(1, (zigzag.bit_length() + 6) // 7)
+# --- Avro's binary primitives and the envelope: the one implementation -------------------
+# The sink's container files (sinks.avro_batch), verify (replay.verify), record
+# authentication (schemas.authn) and the sealing below read and write the wire with these.
+
+LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
+MAX_LONG_BYTES = 10
+"""A zig-zag varint of a 64-bit long is at most ten bytes; more is not Avro."""
 
 
-def _string_bytes(text: str) -> bytes:
-    data = text.encode()
-    return _varint(len(data)) + data
-
-
-def _varint(value: int) -> bytes:
+@lru_cache(maxsize=65_536)
+def encode_long(value: int) -> bytes:
+    """Avro's zig-zag varint encoding of a long (cached: record lengths repeat)."""
+    assert LONG_MIN <= value <= LONG_MAX, f"{value} is not an Avro long"
     zigzag = (value << 1) ^ (value >> 63)
     out = bytearray()
     while zigzag > 0x7F:
@@ -157,13 +173,146 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def long_size(value: int) -> int:
+    """Bytes of `encode_long(value)`, without encoding it."""
+    zigzag = (value << 1) ^ (value >> 63)
+    return max(1, (zigzag.bit_length() + 6) // 7)
+
+
+def encode_string(text: str) -> bytes:
+    """Avro's encoding of a string: its UTF-8 length as a long, then the bytes."""
+    data = text.encode()
+    return encode_long(len(data)) + data
+
+
+def read_long(data: bytes, position: int) -> tuple[int, int]:
+    """The long at `position` and the position after it; DecodeError when the varint is
+    cut short or longer than a 64-bit long's ten bytes."""
+    value = shift = 0
+    end = position + MAX_LONG_BYTES
+    try:
+        while position < end:
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return (value >> 1) ^ -(value & 1), position
+            shift += 7
+    except IndexError:
+        pass
+    raise DecodeError("truncated or overlong Avro long")
+
+
+def string_span(data: bytes, position: int) -> tuple[int, int]:
+    """Where the bytes of the string at `position` start and end; DecodeError when its
+    length is negative or runs past the data."""
+    if position < len(data) and data[position] < 0x80:  # a one-byte length: most strings
+        zigzag, start = data[position], position + 1
+        length = (zigzag >> 1) ^ -(zigzag & 1)
+    else:
+        length, start = read_long(data, position)
+    end = start + length
+    if length < 0 or end > len(data):
+        raise DecodeError("truncated Avro string")
+    return start, end
+
+
+def read_string(data: bytes, position: int) -> tuple[str, int]:
+    """The string at `position` and the position after it; DecodeError when it is cut
+    short or not UTF-8."""
+    start, end = string_span(data, position)
+    try:
+        return data[start:end].decode(), end
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"Avro string is not UTF-8: {exc}") from exc
+
+
+class Envelope(NamedTuple):
+    """The envelope fields every record's body starts with, read from single-object bytes
+    without decoding the rest; `hash_start`/`hash_end` are where `record_hash` (its length
+    and text) lies in those bytes, `schema` the schema the header names. (A tuple: verify
+    reads one per stored row, and a frozen dataclass costs twice as much to build.)"""
+
+    event_id: str
+    event_type: str
+    occurred_at: int
+    tenant_id: str
+    producer_id: str
+    seq: int
+    prev_hash: str
+    record_hash: str
+    hash_start: int
+    hash_end: int
+    schema: SchemaEntry
+
+    def computed_hash(self, data: bytes) -> str:
+        """The record_hash its producer would have sealed `data` with: sha256 of prev_hash
+        bytes and the body with record_hash cut to the empty string (whatever schema
+        version wrote it). ValueError when prev_hash is not hex."""
+        hashed = data[HEADER_BYTES : self.hash_start] + b"\x00" + data[self.hash_end :]
+        return hashlib.sha256(bytes.fromhex(self.prev_hash) + hashed).hexdigest()
+
+
+def read_envelope(data: bytes) -> Envelope:
+    """The envelope of single-object bytes (of a schema of ours, checked);
+    DecodeError when they are not."""
+    schema = schema_of(data)
+    event_id, at = read_string(data, HEADER_BYTES)
+    event_type, at = read_string(data, at)
+    occurred_at, at = read_long(data, at)
+    tenant_id, at = read_string(data, at)
+    producer_id, at = read_string(data, at)
+    seq, at = read_long(data, at)
+    prev_hash, hash_start = read_string(data, at)
+    record_hash, hash_end = read_string(data, hash_start)
+    return Envelope(
+        event_id,
+        event_type,
+        occurred_at,
+        tenant_id,
+        producer_id,
+        seq,
+        prev_hash,
+        record_hash,
+        hash_start,
+        hash_end,
+        schema,
+    )
+
+
+UUID_CHARS = 36
+UUID_LENGTH_BYTE = encode_long(UUID_CHARS)[0]  # the zig-zag varint of 36 fits one byte
+
+
+def event_id_of(value: bytes) -> str:
+    """The event_id of single-object bytes: the body's first field (a UUID's 36 characters
+    are cut without a varint loop)."""
+    if len(value) > HEADER_BYTES + UUID_CHARS and value[HEADER_BYTES] == UUID_LENGTH_BYTE:
+        return value[HEADER_BYTES + 1 : HEADER_BYTES + 1 + UUID_CHARS].decode()
+    return read_string(value, HEADER_BYTES)[0]
+
+
+def producer_id_of(value: bytes) -> str:
+    """The producer_id of single-object bytes, read from the envelope (fifth field) alone,
+    skipping the fields before it undecoded."""
+    position = string_span(value, HEADER_BYTES)[1]  # event_id
+    position = string_span(value, position)[1]  # event_type
+    position = read_long(value, position)[1]  # occurred_at
+    position = string_span(value, position)[1]  # tenant_id
+    start, end = string_span(value, position)
+    try:
+        return value[start:end].decode()
+    except UnicodeDecodeError as exc:
+        raise DecodeError("producer_id is not UTF-8") from exc
+
+
 def _record_hash_offset(record: Event) -> int:
     """Where `record_hash` starts in the body: after the seven envelope fields before it
     (every record schema starts with the envelope, in this order)."""
     strings = (record.event_id, record.event_type, record.tenant_id, record.producer_id)
-    size = sum(len(_string_bytes(text)) for text in strings)
-    size += _varint_bytes(record.occurred_at) + _varint_bytes(record.seq)
-    return size + len(_string_bytes(record.prev_hash))
+    size = sum(len(encode_string(text)) for text in strings)
+    size += long_size(record.occurred_at) + long_size(record.seq)
+    return size + len(encode_string(record.prev_hash))
 
 
 class HashChain:
@@ -206,7 +355,9 @@ class HashChain:
         record_hash = hashlib.sha256(bytes.fromhex(linked.prev_hash) + body).hexdigest()
         offset = _record_hash_offset(linked)
         assert body[offset] == 0, "an empty record_hash is the one byte 0"
-        sealed_body = body[:offset] + _string_bytes(record_hash) + body[offset + 1 :]
+        sealed_body = body[:offset] + encode_string(record_hash) + body[offset + 1 :]
+        # What verify reads back (read_envelope) is what was hashed and written.
+        assert read_string(sealed_body, offset) == (record_hash, offset + 2 + len(record_hash))
         self.seq += 1
         self.head = record_hash
         entry = _BY_TYPE[type(record)]

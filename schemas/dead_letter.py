@@ -17,8 +17,6 @@ def dead_letter(
         event_type=DeadLetter.event_type_name,
         occurred_at=now_ms(),
         tenant_id="",
-        producer_id="",
-        seq=0,
         origin_topic=topic,
         origin_partition=partition,
         origin_offset=offset,

@@ -103,6 +103,11 @@ def json_error(
     )
 
 
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    """A JSON response (every JSON answer of our HTTP servers, errors aside, is made here)."""
+    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+
+
 def kind_response(kind: ErrorKind, message: str, *, param: str | None = None) -> web.Response:
     """A JSON error response of one of the kinds above."""
     return json_error(kind.status, kind.code, message, type_=kind.type, param=param)

@@ -52,8 +52,6 @@ def checkpoint_of(chain: HashChain, reason: str) -> ChainCheckpoint:
         event_type=ChainCheckpoint.event_type_name,
         occurred_at=now_ms(),
         tenant_id="",
-        producer_id="",
-        seq=0,
         checkpoint_seq=chain.seq,
         checkpoint_hash=chain.head,
         record_count=chain.seq,

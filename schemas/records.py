@@ -24,7 +24,9 @@ E = TypeVar("E")
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """The envelope every record carries."""
+    """The envelope every record carries. A record is built unsealed: `producer_id` empty,
+    `seq` 0, `prev_hash` genesis and `record_hash` empty (these defaults); the producer's
+    hash chain (schemas.codec.HashChain) fills them when it seals the record."""
 
     schema_name: ClassVar[str] = ""
     event_type_name: ClassVar[str] = ""
@@ -33,8 +35,8 @@ class Event:
     event_type: str
     occurred_at: int
     tenant_id: str
-    producer_id: str
-    seq: int
+    producer_id: str = ""
+    seq: int = 0
     prev_hash: str = GENESIS_HASH
     record_hash: str = ""
 

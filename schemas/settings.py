@@ -179,7 +179,19 @@ GATEWAY_SERVES = ("all", "api", "admin")
 
 
 @dataclasses.dataclass(frozen=True)
-class GatewaySettings(CommonSettings):
+class BreakerSettings(CommonSettings):
+    """The breaker rules, declared once: the gateways' breakers and the worker's fleet-wide
+    ones follow the same variables (documented with the gateway's settings)."""
+
+    breaker_failure_threshold: int = setting(
+        5, "Failures of one (provider, model) within the window that open its breaker."
+    )
+    breaker_failure_window_s: float = setting(30.0, "Window in which breaker failures count.")
+    breaker_reset_timeout_s: float = setting(30.0, "How long a breaker stays open before probes.")
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewaySettings(BreakerSettings):
     """Settings of the gateway."""
 
     max_body_bytes: int = setting(1_048_576, "Largest request body accepted; larger gets 413.")
@@ -228,11 +240,6 @@ class GatewaySettings(CommonSettings):
     tenant_regions: str = setting(
         "", "Regions each tenant may be served in: tenant=region|region;… (data residency)."
     )
-    breaker_failure_threshold: int = setting(
-        5, "Failures of one (provider, model) within the window that open its breaker."
-    )
-    breaker_failure_window_s: float = setting(30.0, "Window in which breaker failures count.")
-    breaker_reset_timeout_s: float = setting(30.0, "How long a breaker stays open before probes.")
     breaker_half_open_requests: int = setting(1, "Probe calls a half-open breaker lets through.")
     team_rate_limits: str = setting(
         "", "Per-team limits on each gateway: tenant/team=rpm:tpm;… (0 is unlimited)."
@@ -311,7 +318,7 @@ class SinkSettings(CommonSettings):
 
 
 @dataclasses.dataclass(frozen=True)
-class StreamSettings(CommonSettings):
+class StreamSettings(BreakerSettings):
     """Settings of the Faust stream processors."""
 
     worker_app_id: str = setting("govledger-streams", "Faust application id (consumer group).")
@@ -342,13 +349,6 @@ class StreamSettings(CommonSettings):
         "Seconds from opening to resolution per escalation priority (P1..P4), comma-separated.",
     )
     escalation_tick_s: float = setting(5.0, "How often overdue escalations are looked for.")
-    # The fleet-wide breakers follow the gateways' rules: the same variables, read by both
-    # (documented once, with the gateway's settings).
-    breaker_failure_threshold: int = setting(
-        5, "Failures of one (provider, model) within the window that open its breaker."
-    )
-    breaker_failure_window_s: float = setting(30.0, "Window in which breaker failures count.")
-    breaker_reset_timeout_s: float = setting(30.0, "How long a breaker stays open before probes.")
 
     def __post_init__(self) -> None:
         super().__post_init__()

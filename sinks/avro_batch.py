@@ -9,58 +9,17 @@ Python, ClickHouse does (FORMAT Avro), and each row keeps its exact wire bytes.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from typing import Any
 
-from schemas import codec
-from schemas.codec import HEADER_BYTES, SchemaEntry
+import fastavro
+
+from schemas.codec import HEADER_BYTES, SchemaEntry, encode_long
 
 SYNC_MARKER = b"govledger-sync16"
 assert len(SYNC_MARKER) == 16
-
-
-@lru_cache(maxsize=65_536)
-def zigzag_varint(value: int) -> bytes:
-    """Avro's encoding of a long (cached: record lengths repeat)."""
-    encoded = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while encoded & ~0x7F:
-        out.append((encoded & 0x7F) | 0x80)
-        encoded >>= 7
-    out.append(encoded)
-    return bytes(out)
-
-
-def read_string(buffer: bytes, position: int) -> tuple[str, int]:
-    """An Avro string at position, and the position after it."""
-    length = 0
-    shift = 0
-    while True:
-        if position >= len(buffer) or shift > 63:
-            raise codec.DecodeError("truncated Avro string")
-        byte = buffer[position]
-        position += 1
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    length = (length >> 1) ^ -(length & 1)
-    end = position + length
-    if length < 0 or end > len(buffer):
-        raise codec.DecodeError("truncated Avro string")
-    return buffer[position:end].decode(), end
-
-
-UUID_CHARS = 36
-UUID_LENGTH_BYTE = UUID_CHARS * 2  # zigzag varint of 36 fits one byte
-
-
-def event_id_of(value: bytes) -> str:
-    """The event_id of a single-object encoded record: the body's first field."""
-    if len(value) > HEADER_BYTES + UUID_CHARS and value[HEADER_BYTES] == UUID_LENGTH_BYTE:
-        return value[HEADER_BYTES + 1 : HEADER_BYTES + 1 + UUID_CHARS].decode()
-    return read_string(value, HEADER_BYTES)[0]
 
 
 def insert_columns(entry: SchemaEntry, present: Iterable[str]) -> list[str]:
@@ -85,10 +44,13 @@ def container_header(entry: SchemaEntry, *, with_auth: bool = False) -> bytes:
     extended = {**entry.source, "fields": [*entry.source["fields"], *added]}
     meta = {b"avro.schema": json.dumps(extended).encode(), b"avro.codec": b"null"}
     header = bytearray(b"Obj\x01")
-    header += zigzag_varint(len(meta))
+    header += encode_long(len(meta))
     for key, value in meta.items():
-        header += zigzag_varint(len(key)) + key + zigzag_varint(len(value)) + value
-    header += zigzag_varint(0) + SYNC_MARKER
+        header += encode_long(len(key)) + key + encode_long(len(value)) + value
+    header += encode_long(0) + SYNC_MARKER
+    # Once per schema: the header is one fastavro reads back, with the extended schema.
+    read_back: Any = fastavro.reader(io.BytesIO(bytes(header))).writer_schema
+    assert [f["name"] for f in read_back["fields"]] == [f["name"] for f in extended["fields"]]
     _HEADERS[(entry.fingerprint, with_auth)] = bytes(header)
     return _HEADERS[(entry.fingerprint, with_auth)]
 
@@ -104,20 +66,20 @@ def container_file(
     and with each value's auth header when `auths` is given."""
     assert values, "a container file needs at least one record"
     if auths is None:
-        data = b"".join([v[HEADER_BYTES:] + zigzag_varint(len(v)) + v for v in values])
+        data = b"".join([v[HEADER_BYTES:] + encode_long(len(v)) + v for v in values])
     else:
         assert len(auths) == len(values), "one auth per value"
         data = b"".join(
             [
-                v[HEADER_BYTES:] + zigzag_varint(len(v)) + v + zigzag_varint(len(a)) + a
+                v[HEADER_BYTES:] + encode_long(len(v)) + v + encode_long(len(a)) + a
                 for v, a in zip(values, auths, strict=True)
             ]
         )
     return b"".join(
         (
             container_header(entry, with_auth=auths is not None),
-            zigzag_varint(len(values)),
-            zigzag_varint(len(data)),
+            encode_long(len(values)),
+            encode_long(len(data)),
             data,
             SYNC_MARKER,
         )

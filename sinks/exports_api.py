@@ -1,4 +1,4 @@
-"""The export routes of the query API (`sinks/exports.py` runs the jobs):
+"""The export routes of the query API (`sinks/exports/` runs the jobs):
 
 - `POST /v1/exports` {type, format, since, description, tenant?} → 202 and the job;
 - `GET /v1/exports` the jobs the reader may see, newest first;
@@ -11,7 +11,6 @@ only its own tenant, and another tenant's job answers 404, as one that never exi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -19,26 +18,16 @@ from aiohttp import web
 
 from schemas.ids import now_ms
 from sinks.access import Reader
-from sinks.exports import (
-    EXPORT_TYPES,
-    FORMATS,
-    JOB_ID,
-    MAX_DESCRIPTION_CHARS,
-    ExportJob,
-    ExportJobs,
-    ExportQueueFullError,
-)
-from sinks.query_api import BadRequestError, window_ms
+from sinks.exports.formats import FORMATS
+from sinks.exports.job import JOB_ID, MAX_DESCRIPTION_CHARS, ExportJob, ExportQueueFullError
+from sinks.exports.jobs import ExportJobs
+from sinks.exports.queries import EXPORT_TYPES
+from sinks.http_layer import BadRequestError, Guard, json_response
+from sinks.query_api import window_ms  # its home until schemas/durations.py owns it
 
-Handler = Callable[[web.Request, Reader], Awaitable[web.StreamResponse]]
-Guard = Callable[[Handler], Callable[[web.Request], Awaitable[web.StreamResponse]]]
 FIELDS = frozenset({"type", "format", "since", "description", "tenant"})
 MAX_TENANT_CHARS = 256
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
 
 def _choice(body: dict[str, Any], name: str, choices: Any, code: str) -> str:
@@ -114,12 +103,12 @@ class ExportRoutes:
             )
         except ExportQueueFullError as exc:
             raise BadRequestError(429, "too_many_exports", f"{exc}; retry later") from None
-        return _json(job.public(with_manifest=False), status=202)
+        return json_response(job.public(with_manifest=False), status=202)
 
     async def listing(self, request: web.Request, reader: Reader) -> web.StreamResponse:
         """The jobs the reader may see, newest first (without their manifests)."""
         jobs = [job.public(with_manifest=False) for job in self.jobs.visible(reader)]
-        return _json({"exports": jobs})
+        return json_response({"exports": jobs})
 
     def _job(self, request: web.Request, reader: Reader) -> ExportJob:
         job_id = request.match_info["id"]
@@ -138,7 +127,7 @@ class ExportRoutes:
 
     async def status(self, request: web.Request, reader: Reader) -> web.StreamResponse:
         """A job: status, progress, and its manifest once it has succeeded."""
-        return _json(self._job(request, reader).public(with_manifest=True))
+        return json_response(self._job(request, reader).public(with_manifest=True))
 
     async def manifest(self, request: web.Request, reader: Reader) -> web.StreamResponse:
         """The manifest file, as written next to the export."""

@@ -1,49 +1,35 @@
-"""The query API of the store owner: ClickHouse-style SQL over HTTP (read-only), reports
-on events, wallets, escalations and SLAs, health and ingestion figures.
-`curl 'http://127.0.0.1:8124/?query=SELECT+1'` works as it does against a ClickHouse
-server, and so does clickhouse-connect's HTTP client (password = the token or key).
+"""The report routes of the query API: events, wallet balances, escalations and SLAs
+over a window, ingestion figures and retention, each as JSON (`sinks/query_app.py`
+assembles them with the SQL route, `sinks/sql_endpoint.py`, and the exports).
 
 Who may read: the admin token and org-admin keys see every tenant; a tenant-admin key
-sees its own tenant's rows only, on every route; other roles get 403 (the admin API's
-rule, `gateway.admin.principals.principal_for`, passed in as `authenticate`). Every SQL text goes
-through `sql_guard` (one allowed read, re-rendered from the checked tree), runs on the
-store's reader session with `readonly = 1` in its own SETTINGS clause, and for tenant
-keys with `additional_table_filters` restricting each tenant table to the key's tenant.
-Settings in the URL are not passed to the engine (only the values of the query's own
-`{name:Type}` parameters, as `param_<name>`, and an allowed `default_format`). Exports
-(`/v1/exports`) are background jobs of `sinks/exports.py`, routed by `sinks/exports_api.py`."""
+sees its own tenant's rows only, on every route; other roles get 403. Each report is one
+of our fixed queries, filtered by tenant in its own WHERE and, for a tenant-bound reader,
+by the engine's `additional_table_filters` as the SQL route is."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
 
-from schemas.auth import authorization_header, bearer_token
 from schemas.durations import parse_duration_ms
 from schemas.escalation_listing import escalation_page, escalation_row, escalation_status
-from schemas.http_errors import json_error, json_errors
 from schemas.ids import now_ms
 from sinks import sql_guard
-from sinks.access import AccessDeniedError, Authenticate, Reader
-from sinks.exports import ExportJobs
+from sinks.access import Reader
+from sinks.http_layer import BadRequestError, Guard, json_response
 from sinks.retention import delete_expired
-from sinks.sql_guard import QueryRefusedError
+from sinks.sql_endpoint import MAX_EXECUTION_S, StoreTables
 from sinks.store import Store
 from sinks.tables import ALL_TABLES
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_FORMAT = "TabSeparated"
-MAX_QUERY_BYTES = 256 * 1024
-MAX_EXECUTION_S = 60
 MAX_GROUPS = 10_000
 MAX_LISTED = 10_000
 MAX_WINDOW_MS = 3_650 * 86_400_000
@@ -55,36 +41,6 @@ GROUPS = {
     "team": "team_id",
     "tenant": "tenant_id",
 }
-
-
-def _presented_token(request: web.Request) -> str:
-    header = authorization_header(request.headers) or ""  # two: 401, by json_errors
-    if token := bearer_token(header):
-        return token
-    if header.startswith("Basic "):
-        try:
-            _, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return ""
-        return password
-    return request.headers.get("X-ClickHouse-Key", "") or request.query.get("password", "")
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    # The one error shape of every HTTP server of ours (schemas.http_errors).
-    return json_error(status, code, message)
-
-
-def _json(payload: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), content_type="application/json")
-
-
-class BadRequestError(Exception):
-    """A parameter is malformed (400) or names what the reader may not see (403)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 def window_ms(text: str) -> int:
@@ -103,89 +59,40 @@ def _ms(value: datetime | None) -> int | None:
     return int(value.timestamp() * 1000)
 
 
-class QueryApi:
-    """SQL, report, health and ingestion routes; every route but /ping needs a token."""
+class Reports:
+    """The report handlers over a store; `stats`, `consumer_lag` and `retention_days` are
+    the sink writer's figures and the tenants' retention, passed in by the assembly."""
 
     def __init__(
         self,
         store: Store,
-        authenticate: Authenticate,
+        tables: StoreTables,
         stats: Callable[[], dict[str, Any]],
-        max_rows: int,
         *,
         consumer_lag: Callable[[], Awaitable[dict[str, int]]] | None = None,
         retention_days: Callable[[], dict[str, int]] | None = None,
-        exports_dir: Path | None = None,
     ) -> None:
         self.store = store
-        self._authenticate = authenticate
+        self._tables = tables
         self._stats = stats
         self._consumer_lag = consumer_lag
         self._retention_days = retention_days
-        self.max_rows = max_rows
-        self._tables: tuple[str, frozenset[str], frozenset[str]] | None = None
-        # Export jobs (`sinks/exports.py`) keep their files and state under exports_dir.
-        self.exports = ExportJobs(store, exports_dir) if exports_dir is not None else None
 
-    def application(self) -> web.Application:
-        """The aiohttp application."""
-        # json_errors: 404, 405, 413, a malformed credential and any bug answer JSON too.
-        app = web.Application(client_max_size=MAX_QUERY_BYTES, middlewares=[json_errors])
-        app.add_routes(
-            [
-                web.get("/ping", self.ping),
-                web.get("/v1/me", self._guard(self.me)),
-                web.get("/v1/ingestion", self._guard(self.ingestion)),
-                web.get("/v1/events", self._guard(self.events)),
-                web.get("/v1/wallets/balance", self._guard(self.wallet_balances)),
-                web.get("/v1/escalations", self._guard(self.escalations)),
-                web.get("/v1/sla", self._guard(self.sla)),
-                web.post("/v1/retention/run", self._guard(self.run_retention)),
-                web.get("/", self._guard(self.sql)),
-                web.post("/", self._guard(self.sql)),
-            ]
-        )
-        if self.exports is not None:
-            # Imported here: the export routes use this module's error and window helpers.
-            from sinks.exports_api import ExportRoutes
-
-            exports = self.exports
-            app.add_routes(ExportRoutes(exports).routes(self._guard))
-
-            async def start_exports(_: web.Application) -> None:
-                await exports.start()
-
-            async def stop_exports(_: web.Application) -> None:
-                await exports.stop()
-
-            app.on_startup.append(start_exports)
-            app.on_cleanup.append(stop_exports)
-        return app
-
-    def _guard(
-        self, handler: Callable[[web.Request, Reader], Awaitable[web.StreamResponse]]
-    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            presented = _presented_token(request)
-            try:
-                if not presented.isascii():
-                    raise AccessDeniedError(401, "invalid_api_key", "admin key required")
-                reader = self._authenticate(presented)
-                return await handler(request, reader)
-            except AccessDeniedError as exc:
-                return _error(exc.status, exc.code, exc.message)
-            except BadRequestError as exc:
-                return _error(exc.status, exc.code, exc.message)
-
-        return guarded
-
-    async def ping(self, request: web.Request) -> web.Response:
-        """ClickHouse-style liveness."""
-        return web.Response(text="Ok.\n")
+    def routes(self, guard: Guard) -> list[web.RouteDef]:
+        """The routes, each behind the query API's guard."""
+        return [
+            web.get("/v1/me", guard(self.me)),
+            web.get("/v1/ingestion", guard(self.ingestion)),
+            web.get("/v1/events", guard(self.events)),
+            web.get("/v1/wallets/balance", guard(self.wallet_balances)),
+            web.get("/v1/escalations", guard(self.escalations)),
+            web.get("/v1/sla", guard(self.sla)),
+            web.post("/v1/retention/run", guard(self.run_retention)),
+        ]
 
     async def me(self, request: web.Request, reader: Reader) -> web.Response:
         """Who the presented secret is and which tenant it sees (null: every tenant)."""
-        return _json({"identity": reader.identity, "tenant": reader.tenant_id})
+        return json_response({"identity": reader.identity, "tenant": reader.tenant_id})
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -205,11 +112,6 @@ class QueryApi:
             raise BadRequestError(403, "forbidden", f"this key may not read tenant {asked!r}")
         return asked if asked is not None else reader.tenant_id
 
-    async def _tenant_tables(self) -> tuple[str, frozenset[str], frozenset[str]]:
-        if self._tables is None:
-            self._tables = await self.store.run(self.store.tables)
-        return self._tables
-
     async def _report(
         self, sql: str, parameters: dict[str, Any], tenant: str | None
     ) -> list[tuple[Any, ...]]:
@@ -217,7 +119,7 @@ class QueryApi:
         tenant-bound reports also run with the engine-side filters, as SQL does."""
         settings: dict[str, Any] = {"max_execution_time": MAX_EXECUTION_S}
         if tenant is not None:
-            _, _, tenant_tables = await self._tenant_tables()
+            _, _, tenant_tables = await self._tables.read()
             settings["additional_table_filters"] = sql_guard.tenant_filters(tenant_tables, tenant)
         parameters = {"all": tenant is None, "tenant": tenant or "", **parameters}
         rows: list[tuple[Any, ...]] = await self.store.run(
@@ -247,7 +149,7 @@ class QueryApi:
                 "lag_ms": None if latest_ms is None else max(0, now - latest_ms),
             }
         lag = await self._consumer_lag() if self._consumer_lag is not None else {}
-        return _json(
+        return json_response(
             {
                 **self._stats(),
                 "now_ms": now,
@@ -287,7 +189,7 @@ class QueryApi:
             }
             for grp, calls, prompt, completion, cost, errors in rows
         ]
-        return _json(
+        return json_response(
             {
                 "since": since,
                 "since_ms": since_ms,
@@ -332,7 +234,7 @@ class QueryApi:
             }
             for t, w, team_id, balance, funded, spent, period, limit, entries, at in rows
         ]
-        return _json({"tenant": tenant, "wallets": wallets})
+        return json_response({"tenant": tenant, "wallets": wallets})
 
     async def escalations(self, request: web.Request, reader: Reader) -> web.Response:
         """Escalations the gateways opened, with the first decision on each, if any."""
@@ -386,7 +288,7 @@ class QueryApi:
                     resolved_at_ms=_ms(resolved_at) if decision else None,
                 )
             )
-        return _json(escalation_page(listed, status=status, tenant_id=tenant))
+        return json_response(escalation_page(listed, status=status, tenant_id=tenant))
 
     async def sla(self, request: web.Request, reader: Reader) -> web.Response:
         """Closed SLA minutes per tenant, provider and model over a window (the latest
@@ -443,78 +345,16 @@ class QueryApi:
                     "latency_p50_p90_p99_ms": [round(float(v), 3) for v in q] if q else None,
                 }
             )
-        return _json({"since": since, "since_ms": since_ms, "tenant": tenant, "targets": targets})
+        return json_response(
+            {"since": since, "since_ms": since_ms, "tenant": tenant, "targets": targets}
+        )
 
     async def run_retention(self, request: web.Request, reader: Reader) -> web.Response:
         """Apply every tenant's retention now; rows deleted per table."""
         self._org_only(reader)
         days = self._retention_days() if self._retention_days is not None else {}
         deleted = await self.store.run(delete_expired, self.store, days, now_ms())
-        return _json({"retention_days": days, "deleted": deleted})
-
-    # --- SQL ---------------------------------------------------------------------------
-
-    async def sql(self, request: web.Request, reader: Reader) -> web.Response:
-        """Run a read-only query; output in the query's FORMAT, `default_format`, or
-        TabSeparated. The text is proven to be one allowed read (`sql_guard.check`) and
-        what runs is its re-rendering, with our settings as its own SETTINGS clause."""
-        query = request.query.get("query", "")
-        if request.method == "POST":
-            body = (await request.read()).decode(errors="replace")
-            query = f"{query} {body}".strip() if query else body
-        if not query.strip():
-            return _error(400, "invalid_request", "no query: pass ?query= or a POST body")
-        tenant = reader.tenant_id
-        refused_code = "read_only" if tenant is None else "query_refused"
-        try:
-            policy = await self._policy(tenant)
-            checked = sql_guard.check(query, policy)
-            fmt = sql_guard.check_format(
-                checked.fmt or request.query.get("default_format", DEFAULT_FORMAT)
-            )
-            # Values of the query's own {name:Type} parameters only; the engine binds them.
-            parameters = {
-                name: request.query[f"param_{name}"]
-                for name in checked.parameters
-                if f"param_{name}" in request.query
-            }
-            # Second line: ClickHouse's own parse of the one checked statement.
-            ast = await self.store.run(self.store.explain_ast, checked.sql, parameters)
-            sql_guard.check_engine_ast(ast, policy, sql_guard.cte_names(checked.sql))
-        except QueryRefusedError as exc:
-            return _error(403, refused_code, str(exc))
-        except Exception as exc:  # noqa: BLE001 - the engine's message is the useful answer to a bad query
-            return _error(400, "query_failed", _first_line(exc))
-        settings: dict[str, Any] = {
-            "max_result_rows": self.max_rows,
-            "result_overflow_mode": "throw",
-            "max_execution_time": MAX_EXECUTION_S,
-            # FORMAT JSON's statistics (rows_read, bytes_read) count every tenant's rows.
-            "output_format_write_statistics": 0,
-        }
-        if tenant is not None:
-            _, _, tenant_tables = await self._tenant_tables()
-            settings["additional_table_filters"] = sql_guard.tenant_filters(tenant_tables, tenant)
-        try:
-            result = await self.store.run(
-                self.store.reader_query, checked.sql, fmt, settings, parameters, tenant
-            )
-        except Exception as exc:  # noqa: BLE001 - as above
-            return _error(400, "query_failed", _first_line(exc))
-        return web.Response(
-            body=result,
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC"},
-        )
-
-    async def _policy(self, tenant: str | None) -> sql_guard.Policy:
-        database, tables, tenant_tables = await self._tenant_tables()
-        return sql_guard.Policy.for_reader(database, tables, tenant_tables, org=tenant is None)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).split("\n", 1)[0][:2000]
+        return json_response({"retention_days": days, "deleted": deleted})
 
 
 async def retention_loop(

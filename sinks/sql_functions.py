@@ -9,8 +9,6 @@ blocks, `initializeAggregation`, `transactionID`, `globalVariable`, `identity` t
 `*Dictionary*`/`*Cluster*`/`*Database*`/`*Table*` function).
 
 `version()` and `timezone()` stay: clickhouse-connect asks for them when it connects.
-`currentDatabase()` stays: `audit verify` names our database with it, and the name is no
-secret (the engine's own error messages carry it).
 
 Names are compared case-insensitively (ClickHouse itself is case-sensitive for most of
 them, so a case variant is either the same function or an unknown one)."""
@@ -27,7 +25,7 @@ like notLike ilike notILike match isNull isNotNull isNullable isZeroOrNull
 tuple array arrayElement tupleElement lambda CAST _CAST accurateCast accurateCastOrNull
 accurateCastOrDefault if multiIf caseWithExpression caseWithoutExpression
 concat coalesce ifNull nullIf assumeNotNull toNullable exists mod columns
-version timezone timeZone serverTimezone finalizeAggregation currentDatabase
+version timezone timeZone serverTimezone finalizeAggregation
 """
 
 CONDITIONAL_AND_NULL = """

@@ -38,7 +38,7 @@ from schemas.topics import (
     SLA,
     WALLET_STATE,
 )
-from sinks.avro_batch import container_file, event_id_of, insert_columns
+from sinks.avro_batch import container_file, insert_columns
 from sinks.store import Store
 from sinks.tables import TABLE_FOR
 
@@ -284,7 +284,7 @@ class SinkWriter:
                     # a DecodeError: dead-lettered with its reason).
                     authn.verifier().check(message.topic, value, auth)
                     entry = codec.schema_of(value)
-                    event_id = event_id_of(value)
+                    event_id = codec.event_id_of(value)
                 except (codec.DecodeError, UnicodeDecodeError) as exc:
                     await self._dead_letter(
                         message.topic, message.partition, message.offset, value, str(exc)

@@ -3,7 +3,7 @@
 Every lineage record feeds three domains (wallets, breakers, SLA). As three Faust agents
 each record cost three stream iterations, three decodes and a state write per domain:
 about 2 ms of CPU per record. Batched Faust agents still spent half the worker's CPU in
-Faust's per-record delivery (about 250 µs a record, see the README's figures). So the
+Faust's per-record delivery (about 250 µs a record, see docs/performance.md). So the
 intake reads the two topics with a plain aiokafka consumer in its own group, in batches;
 decodes each record once; dead-letters what does not decode; and hands the decoded batch
 to each domain's fold in turn, which writes its state once per key per batch. The
@@ -73,16 +73,16 @@ class Received:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Decoded:
-    """A record of the batch, decoded, with where it came from (`event.message`: topic,
-    partition, offset) for watermarks and dead letters."""
+    """A record of the batch, decoded (`record`, the event), with where it was read
+    (`received.message`: topic, partition, offset) for watermarks and dead letters."""
 
     record: Event
-    event: Received
+    received: Received
 
     @property
     def partition(self) -> int:
         """The partition the record was read from."""
-        return int(self.event.message.partition)
+        return int(self.received.message.partition)
 
 
 Fold = Callable[[Sequence[Decoded]], Awaitable[None]]

@@ -18,7 +18,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from gateway.policy.detectors import PII_KINDS, ContentFilter, compile_content_filter
+from gateway.policy.content_filter import ContentFilter, compile_content_filter
+from gateway.policy.detectors import PII_KINDS
 from schemas.money import usd_to_nanousd
 from schemas.records import ROLES, Role
 

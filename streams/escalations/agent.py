@@ -2,7 +2,7 @@
 
 The queues live in this process's memory, one `Queues` per worker, rebuilt from history
 whenever partitions are assigned (see README.md): the agent folds each escalation record
-into them, and a timer folds a `Tick` and publishes every `SlaBreached` it causes as a
+into them, and a timer folds a `Tick` and publishes every `EscalationOverdue` it causes as a
 sealed `escalation.sla_breached` alert, acknowledged before the next fold.
 """
 
@@ -92,10 +92,10 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Any:
     dead_letters = app.topic(DLQ.name, **RAW)
     held = _Held()
 
-    def report(notices: tuple[logic.Notice, ...]) -> list[logic.SlaBreached]:
+    def report(notices: tuple[logic.Notice, ...]) -> list[logic.EscalationOverdue]:
         breaches = []
         for notice in notices:
-            if isinstance(notice, logic.SlaBreached):
+            if isinstance(notice, logic.EscalationOverdue):
                 breaches.append(notice)
             elif isinstance(notice, logic.Ignored):
                 log.info("escalation input ignored", **dataclasses.asdict(notice))

@@ -343,8 +343,6 @@ def to_alert(crossed: ThresholdCrossed, *, occurred_at: int) -> QuotaThresholdCr
         event_type=QuotaThresholdCrossed.event_type_name,
         occurred_at=occurred_at,
         tenant_id=crossed.tenant_id,
-        producer_id="",
-        seq=0,
         wallet_id=crossed.wallet_id,
         team_id=crossed.team_id,
         period_start_at=crossed.period_start_at,

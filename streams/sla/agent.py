@@ -62,15 +62,15 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
     reject = rejecter(dead_letters, chain, CONSUMER)
 
     async def fold_batch(batch: Sequence[Decoded]) -> None:
-        calls = [(d.event, d.record) for d in batch if isinstance(d.record, LineageRecord)]
+        calls = [(d.received, d.record) for d in batch if isinstance(d.record, LineageRecord)]
         try:
             held.state = logic.fold((call for _, call in calls), held.state)
         except ValueError:  # one record is unmeasurable: find it, keep the rest
-            for event, call in calls:
+            for received, call in calls:
                 try:
                     held.state = logic.apply(held.state, call)
                 except ValueError as exc:
-                    await reject(event, str(exc))
+                    await reject(received, str(exc))
 
     async def publish(due: Sequence[logic.WindowSummary], at: int) -> None:
         for summary in due:

@@ -182,7 +182,7 @@ DEFAULT_TARGETS = SlaTargets()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class SlaBreached:
+class TargetMissed:
     """A window missed a target: the metric, what was observed, the target, the window.
 
     availability: observed < target (ratios). gateway_overhead_p99_ms: observed >= target
@@ -403,17 +403,17 @@ def breaches(
     targets: SlaTargets = DEFAULT_TARGETS,
     *,
     ingestion_lag_ms: float | None = None,
-) -> tuple[SlaBreached, ...]:
+) -> tuple[TargetMissed, ...]:
     """The targets a window missed. Availability and overhead p99 are judged only with
     at least `targets.min_eligible` eligible calls. Ingestion lag (occurred_at to read,
     measured by the processor, which has the clock) is judged when given, and
     attributed to this window. A correction (revision > 0) holds late records only:
     judge it merged with its minute (`rollup`), or not at all."""
-    found: list[SlaBreached] = []
+    found: list[TargetMissed] = []
 
     def breach(metric: Metric, observed: float, target: float) -> None:
         found.append(
-            SlaBreached(
+            TargetMissed(
                 metric,
                 observed,
                 target,

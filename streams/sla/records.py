@@ -10,8 +10,7 @@ event id and the moment come in from the agent too.
 from __future__ import annotations
 
 from schemas.records import SketchRecord, SlaBreached, SlaWindow
-from streams.sla.logic import SlaBreached as Breach
-from streams.sla.logic import WindowSummary
+from streams.sla.logic import TargetMissed, WindowSummary
 from streams.sla.sketch import Sketch, from_pairs
 
 
@@ -51,8 +50,6 @@ def to_window(summary: WindowSummary, *, event_id: str, occurred_at: int) -> Sla
         event_type=SlaWindow.event_type_name,
         occurred_at=occurred_at,
         tenant_id=summary.tenant_id,
-        producer_id="",
-        seq=0,
         provider=summary.provider,
         model=summary.model_selected,
         window_start=summary.start_ms,
@@ -92,7 +89,7 @@ def summary_of(window: SlaWindow) -> WindowSummary:
     )
 
 
-def to_breached(breach: Breach, *, event_id: str, occurred_at: int) -> SlaBreached:
+def to_breached(breach: TargetMissed, *, event_id: str, occurred_at: int) -> SlaBreached:
     """The unsealed `sla.breached` alert of a missed target, for the window's tenant.
     The record has no revision field: the agent judges revision-0 windows only."""
     return SlaBreached(
@@ -100,8 +97,6 @@ def to_breached(breach: Breach, *, event_id: str, occurred_at: int) -> SlaBreach
         event_type=SlaBreached.event_type_name,
         occurred_at=occurred_at,
         tenant_id=breach.tenant_id,
-        producer_id="",
-        seq=0,
         provider=breach.provider,
         model=breach.model_selected,
         metric=breach.metric,

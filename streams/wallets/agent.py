@@ -42,9 +42,7 @@ def register(app: Any, bootstrap: str, chain: SignedChain) -> Domain:
         for wallet_id, wallet in book.wallets.items():
             if before.get(wallet_id) is wallet:
                 continue
-            balance = logic.to_balance(
-                wallet, event_id=uuid7(), occurred_at=now_ms(), producer_id="", seq=0
-            )
+            balance = logic.to_balance(wallet, event_id=uuid7(), occurred_at=now_ms())
             _, value = chain.seal_encoded(balance)
             await balances.send(key=wallet_id.encode(), value=value, headers=chain.headers(value))
 

@@ -555,9 +555,10 @@ def latest(known: Wallet | None, published: WalletBalance) -> Wallet:
 
 
 def to_balance(
-    wallet: Wallet, *, event_id: str, occurred_at: int, producer_id: str, seq: int
+    wallet: Wallet, *, event_id: str, occurred_at: int, producer_id: str = "", seq: int = 0
 ) -> WalletBalance:
-    """The balance record to publish for a wallet; the envelope comes from the adapter."""
+    """The balance record to publish for a wallet; the envelope comes from the adapter
+    (unsealed unless it says otherwise)."""
     return WalletBalance(
         event_id=event_id,
         event_type=WalletBalance.event_type_name,

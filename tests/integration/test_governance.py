@@ -574,8 +574,8 @@ def test_several_gateways_overspend_at_most_what_the_others_admit_before_they_he
     stack: RunningStack,
 ) -> None:
     """Each gateway refuses past the balance it has heard of, minus its own commitments;
-    it cannot know what the others admitted in the last moments. The bound stated in the
-    README: overspend <= (gateways - 1) x the balance at the start of a burst, reached
+    it cannot know what the others admitted in the last moments. The bound stated in
+    docs/failures.md: overspend <= (gateways - 1) x the balance at the start of a burst, reached
     only when the whole burst lands before any settlement is heard. Measured here at its
     worst: every call of the burst in flight at once."""
     gateways = 3

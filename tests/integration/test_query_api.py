@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.policy.baseline import DEFAULT_BASELINE_YAML
-from schemas import codec
+from schemas import authn, codec
 from schemas.ids import uuid7
 from schemas.records import LineageRecord
 from schemas.topics import LINEAGE
@@ -441,9 +441,17 @@ async def _publish(bootstrap: str, records: list[LineageRecord]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
     await producer.start()
     try:
+        # Signed as the record's gateway would sign it: unsigned records are dead-lettered.
+        keyring = authn.installed()
+        assert keyring is not None, "running_stack installs the stack's keyring"
         for record in records:
+            value = codec.encode(record)
+            credential = keyring.credential("gateway", record.producer_id)
             await producer.send_and_wait(
-                LINEAGE.name, codec.encode(record), key=record.tenant_id.encode()
+                LINEAGE.name,
+                value,
+                key=record.tenant_id.encode(),
+                headers=credential.headers(value),
             )
     finally:
         await producer.stop()

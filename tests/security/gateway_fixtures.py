@@ -21,8 +21,8 @@ import orjson
 from aiohttp import web
 
 from gateway.admin.api import AdminApi
-from gateway.app import Gateway
 from gateway.catalogue import build_catalogue
+from gateway.pipeline import Gateway
 from gateway.policy.pack import parse_pack
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
@@ -32,7 +32,7 @@ from govledger.services import query_runner
 from schemas.records import Event, LineageRecord
 from schemas.settings import GatewaySettings, SinkSettings, load
 from sinks.access import AccessDeniedError, Reader
-from sinks.query_api import QueryApi
+from sinks.query_app import QueryApi
 from streams.escalations.logic import EscalationConfig
 from streams.keys import logic as keys_logic
 from streams.wallets import logic as wallets_logic

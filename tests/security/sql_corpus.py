@@ -312,17 +312,17 @@ CROSSING = [
 
 # Legitimate analytics. `{t}` marks where the org's version filters to the tenant
 # (`tenant_id = '<a>'`; `{t.l}` with a table alias); the tenant's version has `1` there
-# and relies on the engine's filter. Every query in the README, the demo's report
-# queries, and analytics of every kind the issue names.
+# and relies on the engine's filter. Every query in the README and docs/query-api.md,
+# the demo's report queries, and analytics of every kind the issue names.
 LEGIT = [
-    # README
+    # README and docs/query-api.md
     "SELECT team_id, model_requested, count() AS calls, sum(cost_nanousd) / 1e9 AS usd "
     "FROM lineage WHERE {t} GROUP BY team_id, model_requested ORDER BY usd DESC",
     "SELECT count() FROM lineage WHERE {t}",
     "SELECT team_id, sum(cost_nanousd) FROM lineage WHERE {t} GROUP BY team_id ORDER BY 1",
     "SELECT model, sum(calls) FROM spend_daily WHERE day >= today() - 7 AND {t} "
     "GROUP BY model ORDER BY model",
-    # the demo's report (govledger/demo.py `look`)
+    # the demo's report (govledger/demo/store.py `look`)
     "SELECT team_id AS team, model_requested AS requested, "
     "if(http_status = 200, concat(provider, '/', model_selected), '-') AS served, "
     "count() AS calls, countIf(http_status = 200) AS ok, "

@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from sinks.access import AccessDeniedError, Reader
-from sinks.query_api import QueryApi
+from sinks.query_app import QueryApi
 from sinks.store import Store
 from tests.security import sql_corpus as corpus
 

@@ -19,7 +19,7 @@ HANDLER_MODULES = [
     "gateway.admin.wallets",
     "gateway.admin.policies",
     "gateway.admin.escalations",
-    "gateway.app",
+    "gateway.pipeline",
     "gateway.views",
 ]
 

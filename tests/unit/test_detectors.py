@@ -13,14 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.detectors import (
+from gateway.policy.content_filter import (
     MAX_DENY_WORDS,
     MAX_ENTRY_CHARS,
     MAX_PATTERNS,
-    PII_KINDS,
     ContentFilter,
-    Finding,
     compile_content_filter,
+)
+from gateway.policy.detectors import (
+    PII_KINDS,
+    Finding,
     find_pii,
     iban_valid,
     luhn_valid,
@@ -256,7 +258,7 @@ def test_api_keys_are_found(secret: str) -> None:
 def test_gateway_keys_as_the_gateway_issues_them_are_found() -> None:
     rng = random.Random(2026)
     for _ in range(200):
-        # gateway.app issues "gk_" + secrets.token_urlsafe(32): 43 url-safe characters.
+        # gateway.pipeline issues "gk_" + secrets.token_urlsafe(32): 43 url-safe characters.
         key = "gk_" + base64.urlsafe_b64encode(rng.randbytes(32)).decode().rstrip("=")
         assert found(f"use {key} here") == [("secret", key)]
         assert found(f"Authorization: Bearer {key}") == [("secret", key)]

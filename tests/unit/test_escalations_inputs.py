@@ -14,8 +14,8 @@ from schemas.settings import SettingsError, StreamSettings
 from streams.escalations.logic import (
     DEFAULT_SLA_MS,
     Claimed,
+    EscalationOverdue,
     Reassigned,
-    SlaBreached,
     Tick,
     action_of,
     breach_alert_id,
@@ -133,11 +133,11 @@ def test_the_inputs_fold_into_a_claimed_escalation_that_breaches_once():
     assert escalation.status == "claimed"
     assert escalation.deadline_at == T0 + 60_000
     state, notices = fold([Tick(T0 + 60_001), Tick(T0 + 70_000)], config, state)
-    assert [type(n) for n in notices] == [SlaBreached]
+    assert [type(n) for n in notices] == [EscalationOverdue]
 
 
 def test_a_breach_becomes_an_escalation_sla_breached_record_that_encodes():
-    breach = SlaBreached(ESC, TENANT, "central", "P1", T0, T0 + 500)
+    breach = EscalationOverdue(ESC, TENANT, "central", "P1", T0, T0 + 500)
     record = to_alert(breach, occurred_at=T0)
     assert record.event_type == "escalation.sla_breached"
     assert record.event_id == breach_alert_id(ESC)
@@ -148,7 +148,7 @@ def test_a_breach_becomes_an_escalation_sla_breached_record_that_encodes():
 
 
 def test_a_breach_alert_id_is_derived_from_its_escalation_alone():
-    breach = SlaBreached(ESC, TENANT, "central", "P1", T0, T0 + 500)
+    breach = EscalationOverdue(ESC, TENANT, "central", "P1", T0, T0 + 500)
     # Paged again later (another tick, another worker, a restart): the same id.
     again = dataclasses.replace(breach, queue="team:search", breached_at=T0 + 9_000)
     first = to_alert(breach, occurred_at=T0 + 500)

@@ -16,13 +16,13 @@ from streams.escalations.logic import (
     Depth,
     Escalation,
     EscalationConfig,
+    EscalationOverdue,
     Ignored,
     Input,
     Queues,
     Reassigned,
     Resolved,
     Routed,
-    SlaBreached,
     Tick,
     act,
     evolve,
@@ -87,8 +87,8 @@ def the(state: Queues, escalation_id: str = ESC) -> Escalation:
     return escalation
 
 
-def breaches(notices: list) -> list[SlaBreached]:
-    return [n for n in notices if isinstance(n, SlaBreached)]
+def breaches(notices: list) -> list[EscalationOverdue]:
+    return [n for n in notices if isinstance(n, EscalationOverdue)]
 
 
 def ignored(notices: list) -> list[Ignored]:
@@ -310,7 +310,9 @@ def test_a_breach_is_reported_once_at_the_first_tick_past_the_deadline():
     assert notices == ()
     assert not the(state).sla_breached
     state, notices = evolve(state, Tick(deadline + 1), CONFIG)
-    assert notices == (SlaBreached(ESC, TENANT, "search-oncall", "P2", deadline, deadline + 1),)
+    assert notices == (
+        EscalationOverdue(ESC, TENANT, "search-oncall", "P2", deadline, deadline + 1),
+    )
     assert the(state).alerted_at == deadline + 1
     assert the(state).sla_breached
     state, notices = fold([Tick(deadline + 10_000), Tick(deadline + HOUR_MS)], CONFIG, state)

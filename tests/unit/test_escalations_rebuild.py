@@ -14,9 +14,9 @@ from schemas.records import EscalationSlaBreached, Event
 from streams.escalations.logic import (
     MINUTE_MS,
     EscalationConfig,
+    EscalationOverdue,
     Ignored,
     Queues,
-    SlaBreached,
     Tick,
     evolve,
     find,
@@ -49,7 +49,7 @@ def resolved(esc: str = ESC, at: int = T0 + 2 * MINUTE_MS, seq: int = 2) -> Any:
     return builders.escalation_resolved(escalation_id=esc, occurred_at=at, seq=seq)
 
 
-def alert_of(breach: SlaBreached) -> EscalationSlaBreached:
+def alert_of(breach: EscalationOverdue) -> EscalationSlaBreached:
     return to_alert(breach, occurred_at=breach.breached_at)
 
 
@@ -82,7 +82,7 @@ def test_a_breach_already_paged_is_not_paged_again_after_a_rebuild():
     state, _ = fold(inputs([opened()]), CONFIG)
     state, notices = evolve(state, Tick(T0 + SLA_MS + 1), CONFIG)
     (breach,) = notices
-    assert isinstance(breach, SlaBreached)
+    assert isinstance(breach, EscalationOverdue)
     # Restart: the alert is on the alerts topic, read back with the rest.
     rebuilt, _ = rebuild([[alert_of(breach)], [opened()]], CONFIG)
     escalation = find(rebuilt, ESC)
@@ -90,19 +90,23 @@ def test_a_breach_already_paged_is_not_paged_again_after_a_rebuild():
     assert escalation.alerted_at == breach.breached_at
     assert escalation.sla_breached
     _, notices = fold([Tick(T0 + SLA_MS + 5_000), Tick(T0 + 2 * SLA_MS)], CONFIG, rebuilt)
-    assert not [n for n in notices if isinstance(n, SlaBreached)]
+    assert not [n for n in notices if isinstance(n, EscalationOverdue)]
 
 
 def test_a_breach_never_paged_is_paged_once_by_the_first_tick_after_a_rebuild():
     # The worker died before its tick saw the deadline pass (or before the alert was sent).
     rebuilt, _ = rebuild([[opened()]], CONFIG)
     _, notices = fold([Tick(T0 + SLA_MS + 1), Tick(T0 + SLA_MS + 2)], CONFIG, rebuilt)
-    assert [n.escalation_id for n in notices if isinstance(n, SlaBreached)] == [ESC]
+    assert [n.escalation_id for n in notices if isinstance(n, EscalationOverdue)] == [ESC]
 
 
 def test_an_alert_of_an_escalation_not_held_changes_nothing():
-    other = to_alert(SlaBreached("esc_other", TENANT, "central", "P1", T0, T0 + 1), occurred_at=T0)
-    wrong_tenant = dataclasses.replace(alert_of(SlaBreached(ESC, "globex", "q", "P1", T0, T0 + 1)))
+    other = to_alert(
+        EscalationOverdue("esc_other", TENANT, "central", "P1", T0, T0 + 1), occurred_at=T0
+    )
+    wrong_tenant = dataclasses.replace(
+        alert_of(EscalationOverdue(ESC, "globex", "q", "P1", T0, T0 + 1))
+    )
     state, _ = rebuild([[opened()], [other, wrong_tenant]], CONFIG)
     escalation = find(state, ESC)
     assert escalation is not None
@@ -182,7 +186,7 @@ def run(
             read += 1
         state, notices = evolve(state, Tick(now + 1), CONFIG)
         for breach in notices:
-            assert isinstance(breach, SlaBreached)
+            assert isinstance(breach, EscalationOverdue)
             pages[breach.escalation_id] += 1
             alerts.append(alert_of(breach))
     return pages, state, alerts

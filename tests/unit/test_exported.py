@@ -20,7 +20,7 @@ import pytest
 from replay.exported import arrow_type, check_export
 from schemas import codec
 from schemas.records import LineageRecord
-from sinks.exports import write_pages
+from sinks.exports.manifest import write_pages
 from tests.unit.test_columns import CALLS, LINEAGE, page
 
 FORMATS = ["csv", "jsonl", "parquet"]

@@ -26,17 +26,11 @@ from pyarrow import ipc
 
 from schemas.ids import now_ms, uuid7
 from sinks.access import AccessDeniedError, Reader
-from sinks.exports import (
-    EXPORT_TYPES,
-    MAX_PAGE_ROWS,
-    ExportJob,
-    ExportJobs,
-    ExportQueueFullError,
-    Tally,
-    page_sql,
-    write_pages,
-)
-from sinks.query_api import QueryApi
+from sinks.exports.job import ExportJob, ExportQueueFullError
+from sinks.exports.jobs import ExportJobs
+from sinks.exports.manifest import Tally, write_pages
+from sinks.exports.queries import EXPORT_TYPES, MAX_PAGE_ROWS, page_sql
+from sinks.query_app import QueryApi
 
 T0 = 1_750_000_000_000
 BIG_NANOUSD = 9_007_199_254_740_993  # above 2**53: a float would change it
@@ -299,6 +293,30 @@ def _submit(jobs: ExportJobs, tenant: str | None, fmt: str = "jsonl") -> ExportJ
         type_name="events", fmt=fmt, since="30d", since_ms=T0, until_ms=until,
         tenant=tenant, description="audit Q2", created_by="ops",
     )  # fmt: skip
+
+
+async def test_a_job_stopped_while_saving_its_success_stays_succeeded(tmp_path: Path) -> None:
+    # The sink stopping right after a job succeeded (its job.json still being written)
+    # must not turn the finished export into a failed one, in memory or on disk.
+    jobs = ExportJobs(FakeStore(_rows()), tmp_path, page_rows=50)  # type: ignore[arg-type]
+    await jobs.start()
+    try:
+        job = _submit(jobs, "acme")
+        for _ in range(200_000):
+            if job.status in ("succeeded", "failed"):
+                break
+            await asyncio.sleep(0)
+    finally:
+        await jobs.stop()
+    assert job.status == "succeeded", job.error
+    state = orjson.loads((tmp_path / job.id / "job.json").read_bytes())
+    assert state["status"] == "succeeded"
+    reloaded = ExportJobs(FakeStore(_rows()), tmp_path)  # type: ignore[arg-type]
+    await reloaded.start()
+    try:
+        assert reloaded.get(job.id, Reader("org", None)) == job
+    finally:
+        await reloaded.stop()
 
 
 async def test_a_job_pages_through_the_store_and_writes_file_manifest_and_state(

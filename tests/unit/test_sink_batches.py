@@ -9,8 +9,10 @@ import fastavro
 from aiokafka import TopicPartition
 
 from schemas import codec
+from schemas.codec import encode_long as zigzag_varint
+from schemas.codec import event_id_of, read_string
 from schemas.records import WalletFunded
-from sinks.avro_batch import container_file, event_id_of, read_string, zigzag_varint
+from sinks.avro_batch import container_file
 from sinks.writer import RecentIds
 
 

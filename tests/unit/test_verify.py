@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from replay.stored import StoredRow
 from replay.verify import (
     Finding,
     KnownHead,
-    StoredRow,
     check_heads,
     heads_of_manifest,
     seq_ranges,

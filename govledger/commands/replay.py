@@ -10,17 +10,16 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from replay.audit import WHO_COLUMNS, diff_live, forged_left_out, reconcile, who
-from replay.rebuild import rebuild_from_kafka, rebuild_from_store, wallets_at
-from replay.sources import ArrowReader, http_reader, parse_moment, store_reader
-from replay.state import Rebuilt
 from schemas.ids import now_ms
 from schemas.money import format_usd
 from schemas.settings import StreamSettings, load
-from streams.breakers import logic as breaker_rules
-from streams.escalations import logic as escalation_rules
+
+if TYPE_CHECKING:  # imported by the commands that run: pyarrow, clickhouse-connect
+    from replay.sources import ArrowReader
+    from replay.state import Rebuilt
+    from streams.breakers import logic as breaker_rules
 
 DEFAULT_WHO_WINDOW_S = 60.0
 
@@ -37,6 +36,8 @@ def _when(epoch_ms: int | None) -> str:
 
 def _reader(args: argparse.Namespace, settings: StreamSettings) -> tuple[ArrowReader, int]:
     """How to read the store, and the rows one answer may hold."""
+    from replay.sources import http_reader, store_reader
+
     if args.dsn:
         from sinks.store import Store
 
@@ -78,6 +79,8 @@ def _require_org_reader(settings: StreamSettings) -> None:
 
 
 def _moment(text: str) -> int:
+    from replay.sources import parse_moment
+
     try:
         return parse_moment(text, now_ms())
     except ValueError as exc:
@@ -104,6 +107,8 @@ def _breaker_config(settings: StreamSettings) -> breaker_rules.BreakerConfig:
 
 def print_state(rebuilt: Rebuilt, out: Any) -> None:
     """The rebuilt state as tab-separated sections."""
+    from streams.escalations import logic as escalation_rules
+
     out.write(f"# state at {_when(rebuilt.at_ms)} ({rebuilt.at_ms}); {rebuilt.events} records\n")
     out.write("# wallets\nwallet_id\tbalance_usd\tfunded_usd\tspent_usd\tentries\n")
     for wallet_id, w in sorted(rebuilt.wallets.items()):
@@ -141,6 +146,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 2
 
     def run() -> int:
+        from replay.audit import diff_live
+        from replay.rebuild import rebuild_from_kafka, rebuild_from_store
+        from streams.escalations import logic as escalation_rules
+
         breaker_config = _breaker_config(settings)
         escalation_config = escalation_rules.config_of(settings)
         if args.source == "kafka":
@@ -189,6 +198,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     settings = load(StreamSettings)
 
     def run() -> int:
+        from replay.audit import forged_left_out, reconcile
+
         read, _ = _reader(args, settings)
         checked = reconcile(read, now_ms(), args.tenant)
         bad = [c for c in checked if c.problems]
@@ -223,6 +234,9 @@ def cmd_who(args: argparse.Namespace) -> int:
     settings = load(StreamSettings)
 
     def run() -> int:
+        from replay.audit import WHO_COLUMNS, who
+        from replay.rebuild import wallets_at
+
         read, rows = _reader(args, settings)
         window_ms = round(args.window * 1000)
         calls = who(read, args.at, window_ms, model=args.model, tenant_id=args.tenant)
@@ -253,7 +267,7 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_replay_command(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """`govledger replay`."""
     replay = commands.add_parser(
         "replay", help="rebuild wallets, quotas, breakers and escalations at a moment"

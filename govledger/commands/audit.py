@@ -1,4 +1,7 @@
-"""`govledger audit verify`: every producer's hash chain and checkpoints, read from the
+"""`govledger audit verify | verify-export` (and the audit group, whose `pubkey` is in
+`root`, `reconcile` and `who` in `replay`).
+
+`audit verify`: every producer's hash chain and checkpoints, read from the
 store through the query API (the store owner holds the embedded engine), verified by
 `replay.verify`; every typed column of every row against its raw (`replay.columns`);
 and every record's authentication (`replay.forged`: records consumers refused as forged,
@@ -11,17 +14,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
-from replay.columns import check_store
-from replay.forged import forged_findings, read_org_keys
-from replay.sources import http_reader
-from replay.verify import KINDS, KnownHead, Query, heads_of_manifest, verify_store
-from schemas import authn
+from govledger.commands import replay as replay_group
+from govledger.commands import root as root_group
 from schemas.settings import SinkSettings, load
+
+if TYPE_CHECKING:  # imported by the commands that run: pyarrow, cryptography
+    from replay.stored import Query
+    from replay.verify import KnownHead
 
 QUERY_TIMEOUT_S = 300.0
 MAX_JOBS = 32
@@ -36,6 +39,8 @@ class QueryError(Exception):
 
 def query_api(url: str, token: str) -> Query:
     """Runs SQL through the query API, rows as JSON arrays."""
+    import httpx
+
     client = httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=QUERY_TIMEOUT_S
     )
@@ -92,6 +97,8 @@ def _jobs(text: str) -> int:
 
 
 def _known_heads(paths: list[str]) -> list[KnownHead]:
+    from replay.verify import heads_of_manifest
+
     heads: list[KnownHead] = []
     for path in paths:
         try:
@@ -105,6 +112,11 @@ def _known_heads(paths: list[str]) -> list[KnownHead]:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify the chains; one line per finding, then a summary. 1 if tampered."""
     from govledger.admin_token import resolve_admin_token
+    from replay.columns import check_store
+    from replay.forged import forged_findings, read_org_keys
+    from replay.sources import http_reader
+    from replay.verify import KINDS, verify_store
+    from schemas import authn
 
     settings = load(SinkSettings)
     try:
@@ -163,6 +175,7 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
     """Check an export file on its own (no stack needed): each row's typed columns against
     its raw bytes, each row's hash, and with its manifest the file itself. 1 if tampered."""
     from replay.exported import check_export
+    from replay.verify import KINDS
 
     try:
         manifest = None
@@ -184,3 +197,23 @@ def cmd_verify_export(args: argparse.Namespace) -> int:
         f"{len(report.findings)} findings\n"
     )
     return 1 if report.findings else 0
+
+
+def add_parser(commands: Any) -> None:
+    """`govledger audit`."""
+    audit = commands.add_parser("audit", help="audit the ledger")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="verify every producer's hash chain; exit 1 if tampered"
+    )
+    add_arguments(verify)
+    verify.set_defaults(func=cmd_verify)
+    verify_export = audit_commands.add_parser(
+        "verify-export",
+        help="check an export file against its rows' raw bytes (and its manifest); exit 1 "
+        "if tampered",
+    )
+    add_export_arguments(verify_export)
+    verify_export.set_defaults(func=cmd_verify_export)
+    root_group.add_audit_commands(audit_commands)
+    replay_group.add_audit_commands(audit_commands)

@@ -14,20 +14,22 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
-from govledger.cli import CliError, _checked
+from govledger.cli_support import CliError, checked
 from replay.progress import Bar
 from schemas.settings import SinkSettings, load
+from sinks.exports.formats import EXTENSIONS
+
+if TYPE_CHECKING:
+    import httpx
 
 HTTP_TIMEOUT_S = 30.0
 POLL_EVERY_S = 0.5
 DEFAULT_WAIT_S = 3_600.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
-EXTENSIONS = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
 
 
 class ApiUnreachableError(Exception):
@@ -35,6 +37,8 @@ class ApiUnreachableError(Exception):
 
 
 def _client() -> httpx.Client:
+    import httpx
+
     from govledger.admin_token import resolve_admin_token
 
     settings = load(SinkSettings)
@@ -50,13 +54,15 @@ def _client() -> httpx.Client:
 
 
 def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    import httpx
+
     try:
         response = client.request(method, path, **kwargs)
     except httpx.TransportError as exc:
         raise ApiUnreachableError(
             f"cannot reach the query API at {client.base_url}: {exc} (is the stack running?)"
         ) from exc
-    return _checked(response)
+    return checked(response)
 
 
 def _guarded(run: Callable[[], int]) -> int:
@@ -95,6 +101,8 @@ def wait_for_job(client: httpx.Client, job: dict[str, Any], wait_s: float) -> di
 
 def download(client: httpx.Client, job_id: str, output: Path | None) -> int:
     """Fetch a finished export and its manifest; check the SHA-256; print a summary."""
+    import httpx
+
     manifest = _call(client, "GET", f"/v1/exports/{job_id}/manifest")
     extension = EXTENSIONS.get(str(manifest.get("format")), "")
     target = output or Path(f"govledger-export-{job_id}{extension}")
@@ -106,7 +114,7 @@ def download(client: httpx.Client, job_id: str, output: Path | None) -> int:
         with client.stream("GET", f"/v1/exports/{job_id}/download") as response:
             if response.status_code >= 400:
                 response.read()
-                _checked(response)
+                checked(response)
             with partial.open("wb") as out:
                 for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
                     digest.update(chunk)
@@ -206,7 +214,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     return _guarded(run)
 
 
-def add_export_command(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """`govledger export`."""
     export = commands.add_parser(
         "export", help="export events, escalations or wallets with a verifiable manifest"

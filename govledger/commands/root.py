@@ -7,17 +7,20 @@ import argparse
 import sys
 from typing import Any
 
-from schemas import authn
 from schemas.settings import CommonSettings, load
 
 
 def _keyring_path(settings: CommonSettings) -> Any:
+    from schemas import authn
+
     return authn.keyring_path(settings.data_path, settings.root_secret_file)
 
 
 def cmd_pubkey(_args: argparse.Namespace) -> int:
     """Print each root's id and org Ed25519 public key (hex), oldest first; the newest
     signs. An outside auditor checks checkpoint signatures with these alone."""
+    from schemas import authn
+
     settings = load(CommonSettings)
     try:
         keyring = authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=False)
@@ -32,6 +35,8 @@ def cmd_pubkey(_args: argparse.Namespace) -> int:
 
 def cmd_root(args: argparse.Namespace) -> int:
     """List the roots' ids, or add a new root that signs from each producer's next start."""
+    from schemas import authn
+
     settings = load(CommonSettings)
     path = _keyring_path(settings)
     try:
@@ -54,8 +59,8 @@ def cmd_root(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: Any, audit_commands: Any) -> None:
-    """`root list|rotate` and `audit pubkey`."""
+def add_parser(commands: Any) -> None:
+    """`govledger root list | rotate`."""
     root = commands.add_parser("root", help="the org root secrets that register producers")
     root_commands = root.add_subparsers(dest="root_command", required=True)
     root_commands.add_parser("list", help="root key ids (never the secrets), oldest first")
@@ -63,6 +68,10 @@ def add_commands(commands: Any, audit_commands: Any) -> None:
         "rotate", help="add a new root; older ones stay to verify what they signed"
     )
     root.set_defaults(func=cmd_root)
+
+
+def add_audit_commands(audit_commands: Any) -> None:
+    """`govledger audit pubkey`."""
     pubkey = audit_commands.add_parser(
         "pubkey", help="print the org public key(s) that certify checkpoint signatures"
     )

@@ -1,4 +1,7 @@
-"""The gateway's HTTP surface: chat completions, models, health, and the admin API."""
+"""The gateway's call pipeline: each chat completion authenticated, rate-limited, checked
+by the policy chain, routed with fallbacks and breakers, paid for from its budget and
+recorded as one lineage record; and its health and models routes. The aiohttp app that
+serves them is built in server.py."""
 
 from __future__ import annotations
 
@@ -392,8 +395,6 @@ class Gateway:
             event_type=EscalationOpened.event_type_name,
             occurred_at=now_ms(),
             tenant_id=key.tenant_id,
-            producer_id="",
-            seq=0,
             escalation_id=escalation_id,
             trace_id=call.trace_id,
             team_id=key.team_id,
@@ -648,8 +649,6 @@ class Gateway:
             event_type=LineageRecord.event_type_name,
             occurred_at=now_ms(),
             tenant_id=call.tenant_id,
-            producer_id="",
-            seq=0,
             trace_id=call.trace_id,
             span_id=new_span_id(),
             parent_span_id=call.parent_span_id,

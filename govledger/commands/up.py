@@ -1,0 +1,87 @@
+"""`govledger up` (the whole stack) and `govledger gateway | sink | worker` (one service in
+the foreground)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from typing import Any
+
+from schemas.settings import GatewaySettings, RuntimeSettings, SinkSettings, StreamSettings, load
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the whole stack until Ctrl-C or SIGTERM."""
+    from govledger.logs import configure
+    from govledger.runtime import Stack
+
+    settings = load(RuntimeSettings)
+    configure(settings.log_level, "runtime")
+    stack = Stack(settings)
+    stopping = False
+
+    def request_stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    print("starting govledger (broker, store, processors, gateway)…", file=sys.stderr)
+    stack.start()
+    print(
+        f"govledger is up\n  gateway  {settings.gateway_url}/v1\n"
+        f"  query    {settings.query_url}/?query=SELECT+1\n"
+        f"  data     {settings.data_path}\n  logs     {stack.log_dir}\n"
+        "Ctrl-C stops everything.",
+        flush=True,
+    )
+    try:
+        while not stopping:
+            dead = stack.dead_child()
+            if dead is not None:
+                print(
+                    f"{dead.name} exited with {dead.process.returncode}; stopping "
+                    f"(see {stack.log_dir}/{dead.name}.log)",
+                    file=sys.stderr,
+                )
+                return 1
+            time.sleep(0.2)
+    finally:
+        print("stopping…", file=sys.stderr)
+        stack.stop()
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    """Run one service in the foreground."""
+    from govledger import services
+    from govledger.logs import configure
+
+    if args.command == "gateway":
+        gateway_settings = load(GatewaySettings)
+        configure(gateway_settings.log_level, "gateway")
+        services.run(services.gateway_main(gateway_settings))
+    elif args.command == "sink":
+        sink_settings = load(SinkSettings)
+        configure(sink_settings.log_level, "sink")
+        services.run(services.sink_main(sink_settings))
+    else:
+        stream_settings = load(StreamSettings)
+        configure(stream_settings.log_level, "worker")
+        services.worker_main(stream_settings)
+    return 0
+
+
+def add_parser(commands: Any) -> None:
+    """`govledger up`, `gateway`, `sink` and `worker`."""
+    commands.add_parser(
+        "up", help="run the whole stack (embedded broker and store by default)"
+    ).set_defaults(func=cmd_up)
+    for name, text in (
+        ("gateway", "run a gateway"),
+        ("sink", "run the sink and query API"),
+        ("worker", "run the stream processors"),
+    ):
+        commands.add_parser(name, help=text).set_defaults(func=cmd_service)
