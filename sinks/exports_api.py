@@ -22,8 +22,7 @@ from sinks.exports.formats import FORMATS
 from sinks.exports.job import JOB_ID, MAX_DESCRIPTION_CHARS, ExportJob, ExportQueueFullError
 from sinks.exports.jobs import ExportJobs
 from sinks.exports.queries import EXPORT_TYPES
-from sinks.http_layer import BadRequestError, Guard, json_response
-from sinks.query_api import window_ms  # its home until schemas/durations.py owns it
+from sinks.http_layer import BadRequestError, Guard, json_response, window_ms
 
 FIELDS = frozenset({"type", "format", "since", "description", "tenant"})
 MAX_TENANT_CHARS = 256

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from schemas.auth import authorization_header, bearer_token
+from schemas.durations import parse_duration_ms
 from schemas.http_errors import json_error, json_response
 from sinks.access import AccessDeniedError, Authenticate, Reader
 
@@ -23,7 +24,10 @@ __all__ = [
     "guard",
     "json_response",
     "presented_token",
+    "window_ms",
 ]
+
+MAX_WINDOW_MS = 3_650 * 86_400_000
 
 # A route's handler, given the authenticated reader; and the guard that wraps it.
 Handler = Callable[[web.Request, Reader], Awaitable[web.StreamResponse]]
@@ -77,3 +81,12 @@ def guard(authenticate: Authenticate) -> Guard:
         return guarded
 
     return wrap
+
+
+def window_ms(text: str) -> int:
+    """A report or export window ('30d', '12h', '30m', '45s') in milliseconds, at most ten
+    years; a 400 for anything `schemas.durations` refuses."""
+    try:
+        return min(parse_duration_ms(text), MAX_WINDOW_MS)
+    except ValueError as exc:
+        raise BadRequestError(400, "invalid_request", str(exc)) from None

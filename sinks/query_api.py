@@ -17,12 +17,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from schemas.durations import parse_duration_ms
 from schemas.escalation_listing import escalation_page, escalation_row, escalation_status
 from schemas.ids import now_ms
 from sinks import sql_guard
 from sinks.access import Reader
-from sinks.http_layer import BadRequestError, Guard, json_response
+from sinks.http_layer import BadRequestError, Guard, json_response, window_ms
 from sinks.retention import delete_expired
 from sinks.sql_endpoint import MAX_EXECUTION_S, StoreTables
 from sinks.store import Store
@@ -32,7 +31,6 @@ log = structlog.get_logger(__name__)
 
 MAX_GROUPS = 10_000
 MAX_LISTED = 10_000
-MAX_WINDOW_MS = 3_650 * 86_400_000
 # /v1/events?group_by=…: the column each grouping reads from `lineage`.
 GROUPS = {
     "gateway": "producer_id",
@@ -41,14 +39,6 @@ GROUPS = {
     "team": "team_id",
     "tenant": "tenant_id",
 }
-
-
-def window_ms(text: str) -> int:
-    """'30d', '12h', '30m' or '45s' in milliseconds, at most ten years."""
-    try:
-        return min(parse_duration_ms(text), MAX_WINDOW_MS)
-    except ValueError as exc:
-        raise BadRequestError(400, "invalid_request", str(exc)) from None
 
 
 def _ms(value: datetime | None) -> int | None:

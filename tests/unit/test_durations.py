@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.durations import DURATION_UNITS_MS, parse_duration_ms
-from sinks.query_api import MAX_WINDOW_MS, BadRequestError, window_ms
+from sinks.http_layer import MAX_WINDOW_MS, BadRequestError, window_ms
 
 
 @pytest.mark.parametrize(
