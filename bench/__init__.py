@@ -1,1 +1,2 @@
-"""Benchmarks: each module runs as a script (python bench/<name>.py) or with python -m."""
+"""Benchmarks (see the Makefile). A package so that mypy and `python -m bench.<name>` resolve
+one bench.common."""
