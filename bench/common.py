@@ -332,8 +332,9 @@ async def consume_only(bootstrap: str, rows: int) -> float:
 IDLE_FUNCTIONS = ("SimpleQueue' objects", "(_worker)", "thread.py", "threading.py")
 
 
-def top_functions(profile: cProfile.Profile, limit: int) -> list[str]:
-    """The profile's top functions by own time (waiting for work left out)."""
+def top_functions(profile: cProfile.Profile | str, limit: int) -> list[str]:
+    """The profile's top functions by own time (waiting for work left out); `profile` is a
+    live profile or the path of one dumped to a file."""
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     rows = []
     for (filename, line, name), (_, ncalls, tottime, cumtime, _) in sorted(

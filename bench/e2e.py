@@ -349,7 +349,7 @@ def visibility_bench(args: argparse.Namespace) -> dict[str, Any]:
 # --- 2. Sink throughput in one process ----------------------------------------------------
 
 
-async def run_sink(settings: Any, store: Any, dlq: Any, rows: int, profile: bool) -> dict:
+async def run_sink(settings: Any, store: Any, dlq: Any, rows: int, profile: bool) -> dict[str, Any]:
     """A SinkWriter from start() until `rows` rows are inserted; its figures."""
     from sinks.writer import SinkWriter
 
@@ -378,7 +378,7 @@ async def run_sink(settings: Any, store: Any, dlq: Any, rows: int, profile: bool
             profiles[0].disable()
             await store.run(profiles[1].disable)
         await writer.stop()
-    figures = {
+    figures: dict[str, Any] = {
         "sink_rows_per_s": round(writer.stats.rows_inserted / elapsed),
         "sink_seconds": round(elapsed, 2),
         "sink_first_records_s": round(first_records_s, 2),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -154,9 +155,9 @@ class Bench:
         for child in self.children.children:
             if child.name == "litellm":
                 pid = child.process.pid
-                watch["litellm"] = lambda pid=pid: tree_cpu_seconds(pid)
+                watch["litellm"] = functools.partial(tree_cpu_seconds, pid)
             else:
-                watch[child.name] = lambda pid=child.process.pid: cpu_seconds(pid)
+                watch[child.name] = functools.partial(cpu_seconds, child.process.pid)
         watch["load generator"] = lambda: cpu_seconds(os.getpid())
         assert target in watch, f"no process {target}"
         return watch

@@ -169,7 +169,7 @@ async def fold_rate(
     data_dir: Path,
     records: list[tuple[bytes, bytes]],
     workers: list[subprocess.Popen[bytes]],
-) -> dict:
+) -> dict[str, Any]:
     """Start the worker on a topic already holding the records; time until every wallet's
     published balance has applied every entry. The worker goes into `workers` at once, so
     the caller stops it whatever happens here."""
@@ -215,7 +215,7 @@ async def fold_rate(
     }
 
 
-async def visibility(bootstrap: str, rate: float, seconds: float) -> dict:
+async def visibility(bootstrap: str, rate: float, seconds: float) -> dict[str, Any]:
     """Settle calls at `rate` per second (as a gateway: sealed, acks=all) and time each
     until a published balance of its wallet includes it."""
     import random
@@ -260,7 +260,7 @@ async def visibility(bootstrap: str, rate: float, seconds: float) -> dict:
     return {"settled": len(delays), "lost": len(waiting), "delays_s": delays}
 
 
-async def run(args: argparse.Namespace) -> dict:
+async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="govledger-streams-bench-"))
     # The worker verifies every record with the keyring in its data dir: made here first,
     # so that this process signs what it produces as the gateways would.

@@ -16,6 +16,7 @@ import httpx
 import openai
 import pytest
 from aiokafka import AIOKafkaProducer
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.views import LocalViews
 from schemas import authn, codec
@@ -35,7 +36,7 @@ TENANT = "fleet-co"
 THRESHOLD = 3
 RESET_S = 8  # long enough to see the second gateway route around the open target
 TARGET = f"provider = 'openai' AND model = '{OUTAGE_MODEL}'"
-HI = [{"role": "user", "content": "hi"}]
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def call(client: openai.OpenAI, trace_id: str) -> None:
 
 def trail(stack: RunningStack, trace_id: str) -> list[str]:
     """How the gateway routed a call: selection reason, model served, attempts' statuses."""
-    rows = wait_for(
+    rows: list[list[str]] = wait_for(
         lambda: stack.sql(
             "SELECT selection_reason, model_selected, toString(attempts.status) FROM lineage "
             f"WHERE trace_id = '{trace_id}'"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.policy.pack import template_source
 from tests.integration.stack import (
@@ -72,7 +74,7 @@ def client_for(stack: RunningStack, team: str, tenant: str = TENANT, **key: Any)
 
 
 def lineage_of(stack: RunningStack, trace_id: str, columns: str) -> list[str]:
-    rows = wait_for(
+    rows: list[list[str]] = wait_for(
         lambda: stack.sql(f"SELECT {columns} FROM lineage WHERE trace_id = '{trace_id}'")
     )
     assert len(rows) == 1, rows
@@ -276,7 +278,7 @@ def test_blocking_steps_refuse_with_their_own_codes_and_are_recorded(
     assert push(stack, pack("strict", chain)).status_code == 201
     developer = client_for(stack, "payments", policy_pack="strict")
     viewer = client_for(stack, "interns", policy_pack="strict", role="viewer")
-    hello = [{"role": "user", "content": "hello"}]
+    hello: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
     with pytest.raises(openai.BadRequestError) as no_user:
         developer.chat.completions.create(model="sim-small", messages=hello)
@@ -316,7 +318,9 @@ def test_human_oversight_refuses_or_holds_with_a_reference(stack: RunningStack) 
     hold = refuse.replace("mode: refuse", "mode: hold, hold_timeout_s: 20")
     assert push(stack, pack("review-refuse", refuse)).status_code == 201
     assert push(stack, pack("review-hold", hold)).status_code == 201
-    flagged = [{"role": "user", "content": "Give me a diagnosis for these symptoms"}]
+    flagged: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "Give me a diagnosis for these symptoms"}
+    ]
 
     refusing = client_for(stack, "clinic", policy_pack="review-refuse")
     with pytest.raises(openai.PermissionDeniedError) as refused:
@@ -442,7 +446,7 @@ def test_a_team_limit_holds_across_the_team_s_keys(stack: RunningStack) -> None:
         api_key=stack.create_key("limited", tenant=TENANT)["key"],
         max_retries=0,
     )
-    hi = [{"role": "user", "content": "hi"}]
+    hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
     for sdk in (first, second, first):
         sdk.chat.completions.create(model="sim-small", messages=hi)
     with pytest.raises(openai.RateLimitError) as limited:
@@ -495,7 +499,7 @@ def test_a_failing_target_trips_its_breaker_traffic_fails_over_and_it_closes(
     stack: RunningStack,
 ) -> None:
     client = client_for(stack, "oncall")
-    hi = [{"role": "user", "content": "hi"}]
+    hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
     assert httpx.post(f"{stack.upstream_url}/outage/on").status_code == 200  # type: ignore[attr-defined]
     traces = [f"{i:032x}" for i in range(0xC0, 0xC5)]
     for trace_id in traces:
@@ -554,7 +558,7 @@ def extra_gateways(stack: RunningStack, count: int) -> Iterator[list[str]]:
             )
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:
-            wait_for(lambda url=url: _healthy(url), timeout_s=60, every_s=0.2)
+            wait_for(functools.partial(_healthy, url), timeout_s=60, every_s=0.2)
         yield urls
     finally:
         for process in processes:
@@ -583,13 +587,13 @@ def test_several_gateways_overspend_at_most_what_the_others_admit_before_they_he
     price = 5 * 150 + 24 * 600  # sim-small, 'hi' (5 tokens), 24 completion tokens
     stack.fund("fleet", f"{4 * price / 1e9:.9f}", tenant=TENANT)  # room for four calls
     key = stack.create_key("fleet", tenant=TENANT)["key"]
-    hi = [{"role": "user", "content": "hi"}]
+    hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
     with extra_gateways(stack, gateways - 1) as others:
         urls = [stack.settings.gateway_url, *others]
         clients = [openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) for url in urls]
         # Every gateway has heard of the funding before the burst.
         for url in urls:
-            wait_for(lambda url=url: _heard_balance(url, stack.token, 4 * price))
+            wait_for(functools.partial(_heard_balance, url, stack.token, 4 * price))
 
         def call(index: int) -> int:
             try:

@@ -17,11 +17,14 @@ from typing import Any
 import openai
 import pytest
 from aiokafka import AIOKafkaConsumer
+from openai.types.chat import ChatCompletionMessageParam
 
 from govledger.broker import tansu_binary, wait_for_port
 from schemas import codec
+from schemas.ids import uuid7
 from schemas.kafka import ensure_topics
 from schemas.publisher import ChainedPublisher
+from schemas.records import LineageRecord
 from schemas.spool import Spool
 from schemas.topics import LINEAGE
 from tests.integration.stack import free_port, running_stack, stack_environ, wait_for
@@ -106,9 +109,9 @@ async def outage(tmp_path: Path) -> AsyncIterator[Outage]:
         running.process.wait(timeout=10)
 
 
-def record(i: int):  # type: ignore[no-untyped-def]
+def record(i: int) -> LineageRecord:
     return builders.call(
-        event_id=builders.uuid7(), tenant_id=TENANTS[i % len(TENANTS)], seq=0, producer_id=""
+        event_id=uuid7(), tenant_id=TENANTS[i % len(TENANTS)], seq=0, producer_id=""
     )
 
 
@@ -256,7 +259,7 @@ def test_calls_during_a_broker_outage_reach_clickhouse_exactly_once(tmp_path: Pa
                 api_key=stack.create_key("resilient")["key"],
                 max_retries=0,
             )
-            hi = [{"role": "user", "content": "hi"}]
+            hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
             def calls(count: int) -> None:
                 for _ in range(count):

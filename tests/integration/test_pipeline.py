@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 from aiokafka import AIOKafkaProducer
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from gateway.catalogue import SIM_TARGETS
 from schemas import authn
@@ -27,7 +28,7 @@ def traceparent() -> tuple[str, str]:
 
 
 def lineage_row(stack: RunningStack, trace_id: str, columns: str) -> list[str]:
-    rows = wait_for(
+    rows: list[list[str]] = wait_for(
         lambda: stack.sql(f"SELECT {columns} FROM lineage WHERE trace_id = '{trace_id}'"),
         timeout_s=10,
     )
@@ -320,7 +321,7 @@ def test_one_gateway_never_spends_past_the_balance(stack: RunningStack) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     key = stack.create_key("exact-budget")
-    messages = [{"role": "user", "content": "hi"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
     # With max_tokens equal to what the sim answers, a reservation is exactly the price.
     price = SIM_SMALL.cost_nanousd(4 + 1, 24)
     stack.fund("exact-budget", f"{10 * price / 1e9:.9f}")
@@ -359,7 +360,7 @@ def test_key_scopes_and_rate_limits_are_enforced_and_recorded(stack: RunningStac
     key = response.json()
     stack.fund("scoped", "1")
     sdk = client(stack, key["key"])
-    messages = [{"role": "user", "content": "scoped"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "scoped"}]
 
     trace_id, header = traceparent()
     with pytest.raises(openai.PermissionDeniedError) as denied:
@@ -395,7 +396,7 @@ def test_an_expired_key_is_refused_with_its_own_code(stack: RunningStack) -> Non
     assert response.status_code == 201, response.text
     key = response.json()
     sdk = client(stack, key["key"])
-    messages = [{"role": "user", "content": "before expiry"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "before expiry"}]
     sdk.chat.completions.create(model="sim-small", messages=messages)
 
     time.sleep(max(0.0, key["expires_at"] / 1000 - time.time()) + 0.2)
@@ -447,8 +448,10 @@ def test_a_failing_target_is_retried_then_falls_back_and_the_trail_is_recorded(
         extra_headers={"traceparent": header},
     )
     if stream:
+        assert isinstance(reply, openai.Stream)
         assert "".join(c.choices[0].delta.content or "" for c in reply if c.choices)
     else:
+        assert isinstance(reply, ChatCompletion)
         assert reply.choices[0].message.content
     row = lineage_row(
         stack,
@@ -519,7 +522,7 @@ def test_restart_keeps_keys_and_balances(stack: RunningStack, stack_env: dict[st
     client(stack, key["key"]).chat.completions.create(
         model="sim-large", messages=[{"role": "user", "content": "before the restart"}]
     )
-    before = wait_for(
+    before: int = wait_for(
         lambda: (b := stack.balance_nanousd("durable")) < 2_000_000_000 and b,
     )
     revoked = stack.create_key("durable")

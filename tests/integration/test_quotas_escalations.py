@@ -105,7 +105,7 @@ def test_each_threshold_alerts_once_per_period_whatever_the_budget_changes(
             sdk.chat.completions.create(
                 model="sim-small", messages=[{"role": "user", "content": "hi"}], max_tokens=24
             )
-            total = wait_for(lambda before=total: (s := spent()) > before and s)
+            total = wait_for(lambda: (s := spent()) > total and s)  # noqa: B023 - wait_for calls it in this iteration
         return total
 
     def alerts() -> list[list[str]]:

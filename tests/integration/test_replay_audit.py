@@ -132,15 +132,8 @@ def test_a_tenant_admin_key_replays_and_asks_who_about_its_own_tenant_only(
             burst(client, 2)
         wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [["4"]], timeout_s=30)
         for tenant in ("acme", "globex"):
-            wait_for(
-                lambda t=tenant: (
-                    stack.sql(
-                        f"SELECT max(entry_count) FROM wallet_state WHERE wallet_id = '{t}/search'"
-                    )
-                    == [["3"]]
-                ),
-                timeout_s=60,
-            )
+            query = f"SELECT max(entry_count) FROM wallet_state WHERE wallet_id = '{tenant}/search'"
+            wait_for(lambda: stack.sql(query) == [["3"]], timeout_s=60)  # noqa: B023 - called here
         acme_admin = stack.create_key("ops", tenant="acme", role="tenant-admin")["key"]
         as_acme = {**env, "GOVLEDGER_ADMIN_TOKEN": acme_admin}
 

@@ -10,12 +10,14 @@ routing and must not be counted. Windows close 2 s after their minute ends.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.integration.stack import RunningStack, running_stack, stack_environ, wait_for
 
@@ -66,7 +68,9 @@ def funded_client(stack: RunningStack, team: str, tenant: str, **key: Any) -> op
 
 
 def ask(client: openai.OpenAI, i: int, *, stream: bool = False) -> Callable[[], Any]:
-    messages = [{"role": "user", "content": f"question {i}: what is an SLA?"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": f"question {i}: what is an SLA?"}
+    ]
 
     def call() -> Any:
         if not stream:
@@ -183,11 +187,12 @@ def test_calls_become_minute_windows_that_add_up_to_the_lineage(stack: RunningSt
     assert closed, "no minute with an upstream error was closed in time"
     for start, requests, errors, faults in closed:
         alert = wait_for(
-            lambda start=start: stack.sql(
+            functools.partial(
+                stack.sql,
                 "SELECT observed, target, toUnixTimestamp64Milli(window_end) FROM alerts "
                 f"WHERE event_type = 'sla.breached' AND tenant_id = '{TENANT}' "
                 f"AND provider = 'sim' AND model = '{MODEL}' AND metric = 'availability' "
-                f"AND toUnixTimestamp64Milli(window_start) = {start}"
+                f"AND toUnixTimestamp64Milli(window_start) = {start}",
             )
         )
         ((observed, target, end),) = alert

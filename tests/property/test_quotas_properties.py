@@ -53,7 +53,7 @@ budgets_nanousd = st.one_of(
 
 
 @st.composite
-def histories(draw) -> list[QuotaEvent]:
+def histories(draw: st.DrawFn) -> list[QuotaEvent]:
     """Records in the order they were made, then a few of them moved later (late)."""
     month = 0
     spent_nanousd: dict[tuple[str, int], int] = defaultdict(int)
@@ -94,7 +94,7 @@ def histories(draw) -> list[QuotaEvent]:
 
 
 @st.composite
-def redelivered(draw, history: list[QuotaEvent]) -> list[QuotaEvent]:
+def redelivered(draw: st.DrawFn, history: list[QuotaEvent]) -> list[QuotaEvent]:
     """The history with copies of records delivered again, each after its first delivery."""
     result = list(history)
     for event in history:
@@ -154,26 +154,30 @@ def check_every_step(history: list[QuotaEvent]) -> list[ThresholdCrossed]:
 
 @PROPERTY_SETTINGS
 @given(history=histories(), data=st.data())
-def test_each_threshold_alerts_once_per_period_and_none_is_missed(history, data):
+def test_each_threshold_alerts_once_per_period_and_none_is_missed(
+    history: list[QuotaEvent], data: st.DataObject
+) -> None:
     delivered = data.draw(redelivered(history))
     assert check_every_step(delivered) == fold(delivered)[1]
 
 
 @PROPERTY_SETTINGS
 @given(history=histories(), data=st.data())
-def test_redelivered_records_change_nothing(history, data):
+def test_redelivered_records_change_nothing(history: list[QuotaEvent], data: st.DataObject) -> None:
     assert fold(data.draw(redelivered(history))) == fold(history)
 
 
 @PROPERTY_SETTINGS
 @given(history=histories())
-def test_folding_the_same_history_twice_gives_the_same_alerts(history):
+def test_folding_the_same_history_twice_gives_the_same_alerts(history: list[QuotaEvent]) -> None:
     assert fold(history) == fold(list(history))
 
 
 @PROPERTY_SETTINGS
 @given(history=histories(), data=st.data())
-def test_restart_from_a_snapshot_neither_repeats_nor_misses_alerts(history, data):
+def test_restart_from_a_snapshot_neither_repeats_nor_misses_alerts(
+    history: list[QuotaEvent], data: st.DataObject
+) -> None:
     snapshot_at = data.draw(st.integers(0, len(history)), label="snapshot_at")
     # The committed offset may lag the snapshot: records after it are read again.
     resume_at = data.draw(st.integers(0, snapshot_at), label="resume_at")

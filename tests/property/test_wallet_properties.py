@@ -61,7 +61,7 @@ PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
 
 
 @st.composite
-def producer_streams(draw) -> dict[str, list[Event]]:
+def producer_streams(draw: st.DrawFn) -> dict[str, list[Event]]:
     """Each producer's records in its own order, seq increasing (gaps are records for
     other topics or partitions)."""
     streams: dict[str, list[Event]] = {}
@@ -96,13 +96,13 @@ def merge(streams: dict[str, list[Event]], order: Sequence[str]) -> list[Event]:
 
 
 @st.composite
-def interleavings(draw, streams: dict[str, list[Event]]) -> list[Event]:
+def interleavings(draw: st.DrawFn, streams: dict[str, list[Event]]) -> list[Event]:
     """Any merge of the producers' streams that keeps each producer's own order."""
     tags = [producer for producer, events in streams.items() for _ in events]
     return merge(streams, draw(st.permutations(tags)))
 
 
-def balances(wallets: dict[str, Wallet]) -> dict[str, tuple]:
+def balances(wallets: dict[str, Wallet]) -> dict[str, tuple[object, ...]]:
     """What a wallet's owner checks; `last_event_id` depends on the interleaving by design."""
     return {
         wallet_id: (
@@ -134,7 +134,9 @@ def expected_totals(history: Iterable[Event]) -> dict[str, tuple[int, int, int]]
 
 @PROPERTY_SETTINGS
 @given(streams=producer_streams(), data=st.data())
-def test_balance_is_funded_minus_spent_and_the_sum_of_entries(streams, data):
+def test_balance_is_funded_minus_spent_and_the_sum_of_entries(
+    streams: dict[str, list[Event]], data: st.DataObject
+) -> None:
     history = data.draw(interleavings(streams))
     wallets = fold(history)
     expected = expected_totals(history)
@@ -152,7 +154,9 @@ def test_balance_is_funded_minus_spent_and_the_sum_of_entries(streams, data):
 
 @PROPERTY_SETTINGS
 @given(streams=producer_streams(), data=st.data())
-def test_redelivered_records_change_nothing(streams, data):
+def test_redelivered_records_change_nothing(
+    streams: dict[str, list[Event]], data: st.DataObject
+) -> None:
     history = data.draw(interleavings(streams))
     redelivered = list(history)
     for event in history:
@@ -165,7 +169,9 @@ def test_redelivered_records_change_nothing(streams, data):
 
 @PROPERTY_SETTINGS
 @given(streams=producer_streams(), data=st.data())
-def test_any_interleaving_of_the_producers_gives_the_same_balances(streams, data):
+def test_any_interleaving_of_the_producers_gives_the_same_balances(
+    streams: dict[str, list[Event]], data: st.DataObject
+) -> None:
     one = data.draw(interleavings(streams), label="one")
     other = data.draw(interleavings(streams), label="other")
     assert balances(fold(one)) == balances(fold(other))
@@ -173,7 +179,9 @@ def test_any_interleaving_of_the_producers_gives_the_same_balances(streams, data
 
 @PROPERTY_SETTINGS
 @given(streams=producer_streams(), data=st.data())
-def test_restart_from_a_snapshot_gives_the_same_wallets(streams, data):
+def test_restart_from_a_snapshot_gives_the_same_wallets(
+    streams: dict[str, list[Event]], data: st.DataObject
+) -> None:
     history = data.draw(interleavings(streams))
     snapshot_at = data.draw(st.integers(0, len(history)), label="snapshot_at")
     # The committed offset may lag the snapshot: records after it are read again.
@@ -227,7 +235,7 @@ fundings = st.integers(1, 20).map(lambda n: n * USD)
 
 
 @st.composite
-def tree_partitions(draw) -> dict[tuple[str, str], list[Event]]:
+def tree_partitions(draw: st.DrawFn) -> dict[tuple[str, str], list[Event]]:
     """Each (topic, tenant) partition's records in order; producers' seqs increase."""
     seqs = dict.fromkeys((*ADMINS, *GATEWAYS), 0)
     partitions: dict[tuple[str, str], list[Event]] = defaultdict(list)
@@ -286,7 +294,9 @@ def tree_partitions(draw) -> dict[tuple[str, str], list[Event]]:
 
 
 @st.composite
-def partition_interleavings(draw, partitions: dict[tuple[str, str], list[Event]]) -> list[Event]:
+def partition_interleavings(
+    draw: st.DrawFn, partitions: dict[tuple[str, str], list[Event]]
+) -> list[Event]:
     """Any merge of the partitions that keeps each partition's own order."""
     tags = [name for name, events in partitions.items() for _ in events]
     order = draw(st.permutations(tags))
@@ -342,7 +352,7 @@ def reference(partitions: dict[tuple[str, str], list[Event]]) -> Reference:
     return Reference(journal, dict(rejected), dict(limits))
 
 
-def money(wallets: dict[str, Wallet]) -> dict[str, tuple[int, ...]]:
+def money(wallets: dict[str, Wallet]) -> dict[str, tuple[object, ...]]:
     """Every amount of every wallet that holds any (what an owner and FinOps check)."""
     return {
         wallet_id: (
@@ -367,14 +377,16 @@ TREE_SETTINGS = settings(max_examples=150, deadline=None)
 
 @TREE_SETTINGS
 @given(partitions=tree_partitions(), data=st.data())
-def test_tree_balances_are_the_sum_of_their_entries(partitions, data):
+def test_tree_balances_are_the_sum_of_their_entries(
+    partitions: dict[tuple[str, str], list[Event]], data: st.DataObject
+) -> None:
     wallets = fold(data.draw(partition_interleavings(partitions)))
     expected = reference(partitions)
     for wallet_id, wallet in wallets.items():
         entries = [(k, a) for w, k, a in expected.journal if w == wallet_id]
         assert wallet.balance_nanousd == sum(a for _, a in entries)
         assert wallet.entry_count == len(entries)
-        by_kind = defaultdict(int)
+        by_kind: defaultdict[tuple[str, bool], int] = defaultdict(int)
         for kind, amount in entries:
             by_kind[kind, amount > 0] += amount
         assert wallet.funded_nanousd == by_kind["fund", True]
@@ -399,7 +411,9 @@ def test_tree_balances_are_the_sum_of_their_entries(partitions, data):
 
 @TREE_SETTINGS
 @given(partitions=tree_partitions(), data=st.data())
-def test_no_transfer_takes_a_wallet_below_minus_its_limit(partitions, data):
+def test_no_transfer_takes_a_wallet_below_minus_its_limit(
+    partitions: dict[tuple[str, str], list[Event]], data: st.DataObject
+) -> None:
     wallets: dict[str, Wallet] = {}
     for event in data.draw(partition_interleavings(partitions)):
         outcome = outcome_of(event, wallets)
@@ -411,7 +425,9 @@ def test_no_transfer_takes_a_wallet_below_minus_its_limit(partitions, data):
 
 @TREE_SETTINGS
 @given(partitions=tree_partitions(), data=st.data())
-def test_allocation_conserves_money_across_each_tree(partitions, data):
+def test_allocation_conserves_money_across_each_tree(
+    partitions: dict[tuple[str, str], list[Event]], data: st.DataObject
+) -> None:
     wallets = fold(data.draw(partition_interleavings(partitions)))
     for tenant, tree in TREE.items():
         mine = [wallets[w] for w in tree if w in wallets]
@@ -432,7 +448,9 @@ def test_allocation_conserves_money_across_each_tree(partitions, data):
 
 @TREE_SETTINGS
 @given(partitions=tree_partitions(), data=st.data())
-def test_the_tree_is_the_same_for_every_interleaving_of_partitions(partitions, data):
+def test_the_tree_is_the_same_for_every_interleaving_of_partitions(
+    partitions: dict[tuple[str, str], list[Event]], data: st.DataObject
+) -> None:
     one = data.draw(partition_interleavings(partitions), label="one")
     other = data.draw(partition_interleavings(partitions), label="other")
     assert money(fold(one)) == money(fold(other))
@@ -440,7 +458,9 @@ def test_the_tree_is_the_same_for_every_interleaving_of_partitions(partitions, d
 
 @TREE_SETTINGS
 @given(partitions=tree_partitions(), data=st.data())
-def test_redelivered_tree_records_change_nothing(partitions, data):
+def test_redelivered_tree_records_change_nothing(
+    partitions: dict[tuple[str, str], list[Event]], data: st.DataObject
+) -> None:
     history = data.draw(partition_interleavings(partitions))
     redelivered = list(history)
     for event in history:
@@ -453,7 +473,9 @@ def test_redelivered_tree_records_change_nothing(partitions, data):
 
 @TREE_SETTINGS
 @given(partitions=tree_partitions(), data=st.data())
-def test_rejected_transfers_change_no_money(partitions, data):
+def test_rejected_transfers_change_no_money(
+    partitions: dict[tuple[str, str], list[Event]], data: st.DataObject
+) -> None:
     history = data.draw(partition_interleavings(partitions))
     wallets: dict[str, Wallet] = {}
     kept: list[Event] = []
@@ -462,7 +484,7 @@ def test_rejected_transfers_change_no_money(partitions, data):
             kept.append(event)
         wallets = fold([event], wallets)
 
-    def amounts_only(folded: dict[str, Wallet]) -> dict[str, tuple[int, ...]]:
+    def amounts_only(folded: dict[str, Wallet]) -> dict[str, tuple[object, ...]]:
         return {w: m[:9] for w, m in money(folded).items() if m[8]}  # wallets with entries
 
     assert amounts_only(fold(kept)) == amounts_only(wallets)
@@ -470,7 +492,9 @@ def test_rejected_transfers_change_no_money(partitions, data):
 
 @TREE_SETTINGS
 @given(partitions=tree_partitions(), data=st.data())
-def test_a_tree_restarted_from_published_balances_is_the_same(partitions, data):
+def test_a_tree_restarted_from_published_balances_is_the_same(
+    partitions: dict[tuple[str, str], list[Event]], data: st.DataObject
+) -> None:
     history = data.draw(partition_interleavings(partitions))
     snapshot_at = data.draw(st.integers(0, len(history)), label="snapshot_at")
     resume_at = data.draw(st.integers(0, snapshot_at), label="resume_at")

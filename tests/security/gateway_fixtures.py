@@ -140,7 +140,7 @@ async def _serve(runner: web.AppRunner) -> int:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server  # the listening socket's port (0 asked the OS for one)
-    assert server is not None
+    assert isinstance(server, asyncio.Server)
     return int(server.sockets[0].getsockname()[1])
 
 
@@ -268,7 +268,7 @@ def assert_json_error(response: RawResponse, status: int, code: str) -> dict[str
     """The documented shape: JSON {"error": {"message", "type", "code", "param"}}."""
     assert response.status == status, response.body
     assert response.headers["content-type"].startswith("application/json"), response.headers
-    error = response.json()["error"]
+    error: dict[str, Any] = response.json()["error"]
     assert set(error) == {"message", "type", "code", "param"}, error
     assert error["code"] == code, error
     assert isinstance(error["message"], str)

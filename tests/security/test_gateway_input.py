@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -68,7 +69,9 @@ async def server(
 
 
 @pytest.mark.parametrize(("raw", "status", "code"), PARSER_CORPUS)
-async def test_the_parser_refuses_malformed_http_as_json(server, raw, status, code) -> None:
+async def test_the_parser_refuses_malformed_http_as_json(
+    server: tuple[str, int, str], raw: bytes, status: int, code: str
+) -> None:
     host, port, _ = server
     with structlog.testing.capture_logs() as logs:
         response = await send(host, port, raw)
@@ -79,12 +82,14 @@ async def test_the_parser_refuses_malformed_http_as_json(server, raw, status, co
 # --- Routing and body errors, answered by aiohttp before our handlers: both servers -------
 
 
-async def test_an_unknown_route_is_a_json_404(server) -> None:
+async def test_an_unknown_route_is_a_json_404(server: tuple[str, int, str]) -> None:
     host, port, _ = server
     assert_json_error(await send(host, port, request("GET", "/nowhere")), 404, "not_found")
 
 
-async def test_a_long_unknown_path_is_a_404_that_does_not_echo_it_whole(server) -> None:
+async def test_a_long_unknown_path_is_a_404_that_does_not_echo_it_whole(
+    server: tuple[str, int, str],
+) -> None:
     host, port, _ = server
     response = await send(host, port, request("GET", "/" + "p" * 60_000))
     error = assert_json_error(response, 404, "not_found")
@@ -92,7 +97,7 @@ async def test_a_long_unknown_path_is_a_404_that_does_not_echo_it_whole(server) 
     assert error["message"].startswith("no route GET /ppp")
 
 
-async def test_a_wrong_method_is_a_json_405_with_allow(server) -> None:
+async def test_a_wrong_method_is_a_json_405_with_allow(server: tuple[str, int, str]) -> None:
     host, port, name = server
     path = "/v1/models" if name == "gateway" else "/v1/me"
     response = await send(host, port, request("DELETE", path))
@@ -101,20 +106,20 @@ async def test_a_wrong_method_is_a_json_405_with_allow(server) -> None:
     assert response.headers["allow"]
 
 
-async def test_get_on_the_chat_route_is_a_json_405(gateway) -> None:
+async def test_get_on_the_chat_route_is_a_json_405(gateway: Served) -> None:
     response = await send(gateway.host, gateway.port, request("GET", "/v1/chat/completions"))
     assert_json_error(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "POST"
 
 
-async def test_a_wrong_method_on_the_admin_api_is_a_json_405(gateway) -> None:
+async def test_a_wrong_method_on_the_admin_api_is_a_json_405(gateway: Served) -> None:
     raw = request(
         "GET", "/v1/admin/wallets/fund", [b"Authorization: Bearer " + ADMIN_TOKEN.encode()]
     )
     assert_json_error(await send(gateway.host, gateway.port, raw), 405, "method_not_allowed")
 
 
-async def test_a_body_over_the_limit_is_a_json_413_recorded_in_lineage(tmp_path) -> None:
+async def test_a_body_over_the_limit_is_a_json_413_recorded_in_lineage(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, max_body_bytes=1_000) as gateway:
         body = chat_body(messages=[{"role": "user", "content": "x" * 2_000}])
         raw = request("POST", "/v1/chat/completions", [bearer(), JSON], body)
@@ -122,7 +127,7 @@ async def test_a_body_over_the_limit_is_a_json_413_recorded_in_lineage(tmp_path)
         assert [r.http_status for r in gateway.lineage.lineage()] == [413]
 
 
-async def test_a_chunked_body_over_the_limit_is_a_json_413(tmp_path) -> None:
+async def test_a_chunked_body_over_the_limit_is_a_json_413(tmp_path: Path) -> None:
     async with running_gateway(tmp_path, max_body_bytes=1_000) as gateway:
         chunk = b"x" * 4_000
         raw = (
@@ -137,13 +142,13 @@ async def test_a_chunked_body_over_the_limit_is_a_json_413(tmp_path) -> None:
         assert_json_error(await send(gateway.host, gateway.port, raw), 413, "request_too_large")
 
 
-async def test_a_query_body_over_the_limit_is_a_json_413(query) -> None:
+async def test_a_query_body_over_the_limit_is_a_json_413(query: tuple[str, int]) -> None:
     host, port = query
     raw = request("POST", "/", [b"Authorization: Bearer " + ADMIN_TOKEN.encode()], b"x" * 300_000)
     assert_json_error(await send(host, port, raw), 413, "request_too_large")
 
 
-async def test_a_broken_chunked_body_is_a_json_400(gateway) -> None:
+async def test_a_broken_chunked_body_is_a_json_400(gateway: Served) -> None:
     raw = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         + bearer()
@@ -154,7 +159,9 @@ async def test_a_broken_chunked_body_is_a_json_400(gateway) -> None:
     assert_json_error(await send(gateway.host, gateway.port, raw), 400, "malformed_request")
 
 
-async def test_headers_over_the_total_limit_are_a_json_431_recorded_in_lineage(tmp_path) -> None:
+async def test_headers_over_the_total_limit_are_a_json_431_recorded_in_lineage(
+    tmp_path: Path,
+) -> None:
     async with running_gateway(tmp_path, max_header_bytes=4_096) as gateway:
         headers = [f"X-Part-{i}: {'y' * 900}".encode() for i in range(6)]
         raw = request("POST", "/v1/chat/completions", [bearer(), JSON, *headers], chat_body())
@@ -181,7 +188,9 @@ async def test_headers_over_the_total_limit_are_a_json_431_recorded_in_lineage(t
         pytest.param(b"", id="empty body"),
     ],
 )
-async def test_a_body_that_is_not_json_is_a_json_400_recorded_in_lineage(gateway, body) -> None:
+async def test_a_body_that_is_not_json_is_a_json_400_recorded_in_lineage(
+    gateway: Served, body: bytes
+) -> None:
     raw = request("POST", "/v1/chat/completions", [bearer(), JSON], body)
     assert_json_error(await send(gateway.host, gateway.port, raw), 400, "invalid_json")
     (record,) = gateway.lineage.lineage()
@@ -203,7 +212,9 @@ def assert_401(response: RawResponse) -> None:
 
 
 @pytest.mark.parametrize("header", BAD_CREDENTIALS)
-async def test_a_malformed_key_on_the_chat_route_is_a_recorded_401(gateway, header) -> None:
+async def test_a_malformed_key_on_the_chat_route_is_a_recorded_401(
+    gateway: Served, header: bytes
+) -> None:
     raw = request("POST", "/v1/chat/completions", [header, JSON], chat_body())
     with structlog.testing.capture_logs() as logs:
         response = await send(gateway.host, gateway.port, raw)
@@ -219,7 +230,9 @@ async def test_a_malformed_key_on_the_chat_route_is_a_recorded_401(gateway, head
 
 @pytest.mark.parametrize("header", BAD_CREDENTIALS)
 @pytest.mark.parametrize("path", ["/v1/models", "/v1/admin/keys", "/v1/tokens"])
-async def test_a_malformed_key_elsewhere_on_the_gateway_is_a_401(gateway, header, path) -> None:
+async def test_a_malformed_key_elsewhere_on_the_gateway_is_a_401(
+    gateway: Served, header: bytes, path: str
+) -> None:
     with structlog.testing.capture_logs() as logs:
         response = await send(gateway.host, gateway.port, request("GET", path, [header]))
     assert_401(response)
@@ -236,7 +249,9 @@ async def test_a_malformed_key_elsewhere_on_the_gateway_is_a_401(gateway, header
     ],
 )
 @pytest.mark.parametrize("path", ["/v1/me", "/?query=SELECT%201"])
-async def test_a_malformed_key_on_the_query_api_is_a_401(query, header, path) -> None:
+async def test_a_malformed_key_on_the_query_api_is_a_401(
+    query: tuple[str, int], header: bytes, path: str
+) -> None:
     host, port = query
     with structlog.testing.capture_logs() as logs:
         response = await send(host, port, request("GET", path, [header]))
@@ -246,7 +261,7 @@ async def test_a_malformed_key_on_the_query_api_is_a_401(query, header, path) ->
 
 @pytest.mark.parametrize("control", [b"\x01", b"\x1b", b"\x7f", b"\r"])
 async def test_a_control_character_in_a_key_is_refused_before_any_key_is_read(
-    server, control
+    server: tuple[str, int, str], control: bytes
 ) -> None:
     """HTTP forbids control characters in header values (RFC 9110 5.5): the parser refuses
     the request as malformed, before any route or key is looked at."""
@@ -258,14 +273,16 @@ async def test_a_control_character_in_a_key_is_refused_before_any_key_is_read(
     assert MARK not in repr(logs)
 
 
-async def test_a_password_in_the_url_that_is_malformed_is_a_401(query) -> None:
+async def test_a_password_in_the_url_that_is_malformed_is_a_401(query: tuple[str, int]) -> None:
     host, port = query
     response = await send(host, port, request("GET", "/v1/me?password=%FF%01" + MARK))
     assert_401(response)
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models", "/v1/admin/keys"])
-async def test_two_authorization_headers_are_a_401_on_the_gateway(gateway, path) -> None:
+async def test_two_authorization_headers_are_a_401_on_the_gateway(
+    gateway: Served, path: str
+) -> None:
     """A proxy in front may check one and the gateway read the other: refuse both."""
     headers = [bearer(), b"Authorization: Bearer " + ADMIN_TOKEN.encode(), JSON]
     method = "POST" if path.endswith("completions") else "GET"
@@ -276,21 +293,21 @@ async def test_two_authorization_headers_are_a_401_on_the_gateway(gateway, path)
     assert statuses == ([401] if method == "POST" else [])
 
 
-async def test_two_authorization_headers_are_a_401_on_the_query_api(query) -> None:
+async def test_two_authorization_headers_are_a_401_on_the_query_api(query: tuple[str, int]) -> None:
     host, port = query
     token = b"Authorization: Bearer " + ADMIN_TOKEN.encode()
     response = await send(host, port, request("GET", "/v1/me", [token, token]))
     assert_json_error(response, 401, "malformed_api_key")
 
 
-async def test_two_traceparent_headers_are_a_400(gateway) -> None:
+async def test_two_traceparent_headers_are_a_400(gateway: Served) -> None:
     one = b"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     raw = request("POST", "/v1/chat/completions", [bearer(), JSON, one, one], chat_body())
     error = assert_json_error(await send(gateway.host, gateway.port, raw), 400, "invalid_request")
     assert error["param"] == "traceparent"
 
 
-def test_the_corpus_size_is_reported(capsys) -> None:
+def test_the_corpus_size_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
     sizes = {
         "raw HTTP": len(PARSER_CORPUS),
         "credentials": len(BAD_CREDENTIALS),
@@ -302,14 +319,16 @@ def test_the_corpus_size_is_reported(capsys) -> None:
     assert min(sizes.values()) >= 8
 
 
-async def test_the_bearer_scheme_is_case_insensitive(gateway) -> None:
+async def test_the_bearer_scheme_is_case_insensitive(gateway: Served) -> None:
     header = b"Authorization: bearer " + SECRET.encode()
     response = await send(gateway.host, gateway.port, request("GET", "/v1/models", [header]))
     assert response.status == 200, response.body
 
 
 @pytest.mark.parametrize(("fields", "param"), WRONG_TYPES)
-async def test_a_wrong_type_is_a_400_naming_the_field(gateway, fields, param) -> None:
+async def test_a_wrong_type_is_a_400_naming_the_field(
+    gateway: Served, fields: dict[str, Any], param: str
+) -> None:
     raw = request("POST", "/v1/chat/completions", [bearer(), JSON], chat_body(**fields))
     response = await send(gateway.host, gateway.port, raw)
     error = assert_json_error(response, 400, "invalid_request")
@@ -323,7 +342,7 @@ async def test_a_wrong_type_is_a_400_naming_the_field(gateway, fields, param) ->
 
 
 @pytest.mark.parametrize("value", BAD_TRACEPARENTS)
-async def test_a_traceparent_that_is_not_w3c_hex_is_a_400(gateway, value) -> None:
+async def test_a_traceparent_that_is_not_w3c_hex_is_a_400(gateway: Served, value: bytes) -> None:
     raw = request(
         "POST", "/v1/chat/completions", [bearer(), JSON, b"traceparent: " + value], chat_body()
     )
@@ -335,7 +354,7 @@ async def test_a_traceparent_that_is_not_w3c_hex_is_a_400(gateway, value) -> Non
     assert MARK.encode() not in codec.encode(record)
 
 
-async def test_a_valid_traceparent_is_honoured(gateway) -> None:
+async def test_a_valid_traceparent_is_honoured(gateway: Served) -> None:
     trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     header = f"traceparent: 00-{trace_id}-{span_id}-01".encode()
     raw = request("POST", "/v1/chat/completions", [bearer(), JSON, header], chat_body())
@@ -345,7 +364,7 @@ async def test_a_valid_traceparent_is_honoured(gateway) -> None:
     assert (record.trace_id, record.parent_span_id) == (trace_id, span_id)
 
 
-async def test_a_well_typed_request_with_every_checked_field_passes(gateway) -> None:
+async def test_a_well_typed_request_with_every_checked_field_passes(gateway: Served) -> None:
     body = chat_body(
         messages=[
             {"role": "system", "content": "Be terse."},

@@ -10,8 +10,9 @@ MockTransport that keeps what it received."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -155,7 +156,9 @@ WHERE_PII_HIDES = [
 
 
 @pytest.mark.parametrize(("messages", "at"), WHERE_PII_HIDES)
-async def test_pii_is_redacted_wherever_it_reaches_the_provider(gateway, messages, at) -> None:
+async def test_pii_is_redacted_wherever_it_reaches_the_provider(
+    gateway: Served, messages: list[dict[str, Any]], at: Callable[[list[dict[str, Any]]], Any]
+) -> None:
     raw = request(
         "POST",
         "/v1/chat/completions",
@@ -173,7 +176,7 @@ async def test_pii_is_redacted_wherever_it_reaches_the_provider(gateway, message
     assert [(g.name, g.action) for g in record.guardrails_triggered] == [("pii-detector", "redact")]
 
 
-async def test_redaction_leaves_ids_and_binary_payloads_alone(gateway) -> None:
+async def test_redaction_leaves_ids_and_binary_payloads_alone(gateway: Served) -> None:
     image = "data:image/png;base64," + "QUJD" * 64 + "4111111111111111"
     messages = [
         {

@@ -184,7 +184,7 @@ def test_a_setting_left_on_a_reader_session_reaches_neither_the_sink_nor_other_r
     # connection handle it stays there; the sink's session and the endpoint's are others.
     import chdb
 
-    stray = chdb.connect(os.path.realpath(store.dsn.removeprefix("chdb://")))
+    stray = chdb.connect(os.path.realpath(store.dsn.removeprefix("chdb://")))  # type: ignore[no-untyped-call]  # chdb has no types
     try:
         stray.query("SET additional_table_filters = {'lineage': '0'}")
         stray.query("SET readonly = 1")
@@ -217,7 +217,7 @@ async def test_legitimate_analytics_match_the_orgs_rows_filtered_to_the_tenant(
 def _direct(store: Store, query: str) -> str:
     import chdb
 
-    connection = chdb.connect(os.path.realpath(store.dsn.removeprefix("chdb://")))
+    connection = chdb.connect(os.path.realpath(store.dsn.removeprefix("chdb://")))  # type: ignore[no-untyped-call]  # chdb has no types
     try:
         return bytes(
             connection.query(query, "JSON", params=dict(corpus.LEGIT_PARAMETERS)).bytes()

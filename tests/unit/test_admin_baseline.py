@@ -41,7 +41,9 @@ class LoopbackControl:
 
 
 class Admin:
-    def __init__(self, client: TestClient, control: LoopbackControl) -> None:
+    def __init__(
+        self, client: TestClient[web.Request, web.Application], control: LoopbackControl
+    ) -> None:
         self.client = client
         self.control = control
 

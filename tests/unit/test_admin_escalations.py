@@ -9,6 +9,7 @@ import pytest
 
 from gateway.admin.escalations import escalation_listing
 from gateway.admin.wallets import thresholds_of
+from schemas.records import EscalationChanged, EscalationOpened
 from streams.escalations.logic import MINUTE_MS, EscalationConfig
 from tests.unit import builders
 from tests.unit.builders import T0
@@ -18,17 +19,21 @@ P1_SLA_MS = 30 * MINUTE_MS
 P2_SLA_MS = 120 * MINUTE_MS
 
 
-def opened(escalation_id: str, priority: str = "P2", at: int = T0, **fields: object):
+def opened(
+    escalation_id: str, priority: str = "P2", at: int = T0, **fields: object
+) -> EscalationOpened:
     return builders.escalation_opened(
         escalation_id=escalation_id, priority=priority, occurred_at=at, **fields
     )
 
 
-def claim(escalation_id: str, seq: int, actor: str = "key:key_dana", **fields: object):
+def claim(
+    escalation_id: str, seq: int, actor: str = "key:key_dana", **fields: object
+) -> EscalationChanged:
     return builders.escalation_claimed(escalation_id=escalation_id, seq=seq, actor=actor, **fields)
 
 
-def reassign(escalation_id: str, seq: int, queue: str, reviewer: str = ""):
+def reassign(escalation_id: str, seq: int, queue: str, reviewer: str = "") -> EscalationChanged:
     return dataclasses.replace(
         claim(escalation_id, seq, queue=queue, reviewer=reviewer),
         event_type="escalation.reassigned",
@@ -39,17 +44,17 @@ def reassign(escalation_id: str, seq: int, queue: str, reviewer: str = ""):
     ("given", "thresholds"),
     [(None, (50, 80, 100)), ([25, 75], (25, 75)), ("50, 90,100", (50, 90, 100)), ([], ())],
 )
-def test_thresholds_are_taken_as_given(given, thresholds):
+def test_thresholds_are_taken_as_given(given: object, thresholds: tuple[int, ...]) -> None:
     assert thresholds_of(given) == thresholds
 
 
 @pytest.mark.parametrize("given", ["50,,80", "half", [50, "80"], [True], 80, {"a": 1}])
-def test_thresholds_that_are_not_whole_percentages_are_refused(given):
+def test_thresholds_that_are_not_whole_percentages_are_refused(given: object) -> None:
     with pytest.raises(ValueError, match="thresholds"):
         thresholds_of(given)
 
 
-def test_open_escalations_are_listed_most_urgent_first_with_age_and_deadline():
+def test_open_escalations_are_listed_most_urgent_first_with_age_and_deadline() -> None:
     rows = escalation_listing(
         [
             opened("esc_p2", "P2", T0),
@@ -71,7 +76,7 @@ def test_open_escalations_are_listed_most_urgent_first_with_age_and_deadline():
     assert rows[2]["deadline_at_ms"] == T0 + P2_SLA_MS
 
 
-def test_claims_and_reassigns_show_and_the_first_claim_wins():
+def test_claims_and_reassigns_show_and_the_first_claim_wins() -> None:
     rows = escalation_listing(
         [opened("esc_a"), opened("esc_b"), opened("esc_c")],
         [
@@ -92,7 +97,7 @@ def test_claims_and_reassigns_show_and_the_first_claim_wins():
     assert (by_id["esc_c"]["status"], by_id["esc_c"]["claimed_by"]) == ("claimed", "lee")
 
 
-def test_decided_escalations_leave_the_open_list_and_are_listed_as_resolved():
+def test_decided_escalations_leave_the_open_list_and_are_listed_as_resolved() -> None:
     escalations = [opened("esc_a"), opened("esc_b", "P1")]
     decisions = {"esc_a": "reject"}
     late = T0 + P1_SLA_MS + 1
@@ -113,7 +118,7 @@ def test_decided_escalations_leave_the_open_list_and_are_listed_as_resolved():
     )
 
 
-def test_the_queue_filter_and_tenants_pass_through():
+def test_the_queue_filter_and_tenants_pass_through() -> None:
     rows = escalation_listing(
         [opened("esc_a"), opened("esc_b", category="legal", tenant_id="globex")],
         [],

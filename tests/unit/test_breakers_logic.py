@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -298,11 +300,11 @@ GW = watermark_key("gateway-a", 0)
 
 
 def fold_calls(
-    calls: list[tuple[str, int, int, tuple[Attempt, ...]]], fleet: FleetBreaker | None = None
+    calls: Sequence[tuple[str, int, int, tuple[Attempt, ...]]], fleet: FleetBreaker | None = None
 ) -> tuple[FleetBreaker, list[str]]:
     """Fold (watermark, seq, occurred_at, attempts) records on PRIMARY; the alert kinds."""
     fleet = fleet or FleetBreaker()
-    kinds = []
+    kinds: list[str] = []
     for watermark, seq, now_ms, attempts in calls:
         fleet, transitions = fold(
             fleet, PRIMARY, attempts, watermark=watermark, seq=seq, now_ms=now_ms, config=CONFIG

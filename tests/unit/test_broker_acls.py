@@ -62,28 +62,28 @@ def users_with(operation: str, topic: str) -> set[str]:
     }
 
 
-def test_the_expected_tables_cover_exactly_the_catalogue():
+def test_the_expected_tables_cover_exactly_the_catalogue() -> None:
     names = {topic.name for topic in CATALOGUE}
     assert set(WRITERS) == names
     assert set(READERS) == names
 
 
 @pytest.mark.parametrize("topic", [t.name for t in CATALOGUE])
-def test_each_topic_has_exactly_its_intended_writers(topic):
+def test_each_topic_has_exactly_its_intended_writers(topic: str) -> None:
     assert users_with("Write", topic) == WRITERS[topic]
 
 
 @pytest.mark.parametrize("topic", [t.name for t in CATALOGUE])
-def test_each_topic_has_exactly_its_intended_readers(topic):
+def test_each_topic_has_exactly_its_intended_readers(topic: str) -> None:
     assert users_with("Read", topic) == READERS[topic]
 
 
-def test_a_gateway_cannot_write_control_and_only_the_admin_api_can():
+def test_a_gateway_cannot_write_control_and_only_the_admin_api_can() -> None:
     assert "gateway" not in users_with("Write", CONTROL.name)
     assert users_with("Write", CONTROL.name) == {"admin-api"}
 
 
-def test_no_role_creates_alters_or_deletes_a_catalogue_topic_or_touches_the_cluster():
+def test_no_role_creates_alters_or_deletes_a_catalogue_topic_or_touches_the_cluster() -> None:
     catalogue = {topic.name for topic in CATALOGUE}
     for rule in acls():
         assert rule.resource in {"topic", "group"}, rule  # no cluster, no transactional id
@@ -91,36 +91,36 @@ def test_no_role_creates_alters_or_deletes_a_catalogue_topic_or_touches_the_clus
             assert rule.operation in {"Read", "Write", "Describe"}, rule
 
 
-def test_the_auditor_only_reads_and_joins_no_group():
+def test_the_auditor_only_reads_and_joins_no_group() -> None:
     own = [rule for rule in acls() if rule.user == AUDITOR.user]
     assert {rule.operation for rule in own} == {"Read", "Describe"}
     assert {rule.resource for rule in own} == {"topic"}
     assert {rule.name for rule in own} == {topic.name for topic in CATALOGUE}
 
 
-def test_consumer_groups_belong_to_the_sink_and_the_worker_alone():
+def test_consumer_groups_belong_to_the_sink_and_the_worker_alone() -> None:
     groups = {(rule.user, rule.pattern, rule.name) for rule in acls() if rule.resource == "group"}
     assert groups == {("sink", "literal", "govledger-sink"), ("worker", "prefixed", FAUST_APP_ID)}
 
 
-def test_the_faust_prefix_is_the_workers_alone_and_covers_no_catalogue_topic():
+def test_the_faust_prefix_is_the_workers_alone_and_covers_no_catalogue_topic() -> None:
     prefixed = [rule for rule in acls() if rule.pattern == "prefixed"]
     assert {rule.user for rule in prefixed} == {"worker"}
     assert all(not topic.name.startswith(FAUST_APP_ID) for topic in CATALOGUE)
 
 
-def test_a_prefix_that_would_cover_a_catalogue_topic_is_refused():
+def test_a_prefix_that_would_cover_a_catalogue_topic_is_refused() -> None:
     greedy = Role("greedy", "", reads=(), writes=(), prefix="govledger.")
     with pytest.raises(ValueError, match="covers a catalogue topic"):
         acls((greedy,))
 
 
-def test_every_role_is_a_distinct_user_with_its_own_secret():
+def test_every_role_is_a_distinct_user_with_its_own_secret() -> None:
     assert len({role.user for role in ROLES}) == len(ROLES)
     assert len({role.secret for role in ROLES}) == len(ROLES)
 
 
-def test_the_committed_init_script_is_the_generated_one():
+def test_the_committed_init_script_is_the_generated_one() -> None:
     assert INIT_SCRIPT.read_text() == init_script(), (
         "regenerate: python -m govledger.broker_acls > compose/kafka-init.sh"
     )
@@ -159,7 +159,7 @@ def run_init(
     return done, calls.read_text() if calls.exists() else ""
 
 
-def test_the_init_script_makes_topics_users_and_acls(tmp_path):
+def test_the_init_script_makes_topics_users_and_acls(tmp_path: Path) -> None:
     passwords = {role.user: f"{role.user}-0123456789abcdef" for role in ROLES}
     done, calls = run_init(tmp_path, passwords)
     assert done.returncode == 0, done.stderr
@@ -193,7 +193,9 @@ def test_the_init_script_makes_topics_users_and_acls(tmp_path):
     "bad",
     ["short", "has]bracket-0123456789", "has,comma-0123456789", "has space 0123456789", ""],
 )
-def test_the_init_script_refuses_a_password_it_cannot_quote_without_printing_it(tmp_path, bad):
+def test_the_init_script_refuses_a_password_it_cannot_quote_without_printing_it(
+    tmp_path: Path, bad: str
+) -> None:
     done, calls = run_init(tmp_path, {"worker": bad})
     assert done.returncode == 1
     assert "kafka-worker-password" in done.stderr

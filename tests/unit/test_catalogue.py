@@ -9,7 +9,7 @@ from schemas.settings import GatewaySettings, load
 SIM_MODELS = {"sim-small", "sim-large", "sim-flaky"}
 
 
-def test_cost_is_exact_integer_nanousd():
+def test_cost_is_exact_integer_nanousd() -> None:
     # gpt-4o-mini list prices: $0.15 per million prompt tokens, $0.60 per million completion.
     mini = Target("gpt-4o-mini", "openai", "gpt-4o-mini", 150, 600)
     cost = mini.cost_nanousd(1_000_000, 1_000_000)
@@ -17,13 +17,13 @@ def test_cost_is_exact_integer_nanousd():
     assert cost == usd_to_nanousd("0.15") + usd_to_nanousd("0.60")
 
 
-def test_cost_of_a_small_call_is_the_sum_of_both_sides():
+def test_cost_of_a_small_call_is_the_sum_of_both_sides() -> None:
     target = Target("gpt-4.1", "openai", "gpt-4.1", 2_000, 8_000)
     assert target.cost_nanousd(1_200, 350) == 1_200 * 2_000 + 350 * 8_000
     assert target.cost_nanousd(0, 0) == 0
 
 
-def test_without_an_upstream_only_sim_models_are_served():
+def test_without_an_upstream_only_sim_models_are_served() -> None:
     catalogue = build_catalogue(load(GatewaySettings, environ={}))
     assert set(catalogue) == SIM_MODELS
     assert {t.provider for t in catalogue.values()} == {"sim"}
@@ -32,12 +32,12 @@ def test_without_an_upstream_only_sim_models_are_served():
     )
 
 
-def test_upstream_models_without_a_base_url_are_not_served():
+def test_upstream_models_without_a_base_url_are_not_served() -> None:
     settings = load(GatewaySettings, environ={"GOVLEDGER_UPSTREAM_MODELS": "gpt-4o-mini"})
     assert set(build_catalogue(settings)) == SIM_MODELS
 
 
-def test_upstream_models_are_served_when_a_base_url_is_set():
+def test_upstream_models_are_served_when_a_base_url_is_set() -> None:
     settings = load(
         GatewaySettings,
         environ={

@@ -49,7 +49,7 @@ def ours(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def test_every_local_file_the_stack_names_exists(compose):
+def test_every_local_file_the_stack_names_exists(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
@@ -61,7 +61,7 @@ def test_every_local_file_the_stack_names_exists(compose):
     assert (COMPOSE / "kafka-init.sh").stat().st_mode & 0o111
 
 
-def test_each_role_has_one_secret_file_made_by_make_secrets(compose):
+def test_each_role_has_one_secret_file_made_by_make_secrets(compose: dict[str, Any]) -> None:
     declared = {name: spec["file"] for name, spec in compose["secrets"].items()}
     assert declared == {role.secret: f"./secrets/kafka-{role.user}.password" for role in ROLES}
     loop = re.search(
@@ -72,7 +72,7 @@ def test_each_role_has_one_secret_file_made_by_make_secrets(compose):
     assert "secrets/" in (COMPOSE / ".gitignore").read_text().split()
 
 
-def test_every_govledger_service_logs_in_as_its_own_role(compose):
+def test_every_govledger_service_logs_in_as_its_own_role(compose: dict[str, Any]) -> None:
     users = {role.user: role for role in ROLES}
     seen = set()
     for name, service in ours(compose).items():
@@ -91,7 +91,9 @@ def test_every_govledger_service_logs_in_as_its_own_role(compose):
     assert sorted(kafka_init["secrets"]) == sorted(role.secret for role in ROLES)
 
 
-def test_the_public_gateway_serves_no_admin_api_and_the_admin_api_is_on_loopback(compose):
+def test_the_public_gateway_serves_no_admin_api_and_the_admin_api_is_on_loopback(
+    compose: dict[str, Any],
+) -> None:
     services = compose["services"]
     assert services["gateway"]["environment"]["GOVLEDGER_GATEWAY_SERVES"] == "api"
     assert services["gateway"]["environment"]["GOVLEDGER_KAFKA_SASL_USERNAME"] == "gateway"
@@ -100,7 +102,9 @@ def test_the_public_gateway_serves_no_admin_api_and_the_admin_api_is_on_loopback
     assert all(port.startswith("127.0.0.1:") for port in services["admin"]["ports"])
 
 
-def test_the_broker_denies_by_default_and_only_sasl_reaches_the_network(compose):
+def test_the_broker_denies_by_default_and_only_sasl_reaches_the_network(
+    compose: dict[str, Any],
+) -> None:
     kafka = compose["services"]["kafka"]
     env = kafka["environment"]
     assert "ports" not in kafka
@@ -127,12 +131,12 @@ def test_the_broker_denies_by_default_and_only_sasl_reaches_the_network(compose)
     assert f"BROKER://{INIT_BOOTSTRAP}" in env["KAFKA_LISTENERS"]
 
 
-def test_the_auditor_does_not_get_the_admin_token(compose):
+def test_the_auditor_does_not_get_the_admin_token(compose: dict[str, Any]) -> None:
     env = compose["services"]["auditor"]["environment"]
     assert resolved(env["GOVLEDGER_ADMIN_TOKEN"]) == ""
 
 
-def test_services_start_after_the_acls_are_in_place(compose):
+def test_services_start_after_the_acls_are_in_place(compose: dict[str, Any]) -> None:
     for name in ("sink", "worker"):
         depends = compose["services"][name]["depends_on"]
         assert depends["kafka-init"] == {"condition": "service_completed_successfully"}, name
@@ -150,7 +154,9 @@ def resolved(value: Any) -> str:
 
 
 @pytest.mark.parametrize("service", ["sink", "worker", "gateway", "admin", "auditor"])
-def test_the_environment_of_each_service_loads_as_its_settings(compose, service, tmp_path):
+def test_the_environment_of_each_service_loads_as_its_settings(
+    compose: dict[str, Any], service: str, tmp_path: Path
+) -> None:
     spec = ours(compose)[service]
     env = {key: resolved(value) for key, value in spec["environment"].items()}
     assert set(env) <= known_env_names()
@@ -162,13 +168,16 @@ def test_the_environment_of_each_service_loads_as_its_settings(compose, service,
 
 
 def paths(process: GatewayProcess) -> set[str]:
-    return {route.resource.canonical for route in process.application().router.routes()}
+    routes = process.application().router.routes()
+    return {route.resource.canonical for route in routes if route.resource is not None}
 
 
 @pytest.mark.parametrize(
     ("serves", "chat", "admin"), [("all", True, True), ("api", True, False), ("admin", False, True)]
 )
-async def test_a_gateway_serves_the_routes_its_setting_names(tmp_path, serves, chat, admin):
+async def test_a_gateway_serves_the_routes_its_setting_names(
+    tmp_path: Path, serves: str, chat: bool, admin: bool
+) -> None:
     settings = load(
         GatewaySettings,
         environ={

@@ -37,11 +37,11 @@ def changed(event_type: str = "escalation.claimed", **fields: Any) -> Any:
     return dataclasses.replace(builders.escalation_claimed(**fields), event_type=event_type)
 
 
-def test_the_default_setting_is_the_logic_s_default_sla():
+def test_the_default_setting_is_the_logic_s_default_sla() -> None:
     assert parse_sla_s(StreamSettings().escalation_sla_s) == dict(DEFAULT_SLA_MS)
 
 
-def test_slas_are_seconds_per_priority_in_any_order_with_spaces():
+def test_slas_are_seconds_per_priority_in_any_order_with_spaces() -> None:
     assert parse_sla_s(" P4=86400, P1=2 ,P3=60,P2=90,") == {
         "P1": 2_000,
         "P2": 90_000,
@@ -61,12 +61,12 @@ def test_slas_are_seconds_per_priority_in_any_order_with_spaces():
         ("P1,P2=1,P3=1,P4=1", "whole number of seconds"),
     ],
 )
-def test_unusable_slas_say_what_is_wrong(text: str, problem: str):
+def test_unusable_slas_say_what_is_wrong(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_sla_s(text)
 
 
-def test_the_config_comes_from_the_settings():
+def test_the_config_comes_from_the_settings() -> None:
     config = config_of(
         StreamSettings(
             escalation_central_categories=" legal, security ,,",
@@ -82,12 +82,12 @@ def test_the_config_comes_from_the_settings():
     "settings",
     [{"escalation_sla_s": "P1=60"}, {"escalation_tick_s": 0.0}],
 )
-def test_bad_settings_name_the_variable(settings):
+def test_bad_settings_name_the_variable(settings: dict[str, Any]) -> None:
     with pytest.raises(SettingsError, match="GOVLEDGER_ESCALATION_"):
         config_of(StreamSettings(**settings))
 
 
-def test_a_claim_record_is_a_claim_by_its_actor():
+def test_a_claim_record_is_a_claim_by_its_actor() -> None:
     record = builders.escalation_claimed(seq=6, occurred_at=T0 + 60_000)
     assert action_of(record) == Claimed(
         escalation_id=ESC,
@@ -99,7 +99,7 @@ def test_a_claim_record_is_a_claim_by_its_actor():
     )
 
 
-def test_a_reassign_record_moves_it_unclaimed_or_to_a_reviewer():
+def test_a_reassign_record_moves_it_unclaimed_or_to_a_reviewer() -> None:
     unclaimed = changed("escalation.reassigned", queue="central")
     to_lee = changed("escalation.reassigned", queue="central", reviewer="lee")
     moved = action_of(unclaimed)
@@ -110,7 +110,7 @@ def test_a_reassign_record_moves_it_unclaimed_or_to_a_reviewer():
     assert assigned.reviewer == "lee"
 
 
-def test_records_the_queues_cannot_use_are_left_out():
+def test_records_the_queues_cannot_use_are_left_out() -> None:
     assert action_of(changed("escalation.reassigned")) is None  # no queue
     assert action_of(changed("escalation.escalated", queue="central")) is None
     assert input_of(builders.key_issued()) is None
@@ -123,7 +123,7 @@ def test_records_the_queues_cannot_use_are_left_out():
     assert input_of(alert) is alert  # read back when the queues are rebuilt
 
 
-def test_the_inputs_fold_into_a_claimed_escalation_that_breaches_once():
+def test_the_inputs_fold_into_a_claimed_escalation_that_breaches_once() -> None:
     records = [builders.escalation_opened(occurred_at=T0), builders.escalation_claimed()]
     inputs = [i for i in map(input_of, records) if i is not None]
     config = config_of(StreamSettings(escalation_sla_s="P1=1,P2=60,P3=60,P4=60"))
@@ -136,7 +136,7 @@ def test_the_inputs_fold_into_a_claimed_escalation_that_breaches_once():
     assert [type(n) for n in notices] == [EscalationOverdue]
 
 
-def test_a_breach_becomes_an_escalation_sla_breached_record_that_encodes():
+def test_a_breach_becomes_an_escalation_sla_breached_record_that_encodes() -> None:
     breach = EscalationOverdue(ESC, TENANT, "central", "P1", T0, T0 + 500)
     record = to_alert(breach, occurred_at=T0)
     assert record.event_type == "escalation.sla_breached"
@@ -147,7 +147,7 @@ def test_a_breach_becomes_an_escalation_sla_breached_record_that_encodes():
     assert codec.decode_as(codec.encode(sealed), EscalationSlaBreached) == sealed
 
 
-def test_a_breach_alert_id_is_derived_from_its_escalation_alone():
+def test_a_breach_alert_id_is_derived_from_its_escalation_alone() -> None:
     breach = EscalationOverdue(ESC, TENANT, "central", "P1", T0, T0 + 500)
     # Paged again later (another tick, another worker, a restart): the same id.
     again = dataclasses.replace(breach, queue="team:search", breached_at=T0 + 9_000)

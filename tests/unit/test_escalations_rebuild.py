@@ -57,7 +57,7 @@ def inputs(records: list[Event]) -> list[Any]:
     return [i for i in map(input_of, records) if i is not None]
 
 
-def test_a_claimed_escalation_is_rebuilt_claimed_even_when_its_claim_was_read_first():
+def test_a_claimed_escalation_is_rebuilt_claimed_even_when_its_claim_was_read_first() -> None:
     # The control partition came back from the broker before the escalations partition.
     state, notices = rebuild([[claimed()], [opened()]], CONFIG)
     escalation = find(state, ESC)
@@ -69,7 +69,7 @@ def test_a_claimed_escalation_is_rebuilt_claimed_even_when_its_claim_was_read_fi
     assert state == live
 
 
-def test_resolved_escalations_are_rebuilt_resolved_and_not_listed_open():
+def test_resolved_escalations_are_rebuilt_resolved_and_not_listed_open() -> None:
     logs = [[opened(), opened("esc_2", T0 + 1, seq=2)], [claimed(), resolved()]]
     state, _ = rebuild(logs, CONFIG)
     assert [e.escalation_id for e in open_escalations(state)] == ["esc_2"]
@@ -78,7 +78,7 @@ def test_resolved_escalations_are_rebuilt_resolved_and_not_listed_open():
     assert escalation.status == "resolved"
 
 
-def test_a_breach_already_paged_is_not_paged_again_after_a_rebuild():
+def test_a_breach_already_paged_is_not_paged_again_after_a_rebuild() -> None:
     state, _ = fold(inputs([opened()]), CONFIG)
     state, notices = evolve(state, Tick(T0 + SLA_MS + 1), CONFIG)
     (breach,) = notices
@@ -93,14 +93,14 @@ def test_a_breach_already_paged_is_not_paged_again_after_a_rebuild():
     assert not [n for n in notices if isinstance(n, EscalationOverdue)]
 
 
-def test_a_breach_never_paged_is_paged_once_by_the_first_tick_after_a_rebuild():
+def test_a_breach_never_paged_is_paged_once_by_the_first_tick_after_a_rebuild() -> None:
     # The worker died before its tick saw the deadline pass (or before the alert was sent).
     rebuilt, _ = rebuild([[opened()]], CONFIG)
     _, notices = fold([Tick(T0 + SLA_MS + 1), Tick(T0 + SLA_MS + 2)], CONFIG, rebuilt)
     assert [n.escalation_id for n in notices if isinstance(n, EscalationOverdue)] == [ESC]
 
 
-def test_an_alert_of_an_escalation_not_held_changes_nothing():
+def test_an_alert_of_an_escalation_not_held_changes_nothing() -> None:
     other = to_alert(
         EscalationOverdue("esc_other", TENANT, "central", "P1", T0, T0 + 1), occurred_at=T0
     )
@@ -113,7 +113,7 @@ def test_an_alert_of_an_escalation_not_held_changes_nothing():
     assert escalation.alerted_at is None
 
 
-def test_records_redelivered_after_a_rebuild_change_nothing():
+def test_records_redelivered_after_a_rebuild_change_nothing() -> None:
     history = [opened(), claimed(), opened("esc_2", T0 + 5, seq=2)]
     state, _ = rebuild([history[::2], history[1:2]], CONFIG)
     # The consumer resumes from its committed offsets, before the end the rebuild read.
@@ -122,7 +122,7 @@ def test_records_redelivered_after_a_rebuild_change_nothing():
     assert all(isinstance(n, Ignored) and n.reason == "duplicate" for n in notices)
 
 
-def test_opens_free_capacity_in_the_order_they_were_resolved():
+def test_opens_free_capacity_in_the_order_they_were_resolved() -> None:
     # 2 slots; the first escalation is resolved before the third opens. Read partition by
     # partition (all opens first), the third would be refused as over capacity.
     small = dataclasses.replace(CONFIG, max_unresolved=2)
@@ -198,7 +198,9 @@ def run(
     restarts=st.sets(st.integers(1, 79), max_size=4),
     lag=st.integers(0, 5),
 )
-def test_each_missed_sla_pages_exactly_once_across_restarts(plans, restarts, lag):
+def test_each_missed_sla_pages_exactly_once_across_restarts(
+    plans: list[tuple[int, int | None, int | None]], restarts: set[int], lag: int
+) -> None:
     records = timeline(plans)
     expected, live, _ = run(records, set(), 0)
     pages, state, alerts = run(records, restarts, lag)

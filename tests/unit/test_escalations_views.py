@@ -28,7 +28,7 @@ def listing(views: LocalViews) -> list[dict[str, Any]]:
     )
 
 
-def test_a_claim_read_from_the_control_topic_shows_in_the_listing():
+def test_a_claim_read_from_the_control_topic_shows_in_the_listing() -> None:
     views = LocalViews()
     views.apply(message(ESCALATIONS.name, builders.escalation_opened(occurred_at=T0)))
     claim = builders.escalation_claimed(occurred_at=T0 + 1, actor="dana")
@@ -39,7 +39,7 @@ def test_a_claim_read_from_the_control_topic_shows_in_the_listing():
     assert (row["status"], row["claimed_by"]) == ("claimed", "dana")
 
 
-def test_a_reassign_read_from_the_control_topic_moves_the_listed_escalation():
+def test_a_reassign_read_from_the_control_topic_moves_the_listed_escalation() -> None:
     views = LocalViews()
     views.apply(message(ESCALATIONS.name, builders.escalation_opened(occurred_at=T0)))
     views.apply(message(CONTROL.name, builders.escalation_claimed(seq=1, actor="dana")))
@@ -52,7 +52,7 @@ def test_a_reassign_read_from_the_control_topic_moves_the_listed_escalation():
     assert (row["queue"], row["status"], row["claimed_by"]) == ("central", "claimed", "lee")
 
 
-def test_changes_kept_per_escalation_are_bounded():
+def test_changes_kept_per_escalation_are_bounded() -> None:
     views = LocalViews()
     for seq in range(1, MAX_CHANGES_PER_ESCALATION + 10):
         views.apply(message(CONTROL.name, builders.escalation_claimed(seq=seq)))

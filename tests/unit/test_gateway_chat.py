@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -12,13 +13,16 @@ from gateway.errors import GatewayError
 from gateway.providers.base import Usage
 
 
-def body(**fields) -> bytes:
-    request = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+def body(**fields: Any) -> bytes:
+    request: dict[str, Any] = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
     request.update(fields)
     return json.dumps(request).encode()
 
 
-def test_a_valid_request_is_parsed():
+def test_a_valid_request_is_parsed() -> None:
     raw = body(
         messages=[
             {"role": "system", "content": "You are terse."},
@@ -42,7 +46,7 @@ def test_a_valid_request_is_parsed():
     assert chat.extra == {"seed": 7, "top_p": 0.9}
 
 
-def test_defaults_when_optional_fields_are_absent():
+def test_defaults_when_optional_fields_are_absent() -> None:
     chat = parse_chat_request(body(), max_messages=8)
     assert chat.stream is False
     assert chat.max_tokens is None
@@ -51,17 +55,17 @@ def test_defaults_when_optional_fields_are_absent():
     assert chat.extra == {}
 
 
-def test_max_completion_tokens_is_the_newer_name_of_max_tokens():
+def test_max_completion_tokens_is_the_newer_name_of_max_tokens() -> None:
     chat = parse_chat_request(body(max_completion_tokens=64, max_tokens=512), max_messages=8)
     assert chat.max_tokens == 64
 
 
-def test_exactly_max_messages_is_accepted():
+def test_exactly_max_messages_is_accepted() -> None:
     messages = [{"role": "user", "content": str(i)} for i in range(3)]
     assert len(parse_chat_request(body(messages=messages), max_messages=3).messages) == 3
 
 
-def test_invalid_json_is_its_own_error():
+def test_invalid_json_is_its_own_error() -> None:
     with pytest.raises(GatewayError) as raised:
         parse_chat_request(b'{"model": "gpt-4o-mini", "messages": [', max_messages=8)
     assert raised.value.kind is errors.INVALID_JSON
@@ -97,7 +101,7 @@ def test_invalid_json_is_its_own_error():
         pytest.param(body(stream=1), id="int stream"),
     ],
 )
-def test_invalid_requests_are_refused_with_invalid_request(raw):
+def test_invalid_requests_are_refused_with_invalid_request(raw: bytes) -> None:
     with pytest.raises(GatewayError) as raised:
         parse_chat_request(raw, max_messages=3)
     assert raised.value.kind is errors.INVALID_REQUEST
@@ -106,7 +110,7 @@ def test_invalid_requests_are_refused_with_invalid_request(raw):
     assert raised.value.message
 
 
-def test_error_body_is_openai_shaped():
+def test_error_body_is_openai_shaped() -> None:
     parsed = json.loads(errors.error_body(errors.INVALID_REQUEST, "'model' is required"))
     assert parsed == {
         "error": {
@@ -118,13 +122,14 @@ def test_error_body_is_openai_shaped():
     }
 
 
-def sse_payload(event: bytes) -> dict:
+def sse_payload(event: bytes) -> dict[str, Any]:
     assert event.startswith(b"data: ")
     assert event.endswith(b"\n\n")
-    return json.loads(event[len(b"data: ") : -2])
+    payload: dict[str, Any] = json.loads(event[len(b"data: ") : -2])
+    return payload
 
 
-def test_content_chunk_is_a_chat_completion_chunk():
+def test_content_chunk_is_a_chat_completion_chunk() -> None:
     chunk = sse_payload(chunk_event("chatcmpl-1", "gpt-4o-mini", content="Hel", role="assistant"))
     assert chunk["id"] == "chatcmpl-1"
     assert chunk["object"] == "chat.completion.chunk"
@@ -141,23 +146,23 @@ def test_content_chunk_is_a_chat_completion_chunk():
     assert "usage" not in chunk
 
 
-def test_finish_chunk_has_an_empty_delta_and_the_reason():
+def test_finish_chunk_has_an_empty_delta_and_the_reason() -> None:
     chunk = sse_payload(chunk_event("chatcmpl-1", "gpt-4o-mini", finish_reason="length"))
     assert chunk["choices"][0]["delta"] == {}
     assert chunk["choices"][0]["finish_reason"] == "length"
 
 
-def test_usage_chunk_has_no_choices_and_a_total():
+def test_usage_chunk_has_no_choices_and_a_total() -> None:
     chunk = sse_payload(chunk_event("chatcmpl-1", "gpt-4o-mini", usage=Usage(120, 35)))
     assert chunk["choices"] == []
     assert chunk["usage"] == {"prompt_tokens": 120, "completion_tokens": 35, "total_tokens": 155}
 
 
-def test_done_event_ends_the_stream():
+def test_done_event_ends_the_stream() -> None:
     assert DONE_EVENT == b"data: [DONE]\n\n"
 
 
-def test_completion_body_is_a_chat_completion():
+def test_completion_body_is_a_chat_completion() -> None:
     parsed = json.loads(
         completion_body("chatcmpl-2", "gpt-4o-mini", "The ledger balances.", "stop", Usage(9, 4))
     )

@@ -30,7 +30,7 @@ from schemas.auth import MAX_SECRET_CHARS, MalformedCredentialError, bearer_toke
         ("Bearer " + "a" * MAX_SECRET_CHARS, "a" * MAX_SECRET_CHARS),
     ],
 )
-def test_a_bearer_token_is_read_or_left_to_another_scheme(header, token):
+def test_a_bearer_token_is_read_or_left_to_another_scheme(header: str | None, token: str) -> None:
     assert bearer_token(header) == token
 
 
@@ -49,13 +49,13 @@ def test_a_bearer_token_is_read_or_left_to_another_scheme(header, token):
         "Bearer " + "a" * (MAX_SECRET_CHARS + 1),
     ],
 )
-def test_a_malformed_bearer_token_is_refused_without_quoting_it(header):
+def test_a_malformed_bearer_token_is_refused_without_quoting_it(header: str) -> None:
     with pytest.raises(MalformedCredentialError) as raised:
         bearer_token(header)
     assert header[7:] not in str(raised.value) or not header[7:].strip()
 
 
-def test_every_visible_ascii_character_may_be_in_a_secret():
+def test_every_visible_ascii_character_may_be_in_a_secret() -> None:
     visible = "".join(chr(c) for c in range(0x21, 0x7F))
     assert check_secret(visible) == visible
 
@@ -73,24 +73,26 @@ def test_every_visible_ascii_character_may_be_in_a_secret():
         (RuntimeError("bug"), 500, "internal_error"),
     ],
 )
-def test_parser_errors_are_classified_by_what_went_wrong(exc, status, code):
+def test_parser_errors_are_classified_by_what_went_wrong(
+    exc: Exception, status: int, code: str
+) -> None:
     assert http_errors.parser_error_kind(exc, status, max_line_size=65537).code == code
 
 
-def test_parser_limits_keep_the_request_line_and_a_header_apart():
+def test_parser_limits_keep_the_request_line_and_a_header_apart() -> None:
     args = http_errors.handler_args(max_header_bytes=8192, max_headers=10, max_url_bytes=8192)
     assert args["max_line_size"] != args["max_field_size"]
     assert args["max_headers"] == 10
 
 
-def test_every_error_code_is_unique_and_4xx_types_are_not_server_errors():
+def test_every_error_code_is_unique_and_4xx_types_are_not_server_errors() -> None:
     codes = [kind.code for kind in ALL_KINDS]
     assert len(codes) == len(set(codes))
     for kind in ALL_KINDS:
         assert (kind.type == "server_error") == (kind.status >= 500 and kind.status != 502), kind
 
 
-def test_the_error_body_is_openai_shaped_with_the_param():
+def test_the_error_body_is_openai_shaped_with_the_param() -> None:
     body = json.loads(http_errors.error_body("bad", "invalid_request", status=400, param="user"))
     assert body == {
         "error": {
@@ -120,7 +122,7 @@ MESSAGE = {
 }
 
 
-def test_the_chain_reads_every_text_but_ids_and_enums():
+def test_the_chain_reads_every_text_but_ids_and_enums() -> None:
     assert texts(MESSAGE) == [
         "bot-name",
         "part text",
@@ -131,7 +133,7 @@ def test_the_chain_reads_every_text_but_ids_and_enums():
     ]
 
 
-def test_a_data_url_is_a_binary_payload_and_an_http_url_is_text():
+def test_a_data_url_is_a_binary_payload_and_an_http_url_is_text() -> None:
     message = {
         "role": "user",
         "content": [
@@ -142,7 +144,7 @@ def test_a_data_url_is_a_binary_payload_and_an_http_url_is_text():
     assert texts(message) == ["https://x.example/?to=a@b.example"]
 
 
-def test_a_content_filter_also_reads_tool_call_arguments():
+def test_a_content_filter_also_reads_tool_call_arguments() -> None:
     pack = parse_pack(
         "name: p\npolicies:\n  chain:\n    - name: content-filter\n"
         "      policy: {deny: [forbidden], action: block}\n"
@@ -160,7 +162,7 @@ def test_a_content_filter_also_reads_tool_call_arguments():
     assert verdict.refusal.reason == "content_blocked"
 
 
-def test_a_message_nested_past_the_limit_is_refused_and_one_at_it_passes():
+def test_a_message_nested_past_the_limit_is_refused_and_one_at_it_passes() -> None:
     def nested(depth: int) -> dict[str, object]:
         value: object = "leaf"
         for _ in range(depth - 1):
@@ -188,5 +190,7 @@ def test_a_message_nested_past_the_limit_is_refused_and_one_at_it_passes():
         ("", None),
     ],
 )
-def test_traceparent_is_read_only_in_w3c_form(header, parsed):
+def test_traceparent_is_read_only_in_w3c_form(
+    header: str | None, parsed: tuple[str, str] | None
+) -> None:
     assert parse_traceparent(header) == parsed

@@ -53,7 +53,7 @@ def sasl_env(password_file: Path, **extra: str) -> dict[str, str]:
 # --- settings ---------------------------------------------------------------------------
 
 
-def test_the_default_is_plaintext_and_adds_no_client_option():
+def test_the_default_is_plaintext_and_adds_no_client_option() -> None:
     security = KafkaSecurity.of(load(CommonSettings, environ={}))
     assert security.protocol == "PLAINTEXT"
     assert security.aiokafka_options() == {}
@@ -61,14 +61,16 @@ def test_the_default_is_plaintext_and_adds_no_client_option():
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "GSSAPI", "OAUTHBEARER", "scram-sha-512", ""])
-def test_a_mechanism_other_than_scram_is_refused_at_load(password_file, mechanism):
+def test_a_mechanism_other_than_scram_is_refused_at_load(
+    password_file: Path, mechanism: str
+) -> None:
     env = sasl_env(password_file, GOVLEDGER_KAFKA_SASL_MECHANISM=mechanism)
     with pytest.raises(SettingsError, match="GOVLEDGER_KAFKA_SASL_MECHANISM"):
         load(GatewaySettings, environ=env)
 
 
 @pytest.mark.parametrize("protocol", ["SSL", "sasl_plaintext", "SASL", "TLS", ""])
-def test_an_unknown_protocol_is_refused_at_load(protocol):
+def test_an_unknown_protocol_is_refused_at_load(protocol: str) -> None:
     env = {"GOVLEDGER_KAFKA_SECURITY_PROTOCOL": protocol}
     with pytest.raises(SettingsError, match="GOVLEDGER_KAFKA_SECURITY_PROTOCOL"):
         load(StreamSettings, environ=env)
@@ -82,15 +84,15 @@ def test_an_unknown_protocol_is_refused_at_load(protocol):
     ],
 )
 def test_sasl_without_a_username_or_password_file_is_refused_naming_it(
-    password_file, missing, named
-):
+    password_file: Path, missing: str, named: str
+) -> None:
     env = sasl_env(password_file)
     del env[missing]
     with pytest.raises(SettingsError, match=f"SASL_PLAINTEXT needs {named}"):
         load(SinkSettings, environ=env)
 
 
-def test_sasl_with_the_embedded_broker_is_refused(password_file):
+def test_sasl_with_the_embedded_broker_is_refused(password_file: Path) -> None:
     env = sasl_env(password_file)
     del env["GOVLEDGER_KAFKA_BOOTSTRAP"]
     with pytest.raises(SettingsError, match="embedded broker has no SASL"):
@@ -101,19 +103,21 @@ def test_sasl_with_the_embedded_broker_is_refused(password_file):
     "given",
     ["GOVLEDGER_KAFKA_SASL_USERNAME", "GOVLEDGER_KAFKA_SASL_PASSWORD_FILE"],
 )
-def test_credentials_with_plaintext_are_refused_rather_than_ignored(password_file, given):
+def test_credentials_with_plaintext_are_refused_rather_than_ignored(
+    password_file: Path, given: str
+) -> None:
     env = {given: sasl_env(password_file)[given]}
     with pytest.raises(SettingsError, match="PLAINTEXT: set it to SASL_PLAINTEXT or SASL_SSL"):
         load(CommonSettings, environ=env)
 
 
-def test_a_ca_file_without_tls_is_refused(password_file):
+def test_a_ca_file_without_tls_is_refused(password_file: Path) -> None:
     env = sasl_env(password_file, GOVLEDGER_KAFKA_SSL_CA_FILE=certifi.where())
     with pytest.raises(SettingsError, match="only used with SASL_SSL"):
         load(CommonSettings, environ=env)
 
 
-def test_a_missing_ca_file_is_refused(password_file, tmp_path):
+def test_a_missing_ca_file_is_refused(password_file: Path, tmp_path: Path) -> None:
     env = sasl_env(
         password_file,
         GOVLEDGER_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
@@ -123,7 +127,7 @@ def test_a_missing_ca_file_is_refused(password_file, tmp_path):
         load(CommonSettings, environ=env)
 
 
-def test_a_missing_or_empty_password_file_is_refused_at_load(tmp_path):
+def test_a_missing_or_empty_password_file_is_refused_at_load(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"cannot read .*absent"):
         load(CommonSettings, environ=sasl_env(tmp_path / "absent"))
     empty = tmp_path / "empty"
@@ -132,7 +136,7 @@ def test_a_missing_or_empty_password_file_is_refused_at_load(tmp_path):
         load(CommonSettings, environ=sasl_env(empty))
 
 
-def test_a_password_file_that_is_not_text_is_refused_without_showing_it(tmp_path):
+def test_a_password_file_that_is_not_text_is_refused_without_showing_it(tmp_path: Path) -> None:
     binary = tmp_path / "binary"
     binary.write_bytes(b"\xffhunter2\xfe")
     with pytest.raises(SettingsError) as refused:
@@ -140,7 +144,7 @@ def test_a_password_file_that_is_not_text_is_refused_without_showing_it(tmp_path
     assert "hunter2" not in str(refused.value)
 
 
-def test_settings_hold_the_password_path_never_the_password(password_file):
+def test_settings_hold_the_password_path_never_the_password(password_file: Path) -> None:
     settings = load(GatewaySettings, environ=sasl_env(password_file))
     security = KafkaSecurity.of(settings)
     assert PASSWORD not in repr(settings)
@@ -151,7 +155,7 @@ def test_settings_hold_the_password_path_never_the_password(password_file):
 # --- what the clients get ---------------------------------------------------------------
 
 
-def test_sasl_plaintext_options_for_aiokafka(password_file):
+def test_sasl_plaintext_options_for_aiokafka(password_file: Path) -> None:
     security = KafkaSecurity.of(load(CommonSettings, environ=sasl_env(password_file)))
     assert security.aiokafka_options() == {
         "security_protocol": "SASL_PLAINTEXT",
@@ -162,7 +166,7 @@ def test_sasl_plaintext_options_for_aiokafka(password_file):
     }
 
 
-def test_sasl_ssl_verifies_the_broker_certificate_and_host(password_file):
+def test_sasl_ssl_verifies_the_broker_certificate_and_host(password_file: Path) -> None:
     env = sasl_env(
         password_file,
         GOVLEDGER_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
@@ -179,7 +183,7 @@ def test_sasl_ssl_verifies_the_broker_certificate_and_host(password_file):
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2
 
 
-def test_the_faust_app_logs_in_with_the_same_user(password_file):
+def test_the_faust_app_logs_in_with_the_same_user(password_file: Path) -> None:
     settings = load(StreamSettings, environ=sasl_env(password_file))
     credentials = create_app(settings).conf.broker_credentials
     assert isinstance(credentials, SASLCredentials)
@@ -192,7 +196,7 @@ def test_the_faust_app_logs_in_with_the_same_user(password_file):
     )
 
 
-def test_the_faust_app_uses_tls_with_sasl_ssl(password_file):
+def test_the_faust_app_uses_tls_with_sasl_ssl(password_file: Path) -> None:
     env = sasl_env(
         password_file,
         GOVLEDGER_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
@@ -203,7 +207,7 @@ def test_the_faust_app_uses_tls_with_sasl_ssl(password_file):
     assert credentials.ssl_context.verify_mode == ssl.CERT_REQUIRED
 
 
-def test_the_faust_app_without_sasl_has_no_credentials():
+def test_the_faust_app_without_sasl_has_no_credentials() -> None:
     settings = load(StreamSettings, environ={"GOVLEDGER_KAFKA_BOOTSTRAP": "kafka:9092"})
     assert create_app(settings).conf.broker_credentials is None
 
@@ -228,7 +232,7 @@ class Recorder:
 
 
 @pytest.fixture
-def recorder(monkeypatch, password_file):
+def recorder(monkeypatch: pytest.MonkeyPatch, password_file: Path) -> list[dict[str, Any]]:
     """Every aiokafka client class our modules use, recorded; the process's environment
     carries the SASL settings, as in a compose container."""
     for name, value in sasl_env(password_file).items():
@@ -254,7 +258,9 @@ def expect_login(options: dict[str, Any]) -> None:
     assert options["sasl_plain_password"] == PASSWORD
 
 
-async def test_every_client_we_make_logs_in_as_the_process_user(recorder, password_file):
+async def test_every_client_we_make_logs_in_as_the_process_user(
+    recorder: list[dict[str, Any]], password_file: Path
+) -> None:
     from replay.sources import read_topics
 
     schemas.kafka.make_producer("kafka:9092")
@@ -274,7 +280,9 @@ async def test_every_client_we_make_logs_in_as_the_process_user(recorder, passwo
         expect_login(options)
 
 
-async def test_an_explicit_login_wins_over_the_process_one(recorder, tmp_path):
+async def test_an_explicit_login_wins_over_the_process_one(
+    recorder: list[dict[str, Any]], tmp_path: Path
+) -> None:
     other = tmp_path / "other"
     other.write_text("another-password-0123456789")
     security = KafkaSecurity("SASL_PLAINTEXT", "SCRAM-SHA-256", "auditor", str(other))
@@ -283,7 +291,7 @@ async def test_an_explicit_login_wins_over_the_process_one(recorder, tmp_path):
     assert recorder[0]["sasl_plain_password"] == "another-password-0123456789"
 
 
-async def test_real_aiokafka_clients_accept_the_options(password_file):
+async def test_real_aiokafka_clients_accept_the_options(password_file: Path) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -301,7 +309,7 @@ CLIENT_CLASSES = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
 LOGIN_CALLS = {"client_options", "aiokafka_options"}
 
 
-def test_no_production_code_makes_a_kafka_client_without_the_login():
+def test_no_production_code_makes_a_kafka_client_without_the_login() -> None:
     """A client made without the options would connect anonymously and be refused by the
     broker (or, on a broker without ACLs, bypass the role)."""
     unguarded = []

@@ -9,7 +9,7 @@ HOUR_MS = 3_600_000
 KEY = "key_0193a1b2"
 
 
-def test_an_issued_key_is_active():
+def test_an_issued_key_is_active() -> None:
     issued = key_issued()
     key = fold([issued])[KEY]
     assert key.status(T0) == "active"
@@ -20,7 +20,7 @@ def test_an_issued_key_is_active():
     assert key.revoked_at is None
 
 
-def test_a_revoked_key_is_revoked_from_the_revocation():
+def test_a_revoked_key_is_revoked_from_the_revocation() -> None:
     revoked = key_revoked(occurred_at=T0 + HOUR_MS)
     key = fold([key_issued(), revoked])[KEY]
     assert key.revoked_at == T0 + HOUR_MS
@@ -28,14 +28,14 @@ def test_a_revoked_key_is_revoked_from_the_revocation():
     assert key.status(T0 + 2 * HOUR_MS) == "revoked"
 
 
-def test_a_replayed_issue_does_not_revive_a_revoked_key():
+def test_a_replayed_issue_does_not_revive_a_revoked_key() -> None:
     issued = key_issued()
     revoked_keys = fold([issued, key_revoked()])
     assert fold([issued], revoked_keys) == revoked_keys
     assert fold([issued, key_revoked(), issued])[KEY].status(T0 + 2 * HOUR_MS) == "revoked"
 
 
-def test_a_second_issue_of_the_same_key_keeps_the_first():
+def test_a_second_issue_of_the_same_key_keeps_the_first() -> None:
     first = key_issued(name="search-backend")
     second = key_issued(name="renamed", seq=3, occurred_at=T0 + HOUR_MS)
     key = fold([first, second])[KEY]
@@ -43,7 +43,7 @@ def test_a_second_issue_of_the_same_key_keeps_the_first():
     assert key.issued_at == T0
 
 
-def test_a_second_revocation_keeps_the_first_time():
+def test_a_second_revocation_keeps_the_first_time() -> None:
     key = fold(
         [
             key_issued(),
@@ -54,12 +54,12 @@ def test_a_second_revocation_keeps_the_first_time():
     assert key.revoked_at == T0 + HOUR_MS
 
 
-def test_revoking_an_unknown_key_creates_nothing():
+def test_revoking_an_unknown_key_creates_nothing() -> None:
     assert fold([key_revoked()]) == {}
     assert evolve(None, key_revoked()) is None
 
 
-def test_a_key_expires_at_its_expiry():
+def test_a_key_expires_at_its_expiry() -> None:
     expires_at = T0 + 24 * HOUR_MS
     key = fold([key_issued(expires_at=expires_at)])[KEY]
     assert key.status(expires_at - 1) == "active"
@@ -67,24 +67,24 @@ def test_a_key_expires_at_its_expiry():
     assert key.status(expires_at + HOUR_MS) == "expired"
 
 
-def test_a_key_without_expiry_never_expires():
+def test_a_key_without_expiry_never_expires() -> None:
     key = fold([key_issued(expires_at=None)])[KEY]
     assert key.status(T0 + 10 * 365 * 24 * HOUR_MS) == "active"
 
 
-def test_revocation_wins_over_expiry():
+def test_revocation_wins_over_expiry() -> None:
     key = fold([key_issued(expires_at=T0 + HOUR_MS), key_revoked(occurred_at=T0 + 2 * HOUR_MS)])
     assert key[KEY].status(T0 + 3 * HOUR_MS) == "revoked"
 
 
-def test_keys_are_independent():
+def test_keys_are_independent() -> None:
     other = "key_0193ffff"
     keys = fold([key_issued(), key_issued(key_id=other, seq=2), key_revoked(seq=3)])
     assert keys[KEY].status(T0 + HOUR_MS) == "revoked"
     assert keys[other].status(T0 + HOUR_MS) == "active"
 
 
-def test_other_events_are_not_key_events():
+def test_other_events_are_not_key_events() -> None:
     assert key_id_of(funding()) is None
     assert fold([funding()]) == {}
 

@@ -61,7 +61,7 @@ def facts(text: str, team: str = "support") -> CallFacts:
 # --- the default baseline -----------------------------------------------------------------
 
 
-def test_the_default_baseline_redacts_pii_keeps_30_days_and_caps_grants_at_tenant_admin():
+def test_the_default_baseline_redacts_pii_keeps_30_days_and_caps_grants_at_tenant_admin() -> None:
     assert lint_baseline(DEFAULT_BASELINE_YAML) == []
     assert DEFAULT_BASELINE.summary() == {
         "name": "org-baseline",
@@ -72,14 +72,14 @@ def test_the_default_baseline_redacts_pii_keeps_30_days_and_caps_grants_at_tenan
 
 
 @pytest.mark.parametrize("name", template_names())
-def test_every_shipped_template_passes_the_default_baseline(name):
+def test_every_shipped_template_passes_the_default_baseline(name: str) -> None:
     assert pack_violations(DEFAULT_BASELINE, template_source(name)) == []
 
 
 # --- weakening a required step is refused, naming the rule ---------------------------------
 
 
-def test_a_retention_below_the_floor_is_refused_naming_the_rule_and_line():
+def test_a_retention_below_the_floor_is_refused_naming_the_rule_and_line() -> None:
     source = doc("- name: audit-logger\n  policy: {retention_days: 1}")
     (violation,) = pack_violations(DEFAULT_BASELINE, source)
     assert violation.rule == "retention_floor"
@@ -116,12 +116,12 @@ def test_a_retention_below_the_floor_is_refused_naming_the_rule_and_line():
         ),
     ],
 )
-def test_a_step_weaker_than_the_org_s_is_refused(chain, expected):
+def test_a_step_weaker_than_the_org_s_is_refused(chain: str, expected: str) -> None:
     violations = pack_violations(STRICT, doc(chain))
     assert [str(v) for v in violations] == [f"org baseline rule required_step: {expected}"]
 
 
-def test_a_pack_at_least_as_strict_or_without_the_step_is_accepted():
+def test_a_pack_at_least_as_strict_or_without_the_step_is_accepted() -> None:
     stricter = doc(
         """
         - name: rbac
@@ -138,7 +138,7 @@ def test_a_pack_at_least_as_strict_or_without_the_step_is_accepted():
     assert pack_violations(STRICT, no_such_step) == []
 
 
-def test_every_violation_of_a_pack_is_listed_in_line_order():
+def test_every_violation_of_a_pack_is_listed_in_line_order() -> None:
     source = doc(
         """
         - name: pii-detector
@@ -154,7 +154,7 @@ def test_every_violation_of_a_pack_is_listed_in_line_order():
     ]
 
 
-def test_lint_against_the_baseline_reports_syntax_first_then_org_rules():
+def test_lint_against_the_baseline_reports_syntax_first_then_org_rules() -> None:
     broken = doc("- name: audit-logger\n  policy: {retention_days: zero}")
     assert [e.message for e in lint_against(STRICT, broken)] == ["retention_days must be a int"]
     weak = doc("- name: audit-logger\n  policy: {retention_days: 1, log_all_access: true}")
@@ -166,7 +166,7 @@ def test_lint_against_the_baseline_reports_syntax_first_then_org_rules():
 # --- the role ceiling -----------------------------------------------------------------------
 
 
-def test_the_role_ceiling_caps_what_a_tenant_admin_may_grant():
+def test_the_role_ceiling_caps_what_a_tenant_admin_may_grant() -> None:
     assert grant_violation(DEFAULT_BASELINE, "tenant-admin") is None
     refused = grant_violation(DEFAULT_BASELINE, "org-admin")
     assert refused is not None and str(refused) == (
@@ -199,14 +199,16 @@ def test_the_role_ceiling_caps_what_a_tenant_admin_may_grant():
         ("role_ceiling: developer\nextra: 1\n", "- name: pii-detector", "unknown key 'extra'"),
     ],
 )
-def test_a_baseline_that_would_not_bind_every_tenant_is_refused(head, chain, message):
+def test_a_baseline_that_would_not_bind_every_tenant_is_refused(
+    head: str, chain: str, message: str
+) -> None:
     source = doc(chain, name="org-baseline", head=head)
     assert any(message in e.message for e in lint_baseline(source)), lint_baseline(source)
     with pytest.raises(PackError):
         parse_baseline(source)
 
 
-def test_a_tenant_pack_may_not_carry_the_baseline_s_keys():
+def test_a_tenant_pack_may_not_carry_the_baseline_s_keys() -> None:
     with pytest.raises(PackError, match="unknown key 'role_ceiling'"):
         parse_pack(doc("- name: pii-detector", head="role_ceiling: developer\n"))
 
@@ -214,7 +216,7 @@ def test_a_tenant_pack_may_not_carry_the_baseline_s_keys():
 # --- the chain a call runs -------------------------------------------------------------------
 
 
-def test_the_baseline_redacts_pii_when_the_tenant_pack_has_no_pii_step():
+def test_the_baseline_redacts_pii_when_the_tenant_pack_has_no_pii_step() -> None:
     pack = parse_pack(doc("- name: cost-limit\n  policy: {monthly_limit_usd: 100}"))
     verdict = evaluate(effective(DEFAULT_BASELINE, pack), facts("mail jane@example.com"))
     assert verdict.triggered == (Guardrail("pii-detector", "redact"),)
@@ -222,12 +224,12 @@ def test_the_baseline_redacts_pii_when_the_tenant_pack_has_no_pii_step():
     assert verdict.applied == ("pii-detector", "cost-limit", "audit-logger")
 
 
-def test_without_any_tenant_pack_the_baseline_still_runs():
+def test_without_any_tenant_pack_the_baseline_still_runs() -> None:
     verdict = evaluate(effective(DEFAULT_BASELINE, None), facts("card 4111 1111 1111 1111"))
     assert "4111" not in verdict.messages[0]["content"]
 
 
-def test_a_tenant_block_is_not_hidden_by_the_org_s_redaction():
+def test_a_tenant_block_is_not_hidden_by_the_org_s_redaction() -> None:
     pack = parse_pack(doc("- name: pii-detector\n  policy: {detect: [card], action: block}"))
     chain = effective(DEFAULT_BASELINE, pack)
     refused = evaluate(chain, facts("card 4111 1111 1111 1111"))
@@ -236,7 +238,7 @@ def test_a_tenant_block_is_not_hidden_by_the_org_s_redaction():
     assert redacted.refusal is None and "[REDACTED:EMAIL]" in redacted.messages[0]["content"]
 
 
-def test_the_org_s_step_runs_before_the_tenant_s_and_both_hold():
+def test_the_org_s_step_runs_before_the_tenant_s_and_both_hold() -> None:
     pack = parse_pack(
         doc(
             """
@@ -265,6 +267,6 @@ def test_the_org_s_step_runs_before_the_tenant_s_and_both_hold():
 # --- retention --------------------------------------------------------------------------------
 
 
-def test_retention_is_never_below_the_floor_even_for_older_packs():
+def test_retention_is_never_below_the_floor_even_for_older_packs() -> None:
     assert floor_retention({"acme": 1, "globex": 365}, 30) == {"acme": 30, "globex": 365}
     assert floor_retention({"acme": 1}, None) == {"acme": 1}

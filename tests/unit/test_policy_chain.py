@@ -47,7 +47,7 @@ def facts(text: str = "hello", **overrides: Any) -> CallFacts:
     return CallFacts(**fields)
 
 
-def test_a_clean_call_runs_every_step_and_triggers_none():
+def test_a_clean_call_runs_every_step_and_triggers_none() -> None:
     verdict = evaluate(PACK, facts())
     assert verdict.applied == (
         "rbac",
@@ -62,8 +62,8 @@ def test_a_clean_call_runs_every_step_and_triggers_none():
     assert verdict.audit is not None and verdict.audit.retention_days == 30
 
 
-def test_pii_is_redacted_before_the_provider_sees_it_and_the_original_is_untouched():
-    original = [
+def test_pii_is_redacted_before_the_provider_sees_it_and_the_original_is_untouched() -> None:
+    original: list[dict[str, Any]] = [
         {"role": "system", "content": "be brief"},
         {
             "role": "user",
@@ -75,20 +75,22 @@ def test_pii_is_redacted_before_the_provider_sees_it_and_the_original_is_untouch
     ]
     verdict = evaluate(PACK, facts(messages=original))
     assert verdict.triggered == (Guardrail("pii-detector", "redact"),)
-    redacted = verdict.messages[1]["content"][0]["text"]
+    parts = verdict.messages[1]["content"]
+    assert isinstance(parts, list)
+    redacted = parts[0]["text"]
     assert "jane@example.com" not in redacted and "4111" not in redacted
     assert "[REDACTED:EMAIL]" in redacted and "[REDACTED:CARD]" in redacted
     assert verdict.messages[0] is original[0]  # untouched messages are passed through
     assert original[1]["content"][0]["text"].startswith("mail jane@")
 
 
-def test_a_step_targeted_at_other_teams_does_not_run():
+def test_a_step_targeted_at_other_teams_does_not_run() -> None:
     verdict = evaluate(PACK, facts("mail jane@example.com", team_id="finance"))
     assert "pii-detector" not in verdict.applied
     assert verdict.messages[0]["content"] == "mail jane@example.com"
 
 
-def test_rbac_refuses_a_call_without_a_user_or_below_the_role():
+def test_rbac_refuses_a_call_without_a_user_or_below_the_role() -> None:
     no_user = evaluate(PACK, facts(user_id=None))
     assert no_user.refusal is not None and no_user.refusal.reason == "user_required"
     assert no_user.triggered == (Guardrail("rbac", "block"),)
@@ -98,7 +100,7 @@ def test_rbac_refuses_a_call_without_a_user_or_below_the_role():
     assert evaluate(PACK, facts(role="org-admin")).refusal is None
 
 
-def test_a_flagged_content_match_asks_for_review_with_the_reason():
+def test_a_flagged_content_match_asks_for_review_with_the_reason() -> None:
     verdict = evaluate(PACK, facts("please make a wire transfer to me"))
     assert verdict.refusal is None
     assert verdict.triggered == (
@@ -110,7 +112,7 @@ def test_a_flagged_content_match_asks_for_review_with_the_reason():
     assert verdict.review.policy.mode == "hold" and verdict.review.policy.priority == "P1"
 
 
-def test_cost_limit_counts_month_spend_plus_this_call():
+def test_cost_limit_counts_month_spend_plus_this_call() -> None:
     limit = usd_to_nanousd("100")
     at_limit = evaluate(PACK, facts(team_month_spent_nanousd=limit - 1_000))
     assert at_limit.refusal is None
@@ -119,7 +121,7 @@ def test_cost_limit_counts_month_spend_plus_this_call():
     assert over.triggered == (Guardrail("cost-limit", "block"),)
 
 
-def test_pii_block_refuses_without_redacting():
+def test_pii_block_refuses_without_redacting() -> None:
     blocking = parse_pack(
         "name: strict\npolicies:\n  chain:\n    - name: pii-detector\n"
         "      policy: {action: block}\n"
@@ -129,7 +131,7 @@ def test_pii_block_refuses_without_redacting():
     assert evaluate(blocking, facts("nothing personal here")).refusal is None
 
 
-def test_review_of_every_call_when_no_triggers_are_named():
+def test_review_of_every_call_when_no_triggers_are_named() -> None:
     always = parse_pack(
         "name: review-all\npolicies:\n  chain:\n    - name: human-oversight\n"
         "      policy: {mode: refuse}\n"

@@ -64,7 +64,7 @@ GOOD = pack(
 )
 
 
-def test_a_valid_pack_parses_into_typed_steps_in_chain_order():
+def test_a_valid_pack_parses_into_typed_steps_in_chain_order() -> None:
     parsed = parse_pack(GOOD)
     assert parsed.name == "support-bot"
     assert [s.name for s in parsed.steps] == list(STEP_ORDER)
@@ -115,7 +115,9 @@ def test_a_valid_pack_parses_into_typed_steps_in_chain_order():
         ),
     ],
 )
-def test_lint_names_the_line_and_the_problem(mistake, replacement, line, words):
+def test_lint_names_the_line_and_the_problem(
+    mistake: str, replacement: str, line: int, words: str
+) -> None:
     assert mistake in GOOD
     problems = lint(GOOD.replace(mistake, replacement))
     assert len(problems) == 1, problems
@@ -123,7 +125,7 @@ def test_lint_names_the_line_and_the_problem(mistake, replacement, line, words):
     assert words in problems[0].message
 
 
-def test_steps_out_of_order_or_twice_are_refused_with_the_line():
+def test_steps_out_of_order_or_twice_are_refused_with_the_line() -> None:
     swapped = pack(
         """
         name: p
@@ -141,7 +143,7 @@ def test_steps_out_of_order_or_twice_are_refused_with_the_line():
     assert "appears twice" in problems[1].message
 
 
-def test_unknown_step_and_yaml_syntax_errors_carry_lines():
+def test_unknown_step_and_yaml_syntax_errors_carry_lines() -> None:
     problems = lint("name: p\npolicies:\n  chain:\n    - name: tarot-reader\n")
     assert [(p.line, "step name must be one of" in p.message) for p in problems] == [(4, True)]
     problems = lint("name: p\npolicies:\n  chain: [\n")
@@ -170,13 +172,13 @@ def test_unknown_step_and_yaml_syntax_errors_carry_lines():
         ),
     ],
 )
-def test_structural_problems_are_reported(source, words):
+def test_structural_problems_are_reported(source: str, words: str) -> None:
     problems = lint(source)
     assert problems, source
     assert any(words in p.message for p in problems), problems
 
 
-def test_parse_pack_raises_with_every_problem():
+def test_parse_pack_raises_with_every_problem() -> None:
     broken = GOOD.replace("minimum_role: developer", "minimum_role: boss").replace(
         "retention_days: 30", "retention_days: -1"
     )
@@ -185,14 +187,14 @@ def test_parse_pack_raises_with_every_problem():
     assert [e.line for e in caught.value.errors] == [8, 31]
 
 
-def test_a_pack_over_the_size_limit_is_refused():
+def test_a_pack_over_the_size_limit_is_refused() -> None:
     assert "over 65536 bytes" in lint("# " + "x" * 70_000)[0].message
 
 
 @pytest.mark.parametrize(
     "name", ["standard-saas", "healthcare-compliant", "internal-tools", "customer-facing"]
 )
-def test_every_shipped_template_lints_clean(name):
+def test_every_shipped_template_lints_clean(name: str) -> None:
     assert name in template_names()
     assert lint(template_source(name)) == []
     assert parse_pack(template_source(name)).name == name

@@ -6,19 +6,27 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
-from gateway.providers.base import ChatCall, Provider, UpstreamError, Usage
+from gateway.providers.base import ChatCall, Delta, Provider, UpstreamError, Usage
 from gateway.providers.compat_variants import mistral_provider, ollama_provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.upstream_http import SseEvent, parse_retry_after, sse_events
 
 
-def chat_call(messages=None, *, model="gpt-4o-mini", max_tokens=None, temperature=None, **extra):
+def chat_call(
+    messages: list[dict[str, Any]] | None = None,
+    *,
+    model: str = "gpt-4o-mini",
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    **extra: Any,
+) -> ChatCall:
     return ChatCall(
         upstream_model=model,
         messages=messages or [{"role": "user", "content": "What is a ledger?"}],
@@ -28,13 +36,13 @@ def chat_call(messages=None, *, model="gpt-4o-mini", max_tokens=None, temperatur
     )
 
 
-async def collect(stream) -> list:
+async def collect(stream: AsyncIterator[Delta]) -> list[Delta]:
     return [delta async for delta in stream]
 
 
-async def collect_until_error(stream) -> tuple[list, UpstreamError]:
+async def collect_until_error(stream: AsyncIterator[Delta]) -> tuple[list[Delta], UpstreamError]:
     """The deltas a stream yielded before it failed, and the failure."""
-    seen = []
+    seen: list[Delta] = []
     try:
         async for delta in stream:
             seen.append(delta)  # noqa: PERF401 - a comprehension would lose them on the raise
@@ -43,11 +51,13 @@ async def collect_until_error(stream) -> tuple[list, UpstreamError]:
     raise AssertionError("the stream ended without an UpstreamError")
 
 
-def text_of(deltas) -> str:
+def text_of(deltas: list[Delta]) -> str:
     return "".join(d.content for d in deltas)
 
 
-async def pieces(data: bytes, size: int, fail: type[httpx.HTTPError] | None = None):
+async def pieces(
+    data: bytes, size: int, fail: type[httpx.HTTPError] | None = None
+) -> AsyncIterator[bytes]:
     """A body as the network delivers it: in small pieces, maybe cut off by an error."""
     for start in range(0, len(data), size):
         yield data[start : start + size]
@@ -62,10 +72,10 @@ class Upstream:
         self,
         status: int = 200,
         *,
-        json_body=None,
+        json_body: Any = None,
         sse: bytes | None = None,
         headers: dict[str, str] | None = None,
-        error: type[httpx.HTTPError] | None = None,
+        error: type[httpx.RequestError] | None = None,
         piece_bytes: int | None = None,
         fail_after_body: type[httpx.HTTPError] | None = None,
     ) -> None:
@@ -101,26 +111,27 @@ class Upstream:
         assert len(self.requests) == 1
         return self.requests[0]
 
-    def sent(self) -> dict:
-        return json.loads(self.request.content)
+    def sent(self) -> dict[str, Any]:
+        sent: dict[str, Any] = json.loads(self.request.content)
+        return sent
 
 
-def sse(*events: dict, done: bool = True) -> bytes:
+def sse(*events: dict[str, Any], done: bool = True) -> bytes:
     """OpenAI-style server-sent events: `data:` lines only, then [DONE]."""
     body = "".join(f"data: {json.dumps(e, separators=(',', ':'))}\n\n" for e in events)
     return (body + ("data: [DONE]\n\n" if done else "")).encode()
 
 
-def anthropic_sse(*events: dict) -> bytes:
+def anthropic_sse(*events: dict[str, Any]) -> bytes:
     """Anthropic's server-sent events: an `event:` line naming the type, then `data:`."""
     return "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events).encode()
 
 
 @pytest.fixture
-async def providers():
+async def providers() -> AsyncIterator[Callable[[Provider], Provider]]:
     opened: list[Provider] = []
 
-    def keep(provider):
+    def keep(provider: Provider) -> Provider:
         opened.append(provider)
         return provider
 
@@ -179,7 +190,7 @@ AZURE_COMPLETION = {
 }
 
 
-def _azure_chunk(delta: dict, finish_reason=None) -> dict:
+def _azure_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
     return {
         "choices": [
             {
@@ -226,8 +237,8 @@ AZURE_STREAM = sse(
 )
 
 
-def azure(upstream: Upstream, **overrides) -> AzureOpenAIProvider:
-    options = {
+def azure(upstream: Upstream, **overrides: Any) -> AzureOpenAIProvider:
+    options: dict[str, Any] = {
         "name": "azure-eastus",
         "endpoint": AZURE_ENDPOINT,
         "api_key": AZURE_KEY,
@@ -240,7 +251,9 @@ def azure(upstream: Upstream, **overrides) -> AzureOpenAIProvider:
     return AzureOpenAIProvider(**options)
 
 
-async def test_azure_completion_goes_to_the_deployment_with_the_api_key(providers):
+async def test_azure_completion_goes_to_the_deployment_with_the_api_key(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(json_body=AZURE_COMPLETION)
     provider = providers(azure(upstream))
     completion = await provider.complete(chat_call(max_tokens=64, temperature=0.2, seed=7))
@@ -262,13 +275,17 @@ async def test_azure_completion_goes_to_the_deployment_with_the_api_key(provider
     assert "stream" not in sent
 
 
-async def test_azure_picks_the_deployment_of_the_model_asked_for(providers):
+async def test_azure_picks_the_deployment_of_the_model_asked_for(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(json_body=AZURE_COMPLETION)
     await providers(azure(upstream)).complete(chat_call(model="gpt-4o"))
     assert upstream.request.url.path == "/openai/deployments/gpt4o-prod/chat/completions"
 
 
-async def test_azure_stream_yields_text_and_reported_usage(providers):
+async def test_azure_stream_yields_text_and_reported_usage(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(sse=AZURE_STREAM)
     deltas = await collect(providers(azure(upstream)).stream(chat_call()))
 
@@ -286,7 +303,9 @@ async def test_azure_stream_yields_text_and_reported_usage(providers):
     assert sent["stream_options"] == {"include_usage": True}
 
 
-async def test_azure_content_filter_stop_comes_through(providers):
+async def test_azure_content_filter_stop_comes_through(
+    providers: Callable[[Provider], Provider],
+) -> None:
     filtered = json.loads(json.dumps(AZURE_COMPLETION))
     choice = filtered["choices"][0]
     choice["finish_reason"] = "content_filter"
@@ -297,7 +316,9 @@ async def test_azure_content_filter_stop_comes_through(providers):
     assert completion.finish_reason == "content_filter"
 
 
-async def test_azure_model_without_a_deployment_fails_before_any_request(providers):
+async def test_azure_model_without_a_deployment_fails_before_any_request(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(json_body=AZURE_COMPLETION)
     provider = providers(azure(upstream))
     with pytest.raises(UpstreamError) as raised:
@@ -310,7 +331,9 @@ async def test_azure_model_without_a_deployment_fails_before_any_request(provide
     assert upstream.requests == []
 
 
-async def test_azure_retry_after_ms_is_preferred_for_precision(providers):
+async def test_azure_retry_after_ms_is_preferred_for_precision(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(
         429,
         json_body={"error": {"code": "429", "message": "Please retry after 6 seconds."}},
@@ -347,7 +370,9 @@ MISTRAL_COMPLETION = {
 }
 
 
-def _mistral_chunk(content: str, finish_reason=None, usage=None) -> dict:
+def _mistral_chunk(
+    content: str, finish_reason: str | None = None, usage: dict[str, int] | None = None
+) -> dict[str, Any]:
     chunk = {
         "id": "5c1b2e3f7a8d4c0e9b6a1f2d3c4b5a69",
         "object": "chat.completion.chunk",
@@ -375,13 +400,15 @@ MISTRAL_STREAM = sse(
 )
 
 
-def mistral(upstream: Upstream):
+def mistral(upstream: Upstream) -> OpenAICompatProvider:
     return mistral_provider(
         api_key=MISTRAL_KEY, timeout_s=5.0, transport=httpx.MockTransport(upstream)
     )
 
 
-async def test_mistral_completion_uses_bearer_key_and_mistral_field_names(providers):
+async def test_mistral_completion_uses_bearer_key_and_mistral_field_names(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(json_body=MISTRAL_COMPLETION)
     provider = providers(mistral(upstream))
     completion = await provider.complete(
@@ -403,8 +430,8 @@ async def test_mistral_completion_uses_bearer_key_and_mistral_field_names(provid
 
 
 async def test_mistral_stream_sends_no_stream_options_and_reads_usage_from_the_last_chunk(
-    providers,
-):
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(sse=MISTRAL_STREAM)
     deltas = await collect(providers(mistral(upstream)).stream(chat_call(model="mistral-large")))
 
@@ -436,7 +463,7 @@ OLLAMA_COMPLETION = {
 }
 
 
-def _ollama_chunk(content: str, finish_reason=None) -> dict:
+def _ollama_chunk(content: str, finish_reason: str | None = None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-608",
         "object": "chat.completion.chunk",
@@ -466,11 +493,11 @@ OLLAMA_USAGE_CHUNK = {
 }
 
 
-def ollama(upstream: Upstream):
+def ollama(upstream: Upstream) -> OpenAICompatProvider:
     return ollama_provider(timeout_s=5.0, transport=httpx.MockTransport(upstream))
 
 
-async def test_ollama_completion_needs_no_key(providers):
+async def test_ollama_completion_needs_no_key(providers: Callable[[Provider], Provider]) -> None:
     upstream = Upstream(json_body=OLLAMA_COMPLETION)
     provider = providers(ollama(upstream))
     completion = await provider.complete(chat_call(model="llama3.2"))
@@ -483,7 +510,9 @@ async def test_ollama_completion_needs_no_key(providers):
     assert upstream.sent()["model"] == "llama3.2"
 
 
-async def test_ollama_stream_without_usage_ends_cleanly_with_no_usage(providers):
+async def test_ollama_stream_without_usage_ends_cleanly_with_no_usage(
+    providers: Callable[[Provider], Provider],
+) -> None:
     # Ollama versions that ignore stream_options send no usage chunk: the gateway then
     # estimates, so the adapter must simply finish without one.
     upstream = Upstream(sse=sse(*OLLAMA_CHUNKS))
@@ -495,14 +524,18 @@ async def test_ollama_stream_without_usage_ends_cleanly_with_no_usage(providers)
     assert upstream.sent()["stream_options"] == {"include_usage": True}
 
 
-async def test_ollama_stream_with_usage_reports_it(providers):
+async def test_ollama_stream_with_usage_reports_it(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(sse=sse(*OLLAMA_CHUNKS, OLLAMA_USAGE_CHUNK))
     deltas = await collect(providers(ollama(upstream)).stream(chat_call(model="llama3.2")))
     assert text_of(deltas) == "Balances are sums."
     assert deltas[-1].usage == Usage(31, 3)
 
 
-async def test_ollama_stream_cut_without_done_still_ends(providers):
+async def test_ollama_stream_cut_without_done_still_ends(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(sse=sse(*OLLAMA_CHUNKS[:2], done=False))
     deltas = await collect(providers(ollama(upstream)).stream(chat_call(model="llama3.2")))
     assert text_of(deltas) == "Balances are"
@@ -534,7 +567,7 @@ ANTHROPIC_MESSAGE = {
     },
 }
 
-ANTHROPIC_EVENTS = [
+ANTHROPIC_EVENTS: list[dict[str, Any]] = [
     {
         "type": "message_start",
         "message": {
@@ -579,8 +612,8 @@ ANTHROPIC_EVENTS = [
 ANTHROPIC_STREAM_TEXT = "Every entry is append-only, so history — “café” included — survives."
 
 
-def anthropic(upstream: Upstream, **overrides) -> AnthropicProvider:
-    options = {
+def anthropic(upstream: Upstream, **overrides: Any) -> AnthropicProvider:
+    options: dict[str, Any] = {
         "name": "anthropic",
         "api_key": ANTHROPIC_KEY,
         "timeout_s": 5.0,
@@ -590,7 +623,7 @@ def anthropic(upstream: Upstream, **overrides) -> AnthropicProvider:
     return AnthropicProvider(**options)
 
 
-CONVERSATION = [
+CONVERSATION: list[dict[str, Any]] = [
     {"role": "system", "content": "You are the ledger's auditor."},
     {"role": "developer", "content": [{"type": "text", "text": "Answer in one sentence."}]},
     {"role": "user", "content": "What is a ledger?"},
@@ -601,7 +634,9 @@ CONVERSATION = [
 ]
 
 
-async def test_anthropic_request_translates_the_conversation(providers):
+async def test_anthropic_request_translates_the_conversation(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(json_body=ANTHROPIC_MESSAGE)
     provider = providers(anthropic(upstream))
     await provider.complete(
@@ -646,7 +681,9 @@ async def test_anthropic_request_translates_the_conversation(providers):
         assert absent not in sent
 
 
-async def test_anthropic_request_uses_the_callers_max_tokens_and_stop_list(providers):
+async def test_anthropic_request_uses_the_callers_max_tokens_and_stop_list(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(json_body=ANTHROPIC_MESSAGE)
     await providers(anthropic(upstream, default_max_tokens=4096)).complete(
         chat_call(model=ANTHROPIC_MODEL, max_tokens=200, stop=["END", "STOP"])
@@ -658,13 +695,17 @@ async def test_anthropic_request_uses_the_callers_max_tokens_and_stop_list(provi
     assert "temperature" not in sent
 
 
-async def test_anthropic_default_max_tokens_is_configurable(providers):
+async def test_anthropic_default_max_tokens_is_configurable(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(json_body=ANTHROPIC_MESSAGE)
     await providers(anthropic(upstream, default_max_tokens=4096)).complete(chat_call())
     assert upstream.sent()["max_tokens"] == 4096
 
 
-async def test_anthropic_completion_joins_text_blocks_with_usage(providers):
+async def test_anthropic_completion_joins_text_blocks_with_usage(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(json_body=ANTHROPIC_MESSAGE)
     completion = await providers(anthropic(upstream)).complete(chat_call(model=ANTHROPIC_MODEL))
     assert completion.content == "A ledger is a record of transactions, kept in order."
@@ -683,14 +724,16 @@ async def test_anthropic_completion_joins_text_blocks_with_usage(providers):
     ],
 )
 async def test_anthropic_stop_reasons_become_openai_finish_reasons(
-    providers, stop_reason, finish_reason
-):
+    providers: Callable[[Provider], Provider], stop_reason: str, finish_reason: str | None
+) -> None:
     message = {**ANTHROPIC_MESSAGE, "stop_reason": stop_reason}
     completion = await providers(anthropic(Upstream(json_body=message))).complete(chat_call())
     assert completion.finish_reason == finish_reason
 
 
-async def test_anthropic_prompt_tokens_count_cached_prompt_tokens_too(providers):
+async def test_anthropic_prompt_tokens_count_cached_prompt_tokens_too(
+    providers: Callable[[Provider], Provider],
+) -> None:
     # OpenAI's prompt_tokens includes cached tokens; Anthropic reports them apart.
     message = {
         **ANTHROPIC_MESSAGE,
@@ -705,7 +748,9 @@ async def test_anthropic_prompt_tokens_count_cached_prompt_tokens_too(providers)
     assert completion.usage == Usage(2105, 12)
 
 
-async def test_anthropic_stream_yields_text_then_finish_and_usage(providers):
+async def test_anthropic_stream_yields_text_then_finish_and_usage(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(sse=anthropic_sse(*ANTHROPIC_EVENTS))
     deltas = await collect(providers(anthropic(upstream)).stream(chat_call(max_tokens=300)))
 
@@ -721,7 +766,9 @@ async def test_anthropic_stream_yields_text_then_finish_and_usage(providers):
     assert upstream.request.headers["x-api-key"] == ANTHROPIC_KEY
 
 
-async def test_anthropic_stream_survives_any_network_chunking_and_crlf(providers):
+async def test_anthropic_stream_survives_any_network_chunking_and_crlf(
+    providers: Callable[[Provider], Provider],
+) -> None:
     body = anthropic_sse(*ANTHROPIC_EVENTS).replace(b"\n", b"\r\n")
     for size in (1, 3, 7, 64):
         upstream = Upstream(sse=body, piece_bytes=size)
@@ -730,7 +777,9 @@ async def test_anthropic_stream_survives_any_network_chunking_and_crlf(providers
         assert deltas[-1].usage == Usage(472, 17), size
 
 
-async def test_anthropic_stream_capped_by_max_tokens_finishes_with_length(providers):
+async def test_anthropic_stream_capped_by_max_tokens_finishes_with_length(
+    providers: Callable[[Provider], Provider],
+) -> None:
     events = [*ANTHROPIC_EVENTS]
     events[-2] = {
         "type": "message_delta",
@@ -744,7 +793,9 @@ async def test_anthropic_stream_capped_by_max_tokens_finishes_with_length(provid
     assert deltas[-1].usage == Usage(472, 300)
 
 
-async def test_anthropic_error_event_mid_stream_fails_as_overloaded(providers):
+async def test_anthropic_error_event_mid_stream_fails_as_overloaded(
+    providers: Callable[[Provider], Provider],
+) -> None:
     events = [
         *ANTHROPIC_EVENTS[:4],
         {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
@@ -757,7 +808,9 @@ async def test_anthropic_error_event_mid_stream_fails_as_overloaded(providers):
     assert "Overloaded" in str(error)
 
 
-async def test_anthropic_stream_cut_before_message_stop_is_not_a_finished_answer(providers):
+async def test_anthropic_stream_cut_before_message_stop_is_not_a_finished_answer(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(sse=anthropic_sse(*ANTHROPIC_EVENTS[:5]))
     with pytest.raises(UpstreamError) as raised:
         await collect(providers(anthropic(upstream)).stream(chat_call()))
@@ -779,7 +832,9 @@ async def test_anthropic_stream_cut_before_message_stop_is_not_a_finished_answer
         },
     ],
 )
-async def test_anthropic_refuses_what_it_cannot_translate_without_calling(providers, message):
+async def test_anthropic_refuses_what_it_cannot_translate_without_calling(
+    providers: Callable[[Provider], Provider], message: dict[str, Any]
+) -> None:
     upstream = Upstream(json_body=ANTHROPIC_MESSAGE)
     provider = providers(anthropic(upstream))
     messages = [{"role": "user", "content": "Hi"}, message]
@@ -791,7 +846,9 @@ async def test_anthropic_refuses_what_it_cannot_translate_without_calling(provid
     assert upstream.requests == []
 
 
-async def test_anthropic_malformed_answer_is_a_bad_response(providers):
+async def test_anthropic_malformed_answer_is_a_bad_response(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(json_body={"type": "message", "role": "assistant"})
     with pytest.raises(UpstreamError) as raised:
         await providers(anthropic(upstream)).complete(chat_call())
@@ -805,8 +862,8 @@ async def test_anthropic_malformed_answer_is_a_bad_response(providers):
 class Adapter:
     name: str
     make: Callable[[Upstream], Provider]
-    rate_limit_body: dict
-    server_error_body: dict
+    rate_limit_body: dict[str, Any]
+    server_error_body: dict[str, Any]
 
 
 ADAPTERS = [
@@ -846,7 +903,9 @@ ADAPTER_IDS = [adapter.name for adapter in ADAPTERS]
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=ADAPTER_IDS)
-async def test_429_is_rate_limited_with_the_retry_after_the_upstream_asked_for(providers, adapter):
+async def test_429_is_rate_limited_with_the_retry_after_the_upstream_asked_for(
+    providers: Callable[[Provider], Provider], adapter: Adapter
+) -> None:
     upstream = Upstream(429, json_body=adapter.rate_limit_body, headers={"retry-after": "20"})
     provider = providers(adapter.make(upstream))
     with pytest.raises(UpstreamError) as raised:
@@ -860,7 +919,9 @@ async def test_429_is_rate_limited_with_the_retry_after_the_upstream_asked_for(p
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=ADAPTER_IDS)
-async def test_429_with_an_http_date_retry_after(providers, adapter):
+async def test_429_with_an_http_date_retry_after(
+    providers: Callable[[Provider], Provider], adapter: Adapter
+) -> None:
     upstream = Upstream(
         429,
         json_body=adapter.rate_limit_body,
@@ -877,7 +938,9 @@ async def test_429_with_an_http_date_retry_after(providers, adapter):
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=ADAPTER_IDS)
 @pytest.mark.parametrize("status", [500, 503])
-async def test_server_errors_are_http_5xx(providers, adapter, status):
+async def test_server_errors_are_http_5xx(
+    providers: Callable[[Provider], Provider], adapter: Adapter, status: int
+) -> None:
     upstream = Upstream(status, json_body=adapter.server_error_body)
     provider = providers(adapter.make(upstream))
     with pytest.raises(UpstreamError) as raised:
@@ -889,7 +952,9 @@ async def test_server_errors_are_http_5xx(providers, adapter, status):
     assert (raised.value.status, raised.value.error_class) == (status, "http_5xx")
 
 
-async def test_503_carries_retry_after_but_500_does_not(providers):
+async def test_503_carries_retry_after_but_500_does_not(
+    providers: Callable[[Provider], Provider],
+) -> None:
     body = ADAPTERS[0].server_error_body
     with pytest.raises(UpstreamError) as raised:
         await providers(
@@ -903,7 +968,9 @@ async def test_503_carries_retry_after_but_500_does_not(providers):
     assert raised.value.retry_after_s is None
 
 
-async def test_anthropic_529_overloaded_is_http_5xx(providers):
+async def test_anthropic_529_overloaded_is_http_5xx(
+    providers: Callable[[Provider], Provider],
+) -> None:
     overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     upstream = Upstream(529, json_body=overloaded, headers={"retry-after": "8"})
     provider = providers(anthropic(upstream))
@@ -917,7 +984,9 @@ async def test_anthropic_529_overloaded_is_http_5xx(providers):
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=ADAPTER_IDS)
-async def test_a_rejected_request_is_http_4xx(providers, adapter):
+async def test_a_rejected_request_is_http_4xx(
+    providers: Callable[[Provider], Provider], adapter: Adapter
+) -> None:
     upstream = Upstream(401, json_body={"error": {"message": "invalid api key"}})
     with pytest.raises(UpstreamError) as raised:
         await providers(adapter.make(upstream)).complete(chat_call())
@@ -926,7 +995,9 @@ async def test_a_rejected_request_is_http_4xx(providers, adapter):
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=ADAPTER_IDS)
-async def test_timeouts_are_classified_as_timeout(providers, adapter):
+async def test_timeouts_are_classified_as_timeout(
+    providers: Callable[[Provider], Provider], adapter: Adapter
+) -> None:
     provider = providers(adapter.make(Upstream(error=httpx.ReadTimeout)))
     with pytest.raises(UpstreamError) as raised:
         await provider.complete(chat_call())
@@ -937,7 +1008,9 @@ async def test_timeouts_are_classified_as_timeout(providers, adapter):
 
 
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=ADAPTER_IDS)
-async def test_an_unreachable_upstream_is_classified_as_connect(providers, adapter):
+async def test_an_unreachable_upstream_is_classified_as_connect(
+    providers: Callable[[Provider], Provider], adapter: Adapter
+) -> None:
     provider = providers(adapter.make(Upstream(error=httpx.ConnectError)))
     with pytest.raises(UpstreamError) as raised:
         await provider.complete(chat_call())
@@ -954,8 +1027,11 @@ async def test_an_unreachable_upstream_is_classified_as_connect(providers, adapt
     ids=["azure", "anthropic"],
 )  # fmt: skip
 async def test_a_timeout_mid_stream_is_a_timeout_after_the_text_so_far(
-    providers, make, body_so_far, text_so_far
-):
+    providers: Callable[[Provider], Provider],
+    make: Callable[[Upstream], Provider],
+    body_so_far: bytes,
+    text_so_far: str,
+) -> None:
     upstream = Upstream(sse=body_so_far, piece_bytes=50, fail_after_body=httpx.ReadTimeout)
     seen, error = await collect_until_error(providers(make(upstream)).stream(chat_call()))
     assert error.error_class == "timeout"
@@ -966,7 +1042,9 @@ async def test_a_timeout_mid_stream_is_a_timeout_after_the_text_so_far(
 # --- limits -----------------------------------------------------------------------------
 
 
-async def test_an_oversized_answer_is_refused_not_buffered(providers):
+async def test_an_oversized_answer_is_refused_not_buffered(
+    providers: Callable[[Provider], Provider],
+) -> None:
     upstream = Upstream(json_body=ANTHROPIC_MESSAGE, piece_bytes=64)
     provider = providers(anthropic(upstream, max_response_bytes=100))
     with pytest.raises(UpstreamError) as raised:
@@ -978,7 +1056,9 @@ async def test_an_oversized_answer_is_refused_not_buffered(providers):
     assert raised.value.error_class == "bad_response"
 
 
-async def test_an_oversized_stream_event_is_refused(providers):
+async def test_an_oversized_stream_event_is_refused(
+    providers: Callable[[Provider], Provider],
+) -> None:
     huge = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta",
             "text": "x" * 5000}}  # fmt: skip
     upstream = Upstream(sse=anthropic_sse(*ANTHROPIC_EVENTS[:3], huge), piece_bytes=512)
@@ -996,7 +1076,7 @@ async def test_an_oversized_stream_event_is_refused(providers):
     assert raised.value.error_class == "bad_response"
 
 
-def ollama_with_limit(upstream: Upstream, max_event_chars: int):
+def ollama_with_limit(upstream: Upstream, max_event_chars: int) -> OpenAICompatProvider:
     return OpenAICompatProvider(
         name="ollama",
         base_url="http://localhost:11434/v1",
@@ -1035,7 +1115,9 @@ NOW_S = 1741010520.0  # Mon, 03 Mar 2025 14:02:00 GMT
         ({}, None),
     ],
 )
-def test_retry_after_is_read_as_seconds_or_an_http_date(headers, expected):
+def test_retry_after_is_read_as_seconds_or_an_http_date(
+    headers: dict[str, str], expected: float | None
+) -> None:
     result = parse_retry_after(httpx.Headers(headers), now_s=NOW_S)
     if expected is None:
         assert result is None
@@ -1046,7 +1128,7 @@ def test_retry_after_is_read_as_seconds_or_an_http_date(headers, expected):
 # --- server-sent event framing ------------------------------------------------------------
 
 
-async def test_sse_framing_holds_across_any_split_and_line_ending():
+async def test_sse_framing_holds_across_any_split_and_line_ending() -> None:
     body = (
         ": keep-alive comment\n"
         "event: message_start\n"
@@ -1072,7 +1154,7 @@ async def test_sse_framing_holds_across_any_split_and_line_ending():
             assert events == expected, (ending, size)
 
 
-async def test_sse_last_event_without_its_blank_line_is_kept():
+async def test_sse_last_event_without_its_blank_line_is_kept() -> None:
     response = httpx.Response(200, content=pieces(b"data: one\n\ndata: two", 4))
     events = [event async for event in sse_events(response, max_event_chars=1000)]
     assert [event.data for event in events] == ["one", "two"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
 
-from gateway.providers.base import ChatCall, UpstreamError, Usage
+from gateway.providers.base import ChatCall, Delta, UpstreamError, Usage
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
 
@@ -17,7 +19,9 @@ QUESTION = [{"role": "user", "content": "What is a ledger?"}]
 QUESTION_PROMPT_TOKENS = 9
 
 
-def chat_call(messages=QUESTION, max_tokens=None, **extra) -> ChatCall:
+def chat_call(
+    messages: list[dict[str, Any]] = QUESTION, max_tokens: int | None = None, **extra: Any
+) -> ChatCall:
     return ChatCall(
         upstream_model="gpt-4o-mini",
         messages=messages,
@@ -27,20 +31,25 @@ def chat_call(messages=QUESTION, max_tokens=None, **extra) -> ChatCall:
     )
 
 
-def sim(**overrides) -> SimProvider:
-    options = {"latency_ms": 0.0, "error_rate": 0.0, "chunk_tokens": 4, "completion_tokens": 24}
+def sim(**overrides: Any) -> SimProvider:
+    options: dict[str, Any] = {
+        "latency_ms": 0.0,
+        "error_rate": 0.0,
+        "chunk_tokens": 4,
+        "completion_tokens": 24,
+    }
     options.update(overrides)
     return SimProvider(**options)
 
 
-async def collect(stream) -> list:
+async def collect(stream: AsyncIterator[Delta]) -> list[Delta]:
     return [delta async for delta in stream]
 
 
 # --- sim ------------------------------------------------------------------------------
 
 
-async def test_sim_answers_the_same_prompt_the_same_way():
+async def test_sim_answers_the_same_prompt_the_same_way() -> None:
     first = await sim().complete(chat_call())
     second = await sim(seed=99).complete(chat_call())
     assert first == second
@@ -50,13 +59,13 @@ async def test_sim_answers_the_same_prompt_the_same_way():
     assert first.finish_reason == "stop"
 
 
-async def test_sim_answers_another_prompt_differently():
+async def test_sim_answers_another_prompt_differently() -> None:
     first = await sim().complete(chat_call())
     other = await sim().complete(chat_call([{"role": "user", "content": "What is a wallet?"}]))
     assert other.content != first.content
 
 
-async def test_max_tokens_caps_the_completion():
+async def test_max_tokens_caps_the_completion() -> None:
     completion = await sim().complete(chat_call(max_tokens=5))
     assert completion.usage is not None
     assert completion.usage.completion_tokens == 5
@@ -64,12 +73,12 @@ async def test_max_tokens_caps_the_completion():
     assert completion.finish_reason == "length"
 
 
-async def test_max_tokens_above_the_answer_length_changes_nothing():
+async def test_max_tokens_above_the_answer_length_changes_nothing() -> None:
     capped = await sim().complete(chat_call(max_tokens=1_000))
     assert capped == await sim().complete(chat_call())
 
 
-async def test_stream_yields_the_completion_text_with_usage_in_the_last_delta():
+async def test_stream_yields_the_completion_text_with_usage_in_the_last_delta() -> None:
     provider = sim(chunk_tokens=5)
     completion = await provider.complete(chat_call())
     deltas = await collect(provider.stream(chat_call()))
@@ -81,7 +90,7 @@ async def test_stream_yields_the_completion_text_with_usage_in_the_last_delta():
     assert [len(d.content.split()) for d in deltas] == [5, 5, 5, 5, 4, 0]
 
 
-async def test_stream_and_complete_agree_on_the_finish_reason_of_a_capped_answer():
+async def test_stream_and_complete_agree_on_the_finish_reason_of_a_capped_answer() -> None:
     provider = sim()
     completion = await provider.complete(chat_call(max_tokens=5))
     deltas = await collect(provider.stream(chat_call(max_tokens=5)))
@@ -89,7 +98,7 @@ async def test_stream_and_complete_agree_on_the_finish_reason_of_a_capped_answer
     assert [d.finish_reason for d in deltas if d.finish_reason] == ["length"]
 
 
-async def test_sim_error_rate_one_always_fails_with_503():
+async def test_sim_error_rate_one_always_fails_with_503() -> None:
     provider = sim(error_rate=1.0)
     with pytest.raises(UpstreamError) as raised:
         await provider.complete(chat_call())
@@ -100,7 +109,7 @@ async def test_sim_error_rate_one_always_fails_with_503():
     assert raised.value.status == 503
 
 
-async def test_sim_flaky_fails_only_the_calls_that_ask_for_an_outage():
+async def test_sim_flaky_fails_only_the_calls_that_ask_for_an_outage() -> None:
     provider = sim()
     down = [{"role": "system", "content": "[sim-outage] drill"}, *QUESTION]
     flaky = ChatCall("sim-flaky", down, None, None, {})
@@ -157,7 +166,7 @@ COMPLETION_RESPONSE = {
 }
 
 
-def _chunk(choices, usage=None) -> dict:
+def _chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-B9MJ1lGc2vK5Q3wYzT8dXh0aNpQrS",
         "object": "chat.completion.chunk",
@@ -170,7 +179,7 @@ def _chunk(choices, usage=None) -> dict:
     }
 
 
-def _delta(delta, finish_reason=None) -> list:
+def _delta(delta: dict[str, Any], finish_reason: str | None = None) -> list[dict[str, Any]]:
     return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
 
 
@@ -190,7 +199,13 @@ STREAM_BODY = (
 class Upstream:
     """A recorded upstream: answers every request with one response, keeps the requests."""
 
-    def __init__(self, status=200, json_body=None, sse=None, error=None) -> None:
+    def __init__(
+        self,
+        status: int = 200,
+        json_body: Any = None,
+        sse: bytes | None = None,
+        error: type[httpx.RequestError] | None = None,
+    ) -> None:
         self.status = status
         self.json_body = json_body
         self.sse = sse
@@ -207,12 +222,13 @@ class Upstream:
             )
         return httpx.Response(self.status, json=self.json_body)
 
-    def sent(self, index: int = 0) -> dict:
-        return json.loads(self.requests[index].content)
+    def sent(self, index: int = 0) -> dict[str, Any]:
+        sent: dict[str, Any] = json.loads(self.requests[index].content)
+        return sent
 
 
 @pytest.fixture
-async def connect():
+async def connect() -> AsyncIterator[Callable[[Upstream], OpenAICompatProvider]]:
     providers: list[OpenAICompatProvider] = []
 
     def make(upstream: Upstream) -> OpenAICompatProvider:
@@ -231,7 +247,9 @@ async def connect():
         await provider.close()
 
 
-async def test_non_streamed_completion_is_parsed_with_usage(connect):
+async def test_non_streamed_completion_is_parsed_with_usage(
+    connect: Callable[[Upstream], OpenAICompatProvider],
+) -> None:
     upstream = Upstream(json_body=COMPLETION_RESPONSE)
     completion = await connect(upstream).complete(chat_call(max_tokens=64, seed=7))
     assert completion.content == "A ledger is a record of transactions."
@@ -249,7 +267,9 @@ async def test_non_streamed_completion_is_parsed_with_usage(connect):
     assert "stream" not in sent
 
 
-async def test_streamed_completion_is_parsed_into_deltas_with_reported_usage(connect):
+async def test_streamed_completion_is_parsed_into_deltas_with_reported_usage(
+    connect: Callable[[Upstream], OpenAICompatProvider],
+) -> None:
     upstream = Upstream(sse=STREAM_BODY)
     deltas = await collect(connect(upstream).stream(chat_call()))
     assert "".join(d.content for d in deltas) == "A ledger is a record of transactions."
@@ -262,7 +282,9 @@ async def test_streamed_completion_is_parsed_into_deltas_with_reported_usage(con
     assert upstream.requests[0].headers["authorization"] == f"Bearer {API_KEY}"
 
 
-async def test_stream_without_usage_yields_no_usage(connect):
+async def test_stream_without_usage_yields_no_usage(
+    connect: Callable[[Upstream], OpenAICompatProvider],
+) -> None:
     body = "".join(f"data: {json.dumps(c)}\n\n" for c in STREAM_CHUNKS[:-1]) + "data: [DONE]\n\n"
     deltas = await collect(connect(Upstream(sse=body.encode())).stream(chat_call()))
     assert "".join(d.content for d in deltas) == "A ledger is a record of transactions."
@@ -283,7 +305,12 @@ BAD_REQUEST = {"error": {"message": "Invalid model", "type": "invalid_request_er
         (400, BAD_REQUEST, "http_4xx"),
     ],
 )
-async def test_error_statuses_are_classified(connect, status, json_body, error_class):
+async def test_error_statuses_are_classified(
+    connect: Callable[[Upstream], OpenAICompatProvider],
+    status: int,
+    json_body: dict[str, Any],
+    error_class: str,
+) -> None:
     upstream = Upstream(status=status, json_body=json_body)
     provider = connect(upstream)
     with pytest.raises(UpstreamError) as raised:
@@ -294,7 +321,9 @@ async def test_error_statuses_are_classified(connect, status, json_body, error_c
     assert (raised.value.status, raised.value.error_class) == (status, error_class)
 
 
-async def test_a_timeout_is_classified_as_timeout(connect):
+async def test_a_timeout_is_classified_as_timeout(
+    connect: Callable[[Upstream], OpenAICompatProvider],
+) -> None:
     provider = connect(Upstream(error=httpx.ReadTimeout))
     with pytest.raises(UpstreamError) as raised:
         await provider.complete(chat_call())
@@ -304,14 +333,18 @@ async def test_a_timeout_is_classified_as_timeout(connect):
     assert (raised.value.status, raised.value.error_class) == (0, "timeout")
 
 
-async def test_an_unreachable_upstream_is_classified_as_connect(connect):
+async def test_an_unreachable_upstream_is_classified_as_connect(
+    connect: Callable[[Upstream], OpenAICompatProvider],
+) -> None:
     provider = connect(Upstream(error=httpx.ConnectError))
     with pytest.raises(UpstreamError) as raised:
         await provider.complete(chat_call())
     assert (raised.value.status, raised.value.error_class) == (0, "connect")
 
 
-async def test_a_malformed_answer_is_a_bad_response(connect):
+async def test_a_malformed_answer_is_a_bad_response(
+    connect: Callable[[Upstream], OpenAICompatProvider],
+) -> None:
     provider = connect(Upstream(json_body={"object": "chat.completion", "choices": []}))
     with pytest.raises(UpstreamError) as raised:
         await provider.complete(chat_call())

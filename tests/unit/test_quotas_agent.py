@@ -4,6 +4,7 @@ alert records and their derived ids."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import orjson
 import pytest
@@ -26,7 +27,7 @@ from tests.unit import builders
 from tests.unit.builders import T0, TEAM, TENANT, WALLET
 
 
-def test_a_quota_survives_the_table_encoding_exactly():
+def test_a_quota_survives_the_table_encoding_exactly() -> None:
     quota = Quota(
         WALLET,
         TENANT,
@@ -45,7 +46,7 @@ def test_a_quota_survives_the_table_encoding_exactly():
     assert decode_quota(encode_quota(Quota(WALLET, TENANT, TEAM))) == Quota(WALLET, TENANT, TEAM)
 
 
-def test_a_quota_stored_before_key_wallets_counted_is_the_wallets_own_spend():
+def test_a_quota_stored_before_key_wallets_counted_is_the_wallets_own_spend() -> None:
     stored = orjson.dumps(
         {
             "wallet_id": WALLET, "tenant_id": TENANT, "team_id": TEAM,
@@ -57,7 +58,7 @@ def test_a_quota_stored_before_key_wallets_counted_is_the_wallets_own_spend():
     assert decode_quota(stored).member_spent == ((WALLET, 60),)
 
 
-def test_a_budget_record_becomes_the_budget_it_sets():
+def test_a_budget_record_becomes_the_budget_it_sets() -> None:
     record = builders.budget_set(occurred_at=T0, thresholds_percent=(50, 90))
     budget = budget_of(record)
     assert (budget.wallet_id, budget.tenant_id, budget.team_id) == (WALLET, TENANT, TEAM)
@@ -70,12 +71,12 @@ def test_a_budget_record_becomes_the_budget_it_sets():
     "overrides",
     [{"thresholds_percent": (80, 50)}, {"thresholds_percent": ()}, {"budget_nanousd": -1}],
 )
-def test_a_budget_record_breaking_the_rules_is_refused(overrides):
+def test_a_budget_record_breaking_the_rules_is_refused(overrides: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message is budget_set's, tested there
         budget_of(builders.budget_set(**overrides))
 
 
-def test_a_crossing_becomes_a_quota_threshold_record_that_encodes():
+def test_a_crossing_becomes_a_quota_threshold_record_that_encodes() -> None:
     crossed = ThresholdCrossed(WALLET, TENANT, TEAM, month_start_ms(T0), 80, 81, 100)
     record = to_alert(crossed, occurred_at=T0)
     assert record.event_type == "quota.threshold"
@@ -87,7 +88,7 @@ def test_a_crossing_becomes_a_quota_threshold_record_that_encodes():
     assert codec.decode_as(codec.encode(sealed), QuotaThresholdCrossed) == sealed
 
 
-def test_a_balance_and_a_budget_fold_to_the_alerts_the_agent_publishes():
+def test_a_balance_and_a_budget_fold_to_the_alerts_the_agent_publishes() -> None:
     spent = 2 * (1_200 * 150 + 350 * 600)
     balance = builders.balance(period_start_at=month_start_ms(T0), period_spent_nanousd=spent)
     quota, alerts = evolve(None, spend_observed(from_balance(balance)))
@@ -109,7 +110,7 @@ def _crossing(**overrides: int) -> ThresholdCrossed:
     return ThresholdCrossed(WALLET, TENANT, TEAM, **fields)
 
 
-def test_the_same_crossing_gets_the_same_alert_id_whenever_it_is_emitted():
+def test_the_same_crossing_gets_the_same_alert_id_whenever_it_is_emitted() -> None:
     first = to_alert(_crossing(), occurred_at=T0)
     # A redelivered record crosses again later, perhaps seen with more spend: same crossing.
     again = to_alert(_crossing(spent_nanousd=95), occurred_at=T0 + 60_000)
@@ -119,7 +120,7 @@ def test_the_same_crossing_gets_the_same_alert_id_whenever_it_is_emitted():
     assert codec.decode_as(codec.encode(sealed), QuotaThresholdCrossed).event_id == first.event_id
 
 
-def test_a_different_period_threshold_or_wallet_is_a_different_alert_id():
+def test_a_different_period_threshold_or_wallet_is_a_different_alert_id() -> None:
     april = month_start_ms(T0 + 31 * 86_400_000)
     ids = {
         alert_id(_crossing()),
@@ -132,7 +133,7 @@ def test_a_different_period_threshold_or_wallet_is_a_different_alert_id():
     assert len(ids) == 4
 
 
-def test_a_redelivered_record_after_a_crash_repeats_the_alert_with_the_same_id():
+def test_a_redelivered_record_after_a_crash_repeats_the_alert_with_the_same_id() -> None:
     # The worker sent the alert, then died before writing the table: the redelivered
     # record is folded from the same stored quota and crosses the same threshold again.
     budget = budget_of(builders.budget_set(occurred_at=T0, budget_nanousd=1_000))

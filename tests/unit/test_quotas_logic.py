@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from streams.quotas.logic import (
     DEFAULT_THRESHOLDS_PERCENT,
     BudgetSet,
     Quota,
+    QuotaEvent,
     SpendObserved,
     ThresholdCrossed,
     budget_set,
@@ -54,7 +56,7 @@ def alerted(alerts: list[ThresholdCrossed] | tuple[ThresholdCrossed, ...]) -> li
     return [alert.threshold_percent for alert in alerts]
 
 
-def test_reaching_half_the_budget_alerts_50_percent_with_the_numbers():
+def test_reaching_half_the_budget_alerts_50_percent_with_the_numbers() -> None:
     _, alerts = fold([budget("100"), spent("30"), spent("50")])
     assert alerts == [
         ThresholdCrossed(
@@ -69,7 +71,7 @@ def test_reaching_half_the_budget_alerts_50_percent_with_the_numbers():
     ]
 
 
-def test_threshold_boundary_is_exact_to_the_nano_dollar():
+def test_threshold_boundary_is_exact_to_the_nano_dollar() -> None:
     assert threshold_reached(usd_to_nanousd("50"), HUNDRED_USD, 50)
     assert not threshold_reached(usd_to_nanousd("49.999999999"), HUNDRED_USD, 50)
     # 1/3 of a 10-nano-dollar budget: 3.33 nano-dollars are not 4.
@@ -80,7 +82,7 @@ def test_threshold_boundary_is_exact_to_the_nano_dollar():
     assert threshold_reached(MAX_NANOUSD, MAX_NANOUSD, 100)
 
 
-def test_no_budget_means_no_alerts():
+def test_no_budget_means_no_alerts() -> None:
     assert not threshold_reached(usd_to_nanousd("1000"), 0, 1)
     quotas, alerts = fold([spent("20"), spent("5000")])
     assert alerts == []
@@ -89,20 +91,27 @@ def test_no_budget_means_no_alerts():
     assert alerted(alerts) == [50, 80]
 
 
-def test_one_observation_past_several_thresholds_alerts_them_all_in_ascending_order():
+def test_one_observation_past_several_thresholds_alerts_them_all_in_ascending_order() -> None:
     _, alerts = fold([budget("100"), spent("10"), spent("104.50")])
     assert alerted(alerts) == [50, 80, 100]
     assert {a.spent_nanousd for a in alerts} == {usd_to_nanousd("104.50")}
 
 
-def test_each_threshold_alerts_once_per_period_as_spend_grows():
-    history = [budget("100"), spent("55"), spent("60"), spent("81"), spent("95"), spent("130")]
+def test_each_threshold_alerts_once_per_period_as_spend_grows() -> None:
+    history: list[QuotaEvent] = [
+        budget("100"),
+        spent("55"),
+        spent("60"),
+        spent("81"),
+        spent("95"),
+        spent("130"),
+    ]
     _, alerts = fold(history)
     assert alerted(alerts) == [50, 80, 100]
     assert [a.spent_nanousd for a in alerts] == [usd_to_nanousd(x) for x in ("55", "81", "130")]
 
 
-def test_the_same_observation_twice_emits_nothing_the_second_time():
+def test_the_same_observation_twice_emits_nothing_the_second_time() -> None:
     quota, first = evolve(evolve(None, budget("100"))[0], spent("85"))
     assert alerted(first) == [50, 80]
     again, second = evolve(quota, spent("85"))
@@ -110,14 +119,14 @@ def test_the_same_observation_twice_emits_nothing_the_second_time():
     assert again is quota
 
 
-def test_an_older_projection_of_the_period_changes_nothing():
+def test_an_older_projection_of_the_period_changes_nothing() -> None:
     quotas, _ = fold([budget("100"), spent("85")])
     quota = quotas[WALLET]
     assert evolve(quota, spent("40")) == (quota, ())
     assert quota.last_spent_nanousd == usd_to_nanousd("85")
 
 
-def test_a_newer_period_starts_clean_and_may_alert_at_once():
+def test_a_newer_period_starts_clean_and_may_alert_at_once() -> None:
     quotas, alerts = fold([budget("100"), spent("85"), spent("60", period=APRIL)])
     assert [(a.period_start_at, a.threshold_percent) for a in alerts] == [
         (MARCH, 50),
@@ -129,14 +138,14 @@ def test_a_newer_period_starts_clean_and_may_alert_at_once():
     assert quota.last_spent_nanousd == usd_to_nanousd("60")
 
 
-def test_a_late_observation_of_an_older_period_changes_nothing():
+def test_a_late_observation_of_an_older_period_changes_nothing() -> None:
     quotas, _ = fold([budget("100"), spent("20", period=APRIL)])
     quota = quotas[WALLET]
     # March's last settlements reach the quota after April's first: March is closed.
     assert evolve(quota, spent("99", period=MARCH)) == (quota, ())
 
 
-def test_lowering_the_budget_mid_period_alerts_what_it_puts_the_spend_past_and_no_more():
+def test_lowering_the_budget_mid_period_alerts_what_it_puts_the_spend_past_and_no_more() -> None:
     quotas, alerts = fold([budget("100", at=T0), spent("60"), budget("70", at=MID_MARCH)])
     # $60 of $70 is 85.7 %: 80 alerts at once; 50 alerted already at $60 of $100.
     assert [(a.threshold_percent, a.budget_nanousd) for a in alerts] == [
@@ -147,8 +156,13 @@ def test_lowering_the_budget_mid_period_alerts_what_it_puts_the_spend_past_and_n
     assert quotas[WALLET].crossed_percent == {50, 80}
 
 
-def test_raising_the_budget_mid_period_un_alerts_nothing():
-    history = [budget("100", at=T0), spent("85"), budget("200", at=MID_MARCH), spent("150")]
+def test_raising_the_budget_mid_period_un_alerts_nothing() -> None:
+    history: list[QuotaEvent] = [
+        budget("100", at=T0),
+        spent("85"),
+        budget("200", at=MID_MARCH),
+        spent("150"),
+    ]
     quotas, alerts = fold(history)
     # $150 of $200 is 75 %: below 80, but 50 and 80 were alerted this period and stay so.
     assert alerted(alerts) == [50, 80]
@@ -158,8 +172,8 @@ def test_raising_the_budget_mid_period_un_alerts_nothing():
     assert alerted(more) == [100]
 
 
-def test_changing_the_thresholds_mid_period_alerts_only_new_ones():
-    history = [
+def test_changing_the_thresholds_mid_period_alerts_only_new_ones() -> None:
+    history: list[QuotaEvent] = [
         budget("100", at=T0),
         spent("85"),
         budget("100", at=MID_MARCH, thresholds=(25, 50, 75, 90)),
@@ -171,13 +185,13 @@ def test_changing_the_thresholds_mid_period_alerts_only_new_ones():
     assert quotas[WALLET].crossed_percent == {25, 50, 75, 80, 90}
 
 
-def test_setting_a_budget_on_spend_already_past_it_alerts_at_once():
+def test_setting_a_budget_on_spend_already_past_it_alerts_at_once() -> None:
     _, alerts = fold([spent("85"), budget("100", at=MID_MARCH)])
     assert alerted(alerts) == [50, 80]
     assert {a.spent_nanousd for a in alerts} == {usd_to_nanousd("85")}
 
 
-def test_a_redelivered_older_budget_changes_nothing():
+def test_a_redelivered_older_budget_changes_nothing() -> None:
     quotas, _ = fold([budget("100", at=T0), budget("500", at=MID_MARCH), spent("300")])
     quota = quotas[WALLET]
     assert evolve(quota, budget("100", at=T0)) == (quota, ())
@@ -185,7 +199,7 @@ def test_a_redelivered_older_budget_changes_nothing():
     assert evolve(quota, budget("500", at=MID_MARCH)) == (quota, ())
 
 
-def test_a_budget_set_in_a_later_month_opens_that_month_clean():
+def test_a_budget_set_in_a_later_month_opens_that_month_clean() -> None:
     quotas, alerts = fold([budget("100", at=T0), spent("60"), budget("50", at=MID_APRIL)])
     # March's $60 is not judged against a budget set in April.
     assert alerted(alerts) == [50]
@@ -200,14 +214,14 @@ def test_a_budget_set_in_a_later_month_opens_that_month_clean():
     assert [(a.period_start_at, a.threshold_percent) for a in april] == [(APRIL, 50)]
 
 
-def test_wallets_are_independent():
+def test_wallets_are_independent() -> None:
     other = SpendObserved("globex/research", "globex", "research", MARCH, usd_to_nanousd("90"))
     quotas, alerts = fold([budget("100"), other, spent("90")])
     assert [(a.wallet_id, a.threshold_percent) for a in alerts] == [(WALLET, 50), (WALLET, 80)]
     assert quotas["globex/research"].budget_nanousd == 0
 
 
-def test_the_quota_follows_the_wallets_projection():
+def test_the_quota_follows_the_wallets_projection() -> None:
     history = [
         builders.funding(amount_nanousd=HUNDRED_USD),
         builders.call(seq=10, occurred_at=T0, cost_nanousd=usd_to_nanousd("45")),
@@ -220,14 +234,14 @@ def test_the_quota_follows_the_wallets_projection():
     assert alerted(alerts) == [50, 80]
 
 
-def test_a_wallet_that_never_spent_is_observed_as_nothing():
+def test_a_wallet_that_never_spent_is_observed_as_nothing() -> None:
     never_spent = wallets.fold([builders.funding()])[WALLET]
     quota, alerts = evolve(None, spend_observed(never_spent))
     assert alerts == ()
     assert quota == Quota(WALLET, TENANT, TEAM)
 
 
-def test_budget_set_takes_the_default_thresholds():
+def test_budget_set_takes_the_default_thresholds() -> None:
     setting = budget_set(
         wallet_id=WALLET, tenant_id=TENANT, team_id=TEAM, budget_nanousd=1, occurred_at=T0
     )
@@ -256,7 +270,7 @@ def test_budget_set_takes_the_default_thresholds():
         ((True, 100), "not a whole percentage"),
     ],
 )
-def test_budget_set_rejects_bad_thresholds(thresholds, message):
+def test_budget_set_rejects_bad_thresholds(thresholds: tuple[Any, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         budget_set(
             wallet_id=WALLET,
@@ -279,7 +293,9 @@ def test_budget_set_rejects_bad_thresholds(thresholds, message):
         ((WALLET, TENANT, ""), HUNDRED_USD),
     ],
 )
-def test_budget_set_rejects_bad_budgets_and_missing_ids(ids, budget_nanousd):
+def test_budget_set_rejects_bad_budgets_and_missing_ids(
+    ids: tuple[str, str, str], budget_nanousd: Any
+) -> None:
     wallet_id, tenant_id, team_id = ids
     with pytest.raises(ValueError, match="budget"):
         budget_set(
@@ -291,7 +307,7 @@ def test_budget_set_rejects_bad_budgets_and_missing_ids(ids, budget_nanousd):
         )
 
 
-def test_records_built_around_the_validation_are_programmer_errors():
+def test_records_built_around_the_validation_are_programmer_errors() -> None:
     with pytest.raises(AssertionError):
         BudgetSet(WALLET, TENANT, TEAM, HUNDRED_USD, (80, 50), T0)
     with pytest.raises(AssertionError):
@@ -308,7 +324,7 @@ def key_spent(usd: str, *, key: str = KEY_WALLET, period: int = MARCH) -> SpendO
     return SpendObserved(WALLET, TENANT, TEAM, period, usd_to_nanousd(usd), key)
 
 
-def test_a_teams_budget_counts_what_its_keys_spend_from_their_own_wallets():
+def test_a_teams_budget_counts_what_its_keys_spend_from_their_own_wallets() -> None:
     other_key = f"{WALLET}/key_2"
     _, alerts = fold([budget("100"), spent("30"), key_spent("15"), key_spent("35", key=other_key)])
     assert [(a.threshold_percent, a.spent_nanousd) for a in alerts] == [
@@ -317,7 +333,7 @@ def test_a_teams_budget_counts_what_its_keys_spend_from_their_own_wallets():
     ]
 
 
-def test_each_wallet_counts_once_however_often_its_projection_comes():
+def test_each_wallet_counts_once_however_often_its_projection_comes() -> None:
     quota, alerts = fold([budget("100"), key_spent("40"), key_spent("40"), key_spent("45")])
     assert alerted(alerts) == [] and quota[WALLET].last_spent_nanousd == usd_to_nanousd("45")
     quota, alerts = fold([key_spent("10")], quota)  # an older projection of the same key
@@ -326,7 +342,7 @@ def test_each_wallet_counts_once_however_often_its_projection_comes():
     assert alerted(alerts) == [50]
 
 
-def test_a_new_month_of_one_member_starts_the_team_clean():
+def test_a_new_month_of_one_member_starts_the_team_clean() -> None:
     quota, _ = fold([budget("100"), spent("60"), key_spent("30")])
     quota, alerts = fold([key_spent("10", period=APRIL)], quota)
     assert quota[WALLET].member_spent == ((KEY_WALLET, usd_to_nanousd("10")),)
@@ -334,7 +350,7 @@ def test_a_new_month_of_one_member_starts_the_team_clean():
     assert alerts == [] and quota[WALLET].last_spent_nanousd == usd_to_nanousd("10")
 
 
-def test_a_key_wallets_projection_counts_towards_itself_and_its_team():
+def test_a_key_wallets_projection_counts_towards_itself_and_its_team() -> None:
     history = [
         builders.funding(amount_nanousd=HUNDRED_USD),
         builders.call(seq=10, occurred_at=T0, cost_nanousd=usd_to_nanousd("45")),

@@ -64,7 +64,7 @@ def test_bad_durations_are_refused(text: str) -> None:
         parse_duration_ms(text)
 
 
-def test_team_limits_parse_and_reject_malformed_entries():
+def test_team_limits_parse_and_reject_malformed_entries() -> None:
     from gateway.ratelimit import Limits, parse_team_limits
     from schemas.settings import SettingsError
 

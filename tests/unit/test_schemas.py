@@ -9,6 +9,7 @@ import io
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ VERSIONED_NAME = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9
 
 
 def load_avsc(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    source: dict[str, Any] = json.loads(path.read_text())
+    return source
 
 
 def full_name(source: dict[str, Any]) -> str:
@@ -73,7 +75,9 @@ def fingerprint_le(source: dict[str, Any]) -> bytes:
     ("canonical", "expected_le_hex"),
     [('"int"', "8f5c393f1ad57572"), ('"long"', "b71df49344e154d0")],
 )
-def test_crc64_implementation_matches_published_test_vectors(canonical, expected_le_hex):
+def test_crc64_implementation_matches_published_test_vectors(
+    canonical: str, expected_le_hex: str
+) -> None:
     assert crc64_avro(canonical.encode()).to_bytes(8, "little").hex() == expected_le_hex
 
 
@@ -106,18 +110,18 @@ def missing_docs(node: Any, where: str) -> list[str]:
     return found
 
 
-def test_schema_folder_is_not_empty():
+def test_schema_folder_is_not_empty() -> None:
     assert len(AVSC_FILES) >= len(RECORD_TYPES)
 
 
 @pytest.mark.parametrize("path", AVSC_FILES, ids=lambda p: p.name)
-def test_avsc_parses_and_documents_every_record_enum_and_field(path):
+def test_avsc_parses_and_documents_every_record_enum_and_field(path: Path) -> None:
     source = load_avsc(path)
     fastavro.parse_schema(copy.deepcopy(source))
     assert missing_docs(source, path.name) == []
 
 
-def test_doc_check_finds_undocumented_nested_types():
+def test_doc_check_finds_undocumented_nested_types() -> None:
     source = load_avsc(AVRO_DIR / "lineage_record.v1.avsc")
     attempts = next(f for f in source["fields"] if f["name"] == "attempts")
     del attempts["type"]["items"]["fields"][0]["doc"]
@@ -130,13 +134,13 @@ def test_doc_check_finds_undocumented_nested_types():
 
 
 @pytest.mark.parametrize("path", AVSC_FILES, ids=lambda p: p.name)
-def test_file_name_carries_the_version_and_namespace_matches(path):
+def test_file_name_carries_the_version_and_namespace_matches(path: Path) -> None:
     match = VERSIONED_NAME.match(path.name)
     assert match, f"{path.name} is not name.vN.avsc"
     assert load_avsc(path)["namespace"] == f"govledger.v{match['version']}"
 
 
-def test_every_record_type_has_a_schema_with_the_same_fields_in_order():
+def test_every_record_type_has_a_schema_with_the_same_fields_in_order() -> None:
     by_name = {full_name(load_avsc(p)): load_avsc(p) for p in AVSC_FILES}
     for record_type in RECORD_TYPES:
         source = by_name[record_type.schema_name]
@@ -147,12 +151,12 @@ def test_every_record_type_has_a_schema_with_the_same_fields_in_order():
 # --- publication: a published schema is never edited -----------------------------------
 
 
-def test_every_schema_file_is_published_and_every_published_schema_still_exists():
+def test_every_schema_file_is_published_and_every_published_schema_still_exists() -> None:
     assert sorted(PUBLISHED) == [p.name for p in AVSC_FILES]
 
 
 @pytest.mark.parametrize("path", AVSC_FILES, ids=lambda p: p.name)
-def test_published_file_hash_and_fingerprint_match(path):
+def test_published_file_hash_and_fingerprint_match(path: Path) -> None:
     entry = PUBLISHED[path.name]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["file_sha256"]
     assert fingerprint_le(load_avsc(path)).hex() == entry["crc64_avro"]
@@ -223,7 +227,7 @@ def successor_pairs() -> list[tuple[Path, Path]]:
     return pairs
 
 
-def test_every_new_version_reads_data_written_with_its_predecessor():
+def test_every_new_version_reads_data_written_with_its_predecessor() -> None:
     for predecessor, successor in successor_pairs():
         assert predecessor.exists(), f"{successor.name} has no predecessor {predecessor.name}"
         check_backward_compatible(load_avsc(predecessor), load_avsc(successor))
@@ -237,21 +241,21 @@ def _next_version(source: dict[str, Any], new_field: dict[str, Any]) -> dict[str
 
 
 @pytest.mark.parametrize("path", AVSC_FILES, ids=lambda p: p.name)
-def test_compatibility_check_accepts_a_field_added_with_a_default(path):
+def test_compatibility_check_accepts_a_field_added_with_a_default(path: Path) -> None:
     source = load_avsc(path)
     field = {"name": "cost_center", "type": "string", "default": "", "doc": "Cost center."}
     check_backward_compatible(source, _next_version(source, field))
 
 
 @pytest.mark.parametrize("path", AVSC_FILES, ids=lambda p: p.name)
-def test_compatibility_check_rejects_a_field_added_without_a_default(path):
+def test_compatibility_check_rejects_a_field_added_without_a_default(path: Path) -> None:
     source = load_avsc(path)
     field = {"name": "cost_center", "type": "string", "doc": "Cost center."}
     with pytest.raises(SchemaResolutionError):
         check_backward_compatible(source, _next_version(source, field))
 
 
-def test_compatibility_check_rejects_a_removed_enum_symbol_still_written():
+def test_compatibility_check_rejects_a_removed_enum_symbol_still_written() -> None:
     source = load_avsc(AVRO_DIR / "lineage_record.v1.avsc")
     successor = copy.deepcopy(source)
     successor["namespace"] = "govledger.v2"
@@ -265,12 +269,12 @@ def test_compatibility_check_rejects_a_removed_enum_symbol_still_written():
 # --- codec: single-object encoding --------------------------------------------------------
 
 
-def test_realistic_records_cover_every_record_type():
+def test_realistic_records_cover_every_record_type() -> None:
     assert {type(r) for r in builders.one_of_each()} == set(RECORD_TYPES)
 
 
 @pytest.mark.parametrize("record", builders.one_of_each(), ids=lambda r: type(r).__name__)
-def test_record_round_trips_through_the_codec(record):
+def test_record_round_trips_through_the_codec(record: LineageRecord) -> None:
     data = codec.encode(record)
     decoded = codec.decode(data)
     assert type(decoded) is type(record)
@@ -279,19 +283,21 @@ def test_record_round_trips_through_the_codec(record):
 
 
 @pytest.mark.parametrize("record", builders.one_of_each(), ids=lambda r: type(r).__name__)
-def test_header_is_marker_then_little_endian_crc64_of_the_canonical_form(record):
+def test_header_is_marker_then_little_endian_crc64_of_the_canonical_form(
+    record: LineageRecord,
+) -> None:
     source = next(load_avsc(p) for p in AVSC_FILES if full_name(load_avsc(p)) == record.schema_name)
     data = codec.encode(record)
     assert data[:2] == b"\xc3\x01"
     assert data[2:10] == fingerprint_le(source)
 
 
-def test_key_issued_without_expiry_round_trips():
+def test_key_issued_without_expiry_round_trips() -> None:
     record = builders.key_issued(expires_at=None)
     assert codec.decode(codec.encode(record)) == record
 
 
-def test_lineage_of_a_streamed_call_with_nulls_and_empty_lists_round_trips():
+def test_lineage_of_a_streamed_call_with_nulls_and_empty_lists_round_trips() -> None:
     record = builders.rejected_call(parent_span_id=None, user_id=None, stream=True, ttft_ms=None)
     assert codec.decode(codec.encode(record)) == record
 
@@ -300,12 +306,12 @@ def test_lineage_of_a_streamed_call_with_nulls_and_empty_lists_round_trips():
     "garbage",
     [b"", b"\xc3", b"hello, world, this is not avro", b'{"event_id": "x"}', b"\x00" * 64],
 )
-def test_decode_rejects_bytes_without_the_marker(garbage):
+def test_decode_rejects_bytes_without_the_marker(garbage: bytes) -> None:
     with pytest.raises(DecodeError):
         codec.decode(garbage)
 
 
-def test_decode_rejects_an_unknown_fingerprint():
+def test_decode_rejects_an_unknown_fingerprint() -> None:
     body = codec.encode(builders.funding())[10:]
     unknown = crc64_avro(b'{"name":"someone.else.Record"}').to_bytes(8, "little")
     assert unknown.hex() not in {entry["crc64_avro"] for entry in PUBLISHED.values()}
@@ -314,14 +320,14 @@ def test_decode_rejects_an_unknown_fingerprint():
 
 
 @pytest.mark.parametrize("record", builders.one_of_each(), ids=lambda r: type(r).__name__)
-def test_decode_rejects_every_truncation_of_the_body(record):
+def test_decode_rejects_every_truncation_of_the_body(record: LineageRecord) -> None:
     data = codec.encode(record)
     for cut in range(10, len(data)):
         with pytest.raises(DecodeError):
             codec.decode(data[:cut])
 
 
-def test_decode_as_rejects_another_record_type():
+def test_decode_as_rejects_another_record_type() -> None:
     data = codec.encode(builders.key_revoked())
     with pytest.raises(DecodeError, match="KeyIssued"):
         codec.decode_as(data, KeyIssued)
@@ -353,11 +359,13 @@ def decode_with_fastavro_only(data: bytes) -> dict[str, Any]:
     assert data[:2] == b"\xc3\x01"
     by_fingerprint = {fingerprint_le(load_avsc(p)): load_avsc(p) for p in AVSC_FILES}
     schema = fastavro.parse_schema(by_fingerprint[data[2:10]])
-    return fastavro.schemaless_reader(io.BytesIO(data[10:]), schema, None)
+    fields = fastavro.schemaless_reader(io.BytesIO(data[10:]), schema, None)
+    assert isinstance(fields, dict)  # every .avsc is a record schema
+    return fields
 
 
 @pytest.mark.parametrize("record", builders.one_of_each(), ids=lambda r: type(r).__name__)
-def test_records_decode_with_fastavro_and_the_avsc_files_alone(record):
+def test_records_decode_with_fastavro_and_the_avsc_files_alone(record: LineageRecord) -> None:
     fields = decode_with_fastavro_only(codec.encode(record))
     assert _plain(fields) == _plain(record)
 
@@ -365,7 +373,7 @@ def test_records_decode_with_fastavro_and_the_avsc_files_alone(record):
 def readme_decode_example() -> str:
     """The Python block of schemas/README.md that shows decoding without our codec."""
     readme = (SCHEMA_DIR / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
     examples = [b for b in blocks if "def decode(" in b]
     assert len(examples) == 1, "schemas/README.md shows one decode example"
     our_imports = re.compile(r"^\s*(from|import)\s+(schemas|gateway|streams)", re.MULTILINE)
@@ -374,7 +382,9 @@ def readme_decode_example() -> str:
 
 
 @pytest.mark.parametrize("record", builders.one_of_each(), ids=lambda r: type(r).__name__)
-def test_the_readme_decode_example_works_as_written(record, monkeypatch):
+def test_the_readme_decode_example_works_as_written(
+    record: LineageRecord, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(SCHEMA_DIR.parent)
     namespace: dict[str, Any] = {}
     exec(readme_decode_example(), namespace)
@@ -390,7 +400,7 @@ def _unsealed_calls(count: int) -> list[LineageRecord]:
     return [builders.call(producer_id="", seq=0, prompt_tokens=100 * (i + 1)) for i in range(count)]
 
 
-def test_seal_numbers_records_from_one_and_links_each_to_the_previous():
+def test_seal_numbers_records_from_one_and_links_each_to_the_previous() -> None:
     chain = HashChain("gateway-eu1-0a1b2c")
     sealed = [chain.seal(r) for r in _unsealed_calls(3)]
     assert [r.seq for r in sealed] == [1, 2, 3]
@@ -403,7 +413,7 @@ def test_seal_numbers_records_from_one_and_links_each_to_the_previous():
     assert (chain.seq, chain.head) == (3, sealed[-1].record_hash)
 
 
-def test_chains_of_different_producers_are_independent():
+def test_chains_of_different_producers_are_independent() -> None:
     first, second = HashChain("gateway-a"), HashChain("gateway-b")
     a1 = first.seal(builders.call(producer_id="", seq=0))
     b1 = second.seal(builders.call(producer_id="", seq=0))
@@ -413,7 +423,7 @@ def test_chains_of_different_producers_are_independent():
     assert a2.prev_hash == a1.record_hash
 
 
-def test_record_hash_is_sha256_of_prev_hash_and_body_with_record_hash_empty():
+def test_record_hash_is_sha256_of_prev_hash_and_body_with_record_hash_empty() -> None:
     record = HashChain("gateway-eu1-0a1b2c").seal(_unsealed_calls(1)[0])
     source = load_avsc(AVRO_DIR / "lineage_record.v1.avsc")
     body = io.BytesIO()
@@ -437,7 +447,9 @@ def test_record_hash_is_sha256_of_prev_hash_and_body_with_record_hash_empty():
         ("occurred_at", lambda r: r.occurred_at + 1),
     ],
 )
-def test_changing_any_field_changes_the_recomputed_hash(field, tampered):
+def test_changing_any_field_changes_the_recomputed_hash(
+    field: str, tampered: Callable[[LineageRecord], Any]
+) -> None:
     chain = HashChain("gateway-eu1-0a1b2c")
     record = [chain.seal(r) for r in _unsealed_calls(2)][-1]
     assert compute_record_hash(record) == record.record_hash
@@ -446,7 +458,7 @@ def test_changing_any_field_changes_the_recomputed_hash(field, tampered):
 
 
 @pytest.mark.parametrize("record", builders.one_of_each(), ids=lambda r: type(r).__name__)
-def test_seal_encoded_gives_the_bytes_and_chain_of_seal_then_encode(record):
+def test_seal_encoded_gives_the_bytes_and_chain_of_seal_then_encode(record: LineageRecord) -> None:
     one, other = HashChain("gateway-1a2b3c"), HashChain("gateway-1a2b3c")
     for _ in range(3):  # seq and prev_hash grow: later records test longer varints too
         sealed, data = one.seal_encoded(record)
@@ -456,7 +468,7 @@ def test_seal_encoded_gives_the_bytes_and_chain_of_seal_then_encode(record):
         assert codec.decode(data) == expected
 
 
-def test_seal_encoded_matches_with_long_varints_and_non_ascii_ids():
+def test_seal_encoded_matches_with_long_varints_and_non_ascii_ids() -> None:
     record = builders.call(tenant_id="müller-gmbh", occurred_at=2**45)
     one, other = HashChain("gateway-é"), HashChain("gateway-é")
     one.seq = other.seq = 2**40
@@ -465,7 +477,7 @@ def test_seal_encoded_matches_with_long_varints_and_non_ascii_ids():
     assert codec.decode(data) == sealed
 
 
-def test_a_decoded_lineage_record_is_the_frozen_record_its_fields_make():
+def test_a_decoded_lineage_record_is_the_frozen_record_its_fields_make() -> None:
     """Lineage decodes through a faster constructor than the dataclass's own: the result
     must be indistinguishable from it, frozen included."""
     record = builders.call()

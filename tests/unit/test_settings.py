@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -19,13 +20,13 @@ from schemas.settings import (
 )
 
 
-def test_empty_environment_gives_the_declared_defaults():
+def test_empty_environment_gives_the_declared_defaults() -> None:
     settings = load(GatewaySettings, environ={})
     for field in dataclasses.fields(GatewaySettings):
         assert getattr(settings, field.name) == field.default
 
 
-def test_values_are_converted_to_the_declared_types():
+def test_values_are_converted_to_the_declared_types() -> None:
     settings = load(
         GatewaySettings,
         environ={
@@ -46,28 +47,28 @@ def test_values_are_converted_to_the_declared_types():
 
 
 @pytest.mark.parametrize("raw", ["1", "true", "TRUE", "yes", "on", " True "])
-def test_truthy_booleans(raw):
+def test_truthy_booleans(raw: str) -> None:
     assert load(SinkSettings, environ={"GOVLEDGER_RESTORE_ON_START": raw}).restore_on_start is True
 
 
 @pytest.mark.parametrize("raw", ["0", "false", "False", "no", "off"])
-def test_falsy_booleans(raw):
+def test_falsy_booleans(raw: str) -> None:
     settings = load(SinkSettings, environ={"GOVLEDGER_RESTORE_ON_START": raw})
     assert settings.restore_on_start is False
 
 
-def test_other_environment_variables_are_ignored():
+def test_other_environment_variables_are_ignored() -> None:
     settings = load(StreamSettings, environ={"PATH": "/usr/bin", "HOME": "/root"})
     assert settings == StreamSettings()
 
 
-def test_a_variable_of_another_service_is_accepted_from_the_shared_environment():
+def test_a_variable_of_another_service_is_accepted_from_the_shared_environment() -> None:
     # `govledger up` hands one environment to every service.
     settings = load(StreamSettings, environ={"GOVLEDGER_MAX_MESSAGES": "8"})
     assert settings == StreamSettings()
 
 
-def test_unknown_variables_are_rejected_by_name():
+def test_unknown_variables_are_rejected_by_name() -> None:
     environ = {
         "GOVLEDGER_MAX_MESAGES": "10",
         "GOVLEDGER_SINK_BATCH": "5",
@@ -93,33 +94,32 @@ def test_unknown_variables_are_rejected_by_name():
         (SinkSettings, "GOVLEDGER_RESTORE_ON_START", ""),
     ],
 )
-def test_bad_values_are_rejected_naming_the_variable(settings_class, name, raw):
+def test_bad_values_are_rejected_naming_the_variable(
+    settings_class: type[Any], name: str, raw: str
+) -> None:
     with pytest.raises(SettingsError, match=name):
         load(settings_class, environ={name: raw})
 
 
-def test_overrides_win_and_unknown_overrides_are_rejected():
+def test_overrides_win_and_unknown_overrides_are_rejected() -> None:
     settings = load(GatewaySettings, environ={"GOVLEDGER_MAX_MESSAGES": "16"}, max_messages=2)
     assert settings.max_messages == 2
     with pytest.raises(SettingsError, match="max_mesages"):
         load(GatewaySettings, environ={}, max_mesages=2)
 
 
-def test_describe_lists_every_setting_once_with_a_doc():
+def test_describe_lists_every_setting_once_with_a_doc() -> None:
     rows = describe()
     env_names = [env for _service, env, _default, _doc in rows]
     assert len(env_names) == len(set(env_names))
-    declared = {
-        f"GOVLEDGER_{f.name.upper()}"
-        for cls in (CommonSettings, *ALL_SETTINGS)
-        for f in dataclasses.fields(cls)
-    }
+    classes: tuple[type[CommonSettings], ...] = (CommonSettings, *ALL_SETTINGS)
+    declared = {f"GOVLEDGER_{f.name.upper()}" for cls in classes for f in dataclasses.fields(cls)}
     assert set(env_names) == declared
     for _service, env, _default, doc in rows:
         assert doc.strip(), f"{env} has no doc"
 
 
-def test_describe_shows_each_default():
+def test_describe_shows_each_default() -> None:
     defaults = {env: default for _service, env, default, _doc in describe()}
     assert defaults["GOVLEDGER_GATEWAY_PORT"] == repr(CommonSettings().gateway_port)
     assert defaults["GOVLEDGER_SINK_BATCH_ROWS"] == repr(SinkSettings().sink_batch_rows)

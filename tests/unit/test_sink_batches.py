@@ -4,6 +4,7 @@ wire, and the window that drops records a producer retry wrote twice."""
 from __future__ import annotations
 
 import io
+from typing import Any, cast
 
 import fastavro
 from aiokafka import TopicPartition
@@ -37,7 +38,10 @@ def test_container_file_holds_each_record_and_its_exact_wire_bytes() -> None:
     values = [funded(f"01900000-0000-7000-8000-00000000000{i}", 10 + i) for i in range(3)]
     entry = codec.schema_of(values[0])
 
-    rows = list(fastavro.reader(io.BytesIO(container_file(entry, values))))
+    # A container of records: fastavro reads each one back as a dict.
+    rows = cast(
+        "list[dict[str, Any]]", list(fastavro.reader(io.BytesIO(container_file(entry, values))))
+    )
 
     assert [row["amount_nanousd"] for row in rows] == [10, 11, 12]
     assert [row["raw"] for row in rows] == values

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.records import LineageRecord
 from streams.sla.logic import (
     ALL,
     DEFAULT_GRACE_MS,
@@ -41,7 +43,9 @@ CALL_COST = 1_200 * MINI_PROMPT_NANOUSD + 350 * MINI_COMPLETION_NANOUSD
 UPSTREAM_FAILED = {"http_status": 502, "error_code": "upstream_error", "decision": "failed"}
 
 
-def minute_of_calls(n, *, first_seq=1, at=T0, **overrides):
+def minute_of_calls(
+    n: int, *, first_seq: int = 1, at: int = T0, **overrides: Any
+) -> list[LineageRecord]:
     """n calls of one gateway spread over the minute starting at `at`, seq in order."""
     spacing_ms = WINDOW_MS // n
     return [
@@ -50,11 +54,11 @@ def minute_of_calls(n, *, first_seq=1, at=T0, **overrides):
     ]
 
 
-def close_all(state, after_ms):
+def close_all(state: SlaState, after_ms: int) -> tuple[SlaState, tuple[WindowSummary, ...]]:
     return closed(state, after_ms + WINDOW_MS + DEFAULT_GRACE_MS)
 
 
-def only_window(state) -> WindowSummary:
+def only_window(state: SlaState) -> WindowSummary:
     (window,) = state.windows.values()
     return window
 
@@ -84,11 +88,11 @@ def only_window(state) -> WindowSummary:
         (0, None, "error"),  # no answer at all
     ],
 )
-def test_outcome_of_a_call(status, code, outcome):
+def test_outcome_of_a_call(status: int, code: str | None, outcome: str) -> None:
     assert outcome_of(status, code) == outcome
 
 
-def test_a_minute_of_1000_calls_with_2_upstream_errors_is_99_8_percent_available():
+def test_a_minute_of_1000_calls_with_2_upstream_errors_is_99_8_percent_available() -> None:
     records = minute_of_calls(998) + [
         call(producer_id=GATEWAY_A, seq=999 + i, occurred_at=T0 + 59_000 + i, **UPSTREAM_FAILED)
         for i in range(2)
@@ -108,7 +112,7 @@ def test_a_minute_of_1000_calls_with_2_upstream_errors_is_99_8_percent_available
     assert (breach.start_ms, breach.end_ms, breach.revision) == (T0, T0 + WINDOW_MS, 0)
 
 
-def test_one_error_in_1000_meets_99_9_percent():
+def test_one_error_in_1000_meets_99_9_percent() -> None:
     failed = call(producer_id=GATEWAY_A, seq=1_000, occurred_at=T0 + 59_000, **UPSTREAM_FAILED)
     records = [*minute_of_calls(999), failed]
     window = only_window(fold(records))
@@ -116,7 +120,7 @@ def test_one_error_in_1000_meets_99_9_percent():
     assert breaches(window) == ()
 
 
-def test_callers_4xx_are_requests_but_not_errors_and_not_in_availability():
+def test_callers_4xx_are_requests_but_not_errors_and_not_in_availability() -> None:
     refusals = [
         {"http_status": 403, "error_code": "model_not_allowed", "decision": "rejected"},
         {"http_status": 429, "error_code": "rate_limited", "decision": "rejected"},
@@ -137,7 +141,7 @@ def test_callers_4xx_are_requests_but_not_errors_and_not_in_availability():
     assert window.latency_ms.count == window.gateway_overhead_ms.count == 100
 
 
-def test_availability_is_over_eligible_calls_only():
+def test_availability_is_over_eligible_calls_only() -> None:
     records = [
         call(producer_id=GATEWAY_A, seq=1, **UPSTREAM_FAILED),
         call(producer_id=GATEWAY_A, seq=2),
@@ -147,7 +151,7 @@ def test_availability_is_over_eligible_calls_only():
     assert only_window(fold(records)).availability == 0.5
 
 
-def test_a_window_of_only_refusals_is_available_and_not_judged():
+def test_a_window_of_only_refusals_is_available_and_not_judged() -> None:
     records = [
         call(producer_id=GATEWAY_A, seq=1, http_status=429, error_code="rate_limited"),
     ]
@@ -157,13 +161,13 @@ def test_a_window_of_only_refusals_is_available_and_not_judged():
     assert breaches(window) == ()
 
 
-def test_calls_refused_before_a_target_was_chosen_are_not_counted():
+def test_calls_refused_before_a_target_was_chosen_are_not_counted() -> None:
     state = fold(minute_of_calls(3))
     assert apply(state, rejected_call(producer_id=GATEWAY_A, seq=4)) is state
     assert fold([rejected_call()]) == SlaState()
 
 
-def test_tokens_cost_and_sketches_of_the_window():
+def test_tokens_cost_and_sketches_of_the_window() -> None:
     records = [
         call(producer_id=GATEWAY_A, seq=1, latency_ms=900.0, gateway_overhead_ms=2.0),
         call(
@@ -185,7 +189,7 @@ def test_tokens_cost_and_sketches_of_the_window():
     assert window.ttft_ms == of([310.0])  # only the streamed call has one
 
 
-def test_windows_are_per_provider_model_and_tenant_and_per_utc_minute():
+def test_windows_are_per_provider_model_and_tenant_and_per_utc_minute() -> None:
     records = [
         call(producer_id=GATEWAY_A, seq=1, occurred_at=T0),
         call(producer_id=GATEWAY_A, seq=2, occurred_at=T0 + 59_999),
@@ -211,7 +215,7 @@ def test_windows_are_per_provider_model_and_tenant_and_per_utc_minute():
 
 @pytest.mark.parametrize("field", ["latency_ms", "gateway_overhead_ms", "ttft_ms"])
 @pytest.mark.parametrize("bad", [-1.0, float("inf"), float("nan")])
-def test_negative_or_non_finite_measurements_are_refused(field, bad):
+def test_negative_or_non_finite_measurements_are_refused(field: str, bad: float) -> None:
     record = call(**{field: bad})
     with pytest.raises(ValueError, match=f"record {record.event_id}: {field} must be finite"):
         apply(SlaState(), record)
@@ -220,7 +224,7 @@ def test_negative_or_non_finite_measurements_are_refused(field, bad):
 # --- once -----------------------------------------------------------------------------
 
 
-def test_the_same_records_twice_count_once():
+def test_the_same_records_twice_count_once() -> None:
     failed = call(producer_id=GATEWAY_A, seq=51, occurred_at=T0 + 59_500, **UPSTREAM_FAILED)
     records = [*minute_of_calls(50), failed]
     once = fold(records)
@@ -230,14 +234,14 @@ def test_the_same_records_twice_count_once():
     assert only_window(once).requests == 51
 
 
-def test_an_older_seq_after_a_newer_one_from_the_same_producer_changes_nothing():
+def test_an_older_seq_after_a_newer_one_from_the_same_producer_changes_nothing() -> None:
     newer = call(producer_id=GATEWAY_A, seq=5)
     older = call(producer_id=GATEWAY_A, seq=4, **UPSTREAM_FAILED)
     state = fold([newer])
     assert apply(state, older) is state
 
 
-def test_producers_and_tenants_have_their_own_watermarks():
+def test_producers_and_tenants_have_their_own_watermarks() -> None:
     records = [
         call(producer_id=GATEWAY_A, seq=9),
         call(producer_id=GATEWAY_B, seq=1),
@@ -252,7 +256,7 @@ def test_producers_and_tenants_have_their_own_watermarks():
     }
 
 
-def test_a_record_redelivered_after_its_window_closed_changes_nothing():
+def test_a_record_redelivered_after_its_window_closed_changes_nothing() -> None:
     records = minute_of_calls(10)
     state, summaries = close_all(fold(records), T0)
     assert len(summaries) == 1
@@ -281,7 +285,9 @@ calls_drawn = st.lists(
 
 @settings(max_examples=40, deadline=None)
 @given(calls_drawn, st.lists(st.integers(min_value=0, max_value=80), max_size=6))
-def test_folding_batches_equals_applying_one_by_one_with_closes_between(drawn, cuts):
+def test_folding_batches_equals_applying_one_by_one_with_closes_between(
+    drawn: list[tuple[Any, ...]], cuts: list[int]
+) -> None:
     seqs: dict[tuple[str, str], int] = {}
     records = []
     for producer, tenant, minute, outcome, latency, again in drawn:
@@ -299,7 +305,8 @@ def test_folding_batches_equals_applying_one_by_one_with_closes_between(drawn, c
             records.append(record)
     bounds = sorted({0, len(records), *(c % (len(records) + 1) for c in cuts)})
     batched, one_by_one = SlaState(), SlaState()
-    emitted_batched, emitted_one_by_one = [], []
+    emitted_batched: list[WindowSummary] = []
+    emitted_one_by_one: list[WindowSummary] = []
     for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         batched = fold(records[a:b], batched)
         for record in records[a:b]:
@@ -319,7 +326,7 @@ def test_folding_batches_equals_applying_one_by_one_with_closes_between(drawn, c
 # --- closing --------------------------------------------------------------------------
 
 
-def test_a_window_closes_once_after_its_end_plus_grace():
+def test_a_window_closes_once_after_its_end_plus_grace() -> None:
     state = fold(minute_of_calls(10))
     end = T0 + WINDOW_MS
     before, nothing = closed(state, end + DEFAULT_GRACE_MS - 1)
@@ -332,7 +339,7 @@ def test_a_window_closes_once_after_its_end_plus_grace():
     assert closed(state, end + 10 * WINDOW_MS)[1] == ()
 
 
-def test_closed_returns_due_windows_in_order_and_keeps_the_rest():
+def test_closed_returns_due_windows_in_order_and_keeps_the_rest() -> None:
     records = [
         call(producer_id=GATEWAY_A, seq=1, occurred_at=T0 + 120_000),
         call(producer_id=GATEWAY_A, seq=2, occurred_at=T0, tenant_id="globex"),
@@ -348,7 +355,7 @@ def test_closed_returns_due_windows_in_order_and_keeps_the_rest():
     assert [w.start_ms for w in state.windows.values()] == [T0 + 120_000]
 
 
-def test_a_late_record_makes_a_correction_revision_for_its_minute():
+def test_a_late_record_makes_a_correction_revision_for_its_minute() -> None:
     state, (first,) = close_all(fold(minute_of_calls(10)), T0)
     late = call(producer_id=GATEWAY_A, seq=11, occurred_at=T0 + 30_000, **UPSTREAM_FAILED)
     state = apply(state, late)
@@ -365,7 +372,7 @@ def test_a_late_record_makes_a_correction_revision_for_its_minute():
     assert (again.revision, again.requests) == (2, 1)
 
 
-def test_records_older_than_retention_are_only_counted_as_expired():
+def test_records_older_than_retention_are_only_counted_as_expired() -> None:
     state, _ = closed(SlaState(), T0 + DEFAULT_GRACE_MS + DEFAULT_RETENTION_MS + WINDOW_MS)
     ancient = call(producer_id=GATEWAY_A, seq=1, occurred_at=T0)
     after = apply(state, ancient)
@@ -374,7 +381,7 @@ def test_records_older_than_retention_are_only_counted_as_expired():
     assert apply(after, ancient) is after
 
 
-def test_state_is_bounded_once_minutes_pass_retention():
+def test_state_is_bounded_once_minutes_pass_retention() -> None:
     state = fold(minute_of_calls(20))
     state, _ = close_all(state, T0)
     state = apply(state, call(producer_id=GATEWAY_A, seq=21, occurred_at=T0))
@@ -384,7 +391,7 @@ def test_state_is_bounded_once_minutes_pass_retention():
     assert (dict(state.windows), dict(state.applied_seqs), dict(state.revisions)) == ({}, {}, {})
 
 
-def test_time_going_back_reopens_nothing():
+def test_time_going_back_reopens_nothing() -> None:
     state, _ = close_all(fold(minute_of_calls(5)), T0)
     assert closed(state, T0) == (state, ())
     assert state.open_from_ms == T0 + WINDOW_MS
@@ -393,7 +400,7 @@ def test_time_going_back_reopens_nothing():
 # --- rollups --------------------------------------------------------------------------
 
 
-def test_rollup_of_60_minutes_equals_the_hour_computed_directly():
+def test_rollup_of_60_minutes_equals_the_hour_computed_directly() -> None:
     rng = random.Random(42)
     records = []
     for i in range(60 * 40):
@@ -429,7 +436,7 @@ def test_rollup_of_60_minutes_equals_the_hour_computed_directly():
     assert rollup(quarters) == hour
 
 
-def test_rollup_across_tenants_marks_what_differs():
+def test_rollup_across_tenants_marks_what_differs() -> None:
     state = fold(
         [
             call(producer_id=GATEWAY_A, seq=1),
@@ -442,7 +449,7 @@ def test_rollup_across_tenants_marks_what_differs():
     assert fleet.requests == 2
 
 
-def test_rollup_refuses_the_same_window_twice_and_nothing():
+def test_rollup_refuses_the_same_window_twice_and_nothing() -> None:
     _, (minute,) = close_all(fold(minute_of_calls(3)), T0)
     with pytest.raises(ValueError, match="twice"):
         rollup([minute, minute])
@@ -462,7 +469,7 @@ def overhead_minute(fast: int, slow: int) -> WindowSummary:
     return only_window(fold(records))
 
 
-def test_p99_gateway_overhead_over_50_ms_breaches():
+def test_p99_gateway_overhead_over_50_ms_breaches() -> None:
     window = overhead_minute(fast=985, slow=15)
     (breach,) = breaches(window)
     assert breach.metric == "gateway_overhead_p99_ms"
@@ -470,17 +477,17 @@ def test_p99_gateway_overhead_over_50_ms_breaches():
     assert breach.target == 50.0
 
 
-def test_p99_gateway_overhead_under_50_ms_does_not():
+def test_p99_gateway_overhead_under_50_ms_does_not() -> None:
     assert breaches(overhead_minute(fast=995, slow=5)) == ()
 
 
-def test_targets_are_configurable():
+def test_targets_are_configurable() -> None:
     window = overhead_minute(fast=985, slow=15)
     assert breaches(window, SlaTargets(gateway_overhead_p99_max_ms=100.0)) == ()
     assert breaches(window, SlaTargets(min_eligible=5_000)) == ()
 
 
-def test_ingestion_lag_over_target_breaches():
+def test_ingestion_lag_over_target_breaches() -> None:
     window = only_window(fold(minute_of_calls(10)))
     assert breaches(window, ingestion_lag_ms=5_000.0) == ()
     (breach,) = breaches(window, ingestion_lag_ms=7_250.0)

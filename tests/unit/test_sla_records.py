@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -45,13 +46,13 @@ def through_avro(window: SlaWindow) -> SlaWindow:
     return codec.decode_as(codec.encode(window), SlaWindow)
 
 
-def test_a_closed_window_survives_record_and_avro_unchanged():
+def test_a_closed_window_survives_record_and_avro_unchanged() -> None:
     for summary in closed_minutes():
         record = to_window(summary, event_id="0193a1b2-0000-7000-8000-000000000001", occurred_at=7)
         assert summary_of(through_avro(record)) == summary
 
 
-def test_the_record_carries_the_window_with_tenant_in_the_envelope():
+def test_the_record_carries_the_window_with_tenant_in_the_envelope() -> None:
     first, _ = closed_minutes()
     record = to_window(first, event_id="0193a1b2-0000-7000-8000-000000000001", occurred_at=7)
     assert (record.tenant_id, record.provider, record.model) == (TENANT, "openai", "gpt-4o-mini")
@@ -62,7 +63,7 @@ def test_the_record_carries_the_window_with_tenant_in_the_envelope():
     assert record.ttft_ms.zero_count == 1
 
 
-def test_a_sealed_window_round_trips_too():
+def test_a_sealed_window_round_trips_too() -> None:
     first, _ = closed_minutes()
     chain = codec.HashChain("streams-sla-5e6f7a")
     sealed, data = chain.seal_encoded(
@@ -74,18 +75,18 @@ def test_a_sealed_window_round_trips_too():
     assert summary_of(decoded) == first
 
 
-def test_an_empty_sketch_travels_with_infinite_extremes_and_comes_back_empty():
+def test_an_empty_sketch_travels_with_infinite_extremes_and_comes_back_empty() -> None:
     record = sketch_record(EMPTY)
     assert (record.min, record.max) == (math.inf, -math.inf)
     assert sketch_of(record) == EMPTY
 
 
-def test_the_builders_sketch_is_the_converters_sketch():
+def test_the_builders_sketch_is_the_converters_sketch() -> None:
     values = (120.0, 180.0, 950.0)
     assert sketch_record(of(values)) == sketch(values)
 
 
-def test_minutes_rolled_up_from_records_equal_the_rollup_of_the_summaries():
+def test_minutes_rolled_up_from_records_equal_the_rollup_of_the_summaries() -> None:
     minutes = closed_minutes()
     records = [
         through_avro(
@@ -104,14 +105,14 @@ def test_minutes_rolled_up_from_records_equal_the_rollup_of_the_summaries():
         {"min": -1.0},  # a negative extreme
     ],
 )
-def test_an_inconsistent_sketch_record_is_refused(broken):
+def test_an_inconsistent_sketch_record_is_refused(broken: dict[str, Any]) -> None:
     good = sketch()
     fields = {f: getattr(good, f) for f in SketchRecord.__dataclass_fields__}
     with pytest.raises(ValueError, match=r"."):
         sketch_of(SketchRecord(**{**fields, **broken}))
 
 
-def test_a_breach_becomes_the_alert_of_the_windows_tenant():
+def test_a_breach_becomes_the_alert_of_the_windows_tenant() -> None:
     failed = [call(producer_id=GATEWAY, seq=i + 1, **UPSTREAM_FAILED) for i in range(2)]
     _, (window,) = closed(fold([*failed, call(producer_id=GATEWAY, seq=3)]), T0 + 10 * WINDOW_MS)
     (breach,) = (b for b in breaches(window) if b.metric == "availability")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -49,20 +50,22 @@ def round_trip(s: Sketch) -> Sketch:
 
 @settings(max_examples=150)
 @given(samples, fractions)
-def test_quantiles_are_within_alpha_of_the_exact_nearest_rank(values, q):
+def test_quantiles_are_within_alpha_of_the_exact_nearest_rank(
+    values: list[float], q: float
+) -> None:
     assert within(of(values).quantile(q), nearest_rank(values, q))
 
 
 @settings(max_examples=50)
 @given(samples)
-def test_the_usual_percentiles_are_within_alpha(values):
+def test_the_usual_percentiles_are_within_alpha(values: list[float]) -> None:
     s = of(values)
     for q in (0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0):
         assert within(s.quantile(q), nearest_rank(values, q))
 
 
 @given(samples, st.sampled_from([0.001, 0.005, 0.02, 0.05]), fractions)
-def test_accuracy_holds_for_other_alphas(values, alpha, q):
+def test_accuracy_holds_for_other_alphas(values: list[float], alpha: float, q: float) -> None:
     # The span is gamma^max_buckets: a finer alpha needs more buckets for the same range
     # (alpha = 0.001 with 2,048 buckets spans a factor of only ~60).
     s = of(values, alpha=alpha, max_buckets=20_000)
@@ -70,7 +73,7 @@ def test_accuracy_holds_for_other_alphas(values, alpha, q):
 
 
 @given(samples)
-def test_count_sum_min_max_are_those_of_the_values(values):
+def test_count_sum_min_max_are_those_of_the_values(values: list[float]) -> None:
     s = of(values)
     assert s.count == len(values)
     assert s.min == min(values)
@@ -82,7 +85,7 @@ def test_count_sum_min_max_are_those_of_the_values(values):
 
 
 @given(samples)
-def test_adding_one_by_one_builds_the_same_sketch(values):
+def test_adding_one_by_one_builds_the_same_sketch(values: list[float]) -> None:
     one_by_one = Sketch()
     for v in values:
         one_by_one = one_by_one.add(v)
@@ -90,14 +93,18 @@ def test_adding_one_by_one_builds_the_same_sketch(values):
 
 
 @given(samples, samples, st.sampled_from([8, 2_048]))
-def test_adding_many_to_a_sketch_builds_the_sketch_of_all(xs, ys, max_buckets):
+def test_adding_many_to_a_sketch_builds_the_sketch_of_all(
+    xs: list[float], ys: list[float], max_buckets: int
+) -> None:
     s = of(xs, max_buckets=max_buckets)
     assert s.add_all(ys) == of(xs + ys, max_buckets=max_buckets)
     assert s.add_all(()) is s
 
 
 @given(samples, st.lists(st.integers(min_value=0, max_value=300), max_size=5))
-def test_merging_parts_gives_exactly_the_sketch_of_the_whole(values, cuts):
+def test_merging_parts_gives_exactly_the_sketch_of_the_whole(
+    values: list[float], cuts: list[int]
+) -> None:
     bounds = [0, *sorted(c % (len(values) + 1) for c in cuts), len(values)]
     parts = [of(values[a:b]) for a, b in itertools.pairwise(bounds)]
     assert merge_all(parts) == of(values)
@@ -105,14 +112,16 @@ def test_merging_parts_gives_exactly_the_sketch_of_the_whole(values, cuts):
 
 
 @given(samples, samples, samples)
-def test_merge_is_associative_and_commutative(xs, ys, zs):
+def test_merge_is_associative_and_commutative(
+    xs: list[float], ys: list[float], zs: list[float]
+) -> None:
     a, b, c = of(xs), of(ys), of(zs)
     assert merge(a, merge(b, c)) == merge(merge(a, b), c)
     assert merge(a, b) == merge(b, a)
     assert merge(a, Sketch()) == a == merge(Sketch(), a)
 
 
-def test_sixty_minute_sketches_merge_into_exactly_the_hour_sketch():
+def test_sixty_minute_sketches_merge_into_exactly_the_hour_sketch() -> None:
     rng = random.Random(7)
     minutes = [[rng.lognormvariate(6.5, 0.8) for _ in range(500)] for _ in range(60)]
     hour = [v for minute in minutes for v in minute]
@@ -123,14 +132,14 @@ def test_sixty_minute_sketches_merge_into_exactly_the_hour_sketch():
 
 
 @given(samples)
-def test_pairs_round_trip(values):
+def test_pairs_round_trip(values: list[float]) -> None:
     s = of(values)
     assert round_trip(s) == s
     assert all(count >= 1 for _, count in s.to_pairs())
     assert [i for i, _ in s.to_pairs()] == sorted({i for i, _ in s.to_pairs()})
 
 
-def test_empty_sketch():
+def test_empty_sketch() -> None:
     s = Sketch()
     assert (s.count, s.sum, s.quantile(0.5)) == (0, 0.0, None)
     assert of([]) == s
@@ -138,7 +147,7 @@ def test_empty_sketch():
     assert from_pairs((), min_value=0.0, max_value=0.0) == s
 
 
-def test_zeros_have_their_own_bucket():
+def test_zeros_have_their_own_bucket() -> None:
     s = of([0.0, 0.0, 0.0])
     assert (s.count, s.zero_count, s.to_pairs()) == (3, 3, ())
     assert s.quantile(0.99) == 0.0
@@ -148,21 +157,21 @@ def test_zeros_have_their_own_bucket():
     assert round_trip(mixed) == mixed
 
 
-def test_a_single_value_is_every_quantile_exactly():
+def test_a_single_value_is_every_quantile_exactly() -> None:
     s = Sketch().add(1_480.5)
     assert [s.quantile(q) for q in (0.0, 0.5, 1.0)] == [1_480.5] * 3
     assert (s.count, s.sum, s.min, s.max) == (1, 1_480.5, 1_480.5, 1_480.5)
 
 
 @pytest.mark.parametrize("bad", [-1.0, -1e-9, math.inf, math.nan])
-def test_negative_and_non_finite_values_are_refused(bad):
+def test_negative_and_non_finite_values_are_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="finite values >= 0"):
         Sketch().add(bad)
     with pytest.raises(ValueError, match="finite values >= 0"):
         of([1.0, bad])
 
 
-def test_the_sum_is_exact_in_thousandths_whatever_the_grouping():
+def test_the_sum_is_exact_in_thousandths_whatever_the_grouping() -> None:
     # Float addition is not associative; the integer sum is.
     values = [0.1, 0.2, 0.3, 1e6, 3.25]
     left = merge(merge(of(values[:1]), of(values[1:3])), of(values[3:]))
@@ -170,7 +179,7 @@ def test_the_sum_is_exact_in_thousandths_whatever_the_grouping():
     assert left.sum_thousandths == right.sum_thousandths == 1_000_003_850
 
 
-def test_bucket_count_is_bounded_by_folding_the_lowest():
+def test_bucket_count_is_bounded_by_folding_the_lowest() -> None:
     s = of([1e-300, 1e-100, 1.0, 1e100], max_buckets=64)
     assert s.indices[-1] - s.indices[0] < 64
     assert len(s.indices) <= 64
@@ -187,7 +196,9 @@ def test_bucket_count_is_bounded_by_folding_the_lowest():
     ),
     st.integers(min_value=0, max_value=100),
 )
-def test_folded_sketches_still_merge_exactly_and_stay_bounded(values, cut):
+def test_folded_sketches_still_merge_exactly_and_stay_bounded(
+    values: list[float], cut: int
+) -> None:
     cut %= len(values) + 1
     direct = of(values, max_buckets=32)
     one_by_one = Sketch(max_buckets=32)
@@ -201,13 +212,13 @@ def test_folded_sketches_still_merge_exactly_and_stay_bounded(values, cut):
     assert within(direct.quantile(1.0), max(values))
 
 
-def test_the_default_span_never_folds_millisecond_latencies():
+def test_the_default_span_never_folds_millisecond_latencies() -> None:
     s = of([1e-6, 600_000.0])  # a nanosecond to a ten-minute timeout
     assert len(s.indices) == 2
     assert s.indices[-1] - s.indices[0] < sketch.DEFAULT_MAX_BUCKETS
 
 
-def test_sketches_of_different_accuracy_do_not_merge():
+def test_sketches_of_different_accuracy_do_not_merge() -> None:
     with pytest.raises(ValueError, match="cannot merge"):
         merge(of([1.0]), of([1.0], alpha=0.02))
     with pytest.raises(ValueError, match="cannot merge"):
@@ -227,11 +238,13 @@ def test_sketches_of_different_accuracy_do_not_merge():
         (((10, 1),), {"min_value": 1.0, "max_value": 1.0, "alpha": 1.5}),
     ],
 )
-def test_inconsistent_records_are_refused(pairs, fields):
+def test_inconsistent_records_are_refused(
+    pairs: tuple[tuple[int, int], ...], fields: dict[str, Any]
+) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
         from_pairs(pairs, **fields)
 
 
-def test_a_wide_record_is_folded_on_the_way_in():
+def test_a_wide_record_is_folded_on_the_way_in() -> None:
     s = from_pairs(((0, 1), (100, 1)), min_value=1.0, max_value=7.0, max_buckets=10)
     assert s.to_pairs() == ((91, 1), (100, 1))

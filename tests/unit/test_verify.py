@@ -24,7 +24,7 @@ from schemas import codec
 from schemas.codec import HashChain
 from schemas.ids import uuid7
 from schemas.publisher import ChainedPublisher, checkpoint_of
-from schemas.records import ChainCheckpoint, Event
+from schemas.records import ChainCheckpoint, Event, LineageRecord
 from streams.checkpoints import Checkpoints
 from tests.unit import builders
 
@@ -238,6 +238,7 @@ def _resealed_from(rows: list[StoredRow], seq: int) -> list[StoredRow]:
         if isinstance(record, ChainCheckpoint):
             record = _checkpoint(chain)
         elif record.seq == seq:
+            assert isinstance(record, LineageRecord)  # the forger changes a call's cost
             record = dataclasses.replace(record, cost_nanousd=1)
         forged.append(_row(chain.seal(record)))
     return forged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schemas import codec
+from schemas.ids import uuid7
 from schemas.money import usd_to_nanousd
 from schemas.records import WalletBalance
 from streams.wallets import logic
@@ -34,11 +35,11 @@ GATEWAY_A = "gateway-eu1-0a1b2c"
 GATEWAY_B = "gateway-us1-9f8e7d"
 
 
-def test_team_wallet_id_is_tenant_then_team():
+def test_team_wallet_id_is_tenant_then_team() -> None:
     assert team_wallet_id(TENANT, TEAM) == WALLET
 
 
-def test_funding_credits_the_wallet():
+def test_funding_credits_the_wallet() -> None:
     event = funding(amount_nanousd=HUNDRED_USD)
     wallet = fold([event])[WALLET]
     assert (wallet.tenant_id, wallet.team_id) == (TENANT, TEAM)
@@ -50,7 +51,7 @@ def test_funding_credits_the_wallet():
     assert dict(wallet.applied_seqs) == {event.producer_id: event.seq}
 
 
-def test_settlement_debits_the_cost_of_the_call():
+def test_settlement_debits_the_cost_of_the_call() -> None:
     settled = call(producer_id=GATEWAY_A, seq=1, prompt_tokens=1_200, completion_tokens=350)
     cost = 1_200 * MINI_PROMPT_NANOUSD + 350 * MINI_COMPLETION_NANOUSD
     wallet = fold([funding(amount_nanousd=HUNDRED_USD), settled])[WALLET]
@@ -61,46 +62,49 @@ def test_settlement_debits_the_cost_of_the_call():
     assert wallet.last_event_id == settled.event_id
 
 
-def test_a_call_may_overdraw_a_wallet():
+def test_a_call_may_overdraw_a_wallet() -> None:
     # Settlement records what happened; enforcement is the gateway's job, before the call.
     wallet = fold([call(seq=1, cost_nanousd=5)])[WALLET]
     assert wallet.balance_nanousd == -5
     assert wallet.spent_nanousd == 5
 
 
-def test_rejected_calls_make_no_entry():
+def test_rejected_calls_make_no_entry() -> None:
     assert entry_of(rejected_call()) is None
     assert fold([rejected_call()]) == {}
     funded = fold([funding()])
     assert fold([rejected_call(seq=1)], funded) == funded
 
 
-def test_calls_without_a_wallet_and_other_events_make_no_entry():
+def test_calls_without_a_wallet_and_other_events_make_no_entry() -> None:
     unauthenticated = call(wallet_id="", key_id="", team_id="", cost_nanousd=390_000)
     assert entry_of(unauthenticated) is None
     assert entry_of(key_issued()) is None
     assert fold([unauthenticated, key_issued()]) == {}
 
 
-def test_entries_are_signed_credit_and_debit():
-    assert entry_of(funding(amount_nanousd=7)).amount_nanousd == 7
-    assert entry_of(call(cost_nanousd=7)).amount_nanousd == -7
+def test_entries_are_signed_credit_and_debit() -> None:
+    credit, debit = entry_of(funding(amount_nanousd=7)), entry_of(call(cost_nanousd=7))
+    assert credit is not None and debit is not None
+    assert credit.amount_nanousd == 7
+    assert debit.amount_nanousd == -7
 
 
-def test_the_same_event_twice_changes_nothing():
+def test_the_same_event_twice_changes_nothing() -> None:
     fund, spend = funding(), call(producer_id=GATEWAY_A, seq=1)
     once = fold([fund, spend])
     assert fold([fund, spend, spend, fund]) == once
     assert fold([fund, fund, spend, spend]) == once
 
 
-def test_evolve_returns_the_same_wallet_for_an_applied_entry():
+def test_evolve_returns_the_same_wallet_for_an_applied_entry() -> None:
     entry = entry_of(funding())
+    assert entry is not None
     wallet = evolve(None, entry)
     assert evolve(wallet, entry) is wallet
 
 
-def test_an_older_seq_after_a_newer_one_from_the_same_producer_changes_nothing():
+def test_an_older_seq_after_a_newer_one_from_the_same_producer_changes_nothing() -> None:
     newer = call(producer_id=GATEWAY_A, seq=5, cost_nanousd=1_000)
     older = call(producer_id=GATEWAY_A, seq=4, cost_nanousd=300)
     after_newer = fold([funding(), newer])
@@ -108,7 +112,7 @@ def test_an_older_seq_after_a_newer_one_from_the_same_producer_changes_nothing()
     assert after_newer[WALLET].spent_nanousd == 1_000
 
 
-def test_different_producers_are_independent():
+def test_different_producers_are_independent() -> None:
     a = call(producer_id=GATEWAY_A, seq=9, cost_nanousd=1_000)
     b = call(producer_id=GATEWAY_B, seq=1, cost_nanousd=300)
     wallet = fold([funding(), a, b])[WALLET]
@@ -117,7 +121,7 @@ def test_different_producers_are_independent():
     assert dict(wallet.applied_seqs) == {"admin-7f3e9d": 1, GATEWAY_A: 9, GATEWAY_B: 1}
 
 
-def test_watermarks_are_per_wallet():
+def test_watermarks_are_per_wallet() -> None:
     # One gateway serves two tenants; their topics' partitions may be read in any order.
     other = team_wallet_id("globex", "research")
     to_other = call(
@@ -130,7 +134,7 @@ def test_watermarks_are_per_wallet():
     assert wallets[other].tenant_id == "globex"
 
 
-def test_last_occurred_at_never_goes_back():
+def test_last_occurred_at_never_goes_back() -> None:
     wallet = fold(
         [
             funding(seq=1, occurred_at=T0 + 10_000),
@@ -150,7 +154,7 @@ def _some_wallet() -> Wallet:
     )[WALLET]
 
 
-def test_balance_record_describes_the_wallet():
+def test_balance_record_describes_the_wallet() -> None:
     wallet = _some_wallet()
     record = to_balance(
         wallet,
@@ -166,7 +170,7 @@ def test_balance_record_describes_the_wallet():
     assert record.applied_seqs == {"admin-7f3e9d": 1, GATEWAY_A: 3, GATEWAY_B: 8}
 
 
-def test_to_balance_then_from_balance_round_trips():
+def test_to_balance_then_from_balance_round_trips() -> None:
     wallet = _some_wallet()
     record = to_balance(
         wallet,
@@ -178,7 +182,7 @@ def test_to_balance_then_from_balance_round_trips():
     assert from_balance(record) == wallet
 
 
-def test_a_restored_wallet_still_skips_what_it_applied():
+def test_a_restored_wallet_still_skips_what_it_applied() -> None:
     # What the agent does after a restart: the wallet comes back from its encoded snapshot.
     wallet = _some_wallet()
     record = to_balance(
@@ -227,7 +231,7 @@ def test_latest_keeps_the_balance_with_more_entries_whatever_the_reading_order()
 # --- period spend (UTC months) --------------------------------------------------------
 
 
-def test_period_spend_counts_the_current_utc_month_and_a_new_month_starts_clean():
+def test_period_spend_counts_the_current_utc_month_and_a_new_month_starts_clean() -> None:
     from datetime import UTC, datetime
 
     from streams.wallets.logic import month_start_ms, spent_in_month_nanousd
@@ -257,7 +261,7 @@ def test_period_spend_counts_the_current_utc_month_and_a_new_month_starts_clean(
     assert wallet.spent_nanousd == 575
 
 
-def test_period_spend_survives_the_published_balance_round_trip():
+def test_period_spend_survives_the_published_balance_round_trip() -> None:
     wallet = logic.fold([builders.funding(), builders.call(seq=10)])[builders.WALLET]
     published = logic.to_balance(wallet, event_id="e", occurred_at=1, producer_id="p", seq=1)
     assert logic.from_balance(published) == wallet
@@ -292,7 +296,7 @@ def _money(wallet: Wallet) -> tuple[int, ...]:
     )
 
 
-def test_wallet_ids_name_one_level_of_the_tree_each():
+def test_wallet_ids_name_one_level_of_the_tree_each() -> None:
     assert logic.org_wallet_id(TENANT) == ORG == "acme"
     assert logic.key_wallet_id(TENANT, TEAM, "key_0193a1b2") == KEY
     assert logic.parent_wallet_id(KEY) == WALLET
@@ -304,12 +308,12 @@ def test_wallet_ids_name_one_level_of_the_tree_each():
     assert not any(logic.is_wallet_id(w) for w in ("", "a//b", "a/b/c/d", "/a", "a/"))
 
 
-def test_an_org_wallet_is_funded_and_belongs_to_no_team():
+def test_an_org_wallet_is_funded_and_belongs_to_no_team() -> None:
     org = _funded_org()[ORG]
     assert (org.tenant_id, org.team_id, org.balance_nanousd) == (TENANT, "", HUNDRED_USD)
 
 
-def test_allocation_debits_the_parent_and_credits_the_child():
+def test_allocation_debits_the_parent_and_credits_the_child() -> None:
     moved = builders.allocation(amount_nanousd=TEN_USD)
     wallets = fold([moved], _funded_org())
     org, team = wallets[ORG], wallets[WALLET]
@@ -323,7 +327,7 @@ def test_allocation_debits_the_parent_and_credits_the_child():
     )
 
 
-def test_allocation_goes_down_the_tree_to_the_key():
+def test_allocation_goes_down_the_tree_to_the_key() -> None:
     wallets = fold(
         [
             builders.allocation(amount_nanousd=TEN_USD, seq=2),
@@ -338,7 +342,7 @@ def test_allocation_goes_down_the_tree_to_the_key():
     assert sum(w.balance_nanousd for w in wallets.values()) == HUNDRED_USD
 
 
-def test_money_moves_only_from_a_wallet_to_its_own_child():
+def test_money_moves_only_from_a_wallet_to_its_own_child() -> None:
     start = fold([funding(amount_nanousd=HUNDRED_USD, seq=1)], _funded_org())
     wrong = [
         builders.allocation(from_wallet_id=ORG, to_wallet_id=KEY, seq=5),  # skips a level
@@ -355,13 +359,13 @@ def test_money_moves_only_from_a_wallet_to_its_own_child():
     assert rejected == len(wrong)
 
 
-def test_another_tenants_wallet_is_not_in_this_partition_and_changes_nothing():
+def test_another_tenants_wallet_is_not_in_this_partition_and_changes_nothing() -> None:
     stray = builders.allocation(from_wallet_id="globex", to_wallet_id="globex/research")
     start = _funded_org()
     assert fold([stray], start) == start
 
 
-def test_a_transfer_may_take_the_source_exactly_to_minus_its_limit_and_no_further():
+def test_a_transfer_may_take_the_source_exactly_to_minus_its_limit_and_no_further() -> None:
     limited = fold([builders.limit_set(wallet_id=ORG, team_id="", overdraft_limit_nanousd=5)])
     org = limited[ORG]
     assert (org.overdraft_limit_nanousd, org.entry_count, org.balance_nanousd) == (5, 0, 0)
@@ -378,7 +382,7 @@ def test_a_transfer_may_take_the_source_exactly_to_minus_its_limit_and_no_furthe
     assert fold([builders.allocation(amount_nanousd=1, seq=9)], after)[ORG].rejected_count == 2
 
 
-def test_a_rejected_transfer_is_not_decided_again_when_redelivered():
+def test_a_rejected_transfer_is_not_decided_again_when_redelivered() -> None:
     over = builders.allocation(amount_nanousd=TEN_USD, seq=2)
     rejected = fold([over])
     # Money arrives from another admin process; the old transfer is read again.
@@ -387,7 +391,7 @@ def test_a_rejected_transfer_is_not_decided_again_when_redelivered():
     assert WALLET not in funded
 
 
-def test_transfers_are_decided_without_settlements_which_are_never_refused():
+def test_transfers_are_decided_without_settlements_which_are_never_refused() -> None:
     # A settlement can arrive before or after an allocation (another topic): the decision
     # must not depend on where it lands, so it reads the balance without settlements.
     team_funded = fold([funding(amount_nanousd=TEN_USD, seq=1)])
@@ -403,13 +407,13 @@ def test_transfers_are_decided_without_settlements_which_are_never_refused():
     assert one[WALLET].transfer_balance_nanousd == 0
 
 
-def test_a_settlement_may_overdraw_a_wallet_past_its_limit():
+def test_a_settlement_may_overdraw_a_wallet_past_its_limit() -> None:
     wallets = fold([call(wallet_id=KEY, producer_id=GATEWAY_A, seq=1, cost_nanousd=7)])
     assert wallets[KEY].balance_nanousd == -7 and wallets[KEY].spent_nanousd == 7
     assert wallets[KEY].team_id == TEAM
 
 
-def test_refund_and_correction_are_entries_of_their_own():
+def test_refund_and_correction_are_entries_of_their_own() -> None:
     refund = builders.refund(amount_nanousd=300)
     credit = builders.correction(amount_nanousd=20, seq=4)
     debit = builders.correction(amount_nanousd=-50, seq=5)
@@ -429,7 +433,7 @@ def test_refund_and_correction_are_entries_of_their_own():
     )
 
 
-def test_a_debit_correction_is_decided_like_a_transfer():
+def test_a_debit_correction_is_decided_like_a_transfer() -> None:
     funded = fold([funding(amount_nanousd=100, seq=1)])
     too_much = builders.correction(amount_nanousd=-101, seq=4)
     after = fold([too_much], funded)
@@ -441,14 +445,14 @@ def test_a_debit_correction_is_decided_like_a_transfer():
     )
 
 
-def test_malformed_control_records_make_no_entry():
+def test_malformed_control_records_make_no_entry() -> None:
     assert logic.entry_of(builders.refund(amount_nanousd=0)) is None
     assert logic.entry_of(builders.correction(amount_nanousd=0)) is None
     assert fold([builders.refund(amount_nanousd=-3), builders.correction(amount_nanousd=0)]) == {}
     assert fold([builders.limit_set(overdraft_limit_nanousd=-1)]) == {}
 
 
-def test_a_limit_is_set_once_per_event_and_an_older_one_never_wins():
+def test_a_limit_is_set_once_per_event_and_an_older_one_never_wins() -> None:
     newer = builders.limit_set(overdraft_limit_nanousd=9, seq=7)
     older = builders.limit_set(overdraft_limit_nanousd=3, seq=6)
     wallets = fold([newer, older, newer])
@@ -456,13 +460,13 @@ def test_a_limit_is_set_once_per_event_and_an_older_one_never_wins():
     assert wallets[WALLET].revision == 1
 
 
-def test_a_redelivered_allocation_moves_money_once():
+def test_a_redelivered_allocation_moves_money_once() -> None:
     moved = builders.allocation(amount_nanousd=TEN_USD)
     once = fold([moved], _funded_org())
     assert fold([moved, moved], _funded_org()) == once
 
 
-def test_a_child_missed_after_its_parent_applied_gets_its_credit_on_redelivery():
+def test_a_child_missed_after_its_parent_applied_gets_its_credit_on_redelivery() -> None:
     # A worker killed between publishing the parent's balance and the child's.
     moved = builders.allocation(amount_nanousd=TEN_USD)
     once = fold([moved], _funded_org())
@@ -470,13 +474,13 @@ def test_a_child_missed_after_its_parent_applied_gets_its_credit_on_redelivery()
     assert fold([moved], parent_only) == once
 
 
-def test_a_rejected_transfer_never_credits_the_child_on_redelivery():
+def test_a_rejected_transfer_never_credits_the_child_on_redelivery() -> None:
     over = builders.allocation(amount_nanousd=HUNDRED_USD + 1)
     once = fold([over], _funded_org())
     assert WALLET not in fold([over, over], once)
 
 
-def test_fold_keeps_unchanged_wallets_as_the_same_objects():
+def test_fold_keeps_unchanged_wallets_as_the_same_objects() -> None:
     start = fold([funding(seq=1), funding(wallet_id=ORG, team_id="", seq=2)])
     after = fold([call(producer_id=GATEWAY_A, seq=1)], start)
     assert after[ORG] is start[ORG]
@@ -484,7 +488,7 @@ def test_fold_keeps_unchanged_wallets_as_the_same_objects():
     assert fold([funding(seq=1)], start)[WALLET] is start[WALLET]
 
 
-def test_the_tree_fields_survive_the_published_balance_round_trip():
+def test_the_tree_fields_survive_the_published_balance_round_trip() -> None:
     wallets = fold(
         [
             builders.limit_set(wallet_id=ORG, team_id="", overdraft_limit_nanousd=7, seq=2),
@@ -496,15 +500,13 @@ def test_the_tree_fields_survive_the_published_balance_round_trip():
         _funded_org(),
     )
     for wallet in wallets.values():
-        record = to_balance(
-            wallet, event_id=builders.uuid7(T0), occurred_at=T0, producer_id="p", seq=1
-        )
+        record = to_balance(wallet, event_id=uuid7(T0), occurred_at=T0, producer_id="p", seq=1)
         assert from_balance(codec.decode_as(codec.encode(record), WalletBalance)) == wallet
     assert wallets[ORG].rejected_count == 1
     assert wallets[ORG].revision == wallets[ORG].entry_count + 2  # a rejection and a limit
 
 
-def test_a_balance_published_with_the_v2_schema_still_reads():
+def test_a_balance_published_with_the_v2_schema_still_reads() -> None:
     import copy
     import io
     import json
@@ -529,7 +531,7 @@ def test_a_balance_published_with_the_v2_schema_still_reads():
     assert wallet.revision == wallet.entry_count == 3
 
 
-def test_latest_prefers_more_changes_when_entry_counts_are_equal():
+def test_latest_prefers_more_changes_when_entry_counts_are_equal() -> None:
     wallet = fold([funding(seq=1)])[WALLET]
     limited = fold([builders.limit_set(seq=2)], {WALLET: wallet})[WALLET]
     published = to_balance(wallet, event_id="e", occurred_at=T0, producer_id="p", seq=1)
@@ -538,7 +540,7 @@ def test_latest_prefers_more_changes_when_entry_counts_are_equal():
     assert logic.latest(wallet, newer) == limited
 
 
-def test_a_gateway_may_commit_the_overdraft_limit_too():
+def test_a_gateway_may_commit_the_overdraft_limit_too() -> None:
     wallet = fold([funding(amount_nanousd=100, seq=1), builders.limit_set(seq=2)])[WALLET]
     limit = wallet.overdraft_limit_nanousd
     assert logic.available_nanousd(wallet, GATEWAY_A, {}, 30) == 100 + limit - 30
