@@ -40,7 +40,7 @@ from schemas.auth import (
 )
 from schemas.ids import now_ms, uuid7
 from schemas.money import format_usd, usd_to_nanousd
-from schemas.publisher import ChainedPublisher
+from schemas.publisher import Publisher
 from schemas.records import (
     ROLES,
     EscalationChanged,
@@ -239,7 +239,7 @@ class AdminApi:
         *,
         token: str,
         views: LocalViews,
-        control: ChainedPublisher,
+        control: Publisher,
         budget: Budget,
         default_tenant: str,
     ) -> None:
