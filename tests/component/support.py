@@ -46,7 +46,9 @@ KEYRING: Keyring = builders.TEST_KEYRING
 CAPTURE_MODEL = "capture-model"
 ECHO_MODEL = "echo"
 OUTAGE_MODEL = "outage-primary"
-FAILING_MODEL = "broken-upstream"
+FAILING_MODEL = "broken-upstream"  # always answers 500
+FLAKY_MODEL = "flaky-primary"  # always answers 500 (tests give it a fallback)
+CUT_STREAM_MODEL = "cut-stream"  # streams two chunks, then the connection drops
 
 
 def install_keyring() -> Keyring:
@@ -135,11 +137,32 @@ def chat_answer(
     )
 
 
+def _chunk(text: str) -> bytes:
+    body = {
+        "id": "chatcmpl-upstream",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": CUT_STREAM_MODEL,
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+class CutStream(httpx.AsyncByteStream):
+    """Two chunks of an answer, then the peer closes the connection mid-stream."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield _chunk("The first part of an answer")
+        yield _chunk(" that never finishes because")
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete body")
+
+
 @dataclass
 class Upstream:
     """The provider's side of the wire: keeps every chat request body it received.
     `echo` answers the text it received; `outage-primary` answers 503 while `outage` is
-    on, else echoes; `broken-upstream` answers 500; any other model answers "ok"."""
+    on, else echoes; `broken-upstream` and `flaky-primary` answer 500; `cut-stream`
+    streams two chunks and then the connection drops; any other model answers "ok"."""
 
     received: list[dict[str, Any]] = field(default_factory=list)
     outage: bool = False
@@ -148,10 +171,14 @@ class Upstream:
         payload = orjson.loads(request.content)
         self.received.append(payload)
         model = payload.get("model")
-        if model == FAILING_MODEL:
+        if model in (FAILING_MODEL, FLAKY_MODEL):
             return httpx.Response(500, json={"error": {"message": "boom"}})
         if model == OUTAGE_MODEL and self.outage:
             return httpx.Response(503, json={"error": {"message": "outage"}})
+        if model == CUT_STREAM_MODEL:
+            return httpx.Response(
+                200, headers={"Content-Type": "text/event-stream"}, stream=CutStream()
+            )
         if model in (ECHO_MODEL, OUTAGE_MODEL):
             seen = "\n".join(str(m.get("content")) for m in payload["messages"])
             return chat_answer(ECHO_MODEL, seen)
@@ -243,7 +270,9 @@ def gateway_settings(tmp_path: Path, **overrides: Any) -> GatewaySettings:
     fields: dict[str, Any] = {
         "data_dir": str(tmp_path),
         "upstream_base_url": "http://upstream.test/v1",
-        "upstream_models": f"{CAPTURE_MODEL},{ECHO_MODEL},{OUTAGE_MODEL},{FAILING_MODEL}",
+        "upstream_models": ",".join(
+            (CAPTURE_MODEL, ECHO_MODEL, OUTAGE_MODEL, FAILING_MODEL, FLAKY_MODEL, CUT_STREAM_MODEL)
+        ),
     }
     fields.update(overrides)
     return load(GatewaySettings, environ={}, **fields)
