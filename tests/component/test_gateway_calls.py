@@ -15,6 +15,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.catalogue import SIM_TARGETS
 from schemas.records import KeyIssued
@@ -143,7 +144,7 @@ async def test_key_scopes_and_rate_limits_are_enforced_and_recorded(stack: Compo
     key = await response.json()
     stack.publish_balance("scoped", "1")
     sdk = stack.sdk(key["key"])
-    messages = [{"role": "user", "content": "scoped"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "scoped"}]
 
     trace_id, header = traceparent()
     with pytest.raises(openai.PermissionDeniedError) as denied:
@@ -179,7 +180,7 @@ async def test_an_expired_key_is_refused_with_its_own_code(stack: Component) -> 
     assert response.status == 201, await response.text()
     key = await response.json()
     sdk = stack.sdk(key["key"])
-    messages = [{"role": "user", "content": "before expiry"}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "before expiry"}]
     await sdk.chat.completions.create(model="sim-small", messages=messages)
 
     await asyncio.sleep(max(0.0, key["expires_at"] / 1000 - time.time()) + 0.2)
@@ -228,7 +229,9 @@ async def test_a_failing_target_is_retried_then_falls_back_and_the_trail_is_reco
     stack.publish_balance("fallback", "1")
     trace_id, header = traceparent()
     sdk = stack.sdk(key["key"])
-    messages = [{"role": "user", "content": "answer from wherever works"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "answer from wherever works"}
+    ]
     if stream:
         chunks = await sdk.chat.completions.create(
             model=FLAKY_MODEL, messages=messages, stream=True, extra_headers={"traceparent": header}
