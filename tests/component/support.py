@@ -31,11 +31,13 @@ from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
 from gateway.server import gateway_application, gateway_runner
 from gateway.views import LocalViews
+from govledger.services import query_readers, query_runner
 from schemas import authn
 from schemas.authn import Keyring, Role, SignedChain
 from schemas.records import Event, LineageRecord
-from schemas.settings import GatewaySettings, load
+from schemas.settings import GatewaySettings, SinkSettings, load
 from schemas.topics import WALLET_STATE
+from sinks.query_app import QueryApi
 from streams.wallets import logic as wallets_logic
 from tests.unit import builders
 
@@ -336,3 +338,36 @@ async def running_component(
 
 def secret_sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class QueryTestServer(TestServer):
+    """A TestServer on the query API's own runner (its HTTP parser limits, as JSON)."""
+
+    def __init__(self, app: Application, settings: SinkSettings) -> None:
+        super().__init__(app)
+        self.settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return query_runner(self.settings, self.app)
+
+
+@contextlib.asynccontextmanager
+async def running_query_api(
+    tmp_path: Path, views: LocalViews
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """The query API's routes under a TestClient, reading keys from `views` (as the sink
+    folds the control topic) and with no store behind them: only what is decided before
+    a query reaches ClickHouse (authentication, roles, parameters) can be checked here."""
+    settings = load(SinkSettings, environ={}, data_dir=str(tmp_path))
+    api = QueryApi(
+        None,  # type: ignore[arg-type]
+        query_readers(views, ADMIN_TOKEN),
+        dict,
+        settings.query_max_rows,
+    )
+    client: TestClient[Any, Any] = TestClient(QueryTestServer(api.application(), settings))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
