@@ -10,7 +10,6 @@ processor would publish (wallet balances) is published with `publish_balance`.""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,10 +333,6 @@ async def running_component(
         await client.close()
         for provider in providers.values():
             await provider.close()
-
-
-def secret_sha256(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class QueryTestServer(TestServer):
