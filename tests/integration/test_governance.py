@@ -1,24 +1,21 @@
-"""Governance on the running stack: policy packs from the command line, cost limits folded
-by the worker, and a fleet of gateways sharing one wallet. What needs no broker, worker or
-store (the policy chain, admin roles, routing, breakers) is in tests/component/."""
+"""Governance on the running stack: cost limits over what the worker folds, and a fleet of
+gateways sharing one wallet. What needs no broker, worker or store (policy packs and the
+policy command, the policy chain, admin roles, routing, breakers) is in tests/component/."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import os
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from gateway.policy.pack import template_source
 from tests.integration.stack import (
     RunningStack,
     free_port,
@@ -79,54 +76,6 @@ def spent_when_recorded(stack: RunningStack, where: str, calls: int) -> int:
         return total if count == str(calls) else None
 
     return int(wait_for(spent))
-
-
-def test_policy_lint_on_the_command_line_points_at_the_line(
-    stack: RunningStack, tmp_path: Path
-) -> None:
-    bad = tmp_path / "pack.yaml"
-    bad.write_text(pack("x", "- name: rbac\n  policy: {minimum_role: boss}"))
-    good = tmp_path / "good.yaml"
-    good.write_text(template_source("internal-tools"))
-    result = subprocess.run(
-        [sys.executable, "-m", "govledger", "policy", "lint", str(good), str(bad)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **stack.env},
-        check=False,
-    )
-    assert result.returncode == 1
-    assert f"{good}: ok" in result.stdout
-    assert f"{bad}:5: minimum_role must be one of" in result.stderr
-
-
-OWN_TENANT = "initech"
-
-
-def test_policy_lint_and_push_name_the_org_rule_a_pack_breaks(
-    stack: RunningStack, tmp_path: Path
-) -> None:
-    weak = tmp_path / "weak.yaml"
-    weak.write_text(pack("default", "- name: audit-logger\n  policy: {retention_days: 1}"))
-
-    def govledger(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "govledger", "policy", *args],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **stack.env},
-            check=False,
-        )
-
-    rule = "org baseline rule retention_floor: retention_days 1 is below the org floor of 30"
-    for lint in (govledger("lint", str(weak)), govledger("lint", "--remote", str(weak))):
-        assert lint.returncode == 1
-        assert f"{weak}:4: {rule}" in lint.stderr, lint.stderr
-    push_result = govledger("push", str(weak), "--tenant", OWN_TENANT)
-    assert push_result.returncode == 1
-    assert f"403 org_policy_violation: {rule}" in push_result.stderr, push_result.stderr
-    shown = govledger("baseline", "show")
-    assert shown.returncode == 0 and "role_ceiling: tenant-admin" in shown.stdout
 
 
 def test_cost_limit_stops_a_team_at_its_monthly_limit(stack: RunningStack) -> None:
