@@ -559,6 +559,9 @@ def test_ingestion_reports_freshness_and_consumer_lag(stack: RunningStack, world
 
 # Last in the module: minutes close a minute after the calls, and the tests above use
 # that minute.
+# A soak: it waits for minute windows to close (about a minute); still in `make test`,
+# -m "not soak" deselects it.
+@pytest.mark.soak
 def test_sla_rolls_up_closed_minutes_per_target(stack: RunningStack, world: World) -> None:
     def targets(key: str, **params: str) -> list[dict[str, Any]]:
         response = get(stack, "/v1/sla", key, since="1h", **params)
