@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test install lint typecheck unit integration bench bench-gateway bench-policy bench-streams bench-replay bench-cli clean
+.PHONY: up test install lint typecheck unit component integration bench bench-gateway bench-policy bench-streams bench-replay bench-cli clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -29,6 +29,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/property
+
+# The gateway, admin API and query API in-process (no broker, store or Faust): seconds.
+component: $(STAMP)
+	$(BIN)/pytest -q tests/component
 
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration

@@ -52,7 +52,7 @@ from gateway.views import LocalViews
 from schemas.auth import MalformedCredentialError, authorization_header, bearer_token
 from schemas.http_errors import header_bytes
 from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
-from schemas.publisher import ChainedPublisher
+from schemas.publisher import Publisher
 from schemas.records import Attempt, EscalationOpened, Guardrail, LineageRecord, UsageSource
 from schemas.settings import GatewaySettings
 from schemas.topics import ESCALATIONS, LINEAGE
@@ -119,7 +119,7 @@ class Gateway:
         *,
         settings: GatewaySettings,
         views: LocalViews,
-        lineage: ChainedPublisher,
+        lineage: Publisher,
         providers: dict[str, Provider],
         catalogue: dict[str, Target],
     ) -> None:

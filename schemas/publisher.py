@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -43,6 +43,45 @@ DRAIN_BATCH_FRAMES = 1_000
 DRAIN_TIMEOUT_S = 10.0
 CHECKPOINT_EVERY = 1_000
 CHECKPOINT_INTERVAL_S = 60.0
+
+
+class Publisher(Protocol):
+    """What the gateway, the admin API and the sink use of a publisher: ChainedPublisher
+    in the processes, an in-memory one in the component tests (tests/component/support.py)."""
+
+    @property
+    def producer_id(self) -> str:
+        """This publisher's producer id."""
+        ...
+
+    @property
+    def pending(self) -> int:
+        """Records sent but not yet acknowledged."""
+        ...
+
+    @property
+    def degraded(self) -> bool:
+        """Whether records are going to the spool because the broker is not taking them."""
+        ...
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new work may be admitted."""
+        ...
+
+    async def start(self) -> None:
+        """Connect; send what earlier processes left behind."""
+
+    async def publish(self, topic: str, key: str, record: E) -> E:
+        """Seal and send; wait only until the record is queued."""
+        ...
+
+    async def publish_and_wait(self, topic: str, key: str, record: E) -> E:
+        """Seal, send and wait until the broker has the record."""
+        ...
+
+    async def stop(self) -> None:
+        """Flush what is queued, then disconnect."""
 
 
 def checkpoint_of(chain: HashChain, reason: str) -> ChainCheckpoint:

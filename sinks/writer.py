@@ -24,7 +24,7 @@ from schemas.codec import SchemaEntry
 from schemas.dead_letter import dead_letter
 from schemas.ids import now_ms
 from schemas.kafka_security import KafkaSecurity
-from schemas.publisher import ChainedPublisher
+from schemas.publisher import Publisher
 from schemas.settings import SinkSettings
 from schemas.topics import (
     ALERTS,
@@ -138,7 +138,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class SinkWriter:
     """Consumes every audit topic and writes its rows, exactly once per event."""
 
-    def __init__(self, settings: SinkSettings, store: Store, dlq: ChainedPublisher) -> None:
+    def __init__(self, settings: SinkSettings, store: Store, dlq: Publisher) -> None:
         self.settings = settings
         self.store = store
         self.dlq = dlq

@@ -17,7 +17,7 @@ from gateway.budget import Budget
 from gateway.errors import GatewayError, refusal_response
 from gateway.views import LocalViews
 from schemas.ids import now_ms
-from schemas.publisher import ChainedPublisher
+from schemas.publisher import Publisher
 from streams.escalations.logic import EscalationConfig
 
 
@@ -29,7 +29,7 @@ class AdminApi:
         *,
         token: str,
         views: LocalViews,
-        control: ChainedPublisher,
+        control: Publisher,
         budget: Budget,
         default_tenant: str,
         escalation_config: EscalationConfig,

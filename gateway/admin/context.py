@@ -16,7 +16,7 @@ from gateway.admin.principals import Principal
 from gateway.budget import Budget
 from gateway.views import LocalViews
 from schemas.ids import now_ms, uuid7
-from schemas.publisher import ChainedPublisher
+from schemas.publisher import Publisher
 from schemas.records import Event
 from schemas.topics import CONTROL
 from streams.escalations.logic import EscalationConfig
@@ -30,7 +30,7 @@ class AdminContext:
     """The admin API's state and its publishing, shared by the resource modules."""
 
     views: LocalViews
-    control: ChainedPublisher
+    control: Publisher
     budget: Budget
     default_tenant: str
     escalation_config: EscalationConfig

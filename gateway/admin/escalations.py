@@ -14,7 +14,6 @@ from gateway import errors
 from gateway.admin import requests
 from gateway.admin.context import AdminContext, Guard
 from gateway.admin.principals import Principal
-from gateway.admin.requests import json_response
 from gateway.errors import GatewayError
 from gateway.views import MAX_ESCALATIONS
 from schemas.escalation_listing import (
@@ -23,6 +22,7 @@ from schemas.escalation_listing import (
     escalation_status,
     is_listed,
 )
+from schemas.http_errors import json_response
 from schemas.ids import now_ms
 from schemas.records import EscalationChanged, EscalationOpened, EscalationResolved
 from streams.escalations import logic as escalations_logic

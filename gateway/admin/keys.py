@@ -13,10 +13,11 @@ from gateway.admin import requests
 from gateway.admin.context import AdminContext, Guard
 from gateway.admin.policies import check_grant
 from gateway.admin.principals import Principal
-from gateway.admin.requests import ID_MAX_CHARS, json_response
+from gateway.admin.requests import ID_MAX_CHARS
 from gateway.errors import GatewayError
 from schemas.auth import key_sha256, new_key_secret
 from schemas.durations import parse_duration_ms
+from schemas.http_errors import json_response
 from schemas.ids import now_ms
 from schemas.records import ROLES, KeyIssued, KeyRevoked
 from streams.keys.logic import role_rank

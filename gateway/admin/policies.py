@@ -19,7 +19,6 @@ from gateway import errors
 from gateway.admin import requests
 from gateway.admin.context import AdminContext, Guard
 from gateway.admin.principals import Principal
-from gateway.admin.requests import json_response
 from gateway.errors import GatewayError
 from gateway.policy.baseline import (
     ORG_TENANT,
@@ -31,6 +30,7 @@ from gateway.policy.baseline import (
 )
 from gateway.policy.pack import PackError, parse_pack
 from gateway.views import LocalViews
+from schemas.http_errors import json_response
 from schemas.records import OrgBaselinePublished, PolicyPackPublished, Role
 
 BASELINE_PATH = "/v1/admin/policies/baseline"

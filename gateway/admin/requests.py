@@ -21,11 +21,6 @@ MAX_SCOPE_ITEMS = 64
 TEXT_MAX_CHARS = 512
 
 
-def json_response(payload: Any, status: int = 200) -> web.Response:
-    """A JSON answer."""
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object (an empty body: {}); 413 past `MAX_ADMIN_BODY_BYTES`."""
     body = await request.content.read(MAX_ADMIN_BODY_BYTES + 1)

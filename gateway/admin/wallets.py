@@ -13,8 +13,9 @@ from gateway import errors
 from gateway.admin import requests
 from gateway.admin.context import AdminContext, Guard
 from gateway.admin.principals import Principal
-from gateway.admin.requests import ID_MAX_CHARS, json_response
+from gateway.admin.requests import ID_MAX_CHARS
 from gateway.errors import GatewayError
+from schemas.http_errors import json_response
 from schemas.money import format_usd, usd_to_nanousd
 from schemas.records import (
     Event,

@@ -189,12 +189,6 @@ def test_a_tenant_admin_naming_another_tenant_is_refused(
     assert httpx.get(f"{stack.settings.query_url}{path}").status_code == 401
 
 
-def test_bad_report_parameters_are_400(stack: RunningStack, world: World) -> None:
-    assert get(stack, "/v1/events", world.a_admin, group_by="tenant_id; DROP").status_code == 400
-    assert get(stack, "/v1/events", world.a_admin, since="forever").status_code == 400
-    assert get(stack, "/v1/escalations", world.a_admin, status="maybe").status_code == 400
-
-
 def test_wallet_balances_are_the_latest_published(stack: RunningStack, world: World) -> None:
     def alpha() -> dict[str, Any] | None:
         response = get(stack, "/v1/wallets/balance", world.a_admin, team="alpha")
@@ -358,12 +352,6 @@ def test_url_settings_do_not_lift_the_filters(
     assert world.b not in response.text
     if response.status_code == 200:
         assert world.a in response.text
-
-
-def test_viewers_developers_and_strangers_get_no_sql(stack: RunningStack, world: World) -> None:
-    assert sql_as(stack, world.a_viewer, "SELECT 1").status_code == 403
-    assert sql_as(stack, world.a_developer, "SELECT 1").status_code == 403
-    assert sql_as(stack, "gk_nope", "SELECT 1").status_code == 401
 
 
 def test_curl_style_get_with_each_credential_form(stack: RunningStack, world: World) -> None:
@@ -575,6 +563,9 @@ def test_ingestion_reports_freshness_and_consumer_lag(stack: RunningStack, world
 
 # Last in the module: minutes close a minute after the calls, and the tests above use
 # that minute.
+# A soak: it waits for minute windows to close (about a minute); still in `make test`,
+# -m "not soak" deselects it.
+@pytest.mark.soak
 def test_sla_rolls_up_closed_minutes_per_target(stack: RunningStack, world: World) -> None:
     def targets(key: str, **params: str) -> list[dict[str, Any]]:
         response = get(stack, "/v1/sla", key, since="1h", **params)

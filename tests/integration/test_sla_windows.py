@@ -85,6 +85,9 @@ def one(stack: RunningStack, query: str) -> list[str]:
     return row
 
 
+# A soak: it waits for whole minute windows to close (runs in `make test`; -m "not soak"
+# deselects it).
+@pytest.mark.soak
 def test_calls_become_minute_windows_that_add_up_to_the_lineage(stack: RunningStack) -> None:
     client = funded_client(stack, "app", TENANT)
     broke = openai.OpenAI(

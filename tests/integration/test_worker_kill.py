@@ -60,7 +60,9 @@ from streams.quotas.logic import DEFAULT_THRESHOLDS_PERCENT, decode_quota, thres
 from streams.wallets.logic import month_start_ms, team_wallet_id
 from tests.integration.stack import free_port
 
-pytestmark = pytest.mark.integration
+# A soak: minutes of kills and restarts. It runs in `make test` and CI; deselect it
+# locally with -m "not soak".
+pytestmark = [pytest.mark.integration, pytest.mark.soak]
 
 EVENTS = int(os.environ.get("GOVLEDGER_KILL_TEST_EVENTS", "100000"))
 MIN_KILLS = int(os.environ.get("GOVLEDGER_KILL_TEST_MIN_KILLS", "5"))

@@ -1,6 +1,7 @@
 """An in-process gateway (with its admin API) and query API on 127.0.0.1, for attack
-corpora that need no broker and no store: lineage goes to a list, the provider's side of
-the wire is an httpx MockTransport that keeps every request body it received.
+corpora that need no broker and no store: lineage goes to the component tier's in-memory
+publisher, the provider's side of the wire is its Upstream, an httpx MockTransport that
+keeps every request body it received (tests/component/support.py).
 
 Shared by the gateway-input security tests; imported explicitly (no conftest)."""
 
@@ -8,40 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from aiohttp import web
 
-from gateway.admin.api import AdminApi
-from gateway.catalogue import build_catalogue
-from gateway.pipeline import Gateway
 from gateway.policy.pack import parse_pack
-from gateway.providers.openai_compat import OpenAICompatProvider
-from gateway.providers.sim import SimProvider
 from gateway.server import gateway_application, gateway_runner
 from gateway.views import LocalViews, PublishedPack
 from govledger.services import query_runner
-from schemas.records import Event, LineageRecord
 from schemas.settings import GatewaySettings, SinkSettings, load
 from sinks.access import AccessDeniedError, Reader
 from sinks.query_app import QueryApi
-from streams.escalations.logic import EscalationConfig
 from streams.keys import logic as keys_logic
 from streams.wallets import logic as wallets_logic
+from tests.component.support import (
+    ADMIN_TOKEN,
+    CAPTURE_MODEL,
+    MemoryPublisher,
+    Upstream,
+    wire_gateway,
+)
 from tests.unit import builders
 
 SECRET = "gk_test_secret_0123456789abcdef"
-ADMIN_TOKEN = "adm_test_token_0123456789abcdef"
 TENANT = builders.TENANT
-CAPTURE_MODEL = "capture-model"
 PII_PACK = """\
 name: default
 policies:
@@ -49,56 +46,6 @@ policies:
     - name: pii-detector
       policy: {detect: [email, phone, card, iban, national_id, secret], action: redact}
 """
-
-
-class MemoryPublisher:
-    """Stands in for ChainedPublisher: keeps each published record, seq by seq."""
-
-    def __init__(self, producer_id: str) -> None:
-        self.producer_id = producer_id
-        self.records: list[tuple[str, Event]] = []
-        self.pending = 0
-        self.degraded = False
-        self.accepting = True
-
-    async def publish(self, topic: str, key: str, record: Event) -> Event:
-        sealed = dataclasses.replace(
-            record, producer_id=self.producer_id, seq=len(self.records) + 1
-        )
-        self.records.append((topic, sealed))
-        return sealed
-
-    publish_and_wait = publish
-
-    def lineage(self) -> list[LineageRecord]:
-        return [r for _, r in self.records if isinstance(r, LineageRecord)]
-
-
-@dataclass
-class Upstream:
-    """The provider's side: every chat request body it received, parsed."""
-
-    received: list[dict[str, Any]] = field(default_factory=list)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.received.append(orjson.loads(request.content))
-        return httpx.Response(
-            200,
-            json={
-                "id": "chatcmpl-capture",
-                "object": "chat.completion",
-                "created": 0,
-                "model": CAPTURE_MODEL,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "ok"},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-            },
-        )
 
 
 @dataclass
@@ -158,33 +105,8 @@ async def running_gateway(
         **overrides,
     )
     views = _views(with_pii_pack)
-    lineage = MemoryPublisher("gateway-security")
     upstream = Upstream()
-    providers: dict[str, Any] = {
-        "sim": SimProvider(latency_ms=0, error_rate=0, chunk_tokens=4, completion_tokens=8),
-        "openai": OpenAICompatProvider(
-            name="openai",
-            base_url=settings.upstream_base_url,
-            api_key="upstream-key",
-            timeout_s=5,
-            transport=httpx.MockTransport(upstream.handle),
-        ),
-    }
-    gateway = Gateway(
-        settings=settings,
-        views=views,
-        lineage=lineage,  # type: ignore[arg-type]
-        providers=providers,
-        catalogue=build_catalogue(settings),
-    )
-    admin = AdminApi(
-        token=ADMIN_TOKEN,
-        views=views,
-        control=MemoryPublisher("admin-security"),  # type: ignore[arg-type]
-        budget=gateway.budget,
-        default_tenant=settings.default_tenant,
-        escalation_config=EscalationConfig(),
-    )
+    gateway, admin, lineage, _, providers = wire_gateway(settings, views, upstream, "security")
     runner = gateway_runner(settings, gateway_application(settings, gateway, admin))
     port = await _serve(runner)
     try:

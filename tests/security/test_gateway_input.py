@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from schemas import codec
+from tests.component.support import ADMIN_TOKEN, CAPTURE_MODEL
 from tests.security.gateway_corpus import (
     BAD_CREDENTIALS,
     BAD_TRACEPARENTS,
@@ -24,8 +25,6 @@ from tests.security.gateway_corpus import (
     WRONG_TYPES,
 )
 from tests.security.gateway_fixtures import (
-    ADMIN_TOKEN,
-    CAPTURE_MODEL,
     JSON,
     MARK,
     SECRET,

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.component.support import CAPTURE_MODEL
 from tests.security.gateway_fixtures import (
-    CAPTURE_MODEL,
     JSON,
     Served,
     bearer,
