@@ -4,6 +4,7 @@ tallied page by page, and the file's size and SHA-256."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,7 +110,12 @@ def build_manifest(
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a reader (or a restart) never sees half a file."""
-    partial = path.with_suffix(".json.partial")
-    partial.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
-    os.replace(partial, path)
+    """Write atomically: a reader (or a restart) never sees half a file. Each write has a
+    partial file of its own: a job's state may be saved twice at once (a stop arriving
+    while the save of its success runs on a thread), and the last replace wins."""
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        partial.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
