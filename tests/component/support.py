@@ -368,3 +368,17 @@ async def running_query_api(
         yield client
     finally:
         await client.close()
+
+
+def review_pack(name: str, priority: str, category: str) -> str:
+    """A pack that refuses a diagnosis request and escalates it for human review."""
+    oversight = (
+        f"{{triggers: [content-filter], mode: refuse, priority: {priority}, category: {category}}}"
+    )
+    return (
+        f"name: {name}\npolicies:\n  chain:\n"
+        "    - name: content-filter\n"
+        "      policy: {deny: [diagnosis], action: flag}\n"
+        "    - name: human-oversight\n"
+        f"      policy: {oversight}\n"
+    )

@@ -10,7 +10,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.component.support import Component
+from tests.component.support import Component, review_pack
 
 TENANT = "acme"
 OTHER_TENANT = "globex"
@@ -39,19 +39,6 @@ async def test_budgets_are_for_org_admins_and_validated(component: Component) ->
     assert defaults.status == 201
     assert (await defaults.json())["thresholds_percent"] == [50, 80, 100]
     assert (await defaults.json())["budget_nanousd"] == 25_000_000_000
-
-
-def review_pack(name: str, priority: str, category: str) -> str:
-    oversight = (
-        f"{{triggers: [content-filter], mode: refuse, priority: {priority}, category: {category}}}"
-    )
-    return (
-        f"name: {name}\npolicies:\n  chain:\n"
-        "    - name: content-filter\n"
-        "      policy: {deny: [diagnosis], action: flag}\n"
-        "    - name: human-oversight\n"
-        f"      policy: {oversight}\n"
-    )
 
 
 async def escalate(stack: Component, tenant: str, team: str, pack: str) -> str:

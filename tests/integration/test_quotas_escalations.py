@@ -15,6 +15,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.component.support import review_pack
 from tests.integration.stack import RunningStack, running_stack, stack_environ, wait_for
 
 pytestmark = pytest.mark.integration
@@ -147,19 +148,6 @@ def test_each_threshold_alerts_once_per_period_whatever_the_budget_changes(
 
 
 # --- escalations --------------------------------------------------------------------------
-
-
-def review_pack(name: str, priority: str, category: str) -> str:
-    oversight = (
-        f"{{triggers: [content-filter], mode: refuse, priority: {priority}, category: {category}}}"
-    )
-    return (
-        f"name: {name}\npolicies:\n  chain:\n"
-        "    - name: content-filter\n"
-        "      policy: {deny: [diagnosis], action: flag}\n"
-        "    - name: human-oversight\n"
-        f"      policy: {oversight}\n"
-    )
 
 
 def escalate(stack: RunningStack, tenant: str, team: str, pack: str) -> str:

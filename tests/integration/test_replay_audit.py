@@ -6,8 +6,6 @@ key of a call at its time."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,22 +14,11 @@ import pytest
 
 from schemas.ids import now_ms
 from schemas.money import format_usd
-from tests.integration.stack import RunningStack, running_stack, stack_environ, wait_for
+from tests.integration.stack import RunningStack, govledger, running_stack, stack_environ, wait_for
 
 pytestmark = pytest.mark.integration
 
 WALLET = "default/search"
-
-
-def govledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "govledger", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def settled(stack: RunningStack, entries: int) -> None:

@@ -13,8 +13,6 @@ import asyncio
 import hashlib
 import hmac
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -25,22 +23,11 @@ from schemas import authn, codec
 from schemas.ids import uuid7
 from schemas.topics import CONTROL, LINEAGE
 from streams.wallets.logic import team_wallet_id
-from tests.integration.stack import RunningStack, running_stack, stack_environ, wait_for
+from tests.integration.stack import RunningStack, govledger, running_stack, stack_environ, wait_for
 from tests.unit import builders
 
 FORGED_SECRET = "gk_forged_" + "a" * 32
 USD = 1_000_000_000
-
-
-def govledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "govledger", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def forged_header(root_id: str, role: str, value: bytes) -> list[tuple[str, bytes]]:

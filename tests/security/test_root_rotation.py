@@ -7,24 +7,11 @@ an outside auditor checks every checkpoint's signature."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import openai
 
-from tests.integration.stack import running_stack, stack_environ, wait_for
-
-
-def govledger(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "govledger", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.integration.stack import govledger, running_stack, stack_environ, wait_for
 
 
 def call(base_url: str, secret: str) -> None:
