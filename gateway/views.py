@@ -175,7 +175,7 @@ class LocalViews:
         if known is not None and known.version >= event.version:
             return  # a replayed or older version never replaces the newest
         try:
-            pack = parse_pack(event.source_yaml)
+            pack = parse_pack(event.source_yaml, default_name=event.pack_name)
         except PackError as exc:
             # The admin API lints before publishing; a bad pack here was written by hand.
             log.error("published pack does not parse", pack=event.pack_name, error=str(exc))  # noqa: TRY400 - the reason is the message; a traceback adds nothing

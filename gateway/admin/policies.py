@@ -28,7 +28,7 @@ from gateway.policy.baseline import (
     pack_violations,
     parse_baseline,
 )
-from gateway.policy.pack import PackError, parse_pack
+from gateway.policy.pack import PACK_NAME, PackError, parse_pack
 from gateway.views import LocalViews
 from schemas.http_errors import json_response
 from schemas.records import OrgBaselinePublished, PolicyPackPublished, Role
@@ -56,9 +56,10 @@ def violation_refusal(violations: Sequence[OrgViolation]) -> GatewayError:
     )
 
 
-def check_pack(views: LocalViews, source: str) -> None:
-    """Refuse a tenant pack that breaks the org baseline."""
-    violations = pack_violations(views.baseline.baseline, source)
+def check_pack(views: LocalViews, source: str, name: str | None = None) -> None:
+    """Refuse a tenant pack that breaks the org baseline (`name`: the pack's, when its
+    source has none)."""
+    violations = pack_violations(views.baseline.baseline, source, name)
     if violations:
         raise violation_refusal(violations)
 
@@ -109,11 +110,20 @@ class PolicyRoutes:
         source = data.get("source_yaml")
         if not isinstance(source, str):
             raise GatewayError(errors.INVALID_REQUEST, "'source_yaml' must be the pack's text")
+        # The name for a pack that has none (the seed's shape): the CLI sends its file's.
+        file_name = data.get("name")
+        if file_name is not None and (
+            not isinstance(file_name, str) or not PACK_NAME.match(file_name)
+        ):
+            raise GatewayError(
+                errors.INVALID_REQUEST,
+                "'name' must be lower-case letters, digits, '.', '_' or '-' (at most 64)",
+            )
         try:
-            name = parse_pack(source).name
+            name = parse_pack(source, default_name=file_name).name
         except PackError as exc:
             raise lint_refusal(exc.errors) from None
-        check_pack(views, source)
+        check_pack(views, source, name)
         known = views.packs.get((tenant, name))
         if known is not None and known.source_yaml == source:
             return json_response(
@@ -211,7 +221,7 @@ class PolicyRoutes:
         below = [
             {"tenant": tenant, "pack": name, "rule": v.rule, "message": str(v)}
             for (tenant, name), published in sorted(views.packs.items())
-            for v in pack_violations(baseline, published.source_yaml)
+            for v in pack_violations(baseline, published.source_yaml, name)
         ]
         return json_response(
             {**self._described_baseline(), "diff": diff, "packs_below_baseline": below}, 201

@@ -25,7 +25,6 @@ from gateway.policy.pack import (
     STEP_ORDER,
     AuditPolicy,
     ContentPolicy,
-    LintError,
     PackError,
     PiiPolicy,
     PolicyPack,
@@ -34,6 +33,7 @@ from gateway.policy.pack import (
     Targeting,
     parse_document,
 )
+from gateway.policy.yaml_input import LintError
 from schemas.records import ROLES, Role
 from streams.keys.logic import role_rank
 
@@ -183,10 +183,13 @@ def _weaker(required: Step, own: Step, line: int) -> list[OrgViolation]:
     return found
 
 
-def pack_violations(baseline: OrgBaseline, text: str) -> list[OrgViolation]:
+def pack_violations(
+    baseline: OrgBaseline, text: str, default_name: str | None = None
+) -> list[OrgViolation]:
     """The org rules a tenant pack's source breaks, in line order (empty for a pack that
-    does not parse: its lint errors come first)."""
-    parsed = parse_document(text)
+    does not parse: its lint errors come first). `default_name` as for `parse_pack`: a
+    pack named by its file must be checked as the pack it is."""
+    parsed = parse_document(text, default_name=default_name)
     if parsed.pack is None:
         return []
     found: list[OrgViolation] = []
@@ -197,12 +200,14 @@ def pack_violations(baseline: OrgBaseline, text: str) -> list[OrgViolation]:
     return sorted(found, key=lambda v: v.line)
 
 
-def lint_against(baseline: OrgBaseline, text: str) -> list[LintError]:
+def lint_against(
+    baseline: OrgBaseline, text: str, default_name: str | None = None
+) -> list[LintError]:
     """A pack's lint errors, or, for a valid pack, the org rules it breaks."""
-    parsed = parse_document(text)
+    parsed = parse_document(text, default_name=default_name)
     if parsed.errors:
         return parsed.errors
-    return [LintError(v.line, str(v)) for v in pack_violations(baseline, text)]
+    return [LintError(v.line, str(v)) for v in pack_violations(baseline, text, default_name)]
 
 
 def grant_violation(baseline: OrgBaseline, role: Role) -> OrgViolation | None:

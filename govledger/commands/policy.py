@@ -109,7 +109,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_policy(args: argparse.Namespace) -> int:
     """policy lint | push | list | templates | baseline."""
     from gateway.policy.baseline import lint_against
-    from gateway.policy.pack import template_names, template_source
+    from gateway.policy.pack import pack_name_from_file, template_names, template_source
 
     if args.policy_command == "baseline":
         return cmd_baseline(args)
@@ -129,7 +129,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
         failed = 0
         baseline = baseline_for_lint(args)
         for path in args.files:
-            problems = lint_against(baseline, read_text(path))
+            problems = lint_against(baseline, read_text(path), pack_name_from_file(path))
             for problem in problems:
                 print(f"{path}:{problem.line}: {problem.message}", file=sys.stderr)
             failed += bool(problems)
@@ -145,6 +145,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
                 print(f"{pack['tenant']}\t{pack['pack']}\t{pack['version']}\t{steps}")
             return 0
         body: dict[str, Any] = {"source_yaml": read_text(args.file)}
+        file_name = pack_name_from_file(args.file)
+        if file_name is not None:  # names the pack only if it has no name of its own
+            body["name"] = file_name
         if args.tenant:
             body["tenant"] = args.tenant
         data = request(client, "POST", "/v1/admin/policies", json=body)
