@@ -177,7 +177,7 @@ async def sink_main(settings: SinkSettings) -> None:
         try:
             await asyncio.wait_for(writer.drain(), timeout=SINK_DRAIN_LIMIT_S)
         except TimeoutError:
-            log.warning("sink stopped before writing everything", store=writer.stats.store_state())
+            log.warning("sink stopped before writing everything", store=writer.stats.store.state())
     finally:
         for running in (task, retention):
             running.cancel()
@@ -197,7 +197,7 @@ def _stats(writer: SinkWriter) -> dict[str, Any]:
         "dead_lettered": stats.dead_lettered,
         "last_insert_ms": stats.last_insert_ms,
         "commit_failures": stats.commit_failures,
-        "store": stats.store_state(),
+        "store": stats.store.state(),
     }
 
 

@@ -50,7 +50,8 @@ from schemas.topics import (
 )
 from sinks.avro_batch import container_file, insert_columns
 from sinks.store import Store
-from sinks.store_faults import Backoff, FaultKind, StoreFault, classify, record_fault
+from sinks.store_faults import Backoff, StoreFault, record_fault
+from sinks.store_retry import StoreHealth, StoreRetry
 from sinks.tables import TABLE_FOR
 
 log = structlog.get_logger(__name__)
@@ -138,23 +139,9 @@ class SinkStats:
     rows_inserted: int = 0
     dead_lettered: int = 0
     last_insert_ms: int = 0
-    # Failed tries of an unwell store, ever; while one lasts, since when and why.
-    store_retries: int = 0
-    store_retrying_since_ms: int = 0
-    store_error: str = ""
-    store_disk_full: bool = False
     # Offset commits the broker refused (the rows were stored; a redelivery is deduped).
     commit_failures: int = 0
-
-    def store_state(self) -> dict[str, object]:
-        """The store as the sink last found it: ok, or retrying since when and why."""
-        return {
-            "state": "retrying" if self.store_retrying_since_ms else "ok",
-            "retrying_since_ms": self.store_retrying_since_ms or None,
-            "error": self.store_error or None,
-            "disk_full": self.store_disk_full,
-            "retries": self.store_retries,
-        }
+    store: StoreHealth = field(default_factory=StoreHealth)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -183,7 +170,11 @@ class SinkWriter:
         # previous owner had at most one write in flight and one batch held, never more.
         self._verify_records = 2 * settings.sink_batch_rows
         self._recent = RecentIds(RECENT_IDS_PER_PARTITION)
-        self._backoff = Backoff(settings.sink_store_retry_base_ms, settings.sink_store_retry_max_ms)
+        self._retry = StoreRetry(
+            store,
+            Backoff(settings.sink_store_retry_base_ms, settings.sink_store_retry_max_ms),
+            self.stats.store,
+        )
         self._columns_by_schema: dict[bytes, list[str]] = {}
         self._held: dict[TopicPartition, list[Any]] = {}
         self._held_count = 0
@@ -411,27 +402,13 @@ class SinkWriter:
         found: set[str] = set()
         ids = [i for i in ids if UUID_TEXT.fullmatch(i)]
         for start in range(0, len(ids), DEDUPE_QUERY_IDS):
-            rows = await self._until_answered(
+            rows = await self._retry.answer(
                 self.store.query_rows,
                 f"SELECT event_id FROM {table} WHERE event_id IN %(ids)s",  # noqa: S608
                 {"ids": ids[start : start + DEDUPE_QUERY_IDS]},
             )
             found.update(str(row[0]) for row in rows)
         return found
-
-    async def _until_answered(self, call: Any, *args: Any) -> Any:
-        """A store call of the sink's own (no record in it), tried until the store answers:
-        every failure is the store's."""
-        attempt = 0
-        while True:
-            try:
-                result = await self.store.run(call, *args)
-            except Exception as exc:  # noqa: BLE001 - classified; the store is waited out
-                await self._wait_for_store(classify(exc), attempt)
-                attempt += 1
-            else:
-                self._store_answered()
-                return result
 
     def _columns(self, batch: PendingBatch) -> list[str]:
         columns = self._columns_by_schema.get(batch.entry.fingerprint)
@@ -445,7 +422,7 @@ class SinkWriter:
         """Store the batch. Records the store refuses are dead-lettered with its reason:
         first those Python cannot decode, then, halving the batch, each one the store
         still refuses once it stands alone; every other record is stored."""
-        columns = await self._until_answered(self._columns, batch)
+        columns = await self._retry.answer(self._columns, batch)
         refused = await self._insert_once(batch, columns)
         if refused is None:
             return
@@ -466,6 +443,9 @@ class SinkWriter:
                 f"store refused the record: {refused.reason}",
             )
             return
+        # A refused insert stored none of its rows: a batch (at most sink_batch_rows, far
+        # under ClickHouse's min_insert_block_size_rows/bytes) is parsed into one block
+        # before any of it is written, so the halves cannot duplicate a row.
         half = len(batch.values) // 2
         for part in (range(half), range(half, len(batch.values))):
             await self._insert(batch.keep(list(part)), decoded=True)
@@ -480,50 +460,18 @@ class SinkWriter:
             data = container_file(batch.entry, batch.values, batch.auths)
         except Exception as exc:  # noqa: BLE001 - our own encoding of a record: its fault
             return record_fault(f"cannot encode the insert: {exc!r}")
-        attempt = 0
-        while True:
-            try:
-                await self.store.run(self.store.insert_avro, batch.table, columns, data, token)
-            except Exception as exc:  # noqa: BLE001 - classified: the record's or the store's
-                fault = classify(exc)
-                if fault.kind is FaultKind.RECORD:
-                    self._store_answered()
-                    return fault
-                await self._wait_for_store(fault, attempt, table=batch.table, rows=len(batch.ids))
-                attempt += 1
-            else:
-                self._store_answered()
-                self.stats.rows_inserted += len(batch.values)
-                return None
-
-    async def _wait_for_store(self, fault: StoreFault, attempt: int, **context: Any) -> None:
-        """Note and log a failed try of an unwell store, then wait the backoff's delay."""
-        stats = self.stats
-        stats.store_retries += 1
-        stats.store_retrying_since_ms = stats.store_retrying_since_ms or now_ms()
-        stats.store_error, stats.store_disk_full = fault.reason, fault.disk_full
-        delay_ms = self._backoff.delay_ms(attempt)
-        log.warning(
-            "store unwell; retrying",
-            error=fault.reason,
-            code=fault.code,
-            disk_full=fault.disk_full,
-            attempt=attempt + 1,
-            retry_in_ms=delay_ms,
-            **context,
+        refused = await self._retry.refused(
+            self.store.insert_avro,
+            batch.table,
+            columns,
+            data,
+            token,
+            table=batch.table,
+            rows=len(batch.ids),
         )
-        await asyncio.sleep(delay_ms / 1000)
-
-    def _store_answered(self) -> None:
-        stats = self.stats
-        if stats.store_retrying_since_ms:
-            log.info(
-                "store answers again",
-                waited_ms=now_ms() - stats.store_retrying_since_ms,
-                retries=stats.store_retries,
-            )
-            stats.store_retrying_since_ms, stats.store_error = 0, ""
-            stats.store_disk_full = False
+        if refused is None:
+            self.stats.rows_inserted += len(batch.values)
+        return refused
 
     async def _without_undecodable(self, batch: PendingBatch) -> PendingBatch:
         """Decode each record in Python; dead-letter those whose body is broken."""

@@ -228,7 +228,7 @@ async def test_a_record_the_store_refuses_is_dead_lettered_and_its_batch_mates_s
     assert error.startswith("store refused the record: Code: ")
     assert "not-a-uuid" in error
     assert writer.stats.dead_lettered == 1
-    assert writer.stats.store_retries == 0  # a refused record is not an outage
+    assert writer.stats.store.retries == 0  # a refused record is not an outage
 
 
 @pytest.mark.parametrize(
@@ -275,7 +275,7 @@ async def test_an_unwell_store_is_waited_out_and_then_every_record_stored_once(
             lambda: consumer.assignment() and consumer.paused() == consumer.assignment(),
             "the consumer paused behind a full batch",
         )
-        await eventually(lambda: writer.stats.store_retries >= 5, "five tries of the store")
+        await eventually(lambda: writer.stats.store.retries >= 5, "five tries of the store")
         # Up, saying why, holding its offsets, nothing stored.
         assert not task.done()
         figures = await ingestion_figures(store, writer)
@@ -289,7 +289,7 @@ async def test_an_unwell_store_is_waited_out_and_then_every_record_stored_once(
         await eventually(lambda: counts(store, tenant)[0] >= 120, "every record stored")
         await eventually(lambda: committed_past(bootstrap, before, 120), "offsets committed")
         assert consumer.paused() == set()
-        assert writer.stats.store_state()["state"] == "ok"
+        assert writer.stats.store.state()["state"] == "ok"
 
     assert counts(store, tenant) == (120, 120, sum(range(120)))
     assert writer.stats.dead_lettered == 0  # no good record dead-lettered for an outage
@@ -316,16 +316,16 @@ async def test_a_full_disk_stops_inserts_not_the_sink_and_it_resumes_when_space_
     try:
         await produce(bootstrap, calls("disk-full", 60))
         async with running(writer) as task:
-            await eventually(lambda: writer.stats.store_disk_full, "the sink sees a full disk")
+            await eventually(lambda: writer.stats.store.disk_full, "the sink sees a full disk")
             assert not task.done()
-            assert writer.stats.store_state()["state"] == "retrying"
+            assert writer.stats.store.state()["state"] == "retrying"
             assert await committed(bootstrap) == before
             assert counts(store, "disk-full")[0] == 0
 
             filler.unlink()  # space returns; nobody touches the sink
             await eventually(lambda: counts(store, "disk-full")[0] >= 60, "every record stored")
             await eventually(lambda: committed_past(bootstrap, before, 60), "offsets committed")
-            assert writer.stats.store_state()["state"] == "ok"
+            assert writer.stats.store.state()["state"] == "ok"
     finally:
         filler.unlink(missing_ok=True)
     assert counts(store, "disk-full") == (60, 60, sum(range(60)))
