@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
@@ -34,7 +36,7 @@ from sinks.query_app import QueryApi
 from sinks.store import Store
 from sinks.store_faults import RECORD_ERRORS
 from sinks.writer import SinkWriter
-from tests.integration.stack import free_port
+from tests.integration.stack import free_port, running_stack, stack_environ, wait_for
 from tests.integration.test_sink import KEYRING, committed, counts, produce
 from tests.unit import builders
 
@@ -330,3 +332,69 @@ async def test_a_full_disk_stops_inserts_not_the_sink_and_it_resumes_when_space_
         filler.unlink(missing_ok=True)
     assert counts(store, "disk-full") == (60, 60, sum(range(60)))
     assert writer.stats.dead_lettered == 0
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size_mb: int) -> Iterator[bool]:
+    """A tmpfs of its own at `path` when this process may mount one (root), else False."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_calls_answered_while_the_stores_disk_is_full_are_stored_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    # The whole stack as `govledger up` runs it, its chDB on a disk of its own: the
+    # calls answered while that disk is full reach the store once it has room again, and
+    # the sink process neither exits nor restarts meanwhile.
+    disk = tmp_path / "store-disk"
+    with tmpfs(disk, DISK_MB) as mounted:
+        if not mounted:
+            pytest.skip("mounting a tmpfs needs root; the in-process disk-full cases run")
+        env = stack_environ(tmp_path / "data", GOVLEDGER_CLICKHOUSE_DSN=f"chdb://{disk}/chdb")
+        with running_stack(env) as stack:
+            key = stack.create_key("disk")
+            stack.fund("disk", "5")
+            sink = next(c.process for c in stack.stack.children if c.name == "sink")
+            filler = disk / "filler"
+            fill(filler)
+            try:
+                sdk = openai.OpenAI(base_url=stack.base_url, api_key=key["key"], max_retries=0)
+                for _ in range(5):
+                    reply = sdk.chat.completions.create(
+                        model="sim-small", messages=[{"role": "user", "content": "Hello."}]
+                    )
+                    assert reply.choices[0].message.content
+
+                def store_state() -> dict[str, Any]:
+                    response = httpx.get(
+                        f"{stack.settings.query_url}/v1/ingestion",
+                        headers={"Authorization": f"Bearer {stack.token}"},
+                        timeout=10,
+                    )
+                    assert response.status_code == 200, response.text
+                    return dict(response.json()["store"])
+
+                wait_for(lambda: store_state()["disk_full"])
+                assert store_state()["state"] == "retrying"
+                assert sink.poll() is None
+            finally:
+                filler.unlink(missing_ok=True)
+            rows = "SELECT count(), uniqExact(event_id) FROM lineage WHERE team_id = 'disk'"
+            wait_for(lambda: stack.sql(rows) == [["5", "5"]], timeout_s=30)
+            assert store_state()["state"] == "ok"
+            assert sink.poll() is None
+            assert stack.stack.dead_child() is None
