@@ -426,6 +426,16 @@ class SinkWriter:
         refused = await self._insert_once(batch, columns)
         if refused is None:
             return
+        # A refused insert can still have written rows (a view fails after its table
+        # took the block): those are stored, neither written again nor dead-lettered.
+        stored = await self._stored_ids(batch.table, batch.ids)
+        if stored:
+            log.warning("rows stored by a refused insert", table=batch.table, rows=len(stored))
+            batch = batch.keep(
+                [i for i, event_id in enumerate(batch.ids) if event_id not in stored]
+            )
+            if not batch.values:
+                return
         if not decoded:
             kept = await self._without_undecodable(batch)
             if len(kept.values) < len(batch.values):
@@ -443,9 +453,6 @@ class SinkWriter:
                 f"store refused the record: {refused.reason}",
             )
             return
-        # A refused insert stored none of its rows: a batch (at most sink_batch_rows, far
-        # under ClickHouse's min_insert_block_size_rows/bytes) is parsed into one block
-        # before any of it is written, so the halves cannot duplicate a row.
         half = len(batch.values) // 2
         for part in (range(half), range(half, len(batch.values))):
             await self._insert(batch.keep(list(part)), decoded=True)

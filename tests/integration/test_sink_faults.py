@@ -233,6 +233,33 @@ async def test_a_record_the_store_refuses_is_dead_lettered_and_its_batch_mates_s
     assert writer.stats.store.retries == 0  # a refused record is not an outage
 
 
+async def test_rows_a_refused_insert_wrote_before_its_view_failed_are_not_written_twice(
+    bootstrap: str, store: Store, writer_factory: WritingSink
+) -> None:
+    # ClickHouse writes the table's block before it pushes it to the table's views: when
+    # a view refuses a value, the insert fails with a data code, yet its rows are stored.
+    store.command(
+        "CREATE TABLE refusing_view_rows (event_id UUID, team UUID) "
+        "ENGINE = MergeTree ORDER BY event_id"
+    )
+    store.command(
+        "CREATE MATERIALIZED VIEW refusing_view TO refusing_view_rows AS SELECT event_id, "
+        "toUUID(if(team_id = 'boom', 'x', '00000000-0000-0000-0000-000000000000')) AS team "
+        "FROM lineage WHERE tenant_id = 'view-refused'"
+    )
+    try:
+        before = await committed(bootstrap)
+        await produce(bootstrap, calls("view-refused", 10, team_id="boom"))
+        writer = await writer_factory()
+        async with running(writer):
+            await eventually(lambda: committed_past(bootstrap, before, 10), "offsets committed")
+    finally:
+        store.command("DROP VIEW refusing_view")
+        store.command("DROP TABLE refusing_view_rows")
+    assert counts(store, "view-refused") == (10, 10, sum(range(10)))
+    assert writer.stats.dead_lettered == 0  # each row is stored: nothing to dead-letter
+
+
 @pytest.mark.parametrize(
     ("fault", "disk_full"),
     [
