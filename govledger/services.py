@@ -41,6 +41,10 @@ from streams.escalations import logic as escalation_rules
 
 log = structlog.get_logger(__name__)
 
+# Longest the sink writes what is left at a stop (under `up`'s grace before SIGKILL): a
+# store that is down must not hold the stop; what is unwritten stays on the broker.
+SINK_DRAIN_LIMIT_S = 20.0
+
 
 def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
@@ -170,7 +174,10 @@ async def sink_main(settings: SinkSettings) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         # Stopped on purpose: the producers stopped first, so write what is left.
-        await writer.drain()
+        try:
+            await asyncio.wait_for(writer.drain(), timeout=SINK_DRAIN_LIMIT_S)
+        except TimeoutError:
+            log.warning("sink stopped before writing everything", store=writer.stats.store.state())
     finally:
         for running in (task, retention):
             running.cancel()
@@ -189,6 +196,8 @@ def _stats(writer: SinkWriter) -> dict[str, Any]:
         "rows_inserted": stats.rows_inserted,
         "dead_lettered": stats.dead_lettered,
         "last_insert_ms": stats.last_insert_ms,
+        "commit_failures": stats.commit_failures,
+        "store": stats.store.state(),
     }
 
 

@@ -310,11 +310,22 @@ class SinkSettings(CommonSettings):
     query_max_header_bytes: int = setting(
         16_384, "Largest request header field the query API accepts; larger gets 431."
     )
+    sink_store_retry_base_ms: int = setting(
+        200, "First wait before the sink tries an unwell store again; doubles per try."
+    )
+    sink_store_retry_max_ms: int = setting(
+        30_000, "Longest wait between two tries of an unwell store (the sink retries forever)."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.retention_interval_s <= 0:
             raise SettingsError("GOVLEDGER_RETENTION_INTERVAL_S must be positive")
+        if not 0 < self.sink_store_retry_base_ms <= self.sink_store_retry_max_ms:
+            raise SettingsError(
+                "GOVLEDGER_SINK_STORE_RETRY_BASE_MS must be positive and at most "
+                "GOVLEDGER_SINK_STORE_RETRY_MAX_MS"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

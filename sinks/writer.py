@@ -6,18 +6,28 @@ redelivered after a crash (inserted, offsets not committed) leaves no duplicate 
 after a partition is (re)assigned, its first records are looked up by event_id (see
 `_drop_already_written`). Producer retries that wrote a record twice are dropped by a
 window of recent ids. In-process insert retries reuse a deduplication token.
+
+No record stops the sink (see `sinks/store_faults.py` for which failure is whose): a
+record the store refuses is dead-lettered with the store's reason, alone (its batch is
+split until the refused record stands alone, so its batch-mates are stored); a store that
+is unwell (refused connection, timeout, full disk) is tried again with backoff, forever,
+with no offset committed past the records waiting for it. While it waits the consumer is
+paused but keeps polling, so the group keeps the sink's partitions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from schemas import authn, codec
 from schemas.codec import SchemaEntry
@@ -40,6 +50,8 @@ from schemas.topics import (
 )
 from sinks.avro_batch import container_file, insert_columns
 from sinks.store import Store
+from sinks.store_faults import Backoff, StoreFault, record_fault
+from sinks.store_retry import StoreHealth, StoreRetry
 from sinks.tables import TABLE_FOR
 
 log = structlog.get_logger(__name__)
@@ -56,7 +68,13 @@ SINK_TOPICS = (
     DLQ.name,
 )
 CONSUMER_GROUP = "govledger-sink"
-INSERT_RETRIES = 5
+# How long a poll waits for a write that holds a full batch before it pauses the
+# consumer and polls anyway (an unwell store must not cost the sink its partitions:
+# a consumer that does not poll for max_poll_interval_ms leaves the group).
+STALLED_WRITE_WAIT_S = 1.0
+# Only ids of this shape are looked up: the column is a UUID, so no other id can be
+# stored, and one malformed id would make the whole look-up fail.
+UUID_TEXT = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORECASE)
 # Poll timeout while a write is in flight and held records are already due.
 WRITING_POLL_MS = 10
 # Ids per look-up query: keeps each query far under ClickHouse's max_query_size (256 KiB).
@@ -121,6 +139,9 @@ class SinkStats:
     rows_inserted: int = 0
     dead_lettered: int = 0
     last_insert_ms: int = 0
+    # Offset commits the broker refused (the rows were stored; a redelivery is deduped).
+    commit_failures: int = 0
+    store: StoreHealth = field(default_factory=StoreHealth)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -149,6 +170,11 @@ class SinkWriter:
         # previous owner had at most one write in flight and one batch held, never more.
         self._verify_records = 2 * settings.sink_batch_rows
         self._recent = RecentIds(RECENT_IDS_PER_PARTITION)
+        self._retry = StoreRetry(
+            store,
+            Backoff(settings.sink_store_retry_base_ms, settings.sink_store_retry_max_ms),
+            self.stats.store,
+        )
         self._columns_by_schema: dict[bytes, list[str]] = {}
         self._held: dict[TopicPartition, list[Any]] = {}
         self._held_count = 0
@@ -191,6 +217,8 @@ class SinkWriter:
         larger inserts keep the sink cheap at low rates. Returns the records polled."""
         if self._writing is not None and self._writing.done():
             await self._finish_writing()  # surfaces a failed write now, not at the next flush
+        if await self._write_stalled():
+            return 0
         loop = asyncio.get_running_loop()
         wait_ms = timeout_ms
         if self._held_since is not None:
@@ -199,26 +227,48 @@ class SinkWriter:
             if self._writing is not None and not self._writing.done():
                 wait_ms = max(wait_ms, WRITING_POLL_MS)  # no busy loop while the write runs
         room = max(self.settings.sink_batch_rows - self._held_count, 1)
-        batches = await self._consumer.getmany(timeout_ms=wait_ms, max_records=room)
+        polled = self._hold(await self._consumer.getmany(timeout_ms=wait_ms, max_records=room))
+        # While a write is in flight, keep gathering: under load batches grow towards
+        # sink_batch_rows instead of queueing many small inserts behind each other (a
+        # full batch waits for the write at the next step: see `_write_stalled`).
+        writing = self._writing is not None and not self._writing.done()
+        if (
+            self._held_since is not None
+            and not writing
+            and (
+                self._held_count >= self.settings.sink_batch_rows
+                or (loop.time() - self._held_since) * 1000 >= self.settings.sink_flush_ms
+            )
+        ):
+            await self.flush(wait=False)
+        return polled
+
+    def _hold(self, batches: dict[TopicPartition, list[Any]]) -> int:
+        """Hold polled records until their flush; returns how many."""
         polled = 0
         for tp, messages in batches.items():
             self._held.setdefault(tp, []).extend(messages)
             polled += len(messages)
         if polled and self._held_since is None:
-            self._held_since = loop.time()
+            self._held_since = asyncio.get_running_loop().time()
         self._held_count += polled
-        # While a write is in flight, keep gathering: under load batches grow towards
-        # sink_batch_rows instead of queueing many small inserts behind each other.
-        writing = self._writing is not None and not self._writing.done()
-        if self._held_since is not None and (
-            self._held_count >= self.settings.sink_batch_rows
-            or (
-                not writing
-                and (loop.time() - self._held_since) * 1000 >= self.settings.sink_flush_ms
-            )
-        ):
-            await self.flush(wait=False)
         return polled
+
+    async def _write_stalled(self) -> bool:
+        """True while a write holding back a full batch waits for the store: the consumer
+        is paused (nothing more is fetched) but polled, so it stays in its group."""
+        writing = self._writing
+        if writing is not None and self._held_count >= self.settings.sink_batch_rows:
+            await asyncio.wait({writing}, timeout=STALLED_WRITE_WAIT_S)
+            if not writing.done():
+                # Partitions assigned since the last pause are paused too; a record fetched
+                # before its pause is held like any other, never dropped.
+                self._consumer.pause(*self._consumer.assignment())
+                self._hold(await self._consumer.getmany(timeout_ms=0))
+                return True
+        if self._consumer.paused():
+            self._consumer.resume(*self._consumer.paused())
+        return False
 
     async def flush(self, *, wait: bool = True) -> None:
         """Write what is held, then commit its offsets. With wait=False the write runs
@@ -233,15 +283,29 @@ class SinkWriter:
             await self._finish_writing()
 
     async def _finish_writing(self) -> None:
-        if self._writing is not None:
-            writing, self._writing = self._writing, None
-            await writing  # a failed write surfaces here and stops the sink
+        writing = self._writing
+        if writing is None:
+            return
+        try:
+            # Shielded: a caller cancelled while it waits (a stop) leaves the write in
+            # flight and still the writer's, so no later commit passes its records.
+            await asyncio.shield(writing)  # a failed write surfaces here and stops the sink
+        finally:
+            if writing.done():
+                self._writing = None
 
     async def _write_and_commit(self, held: dict[TopicPartition, list[Any]]) -> None:
         await self.write(held)
         offsets = {tp: messages[-1].offset + 1 for tp, messages in held.items()}
-        await self._consumer.commit(offsets)
-        self._committed.update(offsets)
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # Every record is stored: not committing is safe (a redelivery is deduped,
+            # see `_drop_already_written`); the next commit covers these offsets.
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed; rows are stored", error=repr(exc))
+        else:
+            self._committed.update(offsets)
         self.stats.last_insert_ms = now_ms()
 
     async def consumer_lag(self) -> dict[str, int]:
@@ -336,8 +400,9 @@ class SinkWriter:
 
     async def _stored_ids(self, table: str, ids: list[str]) -> set[str]:
         found: set[str] = set()
+        ids = [i for i in ids if UUID_TEXT.fullmatch(i)]
         for start in range(0, len(ids), DEDUPE_QUERY_IDS):
-            rows = await self.store.run(
+            rows = await self._retry.answer(
                 self.store.query_rows,
                 f"SELECT event_id FROM {table} WHERE event_id IN %(ids)s",  # noqa: S608
                 {"ids": ids[start : start + DEDUPE_QUERY_IDS]},
@@ -353,26 +418,67 @@ class SinkWriter:
             self._columns_by_schema[batch.entry.fingerprint] = columns
         return columns
 
-    async def _insert(self, batch: PendingBatch) -> None:
-        columns = await self.store.run(self._columns, batch)
-        for attempt in range(INSERT_RETRIES):
-            # The token names the rows themselves, not offsets: a fresh broker reuses
-            # offsets, and an offset token would make ClickHouse drop new rows as retries.
-            token = hashlib.sha256("|".join([batch.table, *batch.ids]).encode()).hexdigest()
-            data = container_file(batch.entry, batch.values, batch.auths)
-            try:
-                await self.store.run(self.store.insert_avro, batch.table, columns, data, token)
-                self.stats.rows_inserted += len(batch.values)
+    async def _insert(self, batch: PendingBatch, *, decoded: bool = False) -> None:
+        """Store the batch. Records the store refuses are dead-lettered with its reason:
+        first those Python cannot decode, then, halving the batch, each one the store
+        still refuses once it stands alone; every other record is stored."""
+        columns = await self._retry.answer(self._columns, batch)
+        refused = await self._insert_once(batch, columns)
+        if refused is None:
+            return
+        # A refused insert can still have written rows (a view fails after its table
+        # took the block): those are stored, neither written again nor dead-lettered.
+        stored = await self._stored_ids(batch.table, batch.ids)
+        if stored:
+            log.warning("rows stored by a refused insert", table=batch.table, rows=len(stored))
+            batch = batch.keep(
+                [i for i, event_id in enumerate(batch.ids) if event_id not in stored]
+            )
+            if not batch.values:
                 return
-            except Exception as exc:  # bad bodies are dead-lettered; store outages retried
-                if attempt == 0:
-                    batch = await self._without_undecodable(batch)
-                    if not batch.values:
-                        return
-                if attempt == INSERT_RETRIES - 1:
-                    raise
-                log.warning("insert failed; retrying", table=batch.table, error=str(exc))
-                await asyncio.sleep(0.2 * 2**attempt)
+        if not decoded:
+            kept = await self._without_undecodable(batch)
+            if len(kept.values) < len(batch.values):
+                if kept.values:
+                    await self._insert(kept, decoded=True)
+                return
+            # Every record decodes: the store refused a value; find whose by halving.
+        if len(batch.values) == 1:
+            tp = batch.partitions[0]
+            await self._dead_letter(
+                tp.topic,
+                tp.partition,
+                batch.offsets[0],
+                batch.values[0],
+                f"store refused the record: {refused.reason}",
+            )
+            return
+        half = len(batch.values) // 2
+        for part in (range(half), range(half, len(batch.values))):
+            await self._insert(batch.keep(list(part)), decoded=True)
+
+    async def _insert_once(self, batch: PendingBatch, columns: list[str]) -> StoreFault | None:
+        """Insert, waiting out an unwell store; None once stored, else why the store (or
+        the encoder, before the store saw it) refused the batch's data."""
+        # The token names the rows themselves, not offsets: a fresh broker reuses
+        # offsets, and an offset token would make ClickHouse drop new rows as retries.
+        token = hashlib.sha256("|".join([batch.table, *batch.ids]).encode()).hexdigest()
+        try:
+            data = container_file(batch.entry, batch.values, batch.auths)
+        except Exception as exc:  # noqa: BLE001 - our own encoding of a record: its fault
+            return record_fault(f"cannot encode the insert: {exc!r}")
+        refused = await self._retry.refused(
+            self.store.insert_avro,
+            batch.table,
+            columns,
+            data,
+            token,
+            table=batch.table,
+            rows=len(batch.ids),
+        )
+        if refused is None:
+            self.stats.rows_inserted += len(batch.values)
+        return refused
 
     async def _without_undecodable(self, batch: PendingBatch) -> PendingBatch:
         """Decode each record in Python; dead-letter those whose body is broken."""
@@ -405,6 +511,11 @@ class SinkWriter:
         await self.dlq.publish_and_wait(DLQ.name, topic, record)
 
     async def stop(self) -> None:
-        """Leave the group."""
+        """Leave the group. A write still waiting for the store is abandoned uncommitted:
+        its records are read again from the broker at the next start."""
+        if self._writing is not None and not self._writing.done():
+            self._writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writing
         if self._consumer is not None:
             await self._consumer.stop()
