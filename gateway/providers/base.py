@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -16,6 +16,9 @@ class ChatCall:
     max_tokens: int | None
     temperature: float | None
     extra: dict[str, Any]
+    # The caller's body as sent (OpenAI's shape): what an OpenAI-compatible upstream is
+    # given, with `model` and `messages` replaced by the two fields above.
+    body: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,20 +31,44 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A whole answer."""
+    """A whole answer. `content`: the text of every choice (content, refusal, tool-call
+    arguments), what the gateway hashes and estimates tokens from; `reply`: the
+    provider's whole `chat.completion` object when it speaks OpenAI's shape (then the
+    caller gets it as is), None when the adapter translated a text answer."""
 
     content: str
     finish_reason: str
     usage: Usage | None
+    reply: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """One piece of a streamed answer; the last carries finish_reason and maybe usage."""
+    """One piece of a streamed answer; the last carries finish_reason and maybe usage.
+    `chunk`: the provider's whole `chat.completion.chunk` when it speaks OpenAI's shape
+    (relayed to the caller as is), None when the adapter translated text."""
 
     content: str
     finish_reason: str | None = None
     usage: Usage | None = None
+    chunk: dict[str, Any] | None = None
+
+
+def choice_texts(choices: Any, part: str) -> str:
+    """The text of OpenAI choices: content, refusal and tool-call arguments of each
+    choice's `part` ("message" in a reply, "delta" in a chunk), joined."""
+    texts: list[str] = []
+    for choice in choices if isinstance(choices, list) else ():
+        body = choice.get(part) if isinstance(choice, dict) else None
+        if not isinstance(body, dict):
+            continue
+        texts.extend(body[k] for k in ("content", "refusal") if isinstance(body.get(k), str))
+        calls = body.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                texts.append(function["arguments"])
+    return "".join(texts)
 
 
 class UpstreamError(Exception):
