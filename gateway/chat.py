@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,28 @@ from gateway.providers.base import ChatCall, Usage
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 PASSTHROUGH_FIELDS = ("top_p", "stop", "presence_penalty", "frequency_penalty", "seed", "n")
+# Body fields the policy chain does not read: the gateway's own (model, messages are read
+# apart) and numbers, flags and enums no text can hide in.
+NOT_SCANNED = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "n",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "parallel_tool_calls",
+    }
+)
 # Roles whose message may have no content (an assistant turn of tool calls, say).
 CONTENT_OPTIONAL_ROLES = frozenset({"assistant", "function"})
 # Content part types and the field each carries (OpenAI's chat content parts).
@@ -53,6 +77,21 @@ class ChatRequest:
     # Whether the caller asked for a stream's usage chunk (stream_options.include_usage).
     include_usage: bool = False
     choices: int = 1
+
+    def policy_messages(self) -> list[dict[str, Any]]:
+        """What the policy chain reads and may redact: the messages and, as one more, the
+        body's other fields an upstream reads (tools, response_format, prediction, user…),
+        since they are forwarded too."""
+        return [*self.messages, {k: v for k, v in self.body.items() if k not in NOT_SCANNED}]
+
+    def after_policy(
+        self, scanned: list[dict[str, Any]], verdict: Sequence[dict[str, Any]]
+    ) -> ChatRequest:
+        """The request as the chain left `scanned` (policy_messages): redacted or not."""
+        if all(new is old for new, old in zip(verdict, scanned, strict=True)):
+            return self
+        *messages, fields = verdict
+        return dataclasses.replace(self, messages=messages, body={**self.body, **fields})
 
     def upstream_call(self, upstream_model: str) -> ChatCall:
         """The call as a provider is handed it, for the upstream's name of the model."""

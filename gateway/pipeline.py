@@ -6,7 +6,6 @@ serves them is built in server.py."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import random
 import time
@@ -372,7 +371,7 @@ class Gateway:
             team_id=key.team_id,
             role=key.role,
             user_id=chat.user,
-            messages=chat.messages,
+            messages=(scanned := chat.policy_messages()),
             team_month_spent_nanousd=self.views.team_month_spent_nanousd(
                 key.tenant_id, key.team_id, now
             )
@@ -386,9 +385,7 @@ class Gateway:
             raise GatewayError(REFUSALS[verdict.refusal.reason], verdict.refusal.message)
         if verdict.review is not None:
             await self._review(call, key, pack_name, verdict.review)
-        if verdict.messages is not chat.messages:
-            return dataclasses.replace(chat, messages=list(verdict.messages))
-        return chat
+        return chat.after_policy(scanned, verdict.messages)
 
     async def _review(self, call: CallRecord, key: Key, pack_name: str, review: Review) -> None:
         """Open an escalation; refuse the call with its reference, or hold it for a decision."""
