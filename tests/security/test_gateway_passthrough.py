@@ -103,7 +103,7 @@ async def test_fields_named_like_headers_or_keys_stay_in_the_body(gateway: Serve
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"future": nested(40)}, "future" + ".k[0]" * 15),
+        ({"future": nested(40)}, "future[0].k[0].k[0]"),
         ({"future": list(range(5_000))}, "future"),
         ({"metadata": {str(i): "v" for i in range(5_000)}}, "metadata"),
         ({"messages": [{"role": "user", "content": "hi", "x": nested(40)}]}, "messages[0].x"),
@@ -113,10 +113,11 @@ async def test_fields_named_like_headers_or_keys_stay_in_the_body(gateway: Serve
 async def test_nesting_and_members_are_bounded_anywhere_in_the_body(
     gateway: Served, fields: dict[str, Any], param: str
 ) -> None:
+    """`param` names where: the start of the path to the fault."""
     body = chat_body(model=FAITHFUL_MODEL, **fields)
     response = await send(gateway.host, gateway.port, request("POST", CHAT, [bearer(), JSON], body))
     error = assert_json_error(response, 400, "invalid_request")
-    assert error["param"].startswith(param.split(".k[0]")[0])
+    assert error["param"].startswith(param)
     assert upstream_of(gateway).raw_bodies == []
     (record,) = gateway.lineage.lineage()
     assert (record.http_status, record.error_code) == (400, "invalid_request")
