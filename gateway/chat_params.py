@@ -63,24 +63,32 @@ def is_integer(value: Any) -> bool:
 
 def check_shape(data: dict[str, Any], limits: BodyLimits) -> None:
     """Refuse a body nesting deeper than `max_depth` or with an array or object of more
-    than `max_members` members, wherever it is (iterative: no recursion on hostile input)."""
-    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
+    than `max_members` members, wherever it is (iterative: no recursion on hostile input).
+    Paths are only spelled out for the refusal: the walk that passes builds none."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
-        item, depth, path = stack.pop()
-        if isinstance(item, dict):
-            children: list[tuple[str, Any]] = [
-                (f"{path}.{key}" if path else key, child) for key, child in item.items()
-            ]
-        elif isinstance(item, list):
-            children = [(f"{path}[{index}]", child) for index, child in enumerate(item)]
-        else:
-            continue
-        where = path or "body"
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
         if depth > limits.max_depth:
-            raise refuse(where, f"nests deeper than {limits.max_depth} levels")
+            raise refuse(_path_to(data, item), f"nests deeper than {limits.max_depth} levels")
         if len(children) > limits.max_members:
+            where = _path_to(data, item)
             raise refuse(where, f"has {len(children)} members; limit {limits.max_members}")
-        stack.extend((child, depth + 1, name) for name, child in children)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+def _path_to(data: dict[str, Any], target: Any) -> str:
+    """Where `target` (by identity) sits in the body, as OpenAI names a `param`."""
+    stack: list[tuple[Any, str]] = [(data, "")]
+    while stack:
+        item, path = stack.pop()
+        if item is target:
+            return path or "body"
+        if isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}" if path else k) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(item))
+    return "body"
 
 
 def _check_types(data: dict[str, Any]) -> None:
