@@ -17,7 +17,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway import errors
+from gateway import errors, replies
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
 from gateway.catalogue import SIM_FALLBACKS, Target
@@ -523,8 +523,9 @@ class Gateway:
         try:
             completion, target, started = await self._try_targets(call, targets, complete)
         except UpstreamError as exc:
-            await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
-            return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
+            failure = replies.upstream_failure(exc)
+            await self._record(call, failure.kind.status, failure.kind.code, "failed")
+            return refusal_response(failure)
         self._attempt(call, target, started, 200, None)
         usage = self._settle_usage(call, completion.usage, completion.content, chat)
         body = reply_body(completion, completion_id(call.event_id), chat.model, usage)
@@ -551,11 +552,10 @@ class Gateway:
                 call, targets, open_stream
             )
         except UpstreamError as exc:
-            await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
-            return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
-        relay = ChunkRelay(
-            completion_id(call.event_id), chat.model, include_usage=chat.include_usage
-        )
+            failure = replies.upstream_failure(exc)
+            await self._record(call, failure.kind.status, failure.kind.code, "failed")
+            return refusal_response(failure)
+        relay = ChunkRelay(completion_id(call.event_id), chat.model, chat.include_usage)
         response: web.StreamResponse | None = None
         parts: list[str] = []
         usage: Usage | None = None
@@ -564,12 +564,10 @@ class Gateway:
             nonlocal response
             if response is None:
                 call.ttft_ms = (time.perf_counter() - call.started) * 1000
-                response = _linked(
-                    call,
-                    web.StreamResponse(
-                        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-                    ),
+                response = web.StreamResponse(
+                    headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
                 )
+                _linked(call, response)
                 await response.prepare(request)
             await response.write(event)
             return response

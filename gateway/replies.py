@@ -20,8 +20,10 @@ from typing import Any
 
 import orjson
 
+from gateway import errors
 from gateway.chat import DONE_EVENT, chunk_event, completion_body, usage_dict
-from gateway.providers.base import Completion, Delta, Usage
+from gateway.errors import GatewayError
+from gateway.providers.base import Completion, Delta, UpstreamError, Usage
 
 EVENT_ID_HEADER = "X-Govledger-Event-Id"
 """The response header naming the lineage event id of the call (its audit row)."""
@@ -51,6 +53,21 @@ def reply_body(completion: Completion, reply_id: str, model: str, usage: Usage) 
     return orjson.dumps(reply)
 
 
+def upstream_failure(exc: UpstreamError) -> GatewayError:
+    """What the caller gets when the upstream failed: its refusal of an invalid request
+    as a 400 naming the parameter (what the upstream validates and the gateway does not),
+    anything else as 502 upstream_error."""
+    invalid = exc.invalid
+    if invalid is None:
+        return GatewayError(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
+    param = invalid.get("param")
+    return GatewayError(
+        errors.INVALID_REQUEST,
+        f"the provider refused the request: {str(invalid['message'])[:500]}",
+        param=param if isinstance(param, str) else None,
+    )
+
+
 def _event(chunk: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
@@ -58,7 +75,7 @@ def _event(chunk: dict[str, Any]) -> bytes:
 class ChunkRelay:
     """Turns a provider's deltas into the caller's server-sent events."""
 
-    def __init__(self, reply_id: str, model: str, *, include_usage: bool) -> None:
+    def __init__(self, reply_id: str, model: str, include_usage: bool) -> None:
         self.reply_id = reply_id
         self.model = model
         self.include_usage = include_usage

@@ -75,16 +75,24 @@ class UpstreamError(Exception):
     """The provider failed: status 0 when no response came back.
 
     `retry_after_s` is how long the provider asked us to wait (Retry-After on a 429 or
-    503), None when it did not say.
+    503), None when it did not say. `invalid`: the provider's own error object when it
+    refused the request as invalid (400, 422: a parameter the gateway does not check).
     """
 
     def __init__(
-        self, status: int, error_class: str, message: str, *, retry_after_s: float | None = None
+        self,
+        status: int,
+        error_class: str,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        invalid: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.error_class = error_class
         self.retry_after_s = retry_after_s
+        self.invalid = invalid
 
 
 class Provider(Protocol):

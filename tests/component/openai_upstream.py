@@ -158,6 +158,14 @@ class OpenAIUpstream(Upstream):
         if body.get("model") != FAITHFUL_MODEL:
             return super().handle(request)
         self.received.append(body)
+        if body.get("reasoning_effort") == "ultra":  # OpenAI validates it; the gateway not
+            error = {
+                "message": "Invalid value: 'ultra'. Supported values are: 'low', 'medium'.",
+                "type": "invalid_request_error",
+                "param": "reasoning_effort",
+                "code": "invalid_value",
+            }
+            return httpx.Response(400, json={"error": error})
         if body.get("stream") is True:
             events = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks(body))
             return httpx.Response(

@@ -282,6 +282,29 @@ async def test_a_refused_call_names_its_record_too(caller: Caller) -> None:
     assert caller.upstream.received == []
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_what_only_the_upstream_validates_is_its_400_naming_the_parameter(
+    caller: Caller, stream: bool
+) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        await caller.sdk.chat.completions.create(
+            model=FAITHFUL_MODEL,
+            messages=ASK,
+            stream=stream,
+            extra_body={"reasoning_effort": "ultra"},
+        )
+    assert isinstance(raised.value.body, dict)
+    assert raised.value.body["param"] == "reasoning_effort"
+    assert "'ultra'" in raised.value.body["message"]
+    record = caller.stack.lineage.lineage()[-1]
+    assert (record.http_status, record.error_code, record.decision) == (
+        400,
+        "invalid_request",
+        "failed",
+    )
+    assert [a.status for a in record.attempts] == [400]  # not retried, no fallback
+
+
 INVALID: list[tuple[dict[str, Any], str]] = [
     ({"temperature": 5}, "temperature"),
     ({"temperature": -0.1}, "temperature"),
