@@ -91,7 +91,10 @@ class ChatRequest:
         if all(new is old for new, old in zip(verdict, scanned, strict=True)):
             return self
         *messages, fields = verdict
-        return dataclasses.replace(self, messages=messages, body={**self.body, **fields})
+        # The body's own messages become the redacted ones too: nothing downstream can
+        # read the originals from it.
+        body = {**self.body, **fields, "messages": messages}
+        return dataclasses.replace(self, messages=messages, body=body)
 
     def upstream_call(self, upstream_model: str) -> ChatCall:
         """The call as a provider is handed it, for the upstream's name of the model."""

@@ -87,3 +87,15 @@ def test_the_usage_chunk_is_asked_for_only_by_include_usage() -> None:
     assert parse(stream=True, stream_options={"include_usage": True}).include_usage is True
     assert parse(stream=True).include_usage is False
     assert parse(n=3).choices == 3
+
+
+def test_after_the_policy_chain_the_body_holds_only_what_it_left() -> None:
+    chat = parse(tools=[WEATHER_TOOL], user="jane@example.com")
+    scanned = chat.policy_messages()
+    assert chat.after_policy(scanned, scanned) is chat
+    redacted = [{"role": "user", "content": "[EMAIL]"}, {**scanned[-1], "user": "[EMAIL]"}]
+    after = chat.after_policy(scanned, redacted)
+    assert after.messages == [{"role": "user", "content": "[EMAIL]"}]
+    assert after.body["messages"] == after.messages
+    assert (after.body["user"], after.body["tools"]) == ("[EMAIL]", [WEATHER_TOOL])
+    assert "jane@example.com" not in repr(after.upstream_call("m"))
