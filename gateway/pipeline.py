@@ -317,7 +317,7 @@ class Gateway:
 
     def _check_rate(self, key: Key, chat: ChatRequest) -> None:
         """The team's limits, then the key's: a call needs room in both."""
-        tokens = estimate_prompt_tokens(chat.messages) + (chat.max_tokens or 0)
+        tokens = estimate_prompt_tokens(chat.messages) + (chat.max_tokens or 0) * chat.choices
         now_s = time.monotonic()
         team = self.team_limits.get((key.tenant_id, key.team_id))
         limited = [

@@ -406,3 +406,13 @@ async def test_the_sim_honours_n_and_logprobs(caller: Caller) -> None:
         piece = chunk.choices[0]
         streamed[piece.index] += piece.delta.content or ""
     assert list(streamed.values()) == texts
+
+
+async def test_the_budget_holds_n_choices_of_max_tokens(caller: Caller) -> None:
+    sdk = await caller.stack.sdk_for("lean", usd="0.0007")  # 700,000 nano-USD
+    asked: Any = {"model": SIM, "messages": ASK, "max_tokens": 1_000}  # 600 nano-USD a token
+    assert len((await sdk.chat.completions.create(**asked, n=1)).choices) == 1
+    with pytest.raises(openai.APIStatusError) as raised:
+        await sdk.chat.completions.create(**asked, n=2)
+    assert raised.value.status_code == 402
+    await sdk.close()
