@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from gateway import errors
+from gateway.chat_params import BodyLimits, check_parameters, check_shape, is_integer
+from gateway.chat_params import refuse as _refuse
 from gateway.errors import GatewayError
-from gateway.providers.base import Usage
+from gateway.providers.base import ChatCall, Usage
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 PASSTHROUGH_FIELDS = ("top_p", "stop", "presence_penalty", "frequency_penalty", "seed", "n")
+# Body fields the policy chain does not read: the gateway's own (model, messages are read
+# apart) and numbers, flags and enums no text can hide in.
+NOT_SCANNED = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "n",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "parallel_tool_calls",
+    }
+)
 # Roles whose message may have no content (an assistant turn of tool calls, say).
 CONTENT_OPTIONAL_ROLES = frozenset({"assistant", "function"})
 # Content part types and the field each carries (OpenAI's chat content parts).
@@ -45,18 +71,41 @@ class ChatRequest:
     temperature: float | None
     user: str | None
     extra: dict[str, Any]
+    # The body as the caller sent it (its `messages` are superseded by `messages`, which
+    # the policy chain may have redacted): forwarded whole to OpenAI-compatible upstreams.
+    body: dict[str, Any] = field(default_factory=dict)
+    # Whether the caller asked for a stream's usage chunk (stream_options.include_usage).
+    include_usage: bool = False
+    choices: int = 1
 
+    def policy_messages(self) -> list[dict[str, Any]]:
+        """What the policy chain reads and may redact: the messages and, as one more, the
+        body's other fields an upstream reads (tools, response_format, prediction, user…),
+        since they are forwarded too."""
+        return [*self.messages, {k: v for k, v in self.body.items() if k not in NOT_SCANNED}]
 
-def _refuse(param: str, message: str) -> GatewayError:
-    return GatewayError(errors.INVALID_REQUEST, f"'{param}' {message}", param=param)
+    def after_policy(
+        self, scanned: list[dict[str, Any]], verdict: Sequence[dict[str, Any]]
+    ) -> ChatRequest:
+        """The request as the chain left `scanned` (policy_messages): redacted or not."""
+        if all(new is old for new, old in zip(verdict, scanned, strict=True)):
+            return self
+        *messages, fields = verdict
+        # The body's own messages become the redacted ones too: nothing downstream can
+        # read the originals from it.
+        body = {**self.body, **fields, "messages": messages}
+        return dataclasses.replace(self, messages=messages, body=body)
 
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    def upstream_call(self, upstream_model: str) -> ChatCall:
+        """The call as a provider is handed it, for the upstream's name of the model."""
+        return ChatCall(
+            upstream_model,
+            self.messages,
+            self.max_tokens,
+            self.temperature,
+            self.extra,
+            self.body,
+        )
 
 
 def _string_field(container: dict[str, Any], name: str, param: str, *, required: bool) -> None:
@@ -164,39 +213,30 @@ def _identifier(data: dict[str, Any], name: str, limit: int, *, required: bool) 
 def _max_tokens(data: dict[str, Any]) -> int | None:
     for name in ("max_completion_tokens", "max_tokens"):
         value = data.get(name)
-        if value is not None and (not _integer(value) or not 0 < value <= MAX_TOKENS_LIMIT):
+        if value is not None and (not is_integer(value) or not 0 < value <= MAX_TOKENS_LIMIT):
             raise _refuse(name, f"must be an integer from 1 to {MAX_TOKENS_LIMIT}")
     chosen = data.get("max_completion_tokens", data.get("max_tokens"))
     return None if chosen is None else int(chosen)
 
 
-def _check_passthrough(data: dict[str, Any]) -> None:
-    """Types of the fields the gateway hands providers (adapters read some of them)."""
-    for name in ("top_p", "presence_penalty", "frequency_penalty", "temperature"):
-        if data.get(name) is not None and not _number(data[name]):
-            raise _refuse(name, "must be a number")
-    for name in ("seed", "n"):
-        if data.get(name) is not None and not _integer(data[name]):
-            raise _refuse(name, "must be an integer")
-    stop = data.get("stop")
-    if stop is not None and not (
-        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
-    ):
-        raise _refuse("stop", "must be a string or an array of strings")
-
-
 def parse_chat_request(
-    body: bytes, *, max_messages: int, max_identifier_chars: int = 256
+    body: bytes,
+    *,
+    max_messages: int,
+    max_identifier_chars: int = 256,
+    limits: BodyLimits | None = None,
 ) -> ChatRequest:
     """Validate the body; GatewayError with a stable code, and the field at fault as
-    `param`, on any fault of the caller's. Fields the gateway neither reads nor forwards
-    are not looked at."""
+    `param`, on any fault of the caller's. Parameters OpenAI validates are validated as
+    it does (chat_params); fields nobody here knows are bounded in shape only."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise GatewayError(errors.INVALID_JSON, f"request body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise GatewayError(errors.INVALID_REQUEST, "request body must be a JSON object")
+    limits = limits or BodyLimits()
+    check_shape(data, limits)
     model = _identifier(data, "model", max_identifier_chars, required=True)
     assert model is not None, "required"
     messages = data.get("messages")
@@ -207,7 +247,7 @@ def parse_chat_request(
     for index, message in enumerate(messages):
         _check_message(message, index)
     max_tokens = _max_tokens(data)
-    _check_passthrough(data)
+    include_usage = check_parameters(data, limits)
     temperature = data.get("temperature")
     stream = data.get("stream", False)
     if not isinstance(stream, bool):
@@ -220,6 +260,9 @@ def parse_chat_request(
         temperature=None if temperature is None else float(temperature),
         user=_identifier(data, "user", max_identifier_chars, required=False),
         extra={k: data[k] for k in PASSTHROUGH_FIELDS if k in data},
+        body=data,
+        include_usage=include_usage,
+        choices=int(data.get("n") or 1),
     )
 
 

@@ -6,7 +6,6 @@ serves them is built in server.py."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import random
 import time
@@ -18,24 +17,23 @@ import orjson
 import structlog
 from aiohttp import web
 
-from gateway import errors
+from gateway import errors, replies
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
 from gateway.catalogue import SIM_FALLBACKS, Target
 from gateway.chat import (
-    DONE_EVENT,
     ChatRequest,
-    chunk_event,
-    completion_body,
     parse_chat_request,
     parse_traceparent,
     traceparent_error,
 )
+from gateway.chat_params import body_limits
 from gateway.errors import GatewayError, error_response, refusal_response
 from gateway.policy.baseline import effective_pack
 from gateway.policy.chain import CallFacts, RefusalReason, Review, evaluate
 from gateway.providers.base import ChatCall, Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import Limits, RateLimiter, parse_team_limits
+from gateway.replies import ChunkRelay, completion_id, link_headers, reply_body
 from gateway.routing import (
     RETRYABLE,
     backoff_s,
@@ -105,6 +103,9 @@ class CallRecord:
     reserved_nanousd: int = 0
     ttft_ms: float | None = None
     response_sha256: str | None = None
+    # Made when the call starts, so the reply (its id and headers) can name its record.
+    event_id: str = field(default_factory=uuid7)
+    span_id: str = field(default_factory=new_span_id)
 
     def upstream_ms(self) -> float:
         """Time spent waiting on upstream attempts."""
@@ -189,6 +190,7 @@ class Gateway:
                 body,
                 max_messages=self.settings.max_messages,
                 max_identifier_chars=self.settings.max_identifier_chars,
+                limits=body_limits(self.settings),
             )
             call.stream, call.model_requested, call.user_id = chat.stream, chat.model, chat.user
             targets, call.selection_reason = self._plan(chat.model)
@@ -214,15 +216,15 @@ class Gateway:
             call.reserved_nanousd = reserve_nanousd
         except GatewayError as exc:
             await self._record(call, exc.kind.status, exc.kind.code, "rejected")
-            return refusal_response(exc)
+            return _linked(call, refusal_response(exc))
         self.upstream_in_flight += 1
         try:
             if chat.stream:
-                return await self._stream(request, call, chat, targets)
-            return await self._complete(call, chat, targets)
+                return _linked(call, await self._stream(request, call, chat, targets))
+            return _linked(call, await self._complete(call, chat, targets))
         except GatewayError as exc:  # every target's breaker is open
             await self._record(call, exc.kind.status, exc.kind.code, "failed")
-            return error_response(exc.kind, exc.message, exc.headers)
+            return _linked(call, error_response(exc.kind, exc.message, exc.headers))
         finally:
             self.upstream_in_flight -= 1
             self._release(call)
@@ -315,7 +317,7 @@ class Gateway:
 
     def _check_rate(self, key: Key, chat: ChatRequest) -> None:
         """The team's limits, then the key's: a call needs room in both."""
-        tokens = estimate_prompt_tokens(chat.messages) + (chat.max_tokens or 0)
+        tokens = estimate_prompt_tokens(chat.messages) + (chat.max_tokens or 0) * chat.choices
         now_s = time.monotonic()
         team = self.team_limits.get((key.tenant_id, key.team_id))
         limited = [
@@ -344,7 +346,8 @@ class Gateway:
                 )
 
     def _reservation_nanousd(self, chat: ChatRequest, targets: list[Target]) -> int:
-        completion_tokens = chat.max_tokens or DEFAULT_RESERVED_COMPLETION_TOKENS
+        # Each of `n` choices may run to max_tokens.
+        completion_tokens = (chat.max_tokens or DEFAULT_RESERVED_COMPLETION_TOKENS) * chat.choices
         prompt_tokens = estimate_prompt_tokens(chat.messages)
         # A fallback may cost more than the primary: hold enough for the dearest.
         return max(t.cost_nanousd(prompt_tokens, completion_tokens) for t in targets)
@@ -368,7 +371,7 @@ class Gateway:
             team_id=key.team_id,
             role=key.role,
             user_id=chat.user,
-            messages=chat.messages,
+            messages=(scanned := chat.policy_messages()),
             team_month_spent_nanousd=self.views.team_month_spent_nanousd(
                 key.tenant_id, key.team_id, now
             )
@@ -382,9 +385,7 @@ class Gateway:
             raise GatewayError(REFUSALS[verdict.refusal.reason], verdict.refusal.message)
         if verdict.review is not None:
             await self._review(call, key, pack_name, verdict.review)
-        if verdict.messages is not chat.messages:
-            return dataclasses.replace(chat, messages=list(verdict.messages))
-        return chat
+        return chat.after_policy(scanned, verdict.messages)
 
     async def _review(self, call: CallRecord, key: Key, pack_name: str, review: Review) -> None:
         """Open an escalation; refuse the call with its reference, or hold it for a decision."""
@@ -444,9 +445,7 @@ class Gateway:
 
     def _upstream_call(self, chat: ChatRequest, target: Target) -> tuple[Provider, ChatCall]:
         provider = self.providers[target.provider]
-        return provider, ChatCall(
-            target.upstream_model, chat.messages, chat.max_tokens, chat.temperature, chat.extra
-        )
+        return provider, chat.upstream_call(target.upstream_model)
 
     def _settle_usage(
         self, call: CallRecord, usage: Usage | None, text: str, chat: ChatRequest
@@ -524,14 +523,12 @@ class Gateway:
         try:
             completion, target, started = await self._try_targets(call, targets, complete)
         except UpstreamError as exc:
-            await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
-            return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
+            failure = replies.upstream_failure(exc)
+            await self._record(call, failure.kind.status, failure.kind.code, "failed")
+            return refusal_response(failure)
         self._attempt(call, target, started, 200, None)
         usage = self._settle_usage(call, completion.usage, completion.content, chat)
-        completion_id = f"chatcmpl-{uuid7().replace('-', '')}"
-        body = completion_body(
-            completion_id, chat.model, completion.content, completion.finish_reason, usage
-        )
+        body = reply_body(completion, completion_id(call.event_id), chat.model, usage)
         await self._record(call, 200, None, "allowed")
         return web.Response(body=body, content_type="application/json")
 
@@ -555,13 +552,13 @@ class Gateway:
                 call, targets, open_stream
             )
         except UpstreamError as exc:
-            await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
-            return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
-        completion_id = f"chatcmpl-{uuid7().replace('-', '')}"
+            failure = replies.upstream_failure(exc)
+            await self._record(call, failure.kind.status, failure.kind.code, "failed")
+            return refusal_response(failure)
+        relay = ChunkRelay(completion_id(call.event_id), chat.model, chat.include_usage)
         response: web.StreamResponse | None = None
         parts: list[str] = []
         usage: Usage | None = None
-        finish = "stop"
 
         async def send(event: bytes) -> web.StreamResponse:
             nonlocal response
@@ -570,10 +567,8 @@ class Gateway:
                 response = web.StreamResponse(
                     headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
                 )
+                _linked(call, response)
                 await response.prepare(request)
-                await response.write(
-                    chunk_event(completion_id, chat.model, role="assistant", content="")
-                )
             await response.write(event)
             return response
 
@@ -587,8 +582,8 @@ class Gateway:
             async for delta in all_deltas():
                 if delta.content:
                     parts.append(delta.content)
-                    await send(chunk_event(completion_id, chat.model, content=delta.content))
-                finish = delta.finish_reason or finish
+                for event in relay.events(delta):
+                    await send(event)
                 usage = delta.usage or usage
         except UpstreamError as exc:
             self._attempt(call, target, attempt_started, exc.status, exc.error_class)
@@ -612,9 +607,8 @@ class Gateway:
         resolved = self._settle_usage(call, usage, "".join(parts), chat)
         await self._record(call, 200, None, "allowed")
         try:
-            await send(chunk_event(completion_id, chat.model, finish_reason=finish))
-            await send(chunk_event(completion_id, chat.model, usage=resolved))
-            stream = await send(DONE_EVENT)
+            for event in relay.tail(resolved):
+                stream = await send(event)
             await stream.write_eof()
         except ConnectionResetError:
             log.info("caller left before the end of the stream", trace_id=call.trace_id)
@@ -645,12 +639,12 @@ class Gateway:
             # Whatever the outcome, tokens an upstream produced are paid for.
             cost = target.cost_nanousd(call.prompt_tokens, call.completion_tokens)
         record = LineageRecord(
-            event_id=uuid7(),
+            event_id=call.event_id,
             event_type=LineageRecord.event_type_name,
             occurred_at=now_ms(),
             tenant_id=call.tenant_id,
             trace_id=call.trace_id,
-            span_id=new_span_id(),
+            span_id=call.span_id,
             parent_span_id=call.parent_span_id,
             team_id=call.team_id,
             user_id=call.user_id,
@@ -681,3 +675,11 @@ class Gateway:
         )
         sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
         self.budget.settled(call.wallet_id, sealed.seq, cost)
+
+
+def _linked(call: CallRecord, response: web.StreamResponse) -> web.StreamResponse:
+    """The response with the headers that name its lineage record (replies.link_headers);
+    one already under way has them."""
+    if not response.prepared:
+        response.headers.update(link_headers(call.event_id, call.trace_id, call.span_id))
+    return response

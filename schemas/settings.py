@@ -266,6 +266,11 @@ class GatewaySettings(BreakerSettings):
     max_identifier_chars: int = setting(
         256, "Longest `model` and `user` a chat request may name; longer gets 400."
     )
+    max_choices: int = setting(128, "Largest `n` (choices) a chat request may ask for.")
+    max_json_depth: int = setting(32, "Deepest nesting of arrays and objects in a request body.")
+    max_json_members: int = setting(
+        4096, "Most members of one array or object in a request body; more gets 400."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -287,6 +292,9 @@ class GatewaySettings(BreakerSettings):
             "max_concurrent_upstream",
             "checkpoint_every_records",
             "max_identifier_chars",
+            "max_choices",
+            "max_json_depth",
+            "max_json_members",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")

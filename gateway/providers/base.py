@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -16,6 +16,9 @@ class ChatCall:
     max_tokens: int | None
     temperature: float | None
     extra: dict[str, Any]
+    # The caller's body as sent (OpenAI's shape): what an OpenAI-compatible upstream is
+    # given, with `model` and `messages` replaced by the two fields above.
+    body: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,36 +31,68 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Completion:
-    """A whole answer."""
+    """A whole answer. `content`: the text of every choice (content, refusal, tool-call
+    arguments), what the gateway hashes and estimates tokens from; `reply`: the
+    provider's whole `chat.completion` object when it speaks OpenAI's shape (then the
+    caller gets it as is), None when the adapter translated a text answer."""
 
     content: str
     finish_reason: str
     usage: Usage | None
+    reply: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """One piece of a streamed answer; the last carries finish_reason and maybe usage."""
+    """One piece of a streamed answer; the last carries finish_reason and maybe usage.
+    `chunk`: the provider's whole `chat.completion.chunk` when it speaks OpenAI's shape
+    (relayed to the caller as is), None when the adapter translated text."""
 
     content: str
     finish_reason: str | None = None
     usage: Usage | None = None
+    chunk: dict[str, Any] | None = None
+
+
+def choice_texts(choices: Any, part: str) -> str:
+    """The text of OpenAI choices: content, refusal and tool-call arguments of each
+    choice's `part` ("message" in a reply, "delta" in a chunk), joined."""
+    texts: list[str] = []
+    for choice in choices if isinstance(choices, list) else ():
+        body = choice.get(part) if isinstance(choice, dict) else None
+        if not isinstance(body, dict):
+            continue
+        texts.extend(body[k] for k in ("content", "refusal") if isinstance(body.get(k), str))
+        calls = body.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                texts.append(function["arguments"])
+    return "".join(texts)
 
 
 class UpstreamError(Exception):
     """The provider failed: status 0 when no response came back.
 
     `retry_after_s` is how long the provider asked us to wait (Retry-After on a 429 or
-    503), None when it did not say.
+    503), None when it did not say. `invalid`: the provider's own error object when it
+    refused the request as invalid (400, 422: a parameter the gateway does not check).
     """
 
     def __init__(
-        self, status: int, error_class: str, message: str, *, retry_after_s: float | None = None
+        self,
+        status: int,
+        error_class: str,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        invalid: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.error_class = error_class
         self.retry_after_s = retry_after_s
+        self.invalid = invalid
 
 
 class Provider(Protocol):

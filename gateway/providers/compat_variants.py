@@ -21,14 +21,19 @@ class MistralProvider(OpenAICompatProvider):
     """Mistral's chat completions: OpenAI's shape, but unknown fields are a 422.
 
     Mistral rejects `stream_options` and reports usage in the last streamed chunk
-    unasked; it calls the sampling seed `random_seed`.
+    unasked; it calls the sampling seed `random_seed` and knows only `max_tokens`. It
+    does not take `user`, which the gateway consumes (lineage, the rbac step); any other
+    field it does not know gets its 422, an error the caller sees, never a silent drop.
     """
 
     def _body(self, call: ChatCall, *, stream: bool) -> dict[str, Any]:
         body = super()._body(call, stream=stream)
         body.pop("stream_options", None)
+        body.pop("user", None)
         if "seed" in body:
             body["random_seed"] = body.pop("seed")
+        if "max_completion_tokens" in body:
+            body["max_tokens"] = body.pop("max_completion_tokens")
         return body
 
 

@@ -12,7 +12,14 @@ from typing import Any
 import httpx
 import orjson
 
-from gateway.providers.base import ChatCall, Completion, Delta, UpstreamError, Usage
+from gateway.providers.base import (
+    ChatCall,
+    Completion,
+    Delta,
+    UpstreamError,
+    Usage,
+    choice_texts,
+)
 from gateway.providers.upstream_http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_SSE_EVENT_CHARS,
@@ -28,7 +35,32 @@ from gateway.providers.upstream_http import (
 def _usage(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
-    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+    return Usage(_count(data.get("prompt_tokens")), _count(data.get("completion_tokens")))
+
+
+def _count(value: Any) -> int:
+    """A token count as reported; anything but a non-negative integer is a bad response."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"token count {value!r} is not a non-negative integer")
+    return value
+
+
+def _first_finish(choices: list[Any]) -> str | None:
+    for choice in choices:
+        if isinstance(choice, dict) and isinstance(choice.get("finish_reason"), str):
+            return str(choice["finish_reason"])
+    return None
+
+
+def _choices(data: dict[str, Any], *, required: bool) -> list[Any]:
+    choices = data.get("choices")
+    if choices is None and not required:
+        return []
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise TypeError("'choices' is not an array of objects")
+    return choices
 
 
 class OpenAICompatProvider:
@@ -72,17 +104,26 @@ class OpenAICompatProvider:
         return "/chat/completions"
 
     def _body(self, call: ChatCall, *, stream: bool) -> dict[str, Any]:
-        """The request body as the upstream expects it."""
-        payload: dict[str, Any] = {**call.extra, "model": call.upstream_model}
+        """The request body as the upstream expects it: the caller's body as sent, with
+        the upstream's model name, the messages as the policy chain left them and, on a
+        stream, a request for usage (the caller gets that chunk only when it asked)."""
+        payload: dict[str, Any] = dict(call.body)
+        if not payload:  # a call built without a caller's body (tests, other adapters)
+            payload = dict(call.extra)
+            if call.max_tokens is not None:
+                payload["max_tokens"] = call.max_tokens
+            if call.temperature is not None:
+                payload["temperature"] = call.temperature
+        payload["model"] = call.upstream_model
         payload["messages"] = call.messages
-        if call.max_tokens is not None:
-            payload["max_tokens"] = call.max_tokens
-        if call.temperature is not None:
-            payload["temperature"] = call.temperature
         if stream:
             payload["stream"] = True
+            options = payload.get("stream_options")
             # Ask for usage so a streamed call is priced from what the provider reports.
-            payload["stream_options"] = {"include_usage": True}
+            payload["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
         return payload
 
     async def complete(self, call: ChatCall) -> Completion:
@@ -96,12 +137,16 @@ class OpenAICompatProvider:
         status, content = await fetch_body(self._client, request, limit=self._max_response_bytes)
         try:
             data = orjson.loads(content)
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-            finish = choice.get("finish_reason") or "stop"
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            if not isinstance(data, dict):
+                raise TypeError("the reply is not a JSON object")
+            choices = _choices(data, required=True)
+            if not choices:
+                raise TypeError("the reply has no choices")
+            usage = _usage(data.get("usage"))
+        except (orjson.JSONDecodeError, TypeError) as exc:
             raise UpstreamError(status, "bad_response", str(exc)) from exc
-        return Completion(text, finish, _usage(data.get("usage")))
+        text = choice_texts(choices, "message")
+        return Completion(text, _first_finish(choices) or "stop", usage, data)
 
     async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
         """Server-sent events from the upstream, re-yielded as deltas."""
@@ -124,12 +169,10 @@ class OpenAICompatProvider:
                 chunk = orjson.loads(event.data)
                 if not isinstance(chunk, dict):
                     raise UpstreamError(response.status_code, "bad_response", "chunk not an object")
+                choices = _choices(chunk, required=False)
+                text = choice_texts(choices, "delta")
                 usage = _usage(chunk.get("usage"))
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    yield Delta(delta.get("content") or "", choice.get("finish_reason"), None)
-                if usage is not None:
-                    yield Delta("", None, usage)
+                yield Delta(text, _first_finish(choices), usage, chunk)
         except httpx.HTTPError as exc:
             raise classify_transport_error(exc) from exc
         except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:

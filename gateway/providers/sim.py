@@ -1,5 +1,7 @@
-"""The built-in `sim` provider: deterministic text and usage, configurable latency,
-error rate and chunking. Stands in for upstreams in tests, the demo and benchmarks.
+"""The built-in `sim` provider: deterministic answers and usage in OpenAI's shape
+(every choice of `n`, tool calls when given tools, JSON for `response_format`, logprobs
+when asked), configurable latency, error rate and chunking. Stands in for upstreams in
+tests, the demo and benchmarks.
 
 `sim-flaky` is the sim's failover drill: it answers like the other sim models, except that
 a call whose messages contain `OUTAGE_MARKER` fails with 503, as a provider in an outage
@@ -13,10 +15,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
 
-from gateway.providers.base import ChatCall, Completion, Delta, UpstreamError, Usage
-from gateway.tokens import estimate_prompt_tokens
+from gateway.providers.base import (
+    ChatCall,
+    Completion,
+    Delta,
+    UpstreamError,
+    Usage,
+    choice_texts,
+)
+from gateway.providers.sim_shapes import logprobs, structured_content, tool_call, tool_to_call
+from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 
 _WORDS = (
     "ledger",
@@ -41,6 +54,7 @@ _WORDS = (
     "breaker",
 )
 
+SYSTEM_FINGERPRINT = "fp_sim"
 FLAKY_MODEL = "sim-flaky"
 OUTAGE_MARKER = "[sim-outage]"
 
@@ -82,8 +96,9 @@ class SimProvider:
         # Not for security: the error draw only needs to be reproducible.
         self._random = random.Random(seed)  # noqa: S311
 
-    def _words(self, call: ChatCall) -> list[str]:
-        digest = hashlib.sha256(repr(call.messages).encode()).digest()
+    def _words(self, call: ChatCall, index: int = 0) -> list[str]:
+        seen = repr(call.messages) if index == 0 else f"{call.messages!r}#{index}"
+        digest = hashlib.sha256(seen.encode()).digest()
         count = self.completion_tokens
         if call.max_tokens is not None:
             count = max(1, min(count, call.max_tokens))
@@ -102,23 +117,133 @@ class SimProvider:
         if self.error_rate and self._random.random() < self.error_rate:
             raise UpstreamError(503, "http_5xx", "sim provider: injected failure")
 
+    def _answers(self, call: ChatCall) -> list[SimAnswer]:
+        """One answer per choice the caller asked for (`n`)."""
+        n = call.body.get("n")
+        tool = tool_to_call(call.body, call.messages)
+        answers = []
+        for index in range(n if isinstance(n, int) and n > 1 else 1):
+            words = self._words(call, index)
+            if tool is not None:
+                made = tool_call(tool, words, index)
+                count = estimate_text_tokens(made["function"]["arguments"])
+                answers.append(SimAnswer([], "tool_calls", count, made))
+                continue
+            structured = structured_content(call.body, words)
+            if structured is not None:
+                answers.append(SimAnswer([structured], "stop", estimate_text_tokens(structured)))
+                continue
+            tokens = [word if i == 0 else " " + word for i, word in enumerate(words)]
+            answers.append(SimAnswer(tokens, self._finish_reason(call, words), len(words)))
+        return answers
+
+    def _usage(self, call: ChatCall, answers: list[SimAnswer]) -> Usage:
+        completion_tokens = sum(a.completion_tokens for a in answers)
+        return Usage(estimate_prompt_tokens(call.messages), completion_tokens)
+
+    def _logprobs(self, call: ChatCall, tokens: list[str]) -> dict[str, Any] | None:
+        if call.body.get("logprobs") is not True:
+            return None
+        top = call.body.get("top_logprobs")
+        return logprobs(tokens, top if isinstance(top, int) else 0)
+
+    def _envelope(self, call: ChatCall, kind: str) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-sim",
+            "object": kind,
+            "created": int(time.time()),
+            "model": call.upstream_model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        }
+
     async def complete(self, call: ChatCall) -> Completion:
-        """One answer after the configured latency."""
+        """One answer per choice after the configured latency, in OpenAI's shape."""
         await self._wait_or_fail(call)
-        words = self._words(call)
-        usage = Usage(estimate_prompt_tokens(call.messages), len(words))
-        return Completion(" ".join(words), self._finish_reason(call, words), usage)
+        answers = self._answers(call)
+        usage = self._usage(call, answers)
+        choices = []
+        for index, answer in enumerate(answers):
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": "".join(answer.tokens) if answer.call is None else None,
+                "refusal": None,
+            }
+            if answer.call is not None:
+                message["tool_calls"] = [answer.call]
+            choices.append(
+                {
+                    "index": index,
+                    "message": message,
+                    "logprobs": self._logprobs(call, answer.tokens),
+                    "finish_reason": answer.finish_reason,
+                }
+            )
+        reply = {
+            **self._envelope(call, "chat.completion"),
+            "choices": choices,
+            "usage": usage_object(usage),
+        }
+        text = "".join(a.text() for a in answers)
+        return Completion(text, answers[0].finish_reason, usage, reply)
 
     async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
-        """The same answer in chunks of `chunk_tokens` words, usage in the last delta."""
+        """The same answers in chunks of `chunk_tokens` words (tool-call arguments in two
+        pieces), choice after choice, usage in a last chunk with no choices."""
         await self._wait_or_fail(call)
-        words = self._words(call)
-        for start in range(0, len(words), self.chunk_tokens):
-            piece = " ".join(words[start : start + self.chunk_tokens])
-            yield Delta(piece if start == 0 else " " + piece)
-            await asyncio.sleep(0)
-        usage = Usage(estimate_prompt_tokens(call.messages), len(words))
-        yield Delta("", self._finish_reason(call, words), usage)
+        answers = self._answers(call)
+
+        def chunk(
+            index: int, delta: dict[str, Any], finish: str | None = None, **fields: Any
+        ) -> Delta:
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice.update(fields)
+            body = {**self._envelope(call, "chat.completion.chunk"), "choices": [choice]}
+            return Delta(choice_texts([choice], "delta"), finish, None, body)
+
+        for index, answer in enumerate(answers):
+            yield chunk(index, {"role": "assistant", "content": ""})
+            if answer.call is not None:
+                arguments = answer.call["function"]["arguments"]
+                half = len(arguments) // 2
+                opening = {**answer.call, "function": {**answer.call["function"]}}
+                opening["function"]["arguments"] = arguments[:half]
+                yield chunk(index, {"tool_calls": [{"index": 0, **opening}]})
+                rest = {"index": 0, "function": {"arguments": arguments[half:]}}
+                yield chunk(index, {"tool_calls": [rest]})
+            for start in range(0, len(answer.tokens), self.chunk_tokens):
+                tokens = answer.tokens[start : start + self.chunk_tokens]
+                yield chunk(
+                    index, {"content": "".join(tokens)}, logprobs=self._logprobs(call, tokens)
+                )
+                await asyncio.sleep(0)
+            yield chunk(index, {}, answer.finish_reason)
+        usage = self._usage(call, answers)
+        body = {**self._envelope(call, "chat.completion.chunk"), "choices": []}
+        body["usage"] = usage_object(usage)
+        yield Delta("", None, usage, body)
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+@dataclass(frozen=True, slots=True)
+class SimAnswer:
+    """One choice of a sim answer: its tokens (text) or the tool call it makes."""
+
+    tokens: list[str]
+    finish_reason: str
+    completion_tokens: int
+    call: dict[str, Any] | None = None
+
+    def text(self) -> str:
+        """What the choice says: its text, or its tool call's arguments."""
+        return "".join(self.tokens) if self.call is None else self.call["function"]["arguments"]
+
+
+def usage_object(usage: Usage) -> dict[str, int]:
+    """OpenAI's usage object."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+    }

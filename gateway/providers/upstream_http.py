@@ -10,8 +10,10 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
+import orjson
 
 from gateway.providers.base import UpstreamError
 
@@ -32,6 +34,7 @@ ERROR_BODY_BYTES = 4096
 """How much of an error body is read: enough for the provider's message, no more."""
 
 ERROR_EXCERPT_BYTES = 200
+INVALID_REQUEST_STATUSES = frozenset({400, 422})
 """How much of an error body goes into the error message (it may reach the caller)."""
 
 # Retry-After is only meaningful on these: RFC 9110 defines it for 503, RFC 6585 for 429,
@@ -104,6 +107,19 @@ def _http_date_s(value: str) -> float | None:
     return moment.timestamp()
 
 
+def _invalid_request(status: int, body: bytes) -> dict[str, Any] | None:
+    """The OpenAI-shaped error object of a 400 or 422 (the request was invalid), if any."""
+    if status not in INVALID_REQUEST_STATUSES:
+        return None
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return None
+    return error
+
+
 def status_error(response: httpx.Response, body: bytes) -> UpstreamError:
     """The UpstreamError for a non-2xx answer, with Retry-After where it means something."""
     status = response.status_code
@@ -115,6 +131,7 @@ def status_error(response: httpx.Response, body: bytes) -> UpstreamError:
         error_kind(status),
         f"upstream answered {status}: {body[:ERROR_EXCERPT_BYTES]!r}",
         retry_after_s=retry_after_s,
+        invalid=_invalid_request(status, body),
     )
 
 

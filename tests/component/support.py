@@ -317,12 +317,15 @@ def wire_gateway(
 
 @contextlib.asynccontextmanager
 async def running_component(
-    tmp_path: Path, views: LocalViews | None = None, **overrides: Any
+    tmp_path: Path,
+    views: LocalViews | None = None,
+    upstream: Upstream | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Component]:
     """The gateway and admin API under a TestClient; settings overridden by name."""
     settings = gateway_settings(tmp_path, **overrides)
     views = views if views is not None else LocalViews()
-    upstream = Upstream()
+    upstream = upstream if upstream is not None else Upstream()
     gateway, admin, lineage, control, providers = wire_gateway(
         settings, views, upstream, "component"
     )

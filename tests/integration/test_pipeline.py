@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from typing import Any
 
 import httpx
 import openai
@@ -106,6 +107,30 @@ def test_streamed_call_carries_usage_in_last_chunk_and_is_never_free(stack: Runn
     expected_cost = SIM_SMALL.cost_nanousd(usage.prompt_tokens, usage.completion_tokens)
     assert row == ["true", "reported", str(usage.completion_tokens), str(expected_cost), "true"]
     assert expected_cost > 0
+
+
+def test_a_streamed_tool_call_names_its_audit_row(stack: RunningStack) -> None:
+    key = stack.create_key("agents")
+    stack.fund("agents", "1")
+    wait_for(lambda: stack.balance_nanousd("agents") > 0)
+    tool: Any = {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+    raw = client(stack, key["key"]).chat.completions.with_raw_response.create(
+        model="sim-small",
+        messages=[{"role": "user", "content": "Look up the Q3 ledger."}],
+        tools=[tool],
+        tool_choice="required",
+        stream=True,
+    )
+    chunks = list(raw.parse())
+    calls = [t for c in chunks for t in c.choices[0].delta.tool_calls or []]
+    names = [t.function.name for t in calls if t.function is not None]
+    assert "lookup" in names
+    event_id = raw.headers["x-govledger-event-id"]
+    assert {c.id for c in chunks} == {f"chatcmpl-{event_id}"}
+    row = wait_for(
+        lambda: stack.sql(f"SELECT trace_id, span_id FROM lineage WHERE event_id = '{event_id}'")
+    )
+    assert raw.headers["traceparent"] == f"00-{row[0][0]}-{row[0][1]}-01"
 
 
 def test_balance_equals_funding_minus_recorded_costs_exactly(stack: RunningStack) -> None:

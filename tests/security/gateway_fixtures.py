@@ -93,7 +93,11 @@ async def _serve(runner: web.AppRunner) -> int:
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    tmp_path: Path, *, with_pii_pack: bool = False, **overrides: Any
+    tmp_path: Path,
+    *,
+    with_pii_pack: bool = False,
+    upstream: Upstream | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Served]:
     """The gateway and admin API, assembled as GatewayProcess does, on a free port."""
     settings = load(
@@ -101,11 +105,10 @@ async def running_gateway(
         environ={},
         data_dir=str(tmp_path),
         upstream_base_url="http://upstream.test/v1",
-        upstream_models=CAPTURE_MODEL,
-        **overrides,
+        **{"upstream_models": CAPTURE_MODEL, **overrides},
     )
     views = _views(with_pii_pack)
-    upstream = Upstream()
+    upstream = upstream if upstream is not None else Upstream()
     gateway, admin, lineage, _, providers = wire_gateway(settings, views, upstream, "security")
     runner = gateway_runner(settings, gateway_application(settings, gateway, admin))
     port = await _serve(runner)

@@ -3,6 +3,7 @@ upstream answers: what is sent, what comes back, and how failures are classified
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -427,6 +428,34 @@ async def test_mistral_completion_uses_bearer_key_and_mistral_field_names(
     assert sent["random_seed"] == 42
     assert "seed" not in sent
     assert (sent["max_tokens"], sent["top_p"]) == (128, 0.9)
+
+
+async def test_mistral_gets_the_callers_body_in_its_own_field_names(
+    providers: Callable[[Provider], Provider],
+) -> None:
+    upstream = Upstream(json_body=MISTRAL_COMPLETION)
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+    body = {
+        "model": "alias",
+        "messages": [],
+        "tools": tools,
+        "tool_choice": "any",
+        "user": "u-7",
+        "seed": 5,
+        "max_completion_tokens": 64,
+    }
+    call = dataclasses.replace(chat_call(model="mistral-small-latest"), body=body)
+    await providers(mistral(upstream)).complete(call)
+
+    sent = upstream.sent()
+    assert sent == {
+        "model": "mistral-small-latest",
+        "messages": call.messages,
+        "tools": tools,
+        "tool_choice": "any",
+        "random_seed": 5,
+        "max_tokens": 64,
+    }
 
 
 async def test_mistral_stream_sends_no_stream_options_and_reads_usage_from_the_last_chunk(

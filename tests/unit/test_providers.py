@@ -85,9 +85,9 @@ async def test_stream_yields_the_completion_text_with_usage_in_the_last_delta() 
     assert "".join(d.content for d in deltas) == completion.content
     assert deltas[-1].usage == completion.usage
     assert all(d.usage is None for d in deltas[:-1])
-    assert deltas[-1].finish_reason == "stop"
-    # 24 words in chunks of five: five pieces of text, then the closing delta.
-    assert [len(d.content.split()) for d in deltas] == [5, 5, 5, 5, 4, 0]
+    assert deltas[-2].finish_reason == "stop"
+    # 24 words in chunks of five: the role, five pieces of text, the finish, the usage.
+    assert [len(d.content.split()) for d in deltas] == [0, 5, 5, 5, 5, 4, 0, 0]
 
 
 async def test_stream_and_complete_agree_on_the_finish_reason_of_a_capped_answer() -> None:
