@@ -501,10 +501,33 @@ def test_resolved_escalations_are_kept_only_for_the_retention() -> None:
     after, notices = fold([opens[2], resolves[2]], small, state)
     assert after == state
     assert [n.reason for n in ignored(list(notices))] == ["duplicate", "duplicate"]
-    # ...one of an evicted escalation opens it again: the retention bounds how late a
-    # redelivery may be.
-    after, _ = evolve(state, opens[0], small)
+    # ...and one of an evicted escalation by its producer's watermark: a resend however
+    # late is a duplicate.
+    after, notices = evolve(state, opens[0], small)
+    assert after == state
+    assert [n.reason for n in ignored(list(notices))] == ["duplicate"]
+    # Without the watermark (evicted, or an unsealed record) the retention bounds how late
+    # a redelivery may be: an evicted escalation opens again.
+    forgetful = dataclasses.replace(small, opened_watermarks=1)
+    state, _ = run(
+        *opens, *resolves, escalation_opened(producer_id="gateway-other"), config=forgetful
+    )
+    after, _ = evolve(state, opens[0], forgetful)
     assert the(after, "esc_1").status == "open"
+
+
+def test_a_resent_open_is_a_duplicate_even_after_its_escalation_was_forgotten() -> None:
+    first = escalation_opened(escalation_id="esc_1", seq=5)
+    newer = escalation_opened(escalation_id="esc_2", seq=9)
+    state, _ = run(first, resolve(1, escalation_id="esc_1"), newer)
+    resent = [first, newer]
+    after, notices = fold(resent, CONFIG, state)
+    assert after == state
+    assert [n.reason for n in ignored(list(notices))] == ["duplicate", "duplicate"]
+    # Another producer's seq 5 for the same tenant is a record of its own.
+    other = escalation_opened(escalation_id="esc_3", seq=5, producer_id="gateway-other")
+    after, _ = evolve(state, other, CONFIG)
+    assert the(after, "esc_3").status == "open"
 
 
 def test_opens_beyond_the_capacity_are_refused_not_the_oldest() -> None:
