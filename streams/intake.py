@@ -9,7 +9,8 @@ decodes each record once; dead-letters what does not decode; and hands the decod
 to each domain's fold in turn, which writes its state once per key per batch. The
 domains' outputs go through the Faust producer like every agent's.
 
-Order: fold a batch (its outputs are sent at once), and at most every second flush the
+Order: fold a batch (its outputs are sent at once), and at most every second let each
+domain make durable what must be (`before_commit`: the SLA snapshots), flush the
 producer, then commit the offsets folded. What a batch caused is on the broker before its
 records are committed, so a worker killed at any point redelivers
 records whose effects may already be published: each domain's fold is idempotent for

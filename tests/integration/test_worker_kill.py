@@ -1,7 +1,10 @@
-"""Kill test (issue 4, item 6): SIGKILL the stream worker at random points while it folds
-N lineage records, restart it each time; afterwards every wallet equals its funding minus
-the sum of its costs in ClickHouse, to the nano-dollar, and every quota threshold alerted
-exactly once.
+"""Kill test (issue 4, item 6; issue 13, item 4): SIGKILL the stream worker at random
+points while it folds N lineage records, restart it each time; afterwards every wallet
+equals its funding minus the sum of its costs in ClickHouse, to the nano-dollar, every
+quota threshold alerted exactly once, and the SLA minute windows (every revision) add up
+to the lineage rows of their minute exactly, though the windows were open at the kills.
+Meanwhile records are resent as a producer's outbox resends them (the same signed bytes,
+interleaved with newer records and long after): they change no balance, window or alert.
 
 Real parts: Tansu, the sink (`python -m govledger sink`, chDB) and the worker
 (`python -m govledger worker`) as subprocesses. Gateways are played by three producers
@@ -17,7 +20,8 @@ and _MAX_S (a restarted worker is killed after a random 1-6 s of processing, unt
 entry is applied; one more kill lands while a restarted worker is still starting),
 GOVLEDGER_KILL_TEST_MIN_KILLS (fewest kills for the run to count, default 5),
 GOVLEDGER_KILL_TEST_SEED (kill points, traffic, costs and budgets; printed, so a failure
-reproduces), GOVLEDGER_KILL_TEST_TIMEOUT_S (whole test).
+reproduces), GOVLEDGER_KILL_TEST_TIMEOUT_S (whole test), GOVLEDGER_KILL_TEST_RESENDS
+(lineage records sent again, default 300).
 """
 
 from __future__ import annotations
@@ -71,6 +75,10 @@ KILL_AFTER_MIN_S = float(os.environ.get("GOVLEDGER_KILL_TEST_KILL_AFTER_MIN_S", 
 KILL_AFTER_MAX_S = float(os.environ.get("GOVLEDGER_KILL_TEST_KILL_AFTER_MAX_S", "6"))
 SEED = int(os.environ.get("GOVLEDGER_KILL_TEST_SEED", "4006"))
 TIMEOUT_S = float(os.environ.get("GOVLEDGER_KILL_TEST_TIMEOUT_S", "1800"))
+RESENDS = int(os.environ.get("GOVLEDGER_KILL_TEST_RESENDS", "300"))
+# Windows close 5 s after their minute: the calls' minute closes while the worker is
+# being killed, and the calls read after that come as corrections (revisions 1, 2 ...).
+SLA_GRACE_MS = 5_000
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
@@ -113,6 +121,8 @@ class Workload:
     budgets: dict[str, int]
     budget_shape: dict[str, str]
     period_start_at: int
+    resent: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+    """Before lineage record i is sent, the earlier ones listed here are sent again."""
 
     @property
     def entries(self) -> dict[str, int]:
@@ -201,7 +211,15 @@ def build_workload(rng: random.Random, events: int) -> Workload:
             top_up = rng.randint(1, 10**12)
             funded[wallet] += top_up
             midway.append((tenant, fund(admin, tenant, team, top_up, start + 1)))
-    return Workload(wallets, first, midway, lineage, funded, spent, calls, budgets, shapes, period)
+    # Resends: each earlier record again, soon after it or long after, between newer
+    # records of the same gateway; the last ones after all the calls (key len(lineage)).
+    resent: dict[int, list[int]] = defaultdict(list)
+    for _ in range(min(RESENDS, events - 1)):
+        original = rng.randrange(events - 1)
+        resent[rng.choice((original + 1, rng.randrange(original + 1, events + 1)))].append(original)
+    return Workload(
+        wallets, first, midway, lineage, funded, spent, calls, budgets, shapes, period, resent
+    )
 
 
 def fund(chain: HashChain, tenant: str, team: str, amount: int, at: int) -> bytes:
@@ -490,6 +508,8 @@ async def test_worker_killed_at_random_points_loses_and_repeats_nothing(tmp_path
                 GOVLEDGER_WORKER_WEB_PORT="0",
                 # Short, so a Faust commit stall in a worker's life shows in its log.
                 GOVLEDGER_WORKER_COMMIT_STALL_S="20",
+                GOVLEDGER_SLA_GRACE_MS=str(SLA_GRACE_MS),
+                GOVLEDGER_SLA_TICK_S="1",
             )
             worker = children.spawn("worker", worker_env)
             await follower.start()
@@ -615,6 +635,14 @@ async def publish(bootstrap: str, work: Workload, over_s: float) -> None:
         half = len(work.lineage) // 2
         began = time.monotonic()
         rate = len(work.lineage) / over_s
+
+        async def resend(before: int) -> None:
+            for original in work.resent.get(before, ()):
+                key, value = work.lineage[original]
+                await producer.send(
+                    LINEAGE.name, value, key=key.encode(), headers=auth_headers(value)
+                )
+
         for i, (key, value) in enumerate(work.lineage):
             if i == half:
                 for control_key, control_value in work.control_midway:
@@ -624,9 +652,19 @@ async def publish(bootstrap: str, work: Workload, over_s: float) -> None:
                         key=control_key.encode(),
                         headers=auth_headers(control_value),
                     )
+                # The admin API's fundings and budgets resent, long after.
+                for control_key, control_value in work.control_first:
+                    await producer.send(
+                        CONTROL.name,
+                        control_value,
+                        key=control_key.encode(),
+                        headers=auth_headers(control_value),
+                    )
+            await resend(i)
             await producer.send(LINEAGE.name, value, key=key.encode(), headers=auth_headers(value))
             if i % 100 == 99:
                 await asyncio.sleep(max(0.0, began + i / rate - time.monotonic()))
+        await resend(len(work.lineage))
         await producer.flush()
     finally:
         await producer.stop()
@@ -715,6 +753,48 @@ async def check_results(
 
     await wait_until(alerts_in_store, "every alert of the topic in ClickHouse", 300, every_s=1.0)
     print("[kill-test] the sink has ingested everything", flush=True)
+
+    # -- SLA: every minute's windows (all revisions) add up to its lineage rows ------------
+    minute = "intDiv(toUnixTimestamp64Milli({}), 60000) * 60000"
+    lineage_minutes = {
+        (t, p, m, int(start)): int(n)
+        for t, p, m, start, n in await sql(
+            f"SELECT tenant_id, provider, model_selected, {minute.format('occurred_at')}, "
+            "count() FROM lineage WHERE provider != '' GROUP BY 1, 2, 3, 4"
+        )
+    }
+    sla_minutes: dict[tuple[str, str, str, int], tuple[int, int, int]] = {}
+
+    async def windows_add_up() -> bool:
+        nonlocal sla_minutes
+        sla_minutes = {
+            (t, p, m, int(start)): (int(n), int(rows), int(revisions))
+            for t, p, m, start, n, rows, revisions in await sql(
+                f"SELECT tenant_id, provider, model, {minute.format('window_start')}, "
+                "sum(requests), count(), max(revision) + 1 FROM sla_windows GROUP BY 1, 2, 3, 4"
+            )
+        }
+        return {k: n for k, (n, _, _) in sla_minutes.items()} == lineage_minutes
+
+    try:
+        await wait_until(windows_add_up, "SLA windows adding up to the lineage", 120, every_s=1.0)
+    except AssertionError:
+        wrong = {
+            k: {"lineage rows": n, "window requests": sla_minutes.get(k, (0, 0, 0))[0]}
+            for k, n in {**dict.fromkeys(sla_minutes, 0), **lineage_minutes}.items()
+            if sla_minutes.get(k, (0, 0, 0))[0] != n
+        }
+        raise AssertionError(f"SLA minutes not equal to the lineage rows: {wrong}") from None
+    duplicated = await sql(
+        "SELECT event_id, count() FROM sla_windows GROUP BY event_id HAVING count() > 1 LIMIT 5"
+    )
+    assert not duplicated, f"SLA windows stored twice: {duplicated}"
+    print(
+        f"[kill-test] SLA: {len(lineage_minutes)} (tenant, target, minute)s add up exactly, "
+        f"in {sum(rows for _, rows, _ in sla_minutes.values())} windows "
+        f"(at most {max(r for _, _, r in sla_minutes.values())} revisions of one minute)",
+        flush=True,
+    )
 
     # -- wallets: balance == funded - sum(costs), to the nano-dollar ------------------------
     costs = {
