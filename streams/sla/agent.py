@@ -163,8 +163,9 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
             held.partitions = {p: await asyncio.to_thread(files.read, p) for p in assigned}
             held.dirty.clear()
             held.ready = True
-            resent = sum(len(s.outbox) for s in held.partitions.values())
-            await send_outboxes()  # closed before a kill: the same bytes again
+        # A saved outbox (closed before a kill) goes out, the same bytes again, with the
+        # next tick's: this runs inside the intake's rebalance, not the place to wait.
+        resent = sum(len(s.outbox) for s in held.partitions.values())
         open_windows = sum(len(s.state.windows) for s in held.partitions.values())
         log.info(
             "sla state loaded", partitions=len(assigned), open_windows=open_windows, resent=resent
