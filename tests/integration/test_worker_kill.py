@@ -11,16 +11,18 @@ Real parts: Tansu, the sink (`python -m govledger sink`, chDB) and the worker
 that seal their records into their hash chains exactly as a gateway does; an admin
 producer publishes fundings and budgets on the control topic.
 
-    GOVLEDGER_KILL_TEST_EVENTS=5000 .venv/bin/pytest -s tests/integration/test_worker_kill.py
+    KILL_TEST_EVENTS=5000 .venv/bin/pytest -s tests/integration/test_worker_kill.py
 
-Knobs (environment): GOVLEDGER_KILL_TEST_EVENTS (lineage records, default 100,000),
-GOVLEDGER_KILL_TEST_PUBLISH_S (the calls are published at an even rate over this long,
-default 90 s: the worker is killed while traffic flows), GOVLEDGER_KILL_TEST_KILL_AFTER_MIN_S
-and _MAX_S (a restarted worker is killed after a random 1-6 s of processing, until every
-entry is applied; one more kill lands while a restarted worker is still starting),
-GOVLEDGER_KILL_TEST_MIN_KILLS (fewest kills for the run to count, default 5),
-GOVLEDGER_KILL_TEST_SEED (kill points, traffic, costs and budgets; printed, so a failure
-reproduces), GOVLEDGER_KILL_TEST_TIMEOUT_S (whole test), GOVLEDGER_KILL_TEST_RESENDS
+Knobs (environment; not GOVLEDGER_*: this process loads settings, which refuse unknown
+GOVLEDGER_ variables): KILL_TEST_EVENTS (lineage records, default 100,000),
+KILL_TEST_PUBLISH_S (the calls are published at an even rate over this long,
+default 60 s: the worker is killed while traffic flows, and after while it catches up),
+KILL_TEST_KILL_AFTER_MIN_S and _MAX_S (a restarted worker is killed after a
+random 1-6 s of processing, until every entry is applied; one more kill lands while a
+restarted worker is still starting),
+KILL_TEST_MIN_KILLS (fewest kills for the run to count, default 5),
+KILL_TEST_SEED (kill points, traffic, costs and budgets; printed, so a failure
+reproduces), KILL_TEST_TIMEOUT_S (whole test), KILL_TEST_RESENDS
 (lineage records sent again, default 300).
 """
 
@@ -68,14 +70,14 @@ from tests.integration.stack import free_port
 # locally with -m "not soak".
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
 
-EVENTS = int(os.environ.get("GOVLEDGER_KILL_TEST_EVENTS", "100000"))
-MIN_KILLS = int(os.environ.get("GOVLEDGER_KILL_TEST_MIN_KILLS", "5"))
-PUBLISH_S = float(os.environ.get("GOVLEDGER_KILL_TEST_PUBLISH_S", "90"))
-KILL_AFTER_MIN_S = float(os.environ.get("GOVLEDGER_KILL_TEST_KILL_AFTER_MIN_S", "1"))
-KILL_AFTER_MAX_S = float(os.environ.get("GOVLEDGER_KILL_TEST_KILL_AFTER_MAX_S", "6"))
-SEED = int(os.environ.get("GOVLEDGER_KILL_TEST_SEED", "4006"))
-TIMEOUT_S = float(os.environ.get("GOVLEDGER_KILL_TEST_TIMEOUT_S", "1800"))
-RESENDS = int(os.environ.get("GOVLEDGER_KILL_TEST_RESENDS", "300"))
+EVENTS = int(os.environ.get("KILL_TEST_EVENTS", "100000"))
+MIN_KILLS = int(os.environ.get("KILL_TEST_MIN_KILLS", "5"))
+PUBLISH_S = float(os.environ.get("KILL_TEST_PUBLISH_S", "60"))
+KILL_AFTER_MIN_S = float(os.environ.get("KILL_TEST_KILL_AFTER_MIN_S", "1"))
+KILL_AFTER_MAX_S = float(os.environ.get("KILL_TEST_KILL_AFTER_MAX_S", "6"))
+SEED = int(os.environ.get("KILL_TEST_SEED", "4006"))
+TIMEOUT_S = float(os.environ.get("KILL_TEST_TIMEOUT_S", "1800"))
+RESENDS = int(os.environ.get("KILL_TEST_RESENDS", "300"))
 # Windows close 5 s after their minute: the calls' minute closes while the worker is
 # being killed, and the calls read after that come as corrections (revisions 1, 2 ...).
 SLA_GRACE_MS = 5_000
@@ -474,14 +476,13 @@ async def test_worker_killed_at_random_points_loses_and_repeats_nothing(tmp_path
         f"\n[kill-test] seed {SEED}, {EVENTS} lineage records published over {PUBLISH_S:.0f} s, "
         f"kills after {KILL_AFTER_MIN_S:g}-{KILL_AFTER_MAX_S:g} s of processing"
     )
-    work = build_workload(rng, EVENTS)
-    expected_entries = work.entries
-    total_entries = sum(expected_entries.values())
-    print(f"[kill-test] workload built in {time.monotonic() - started:.1f} s")
+    token = "kill-test-" + rng.randbytes(8).hex()
+    # Sealed in a thread while the broker, the sink and the worker start (processes of
+    # their own): the two take about as long, so the test waits for one, not both.
+    building = asyncio.create_task(asyncio.to_thread(build_workload, rng, EVENTS))
 
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
-    token = "kill-test-" + rng.randbytes(8).hex()
     query_port = free_port()
     broker = start_tansu(port, (tmp_path / "tansu.log").open("ab"))
     follower = Follower(bootstrap)
@@ -513,6 +514,10 @@ async def test_worker_killed_at_random_points_loses_and_repeats_nothing(tmp_path
             )
             worker = children.spawn("worker", worker_env)
             await follower.start()
+            work = await building
+            expected_entries = work.entries
+            total_entries = sum(expected_entries.values())
+            print(f"[kill-test] workload built, stack up in {time.monotonic() - started:.1f} s")
 
             def applied() -> int:
                 return sum(min(follower.applied(w), n) for w, n in expected_entries.items())
@@ -600,6 +605,9 @@ async def test_worker_killed_at_random_points_loses_and_repeats_nothing(tmp_path
             print(f"[kill-test] Faust commit stalls the worker logged: {stalls or 'none'}")
             print(f"[kill-test] wall time {time.monotonic() - started:.1f} s", flush=True)
     finally:
+        if not building.done():  # failed before the workload was awaited
+            with contextlib.suppress(Exception):
+                await building
         await follower.stop()
         await sql.close()
         broker.terminate()
@@ -907,5 +915,5 @@ async def check_results(
     assert not dlq_rows, f"dead letters in ClickHouse: {dlq_rows}"
     assert not follower.dead_letters, f"dead letters on the topic: {follower.dead_letters[:5]}"
     assert len(kills) >= MIN_KILLS, (
-        f"only {len(kills)} kills happened; publish over more time (GOVLEDGER_KILL_TEST_PUBLISH_S)"
+        f"only {len(kills)} kills happened; publish over more time (KILL_TEST_PUBLISH_S)"
     )
