@@ -42,6 +42,11 @@ DEFAULT_THRESHOLDS_PERCENT: tuple[int, ...] = (50, 80, 100)
 MIN_THRESHOLD_PERCENT = 1
 MAX_THRESHOLD_PERCENT = 1_000
 MAX_THRESHOLDS = 10
+# Admin producers whose budget watermark a quota keeps (a producer id is new at each admin
+# API start). Past it one is forgotten: a late copy of its records is then judged by
+# `occurred_at` alone, which only misjudges a copy of a setting made in the same
+# millisecond as a newer one.
+MAX_BUDGET_PRODUCERS = 64
 
 
 def _thresholds_problem(thresholds_percent: Sequence[int]) -> str | None:
@@ -163,6 +168,7 @@ class Quota:
         assert list(self.budget_seqs) == sorted(dict(self.budget_seqs).items()), (
             "one watermark per producer, sorted"
         )
+        assert len(self.budget_seqs) <= MAX_BUDGET_PRODUCERS, "watermarks are bounded"
         assert 0 <= self.budget_nanousd <= MAX_NANOUSD, "budgets are validated by budget_set"
         assert _thresholds_problem(self.thresholds_percent) is None, "thresholds are validated"
         assert all(
@@ -311,6 +317,8 @@ def _with_budget(quota: Quota, budget: BudgetSet) -> Quota:
     if budget.seq > 0:
         seqs = dict(quota.budget_seqs)
         seqs[budget.producer_id] = budget.seq
+        while len(seqs) > MAX_BUDGET_PRODUCERS:  # the lowest watermark goes first
+            del seqs[min(seqs, key=lambda producer: (seqs[producer], producer))]
         quota = dataclasses.replace(quota, budget_seqs=tuple(sorted(seqs.items())))
     if budget.occurred_at < quota.budget_set_at:
         return quota

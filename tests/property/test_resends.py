@@ -309,3 +309,23 @@ def test_an_open_resent_after_its_escalation_left_the_resolved_retention_is_a_du
     assert escalations.find(state, "esc_a") is None  # evicted from the retention
     after, _ = escalations.fold([first], config, state)
     assert after == state
+
+
+def test_a_quota_keeps_a_bounded_number_of_budget_watermarks() -> None:
+    settings_made = [
+        quotas.budget_set(
+            wallet_id="acme/search",
+            tenant_id="acme",
+            team_id="search",
+            budget_nanousd=1_000 + n,
+            occurred_at=PERIOD + n,
+            producer_id=f"admin-{n:03d}",
+            seq=n + 1,
+        )
+        for n in range(quotas.MAX_BUDGET_PRODUCERS + 6)
+    ]
+    (quota,) = quotas.fold(settings_made)[0].values()
+    kept = dict(quota.budget_seqs)
+    assert len(kept) == quotas.MAX_BUDGET_PRODUCERS
+    assert "admin-000" not in kept  # the lowest watermark went first
+    assert quota.budget_nanousd == settings_made[-1].budget_nanousd
