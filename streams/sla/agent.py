@@ -178,7 +178,9 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
                 by_partition[decoded.partition].append((decoded, decoded.record))
         async with held.lock:
             for partition, calls in by_partition.items():
-                before = held.partitions.get(partition, Snapshot())
+                if partition not in held.partitions:  # never empty over a saved file
+                    held.partitions[partition] = await asyncio.to_thread(files.read, partition)
+                before = held.partitions[partition]
                 state = before.state
                 try:
                     state = logic.fold((call for _, call in calls), state)
