@@ -329,3 +329,19 @@ def test_a_quota_keeps_a_bounded_number_of_budget_watermarks() -> None:
     assert len(kept) == quotas.MAX_BUDGET_PRODUCERS
     assert "admin-000" not in kept  # the lowest watermark went first
     assert quota.budget_nanousd == settings_made[-1].budget_nanousd
+
+
+def test_an_open_watermark_is_per_producer_and_tenant() -> None:
+    config = escalations.EscalationConfig()
+    first = escalation_opened(escalation_id="esc_a", producer_id="gateway-a", seq=5)
+    state, _ = escalations.fold([first], config)
+    other_gateway = escalation_opened(escalation_id="esc_b", producer_id="gateway-b", seq=5)
+    other_tenant = escalation_opened(
+        escalation_id="esc_c", producer_id="gateway-a", seq=5, tenant_id="globex"
+    )
+    after, _ = escalations.fold([first, other_gateway, other_tenant], config, state)
+    assert [e.escalation_id for e in escalations.open_escalations(after)] == [
+        "esc_a",
+        "esc_b",
+        "esc_c",
+    ]

@@ -516,20 +516,6 @@ def test_resolved_escalations_are_kept_only_for_the_retention() -> None:
     assert the(after, "esc_1").status == "open"
 
 
-def test_a_resent_open_is_a_duplicate_even_after_its_escalation_was_forgotten() -> None:
-    first = escalation_opened(escalation_id="esc_1", seq=5)
-    newer = escalation_opened(escalation_id="esc_2", seq=9)
-    state, _ = run(first, resolve(1, escalation_id="esc_1"), newer)
-    resent = [first, newer]
-    after, notices = fold(resent, CONFIG, state)
-    assert after == state
-    assert [n.reason for n in ignored(list(notices))] == ["duplicate", "duplicate"]
-    # Another producer's seq 5 for the same tenant is a record of its own.
-    other = escalation_opened(escalation_id="esc_3", seq=5, producer_id="gateway-other")
-    after, _ = evolve(state, other, CONFIG)
-    assert the(after, "esc_3").status == "open"
-
-
 def test_opens_beyond_the_capacity_are_refused_not_the_oldest() -> None:
     small = dataclasses.replace(CONFIG, max_unresolved=2)
     state, notices = run(
