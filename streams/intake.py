@@ -9,7 +9,8 @@ decodes each record once; dead-letters what does not decode; and hands the decod
 to each domain's fold in turn, which writes its state once per key per batch. The
 domains' outputs go through the Faust producer like every agent's.
 
-Order: fold a batch (its outputs are sent at once), and at most every second flush the
+Order: fold a batch (its outputs are sent at once), and at most every second let each
+domain make durable what must be (`before_commit`: the SLA snapshots), flush the
 producer, then commit the offsets folded. What a batch caused is on the broker before its
 records are committed, so a worker killed at any point redelivers
 records whose effects may already be published: each domain's fold is idempotent for
@@ -92,12 +93,17 @@ Fold = Callable[[Sequence[Decoded]], Awaitable[None]]
 @dataclasses.dataclass(frozen=True, slots=True)
 class Domain:
     """What the intake drives for a domain: its fold; what it must do when the intake is
-    assigned partitions (before any of their records is folded); and what it must do when
-    the intake stops on purpose (after the last fold, before the last commit)."""
+    assigned partitions (before any of their records is folded; it is given the lineage
+    partitions assigned); what it must do before each commit (after the fold, before the
+    producer flush: what must be durable before the records are committed); what it
+    must do when partitions are revoked (after the commit); and what it must do when the
+    intake stops on purpose (after the last fold, before the last commit)."""
 
     fold: Fold
-    on_assigned: Callable[[], Awaitable[None]] | None = None
+    on_assigned: Callable[[frozenset[int]], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
+    before_commit: Callable[[], Awaitable[None]] | None = None
+    on_revoked: Callable[[], Awaitable[None]] | None = None
 
 
 class _Offsets:
@@ -128,12 +134,16 @@ class _Reassigned(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self._folding:
             await self._commit()
+            for domain in self._domains:
+                if domain.on_revoked is not None:
+                    await domain.on_revoked()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        lineage = frozenset(tp.partition for tp in assigned if tp.topic == LINEAGE.name)
         async with self._folding:
             for domain in self._domains:
                 if domain.on_assigned is not None:
-                    await domain.on_assigned()
+                    await domain.on_assigned(lineage)
         self._ready.set()
 
 
@@ -188,6 +198,9 @@ def register(
         async def commit() -> None:
             if not offsets.pending:
                 return
+            for domain in domains:
+                if domain.before_commit is not None:
+                    await domain.before_commit()
             await app.producer.flush()  # what the records caused is on the broker first
             try:
                 await consumer.commit(dict(offsets.pending))

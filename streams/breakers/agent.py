@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from schemas.authn import SignedChain
-from schemas.ids import now_ms, uuid7
+from schemas.ids import now_ms
 from schemas.records import LineageRecord
 from schemas.settings import StreamSettings
 from schemas.topics import ALERTS, BREAKER_STATE, DLQ
@@ -65,16 +65,28 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
             fleet, transitions = logic.fold_observations(before, target, observations, config)
             if fleet is before:
                 continue  # every observation was folded before
-            table[event.key] = logic.dump_fleet(fleet)
+            # Published and acknowledged before the table entry is written: a kill in
+            # between folds the observations again into the same transitions, whose
+            # records carry the same derived ids (the sink keeps one row each).
             for transition in transitions:
-                alert = logic.to_alert(transition, target, event_id=uuid7(), occurred_at=now_ms())
+                alert = logic.to_alert(
+                    transition,
+                    target,
+                    event_id=logic.alert_event_id(transition, target),
+                    occurred_at=now_ms(),
+                )
                 _, data = chain.seal_encoded(alert)
-                await alerts.send(key=b"", value=data, headers=chain.headers(data))
+                await (await alerts.send(key=b"", value=data, headers=chain.headers(data)))
             if transitions:
                 state = logic.to_state(
-                    fleet, target, config, event_id=uuid7(), occurred_at=now_ms()
+                    fleet,
+                    target,
+                    config,
+                    event_id=logic.state_event_id(transitions[-1], target),
+                    occurred_at=now_ms(),
                 )
                 _, data = chain.seal_encoded(state)
-                await states.send(key=event.key, value=data, headers=chain.headers(data))
+                await (await states.send(key=event.key, value=data, headers=chain.headers(data)))
+            table[event.key] = logic.dump_fleet(fleet)
 
     return Domain(forward_attempts)

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from schemas import records
+from schemas.ids import derived_uuid7
 
 BreakerState = Literal["closed", "open", "half_open"]
 BREAKER_STATES: tuple[BreakerState, ...] = ("closed", "open", "half_open")
@@ -420,6 +421,35 @@ def to_alert(
         before=transition.before,
         after=transition.after,
         at=transition.at_ms,
+    )
+
+
+def alert_event_id(transition: Transition, target: tuple[str, str]) -> str:
+    """The event id of a transition's `circuit.*` alert, derived from what makes it that
+    transition (target, kind, states, moment): a record folded again after a restart (its
+    table entry not yet written) makes the same transition, and the alert is the same row
+    to the sink. A breaker opens or closes at most once per millisecond."""
+    return derived_uuid7(
+        transition.at_ms,
+        f"circuit.{transition.kind}",
+        target[0],
+        target[1],
+        transition.before,
+        transition.after,
+        transition.at_ms,
+    )
+
+
+def state_event_id(transition: Transition, target: tuple[str, str]) -> str:
+    """The event id of the `BreakerState` published after a transition (the last one of a
+    fold), derived like `alert_event_id`."""
+    return derived_uuid7(
+        transition.at_ms,
+        records.BreakerState.event_type_name,
+        target[0],
+        target[1],
+        transition.after,
+        transition.at_ms,
     )
 
 

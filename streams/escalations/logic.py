@@ -292,11 +292,17 @@ class _Draft:
     early: dict[str, tuple[Action, ...]]
     ticked_at: int
     notices: list[Notice]
+    opened_seqs: dict[tuple[str, str], int]
 
     @classmethod
     def of(cls, state: Queues) -> _Draft:
         return cls(
-            dict(state.unresolved), dict(state.resolved), dict(state.early), state.ticked_at, []
+            dict(state.unresolved),
+            dict(state.resolved),
+            dict(state.early),
+            state.ticked_at,
+            [],
+            dict(state.opened_seqs),
         )
 
     def freeze(self) -> Queues:
@@ -305,6 +311,7 @@ class _Draft:
             MappingProxyType(self.resolved),
             MappingProxyType(self.early),
             self.ticked_at,
+            MappingProxyType(self.opened_seqs),
         )
 
     def apply(self, event: Input, config: EscalationConfig) -> None:
@@ -337,7 +344,9 @@ class _Draft:
 
     def open(self, record: EscalationOpened, config: EscalationConfig) -> None:
         escalation_id = record.escalation_id
-        if escalation_id in self.unresolved or escalation_id in self.resolved:
+        if not self.first_open_of(record, config) or (
+            escalation_id in self.unresolved or escalation_id in self.resolved
+        ):
             self.ignore(escalation_id, "opened", "duplicate")
             return
         waiting = self.early.pop(escalation_id, ())
@@ -361,6 +370,21 @@ class _Draft:
         )
         for action in waiting:
             self.act(action, config)
+
+    def first_open_of(self, record: EscalationOpened, config: EscalationConfig) -> bool:
+        """Whether the open is above its producer's watermark for its tenant (one
+        producer's records for one tenant stay in `seq` order), advancing it if so: what
+        is decided about an open (opened, refused over capacity) is decided once."""
+        if record.seq <= 0:
+            return True  # unsealed: recognised by its escalation id only
+        producer = (record.tenant_id, record.producer_id)
+        if self.opened_seqs.get(producer, 0) >= record.seq:
+            return False
+        self.opened_seqs.pop(producer, None)  # re-inserted last: the most recent
+        self.opened_seqs[producer] = record.seq
+        if len(self.opened_seqs) > config.opened_watermarks:
+            del self.opened_seqs[next(iter(self.opened_seqs))]
+        return True
 
     def act(self, action: Action, config: EscalationConfig) -> None:
         escalation_id = action.escalation_id

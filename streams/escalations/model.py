@@ -52,6 +52,8 @@ class EscalationConfig:
     early_buffer_ids: int = 1_000
     early_actions_per_id: int = 16
     max_unresolved: int = 100_000
+    opened_watermarks: int = 10_000
+    """Most (tenant, producer) open watermarks kept; the least recently advanced goes."""
 
     def __post_init__(self) -> None:
         assert self.central_queue, "the central queue needs a name"
@@ -60,6 +62,7 @@ class EscalationConfig:
         assert self.early_buffer_ids >= 1, "an action read before its open must wait somewhere"
         assert self.early_actions_per_id >= 1, "an early escalation keeps at least one action"
         assert self.max_unresolved >= 1, "the queues hold at least one escalation"
+        assert self.opened_watermarks >= 1, "the current producer's opens are recognised"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -201,6 +204,9 @@ class Queues:
     `resolved_retention`), kept so their duplicates and late actions are recognised.
     `early`: actions read before their open, by escalation id, oldest first (at most
     `early_buffer_ids` ids of `early_actions_per_id` actions). `ticked_at`: latest tick.
+    `opened_seqs`: per (tenant_id, producer_id), the highest `seq` of an open folded, least
+    recently advanced first (at most `opened_watermarks`): an open at or below it is a
+    redelivery or a resend, however late (even after its escalation left `resolved`).
     """
 
     unresolved: Mapping[str, Escalation] = dataclasses.field(
@@ -213,6 +219,9 @@ class Queues:
         default_factory=lambda: MappingProxyType({})
     )
     ticked_at: int = 0
+    opened_seqs: Mapping[tuple[str, str], int] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

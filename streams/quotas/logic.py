@@ -14,7 +14,11 @@ repeat must be a no-op. The quota remembers which thresholds it has alerted in i
 and only a newer period starts clean:
 - spend within a period only grows, so a projection at or below the spend seen adds nothing;
 - a projection of an older period than the quota's (a late record) changes nothing;
-- a budget set earlier than the one in force (a redelivered record) changes nothing.
+- a budget record is applied once: the quota keeps, per producer, the highest `seq` of
+  a budget it applied (`budget_seqs`), and a budget at or below it (a redelivery, or a
+  resend from the admin API's outbox however late) changes nothing. One producer's
+  records for one tenant stay in `seq` order (one partition, forwarded in order);
+- a budget set earlier than the one in force changes nothing either.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ DEFAULT_THRESHOLDS_PERCENT: tuple[int, ...] = (50, 80, 100)
 MIN_THRESHOLD_PERCENT = 1
 MAX_THRESHOLD_PERCENT = 1_000
 MAX_THRESHOLDS = 10
+# Admin producers whose budget watermark a quota keeps (a producer id is new at each admin
+# API start). Past it one is forgotten: a late copy of its records is then judged by
+# `occurred_at` alone, which only misjudges a copy of a setting made in the same
+# millisecond as a newer one.
+MAX_BUDGET_PRODUCERS = 64
 
 
 def _thresholds_problem(thresholds_percent: Sequence[int]) -> str | None:
@@ -72,9 +81,13 @@ class BudgetSet:
     budget_nanousd: int
     thresholds_percent: tuple[int, ...]
     occurred_at: int
+    producer_id: str = ""
+    seq: int = 0
+    """The record's producer and seq (0: unsealed, no watermark), to apply it once."""
 
     def __post_init__(self) -> None:
         assert self.wallet_id and self.tenant_id and self.team_id, "a budget names its wallet"
+        assert self.seq >= 0, "seqs count from 1; 0 is unsealed"
         assert 0 <= self.budget_nanousd <= MAX_NANOUSD, "budgets are validated by budget_set"
         assert _thresholds_problem(self.thresholds_percent) is None, (
             "thresholds are validated by budget_set"
@@ -147,9 +160,15 @@ class Quota:
     crossed_percent: frozenset[int] = frozenset()
     last_spent_nanousd: int = 0
     member_spent: tuple[tuple[str, int], ...] = ()
+    budget_seqs: tuple[tuple[str, int], ...] = ()
+    """Per producer, the highest `seq` of a budget record applied, sorted by producer."""
 
     def __post_init__(self) -> None:
         assert self.wallet_id, "a quota belongs to a wallet"
+        assert list(self.budget_seqs) == sorted(dict(self.budget_seqs).items()), (
+            "one watermark per producer, sorted"
+        )
+        assert len(self.budget_seqs) <= MAX_BUDGET_PRODUCERS, "watermarks are bounded"
         assert 0 <= self.budget_nanousd <= MAX_NANOUSD, "budgets are validated by budget_set"
         assert _thresholds_problem(self.thresholds_percent) is None, "thresholds are validated"
         assert all(
@@ -178,6 +197,8 @@ def budget_set(
     budget_nanousd: int,
     occurred_at: int,
     thresholds_percent: Sequence[int] = DEFAULT_THRESHOLDS_PERCENT,
+    producer_id: str = "",
+    seq: int = 0,
 ) -> BudgetSet:
     """A budget setting from input (the admin API); a ValueError says what is wrong.
     Thresholds left out are the defaults, not the wallet's previous ones: the record says
@@ -189,8 +210,17 @@ def budget_set(
     problem = _thresholds_problem(thresholds_percent)
     if problem is not None:
         raise ValueError(problem)
+    if type(seq) is not int or seq < 0:
+        raise ValueError(f"seq must be a non-negative integer: {seq!r}")
     return BudgetSet(
-        wallet_id, tenant_id, team_id, budget_nanousd, tuple(thresholds_percent), occurred_at
+        wallet_id,
+        tenant_id,
+        team_id,
+        budget_nanousd,
+        tuple(thresholds_percent),
+        occurred_at,
+        producer_id,
+        seq,
     )
 
 
@@ -270,12 +300,26 @@ def fold(
     return result, alerts
 
 
+def budget_applied(quota: Quota, budget: BudgetSet) -> bool:
+    """Whether the quota applied this budget record (or a later one of its producer)."""
+    return budget.seq > 0 and dict(quota.budget_seqs).get(budget.producer_id, 0) >= budget.seq
+
+
 def _with_budget(quota: Quota, budget: BudgetSet) -> Quota:
-    """A budget set later than the one in force replaces it; within the quota's period it
-    is judged against the spend seen so far (by `evolve`), so lowering it alerts at once
-    what it puts the spend past, and raising it un-alerts nothing. A budget set in a month
-    after the quota's period opens that month clean: the old month's spend is not judged
-    against a budget set after it ended."""
+    """A budget record applied before changes nothing (watermark). A budget set later than
+    the one in force replaces it; within the quota's period it is judged against the
+    spend seen so far (by `evolve`), so lowering it alerts at once what it puts the spend
+    past, and raising it un-alerts nothing. A budget set in a month after the quota's
+    period opens that month clean: the old month's spend is not judged against a budget
+    set after it ended."""
+    if budget_applied(quota, budget):
+        return quota
+    if budget.seq > 0:
+        seqs = dict(quota.budget_seqs)
+        seqs[budget.producer_id] = budget.seq
+        while len(seqs) > MAX_BUDGET_PRODUCERS:  # the lowest watermark goes first
+            del seqs[min(seqs, key=lambda producer: (seqs[producer], producer))]
+        quota = dataclasses.replace(quota, budget_seqs=tuple(sorted(seqs.items())))
     if budget.occurred_at < quota.budget_set_at:
         return quota
     period_start_at = month_start_ms(budget.occurred_at)
@@ -362,6 +406,8 @@ def budget_of(record: WalletBudgetSet) -> BudgetSet:
         budget_nanousd=record.budget_nanousd,
         occurred_at=record.occurred_at,
         thresholds_percent=record.thresholds_percent,
+        producer_id=record.producer_id,
+        seq=record.seq,
     )
 
 
@@ -383,4 +429,6 @@ def decode_quota(data: bytes) -> Quota:
     # spend was the wallet's own.
     members = fields.get("member_spent") or [[fields["wallet_id"], fields["last_spent_nanousd"]]]
     fields["member_spent"] = tuple((str(m), int(n)) for m, n in members if n > 0)
+    # Quotas stored before budgets were watermarked have none.
+    fields["budget_seqs"] = tuple((str(p), int(n)) for p, n in fields.get("budget_seqs", ()))
     return Quota(**fields)

@@ -1,38 +1,48 @@
 """Thin Faust adapter: lineage records in, one-minute SLA windows and SLA alerts out.
 
-The state lives in this process's memory (see README.md for what a restart does): the
-intake hands it batches of lineage to fold, a timer publishes the windows `closed` returns,
-and a graceful stop publishes every window still open.
+The state is one `SlaState` per lineage partition, kept in memory and, as a `Snapshot`,
+on disk (`<data_dir>/sla/lineage-<partition>.json`, see README.md): a SIGKILL loses
+nothing. The rule that makes it exact:
+
+- Before the intake commits offsets, every partition's snapshot is on disk (with its
+  per-producer watermarks), so a record at or after the committed offset that the
+  snapshot already counts is a duplicate the fold skips, and one it does not count is
+  read again.
+- A window is closed into the partition's outbox as sealed records (window, alerts),
+  the snapshot written, and only then sent: what a window holds is fixed on disk before
+  anyone sees it. After the producer flush the outbox is emptied. A restart sends a
+  saved outbox again, byte for byte (same chain, seq and derived event id), so the sink
+  keeps one row.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Sequence
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from schemas.authn import SignedChain
-from schemas.ids import now_ms, uuid7
+from schemas.ids import now_ms
 from schemas.records import LineageRecord
 from schemas.settings import SettingsError, StreamSettings
 from schemas.topics import ALERTS, DLQ, SLA
 from streams.dead_letters import rejecter
 from streams.intake import RAW, Decoded, Domain
-from streams.sla import logic
-from streams.sla.records import to_breached, to_window
+from streams.sla import logic, snapshot
+from streams.sla.records import breach_event_id, to_breached, to_window, window_event_id
+from streams.sla.snapshot import Outgoing, Snapshot
 
 log = structlog.get_logger(__name__)
 
 CONSUMER = "streams.sla"
-
-
-@dataclasses.dataclass(slots=True)
-class _Held:
-    """The one mutable thing: the SLA state, replaced by each fold and close."""
-
-    state: logic.SlaState = dataclasses.field(default_factory=logic.SlaState)
+SNAPSHOT_DIR = "sla"
+"""Directory under the data dir holding one snapshot file per lineage partition."""
 
 
 def targets_of(settings: StreamSettings) -> logic.SlaTargets:
@@ -50,54 +60,194 @@ def targets_of(settings: StreamSettings) -> logic.SlaTargets:
     )
 
 
+class SnapshotFiles:
+    """One file per lineage partition, replaced whole (write, fsync, rename): a kill
+    leaves the old snapshot or the new one, never a mix. Blocking: call in a thread."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, partition: int) -> Path:
+        """The snapshot file of a lineage partition."""
+        return self.directory / f"lineage-{partition}.json"
+
+    def read(self, partition: int) -> Snapshot:
+        """The partition's snapshot; an empty one if it has none. A file that does not
+        decode is moved aside (`.corrupt`) and logged: the partition starts empty."""
+        path = self.path(partition)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return Snapshot()
+        try:
+            return snapshot.decode(data)
+        except ValueError:
+            aside = path.with_suffix(".corrupt")
+            os.replace(path, aside)
+            log.exception("sla snapshot unreadable; moved aside", path=str(aside))
+            return Snapshot()
+
+    def write(self, partition: int, data: bytes) -> None:
+        """Replace the partition's snapshot with `data`, durably."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path(partition)
+        partial = path.with_name(f".{path.name}.partial")
+        with partial.open("wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+@dataclasses.dataclass(slots=True)
+class _Held:
+    """The one mutable thing: each owned partition's snapshot, which changed since they
+    were last written, and whether they are loaded (no tick closes anything before)."""
+
+    partitions: dict[int, Snapshot] = dataclasses.field(default_factory=dict)
+    dirty: set[int] = dataclasses.field(default_factory=set)
+    ready: bool = False
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+
+
 def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
-    """The SLA batch handler for the intake; registers its closing timer and stop hook."""
+    """The SLA batch handler for the intake; registers its closing timer."""
     targets = targets_of(settings)
     grace_ms, retention_ms = settings.sla_grace_ms, settings.sla_retention_ms
-    windows = app.topic(SLA.name, **RAW)
-    alerts = app.topic(ALERTS.name, **RAW)
-    dead_letters = app.topic(DLQ.name, **RAW)
+    topics = {SLA.name: app.topic(SLA.name, **RAW), ALERTS.name: app.topic(ALERTS.name, **RAW)}
+    reject = rejecter(app.topic(DLQ.name, **RAW), chain, CONSUMER)
+    files = SnapshotFiles(settings.data_path / SNAPSHOT_DIR)
     held = _Held()
 
-    reject = rejecter(dead_letters, chain, CONSUMER)
+    def sealed(summary: logic.WindowSummary, at: int) -> Iterable[Outgoing]:
+        window = to_window(summary, event_id=window_event_id(summary), occurred_at=at)
+        _, data = chain.seal_encoded(window)
+        key = f"{summary.provider}/{summary.model_selected}".encode()
+        yield Outgoing(SLA.name, key, data, tuple(chain.headers(data)))
+        if summary.revision:  # a correction is judged only merged with its minute
+            return
+        for breach in logic.breaches(summary, targets):
+            alert = to_breached(breach, event_id=breach_event_id(breach), occurred_at=at)
+            _, data = chain.seal_encoded(alert)
+            key = summary.tenant_id.encode()
+            yield Outgoing(ALERTS.name, key, data, tuple(chain.headers(data)))
+
+    async def save() -> None:
+        # Under the lock: encoded here (the state is immutable), written in a thread.
+        for partition in sorted(held.dirty):
+            data = snapshot.encode(held.partitions[partition])
+            await asyncio.to_thread(files.write, partition, data)
+        held.dirty.clear()
+
+    async def send_outboxes() -> None:
+        waiting = [p for p, s in held.partitions.items() if s.outbox]
+        if not waiting:
+            return
+        for partition in waiting:
+            for out in held.partitions[partition].outbox:
+                topic = topics[out.topic]
+                await topic.send(key=out.key, value=out.value, headers=list(out.headers))
+        await app.producer.flush()
+        for partition in waiting:
+            held.partitions[partition] = dataclasses.replace(held.partitions[partition], outbox=())
+            held.dirty.add(partition)
+        await save()
+
+    async def load(assigned: frozenset[int]) -> None:
+        async with held.lock:
+            held.partitions = {p: await asyncio.to_thread(files.read, p) for p in assigned}
+            held.dirty.clear()
+            held.ready = True
+        # A saved outbox (closed before a kill) goes out, the same bytes again, with the
+        # next tick's: this runs inside the intake's rebalance, not the place to wait.
+        resent = sum(len(s.outbox) for s in held.partitions.values())
+        open_windows = sum(len(s.state.windows) for s in held.partitions.values())
+        log.info(
+            "sla state loaded", partitions=len(assigned), open_windows=open_windows, resent=resent
+        )
 
     async def fold_batch(batch: Sequence[Decoded]) -> None:
-        calls = [(d.received, d.record) for d in batch if isinstance(d.record, LineageRecord)]
-        try:
-            held.state = logic.fold((call for _, call in calls), held.state)
-        except ValueError:  # one record is unmeasurable: find it, keep the rest
-            for received, call in calls:
+        by_partition: dict[int, list[tuple[Decoded, LineageRecord]]] = defaultdict(list)
+        for decoded in batch:
+            if isinstance(decoded.record, LineageRecord):
+                by_partition[decoded.partition].append((decoded, decoded.record))
+        async with held.lock:
+            for partition, calls in by_partition.items():
+                if partition not in held.partitions:  # never empty over a saved file
+                    held.partitions[partition] = await asyncio.to_thread(files.read, partition)
+                before = held.partitions[partition]
+                state = before.state
                 try:
-                    held.state = logic.apply(held.state, call)
-                except ValueError as exc:
-                    await reject(received, str(exc))
+                    state = logic.fold((call for _, call in calls), state)
+                except ValueError:  # one record is unmeasurable: find it, keep the rest
+                    for decoded, call in calls:
+                        try:
+                            state = logic.apply(state, call)
+                        except ValueError as exc:
+                            await reject(decoded.received, str(exc))
+                if state is not before.state:
+                    held.partitions[partition] = dataclasses.replace(before, state=state)
+                    held.dirty.add(partition)
 
-    async def publish(due: Sequence[logic.WindowSummary], at: int) -> None:
-        for summary in due:
-            _, data = chain.seal_encoded(to_window(summary, event_id=uuid7(at), occurred_at=at))
-            key = f"{summary.provider}/{summary.model_selected}".encode()
-            await windows.send(key=key, value=data, headers=chain.headers(data))
-            if summary.revision:  # a correction is judged only merged with its minute
+    async def close(moment: Callable[[logic.SlaState, int], int]) -> None:
+        # Under the lock: closes what is due at `moment(state, now)`, seals it into the
+        # outbox, saves (the closed windows are on disk before anyone sees them), sends.
+        at = now_ms()
+        for partition, before in held.partitions.items():
+            state, due = logic.closed(
+                before.state, moment(before.state, at), grace_ms, retention_ms
+            )
+            if state is before.state:
                 continue
-            for breach in logic.breaches(summary, targets):
-                alert = to_breached(breach, event_id=uuid7(at), occurred_at=at)
-                _, data = chain.seal_encoded(alert)
-                headers = chain.headers(data)
-                await alerts.send(key=summary.tenant_id.encode(), value=data, headers=headers)
+            outgoing = tuple(out for summary in due for out in sealed(summary, at))
+            held.partitions[partition] = Snapshot(state, before.outbox + outgoing)
+            held.dirty.add(partition)
+        if held.dirty:
+            await save()
+        await send_outboxes()
+
+    def now(_state: logic.SlaState, at: int) -> int:
+        return at
+
+    def past_every_window(state: logic.SlaState, at: int) -> int:
+        last_end = max((w.end_ms for w in state.windows.values()), default=0)
+        return max(at, last_end + grace_ms)
 
     @app.timer(interval=settings.sla_tick_s)  # type: ignore[untyped-decorator]
     async def close_sla_windows() -> None:
-        at = now_ms()
-        held.state, due = logic.closed(held.state, at, grace_ms, retention_ms)
-        await publish(due, at)
+        async with held.lock:
+            if held.ready:
+                await close(now)
 
-    async def flush_sla_windows() -> None:
-        # The intake has folded its last batch and commits after this: publish every
-        # open window now, or a graceful restart would lose the minutes in progress.
-        at = now_ms()
-        last_end = max((w.end_ms for w in held.state.windows.values()), default=0)
-        held.state, due = logic.closed(held.state, max(at, last_end + grace_ms), grace_ms)
-        await publish(due, at)
-        log.info("sla windows flushed at stop", windows=len(due))
+    async def flush_at_stop() -> None:
+        # Stopped on purpose: publish the minutes in progress now (a stack stopped for
+        # good would never publish them), closed for good: the frontier is saved past
+        # them, so their later records come, after a restart, as corrections.
+        async with held.lock:
+            if held.ready:
+                windows = sum(len(s.state.windows) for s in held.partitions.values())
+                await close(past_every_window)
+                log.info("sla windows flushed at stop", windows=windows)
 
-    return Domain(fold_batch, on_stop=flush_sla_windows)
+    async def save_before_commit() -> None:
+        async with held.lock:
+            await save()
+
+    async def forget_revoked() -> None:
+        # The commit before this saved every partition: another worker may take them.
+        async with held.lock:
+            await save()
+            held.partitions, held.ready = {}, False
+
+    return Domain(
+        fold_batch,
+        on_assigned=load,
+        on_stop=flush_at_stop,
+        before_commit=save_before_commit,
+        on_revoked=forget_revoked,
+    )

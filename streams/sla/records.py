@@ -4,11 +4,14 @@
 as `SketchRecord`) and back, losslessly: `summary_of(to_window(s, ...)) == s`.
 `to_breached` turns a missed target into the `SlaBreached` alert record. Records come
 out unsealed (producer_id "", seq 0): the agent seals them with its hash chain; the
-event id and the moment come in from the agent too.
+moment comes in from the agent too. Event ids are derived from the output's natural key
+(`window_event_id`, `breach_event_id`): a window or an alert derived again (after a
+restart) is the same row to the sink.
 """
 
 from __future__ import annotations
 
+from schemas.ids import derived_uuid7
 from schemas.records import SketchRecord, SlaBreached, SlaWindow
 from streams.sla.logic import TargetMissed, WindowSummary
 from streams.sla.sketch import Sketch, from_pairs
@@ -104,4 +107,36 @@ def to_breached(breach: TargetMissed, *, event_id: str, occurred_at: int) -> Sla
         target=breach.target,
         window_start=breach.start_ms,
         window_end=breach.end_ms,
+    )
+
+
+def window_event_id(summary: WindowSummary) -> str:
+    """The event id of a window: derived from (provider, model, tenant, minute, revision),
+    each published once, so a copy derived again carries the same id (UUIDv7-shaped,
+    timestamped with the window's start)."""
+    return derived_uuid7(
+        summary.start_ms,
+        SlaWindow.event_type_name,
+        summary.provider,
+        summary.model_selected,
+        summary.tenant_id,
+        summary.start_ms,
+        summary.end_ms,
+        summary.revision,
+    )
+
+
+def breach_event_id(breach: TargetMissed) -> str:
+    """The event id of an `sla.breached` alert: derived from (metric, target, tenant,
+    window); one per missed target of a revision-0 window."""
+    return derived_uuid7(
+        breach.start_ms,
+        SlaBreached.event_type_name,
+        breach.metric,
+        breach.provider,
+        breach.model_selected,
+        breach.tenant_id,
+        breach.start_ms,
+        breach.end_ms,
+        breach.revision,
     )

@@ -32,7 +32,7 @@ def register(app: Any, bootstrap: str, chain: SignedChain) -> Domain:
     balances = app.topic(WALLET_STATE.name, **RAW)
     book = _Book()
 
-    async def reload_wallets() -> None:
+    async def reload_wallets(_lineage: frozenset[int]) -> None:
         # Nothing is folded until this returns; the newer of each wallet wins.
         book.wallets = await load_wallet_seeds(bootstrap, book.wallets)
 

@@ -6,6 +6,7 @@ Every builder takes keyword overrides for any field, so a test states only what 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -274,11 +275,15 @@ def baseline_published(**overrides: Any) -> OrgBaselinePublished:
     return OrgBaselinePublished(**env, **fields)
 
 
+_OPEN_SEQS = itertools.count(17)
+
+
 def escalation_opened(**overrides: Any) -> EscalationOpened:
-    """A prompt with a card number is held for review."""
+    """A prompt with a card number is held for review. Each open built gets the next seq
+    of its gateway (a producer never reuses one), unless the test names it."""
     fields: dict[str, Any] = {
         "producer_id": "gateway-4b5c6d",
-        "seq": 17,
+        "seq": next(_OPEN_SEQS),
         "escalation_id": "esc_0193a1b2c3",
         "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
         "team_id": TEAM,

@@ -18,6 +18,7 @@ from streams.breakers.logic import (
     Outcome,
     Transition,
     admit,
+    alert_event_id,
     current,
     dump_fleet,
     dump_observations,
@@ -31,6 +32,7 @@ from streams.breakers.logic import (
     open_until_ms,
     outcome_of,
     record,
+    state_event_id,
     state_of,
     target_key,
     target_of,
@@ -487,3 +489,18 @@ def test_forwarded_batches_fold_as_the_records_would(
 def test_a_forward_that_is_not_observations_is_a_value_error(message: bytes) -> None:
     with pytest.raises(ValueError, match="not a batch of breaker observations"):
         load_observations(message)
+
+
+def test_a_transition_made_again_gets_the_same_ids_and_another_transition_other_ones() -> None:
+    opened = Transition("closed", "open", T0 + 3)
+    again = Transition("closed", "open", T0 + 3)
+    ids = {alert_event_id(opened, PRIMARY), alert_event_id(again, PRIMARY)}
+    assert len(ids) == 1
+    others = {
+        alert_event_id(Transition("half_open", "open", T0 + 3), PRIMARY),
+        alert_event_id(Transition("closed", "open", T0 + 4), PRIMARY),
+        alert_event_id(opened, ("upstream", "outage-secondary")),
+        state_event_id(opened, PRIMARY),
+    }
+    assert len(others) == 4
+    assert not ids & others

@@ -501,9 +501,18 @@ def test_resolved_escalations_are_kept_only_for_the_retention() -> None:
     after, notices = fold([opens[2], resolves[2]], small, state)
     assert after == state
     assert [n.reason for n in ignored(list(notices))] == ["duplicate", "duplicate"]
-    # ...one of an evicted escalation opens it again: the retention bounds how late a
-    # redelivery may be.
-    after, _ = evolve(state, opens[0], small)
+    # ...and one of an evicted escalation by its producer's watermark: a resend however
+    # late is a duplicate.
+    after, notices = evolve(state, opens[0], small)
+    assert after == state
+    assert [n.reason for n in ignored(list(notices))] == ["duplicate"]
+    # Without the watermark (evicted, or an unsealed record) the retention bounds how late
+    # a redelivery may be: an evicted escalation opens again.
+    forgetful = dataclasses.replace(small, opened_watermarks=1)
+    state, _ = run(
+        *opens, *resolves, escalation_opened(producer_id="gateway-other"), config=forgetful
+    )
+    after, _ = evolve(state, opens[0], forgetful)
     assert the(after, "esc_1").status == "open"
 
 
