@@ -172,9 +172,7 @@ def test_confirming_a_record_held_in_memory_forgets_it(tmp_path: Path) -> None:
     assert kept_seqs(outbox) == [1]
 
 
-def test_fsync_is_batched_not_per_record(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fsync_is_batched_not_per_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[int] = []
     monkeypatch.setattr("schemas.outbox.os.fsync", synced.append)
     outbox = Outbox(tmp_path, PRODUCER, 1 << 20)
