@@ -171,10 +171,20 @@ class OutboxPublisher(ChainedPublisher):
             frame = Frame(topic, key.encode(), value, auth)
             if not self.outbox.append(sealed.seq, frame):
                 log.error("outbox full; record sent without a copy", seq=sealed.seq)
-            future = await self._send(frame)
+            try:
+                future = await self._send(frame)
+            except BaseException:
+                self.outbox.confirm(sealed.seq, sealed.seq)  # the caller is told it failed
+                raise
             if self.chain.seq - self._checkpointed_seq >= self.checkpoint_every:
                 await self._checkpoint_locked("records")
-        await future
+        try:
+            await future
+        except BaseException:
+            # The caller learns the change failed (and may retry it under a new event id):
+            # it must not be sent again later, as it would have been before the outbox.
+            self.outbox.confirm(sealed.seq, sealed.seq)
+            raise
         return sealed
 
     def _hold_back(self, seq: int, kept: bool) -> None:

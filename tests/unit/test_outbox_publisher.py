@@ -212,3 +212,17 @@ def test_stored_ranges_count_only_authenticated_records_of_outbox_keepers() -> N
         StoredRange(PRODUCER, 1, 3),
         StoredRange(PRODUCER, 6, 7),
     ]
+
+
+async def test_an_admin_change_the_broker_refused_is_not_sent_again_later(
+    tmp_path: Path,
+) -> None:
+    publisher, broker = await started(tmp_path)
+    funding = builders.funding(event_id=uuid7())
+    await publisher.publish_and_wait("govledger.control", "acme", funding)
+    broker.down = True
+    with pytest.raises(ConnectionError):
+        await publisher.publish_and_wait("govledger.control", "acme", funding)
+    assert [seq for seq, _ in publisher.outbox.pending()] == [1]  # the one the broker took
+    broker.down = False
+    await publisher.stop()
