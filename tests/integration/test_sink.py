@@ -234,7 +234,8 @@ async def test_every_record_type_lands_in_its_table_with_its_exact_bytes(
     from tests.unit import builders
 
     chain = codec.HashChain(new_producer_id("every-type"))
-    sealed = [chain.seal(record) for record in builders.one_of_each()]
+    # Every type but the sinks' own notices (RecordsStored), which are not stored.
+    sealed = [chain.seal(r) for r in builders.one_of_each() if type(r) in TABLE_FOR]
     await produce(bootstrap, [(r.tenant_id or "-", codec.encode(r)) for r in sealed])
     writer = await writer_factory()  # type: ignore[operator]
 
