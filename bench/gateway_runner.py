@@ -61,15 +61,18 @@ class NoopPublisher:
 
 def plain_publisher(process: Any) -> Any:
     """The lineage publisher as it was before the outbox (`--lineage plain`): sealed,
-    signed and sent with acks=all, nothing kept on disk; the outbox's cost per call is
-    the difference to `on` (bench/gateway.py figure 5)."""
+    signed and sent with acks=all, spooled only while the broker is away; the outbox's
+    cost per call is the difference to `on` (bench/gateway.py figure 5)."""
     from schemas.publisher import ChainedPublisher
+    from schemas.spool import Spool
 
     settings = process.settings
+    producer_id = process.lineage.producer_id
     return ChainedPublisher(
         settings.kafka_bootstrap,
-        process.lineage.producer_id,
+        producer_id,
         linger_ms=settings.lineage_linger_ms,
+        spool=Spool(settings.data_path / "spool", producer_id, settings.lineage_spool_max_bytes),
         checkpoint_every=settings.checkpoint_every_records,
         checkpoint_interval_s=settings.checkpoint_interval_s,
         role="gateway",
