@@ -38,7 +38,7 @@ from schemas.publisher import (
     ChainedPublisher,
     E,
 )
-from schemas.spool import Frame
+from schemas.spool import Frame, Spool
 from schemas.topics import RESENT_HEADER
 
 log = structlog.get_logger(__name__)
@@ -125,12 +125,27 @@ class OutboxPublisher(ChainedPublisher):
         caller fed in before this dropped what the store already has)."""
         await self._producer.start()
         self._ticker = asyncio.create_task(self._tick())
+        await self._send_spools_left()
         for left in list(self.adopted.values()):
             try:
                 await self._resend(left, 0)
             except Exception as exc:  # noqa: BLE001 - the periodic resend tries again
                 log.warning("leftover outbox not sent yet", error=str(exc))
         self._maintainer = asyncio.create_task(self._maintain())
+
+    async def _send_spools_left(self) -> None:
+        """Spools a gateway of before the outbox left (`<data_dir>/spool`): sent once."""
+        for path in Spool.leftovers(self.folder.parent / "spool"):
+            if not path.stem.startswith(self.producer_id.split("-", 1)[0] + "-"):
+                continue
+            log.warning("sending a spool an earlier version left", path=str(path))
+            left = Spool(path.parent, path.stem, max(path.stat().st_size, 1))
+            try:
+                await self._drain(left, 0)
+            except Exception as exc:  # noqa: BLE001 - kept for the next start
+                log.warning("spool not sent yet", error=str(exc))
+                continue
+            left.clear()
 
     async def stop(self) -> None:
         """Flush, disconnect, sync the outboxes (unconfirmed records stay for next time)."""

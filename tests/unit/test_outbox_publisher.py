@@ -16,7 +16,7 @@ from schemas.ids import uuid7
 from schemas.outbox import Outbox
 from schemas.outbox_publisher import OutboxPublisher
 from schemas.records import RecordsStored, StoredRange
-from schemas.spool import Frame
+from schemas.spool import Frame, Spool
 from schemas.topics import RESENT_HEADER, STORED
 from sinks.stored import stored_ranges
 from tests.unit import builders
@@ -225,4 +225,17 @@ async def test_an_admin_change_the_broker_refused_is_not_sent_again_later(
         await publisher.publish_and_wait("govledger.control", "acme", funding)
     assert [seq for seq, _ in publisher.outbox.pending()] == [1]  # the one the broker took
     broker.down = False
+    await publisher.stop()
+
+
+async def test_a_spool_an_earlier_version_left_is_sent_once_at_start(tmp_path: Path) -> None:
+    chain = authn.SignedChain("gateway-before", keyring=builders.TEST_KEYRING)
+    _, value = chain.seal_encoded(builders.call(event_id=uuid7()))
+    auth = authn.header_of(chain.headers(value)) or b""
+    Spool(tmp_path / "spool", "gateway-before", 1 << 20).append(
+        Frame("govledger.lineage", b"acme", value, auth)
+    )
+    publisher, broker = await started(tmp_path / "outbox")
+    assert [v for _, v, _ in broker.log] == [value]
+    assert not (tmp_path / "spool" / "gateway-before.spool").exists()
     await publisher.stop()
