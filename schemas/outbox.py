@@ -41,6 +41,7 @@ from schemas.spool import FILE_MARK, HEADER, Frame, frame_bytes, read_frames
 log = structlog.get_logger(__name__)
 
 SUFFIX = ".outbox"
+WATERMARK_SUFFIX = ".confirmed"
 # Compact when the confirmed bytes on file reach this and at least the unconfirmed bytes:
 # each compaction copies the unconfirmed frames once, so copies cost at most what was
 # confirmed since the last one.
@@ -89,6 +90,11 @@ class Outbox:
         self.write_failures = 0
         self.last_seq = 0
         self._dirty = False
+        # Every seq below this one is confirmed, as last written to the watermark file
+        # beside the outbox: a restarted producer does not send those again (the store
+        # may have deleted them since, by retention).
+        self.watermark_path = folder / f"{producer_id}{WATERMARK_SUFFIX}"
+        self._saved_watermark = 0
         self._fd = self._open_locked(self.path)
         self._load()
 
@@ -169,10 +175,38 @@ class Outbox:
             self._held_bytes -= frame.size_bytes
         log.info("outbox writable again")
 
+    @property
+    def watermark(self) -> int:
+        """The lowest seq not confirmed (every seq below it is)."""
+        firsts = [next(iter(kept), None) for kept in (self._entries, self._held)]
+        return min((seq for seq in firsts if seq is not None), default=self.last_seq + 1)
+
+    def _save_watermark(self) -> None:
+        watermark = self.watermark
+        if watermark <= max(self._saved_watermark, 1):
+            return  # nothing newly confirmed (it never moves back)
+        partial = self.watermark_path.with_suffix(WATERMARK_SUFFIX + ".partial")
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                data = f"{watermark}\n".encode()
+                if self._write(fd, data) != len(data):
+                    raise OSError("short write of the watermark")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(partial, self.watermark_path)
+        except OSError as exc:  # records below it are sent again after a restart: harmless
+            log.warning("outbox watermark not saved", error=str(exc))
+            return
+        self._saved_watermark = watermark
+
     def sync(self) -> None:
-        """Write held records, then fsync what was written since the last sync."""
+        """Write held records, fsync what was written since the last sync, and save the
+        confirmed watermark when it moved."""
         if self._held:
             self._write_held()
+        self._save_watermark()
         if self._dirty:
             try:
                 os.fsync(self._fd)
@@ -290,7 +324,12 @@ class Outbox:
         return fd
 
     def _load(self) -> None:
-        """Index the records a previous process left; cut off a frame cut short."""
+        """Index the records a previous process left and did not see confirmed below its
+        watermark; cut off a frame cut short."""
+        try:
+            self._saved_watermark = int(self.watermark_path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            self._saved_watermark = 0
         with self.path.open("rb") as handle:
             if handle.read(len(FILE_MARK)) != FILE_MARK:
                 os.ftruncate(self._fd, 0)  # empty, or cut within its mark
@@ -303,9 +342,10 @@ class Outbox:
                 log.warning("outbox frame unreadable; skipped", path=str(self.path), error=str(exc))
             else:
                 if seq > self.last_seq:
-                    self._entries[seq] = Entry(start, position, 0.0)
-                    self.live_bytes += position - start
                     self.last_seq = seq
+                    if seq >= self._saved_watermark:
+                        self._entries[seq] = Entry(start, position, 0.0)
+                        self.live_bytes += position - start
             start = end = position
         self.size_bytes = os.fstat(self._fd).st_size
         if self.size_bytes and end < self.size_bytes:
@@ -314,8 +354,14 @@ class Outbox:
             self.size_bytes = end
 
     def close(self) -> None:
-        """Sync and close (the file stays for the next process)."""
+        """Sync, drop confirmed records from the file, and close (the file stays for the
+        next process)."""
         self.sync()
+        if self.size_bytes > len(FILE_MARK) + self.live_bytes:
+            try:
+                self.compact()
+            except OSError as exc:
+                log.warning("outbox not compacted at close", error=str(exc))
         os.close(self._fd)
 
     def remove(self) -> None:
@@ -323,6 +369,7 @@ class Outbox:
         assert not self.unconfirmed, "only an outbox with nothing left is removed"
         os.close(self._fd)
         self.path.unlink(missing_ok=True)
+        self.watermark_path.unlink(missing_ok=True)
 
     @staticmethod
     def leftovers(folder: Path, prefix: str) -> Iterator[Path]:

@@ -154,7 +154,10 @@ class OutboxPublisher(ChainedPublisher):
             await asyncio.gather(self._maintainer, return_exceptions=True)
         await super().stop()
         for outbox in (self.outbox, *self.adopted.values()):
-            outbox.close()
+            if outbox.unconfirmed:
+                outbox.close()
+            else:
+                outbox.remove()  # all stored: nothing for the next process
 
     # --- publishing -------------------------------------------------------------------
 
