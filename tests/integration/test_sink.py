@@ -20,7 +20,7 @@ from schemas.settings import SinkSettings, load
 from schemas.topics import ALERTS, CONTROL, DLQ, LINEAGE, RESENT_HEADER
 from sinks.store import Store
 from sinks.stored import stored_ranges
-from sinks.writer import CONSUMER_GROUP, SinkWriter
+from sinks.writer import CONSUMER_GROUP, RecentIds, SinkWriter
 from tests.integration.stack import free_port
 
 pytestmark = pytest.mark.integration
@@ -277,21 +277,22 @@ async def test_a_record_an_outbox_sends_again_long_after_it_was_stored_lands_onc
     other = codec.HashChain(new_producer_id("gateway"))
     stored_once = [("resent", lineage("resent", chain, cost=1)) for _ in range(5)]
     lost = ("resent", lineage("resent", other, cost=1_000))
-    first = await writer_factory()  # type: ignore[operator]
+    writer = await writer_factory()  # type: ignore[operator]
     await produce(bootstrap, stored_once)
-    await write_until(first, store, "resent", 5)
-    await first.stop()
-    # A sink process that remembers nothing. The broker lost another gateway's record,
-    # which its outbox sends again first; behind it this gateway's outbox sends again the
-    # five stored long ago (their confirmation was lost with the broker). The partition's
-    # first record is absent, so only the resent mark makes the sink look the others up.
-    second = await writer_factory()  # type: ignore[operator]
+    await write_until(writer, store, "resent", 5)
+    # Long after: the writer's window of recent ids (per partition) has moved past them.
+    writer._recent = RecentIds(1)
+    # The broker lost another gateway's record, which its outbox sends again first;
+    # behind it this gateway's outbox sends again the five stored long ago (their
+    # confirmation was lost with the broker). The batch's first record is absent, so
+    # the check of a partition's first records looks no further: only the resent mark
+    # makes the sink look the five up.
     committed_batches: list[dict[TopicPartition, list[object]]] = []
 
     async def on_committed(held: dict[TopicPartition, list[object]]) -> None:
         committed_batches.append(held)
 
-    second.on_committed = on_committed
+    writer.on_committed = on_committed
     producer = make_producer(bootstrap)
     await producer.start()
     try:
@@ -302,9 +303,9 @@ async def test_a_record_an_outbox_sends_again_long_after_it_was_stored_lands_onc
         await producer.flush()
     finally:
         await producer.stop()
-    await write_until(second, store, "resent", 6)
+    await write_until(writer, store, "resent", 6)
     for _ in range(3):
-        await second.step(200)
+        await writer.step(200)
     assert counts(store, "resent") == (6, 6, 1_005)
     # What the sink tells the outboxes: all six are in the store.
     messages = [m for held in committed_batches for ms in held.values() for m in ms]
