@@ -5,7 +5,8 @@ Every sealed record is written to the outbox before it is sent. Confirmations (w
 sinks stored, schemas.confirmations) drop records from it. Unconfirmed records are sent
 again with the same sealed bytes, in seq order:
 - at start, those an earlier process of the same kind left (their files);
-- after a send fails or acks stall: every unconfirmed record from the first, then the
+- after a send fails or acks stall, or an ack's offset goes back (a broker that came back
+  empty between two sends): every unconfirmed record from the first, then the
   records that came meanwhile, before sending directly again. A broker that died and came
   back empty has lost what it acknowledged, so the resend starts at the outbox's first
   record, not at the failed one, and goes ahead of newer records (the processors' seq
@@ -85,6 +86,8 @@ class OutboxPublisher(ChainedPublisher):
         self.resent = 0
         self.lost = 0  # records neither kept nor sent (outbox full while the broker was away)
         self._maintainer: asyncio.Task[None] | None = None
+        # Highest acked offset per (topic, partition): one going back means a new broker.
+        self._acked_offsets: dict[tuple[Any, Any], int] = {}
         self._adopt_leftovers(max_bytes)
 
     def _adopt_leftovers(self, max_bytes: int) -> None:
@@ -220,11 +223,28 @@ class OutboxPublisher(ChainedPublisher):
 
     def _delivered(self, seq: int, future: asyncio.Future[Any]) -> None:
         self._unacked.pop(seq, None)
-        if future.cancelled() or future.exception() is None:
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            self._check_offset(future.result())
             return
         self.failed += 1
         log.error("record not delivered", seq=seq, error=str(future.exception()))
         self._start_recovery()
+
+    def _check_offset(self, metadata: Any) -> None:
+        """An ack at an offset below an earlier one on its partition: the broker came back
+        empty, with no send failing here. What it had is gone: recover, as after a
+        failure (only records sent since it came back may have overtaken them)."""
+        where = (getattr(metadata, "topic", None), getattr(metadata, "partition", None))
+        offset = getattr(metadata, "offset", None)
+        if not isinstance(offset, int):
+            return
+        last = self._acked_offsets.get(where, -1)
+        self._acked_offsets[where] = offset
+        if offset <= last:
+            log.error("broker came back empty; sending unconfirmed records again", at=where)
+            self._start_recovery()
 
     async def _recover(self) -> None:
         """Until the broker has taken everything: wait for sends in flight to settle, send
@@ -243,6 +263,7 @@ class OutboxPublisher(ChainedPublisher):
             async with self._order:
                 if not self.outbox.pending(sent_through, limit=1):
                     log.info("outbox sent; publishing directly again")
+                    self._acked_offsets.clear()  # the broker may be a new one: offsets anew
                     return
 
     async def _resend(

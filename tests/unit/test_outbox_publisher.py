@@ -37,13 +37,13 @@ class BrokerDouble:
 
     async def send(
         self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
-    ) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.down:
             future.set_exception(ConnectionError("broker down"))
         else:
             self.log.append((topic, value, list(headers or [])))
-            future.set_result(None)
+            future.set_result(SimpleNamespace(topic=topic, partition=0, offset=len(self.log) - 1))
         return future
 
     async def flush(self) -> None:
@@ -109,6 +109,21 @@ async def test_after_a_broker_loss_every_unconfirmed_record_goes_again_first_in_
     assert broker.seqs() == [3, 4, 5, 6, 7, 8]
     assert broker.seqs(resent=True) == [3, 4, 5, 6, 7]
     assert publisher.outbox.unconfirmed == 6
+    await publisher.stop()
+
+
+async def test_a_broker_that_came_back_empty_between_two_sends_is_noticed_by_its_offsets(
+    tmp_path: Path,
+) -> None:
+    publisher, broker = await started(tmp_path)
+    await publish(publisher, 4)
+    publisher.confirm(PRODUCER, 1, 1)
+    broker.lose()  # killed and back, empty, while no call came: no send failed
+    await publish(publisher, 1)  # 5 lands at offset 0: the broker is new
+    await until(lambda: broker.seqs(resent=True) == [2, 3, 4, 5] and not publisher.degraded)
+    await publish(publisher, 1)
+    # 5 overtook 2-4 (sent before the new broker could be told); everything after is in order.
+    assert broker.seqs() == [5, 2, 3, 4, 5, 6]
     await publisher.stop()
 
 
