@@ -147,15 +147,9 @@ class Gateway:
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness and whether the local views have caught up."""
-        return web.json_response(
-            {
-                "status": "ok",
-                "keys": len(self.views.keys),
-                "wallets": len(self.views.wallets),
-                "lineage_overflow": self.lineage_overflow,
-            },
-            dumps=lambda v: orjson.dumps(v).decode(),
-        )
+        body = {"status": "ok", "keys": len(self.views.keys), "wallets": len(self.views.wallets)}
+        body["lineage_overflow"] = self.lineage_overflow  # served while the outbox was full
+        return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
 
     async def models(self, request: web.Request) -> web.Response:
         """OpenAI `GET /v1/models`."""
