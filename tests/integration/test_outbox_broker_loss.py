@@ -31,6 +31,12 @@ def kill(stack: RunningStack, name: str) -> None:
     child.process.wait(timeout=10)
 
 
+def confirmed_through(outbox: Path, role: str) -> int:
+    """The highest seq below which a running producer of this role saw all confirmed."""
+    marks = [int(p.read_text() or 0) - 1 for p in outbox.glob(f"{role}-*.confirmed")]
+    return max(marks, default=0)
+
+
 def stored(stack: RunningStack) -> tuple[int, int, int]:
     """Rows, distinct event ids and summed cost of the team's lineage in the store."""
     ((rows, unique, spent),) = stack.sql(
@@ -53,6 +59,8 @@ def test_answered_calls_lost_with_the_broker_reach_the_store_exactly_once(
         for _ in range(BEFORE):
             sdk.chat.completions.create(model="sim-small", messages=HI)
         wait_for(lambda: stored(first)[0] == BEFORE, timeout_s=30)
+        # The live gateway hears what was stored: its confirmed watermark passes the calls.
+        wait_for(lambda: confirmed_through(outbox, "gateway") >= BEFORE, timeout_s=15)
         kill(first, "sink")
         for _ in range(LOST):
             sdk.chat.completions.create(model="sim-small", messages=HI)
