@@ -18,6 +18,9 @@ Figures, each a ratio or a difference against a baseline measured in the same ru
      1 / CPU per call), and from the step searches when they ran
   4. LiteLLM proxy (in its own virtualenv bench/.venv/litellm) on the same upstream,
      under the same loads: added latency and throughput beside govledger's
+  5. the lineage outbox (schemas.outbox): gateway CPU per call with it minus without it
+     (bench/gateway_runner.py --lineage plain), at one client's rate (bench/outbox.py
+     measures the same in-process, without the noise of a shared machine)
 
 Run from the repository root:  .venv/bin/python bench/gateway.py   (or `make bench-gateway`)
 Flags: --duration-s, --rate, --single-rate, --skip-litellm, --quick (smoke run), --profile.
@@ -267,6 +270,29 @@ def benchmark(bench: Bench) -> dict[str, Any]:
             )
         )
         figures["lineage_ratio_highest_rates"] = rounded(ratio_rate, 3)
+    bench.stop_gateway()
+
+    # --- 5. the outbox's cost per call -----------------------------------------------------
+    # Lineage as before the outbox (a spool only while the broker is away) against the
+    # gateway of 1, at one client's rate, where both keep up on a shared machine.
+    bench.start_gateway("plain")
+    gw_plain = bench.gateway_name
+    bench.sanity(gw_plain)
+    plain_1 = bench.run("5 gateway lineage without outbox", gw_plain, single, dur)
+    cpu_on_1, cpu_plain = gateway_1.cpu_ms_per_call(gw_on), plain_1.cpu_ms_per_call(gw_plain)
+    rows.append(
+        (
+            "5. outbox cost per call",
+            "(info)",
+            f"{(cpu_on_1 - cpu_plain) * 1000:.0f} us CPU = on {cpu_on_1:.3f} ms - without "
+            f"outbox {cpu_plain:.3f} ms @ {single:g}/s; p99 added {p99_added:.2f} ms vs "
+            f"{added(plain_1, direct_1, 99):.2f} ms",
+            "n/a",
+        )
+    )
+    figures["outbox_cpu_us_per_call"] = rounded((cpu_on_1 - cpu_plain) * 1000, 1)
+    figures["lineage_plain_cpu_ms_per_call_single"] = rounded(cpu_plain, 3)
+    figures["lineage_plain_added_p99_ms_single"] = rounded(added(plain_1, direct_1, 99), 2)
     bench.stop_gateway()
 
     # --- 4. LiteLLM on the same upstream -------------------------------------------------

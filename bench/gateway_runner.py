@@ -1,6 +1,8 @@
 """One gateway process for the gateway benchmark: the real GatewayProcess built from
 GOVLEDGER_* settings, served like `govledger gateway` serves it.
 
+With `--lineage plain`, lineage goes through a publisher without an outbox (as before
+it; nothing kept on disk), to measure what the outbox costs per call.
 With `--lineage off` (a benchmark-only mode; there is no such production setting) the
 process's lineage publisher is swapped, before it starts, for a no-op that seals nothing
 and sends nothing; everything else (views, admin API, budget, providers, HTTP) stays
@@ -57,11 +59,32 @@ class NoopPublisher:
         return None
 
 
-def swap_lineage(process: Any) -> NoopPublisher:
+def plain_publisher(process: Any) -> Any:
+    """The lineage publisher as it was before the outbox (`--lineage plain`): sealed,
+    signed and sent with acks=all, spooled only while the broker is away; the outbox's
+    cost per call is the difference to `on` (bench/gateway.py figure 5)."""
+    from schemas.publisher import ChainedPublisher
+    from schemas.spool import Spool
+
+    settings = process.settings
+    producer_id = process.lineage.producer_id
+    return ChainedPublisher(
+        settings.kafka_bootstrap,
+        producer_id,
+        linger_ms=settings.lineage_linger_ms,
+        spool=Spool(settings.data_path / "spool", producer_id, settings.lineage_spool_max_bytes),
+        checkpoint_every=settings.checkpoint_every_records,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+        role="gateway",
+    )
+
+
+def swap_lineage(process: Any, replacement: Any = None) -> Any:
     """Replace every reference to the process's lineage publisher (on the process and on
-    the objects it holds, one level down) with a no-op; fail if the gateway kept one."""
+    the objects it holds, one level down) with a no-op (or `replacement`); fail if the
+    gateway kept one."""
     original = process.lineage
-    noop = NoopPublisher(original)
+    noop = NoopPublisher(original) if replacement is None else replacement
     holders = [process, *(v for v in vars(process).values() if hasattr(v, "__dict__"))]
     swapped = []
     for holder in holders:
@@ -71,11 +94,11 @@ def swap_lineage(process: Any) -> NoopPublisher:
                 swapped.append(f"{type(holder).__name__}.{name}")
     kept: object = process.gateway.lineage  # typed, so `is` below leaves `noop` typed
     assert kept is noop, "the gateway's lineage publisher was not swapped"
-    print(f"lineage off: no-op publisher in {', '.join(swapped)}", file=sys.stderr, flush=True)
+    print(f"lineage swapped in {', '.join(swapped)}", file=sys.stderr, flush=True)
     return noop
 
 
-async def serve(lineage_on: bool) -> None:
+async def serve(lineage: str) -> None:
     from gateway.server import GatewayProcess
     from govledger.admin_token import resolve_admin_token
     from schemas import authn
@@ -92,10 +115,14 @@ async def serve(lineage_on: bool) -> None:
     # so without the keyring the worker never sees the funding and every call is refused.
     authn.install(authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=True))
     process = GatewayProcess(settings, token, escalation_config=config_of(load(StreamSettings)))
-    if not lineage_on:
+    if lineage == "off":
         swap_lineage(process)
+    elif lineage == "plain":
+        process.lineage.outbox.remove()  # the outbox publisher never starts
+        process.confirmations.publishers.remove(process.lineage)
+        swap_lineage(process, plain_publisher(process))
     await process.start()
-    print(f"gateway ready on {settings.gateway_url} (lineage {'on' if lineage_on else 'off'})")
+    print(f"gateway ready on {settings.gateway_url} (lineage {lineage})")
     sys.stdout.flush()
     try:
         await stop.wait()
@@ -105,7 +132,7 @@ async def serve(lineage_on: bool) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--lineage", choices=("on", "off"), default="on")
+    parser.add_argument("--lineage", choices=("on", "off", "plain"), default="on")
     parser.add_argument("--profile", help="write cProfile stats of the process here")
     args = parser.parse_args()
 
@@ -119,7 +146,7 @@ def main() -> int:
     if profile is not None:
         profile.enable()
     try:
-        uvloop.run(serve(args.lineage == "on"))
+        uvloop.run(serve(args.lineage))
     finally:
         if profile is not None:
             profile.disable()

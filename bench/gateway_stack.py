@@ -104,7 +104,12 @@ class Bench:
             GOVLEDGER_UPSTREAM_BASE_URL=self.upstream_url,
             GOVLEDGER_UPSTREAM_MODELS=MODEL,
             GOVLEDGER_UPSTREAM_API_KEY="sk-upstream-bench",
+            # No sink runs here, so nothing is confirmed: no resends inside a run either
+            # (the outbox's figure is its write and fsync cost per call).
+            GOVLEDGER_OUTBOX_RESEND_AFTER_S="3600",
         )
+        # Each gateway starts without the outboxes an earlier one left (none is confirmed).
+        shutil.rmtree(self.data_dir / "outbox", ignore_errors=True)
         argv = [sys.executable, str(REPO_ROOT / "bench" / "gateway_runner.py")]
         argv += ["--lineage", lineage]
         if profile is not None:

@@ -139,6 +139,8 @@ class Gateway:
         self.tenant_regions = parse_tenant_regions(settings.tenant_regions)
         self.breakers = BreakerBoard(config_of(settings), views.fleet_breakers)
         self.upstream_in_flight = 0
+        # Calls served while the lineage outbox could not keep their records.
+        self.lineage_overflow = 0
         # Not for security: jitter only spreads retries out.
         self._jitter = random.Random()  # noqa: S311
 
@@ -146,10 +148,9 @@ class Gateway:
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness and whether the local views have caught up."""
-        return web.json_response(
-            {"status": "ok", "keys": len(self.views.keys), "wallets": len(self.views.wallets)},
-            dumps=lambda v: orjson.dumps(v).decode(),
-        )
+        body = {"status": "ok", "keys": len(self.views.keys), "wallets": len(self.views.wallets)}
+        body["lineage_overflow"] = self.lineage_overflow  # served while the outbox was full
+        return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
 
     async def models(self, request: web.Request) -> web.Response:
         """OpenAI `GET /v1/models`."""
@@ -242,10 +243,15 @@ class Gateway:
                 errors.LINEAGE_UNAVAILABLE, "the broker is unavailable and lineage fails closed"
             )
         if not self.lineage.accepting:
-            raise GatewayError(
-                errors.LINEAGE_UNAVAILABLE,
-                "the broker is unavailable and the lineage spool is full",
-            )
+            # The outbox is full or its disk refuses writes: records cannot be kept until
+            # the store has them. Fail closed refuses; else the call is served, counted.
+            if self.settings.lineage_fail_closed:
+                raise GatewayError(
+                    errors.LINEAGE_UNAVAILABLE,
+                    "the lineage outbox is full or not writable and lineage fails closed",
+                )
+            self.lineage_overflow += 1
+            log.warning("lineage outbox cannot keep records; serving", served=self.lineage_overflow)
 
     async def _read_body(self, request: web.Request, call: CallRecord) -> bytes:
         limit = self.settings.max_body_bytes

@@ -19,12 +19,13 @@ from gateway.providers.compat_variants import mistral_provider, ollama_provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
 from gateway.views import LocalViews
+from schemas.authn import Role
+from schemas.confirmations import ConfirmationFeed
 from schemas.http_errors import JsonErrorAppRunner, handler_args, header_bytes, json_errors
 from schemas.ids import new_producer_id
 from schemas.kafka import TopicTailer
-from schemas.publisher import ChainedPublisher
+from schemas.outbox_publisher import OutboxPublisher
 from schemas.settings import GatewaySettings
-from schemas.spool import Spool
 from schemas.topics import BREAKER_STATE, CONTROL, ESCALATIONS, WALLET_STATE
 from streams.escalations.logic import EscalationConfig
 
@@ -128,6 +129,22 @@ def gateway_runner(settings: GatewaySettings, app: web.Application) -> web.AppRu
     )
 
 
+def outbox_publisher(settings: GatewaySettings, role: Role, linger_ms: int) -> OutboxPublisher:
+    """A publisher of this role whose records stay in data_dir/outbox until stored."""
+    return OutboxPublisher(
+        settings.kafka_bootstrap,
+        new_producer_id(role),
+        settings.data_path / "outbox",
+        max_bytes=settings.lineage_spool_max_bytes,
+        fsync_interval_s=settings.outbox_fsync_interval_ms / 1000,
+        resend_after_s=settings.outbox_resend_after_s,
+        linger_ms=linger_ms,
+        checkpoint_every=settings.checkpoint_every_records,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+        role=role,
+    )
+
+
 class GatewayProcess:
     """The gateway with its views, publishers and HTTP server. `escalation_config` is the
     escalations processor's (its listing routes and times escalations as the processor)."""
@@ -147,24 +164,11 @@ class GatewayProcess:
             [CONTROL.name, WALLET_STATE.name, ESCALATIONS.name, BREAKER_STATE.name],
             self.views.apply,
         )
-        producer_id = new_producer_id("gateway")
-        self.lineage = ChainedPublisher(
-            settings.kafka_bootstrap,
-            producer_id,
-            linger_ms=settings.lineage_linger_ms,
-            spool=Spool(
-                settings.data_path / "spool", producer_id, settings.lineage_spool_max_bytes
-            ),
-            checkpoint_every=settings.checkpoint_every_records,
-            checkpoint_interval_s=settings.checkpoint_interval_s,
-            role="gateway",
-        )
-        self.control = ChainedPublisher(
-            settings.kafka_bootstrap,
-            new_producer_id("admin"),
-            checkpoint_every=settings.checkpoint_every_records,
-            checkpoint_interval_s=settings.checkpoint_interval_s,
-            role="admin",
+        # Each keeps what it sends in an outbox until the store confirms it (schemas.outbox).
+        self.lineage = outbox_publisher(settings, "gateway", settings.lineage_linger_ms)
+        self.control = outbox_publisher(settings, "admin", 0)
+        self.confirmations = ConfirmationFeed(
+            settings.kafka_bootstrap, [self.lineage, self.control]
         )
         self.providers = build_providers(settings)
         self.gateway = Gateway(
@@ -190,6 +194,11 @@ class GatewayProcess:
 
     async def start(self) -> None:
         """Read the views up to date, then listen."""
+        await self.confirmations.start()  # what was stored while no process kept these
+        try:
+            await asyncio.wait_for(self.confirmations.tailer.caught_up.wait(), timeout=10)
+        except TimeoutError:
+            log.warning("stored notices not read to the end; leftovers are sent again")
         await self.lineage.start()
         await self.control.start()
         await self.tailer.start()
@@ -207,5 +216,6 @@ class GatewayProcess:
         await self.tailer.stop()
         await self.lineage.stop()
         await self.control.stop()
+        await self.confirmations.stop()
         for provider in self.providers.values():
             await provider.close()

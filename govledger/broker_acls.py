@@ -25,6 +25,7 @@ from schemas.topics import (
     ESCALATIONS,
     LINEAGE,
     SLA,
+    STORED,
     WALLET_STATE,
     Topic,
 )
@@ -66,15 +67,17 @@ class Role:
 GATEWAY = Role(
     "gateway",
     "OpenAI-compatible gateway (GOVLEDGER_GATEWAY_SERVES=api): its lineage, the escalations "
-    "its guardrails open (sealed into its own chain) and its chain checkpoints.",
-    reads=(CONTROL, WALLET_STATE, ESCALATIONS, BREAKER_STATE),
+    "its guardrails open (sealed into its own chain) and its chain checkpoints; reads what "
+    "the sinks stored, to empty its outbox.",
+    reads=(CONTROL, WALLET_STATE, ESCALATIONS, BREAKER_STATE, STORED),
     writes=(LINEAGE, ESCALATIONS, CHECKPOINTS),
 )
 ADMIN_API = Role(
     "admin-api",
     "Admin API (a gateway with GOVLEDGER_GATEWAY_SERVES=admin): the control log (keys, "
-    "wallets, budgets, policy packs, escalation decisions) and its chain checkpoints.",
-    reads=(CONTROL, WALLET_STATE, ESCALATIONS, BREAKER_STATE),
+    "wallets, budgets, policy packs, escalation decisions) and its chain checkpoints; reads "
+    "what the sinks stored, to empty its outbox.",
+    reads=(CONTROL, WALLET_STATE, ESCALATIONS, BREAKER_STATE, STORED),
     writes=(CONTROL, CHECKPOINTS),
 )
 WORKER = Role(
@@ -88,9 +91,9 @@ WORKER = Role(
 SINK = Role(
     "sink",
     "Sink and query API: reads every topic into the store; writes dead letters and the "
-    "checkpoints of its dead-letter chain.",
+    "checkpoints of its dead-letter chain, and what each written batch stored (outboxes).",
     reads=CATALOGUE,
-    writes=(DLQ, CHECKPOINTS),
+    writes=(DLQ, CHECKPOINTS, STORED),
     groups=(SINK_GROUP,),
 )
 AUDITOR = Role(

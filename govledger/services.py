@@ -36,6 +36,7 @@ from sinks.query_api import retention_loop
 from sinks.query_app import QueryApi
 from sinks.retention import retention_by_tenant
 from sinks.store import Store
+from sinks.stored import StoredNotices
 from sinks.writer import SinkWriter
 from streams.escalations import logic as escalation_rules
 
@@ -145,7 +146,10 @@ async def sink_main(settings: SinkSettings) -> None:
     tailer = TopicTailer(settings.kafka_bootstrap, [CONTROL.name], views.apply)
     await tailer.start()
     await asyncio.wait_for(tailer.caught_up.wait(), timeout=60)
-    writer = SinkWriter(settings, store, dlq)
+    # Tells outboxes (gateways, admin API) what each committed batch stored.
+    notices = StoredNotices(settings.kafka_bootstrap, new_producer_id("sink"))
+    await notices.start()
+    writer = SinkWriter(settings, store, dlq, on_committed=notices)
     api = QueryApi(
         store,
         query_readers(views, token),
@@ -184,6 +188,7 @@ async def sink_main(settings: SinkSettings) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await running
         await writer.stop()
+        await notices.stop()
         await tailer.stop()
         await runner.cleanup()
         await dlq.stop()

@@ -58,6 +58,7 @@ from schemas.topics import (
     ESCALATIONS,
     LINEAGE,
     SLA,
+    STORED,
     WALLET_STATE,
 )
 
@@ -86,6 +87,7 @@ ROLES_BY_TOPIC: Mapping[str, frozenset[Role]] = {
     SLA.name: frozenset({"processor"}),
     DLQ.name: frozenset({"processor", "sink"}),
     CHECKPOINTS.name: frozenset(ROLES),
+    STORED.name: frozenset({"sink"}),
 }
 """Which roles may write each topic. A topic not listed takes no record at all."""
 
@@ -115,6 +117,7 @@ ROLES_BY_TYPE: Mapping[type[Event], frozenset[Role]] = {
     rec.EscalationSlaBreached: _PROCESSOR,
     rec.DeadLetter: frozenset({"processor", "sink"}),
     rec.ChainCheckpoint: frozenset(ROLES),
+    rec.RecordsStored: frozenset({"sink"}),
 }
 """Which roles may write each record type, whatever the topic."""
 

@@ -82,8 +82,12 @@ class TopicTailer:
         handle: Handler,
         *,
         security: KafkaSecurity | None = None,
+        earliest_on_reset: bool = False,
     ) -> None:
         self._bootstrap = bootstrap
+        # A broker that came back empty answers the old position with out-of-range: from
+        # its first record again, instead of its end (what the outbox feed needs).
+        self._offset_reset = "earliest" if earliest_on_reset else "latest"
         self._security = security
         self._topics = list(topics)
         self._handle = handle
@@ -97,6 +101,7 @@ class TopicTailer:
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
+            auto_offset_reset=self._offset_reset,
             client_id="govledger-tailer",
             **client_options(self._security),
         )

@@ -555,6 +555,32 @@ class ChainCheckpoint(Event):
     signature: bytes = b""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredRange:
+    """Records of one producer, seq first_seq to last_seq, all in the store."""
+
+    stored_producer_id: str
+    first_seq: int
+    last_seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RecordsStored(Event):
+    """What one written batch of a sink stored, per producer (see sinks/stored.py)."""
+
+    schema_name: ClassVar[str] = "govledger.v1.RecordsStored"
+    event_type_name: ClassVar[str] = "sink.stored"
+
+    ranges: tuple[StoredRange, ...] = ()
+
+    @classmethod
+    def from_avro(cls, data: Mapping[str, Any]) -> RecordsStored:
+        """Build the record, turning nested ranges into typed ones."""
+        fields = dict(data)
+        fields["ranges"] = tuple(StoredRange(**r) for r in data["ranges"])
+        return _built(cls, fields)
+
+
 RECORD_TYPES: tuple[type[Event], ...] = (
     LineageRecord,
     KeyIssued,
@@ -579,4 +605,5 @@ RECORD_TYPES: tuple[type[Event], ...] = (
     WalletLimitSet,
     ChainCheckpoint,
     OrgBaselinePublished,
+    RecordsStored,
 )

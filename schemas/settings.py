@@ -249,10 +249,10 @@ class GatewaySettings(BreakerSettings):
         512, "Most upstream calls in flight; past it calls are shed at once with 503."
     )
     lineage_fail_closed: bool = setting(
-        False, "Refuse calls (503) while lineage cannot be recorded, instead of spooling."
+        False, "Refuse calls (503) while lineage cannot be kept or sent, instead of serving."
     )
     lineage_spool_max_bytes: int = setting(
-        256 * 1_048_576, "Largest on-disk lineage spool; past it calls get 503."
+        256 * 1_048_576, "Largest outbox (records not yet stored) per producer; past it: overflow."
     )
     checkpoint_every_records: int = setting(
         1_000, "Records of a gateway's chain between two chain checkpoints."
@@ -270,6 +270,12 @@ class GatewaySettings(BreakerSettings):
     max_json_depth: int = setting(32, "Deepest nesting of arrays and objects in a request body.")
     max_json_members: int = setting(
         4096, "Most members of one array or object in a request body; more gets 400."
+    )
+    outbox_fsync_interval_ms: int = setting(
+        50, "Most milliseconds between two fsyncs of the outbox (batched, not per call)."
+    )
+    outbox_resend_after_s: float = setting(
+        60.0, "Seconds a sent record may stay unconfirmed by the store before it is sent again."
     )
 
     def __post_init__(self) -> None:
@@ -295,11 +301,14 @@ class GatewaySettings(BreakerSettings):
             "max_choices",
             "max_json_depth",
             "max_json_members",
+            "outbox_fsync_interval_ms",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
         if self.checkpoint_interval_s <= 0:
             raise SettingsError("GOVLEDGER_CHECKPOINT_INTERVAL_S must be positive")
+        if self.outbox_resend_after_s <= 0:
+            raise SettingsError("GOVLEDGER_OUTBOX_RESEND_AFTER_S must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -67,46 +67,17 @@ class Spool:
     def append(self, frame: Frame) -> None:
         """Write one frame at the end. The limit is enforced where work is admitted: a
         record of work already done is never dropped, so it may overshoot by that work."""
-        topic = frame.topic.encode()
-        assert len(topic) <= MAX_TOPIC_BYTES and len(frame.key) <= MAX_KEY_BYTES, "bounded ids"
-        assert len(frame.auth) <= MAX_AUTH_BYTES, "bounded auth"
-        data = HEADER.pack(len(topic), len(frame.key), len(frame.value), len(frame.auth))
-        data += topic + frame.key + frame.auth
         with self.path.open("ab") as handle:
             if handle.tell() == 0:
                 handle.write(FILE_MARK)
                 self.size_bytes += len(FILE_MARK)
-            handle.write(data + frame.value)
+            handle.write(frame_bytes(frame))
         self.size_bytes += frame.size_bytes
 
     def frames(self, offset_bytes: int = 0) -> Iterator[tuple[Frame, int]]:
         """Every whole frame from a byte offset on, in the order written, each with the
         offset just past it (where to resume)."""
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as handle:
-            marked = handle.read(len(FILE_MARK)) == FILE_MARK
-            header_struct = HEADER if marked else LEGACY_HEADER
-            offset_bytes = max(offset_bytes, len(FILE_MARK) if marked else 0)
-            handle.seek(offset_bytes)
-            position = offset_bytes
-            while header := handle.read(header_struct.size):
-                if len(header) < header_struct.size:
-                    return
-                topic_len, key_len, value_len, *auth = header_struct.unpack(header)
-                auth_len = auth[0] if auth else 0
-                body = handle.read(topic_len + key_len + auth_len + value_len)
-                if len(body) < topic_len + key_len + auth_len + value_len:
-                    return  # a frame cut short by a crash: never acknowledged, never sent
-                position += header_struct.size + len(body)
-                value_at = topic_len + key_len + auth_len
-                frame = Frame(
-                    body[:topic_len].decode(),
-                    body[topic_len : topic_len + key_len],
-                    body[value_at:],
-                    body[topic_len + key_len : value_at],
-                )
-                yield frame, position
+        return read_frames(self.path, offset_bytes)
 
     def clear(self) -> None:
         """Forget every frame (after all were delivered)."""
@@ -118,3 +89,42 @@ class Spool:
     def leftovers(folder: Path) -> list[Path]:
         """Spool files in a folder, e.g. left by a process that stopped while degraded."""
         return sorted(folder.glob("*.spool")) if folder.exists() else []
+
+
+def frame_bytes(frame: Frame) -> bytes:
+    """One frame as written to a file (after the file's mark)."""
+    topic = frame.topic.encode()
+    assert len(topic) <= MAX_TOPIC_BYTES and len(frame.key) <= MAX_KEY_BYTES, "bounded ids"
+    assert len(frame.auth) <= MAX_AUTH_BYTES, "bounded auth"
+    data = HEADER.pack(len(topic), len(frame.key), len(frame.value), len(frame.auth))
+    return data + topic + frame.key + frame.auth + frame.value
+
+
+def read_frames(path: Path, offset_bytes: int = 0) -> Iterator[tuple[Frame, int]]:
+    """Every whole frame of a spool-framed file from a byte offset on, in the order
+    written, each with the offset just past it; a frame cut short ends the reading."""
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        marked = handle.read(len(FILE_MARK)) == FILE_MARK
+        header_struct = HEADER if marked else LEGACY_HEADER
+        offset_bytes = max(offset_bytes, len(FILE_MARK) if marked else 0)
+        handle.seek(offset_bytes)
+        position = offset_bytes
+        while header := handle.read(header_struct.size):
+            if len(header) < header_struct.size:
+                return
+            topic_len, key_len, value_len, *auth = header_struct.unpack(header)
+            auth_len = auth[0] if auth else 0
+            body = handle.read(topic_len + key_len + auth_len + value_len)
+            if len(body) < topic_len + key_len + auth_len + value_len:
+                return  # a frame cut short by a crash: never acknowledged, never sent
+            position += header_struct.size + len(body)
+            value_at = topic_len + key_len + auth_len
+            frame = Frame(
+                body[:topic_len].decode(),
+                body[topic_len : topic_len + key_len],
+                body[value_at:],
+                body[topic_len + key_len : value_at],
+            )
+            yield frame, position

@@ -32,6 +32,9 @@ CHECKPOINTS = Topic(
     "govledger.checkpoints", "producer_id", False, "Producers' chain heads (ChainCheckpoint)."
 )
 DLQ = Topic("govledger.dlq", "origin topic", False, "Records that failed to decode or validate.")
+STORED = Topic(
+    "govledger.stored", "sink producer_id", False, "Seq ranges each sink batch stored (outboxes)."
+)
 
 CATALOGUE: tuple[Topic, ...] = (
     LINEAGE,
@@ -43,7 +46,11 @@ CATALOGUE: tuple[Topic, ...] = (
     SLA,
     CHECKPOINTS,
     DLQ,
+    STORED,
 )
 
 RESTORED_HEADER = "govledger-restored"
 """Header on records the runtime re-publishes from the store into an empty broker."""
+
+RESENT_HEADER = "govledger-resent"
+"""Header on records an outbox sends again: the sink looks each one up in the store."""

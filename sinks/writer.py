@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import re
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,7 @@ from schemas.topics import (
     DLQ,
     ESCALATIONS,
     LINEAGE,
+    RESENT_HEADER,
     RESTORED_HEADER,
     SLA,
     WALLET_STATE,
@@ -159,8 +161,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class SinkWriter:
     """Consumes every audit topic and writes its rows, exactly once per event."""
 
-    def __init__(self, settings: SinkSettings, store: Store, dlq: Publisher) -> None:
+    def __init__(
+        self,
+        settings: SinkSettings,
+        store: Store,
+        dlq: Publisher,
+        on_committed: Callable[[dict[TopicPartition, list[Any]]], Awaitable[None]] | None = None,
+    ) -> None:
         self.settings = settings
+        # Told each batch once it is stored and its offsets committed (sinks/stored.py).
+        self.on_committed = on_committed
         self.store = store
         self.dlq = dlq
         self.stats = SinkStats()
@@ -307,6 +317,8 @@ class SinkWriter:
         else:
             self._committed.update(offsets)
         self.stats.last_insert_ms = now_ms()
+        if self.on_committed is not None:
+            await self.on_committed(held)
 
     async def consumer_lag(self) -> dict[str, int]:
         """Records per topic on the broker that the sink has not yet written and committed
@@ -336,6 +348,7 @@ class SinkWriter:
     async def write(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Check headers, dead-letter what is not ours, drop duplicates, insert."""
         pending: dict[bytes, PendingBatch] = {}
+        resent: set[str] = set()
         for tp, messages in batches.items():
             for message in messages:
                 headers = message.headers
@@ -356,6 +369,8 @@ class SinkWriter:
                     continue
                 if not self._recent.first_sighting(tp, event_id):
                     continue  # a producer retry wrote it twice; keep the first
+                if any(key == RESENT_HEADER for key, _ in headers or ()):
+                    resent.add(event_id)  # sent again from an outbox: maybe stored long ago
                 batch = pending.get(entry.fingerprint)
                 if batch is None:
                     batch = PendingBatch(entry, TABLE_FOR[entry.record_type])
@@ -367,6 +382,8 @@ class SinkWriter:
                 batch.offsets.append(message.offset)
         for batch in pending.values():
             unwritten = await self._drop_already_written(batch)
+            if resent:
+                unwritten = await self._drop_resent_written(unwritten, resent)
             if unwritten.values:
                 await self._insert(unwritten)
 
@@ -396,6 +413,15 @@ class SinkWriter:
                 self._unverified[tp] = limit
             if limit is not None and batch.offsets[i] >= limit:
                 del self._unverified[tp]
+        return batch.keep([i for i, event_id in enumerate(batch.ids) if event_id not in found])
+
+    async def _drop_resent_written(self, batch: PendingBatch, resent: set[str]) -> PendingBatch:
+        """Drop records an outbox sent again that the store already has: a resend can come
+        any time after the first send, past every window above."""
+        found = await self._stored_ids(batch.table, [i for i in batch.ids if i in resent])
+        if not found:
+            return batch
+        log.info("resent rows skipped", table=batch.table, rows=len(found))
         return batch.keep([i for i, event_id in enumerate(batch.ids) if event_id not in found])
 
     async def _stored_ids(self, table: str, ids: list[str]) -> set[str]:

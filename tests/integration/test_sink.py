@@ -15,11 +15,12 @@ from schemas import authn, codec
 from schemas.ids import new_producer_id, now_ms, uuid7
 from schemas.kafka import ensure_topics, make_producer
 from schemas.publisher import ChainedPublisher
-from schemas.records import LineageRecord
+from schemas.records import LineageRecord, StoredRange
 from schemas.settings import SinkSettings, load
-from schemas.topics import ALERTS, CONTROL, DLQ, LINEAGE
+from schemas.topics import ALERTS, CONTROL, DLQ, LINEAGE, RESENT_HEADER
 from sinks.store import Store
-from sinks.writer import CONSUMER_GROUP, SinkWriter
+from sinks.stored import stored_ranges
+from sinks.writer import CONSUMER_GROUP, RecentIds, SinkWriter
 from tests.integration.stack import free_port
 
 pytestmark = pytest.mark.integration
@@ -233,7 +234,8 @@ async def test_every_record_type_lands_in_its_table_with_its_exact_bytes(
     from tests.unit import builders
 
     chain = codec.HashChain(new_producer_id("every-type"))
-    sealed = [chain.seal(record) for record in builders.one_of_each()]
+    # Every type but the sinks' own notices (RecordsStored), which are not stored.
+    sealed = [chain.seal(r) for r in builders.one_of_each() if type(r) in TABLE_FOR]
     await produce(bootstrap, [(r.tenant_id or "-", codec.encode(r)) for r in sealed])
     writer = await writer_factory()  # type: ignore[operator]
 
@@ -265,4 +267,49 @@ async def test_every_record_type_lands_in_its_table_with_its_exact_bytes(
             window.gateway_overhead_ms.sum_thousandths,  # type: ignore[attr-defined]
             window.errors,  # type: ignore[attr-defined]
         ]
+    ]
+
+
+async def test_a_record_an_outbox_sends_again_long_after_it_was_stored_lands_once(
+    bootstrap: str, store: Store, writer_factory: object
+) -> None:
+    chain = codec.HashChain(new_producer_id("gateway"))
+    other = codec.HashChain(new_producer_id("gateway"))
+    stored_once = [("resent", lineage("resent", chain, cost=1)) for _ in range(5)]
+    lost = ("resent", lineage("resent", other, cost=1_000))
+    writer = await writer_factory()  # type: ignore[operator]
+    await produce(bootstrap, stored_once)
+    await write_until(writer, store, "resent", 5)
+    # Long after: the writer's window of recent ids (per partition) has moved past them.
+    writer._recent = RecentIds(1)
+    # The broker lost another gateway's record, which its outbox sends again first;
+    # behind it this gateway's outbox sends again the five stored long ago (their
+    # confirmation was lost with the broker). The batch's first record is absent, so
+    # the check of a partition's first records looks no further: only the resent mark
+    # makes the sink look the five up.
+    committed_batches: list[dict[TopicPartition, list[object]]] = []
+
+    async def on_committed(held: dict[TopicPartition, list[object]]) -> None:
+        committed_batches.append(held)
+
+    writer.on_committed = on_committed
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        for key, value in [lost, *stored_once]:
+            topic, headers = signed(value)
+            resent = [*headers, (RESENT_HEADER, b"1")]
+            await producer.send(topic, value, key=key.encode(), headers=resent)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    await write_until(writer, store, "resent", 6)
+    for _ in range(3):
+        await writer.step(200)
+    assert counts(store, "resent") == (6, 6, 1_005)
+    # What the sink tells the outboxes: all six are in the store.
+    messages = [m for held in committed_batches for ms in held.values() for m in ms]
+    assert sorted(stored_ranges(messages), key=lambda r: r.last_seq) == [
+        StoredRange(other.producer_id, 1, 1),
+        StoredRange(chain.producer_id, 1, 5),
     ]

@@ -31,9 +31,11 @@ from schemas.records import (
     OrgBaselinePublished,
     PolicyPackPublished,
     QuotaThresholdCrossed,
+    RecordsStored,
     SketchRecord,
     SlaBreached,
     SlaWindow,
+    StoredRange,
     WalletAllocated,
     WalletBalance,
     WalletBudgetSet,
@@ -491,7 +493,23 @@ def one_of_each() -> list[Event]:
         limit_set(),
         checkpoint(),
         baseline_published(),
+        records_stored(),
     ]
+
+
+def records_stored(**overrides: Any) -> RecordsStored:
+    """A sink batch stored a gateway's seqs 1-40 and 42, and an admin's seq 3."""
+    fields: dict[str, Any] = {
+        "tenant_id": "",
+        "producer_id": "sink-5e6f7a",
+        "seq": 9,
+        "ranges": (
+            StoredRange("gateway-1a2b3c", 1, 40),
+            StoredRange("gateway-1a2b3c", 42, 42),
+            StoredRange("admin-7f3e9d", 3, 3),
+        ),
+    }
+    return _built(RecordsStored, fields, overrides)  # type: ignore[no-any-return]
 
 
 ORG_WALLET = TENANT

@@ -36,6 +36,8 @@ WRITERS = {
     "govledger.sla": {"worker"},
     "govledger.checkpoints": {"gateway", "admin-api", "worker", "sink"},
     "govledger.dlq": {"worker", "sink"},
+    # What each sink batch stored: only sinks say so; outboxes (gateway, admin) read it.
+    "govledger.stored": {"sink"},
 }
 EVERY_READER = {"sink", "auditor"}
 READERS = {
@@ -48,6 +50,7 @@ READERS = {
     "govledger.sla": EVERY_READER,
     "govledger.checkpoints": EVERY_READER,
     "govledger.dlq": EVERY_READER,
+    "govledger.stored": {"gateway", "admin-api"} | EVERY_READER,
 }
 
 
