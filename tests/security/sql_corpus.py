@@ -51,6 +51,9 @@ SETTINGS_AND_SESSION = [
     "SET readonly = 1",
     "SET readonly = 0",
     "SET max_result_rows = 0",
+    # Found by the fuzzer: sqlglot's SET parser raised AttributeError, not a parse error.
+    "SET readonl{ = 1",
+    "SET x[1 = 1] = 1",
     "SELECT tenant_id FROM lineage SETTINGS additional_table_filters = {}",
     "SELECT tenant_id FROM lineage SETTINGS readonly = 0",
     "SELECT tenant_id FROM lineage SETTINGS readonly = 1",
