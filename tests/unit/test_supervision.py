@@ -3,8 +3,15 @@ and resets outside it, the restart number, the crash loop, and how an exit reads
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import pytest
 
+from govledger.runtime import Child, Stack
 from govledger.supervision import CrashLoop, Restart, RestartPolicy, decide, how_it_ended
 from schemas.settings import RuntimeSettings, SettingsError, load
 
@@ -62,3 +69,100 @@ def test_the_policy_settings_load_and_refuse_nonsense() -> None:
         )
     with pytest.raises(SettingsError, match="GOVLEDGER_RESTART_LIMIT"):
         load(RuntimeSettings, {"GOVLEDGER_RESTART_WINDOW_S": "0"})
+
+
+# --- the Stack's supervisor, with stand-in parts (sleeping processes) ------------------
+
+
+class SleepingStack(Stack):
+    """A Stack whose parts are `sleep` processes: what the supervisor does, without a
+    broker or a store (the real parts: tests/integration/test_kill_any_part.py)."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        environ = {"GOVLEDGER_DATA_DIR": str(tmp_path), "GOVLEDGER_RESTART_BACKOFF_S": "0"}
+        environ.update(env)
+        super().__init__(load(RuntimeSettings, environ), environ)
+        self.launched: list[tuple[str, ...]] = []
+
+    def _sleeper(self, name: str) -> None:
+        process = subprocess.Popen(["sleep", "60"])
+        self._put(Child(name, process, self._open_log(name)))
+
+    def _start_broker(self) -> None:
+        self._sleeper("broker")
+
+    def _launch(self, names: tuple[str, ...]) -> None:
+        self.launched.append(names)
+        for name in names:
+            self._sleeper(name)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[SleepingStack]:
+    running = SleepingStack(tmp_path)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def pids(stack: Stack) -> dict[str, int]:
+    return {c.name: c.process.pid for c in stack.children}
+
+
+def test_a_killed_part_alone_is_restarted_and_the_restart_is_logged(
+    stack: SleepingStack,
+) -> None:
+    before = pids(stack)
+    stack.kill("worker")
+    stack.child("worker").process.wait()
+    assert stack.supervise_once() == ["worker"]
+    after = pids(stack)
+    assert after["worker"] != before["worker"]
+    assert {k: v for k, v in after.items() if k != "worker"} == {
+        k: v for k, v in before.items() if k != "worker"
+    }
+    assert [c.name for c in stack.children] == ["broker", "sink", "worker", "gateway"]
+    assert stack.restarts == {"worker": 1}
+    assert stack.restart_log[0].startswith("worker ended with signal SIGKILL; restart 1 in 0 s")
+    assert stack.supervise_once() == []  # nothing else exited
+
+
+def test_a_dead_broker_takes_every_part_down_and_up_again_sink_first(
+    stack: SleepingStack,
+) -> None:
+    before = pids(stack)
+    stack.kill("broker", signal.SIGTERM)
+    stack.child("broker").process.wait()
+    assert stack.supervise_once() == ["broker"]
+    after = pids(stack)
+    assert all(after[name] != before[name] for name in before)
+    assert stack.launched[-1] == ("sink", "worker", "gateway")
+    assert stack.restarts == {"broker": 1}
+    assert "broker ended with signal SIGTERM; restart 1" in stack.restart_log[0]
+
+
+def test_a_part_that_keeps_exiting_stops_supervision_with_the_reason(tmp_path: Path) -> None:
+    stack = SleepingStack(tmp_path, GOVLEDGER_RESTART_LIMIT="2")
+    stack.start()
+    try:
+        stack.start_supervising()
+        for n in range(1, 4):
+            stack.kill("sink")
+            if n < 3:
+                wait_until(lambda n=n: stack.restarts["sink"] == n)  # type: ignore[misc]
+        wait_until(lambda: stack.gave_up is not None)
+        assert stack.gave_up is not None
+        assert stack.gave_up.startswith("sink crash loop: it exited after 2 restarts")
+        assert stack.gave_up.endswith("it last ended with signal SIGKILL")
+    finally:
+        stack.stop()
+    assert stack.children == []
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.02)
