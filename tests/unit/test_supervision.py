@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from govledger.runtime import Child, Stack
+from govledger.runtime import Child, CrashLoopError, Stack
 from govledger.supervision import CrashLoop, Restart, RestartPolicy, decide, how_it_ended
 from schemas.settings import RuntimeSettings, SettingsError, load
 
@@ -166,3 +166,45 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "not within the time"
         time.sleep(0.02)
+
+
+def test_up_exits_1_with_the_reason_when_supervision_gives_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from govledger import runtime
+    from govledger.commands.up import cmd_up
+
+    class GivingUp(SleepingStack):
+        def __init__(self, settings: RuntimeSettings) -> None:
+            super().__init__(tmp_path, GOVLEDGER_RESTART_LIMIT="0")
+
+    monkeypatch.setattr(runtime, "Stack", GivingUp)
+    monkeypatch.setenv("GOVLEDGER_DATA_DIR", str(tmp_path))
+    made: list[Stack] = []
+
+    def note(self: Stack) -> None:  # supervision runs where `up` waits, below
+        made.append(self)
+
+    monkeypatch.setattr(GivingUp, "start_supervising", note)
+    original_sleep = time.sleep
+
+    def kill_then_supervise(seconds: float) -> None:
+        # Where `up` waits: the worker dies and the supervisor gives up on it.
+        stack = made[0]
+        if stack.gave_up is None:
+            stack.kill("worker")
+            stack.child("worker").process.wait()
+            try:
+                stack.supervise_once()
+            except CrashLoopError as exc:
+                stack.gave_up = str(exc)
+        original_sleep(0)
+
+    monkeypatch.setattr(time, "sleep", kill_then_supervise)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)  # pytest keeps its own
+    assert cmd_up(argparse.Namespace()) == 1
+    err = capsys.readouterr().err
+    assert "worker crash loop: it exited after 0 restarts" in err
+    assert made[0].children == []  # stopped
