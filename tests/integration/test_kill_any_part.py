@@ -276,7 +276,7 @@ def test_killing_any_part_loses_and_repeats_no_answered_call(stack: RunningStack
             for a in answers
             if a.status is not None and (200 <= a.status < 300 or a.status == 402)
         }
-        assert statuses[200] > 0.7 * len(answers), statuses
+        assert statuses[200] >= 1_000, statuses  # calls fail while a part is down
         assert statuses[402] > 0, statuses
         problems: list[str] = []
 
