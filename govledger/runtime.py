@@ -186,10 +186,6 @@ class Stack:
             self.stop()
             raise
 
-    def dead_child(self) -> Child | None:
-        """A child that exited on its own, if any."""
-        return next((c for c in self.children if c.process.poll() is not None), None)
-
     def child(self, name: str) -> Child:
         """The running (or last started) child of that name."""
         with self._lock:
