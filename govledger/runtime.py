@@ -1,26 +1,46 @@
 """`govledger up`: the whole stack as child processes — broker (embedded unless
 GOVLEDGER_KAFKA_BOOTSTRAP is set), sink with the store (chDB unless
-GOVLEDGER_CLICKHOUSE_DSN is set), stream worker, gateway — and a clean stop."""
+GOVLEDGER_CLICKHOUSE_DSN is set), stream worker, gateway — supervised (a part that exits
+is restarted, see govledger.supervision), and a clean stop."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from typing import IO
 
+import structlog
+
 from govledger.admin_token import resolve_admin_token
 from govledger.broker import start_tansu
+from govledger.supervision import CrashLoop, RestartPolicy, decide, how_it_ended
 from schemas.authn import resolve_keyring
 from schemas.kafka import ensure_topics
 from schemas.settings import RuntimeSettings, env_name
 from streams.intake import READY_PATH
 
 STOP_GRACE_S = 30.0
+SUPERVISE_EVERY_S = 0.1
+# The parts that run on the broker, in start order; a restarted broker restarts them all.
+CLIENT_PARTS = ("sink", "worker", "gateway")
+
+log = structlog.get_logger(__name__)
+
+
+class CrashLoopError(RuntimeError):
+    """A part kept exiting: the stack gives up on it (the message says which and why)."""
+
+
+class Stopping(RuntimeError):  # noqa: N818 - a signal to unwind, not a fault
+    """The stack is stopping: a restart in progress is abandoned."""
 
 
 @dataclass
@@ -32,10 +52,17 @@ class Child:
     log: IO[bytes]
 
 
-def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen[bytes]) -> None:
-    """Block until url answers 200, or fail if the process died first."""
+def wait_for_http(
+    url: str,
+    timeout_s: float,
+    process: subprocess.Popen[bytes],
+    abort: threading.Event | None = None,
+) -> None:
+    """Block until url answers 200, or fail if the process died first (or `abort` is set)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if abort is not None and abort.is_set():
+            raise Stopping(f"stopped while waiting for {url}")
         if process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {url} was up")
         try:
@@ -49,7 +76,8 @@ def wait_for_http(url: str, timeout_s: float, process: subprocess.Popen[bytes]) 
 
 
 class Stack:
-    """The embedded runtime's children, started in dependency order, stopped in reverse."""
+    """The embedded runtime's children, started in dependency order, stopped in reverse;
+    once `start_supervising` runs, a child that exits is restarted (see `supervise_once`)."""
 
     def __init__(self, settings: RuntimeSettings, environ: dict[str, str] | None = None) -> None:
         self.settings = settings
@@ -57,6 +85,23 @@ class Stack:
         self.children: list[Child] = []
         self.bootstrap = settings.kafka_bootstrap
         self.log_dir = settings.data_path / "logs"
+        self.policy = RestartPolicy(
+            settings.restart_limit,
+            settings.restart_window_s,
+            settings.restart_backoff_s,
+            settings.restart_backoff_max_s,
+        )
+        # Per part: when the supervisor restarted it (monotonic seconds), and how many
+        # restarts are done (counted once the part is ready again).
+        self.restarts_at_s: dict[str, list[float]] = {}
+        self.restarts: Counter[str] = Counter()
+        # One line per restart, as logged: which part, how it ended, which restart.
+        self.restart_log: list[str] = []
+        # Why supervision gave up (a crash loop); the stack is then left to be stopped.
+        self.gave_up: str | None = None
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def _open_log(self, name: str) -> IO[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -74,55 +119,186 @@ class Stack:
         return env
 
     def _spawn(self, name: str) -> Child:
-        log = self._open_log(name)
+        log_file = self._open_log(name)
         process = subprocess.Popen(
             [sys.executable, "-m", "govledger", name],
             env=self._child_env(),
-            stdout=log,
+            stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        child = Child(name, process, log)
-        self.children.append(child)
+        child = Child(name, process, log_file)
+        self._put(child)
         return child
+
+    def _put(self, child: Child) -> None:
+        """Add a child, or put it in the place of the one of that name it replaces."""
+        for i, known in enumerate(self.children):
+            if known.name == child.name:
+                known.log.close()
+                self.children[i] = child
+                return
+        self.children.append(child)
+
+    def _start_broker(self) -> None:
+        log_file = self._open_log("broker")
+        broker = start_tansu(self.settings.broker_port, log_file)
+        self._put(Child("broker", broker, log_file))
+        self.bootstrap = f"127.0.0.1:{self.settings.broker_port}"
+        asyncio.run(ensure_topics(self.bootstrap, self.settings.topic_partitions))
+
+    def _launch(self, names: tuple[str, ...]) -> None:
+        """Start these parts (of CLIENT_PARTS, in its order) and wait until each is ready:
+        the sink answers before anything else starts (it restores an empty broker first),
+        then the worker and the gateway start together."""
+        timeout = self.settings.start_timeout_s
+        started = {}
+        for name in names:
+            started[name] = self._spawn(name)
+            if name == "sink":
+                wait_for_http(
+                    f"{self.settings.query_url}/ping",
+                    timeout,
+                    started[name].process,
+                    self._stopping,
+                )
+        if "gateway" in started:
+            url = f"{self.settings.gateway_url}/healthz"
+            wait_for_http(url, timeout, started["gateway"].process, self._stopping)
+        if "worker" in started:
+            worker = started["worker"].process
+            web_port = int(self.environ.get(env_name("worker_web_port"), "6066"))
+            if web_port > 0:
+                url = f"http://127.0.0.1:{web_port}{READY_PATH}"
+                wait_for_http(url, timeout, worker, self._stopping)
+            if worker.poll() is not None:
+                raise RuntimeError("the stream worker exited at start; see its log")
 
     def start(self) -> None:
         """Start every part and wait until each is ready."""
-        timeout = self.settings.start_timeout_s
         try:
             if not self.bootstrap:
-                log = self._open_log("broker")
-                broker = start_tansu(self.settings.broker_port, log)
-                self.children.append(Child("broker", broker, log))
-                self.bootstrap = f"127.0.0.1:{self.settings.broker_port}"
-            asyncio.run(ensure_topics(self.bootstrap, self.settings.topic_partitions))
-            sink = self._spawn("sink")
-            wait_for_http(f"{self.settings.query_url}/ping", timeout, sink.process)
-            worker = self._spawn("worker")
-            gateway = self._spawn("gateway")
-            wait_for_http(f"{self.settings.gateway_url}/healthz", timeout, gateway.process)
-            web_port = int(self.environ.get(env_name("worker_web_port"), "6066"))
-            if web_port > 0:
-                wait_for_http(f"http://127.0.0.1:{web_port}{READY_PATH}", timeout, worker.process)
-            if worker.process.poll() is not None:
-                raise RuntimeError("the stream worker exited at start; see its log")
+                self._start_broker()
+            else:
+                asyncio.run(ensure_topics(self.bootstrap, self.settings.topic_partitions))
+            self._launch(CLIENT_PARTS)
         except BaseException:
             self.stop()
             raise
 
-    def dead_child(self) -> Child | None:
-        """A child that exited on its own, if any."""
-        return next((c for c in self.children if c.process.poll() is not None), None)
+    def child(self, name: str) -> Child:
+        """The running (or last started) child of that name."""
+        with self._lock:
+            return next(c for c in self.children if c.name == name)
+
+    def kill(self, name: str, signum: int = signal.SIGKILL) -> int:
+        """Send a signal to a part (tests kill parts with it); its process id."""
+        with self._lock:
+            process = self.child(name).process
+            process.send_signal(signum)
+            return process.pid
+
+    # --- supervision ------------------------------------------------------------------
+
+    def supervise_once(self) -> list[str]:
+        """Restart the parts that exited (a dead broker first, with every part on it);
+        the names restarted. Raises CrashLoopError when one keeps exiting."""
+        with self._lock:
+            dead = [c for c in self.children if c.process.poll() is not None]
+            broker = [c for c in dead if c.name == "broker"]
+            for child in broker or dead:
+                self._restart(child)
+            return [c.name for c in broker or dead]
+
+    def _restart(self, child: Child) -> None:
+        now_s = time.monotonic()
+        history = self.restarts_at_s.setdefault(child.name, [])
+        ended = how_it_ended(child.process.returncode)
+        decision = decide(self.policy, child.name, history, now_s)
+        if isinstance(decision, CrashLoop):
+            log.error("stopping: a part keeps exiting", part=child.name, ended=ended)
+            raise CrashLoopError(f"{decision.reason}; it last ended with {ended}")
+        line = (
+            f"{child.name} ended with {ended}; restart {decision.number} "
+            f"in {decision.delay_s:g} s (see {self.log_dir / child.name}.log)"
+        )
+        log.warning(line, part=child.name, ended=ended, restart=decision.number)
+        self.restart_log.append(line)
+        history.append(now_s)
+        if self._stopping.wait(decision.delay_s):
+            raise Stopping("stopped before the restart")
+        if child.name == "broker":
+            self._restart_broker()
+        else:
+            self._launch((child.name,))
+        self.restarts[child.name] += 1
+
+    def _restart_broker(self) -> None:
+        """The embedded broker keeps its topics in memory: a new one is empty. Every part
+        on it stops (a gateway keeps what it could not send in its spool), the broker
+        starts, and the parts start again as at `start`: the sink first, which restores
+        the admin log and the balances from the store before it answers."""
+        clients = [c for c in self.children if c.name in CLIENT_PARTS]
+        self._stop_children(clients, self.settings.restart_stop_grace_s)
+        self._start_broker()
+        self._launch(CLIENT_PARTS)
+
+    def _stop_children(self, children: list[Child], grace_s: float) -> None:
+        """SIGTERM all of them, then SIGKILL those still running after grace_s."""
+        for child in children:
+            if child.process.poll() is None:
+                child.process.terminate()
+        deadline = time.monotonic() + grace_s
+        for child in children:
+            try:
+                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("part did not stop in time; killing it", part=child.name)
+                child.process.kill()
+                child.process.wait()
+
+    def supervise(self) -> None:
+        """Restart parts that exit until `stop`, or until a crash loop (then `gave_up`
+        holds the reason and the parts are left for `stop`)."""
+        while not self._stopping.wait(SUPERVISE_EVERY_S):
+            try:
+                self.supervise_once()
+            except Stopping:
+                return
+            except CrashLoopError as exc:
+                self.gave_up = str(exc)
+                return
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                # A part that failed to come back is seen dead (or not ready) next round;
+                # one that never becomes ready ends supervision with the reason.
+                if isinstance(exc, TimeoutError):
+                    self.gave_up = f"a restarted part did not become ready: {exc}"
+                    return
+                log.warning("restart failed", error=str(exc))
+
+    def start_supervising(self) -> None:
+        """Supervise on a thread of this process (stopped by `stop`)."""
+        assert self._supervisor is None, "one supervisor per stack"
+        self._supervisor = threading.Thread(target=self.supervise, name="supervisor", daemon=True)
+        self._supervisor.start()
+
+    def stop_restarting(self) -> None:
+        """From now on a part that exits stays down (safe in a signal handler)."""
+        self._stopping.set()
 
     def stop(self) -> None:
         """Stop in reverse order: producers first, then the sink drains, then the broker."""
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.terminate()
-                try:
-                    child.process.wait(timeout=STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
-                    child.process.wait()
-            child.log.close()
-        self.children.clear()
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+        with self._lock:
+            for child in reversed(self.children):
+                if child.process.poll() is None:
+                    child.process.terminate()
+                    try:
+                        child.process.wait(timeout=STOP_GRACE_S)
+                    except subprocess.TimeoutExpired:
+                        child.process.kill()
+                        child.process.wait()
+                child.log.close()
+            self.children.clear()

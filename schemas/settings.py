@@ -171,6 +171,26 @@ class RuntimeSettings(CommonSettings):
 
     broker_port: int = setting(19092, "Port of the embedded Tansu broker on 127.0.0.1.")
     start_timeout_s: float = setting(60.0, "How long `up` waits for each child to become ready.")
+    restart_limit: int = setting(
+        5, "Restarts of one part within GOVLEDGER_RESTART_WINDOW_S past which `up` gives up."
+    )
+    restart_window_s: float = setting(60.0, "Window (seconds) of the crash-loop count.")
+    restart_backoff_s: float = setting(
+        0.5, "Wait before restarting a part that exited; doubles per restart in the window."
+    )
+    restart_backoff_max_s: float = setting(10.0, "Longest wait before restarting a part.")
+    restart_stop_grace_s: float = setting(
+        10.0, "How long parts get to stop on SIGTERM when a dead broker takes them down."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.restart_limit < 0 or self.restart_window_s <= 0:
+            raise SettingsError("GOVLEDGER_RESTART_LIMIT must be >= 0, the window positive")
+        if not 0 <= self.restart_backoff_s <= self.restart_backoff_max_s:
+            raise SettingsError("GOVLEDGER_RESTART_BACKOFF_S must be within 0.._MAX_S")
+        if self.restart_stop_grace_s <= 0:
+            raise SettingsError("GOVLEDGER_RESTART_STOP_GRACE_S must be positive")
 
 
 # A gateway serving "api" publishes no control record, so its broker user can be refused

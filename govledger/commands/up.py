@@ -25,6 +25,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     def request_stop(signum: int, frame: Any) -> None:
         nonlocal stopping
         stopping = True
+        # Ctrl-C reaches the children too: they exit on purpose, not to be restarted.
+        stack.stop_restarting()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
@@ -37,13 +39,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         "Ctrl-C stops everything.",
         flush=True,
     )
+    # A part that exits is restarted (govledger.supervision); one that keeps exiting
+    # stops the stack with the reason.
+    stack.start_supervising()
     try:
         while not stopping:
-            dead = stack.dead_child()
-            if dead is not None:
+            if stack.gave_up is not None:
                 print(
-                    f"{dead.name} exited with {dead.process.returncode}; stopping "
-                    f"(see {stack.log_dir}/{dead.name}.log)",
+                    f"{stack.gave_up}; stopping (see the logs in {stack.log_dir})",
                     file=sys.stderr,
                 )
                 return 1

@@ -127,10 +127,14 @@ class RunningStack:
 
 
 @contextlib.contextmanager
-def running_stack(env: dict[str, str]) -> Iterator[RunningStack]:
+def running_stack(env: dict[str, str], *, supervise: bool = False) -> Iterator[RunningStack]:
+    """A started stack; with supervise=True, parts that exit are restarted as `govledger
+    up` restarts them (off by default: a test that kills a part sees it stay down)."""
     settings = load(RuntimeSettings, env)
     stack = Stack(settings, env)
     stack.start()
+    if supervise:
+        stack.start_supervising()
     # Records this test process publishes straight to the broker are signed with the
     # stack's keyring, as a registered producer's would be (schemas.authn).
     authn.install(

@@ -196,3 +196,18 @@ async def test_a_gateway_serves_the_routes_its_setting_names(
     assert ("/v1/models" in served) is chat
     assert ("/v1/admin/keys" in served) is admin
     assert any(p.startswith("/v1/admin/") for p in served) is admin
+
+
+def test_every_service_keeps_its_data_directory_on_a_named_volume_of_its_own(
+    compose: dict[str, Any],
+) -> None:
+    """A recreated container loses nothing its part holds (spool, exports, state)."""
+    declared = set(compose["volumes"])
+    seen: dict[str, str] = {}
+    for name, service in ours(compose).items():
+        data_dir = service["environment"]["GOVLEDGER_DATA_DIR"]
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
+        volume = mounts.get(data_dir, "")
+        assert volume in declared, f"{name}: {data_dir} is not on a named volume"
+        assert volume not in seen, f"{name} and {seen[volume]} share the volume {volume}"
+        seen[volume] = name
