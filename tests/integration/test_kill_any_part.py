@@ -51,7 +51,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.soak]
 # try others). Not yet the others: see docs/failures.md#when-a-part-dies for what their
 # deaths still lose.
 KILLED_PARTS: tuple[str, ...] = tuple(
-    os.environ.pop("GOVLEDGER_TEST_KILL_PARTS", "sink").split(",")
+    os.environ.pop("GOVLEDGER_TEST_KILL_PARTS", "sink,worker,gateway,broker").split(",")
 )
 KILLS_PER_PART = 2
 RATE_PER_S = 100

@@ -424,4 +424,4 @@ def test_calls_answered_while_the_stores_disk_is_full_are_stored_when_space_retu
             wait_for(lambda: stack.sql(rows) == [["5", "5"]], timeout_s=30)
             assert store_state()["state"] == "ok"
             assert sink.poll() is None
-            assert stack.stack.dead_child() is None
+            assert all(c.process.poll() is None for c in stack.stack.children)
