@@ -15,7 +15,10 @@ from replay.forged import forged_findings
 from replay.stored import stored_rows
 from replay.verify import Finding, verify_rows, verify_store
 from schemas import authn
+from schemas.codec import HashChain
+from schemas.ids import now_ms
 from schemas.topics import RESENT_HEADER
+from sinks.retention import delete_expired
 from sinks.store import Store
 from sinks.tables import ALL_TABLES
 from tests.integration.links_support import (
@@ -26,6 +29,7 @@ from tests.integration.links_support import (
     restarted_chains,
     sink_writer,
 )
+from tests.unit.builders import quota_crossed
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +115,32 @@ def test_without_the_links_the_restarted_chains_show_deletions(store: Store) -> 
         "deleted   producer=streams-quotas-resent-b seq=1",
         "deleted   producer=streams-quotas-window-b seq=1",
     ]
+
+
+async def test_retention_cuts_a_link_with_the_record_it_copies(store: Store) -> None:
+    # One processor chain across two tenants, killed and restarted: tenant "cut" has a
+    # one-day retention, tenant "kept" none. Its alert goes, and so does the link of its
+    # copy; the chains stay verifiable and what was cut is accounted to retention.
+    ids = [i.replace("1111", "5555") for i in IDS[:3]]
+    before, after = HashChain("streams-quotas-retained-a"), HashChain("streams-quotas-retained-b")
+    tenants = ["cut", "kept"]
+    first = [
+        before.seal(quota_crossed(event_id=i, tenant_id=t))
+        for i, t in zip(ids, tenants, strict=False)
+    ]
+    again = [
+        after.seal(quota_crossed(event_id=i, tenant_id=t))
+        for i, t in zip(ids, tenants, strict=False)
+    ]
+    again.append(after.seal(quota_crossed(event_id=ids[2], tenant_id="kept")))
+    writer = sink_writer(store)
+    await writer.write(batch(*(message(r, n) for n, r in enumerate([*first, *again], 400))))
+    assert writer.stats.links_kept == 2
+    deleted = delete_expired(store, {"cut": 1}, now_ms())
+    assert (deleted["alerts"], deleted["chain_links"]) == (1, 1)
+    left = store.query_rows(
+        "SELECT producer_id, seq FROM chain_links WHERE producer_id = 'streams-quotas-retained-b'"
+    )
+    assert left == [("streams-quotas-retained-b", 2)]
+    report = verify_store(query(store))
+    assert report.findings == [] and report.expired == 2, report.findings
