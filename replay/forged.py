@@ -5,9 +5,10 @@ Three places hold them:
 - the dead-letter table: every record a consumer refused because it was not authenticated
   (`forged: …`, `unauthenticated: …`); the worker and the sink both refuse each one, so a
   record is reported once, with every reason given for it;
-- the audit tables: each stored row's `raw` is checked again against its stored `auth`
-  header (a row written into the store by hand, or whose bytes changed after the sink
-  stored them, no longer verifies: its producer did not make those bytes);
+- the audit tables and the chain links (sinks.links): each stored row's `raw` is checked
+  again against its stored `auth` header (a row written into the store by hand, or whose
+  bytes changed after the sink stored them, no longer verifies: its producer did not
+  make those bytes);
 - the checkpoints: each one's Ed25519 signature and the org's certificate of the
   producer's key must hold under the org public keys.
 
@@ -26,7 +27,7 @@ from replay.verify import Finding
 from schemas import authn, codec
 from schemas.authn import Verifier
 from schemas.records import ChainCheckpoint
-from sinks.tables import ALL_TABLES
+from sinks.tables import CHAINED_TABLES
 
 PAGE_ROWS = 10_000
 REFUSED = "(startsWith(error, 'forged:') OR startsWith(error, 'unauthenticated:'))"
@@ -96,7 +97,7 @@ def stored_forgeries(
     only the org public keys), the checkpoints' signatures alone."""
     scope = "1" if tenant_id is None else f"tenant_id = {quote(tenant_id)}"
     findings = []
-    for table in ALL_TABLES if verifier is not None else ("chain_checkpoints",):
+    for table in CHAINED_TABLES if verifier is not None else ("chain_checkpoints",):
         sql = (
             "SELECT producer_id, seq, toUnixTimestamp64Milli(occurred_at), tenant_id, "  # noqa: S608
             f"toString(event_id), hex(raw), hex(auth) FROM {table} WHERE {scope}"

@@ -1,5 +1,6 @@
-"""Reading the chained rows of the store for verify: every table's `raw`, per producer in
-seq order, a page at a time (see replay.verify)."""
+"""Reading the chained rows of the store for verify: every table's `raw` (and the chain
+links': duplicates kept as chain evidence, sinks.links), per producer in seq order, a page
+at a time (see replay.verify)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sinks.tables import ALL_TABLES
+from sinks.tables import CHAINED_TABLES
 
 PAGE_ROWS = 10_000
 
@@ -41,7 +42,7 @@ def stored_rows(
     query: Query,
     *,
     tenant_id: str | None = None,
-    tables: Iterable[str] = ALL_TABLES,
+    tables: Iterable[str] = CHAINED_TABLES,
     page_rows: int = PAGE_ROWS,
 ) -> Iterator[StoredRow]:
     """Every chained row of every table, in (producer_id, seq) order, a page at a time.
@@ -85,7 +86,7 @@ def rows_at(query: Query) -> Callable[[str, int], list[StoredRow]]:
 
     def read(producer_id: str, seq: int) -> list[StoredRow]:
         sql = (
-            f"SELECT producer_id, toString(seq), tbl, hex(raw) FROM ({_union(ALL_TABLES)}) "  # noqa: S608
+            f"SELECT producer_id, toString(seq), tbl, hex(raw) FROM ({_union(CHAINED_TABLES)}) "  # noqa: S608
             f"WHERE producer_id = {quote(producer_id)} AND seq = {int(seq)}"
         )
         return [

@@ -28,9 +28,13 @@ Seq gaps and re-emitted events: the sink drops a record whose event_id it has se
 processor re-emitting an alert with a deterministic id after a restart seals it again,
 in a new chain). The dropped copy leaves a gap in its chain, and the store cannot say what
 the missing record was: only its hash survives, as the successor's prev_hash. So verify
-cannot tell such a gap from a deletion and reports it as `deleted`; a gap becomes
-provably benign only when the sink keeps the bytes of the copies it drops (see
-docs/audit-and-replay.md).
+cannot tell such a gap from a deletion. So the sink keeps the bytes of the copies it
+drops, with their auth header, in `chain_links` (sinks.links): they are walked here like
+any stored row (hash, link to the predecessor; replay.forged checks their auth), so a
+link that verifies closes its gap and one that does not is a finding. Links are counted
+apart (`Report.links`), a link byte-identical to another stored row is no `duplicate`
+(links are never counted as data), and a link whose record is not stored in its table is
+`deleted` (`orphan_links`: a record moved from the data into the links).
 
 Retention: the sink deletes a tenant's expired rows, which leaves gaps too. Before each
 deletion it records the seqs it deletes per producer in `retention_cuts`; missing seqs
@@ -50,9 +54,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from replay.stored import Query, StoredRow, rows_at, stored_rows
+from replay.stored import Query, StoredRow, quote, rows_at, stored_rows
 from schemas import codec
 from schemas.records import GENESIS_HASH, ChainCheckpoint
+from sinks.tables import ALL_TABLES, LINKS_TABLE
 
 Kind = Literal[
     "modified",
@@ -157,6 +162,7 @@ class Report:
     checkpoints: int = 0
     open_chains: int = 0
     expired: int = 0
+    links: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -172,6 +178,7 @@ class Report:
             f"{self.producers} producers, {self.records} records verified, "
             f"{self.checkpoints} checkpoints, {self.open_chains} chains without a final "
             f"checkpoint (running or crashed), {self.expired} records deleted by retention, "
+            f"{self.links} duplicates kept as chain links, "
             f"{len(self.findings)} findings" + (f" ({kinds})" if kinds else "")
         )
 
@@ -260,6 +267,8 @@ class _Chain:
 
     def add(self, row: StoredRow) -> None:
         self.report.records += 1
+        if row.table == LINKS_TABLE:
+            self.report.links += 1
         try:
             sealed = unseal(row, next(self.order))
         except ValueError as exc:
@@ -317,12 +326,14 @@ class _Chain:
         seq = group[0].seq
         distinct: dict[bytes, _Sealed] = {}
         for copy in group:
-            if copy.row.raw in distinct:
+            first = distinct.get(copy.row.raw)
+            if first is None:
+                distinct[copy.row.raw] = copy
+            elif LINKS_TABLE not in (copy.row.table, first.row.table):
                 self.find(
                     "duplicate", seq, copy.occurred_at, "the same record is stored twice", copy
                 )
-            else:
-                distinct[copy.row.raw] = copy
+            # else a link: its bytes are stored once as data at most, counted by nobody
         candidates = list(distinct.values())
         chosen = candidates[0]
         if len(candidates) > 1:
@@ -514,6 +525,37 @@ def retention_cuts(query: Query) -> dict[str, list[SeqRange]]:
     return {producer_id: seq_ranges(found) for producer_id, found in seqs.items()}
 
 
+def orphan_links(query: Query, *, tenant_id: str | None = None) -> list[Finding]:
+    """One `deleted` finding per chain link whose record is not stored in the table it
+    names (or that names no audit table): a link may close a gap in its chain, never stand
+    in for data (a record moved from its table into the links would leave every chain
+    whole). Retention cuts a link together with its record (sinks.retention)."""
+    scope = "1" if tenant_id is None else f"tenant_id = {quote(tenant_id)}"
+    known = ", ".join(quote(table) for table in ALL_TABLES)
+    missing = " OR ".join(
+        f"(table_name = {quote(t)} AND event_id NOT IN (SELECT event_id FROM {t}))"  # noqa: S608
+        for t in ALL_TABLES
+    )
+    rows = query(
+        "SELECT producer_id, seq, toUnixTimestamp64Milli(occurred_at), tenant_id, "  # noqa: S608
+        f"table_name, toString(event_id) FROM {LINKS_TABLE} WHERE {scope} "
+        f"AND (table_name NOT IN ({known}) OR {missing}) ORDER BY producer_id, seq"
+    )
+    return [
+        Finding(
+            "deleted",
+            str(producer_id),
+            int(seq),
+            int(at),
+            f"a chain link copies event {event_id} of {table_name}, which is not stored",
+            str(tenant),
+            LINKS_TABLE,
+            str(event_id),
+        )
+        for producer_id, seq, at, tenant, table_name, event_id in rows
+    ]
+
+
 def verify_store(
     query: Query, *, tenant_id: str | None = None, heads: Sequence[KnownHead] = ()
 ) -> Report:
@@ -524,5 +566,6 @@ def verify_store(
         stored_rows(query, tenant_id=tenant_id), tenant_id=tenant_id, expired=expired
     )
     report.findings.extend(check_heads(heads, rows_at(query), expired))
+    report.findings.extend(orphan_links(query, tenant_id=tenant_id))
     report.findings.sort(key=lambda f: (f.producer_id, f.seq, KINDS.index(f.kind)))
     return report

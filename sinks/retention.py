@@ -20,6 +20,11 @@ the seqs it is about to delete, per table and producer, to `retention_cuts`; `go
 audit verify` accounts a gap that these cover to retention and reports any other gap as a
 deletion. Written first, so a crash between the two steps leaves a cut listing rows that
 still exist (harmless: verify only reads cuts to explain gaps), never an unexplained gap.
+
+Chain links (`chain_links`, see sinks.links) are cut like the data they copy: a link whose
+data table is one of the above goes when its own tenant's `occurred_at` is past the
+retention, or when the record it copies is gone from its table (the copy may carry a later
+time than the original); its seqs are recorded in `retention_cuts` like any other.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 import structlog
 
 from sinks.store import Store
+from sinks.tables import LINKS_TABLE
 
 log = structlog.get_logger(__name__)
 
@@ -53,28 +59,44 @@ def retention_by_tenant(steps: Iterable[tuple[str, int]]) -> dict[str, int]:
 
 def delete_expired(store: Store, days_by_tenant: Mapping[str, int], now_ms: int) -> dict[str, int]:
     """Delete each tenant's rows older than its retention; rows deleted per table."""
-    deleted = dict.fromkeys(RETENTION_TABLES, 0)
+    deleted = dict.fromkeys((*RETENTION_TABLES, LINKS_TABLE), 0)
     for tenant_id, days in sorted(days_by_tenant.items()):
         assert days > 0, "a retention is at least one day"
         for table in RETENTION_TABLES:
             deleted[table] += _delete_before(
                 store, table, tenant_id, now_ms - days * DAY_MS, now_ms
             )
+        for table in RETENTION_TABLES:  # after their data: a link whose record is gone goes
+            deleted[LINKS_TABLE] += _delete_before(
+                store, table, tenant_id, now_ms - days * DAY_MS, now_ms, links=True
+            )
     if any(deleted.values()):
         log.info("retention applied", deleted=deleted)
     return deleted
 
 
-def _delete_before(store: Store, table: str, tenant_id: str, cutoff_ms: int, now_ms: int) -> int:
+def _delete_before(
+    store: Store, table: str, tenant_id: str, cutoff_ms: int, now_ms: int, *, links: bool = False
+) -> int:
     """Delete a tenant's rows of `table` older than `cutoff_ms`, oldest first, at most
-    MAX_ROWS_PER_CUT at a time (the seqs of a cut are held in memory to record them)."""
+    MAX_ROWS_PER_CUT at a time (the seqs of a cut are held in memory to record them).
+    With `links`, the chain links of `table`'s data instead: those older than `cutoff_ms`
+    and those whose record is no longer in `table`."""
     total = 0
+    data_table = table
     for _ in range(MAX_CUTS_PER_RUN):
         parameters = {"tenant": tenant_id, "cutoff_ms": cutoff_ms}
         condition = (
             "tenant_id = {tenant:String} "
             "AND occurred_at < fromUnixTimestamp64Milli({cutoff_ms:Int64}, 'UTC')"
         )
+        if links:
+            table = LINKS_TABLE
+            condition = (
+                f"table_name = '{data_table}' AND tenant_id = {{tenant:String}} AND ("  # noqa: S608
+                "occurred_at < fromUnixTimestamp64Milli({cutoff_ms:Int64}, 'UTC') "
+                f"OR event_id NOT IN (SELECT event_id FROM {data_table}))"
+            )
         rows = store.query_rows(f"SELECT count() FROM {table} WHERE {condition}", parameters)  # noqa: S608 - table names are ours
         expired = int(rows[0][0])
         if not expired:

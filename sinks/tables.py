@@ -71,3 +71,10 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "sla_windows": ("tenant_id", "provider", "model", "window_start", "revision", "event_id"),
     "chain_checkpoints": ("producer_id", "seq", "event_id"),
 }
+
+# Records the sink dropped as duplicates by event_id but that sit at another place in a
+# chain (another producer or seq) than the stored copy: kept as chain evidence, not data
+# (migration 010). `audit verify` walks them with CHAINED_TABLES; reports, exports and the
+# column check read ALL_TABLES only.
+LINKS_TABLE = "chain_links"
+CHAINED_TABLES: tuple[str, ...] = (*ALL_TABLES, LINKS_TABLE)

@@ -51,6 +51,7 @@ from schemas.topics import (
     WALLET_STATE,
 )
 from sinks.avro_batch import container_file, insert_columns
+from sinks.links import DroppedCopy, keep_links, place_of
 from sinks.store import Store
 from sinks.store_faults import Backoff, StoreFault, record_fault
 from sinks.store_retry import StoreHealth, StoreRetry
@@ -87,26 +88,33 @@ RECENT_IDS_PER_PARTITION = 100_000
 
 
 class RecentIds:
-    """The last N event ids seen per partition, to drop duplicates written by retries."""
+    """The last N event ids seen per partition, to drop duplicates written by retries,
+    each with a fingerprint of its first copy's bytes (to tell a byte-identical retry from
+    another record under the same id: see sinks.links)."""
 
     def __init__(self, capacity: int) -> None:
         assert capacity > 0, "capacity must be positive"
         self.capacity = capacity
-        self._seen: dict[TopicPartition, tuple[set[str], deque[str]]] = {}
+        self._seen: dict[TopicPartition, tuple[dict[str, int], deque[str]]] = {}
 
     def first_sighting(self, tp: TopicPartition, event_id: str) -> bool:
         """Remember the id; False if it was seen recently on this partition."""
+        return self.earlier(tp, event_id, 0) is None
+
+    def earlier(self, tp: TopicPartition, event_id: str, fingerprint: int) -> int | None:
+        """Remember the id with its fingerprint; the first copy's fingerprint if the id was
+        seen recently on this partition, else None."""
         window = self._seen.get(tp)
         if window is None:
-            window = self._seen[tp] = (set(), deque())
+            window = self._seen[tp] = ({}, deque())
         ids, order = window
         if event_id in ids:
-            return False
-        ids.add(event_id)
+            return ids[event_id]
+        ids[event_id] = fingerprint
         order.append(event_id)
         if len(order) > self.capacity:
-            ids.discard(order.popleft())
-        return True
+            ids.pop(order.popleft(), None)
+        return None
 
 
 @dataclass(slots=True)
@@ -143,6 +151,9 @@ class SinkStats:
     last_insert_ms: int = 0
     # Offset commits the broker refused (the rows were stored; a redelivery is deduped).
     commit_failures: int = 0
+    # Duplicates by event_id kept as chain links (sinks.links), and links the store refused.
+    links_kept: int = 0
+    links_refused: int = 0
     store: StoreHealth = field(default_factory=StoreHealth)
 
 
@@ -349,6 +360,7 @@ class SinkWriter:
         """Check headers, dead-letter what is not ours, drop duplicates, insert."""
         pending: dict[bytes, PendingBatch] = {}
         resent: set[str] = set()
+        dropped: list[DroppedCopy] = []
         for tp, messages in batches.items():
             for message in messages:
                 headers = message.headers
@@ -367,7 +379,11 @@ class SinkWriter:
                         message.topic, message.partition, message.offset, value, str(exc)
                     )
                     continue
-                if not self._recent.first_sighting(tp, event_id):
+                first = self._recent.earlier(tp, event_id, hash(value))
+                if first is not None:
+                    if first != hash(value):  # the same id sealed again elsewhere: a link
+                        table = TABLE_FOR[entry.record_type]
+                        dropped.append(DroppedCopy(message.topic, table, value, auth or b""))
                     continue  # a producer retry wrote it twice; keep the first
                 if any(key == RESENT_HEADER for key, _ in headers or ()):
                     resent.add(event_id)  # sent again from an outbox: maybe stored long ago
@@ -381,13 +397,24 @@ class SinkWriter:
                 batch.partitions.append(tp)
                 batch.offsets.append(message.offset)
         for batch in pending.values():
-            unwritten = await self._drop_already_written(batch)
+            unwritten = await self._drop_already_written(batch, dropped)
             if resent:
-                unwritten = await self._drop_resent_written(unwritten, resent)
+                unwritten = await self._drop_resent_written(unwritten, resent, dropped)
             if unwritten.values:
                 await self._insert(unwritten)
+        if dropped:
+            await self._keep_links(dropped)
 
-    async def _drop_already_written(self, batch: PendingBatch) -> PendingBatch:
+    async def _keep_links(self, dropped: list[DroppedCopy]) -> None:
+        """Write the links among the dropped copies in the batch's write, before its
+        offsets are committed (sinks.links)."""
+        kept, refused = await keep_links(self._retry, self.store, dropped)
+        self.stats.links_kept += kept
+        self.stats.links_refused += refused
+
+    async def _drop_already_written(
+        self, batch: PendingBatch, dropped: list[DroppedCopy]
+    ) -> PendingBatch:
         """Drop records a previous owner of the partition inserted but did not commit.
 
         Each insert holds one schema's records in offset order, so per schema and
@@ -400,12 +427,12 @@ class SinkWriter:
                 firsts[tp] = i
         if not firsts:
             return batch
-        found = await self._stored_ids(batch.table, [batch.ids[i] for i in firsts.values()])
-        suspects = {tp for tp, i in firsts.items() if batch.ids[i] in found}
+        places = await self._stored_places(batch.table, [batch.ids[i] for i in firsts.values()])
+        suspects = {tp for tp, i in firsts.items() if batch.ids[i] in places}
         if suspects:
             candidates = [batch.ids[i] for i, tp in enumerate(batch.partitions) if tp in suspects]
-            found = await self._stored_ids(batch.table, candidates)
-            log.info("redelivered rows skipped", table=batch.table, rows=len(found))
+            places = await self._stored_places(batch.table, candidates)
+            log.info("redelivered rows skipped", table=batch.table, rows=len(places))
         for i, tp in enumerate(batch.partitions):
             limit = self._unverified.get(tp)
             if tp in firsts and limit is None:
@@ -413,27 +440,51 @@ class SinkWriter:
                 self._unverified[tp] = limit
             if limit is not None and batch.offsets[i] >= limit:
                 del self._unverified[tp]
-        return batch.keep([i for i, event_id in enumerate(batch.ids) if event_id not in found])
+        return self._without_stored(batch, places, dropped)
 
-    async def _drop_resent_written(self, batch: PendingBatch, resent: set[str]) -> PendingBatch:
+    async def _drop_resent_written(
+        self, batch: PendingBatch, resent: set[str], dropped: list[DroppedCopy]
+    ) -> PendingBatch:
         """Drop records an outbox sent again that the store already has: a resend can come
         any time after the first send, past every window above."""
-        found = await self._stored_ids(batch.table, [i for i in batch.ids if i in resent])
-        if not found:
+        places = await self._stored_places(batch.table, [i for i in batch.ids if i in resent])
+        if not places:
             return batch
-        log.info("resent rows skipped", table=batch.table, rows=len(found))
-        return batch.keep([i for i, event_id in enumerate(batch.ids) if event_id not in found])
+        log.info("resent rows skipped", table=batch.table, rows=len(places))
+        return self._without_stored(batch, places, dropped)
+
+    @staticmethod
+    def _without_stored(
+        batch: PendingBatch, places: dict[str, set[tuple[str, int]]], dropped: list[DroppedCopy]
+    ) -> PendingBatch:
+        """The batch without the records whose event id is stored; a dropped record sealed
+        at another place than every stored copy (another producer or seq) is a link."""
+        kept = []
+        for i, event_id in enumerate(batch.ids):
+            stored = places.get(event_id)
+            if stored is None:
+                kept.append(i)
+            elif place_of(batch.values[i]) not in stored:
+                topic = batch.partitions[i].topic
+                dropped.append(DroppedCopy(topic, batch.table, batch.values[i], batch.auths[i]))
+        return batch.keep(kept)
 
     async def _stored_ids(self, table: str, ids: list[str]) -> set[str]:
-        found: set[str] = set()
+        return set(await self._stored_places(table, ids))
+
+    async def _stored_places(self, table: str, ids: list[str]) -> dict[str, set[tuple[str, int]]]:
+        """(producer_id, seq) of each stored copy, by event id, of those ids."""
+        found: dict[str, set[tuple[str, int]]] = {}
         ids = [i for i in ids if UUID_TEXT.fullmatch(i)]
         for start in range(0, len(ids), DEDUPE_QUERY_IDS):
             rows = await self._retry.answer(
                 self.store.query_rows,
-                f"SELECT event_id FROM {table} WHERE event_id IN %(ids)s",  # noqa: S608
+                f"SELECT toString(event_id), producer_id, seq FROM {table} "  # noqa: S608
+                "WHERE event_id IN %(ids)s",
                 {"ids": ids[start : start + DEDUPE_QUERY_IDS]},
             )
-            found.update(str(row[0]) for row in rows)
+            for event_id, producer_id, seq in rows:
+                found.setdefault(str(event_id), set()).add((str(producer_id), int(seq)))
         return found
 
     def _columns(self, batch: PendingBatch) -> list[str]:
