@@ -37,9 +37,12 @@ def stack_environ(data_dir: Path, **extra: str) -> dict[str, str]:
             "GOVLEDGER_BROKER_PORT": str(free_port()),
             "GOVLEDGER_WORKER_WEB_PORT": str(free_port()),
             "GOVLEDGER_LOG_LEVEL": "info",
-            # Tansu completes a group join in about half the session timeout: 1.5 s
-            # rather than 3 s for each of the sink, the worker and its intake.
-            "GOVLEDGER_KAFKA_SESSION_TIMEOUT_MS": "3000",
+            # Tansu completes a group join in half the session timeout rounded up to a
+            # whole second: 1 s (2 s at 3000 ms) for each of the sink, the worker and its
+            # intake, one after the other: 3 s less per boot, and boots are most of the
+            # suite. Heartbeats go every sixth of it (333 ms), so a busy machine still
+            # keeps its members.
+            "GOVLEDGER_KAFKA_SESSION_TIMEOUT_MS": "2000",
         }
     )
     env.update(extra)
@@ -81,6 +84,17 @@ class RunningStack:
 
     def __post_init__(self) -> None:
         self.token = resolve_admin_token(self.settings, create=False)
+
+    def install_keyring(self) -> None:
+        """Records this test process publishes straight to the broker are signed with the
+        stack's keyring, as a registered producer's would be (schemas.authn). One keyring
+        per process: a module on the shared stack installs it again at its start, since a
+        module run before it may have booted a stack of its own."""
+        authn.install(
+            authn.resolve_keyring(
+                self.settings.data_path, self.settings.root_secret_file, create=False
+            )
+        )
 
     @property
     def base_url(self) -> str:
@@ -131,12 +145,9 @@ def running_stack(env: dict[str, str]) -> Iterator[RunningStack]:
     settings = load(RuntimeSettings, env)
     stack = Stack(settings, env)
     stack.start()
-    # Records this test process publishes straight to the broker are signed with the
-    # stack's keyring, as a registered producer's would be (schemas.authn).
-    authn.install(
-        authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=False)
-    )
     try:
-        yield RunningStack(env, settings, stack)
+        running = RunningStack(env, settings, stack)
+        running.install_keyring()
+        yield running
     finally:
         stack.stop()

@@ -1,0 +1,64 @@
+"""What every tier shares: the order modules run in, and the one shared stack.
+
+The shared stack: one real stack (broker, sink with chDB, worker, gateway) with the
+default test settings, booted once per test process on first use and stopped at the end.
+A boot costs about 7 s of wall time and 5 s of CPU; every module that needs nothing but
+the defaults takes this one instead of booting its own. Such a module keeps to tenants
+(and so wallets, keys, rows) of its own, named with a run id, and scopes every count to
+them: other modules' traffic is in the same store.
+
+    @pytest.fixture(scope="module")
+    def stack(shared_stack: RunningStack) -> RunningStack:
+        return shared_stack
+
+A module that needs other settings, or stops, restarts or tampers with its stack, boots
+its own (`running_stack(stack_environ(...))`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.integration.stack import RunningStack
+
+
+@pytest.fixture(scope="session")
+def shared_stack_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    # Imported here: unit runs collect this file and need none of the stack's imports.
+    from tests.integration.stack import running_stack, stack_environ
+
+    with running_stack(stack_environ(tmp_path_factory.mktemp("govledger-shared"))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_stack(shared_stack_session: RunningStack) -> RunningStack:
+    """The shared stack, its keyring installed for this module's own publishers."""
+    shared_stack_session.install_keyring()
+    return shared_stack_session
+
+
+def module_rank(item: pytest.Item) -> int:
+    """Soaks first, then the other modules that start real stacks, then the rest."""
+    if item.get_closest_marker("soak"):
+        return 0
+    if item.get_closest_marker("integration"):
+        return 1
+    return 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # With `-n 2 --dist loadfile` (make test) each worker takes the next module in this
+    # order as it finishes one: starting with the longest modules (soaks minutes long,
+    # then stacks) leaves the seconds-long ones to fill in at the end, so both workers
+    # finish close together. Whole modules move, tests within one keep their order (some
+    # rely on it: "keep it last"). Serially the order changes nothing but the sequence.
+    rank: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        rank[module] = min(rank.get(module, 2), module_rank(item))
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
