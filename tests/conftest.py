@@ -46,7 +46,7 @@ def module_rank(item: pytest.Item) -> int:
     """Soaks first, then the other modules that start real stacks, then the rest."""
     if item.get_closest_marker("soak"):
         return 0
-    if item.get_closest_marker("integration"):
+    if item.get_closest_marker("integration") or item.nodeid.startswith("tests/integration/"):
         return 1
     return 2
 
