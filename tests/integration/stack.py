@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -16,8 +17,10 @@ from typing import Any
 import httpx
 
 from govledger.admin_token import resolve_admin_token
-from govledger.runtime import Stack
+from govledger.broker import start_tansu
+from govledger.runtime import Child, Stack, wait_for_http
 from schemas import authn
+from schemas.kafka import ensure_topics
 from schemas.settings import ENV_PREFIX, RuntimeSettings, load
 
 
@@ -144,6 +147,43 @@ class RunningStack:
 def running_stack(env: dict[str, str]) -> Iterator[RunningStack]:
     settings = load(RuntimeSettings, env)
     stack = Stack(settings, env)
+    stack.start()
+    try:
+        running = RunningStack(env, settings, stack)
+        running.install_keyring()
+        yield running
+    finally:
+        stack.stop()
+
+
+class StoreOwner(Stack):
+    """The embedded broker and the sink alone (the store's owner and its query API), started
+    as `Stack.start` starts them: no stream worker, no gateway."""
+
+    def start(self) -> None:
+        try:
+            log = self._open_log("broker")
+            broker = start_tansu(self.settings.broker_port, log)
+            self.children.append(Child("broker", broker, log))
+            self.bootstrap = f"127.0.0.1:{self.settings.broker_port}"
+            asyncio.run(ensure_topics(self.bootstrap, self.settings.topic_partitions))
+            sink = self._spawn("sink")
+            wait_for_http(
+                f"{self.settings.query_url}/ping", self.settings.start_timeout_s, sink.process
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+
+@contextlib.contextmanager
+def running_store(env: dict[str, str]) -> Iterator[RunningStack]:
+    """A stopped stack's store served again, for what reads it through the query API
+    (`govledger audit verify`, SQL, a retention run): about 3 s to start and 1 s to stop,
+    against 7 s and 3 s for the whole stack. Checks that need calls, processors or the
+    admin API restart the whole stack (`running_stack`)."""
+    settings = load(RuntimeSettings, env)
+    stack = StoreOwner(settings, env)
     stack.start()
     try:
         running = RunningStack(env, settings, stack)
