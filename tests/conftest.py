@@ -1,18 +1,22 @@
 """What every tier shares: the order modules run in, and the one shared stack.
 
 The shared stack: one real stack (broker, sink with chDB, worker, gateway) with the
-default test settings, booted once per test process on first use and stopped at the end.
-A boot costs about 7 s of wall time and 5 s of CPU; every module that needs nothing but
-the defaults takes this one instead of booting its own. Such a module keeps to tenants
-(and so wallets, keys, rows) of its own, named with a run id, and scopes every count to
-them: other modules' traffic is in the same store.
+default test settings and SHARED_STACK_SETTINGS (tests/integration/stack.py), booted once
+per test process on first use and stopped at the end. A boot costs about 7 s of wall time
+and 5 s of CPU; every module that needs nothing else takes this one instead of booting its
+own. Such a module keeps to tenants (and so wallets, keys, rows) of its own, named with a
+run id, and scopes every count to them: other modules' traffic is in the same store.
 
     @pytest.fixture(scope="module")
     def stack(shared_stack: RunningStack) -> RunningStack:
         return shared_stack
 
-A module that needs other settings, or stops, restarts or tampers with its stack, boots
-its own (`running_stack(stack_environ(...))`).
+A module that needs a setting of its own may add it to SHARED_STACK_SETTINGS when it
+changes nothing for the other modules (a setting of its own model, queue or tenant); one
+that needs other global settings, or stops, restarts or tampers with its stack, or changes
+the org's baseline, boots its own (`running_stack(stack_environ(...))`). Under
+`make test` (two processes, --dist loadfile) each process boots the shared stack once, at
+the first module that takes it.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="session")
 def shared_stack_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     # Imported here: unit runs collect this file and need none of the stack's imports.
-    from tests.integration.stack import running_stack, stack_environ
+    from tests.integration.stack import SHARED_STACK_SETTINGS, running_stack, stack_environ
 
-    with running_stack(stack_environ(tmp_path_factory.mktemp("govledger-shared"))) as running:
+    env = stack_environ(tmp_path_factory.mktemp("govledger-shared"), **SHARED_STACK_SETTINGS)
+    with running_stack(env) as running:
         yield running
 
 
