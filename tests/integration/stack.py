@@ -25,13 +25,16 @@ from schemas.settings import ENV_PREFIX, RuntimeSettings, load
 
 # The shared stack's settings beyond stack_environ's (tests/conftest.py). Each changes
 # nothing for a module that does not use it: P1 escalations are due 6 s after they open and
-# looked for every 0.25 s; legal and security escalations go to the central queue.
+# looked for every 0.25 s; legal and security escalations go to the central queue
+# (test_quotas_escalations); an open breaker half-opens after 2 s (test_demo's sim-flaky:
+# no other target fails on this stack).
 ESCALATION_P1_SLA_S = 6
 ESCALATION_TICK_S = 0.25
 SHARED_STACK_SETTINGS = {
     "GOVLEDGER_ESCALATION_SLA_S": f"P1={ESCALATION_P1_SLA_S},P2=7200,P3=28800,P4=86400",
     "GOVLEDGER_ESCALATION_TICK_S": str(ESCALATION_TICK_S),
     "GOVLEDGER_ESCALATION_CENTRAL_CATEGORIES": "legal,security",
+    "GOVLEDGER_BREAKER_RESET_TIMEOUT_S": "2",
 }
 
 
