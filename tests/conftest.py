@@ -15,7 +15,7 @@ A module that needs a setting of its own may add it to SHARED_STACK_SETTINGS whe
 changes nothing for the other modules (a setting of its own model, queue or tenant); one
 that needs other global settings, or stops, restarts or tampers with its stack, or changes
 the org's baseline, boots its own (`running_stack(stack_environ(...))`). Under
-`make test` (two processes, --dist loadfile) each process boots the shared stack once, at
+`make test` (three processes, --dist loadfile) each process boots the shared stack once, at
 the first module that takes it.
 """
 
@@ -61,10 +61,10 @@ def module_rank(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The order modules run in. Under `make test` (`-n 2 --dist loadfile`) a module runs
+    """The order modules run in. Under `make test` (`-n 3 --dist loadfile`) a module runs
     whole in one test process (its module-scoped stack boots once), and each process takes
     the next module in this order as it runs low: longest first (soaks minutes long, then
-    modules that boot stacks), so that the seconds-long ones fill in at the end and both
+    modules that boot stacks), so that the seconds-long ones fill in at the end and the
     processes finish close together. Whole modules move; tests within one keep their order
     (some rely on it: "keep it last"). Serially only the sequence changes.
 
