@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -16,9 +17,25 @@ from typing import Any
 import httpx
 
 from govledger.admin_token import resolve_admin_token
-from govledger.runtime import Stack
+from govledger.broker import start_tansu
+from govledger.runtime import Child, Stack, wait_for_http
 from schemas import authn
+from schemas.kafka import ensure_topics
 from schemas.settings import ENV_PREFIX, RuntimeSettings, load
+
+# The shared stack's settings beyond stack_environ's (tests/conftest.py). Each changes
+# nothing for a module that does not use it: P1 escalations are due 6 s after they open and
+# looked for every 0.25 s; legal and security escalations go to the central queue
+# (test_quotas_escalations); an open breaker half-opens after 2 s (test_demo's sim-flaky:
+# no other target fails on this stack).
+ESCALATION_P1_SLA_S = 6
+ESCALATION_TICK_S = 0.25
+SHARED_STACK_SETTINGS = {
+    "GOVLEDGER_ESCALATION_SLA_S": f"P1={ESCALATION_P1_SLA_S},P2=7200,P3=28800,P4=86400",
+    "GOVLEDGER_ESCALATION_TICK_S": str(ESCALATION_TICK_S),
+    "GOVLEDGER_ESCALATION_CENTRAL_CATEGORIES": "legal,security",
+    "GOVLEDGER_BREAKER_RESET_TIMEOUT_S": "2",
+}
 
 
 def free_port() -> int:
@@ -37,9 +54,12 @@ def stack_environ(data_dir: Path, **extra: str) -> dict[str, str]:
             "GOVLEDGER_BROKER_PORT": str(free_port()),
             "GOVLEDGER_WORKER_WEB_PORT": str(free_port()),
             "GOVLEDGER_LOG_LEVEL": "info",
-            # Tansu completes a group join in about half the session timeout: 1.5 s
-            # rather than 3 s for each of the sink, the worker and its intake.
-            "GOVLEDGER_KAFKA_SESSION_TIMEOUT_MS": "3000",
+            # Tansu completes a group join in half the session timeout rounded up to a
+            # whole second: 1 s (2 s at 3000 ms) for each of the sink, the worker and its
+            # intake, one after the other: 3 s less per boot, and boots are most of the
+            # suite. Heartbeats go every sixth of it (333 ms), so a busy machine still
+            # keeps its members.
+            "GOVLEDGER_KAFKA_SESSION_TIMEOUT_MS": "2000",
         }
     )
     env.update(extra)
@@ -81,6 +101,17 @@ class RunningStack:
 
     def __post_init__(self) -> None:
         self.token = resolve_admin_token(self.settings, create=False)
+
+    def install_keyring(self) -> None:
+        """Records this test process publishes straight to the broker are signed with the
+        stack's keyring, as a registered producer's would be (schemas.authn). One keyring
+        per process: a module on the shared stack installs it again at its start, since a
+        module run before it may have booted a stack of its own."""
+        authn.install(
+            authn.resolve_keyring(
+                self.settings.data_path, self.settings.root_secret_file, create=False
+            )
+        )
 
     @property
     def base_url(self) -> str:
@@ -135,12 +166,46 @@ def running_stack(env: dict[str, str], *, supervise: bool = False) -> Iterator[R
     stack.start()
     if supervise:
         stack.start_supervising()
-    # Records this test process publishes straight to the broker are signed with the
-    # stack's keyring, as a registered producer's would be (schemas.authn).
-    authn.install(
-        authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=False)
-    )
     try:
-        yield RunningStack(env, settings, stack)
+        running = RunningStack(env, settings, stack)
+        running.install_keyring()
+        yield running
+    finally:
+        stack.stop()
+
+
+class StoreOwner(Stack):
+    """The embedded broker and the sink alone (the store's owner and its query API), started
+    as `Stack.start` starts them: no stream worker, no gateway."""
+
+    def start(self) -> None:
+        try:
+            log = self._open_log("broker")
+            broker = start_tansu(self.settings.broker_port, log)
+            self.children.append(Child("broker", broker, log))
+            self.bootstrap = f"127.0.0.1:{self.settings.broker_port}"
+            asyncio.run(ensure_topics(self.bootstrap, self.settings.topic_partitions))
+            sink = self._spawn("sink")
+            wait_for_http(
+                f"{self.settings.query_url}/ping", self.settings.start_timeout_s, sink.process
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+
+@contextlib.contextmanager
+def running_store(env: dict[str, str]) -> Iterator[RunningStack]:
+    """A stopped stack's store served again, for what reads it through the query API
+    (`govledger audit verify`, SQL, a retention run): about 3 s to start and 1 s to stop,
+    against 7 s and 3 s for the whole stack. Checks that need calls, processors or the
+    admin API restart the whole stack (`running_stack`)."""
+    settings = load(RuntimeSettings, env)
+    stack = StoreOwner(settings, env)
+    stack.start()
+    try:
+        running = RunningStack(env, settings, stack)
+        running.install_keyring()
+        yield running
     finally:
         stack.stop()

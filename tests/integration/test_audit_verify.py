@@ -1,6 +1,8 @@
 """`govledger audit verify` on the real stack: a clean ledger exits 0; rows tampered in
 the store (modified, deleted, reordered, inserted, a tail truncated past a checkpoint)
-are each reported at their producer and seq, and the command exits 1."""
+are each reported at their producer and seq, and the command exits 1. The whole stack
+makes the records; after the tampering only the store's owner (broker and sink, with the
+query API verify reads through) is started again."""
 
 from __future__ import annotations
 
@@ -16,7 +18,13 @@ import httpx
 import openai
 import pytest
 
-from tests.integration.stack import RunningStack, running_stack, stack_environ, wait_for
+from tests.integration.stack import (
+    RunningStack,
+    running_stack,
+    running_store,
+    stack_environ,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +172,7 @@ def test_verify_finds_each_kind_of_tampering(tmp_path: Path) -> None:
                 f"FROM lineage WHERE {{where}} AND seq = 15")
         """,
     )
-    with running_stack(env) as stack:
+    with running_store(env) as stack:
         tampered = verify(stack.env)
         tenant = verify(stack.env, "--tenant", "default")
         other = verify(stack.env, "--tenant", "nobody")
@@ -231,7 +239,7 @@ def test_gaps_that_retention_made_are_accounted_and_others_still_reported(
         command(f"DELETE FROM lineage WHERE {{where}} AND seq = 9")
         """,
     )
-    with running_stack(env) as stack:
+    with running_store(env) as stack:
 
         def run_retention() -> dict[str, Any] | None:
             response = httpx.post(
@@ -316,7 +324,7 @@ def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(tmp_path: Path)
                     f"{{columns}} WHERE producer_id = '{{p}}' AND seq = {{sealed.seq}}")
         """,
     )
-    with running_stack(env) as stack:
+    with running_store(env) as stack:
         walk_only = verify(stack.env)
         with_heads = verify(stack.env, "--heads", str(manifest))
     # The walk alone sees consistent links; the re-sealed records' auth headers (stored by
@@ -367,7 +375,7 @@ def test_verify_names_each_typed_column_changed_behind_raw(tmp_path: Path) -> No
             for (table, event), change in changes.items()
         ),
     )
-    with running_stack(env) as stack:
+    with running_store(env) as stack:
         tampered = verify(stack.env)
     assert tampered.returncode == 1, tampered.stdout + tampered.stderr
     lines = tampered.stdout.splitlines()

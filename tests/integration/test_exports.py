@@ -11,7 +11,6 @@ import json
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,6 @@ import pytest
 from tests.integration.stack import (
     RunningStack,
     free_port,
-    running_stack,
-    stack_environ,
     wait_for,
 )
 
@@ -33,9 +30,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with running_stack(stack_environ(tmp_path_factory.mktemp("govledger-exports"))) as running:
-        yield running
+def stack(shared_stack: RunningStack) -> RunningStack:
+    # The shared stack (tests/conftest.py): tenants of this run's own, counts scoped to them.
+    return shared_stack
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -21,37 +22,17 @@ from openai.types.chat import ChatCompletionMessageParam
 from tests.integration.stack import (
     RunningStack,
     free_port,
-    running_stack,
-    stack_environ,
     wait_for,
 )
-from tests.integration.upstream import ECHO_MODEL, OUTAGE_MODEL, fake_upstream
 
-TENANT = "acme"
-EU_TENANT = "eu-only"
+# A tenant of this run's own: the stack is shared with other modules (tests/conftest.py).
+# The two checks here use the sim targets and the default settings only.
+TENANT = f"acme-{secrets.token_hex(3)}"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with fake_upstream({"unused"}, "unused-cut") as upstream:
-        env = stack_environ(
-            tmp_path_factory.mktemp("govledger-governance"),
-            GOVLEDGER_UPSTREAM_BASE_URL=upstream,
-            GOVLEDGER_UPSTREAM_MODELS=f"{ECHO_MODEL},{OUTAGE_MODEL}",
-            GOVLEDGER_FALLBACKS=f"{OUTAGE_MODEL}=sim-small",
-            GOVLEDGER_RETRY_BACKOFF_MS="10",
-            GOVLEDGER_UPSTREAM_RETRIES="0",
-            GOVLEDGER_BREAKER_FAILURE_THRESHOLD="3",
-            GOVLEDGER_BREAKER_RESET_TIMEOUT_S="1",
-            GOVLEDGER_MODEL_GROUPS="chat-ab=sim-small:50|sim-large:50",
-            GOVLEDGER_TARGET_REGIONS="sim-large=eu-west",
-            GOVLEDGER_TENANT_REGIONS=f"{EU_TENANT}=eu-west",
-            GOVLEDGER_MAX_HEADER_BYTES="4096",
-            GOVLEDGER_TEAM_RATE_LIMITS=f"{TENANT}/limited=3:0",
-        )
-        with running_stack(env) as running:
-            running.upstream_url = upstream  # type: ignore[attr-defined]
-            yield running
+def stack(shared_stack: RunningStack) -> RunningStack:
+    return shared_stack
 
 
 def push(stack: RunningStack, source: str, tenant: str = TENANT) -> httpx.Response:

@@ -5,10 +5,10 @@ an escalation nobody decides in time pages once."""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,26 +16,26 @@ import openai
 import pytest
 
 from tests.component.support import review_pack
-from tests.integration.stack import RunningStack, running_stack, stack_environ, wait_for
+from tests.integration.stack import (
+    ESCALATION_P1_SLA_S,
+    ESCALATION_TICK_S,
+    RunningStack,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
-TENANT = "acme"
-OTHER_TENANT = "globex"
-P1_SLA_S = 6
-TICK_S = 0.5
+# Tenants of this run's own: the stack is shared with other modules (tests/conftest.py),
+# whose SHARED_STACK_SETTINGS hold this module's escalation SLAs and central categories.
+TENANT = f"acme-{secrets.token_hex(3)}"
+OTHER_TENANT = f"globex-{secrets.token_hex(3)}"
+P1_SLA_S = ESCALATION_P1_SLA_S
+TICK_S = ESCALATION_TICK_S
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    env = stack_environ(
-        tmp_path_factory.mktemp("govledger-quotas-escalations"),
-        GOVLEDGER_ESCALATION_SLA_S=f"P1={P1_SLA_S},P2=7200,P3=28800,P4=86400",
-        GOVLEDGER_ESCALATION_TICK_S=str(TICK_S),
-        GOVLEDGER_ESCALATION_CENTRAL_CATEGORIES="legal,security",
-    )
-    with running_stack(env) as running:
-        yield running
+def stack(shared_stack: RunningStack) -> RunningStack:
+    return shared_stack
 
 
 def govledger(stack: RunningStack, *args: str) -> str:

@@ -79,7 +79,8 @@ async def writer_factory(bootstrap: str, store: Store) -> AsyncIterator[object]:
         environ={},
         kafka_bootstrap=bootstrap,
         sink_flush_ms=200,
-        kafka_session_timeout_ms=6000,
+        # Each writer joins the group in 1 s (half of it, rounded up to a second, on Tansu).
+        kafka_session_timeout_ms=2000,
     )
     dlq = ChainedPublisher(bootstrap, new_producer_id("sink"), role="sink")
     await dlq.start()

@@ -7,9 +7,9 @@ the log anyway, by the wallets processor; a tenant admin cannot reach another te
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,20 +20,20 @@ from schemas.ids import now_ms
 from schemas.money import format_usd
 from schemas.publisher import ChainedPublisher
 from schemas.topics import CONTROL
-from tests.integration.stack import RunningStack, running_stack, stack_environ, wait_for
+from tests.integration.stack import RunningStack, wait_for
 from tests.unit import builders
 
 pytestmark = pytest.mark.integration
 
-TENANT = "acme"
-OTHER_TENANT = "globex"
+# Tenants of this run's own: the stack is shared with other modules (tests/conftest.py).
+TENANT = f"acme-{secrets.token_hex(3)}"
+OTHER_TENANT = f"globex-{secrets.token_hex(3)}"
 USD = 1_000_000_000
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with running_stack(stack_environ(tmp_path_factory.mktemp("govledger-wallet-tree"))) as s:
-        yield s
+def stack(shared_stack: RunningStack) -> RunningStack:
+    return shared_stack
 
 
 def as_key(secret: str, stack: RunningStack, method: str, path: str, **kw: Any) -> httpx.Response:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas import authn, codec
@@ -25,6 +26,9 @@ from schemas.topics import CONTROL, LINEAGE
 from streams.wallets.logic import team_wallet_id
 from tests.integration.stack import RunningStack, govledger, running_stack, stack_environ, wait_for
 from tests.unit import builders
+
+# Boots real stacks: run with the other integration modules (tests/conftest.py).
+pytestmark = pytest.mark.integration
 
 FORGED_SECRET = "gk_forged_" + "a" * 32
 USD = 1_000_000_000

@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import openai
+import pytest
 
 from tests.integration.stack import govledger, running_stack, stack_environ, wait_for
+
+# Boots real stacks: run with the other integration modules (tests/conftest.py).
+pytestmark = pytest.mark.integration
 
 
 def call(base_url: str, secret: str) -> None:

@@ -7,14 +7,13 @@ and an org query still sees every tenant."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import openai
 import pytest
 
-from tests.integration.stack import RunningStack, running_stack, stack_environ, wait_for
+from tests.integration.stack import RunningStack, wait_for
 from tests.security import sql_corpus as corpus
 
 pytestmark = pytest.mark.integration
@@ -44,9 +43,9 @@ class Tenants:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with running_stack(stack_environ(tmp_path_factory.mktemp("govledger-sql-security"))) as s:
-        yield s
+def stack(shared_stack: RunningStack) -> RunningStack:
+    # The shared stack (tests/conftest.py): tenants of this run's own, counts scoped to them.
+    return shared_stack
 
 
 def _call(stack: RunningStack, key: str) -> None:

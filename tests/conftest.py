@@ -1,0 +1,78 @@
+"""What every tier shares: the order modules run in, and the one shared stack.
+
+The shared stack: one real stack (broker, sink with chDB, worker, gateway) with the
+default test settings and SHARED_STACK_SETTINGS (tests/integration/stack.py), booted once
+per test process on first use and stopped at the end. A boot costs about 7 s of wall time
+and 5 s of CPU; every module that needs nothing else takes this one instead of booting its
+own. Such a module keeps to tenants (and so wallets, keys, rows) of its own, named with a
+run id, and scopes every count to them: other modules' traffic is in the same store.
+
+    @pytest.fixture(scope="module")
+    def stack(shared_stack: RunningStack) -> RunningStack:
+        return shared_stack
+
+A module that needs a setting of its own may add it to SHARED_STACK_SETTINGS when it
+changes nothing for the other modules (a setting of its own model, queue or tenant); one
+that needs other global settings, or stops, restarts or tampers with its stack, or changes
+the org's baseline, boots its own (`running_stack(stack_environ(...))`). Under
+`make test` (three processes, --dist loadfile) each process boots the shared stack once, at
+the first module that takes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.integration.stack import RunningStack
+
+
+@pytest.fixture(scope="session")
+def shared_stack_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    # Imported here: unit runs collect this file and need none of the stack's imports.
+    from tests.integration.stack import SHARED_STACK_SETTINGS, running_stack, stack_environ
+
+    env = stack_environ(tmp_path_factory.mktemp("govledger-shared"), **SHARED_STACK_SETTINGS)
+    with running_stack(env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_stack(shared_stack_session: RunningStack) -> RunningStack:
+    """The shared stack, its keyring installed for this module's own publishers."""
+    shared_stack_session.install_keyring()
+    return shared_stack_session
+
+
+def module_of(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def module_rank(item: pytest.Item) -> int:
+    """Soaks first, then the other modules that start real stacks, then the rest."""
+    if item.get_closest_marker("soak"):
+        return 0
+    if item.get_closest_marker("integration") or item.nodeid.startswith("tests/integration/"):
+        return 1
+    return 2
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The order modules run in. Under `make test` (`-n 3 --dist loadfile`) a module runs
+    whole in one test process (its module-scoped stack boots once), and each process takes
+    the next module in this order as it runs low: longest first (soaks minutes long, then
+    modules that boot stacks), so that the seconds-long ones fill in at the end and the
+    processes finish close together. Whole modules move; tests within one keep their order
+    (some rely on it: "keep it last"). Serially only the sequence changes.
+
+    (Not `--dist loadgroup`, which could keep the shared stack's modules in one process:
+    pytest-xdist 3.8 marks a group by rewriting `item._nodeid`, which pytest 9.2 no longer
+    reads, so groups are silently ignored.)"""
+    rank: dict[str, int] = {}
+    for item in items:
+        module = module_of(item)
+        rank[module] = min(rank.get(module, 2), module_rank(item))
+    items.sort(key=lambda item: rank[module_of(item)])
