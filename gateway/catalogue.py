@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.providers.sim import FLAKY_MODEL
 from schemas.settings import GatewaySettings, SettingsError
@@ -99,3 +100,8 @@ def build_catalogue(settings: GatewaySettings) -> dict[str, Target]:
             prompt_price, completion_price = UPSTREAM_PRICES.get(model, DEFAULT_UPSTREAM_PRICE)
             targets[model] = Target(model, provider, model, prompt_price, completion_price)
     return targets
+
+
+def model_object(target: Target) -> dict[str, Any]:
+    """OpenAI's `model` object of a target, as `GET /v1/models` lists it."""
+    return {"id": target.model, "object": "model", "created": 0, "owned_by": target.provider}
