@@ -15,6 +15,9 @@ from typing import Any
 
 from gateway.tokens import estimate_text_tokens
 
+SIM_EMBEDDING_MODEL = "sim-embed"
+"""The sim's embedding model in the catalogue (any sim model answers embeddings)."""
+
 SIM_EMBEDDING_DIMENSIONS = 64
 """Length of a sim embedding when the caller names no `dimensions` (kept small: tests)."""
 
