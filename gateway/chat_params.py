@@ -230,6 +230,8 @@ def check_parameters(data: dict[str, Any], limits: BodyLimits) -> bool:
 def check_sampling(data: dict[str, Any], limits: BodyLimits) -> None:
     """The ranges and types of the parameters chat shares with the legacy completions
     API (temperature, top_p, penalties, n, stop, logit_bias, seed)."""
+    if data.get("logit_bias") is not None and not isinstance(data["logit_bias"], dict):
+        raise refuse("logit_bias", "must be an object")
     _check_ranges(data, limits)
     if data.get("seed") is not None and not is_integer(data["seed"]):
         raise refuse("seed", "must be an integer")

@@ -140,7 +140,8 @@ class Gateway:
             if found is None:
                 raise GatewayError(
                     errors.MODEL_NOT_FOUND,
-                    f"the model '{name[:256]}' does not exist or this key may not use it",
+                    # Not quoted back: the path is the caller's, and hostile.
+                    "the model does not exist or this key may not use it",
                     param="model",
                 )
         except GatewayError as exc:
