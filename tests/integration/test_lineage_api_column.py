@@ -1,7 +1,8 @@
 """Lineage v2's `api` in the store (chDB, as the sink inserts it): a v2 record's api is
 its column, a row of a v1 record (written before the field existed) holds
 'chat.completions', the value v2 reads it with, and `audit verify`'s column check finds
-both clean, and a change to the old row's api. chDB allows one engine per process: the store lives in a child process."""
+both clean, and a change to the old row's api. chDB allows one engine per process: the
+store lives in a child process."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ for value in (codec.encode(new), _written_with(old, "lineage_record.v1.avsc")):
     store.insert_avro("lineage", columns, container_file(entry, [value]), entry.fingerprint.hex())
 rows = store.query_rows("SELECT toString(event_id), api FROM lineage", {})
 checked = check_store(store_reader(store), page_rows=5)
-store.client.command(f"ALTER TABLE lineage UPDATE api = 'embeddings' WHERE event_id = '{old.event_id}'",
-                     settings={"mutations_sync": 2})
+change = f"ALTER TABLE lineage UPDATE api = 'embeddings' WHERE event_id = '{old.event_id}'"
+store.client.command(change, settings={"mutations_sync": 2})
 tampered = check_store(store_reader(store), page_rows=5)
 print(json.dumps({
     "tampered": [[f.kind, f.event_id] for f in tampered.findings],
