@@ -22,7 +22,7 @@ class ChatEndpoint:
 
     chat: ChatRequest
     api = CHAT_API
-    opaque_input = False  # the chain reads every text of a chat body
+    token_ids_in = None  # a chat body has no token-id input: the chain reads every text
 
     @property
     def model(self) -> str:

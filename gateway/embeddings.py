@@ -34,7 +34,8 @@ class EmbeddingsRequest:
     user: str | None
     body: dict[str, Any]
     input_tokens: int
-    opaque_input: bool
+    # `input` when it holds token ids, which no text step of the policy chain reads.
+    token_ids_in: str | None
     api = EMBEDDINGS_API
     stream = False
 
@@ -107,5 +108,5 @@ def parse_embeddings(
         user=api_common.identifier(data, "user", settings.max_identifier_chars, required=False),
         body=data,
         input_tokens=api_common.input_tokens(items),
-        opaque_input=api_common.has_token_ids(items),
+        token_ids_in="input" if api_common.has_token_ids(items) else None,
     )

@@ -38,8 +38,9 @@ class Endpoint(Protocol):
         ...
 
     @property
-    def opaque_input(self) -> bool:
-        """Whether some input is token ids, which no text step of the policy chain reads."""
+    def token_ids_in(self) -> str | None:
+        """The parameter that holds token ids (which no text step of the policy chain can
+        read), None when none does."""
         ...
 
     def rate_tokens(self) -> int:

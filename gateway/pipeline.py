@@ -391,12 +391,12 @@ class Gateway:
         chain = effective_pack(
             self.views.baseline.baseline, published.pack if published is not None else None
         )
-        if endpoint.opaque_input and reads_text(chain, key.team_id):
+        if (param := endpoint.token_ids_in) is not None and reads_text(chain, key.team_id):
             # Token ids hide their text from the PII and content steps: fail closed.
             raise GatewayError(
                 errors.INVALID_REQUEST,
-                "token-id input cannot be checked by this key's policy chain; send text",
-                param="input" if endpoint.api == EMBEDDINGS_API else "prompt",
+                f"token ids in '{param}' cannot be checked by this key's policy chain; send text",
+                param=param,
             )
         now = now_ms()
         facts = CallFacts(

@@ -80,7 +80,8 @@ class CompletionRequest:
     max_tokens: int | None
     # Completions the upstream generates (and bills): n (or best_of) per prompt.
     generated: int
-    opaque_input: bool
+    # `prompt` when it holds token ids, which no text step of the policy chain reads.
+    token_ids_in: str | None
     api = COMPLETIONS_API
 
     def rate_tokens(self) -> int:
@@ -183,5 +184,5 @@ def parse_completions(
         prompt_tokens=api_common.input_tokens(prompts),
         max_tokens=max_tokens,
         generated=max(n, best_of or 1) * len(prompts),
-        opaque_input=api_common.has_token_ids(prompts),
+        token_ids_in="prompt" if api_common.has_token_ids(prompts) else None,
     )
