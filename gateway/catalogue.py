@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.providers.sim import FLAKY_MODEL
+from gateway.providers.sim_api import SIM_EMBEDDING_MODEL
 from schemas.settings import GatewaySettings, SettingsError
 
 
@@ -33,6 +35,8 @@ SIM_TARGETS: tuple[Target, ...] = (
     Target("sim-small", "sim", "sim-small", 150, 600),
     Target("sim-large", "sim", "sim-large", 2_500, 10_000),
     Target(FLAKY_MODEL, "sim", FLAKY_MODEL, 150, 600),
+    # An embedding model: input tokens only, at text-embedding-3-small's price.
+    Target(SIM_EMBEDDING_MODEL, "sim", SIM_EMBEDDING_MODEL, 20, 0),
 )
 # sim-flaky's outages (see gateway.providers.sim) must have somewhere to fail over to on a
 # gateway with default settings; GOVLEDGER_FALLBACKS naming sim-flaky replaces this chain.
@@ -50,6 +54,10 @@ UPSTREAM_PRICES: dict[str, tuple[int, int]] = {
     "claude-opus-4-0": (15_000, 75_000),
     "mistral-small-latest": (100, 300),
     "mistral-large-latest": (2_000, 6_000),
+    "text-embedding-3-small": (20, 0),
+    "text-embedding-3-large": (130, 0),
+    "text-embedding-ada-002": (100, 0),
+    "gpt-3.5-turbo-instruct": (1_500, 2_000),
 }
 DEFAULT_UPSTREAM_PRICE = (1_000, 4_000)
 
@@ -99,3 +107,8 @@ def build_catalogue(settings: GatewaySettings) -> dict[str, Target]:
             prompt_price, completion_price = UPSTREAM_PRICES.get(model, DEFAULT_UPSTREAM_PRICE)
             targets[model] = Target(model, provider, model, prompt_price, completion_price)
     return targets
+
+
+def model_object(target: Target) -> dict[str, Any]:
+    """OpenAI's `model` object of a target, as `GET /v1/models` lists it."""
+    return {"id": target.model, "object": "model", "created": 0, "owned_by": target.provider}

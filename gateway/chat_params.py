@@ -225,3 +225,18 @@ def check_parameters(data: dict[str, Any], limits: BodyLimits) -> bool:
     _check_tools(data)
     _check_response_format(data)
     return _check_stream_options(data)
+
+
+def check_sampling(data: dict[str, Any], limits: BodyLimits) -> None:
+    """The ranges and types of the parameters chat shares with the legacy completions
+    API (temperature, top_p, penalties, n, stop, logit_bias, seed)."""
+    if data.get("logit_bias") is not None and not isinstance(data["logit_bias"], dict):
+        raise refuse("logit_bias", "must be an object")
+    _check_ranges(data, limits)
+    if data.get("seed") is not None and not is_integer(data["seed"]):
+        raise refuse("seed", "must be an integer")
+
+
+def stream_usage_asked(data: dict[str, Any]) -> bool:
+    """Validate `stream_options` (only on a stream); whether the usage chunk was asked."""
+    return _check_stream_options(data)

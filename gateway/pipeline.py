@@ -1,16 +1,15 @@
-"""The gateway's call pipeline: each chat completion authenticated, rate-limited, checked
+"""The gateway's call pipeline: each call to an API (chat completions, embeddings, legacy
+completions; an adapter per API, gateway.endpoint) authenticated, rate-limited, checked
 by the policy chain, routed with fallbacks and breakers, paid for from its budget and
 recorded as one lineage record; and its health and models routes. The aiohttp app that
 serves them is built in server.py."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Callable
 from typing import TypeVar
 
 import orjson
@@ -18,25 +17,24 @@ import structlog
 from aiohttp import web
 
 from gateway import errors, replies
+from gateway.attempts import TargetRunner
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
-from gateway.catalogue import SIM_FALLBACKS, Target
-from gateway.chat import (
-    ChatRequest,
-    parse_chat_request,
-    parse_traceparent,
-    traceparent_error,
-)
-from gateway.chat_params import body_limits
+from gateway.call_record import CHAT_API, CallRecord
+from gateway.catalogue import SIM_FALLBACKS, Target, model_object
+from gateway.chat import parse_traceparent, traceparent_error
+from gateway.chat_endpoint import parse_chat
+from gateway.chat_params import BodyLimits, body_limits
+from gateway.embeddings import EMBEDDINGS_API, parse_embeddings
+from gateway.endpoint import Endpoint
 from gateway.errors import GatewayError, error_response, refusal_response
 from gateway.policy.baseline import effective_pack
-from gateway.policy.chain import CallFacts, RefusalReason, Review, evaluate
-from gateway.providers.base import ChatCall, Completion, Delta, Provider, UpstreamError, Usage
+from gateway.policy.chain import CallFacts, RefusalReason, evaluate, reads_text
+from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import Limits, RateLimiter, parse_team_limits
-from gateway.replies import ChunkRelay, completion_id, link_headers, reply_body
+from gateway.replies import link_headers
+from gateway.review import hold_for_review
 from gateway.routing import (
-    RETRYABLE,
-    backoff_s,
     group_order,
     in_regions,
     parse_fallbacks,
@@ -45,28 +43,32 @@ from gateway.routing import (
     parse_tenant_regions,
     plan,
 )
-from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
+from gateway.text_completions import COMPLETIONS_API, parse_completions
 from gateway.views import LocalViews
 from schemas.auth import MalformedCredentialError, authorization_header, bearer_token
 from schemas.http_errors import header_bytes
-from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
+from schemas.ids import new_trace_id, now_ms
 from schemas.publisher import Publisher
-from schemas.records import Attempt, EscalationOpened, Guardrail, LineageRecord, UsageSource
 from schemas.settings import GatewaySettings
-from schemas.topics import ESCALATIONS, LINEAGE
+from schemas.topics import LINEAGE
 from streams.keys.logic import Key
 
 log = structlog.get_logger(__name__)
 
 R = TypeVar("R")
+E = TypeVar("E", bound=Endpoint)
+# Makes an API's request adapter from the body; GatewayError naming the parameter at fault.
+Parse = Callable[[bytes, GatewaySettings, BodyLimits], Endpoint]
 
 # Reservation when the caller sets no max_tokens: a generous answer, so the budget check
 # errs on the side of refusing rather than overspending.
 DEFAULT_RESERVED_COMPLETION_TOKENS = 4_096
 # Keys that name no pack run under the tenant's pack of this name, if it has one.
 DEFAULT_PACK = "default"
-DECISION_POLL_S = 0.05
 CHAT_PATH = "/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+COMPLETIONS_PATH = "/v1/completions"
+CALL_PATHS = frozenset({CHAT_PATH, EMBEDDINGS_PATH, COMPLETIONS_PATH})
 
 REFUSALS: dict[RefusalReason, errors.ErrorKind] = {
     "user_required": errors.USER_REQUIRED,
@@ -75,41 +77,6 @@ REFUSALS: dict[RefusalReason, errors.ErrorKind] = {
     "content_blocked": errors.CONTENT_BLOCKED,
     "cost_limit_exceeded": errors.COST_LIMIT_EXCEEDED,
 }
-
-
-@dataclass(slots=True)
-class CallRecord:
-    """What the gateway learns during one call; becomes the lineage record."""
-
-    started: float
-    request_sha256: str
-    trace_id: str
-    parent_span_id: str | None
-    stream: bool = False
-    tenant_id: str = "unknown"
-    team_id: str = ""
-    key_id: str = ""
-    wallet_id: str = ""
-    user_id: str | None = None
-    model_requested: str = ""
-    target: Target | None = None
-    selection_reason: str = ""
-    attempts: list[Attempt] = field(default_factory=list)
-    policies: list[str] = field(default_factory=list)
-    guardrails: list[Guardrail] = field(default_factory=list)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usage_source: UsageSource = "none"
-    reserved_nanousd: int = 0
-    ttft_ms: float | None = None
-    response_sha256: str | None = None
-    # Made when the call starts, so the reply (its id and headers) can name its record.
-    event_id: str = field(default_factory=uuid7)
-    span_id: str = field(default_factory=new_span_id)
-
-    def upstream_ms(self) -> float:
-        """Time spent waiting on upstream attempts."""
-        return sum(a.latency_ms for a in self.attempts)
 
 
 class Gateway:
@@ -130,6 +97,7 @@ class Gateway:
         self.providers = providers
         self.catalogue = catalogue
         self.region = settings.region
+        self.limits = body_limits(settings)
         self.budget = Budget(views, lineage.producer_id)
         self.limiter = RateLimiter()
         self.team_limits = parse_team_limits(settings.team_rate_limits)
@@ -138,10 +106,11 @@ class Gateway:
         self.target_regions = parse_target_regions(settings.target_regions)
         self.tenant_regions = parse_tenant_regions(settings.tenant_regions)
         self.breakers = BreakerBoard(config_of(settings), views.fleet_breakers)
+        self.runner = TargetRunner(settings, self.breakers)
         self.upstream_in_flight = 0
         # Calls served while the lineage outbox could not keep their records.
         self.lineage_overflow = 0
-        # Not for security: jitter only spreads retries out.
+        # Not for security: the pick of a model group's member only spreads the load.
         self._jitter = random.Random()  # noqa: S311
 
     # --- routes ---------------------------------------------------------------------
@@ -153,26 +122,65 @@ class Gateway:
         return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
 
     async def models(self, request: web.Request) -> web.Response:
-        """OpenAI `GET /v1/models`."""
+        """OpenAI `GET /v1/models`: the models the key may call."""
         try:
-            self._authenticate(request)
+            key = self._authenticate(request)
         except GatewayError as exc:
             return refusal_response(exc)
-        data = [
-            {"id": t.model, "object": "model", "created": 0, "owned_by": t.provider}
-            for t in self.catalogue.values()
-        ]
-        return web.Response(
-            body=orjson.dumps({"object": "list", "data": data}), content_type="application/json"
+        data = [model_object(t) for t in self._usable_targets(key)]
+        return _json({"object": "list", "data": data})
+
+    async def model(self, request: web.Request) -> web.Response:
+        """OpenAI `GET /v1/models/{id}`: a model the key may call (as `models` lists
+        them); any other is 404 model_not_found, whether it exists or not."""
+        try:
+            key = self._authenticate(request)
+            name = request.match_info["model"]
+            found = next((t for t in self._usable_targets(key) if t.model == name), None)
+            if found is None:
+                raise GatewayError(
+                    errors.MODEL_NOT_FOUND,
+                    # Not quoted back: the path is the caller's, and hostile.
+                    "the model does not exist or this key may not use it",
+                    param="model",
+                )
+        except GatewayError as exc:
+            return refusal_response(exc)
+        return _json(model_object(found))
+
+    def _usable_targets(self, key: Key) -> list[Target]:
+        """The catalogue's models the key's scopes and its tenant's regions allow."""
+        tenant_regions = self.tenant_regions.get(key.tenant_id)
+        resident = in_regions(
+            list(self.catalogue.values()), self.target_regions, self.region, tenant_regions
         )
+        return [
+            t
+            for t in resident
+            if key.allows(model=t.model, provider=t.provider, region=self._region_of(t)) is None
+        ]
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """OpenAI `POST /v1/chat/completions`: one lineage record per call, whatever happens."""
+        return await self.serve(request, CHAT_API, parse_chat)
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI `POST /v1/embeddings`, priced by input tokens."""
+        return await self.serve(request, EMBEDDINGS_API, parse_embeddings)
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's legacy `POST /v1/completions`, streamed or not."""
+        return await self.serve(request, COMPLETIONS_API, parse_completions)
+
+    async def serve(self, request: web.Request, api: str, parse: Parse) -> web.StreamResponse:
+        """One call to an API (its request adapter made by `parse`) under the key, the
+        policy chain, the budget and routing; one lineage record whatever happens."""
         started = time.perf_counter()
         # Two traceparent headers join into a value that is not W3C's form: refused.
         traceparent = ",".join(request.headers.getall("traceparent", [])) or None
         traced = parse_traceparent(traceparent)
         call = CallRecord(started, "", *(traced or (new_trace_id(), None)))
+        call.api = api
         try:
             self._check_lineage()
             body = await self._read_body(request, call)
@@ -187,24 +195,23 @@ class Gateway:
                 )
             if traceparent is not None and traced is None:  # refused once the caller is known
                 raise traceparent_error()
-            chat = parse_chat_request(
-                body,
-                max_messages=self.settings.max_messages,
-                max_identifier_chars=self.settings.max_identifier_chars,
-                limits=body_limits(self.settings),
-            )
-            call.stream, call.model_requested, call.user_id = chat.stream, chat.model, chat.user
-            targets, call.selection_reason = self._plan(chat.model)
+            endpoint = parse(body, self.settings, self.limits)
+            call.stream, call.model_requested = endpoint.stream, endpoint.model
+            call.user_id = endpoint.user
+            targets, call.selection_reason = self._plan(endpoint.model)
             if not targets:
-                raise GatewayError(errors.MODEL_NOT_FOUND, f"model '{chat.model}' does not exist")
+                raise GatewayError(
+                    errors.MODEL_NOT_FOUND, f"model '{endpoint.model}' does not exist"
+                )
             call.target = targets[0]
             call.policies.append("key-scopes")
-            targets = self._allowed_targets(key, chat, targets)
+            targets = self._allowed_targets(key, endpoint.model, targets)
+            targets = self._serving_targets(endpoint, targets)
             call.target = targets[0]
             call.policies.append("rate-limit")
-            self._check_rate(key, chat)
-            reserve_nanousd = self._reservation_nanousd(chat, targets)
-            chat = await self._run_policies(call, key, chat, reserve_nanousd)
+            self._check_rate(key, endpoint.rate_tokens())
+            reserve_nanousd = self._reservation_nanousd(endpoint, targets)
+            endpoint = await self._run_policies(call, key, endpoint, reserve_nanousd)
             if self.upstream_in_flight >= self.settings.max_concurrent_upstream:
                 # Shed at once: a queue here would only turn into caller timeouts.
                 raise GatewayError(
@@ -220,9 +227,9 @@ class Gateway:
             return _linked(call, refusal_response(exc))
         self.upstream_in_flight += 1
         try:
-            if chat.stream:
-                return _linked(call, await self._stream(request, call, chat, targets))
-            return _linked(call, await self._complete(call, chat, targets))
+            if endpoint.stream:
+                return _linked(call, await self._stream(request, call, endpoint, targets))
+            return _linked(call, await self._complete(call, endpoint, targets))
         except GatewayError as exc:  # every target's breaker is open
             await self._record(call, exc.kind.status, exc.kind.code, "failed")
             return _linked(call, error_response(exc.kind, exc.message, exc.headers))
@@ -291,7 +298,7 @@ class Gateway:
         targets = [t for name in members for t in plan(name, self.catalogue, self.fallbacks)]
         return list(dict.fromkeys(targets)), "weighted"
 
-    def _allowed_targets(self, key: Key, chat: ChatRequest, targets: list[Target]) -> list[Target]:
+    def _allowed_targets(self, key: Key, model: str, targets: list[Target]) -> list[Target]:
         """The targets the key's scopes and the tenant's regions allow, in order; refuses
         the call, naming the primary's reason, when none is left."""
         tenant_regions = self.tenant_regions.get(key.tenant_id)
@@ -299,31 +306,43 @@ class Gateway:
         allowed = [
             t
             for t in resident
-            if key.allows(model=chat.model, provider=t.provider, region=self._region_of(t)) is None
+            if key.allows(model=model, provider=t.provider, region=self._region_of(t)) is None
         ]
         if allowed:
             return allowed
         primary = targets[0]
         refused = key.allows(
-            model=chat.model, provider=primary.provider, region=self._region_of(primary)
+            model=model, provider=primary.provider, region=self._region_of(primary)
         )
         if refused == "model":
-            raise GatewayError(errors.MODEL_NOT_ALLOWED, f"key may not call model '{chat.model}'")
+            raise GatewayError(errors.MODEL_NOT_ALLOWED, f"key may not call model '{model}'")
         if refused == "provider":
             raise GatewayError(
                 errors.PROVIDER_NOT_ALLOWED, f"key may not use provider '{primary.provider}'"
             )
         raise GatewayError(
             errors.REGION_NOT_ALLOWED,
-            f"no target for '{chat.model}' in a region this key and tenant may use",
+            f"no target for '{model}' in a region this key and tenant may use",
         )
 
     def _region_of(self, target: Target) -> str:
         return self.target_regions.get(target.model, self.region)
 
-    def _check_rate(self, key: Key, chat: ChatRequest) -> None:
+    def _serving_targets(self, endpoint: Endpoint, targets: list[Target]) -> list[Target]:
+        """The targets whose provider has the endpoint's API; refuses the call when none
+        has (an Anthropic model asked for embeddings, say)."""
+        serving = [t for t in targets if endpoint.served_by(self.providers[t.provider])]
+        if not serving:
+            raise GatewayError(
+                errors.INVALID_REQUEST,
+                f"model '{endpoint.model}' is served by provider '{targets[0].provider}', "
+                f"which has no {endpoint.api} API",
+                param="model",
+            )
+        return serving
+
+    def _check_rate(self, key: Key, tokens: int) -> None:
         """The team's limits, then the key's: a call needs room in both."""
-        tokens = estimate_prompt_tokens(chat.messages) + (chat.max_tokens or 0) * chat.choices
         now_s = time.monotonic()
         team = self.team_limits.get((key.tenant_id, key.team_id))
         limited = [
@@ -351,16 +370,16 @@ class Gateway:
                     headers={"Retry-After": str(retry_after_s)},
                 )
 
-    def _reservation_nanousd(self, chat: ChatRequest, targets: list[Target]) -> int:
-        # Each of `n` choices may run to max_tokens.
-        completion_tokens = (chat.max_tokens or DEFAULT_RESERVED_COMPLETION_TOKENS) * chat.choices
-        prompt_tokens = estimate_prompt_tokens(chat.messages)
+    def _reservation_nanousd(self, endpoint: Endpoint, targets: list[Target]) -> int:
+        prompt_tokens, completion_tokens = endpoint.reservation_tokens(
+            DEFAULT_RESERVED_COMPLETION_TOKENS
+        )
         # A fallback may cost more than the primary: hold enough for the dearest.
         return max(t.cost_nanousd(prompt_tokens, completion_tokens) for t in targets)
 
     async def _run_policies(
-        self, call: CallRecord, key: Key, chat: ChatRequest, reserve_nanousd: int
-    ) -> ChatRequest:
+        self, call: CallRecord, key: Key, endpoint: E, reserve_nanousd: int
+    ) -> E:
         """Run the org baseline's steps and the key's policy pack; the request as the
         provider may see it (redacted)."""
         pack_name = key.policy_pack or DEFAULT_PACK
@@ -372,12 +391,19 @@ class Gateway:
         chain = effective_pack(
             self.views.baseline.baseline, published.pack if published is not None else None
         )
+        if (param := endpoint.token_ids_in) is not None and reads_text(chain, key.team_id):
+            # Token ids hide their text from the PII and content steps: fail closed.
+            raise GatewayError(
+                errors.INVALID_REQUEST,
+                f"token ids in '{param}' cannot be checked by this key's policy chain; send text",
+                param=param,
+            )
         now = now_ms()
         facts = CallFacts(
             team_id=key.team_id,
             role=key.role,
-            user_id=chat.user,
-            messages=(scanned := chat.policy_messages()),
+            user_id=endpoint.user,
+            messages=(scanned := endpoint.policy_messages()),
             team_month_spent_nanousd=self.views.team_month_spent_nanousd(
                 key.tenant_id, key.team_id, now
             )
@@ -390,78 +416,29 @@ class Gateway:
         if verdict.refusal is not None:
             raise GatewayError(REFUSALS[verdict.refusal.reason], verdict.refusal.message)
         if verdict.review is not None:
-            await self._review(call, key, pack_name, verdict.review)
-        return chat.after_policy(scanned, verdict.messages)
-
-    async def _review(self, call: CallRecord, key: Key, pack_name: str, review: Review) -> None:
-        """Open an escalation; refuse the call with its reference, or hold it for a decision."""
-        policy = review.policy
-        escalation_id = f"esc_{uuid7().replace('-', '')}"
-        opened = EscalationOpened(
-            event_id=uuid7(),
-            event_type=EscalationOpened.event_type_name,
-            occurred_at=now_ms(),
-            tenant_id=key.tenant_id,
-            escalation_id=escalation_id,
-            trace_id=call.trace_id,
-            team_id=key.team_id,
-            key_id=key.key_id,
-            policy_pack=pack_name,
-            category=policy.category,
-            priority=policy.priority,
-            mode=policy.mode,
-            reason=review.reason,
-            model_requested=call.model_requested,
-            request_sha256=call.request_sha256,
-        )
-        await self.lineage.publish(ESCALATIONS.name, key.tenant_id, opened)
-        reference = {"X-Govledger-Escalation": escalation_id}
-        if policy.mode == "refuse":
-            raise GatewayError(
-                errors.REVIEW_REQUIRED,
-                f"this call needs human review; reference {escalation_id}",
-                headers=reference,
+            await hold_for_review(
+                self.views,
+                self.lineage,
+                call=call,
+                key=key,
+                pack_name=pack_name,
+                review=verdict.review,
             )
-        decision = await self._decision(escalation_id, policy.hold_timeout_s)
-        if decision == "approve":
-            return
-        if decision == "reject":
-            raise GatewayError(
-                errors.REVIEW_REJECTED,
-                f"a reviewer rejected this call; reference {escalation_id}",
-                headers=reference,
-            )
-        raise GatewayError(
-            errors.REVIEW_REQUIRED,
-            f"no review decision within {policy.hold_timeout_s:g}s; reference {escalation_id}",
-            headers=reference,
-        )
-
-    async def _decision(self, escalation_id: str, timeout_s: float) -> str | None:
-        deadline = time.monotonic() + timeout_s
-        while (decision := self.views.escalation_decisions.get(escalation_id)) is None:
-            if time.monotonic() >= deadline:
-                return None
-            await asyncio.sleep(DECISION_POLL_S)
-        return decision
+        return endpoint.after_policy(scanned, verdict.messages)
 
     def _release(self, call: CallRecord) -> None:
         if call.reserved_nanousd:
             self.budget.release(call.wallet_id, call.reserved_nanousd)
 
-    def _upstream_call(self, chat: ChatRequest, target: Target) -> tuple[Provider, ChatCall]:
-        provider = self.providers[target.provider]
-        return provider, chat.upstream_call(target.upstream_model)
-
     def _settle_usage(
-        self, call: CallRecord, usage: Usage | None, text: str, chat: ChatRequest
+        self, call: CallRecord, usage: Usage | None, text: str, endpoint: Endpoint
     ) -> Usage:
         if usage is not None:
             call.usage_source = "reported"
             resolved = usage
         else:
             call.usage_source = "estimated"
-            resolved = Usage(estimate_prompt_tokens(chat.messages), estimate_text_tokens(text))
+            resolved = endpoint.estimate_usage(text)
         call.prompt_tokens, call.completion_tokens = (
             resolved.prompt_tokens,
             resolved.completion_tokens,
@@ -469,82 +446,34 @@ class Gateway:
         call.response_sha256 = hashlib.sha256(text.encode()).hexdigest()
         return resolved
 
-    async def _try_targets(
-        self, call: CallRecord, targets: list[Target], run: Callable[[Target], Awaitable[R]]
-    ) -> tuple[R, Target, float]:
-        """Run on each target in turn, retrying retryable failures with backoff; return the
-        first success, its target and when its attempt started. Failed attempts are
-        recorded; the last failure is raised when every target failed."""
-        retries = self.settings.upstream_retries
-        failure: UpstreamError | None = None
-        for index, target in enumerate(targets):
-            for retry in range(retries + 1):
-                if not self.breakers.admit(target, now_ms()):
-                    self._attempt(call, target, time.perf_counter(), 0, "breaker_open")
-                    break
-                started = time.perf_counter()
-                try:
-                    result = await run(target)
-                except UpstreamError as exc:
-                    self._attempt(call, target, started, exc.status, exc.error_class)
-                    self.breakers.record(target, exc.status, exc.error_class, now_ms())
-                    failure = exc
-                    if exc.error_class not in RETRYABLE:
-                        raise
-                    if retry < retries:
-                        await asyncio.sleep(self._backoff_s(retry, exc.retry_after_s))
-                    continue
-                self.breakers.record(target, 200, None, now_ms())
-                call.target = target
-                if index > 0:
-                    # Stable words for SQL: a failure moved it on, or only open breakers did.
-                    call.selection_reason = "fallback" if failure is not None else "breaker_open"
-                return result, target, started
-        if failure is None:
-            raise GatewayError(
-                errors.CIRCUIT_OPEN,
-                f"every target for '{call.model_requested}' has an open circuit breaker",
-                headers={
-                    "Retry-After": str(max(1, round(self.breakers.config.reset_timeout_ms / 1000)))
-                },
-            )
-        raise failure
-
-    def _backoff_s(self, retry: int, retry_after_s: float | None) -> float:
-        return backoff_s(
-            retry,
-            base_s=self.settings.retry_backoff_ms / 1000,
-            cap_s=self.settings.retry_max_wait_ms / 1000,
-            retry_after_s=retry_after_s,
-            jitter=self._jitter.uniform(0.5, 1.0),
-        )
-
     async def _complete(
-        self, call: CallRecord, chat: ChatRequest, targets: list[Target]
+        self, call: CallRecord, endpoint: Endpoint, targets: list[Target]
     ) -> web.Response:
         async def complete(target: Target) -> Completion:
-            provider, upstream = self._upstream_call(chat, target)
-            return await provider.complete(upstream)
+            return await endpoint.complete(self.providers[target.provider], target.upstream_model)
 
         try:
-            completion, target, started = await self._try_targets(call, targets, complete)
+            completion, target, started = await self.runner.run(call, targets, complete)
         except UpstreamError as exc:
             failure = replies.upstream_failure(exc)
             await self._record(call, failure.kind.status, failure.kind.code, "failed")
             return refusal_response(failure)
-        self._attempt(call, target, started, 200, None)
-        usage = self._settle_usage(call, completion.usage, completion.content, chat)
-        body = reply_body(completion, completion_id(call.event_id), chat.model, usage)
+        call.attempted(target, started, 200, None)
+        usage = self._settle_usage(call, completion.usage, completion.content, endpoint)
+        body = endpoint.reply_body(completion, call.event_id, usage)
         await self._record(call, 200, None, "allowed")
         return web.Response(body=body, content_type="application/json")
 
     async def _stream(
-        self, request: web.Request, call: CallRecord, chat: ChatRequest, targets: list[Target]
+        self,
+        request: web.Request,
+        call: CallRecord,
+        endpoint: Endpoint,
+        targets: list[Target],
     ) -> web.StreamResponse:
         async def open_stream(target: Target) -> tuple[AsyncGenerator[Delta, None], Delta | None]:
             # Retries and fallbacks happen only before the first delta reaches the caller.
-            provider, upstream = self._upstream_call(chat, target)
-            opened = provider.stream(upstream)
+            opened = endpoint.open_stream(self.providers[target.provider], target.upstream_model)
             try:
                 return opened, await anext(opened)
             except StopAsyncIteration:
@@ -554,14 +483,14 @@ class Gateway:
                 raise
 
         try:
-            (deltas, first), target, attempt_started = await self._try_targets(
+            (deltas, first), target, attempt_started = await self.runner.run(
                 call, targets, open_stream
             )
         except UpstreamError as exc:
             failure = replies.upstream_failure(exc)
             await self._record(call, failure.kind.status, failure.kind.code, "failed")
             return refusal_response(failure)
-        relay = ChunkRelay(completion_id(call.event_id), chat.model, chat.include_usage)
+        relay = endpoint.relay(call.event_id)
         response: web.StreamResponse | None = None
         parts: list[str] = []
         usage: Usage | None = None
@@ -592,9 +521,9 @@ class Gateway:
                     await send(event)
                 usage = delta.usage or usage
         except UpstreamError as exc:
-            self._attempt(call, target, attempt_started, exc.status, exc.error_class)
+            call.attempted(target, attempt_started, exc.status, exc.error_class)
             if parts:  # the upstream produced (and bills) part of an answer: charge it
-                self._settle_usage(call, None, "".join(parts), chat)
+                self._settle_usage(call, None, "".join(parts), endpoint)
             await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
             if response is None:
                 return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
@@ -605,12 +534,12 @@ class Gateway:
             # The caller went away mid-stream. The upstream still produced (and billed)
             # what was generated so far: charge that, estimated, and record why it ended.
             await deltas.aclose()
-            self._attempt(call, target, attempt_started, 200, None)
-            self._settle_usage(call, None, "".join(parts), chat)
+            call.attempted(target, attempt_started, 200, None)
+            self._settle_usage(call, None, "".join(parts), endpoint)
             await self._record(call, 499, errors.CLIENT_CLOSED.code, "allowed")
             return response or web.StreamResponse()
-        self._attempt(call, target, attempt_started, 200, None)
-        resolved = self._settle_usage(call, usage, "".join(parts), chat)
+        call.attempted(target, attempt_started, 200, None)
+        resolved = self._settle_usage(call, usage, "".join(parts), endpoint)
         await self._record(call, 200, None, "allowed")
         try:
             for event in relay.tail(resolved):
@@ -627,60 +556,23 @@ class Gateway:
         except ConnectionResetError:
             log.info("caller left before the error event")
 
-    def _attempt(
-        self, call: CallRecord, target: Target, started: float, status: int, error: str | None
-    ) -> None:
-        latency_ms = (time.perf_counter() - started) * 1000
-        call.attempts.append(
-            Attempt(target.provider, target.upstream_model, status, latency_ms, error)
-        )
-
     async def _record(
         self, call: CallRecord, http_status: int, error_code: str | None, decision: str
     ) -> None:
         latency_ms = (time.perf_counter() - call.started) * 1000
-        target = call.target
-        cost = 0
-        if target is not None and call.usage_source != "none":
-            # Whatever the outcome, tokens an upstream produced are paid for.
-            cost = target.cost_nanousd(call.prompt_tokens, call.completion_tokens)
-        record = LineageRecord(
-            event_id=call.event_id,
-            event_type=LineageRecord.event_type_name,
-            occurred_at=now_ms(),
-            tenant_id=call.tenant_id,
-            trace_id=call.trace_id,
-            span_id=call.span_id,
-            parent_span_id=call.parent_span_id,
-            team_id=call.team_id,
-            user_id=call.user_id,
-            key_id=call.key_id,
-            wallet_id=call.wallet_id,
+        record = call.lineage(
             region=self.region,
-            model_requested=call.model_requested,
-            model_selected=target.upstream_model if target is not None else "",
-            provider=target.provider if target is not None else "",
-            selection_reason=call.selection_reason,
-            attempts=tuple(call.attempts),
-            policies_applied=tuple(call.policies),
-            guardrails_triggered=tuple(call.guardrails),
-            decision=decision,  # type: ignore[arg-type]
-            prompt_tokens=call.prompt_tokens,
-            completion_tokens=call.completion_tokens,
-            usage_source=call.usage_source,
-            cost_nanousd=cost,
-            reserved_nanousd=call.reserved_nanousd,
             latency_ms=latency_ms,
-            ttft_ms=call.ttft_ms,
-            gateway_overhead_ms=max(latency_ms - call.upstream_ms(), 0.0),
             http_status=http_status,
             error_code=error_code,
-            stream=call.stream,
-            request_sha256=call.request_sha256,
-            response_sha256=call.response_sha256,
+            decision=decision,
         )
         sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
-        self.budget.settled(call.wallet_id, sealed.seq, cost)
+        self.budget.settled(call.wallet_id, sealed.seq, record.cost_nanousd)
+
+
+def _json(body: object) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
 def _linked(call: CallRecord, response: web.StreamResponse) -> web.StreamResponse:

@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.admin.api import AdminApi
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
 from gateway.errors import HEADERS_TOO_LARGE, error_response
-from gateway.pipeline import CHAT_PATH, Gateway
+from gateway.pipeline import CALL_PATHS, CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, Gateway
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider
@@ -82,8 +82,8 @@ def _header_limit(max_header_bytes: int) -> Any:
     @web.middleware
     async def limit_headers(request: web.Request, handler: Any) -> web.StreamResponse:
         size = header_bytes(request)
-        # The chat route checks itself, so that the refused call has its lineage record.
-        if size > max_header_bytes and request.path != CHAT_PATH:
+        # The call routes check themselves, so that the refused call has its lineage record.
+        if size > max_header_bytes and request.path not in CALL_PATHS:
             return error_response(
                 HEADERS_TOO_LARGE, f"request headers are {size} bytes; limit {max_header_bytes}"
             )
@@ -107,6 +107,9 @@ def gateway_application(
         routes += [
             web.get("/v1/models", gateway.models),
             web.post(CHAT_PATH, gateway.chat_completions),
+            web.get("/v1/models/{model}", gateway.model),
+            web.post(EMBEDDINGS_PATH, gateway.embeddings),
+            web.post(COMPLETIONS_PATH, gateway.completions),
         ]
     if settings.gateway_serves in ("all", "admin"):
         routes += admin.routes()

@@ -37,6 +37,7 @@ import contextlib
 import math
 import multiprocessing
 import operator
+import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -60,6 +61,8 @@ CHAIN_PLACED = frozenset({"producer_id", "seq"})
 # Defaults of the migrations' columns that a record may not fill: each is its type's zero.
 ZERO_DEFAULTS = frozenset({"", "''", "0", "[]", "false"})
 MAX_SHOWN_CHARS = 60
+# A plain string literal as a column default ('chat.completions'): no quote or escape.
+STRING_LITERAL = re.compile(r"'([^'\\]+)'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +91,14 @@ def _unwrapped(ch_type: str) -> str:
 def zero_of(column: Column) -> Any:
     """The value ClickHouse gives `column` when an insert does not name it, in the form an
     Arrow read of it gives back; UNKNOWN for a default that is not its type's zero."""
+    kind = _unwrapped(column.type)
+    literal = STRING_LITERAL.fullmatch(column.default)
+    if literal is not None and kind == "String":
+        # A field added with a default (lineage v2's api): the rows of older records
+        # hold the default the newer schema reads them with.
+        return literal.group(1)
     if column.default not in ZERO_DEFAULTS:
         return UNKNOWN
-    kind = _unwrapped(column.type)
     if kind.startswith("Nullable("):
         return None
     if kind.startswith(("Array(", "Map(")):

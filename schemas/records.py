@@ -83,7 +83,7 @@ class Guardrail:
 class LineageRecord(Event):
     """One gateway call."""
 
-    schema_name: ClassVar[str] = "govledger.v1.LineageRecord"
+    schema_name: ClassVar[str] = "govledger.v2.LineageRecord"
     event_type_name: ClassVar[str] = "gateway.call"
 
     trace_id: str
@@ -115,6 +115,8 @@ class LineageRecord(Event):
     stream: bool
     request_sha256: str
     response_sha256: str | None = None
+    # The API the call came in by (OpenAI's names); v1 records were all chat completions.
+    api: str = "chat.completions"
 
     @classmethod
     def from_avro(cls, data: Mapping[str, Any]) -> LineageRecord:

@@ -297,6 +297,9 @@ class GatewaySettings(BreakerSettings):
     outbox_resend_after_s: float = setting(
         60.0, "Seconds a sent record may stay unconfirmed by the store before it is sent again."
     )
+    max_embedding_dimensions: int = setting(
+        16_384, "Largest `dimensions` an embeddings request may ask for; more gets 400."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -322,6 +325,7 @@ class GatewaySettings(BreakerSettings):
             "max_json_depth",
             "max_json_members",
             "outbox_fsync_interval_ms",
+            "max_embedding_dimensions",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")

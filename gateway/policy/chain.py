@@ -148,6 +148,15 @@ def _content_match(policy: ContentPolicy, messages: Sequence[dict[str, Any]]) ->
     return None
 
 
+def reads_text(pack: PolicyPack, team_id: str) -> bool:
+    """Whether a step of the pack that targets the team reads the request's text (PII
+    detection, the content filter)."""
+    return any(
+        isinstance(step.policy, PiiPolicy | ContentPolicy) and step.targeting.applies(team_id)
+        for step in pack.steps
+    )
+
+
 def evaluate(pack: PolicyPack, facts: CallFacts) -> Verdict:
     """Run the pack's steps that target the call's team, in order."""
     applied: list[str] = []

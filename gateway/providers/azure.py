@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import httpx
 
-from gateway.providers.base import ChatCall, UpstreamError
+from gateway.providers.base import ApiCall, ChatCall, UpstreamError
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.upstream_http import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_SSE_EVENT_CHARS
 
@@ -50,16 +50,27 @@ class AzureOpenAIProvider(OpenAICompatProvider):
         self._deployments = dict(deployments)
 
     def _path(self, call: ChatCall) -> str:
-        deployment = self._deployments.get(call.upstream_model)
+        return self._deployment_path(call.upstream_model, "chat/completions")
+
+    def _api_path(self, call: ApiCall) -> str:
+        return self._deployment_path(call.upstream_model, call.api)
+
+    def _api_body(self, call: ApiCall, *, stream: bool) -> dict[str, Any]:
+        body = super()._api_body(call, stream=stream)
+        del body["model"]  # the deployment in the URL picks the model
+        return body
+
+    def _deployment_path(self, upstream_model: str, api: str) -> str:
+        deployment = self._deployments.get(upstream_model)
         if deployment is None:
             # A catalogue/settings mismatch, not the caller's fault; no request was sent, so
             # status 0, and http_4xx because retrying the same call cannot succeed.
             raise UpstreamError(
                 0,
                 "http_4xx",
-                f"provider {self.name!r} has no Azure deployment for model {call.upstream_model!r}",
+                f"provider {self.name!r} has no Azure deployment for model {upstream_model!r}",
             )
-        return f"/deployments/{quote(deployment, safe='')}/chat/completions"
+        return f"/deployments/{quote(deployment, safe='')}/{api}"
 
     def _body(self, call: ChatCall, *, stream: bool) -> dict[str, Any]:
         body = super()._body(call, stream=stream)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +111,44 @@ class Provider(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiCall:
+    """A call to one of OpenAI's endpoints besides chat (`api`: "embeddings",
+    "completions", the path under the base URL), the caller's body forwarded as sent
+    (redacted where the policy chain acted) with the upstream's name of the model."""
+
+    api: str
+    upstream_model: str
+    body: Mapping[str, Any]
+
+
+@runtime_checkable
+class ApiProvider(Protocol):
+    """A provider that serves OpenAI's other endpoints in OpenAI's shape: the reply (each
+    chunk of a stream) is handed whole, as the upstream sent it."""
+
+    async def call_api(self, call: ApiCall) -> dict[str, Any]:
+        """The upstream's whole reply; UpstreamError as `complete` raises it."""
+        ...
+
+    def stream_api(self, call: ApiCall) -> AsyncGenerator[dict[str, Any], None]:
+        """Each chunk of a streamed reply, usage asked for (OpenAI's include_usage)."""
+        ...
+
+
+def reported_usage(data: Any) -> Usage | None:
+    """OpenAI's usage object as counts; None when absent. Anything but non-negative
+    integers is a bad response (TypeError)."""
+    if not isinstance(data, dict):
+        return None
+    return Usage(_count(data.get("prompt_tokens")), _count(data.get("completion_tokens")))
+
+
+def _count(value: Any) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"token count {value!r} is not a non-negative integer")
+    return value

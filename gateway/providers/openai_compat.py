@@ -7,12 +7,14 @@ Mistral, Ollama) subclass this and override `_path` and `_body`.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import httpx
 import orjson
 
 from gateway.providers.base import (
+    ApiCall,
     ChatCall,
     Completion,
     Delta,
@@ -150,10 +152,25 @@ class OpenAICompatProvider:
 
     async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
         """Server-sent events from the upstream, re-yielded as deltas."""
+        chunks = self._chunks(self._path(call), self._body(call, stream=True))
+        async with aclosing(chunks):  # the response is closed however the stream ends
+            async for chunk in chunks:
+                try:
+                    choices = _choices(chunk, required=False)
+                    text = choice_texts(choices, "delta")
+                    usage = _usage(chunk.get("usage"))
+                except (AttributeError, TypeError) as exc:
+                    raise UpstreamError(200, "bad_response", str(exc)) from exc
+                yield Delta(text, _first_finish(choices), usage, chunk)
+
+    async def _chunks(
+        self, path: str, body: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Each JSON chunk of a server-sent event stream, up to [DONE]."""
         request = self._client.build_request(
             "POST",
-            self._path(call),
-            content=orjson.dumps(self._body(call, stream=True)),
+            path,
+            content=orjson.dumps(body),
             headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
         )
         try:
@@ -169,16 +186,50 @@ class OpenAICompatProvider:
                 chunk = orjson.loads(event.data)
                 if not isinstance(chunk, dict):
                     raise UpstreamError(response.status_code, "bad_response", "chunk not an object")
-                choices = _choices(chunk, required=False)
-                text = choice_texts(choices, "delta")
-                usage = _usage(chunk.get("usage"))
-                yield Delta(text, _first_finish(choices), usage, chunk)
+                yield chunk
         except httpx.HTTPError as exc:
             raise classify_transport_error(exc) from exc
         except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
             raise UpstreamError(response.status_code, "bad_response", str(exc)) from exc
         finally:
             await response.aclose()
+
+    def _api_path(self, call: ApiCall) -> str:
+        """Where a call to another endpoint goes, relative to the base URL."""
+        return "/" + call.api
+
+    def _api_body(self, call: ApiCall, *, stream: bool) -> dict[str, Any]:
+        """The caller's body as sent, with the upstream's model name and, on a stream, a
+        request for usage."""
+        payload = {**call.body, "model": call.upstream_model}
+        if stream:
+            options = payload.get("stream_options")
+            payload["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+        return payload
+
+    async def call_api(self, call: ApiCall) -> dict[str, Any]:
+        """The upstream's whole reply to a call to another endpoint (ApiProvider)."""
+        request = self._client.build_request(
+            "POST",
+            self._api_path(call),
+            content=orjson.dumps(self._api_body(call, stream=False)),
+            headers={"Content-Type": "application/json"},
+        )
+        status, content = await fetch_body(self._client, request, limit=self._max_response_bytes)
+        try:
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(status, "bad_response", str(exc)) from exc
+        if not isinstance(data, dict):
+            raise UpstreamError(status, "bad_response", "the reply is not a JSON object")
+        return data
+
+    def stream_api(self, call: ApiCall) -> AsyncGenerator[dict[str, Any], None]:
+        """Each chunk of a streamed call to another endpoint (ApiProvider)."""
+        return self._chunks(self._api_path(call), self._api_body(call, stream=True))
 
     async def close(self) -> None:
         """Close the connection pool."""

@@ -20,7 +20,9 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.providers import sim_api
 from gateway.providers.base import (
+    ApiCall,
     ChatCall,
     Completion,
     Delta,
@@ -98,10 +100,13 @@ class SimProvider:
 
     def _words(self, call: ChatCall, index: int = 0) -> list[str]:
         seen = repr(call.messages) if index == 0 else f"{call.messages!r}#{index}"
+        return self._words_of(seen, call.max_tokens)
+
+    def _words_of(self, seen: str, max_tokens: int | None) -> list[str]:
         digest = hashlib.sha256(seen.encode()).digest()
         count = self.completion_tokens
-        if call.max_tokens is not None:
-            count = max(1, min(count, call.max_tokens))
+        if max_tokens is not None:
+            count = max(1, min(count, max_tokens))
         return [_WORDS[digest[i % len(digest)] % len(_WORDS)] for i in range(count)]
 
     @staticmethod
@@ -221,6 +226,32 @@ class SimProvider:
         body = {**self._envelope(call, "chat.completion.chunk"), "choices": []}
         body["usage"] = usage_object(usage)
         yield Delta("", None, usage, body)
+
+    async def call_api(self, call: ApiCall) -> dict[str, Any]:
+        """Embeddings or a legacy text completion (ApiProvider), after the latency."""
+        await self._wait_or_fail_api()
+        if call.api == "embeddings":
+            return sim_api.embeddings_reply(call.body, call.upstream_model)
+        if call.api == "completions":
+            return sim_api.completion_reply(call.body, call.upstream_model, self._words_of)
+        raise UpstreamError(404, "http_4xx", f"sim provider: no /{call.api} endpoint")
+
+    async def stream_api(self, call: ApiCall) -> AsyncGenerator[dict[str, Any], None]:
+        """A legacy text completion in chunks of `chunk_tokens` words (ApiProvider)."""
+        await self._wait_or_fail_api()
+        if call.api != "completions":
+            raise UpstreamError(400, "http_4xx", f"sim provider: /{call.api} does not stream")
+        for chunk in sim_api.completion_chunks(
+            call.body, call.upstream_model, self._words_of, self.chunk_tokens
+        ):
+            yield chunk
+            await asyncio.sleep(0)
+
+    async def _wait_or_fail_api(self) -> None:
+        if self.latency_ms > 0:
+            await asyncio.sleep(self.latency_ms / 1000)
+        if self.error_rate and self._random.random() < self.error_rate:
+            raise UpstreamError(503, "http_5xx", "sim provider: injected failure")
 
     async def close(self) -> None:
         """Nothing to release."""

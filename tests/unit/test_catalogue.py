@@ -6,7 +6,7 @@ from gateway.catalogue import DEFAULT_UPSTREAM_PRICE, Target, build_catalogue
 from schemas.money import usd_to_nanousd
 from schemas.settings import GatewaySettings, load
 
-SIM_MODELS = {"sim-small", "sim-large", "sim-flaky"}
+SIM_MODELS = {"sim-small", "sim-large", "sim-flaky", "sim-embed"}
 
 
 def test_cost_is_exact_integer_nanousd() -> None:
@@ -27,9 +27,9 @@ def test_without_an_upstream_only_sim_models_are_served() -> None:
     catalogue = build_catalogue(load(GatewaySettings, environ={}))
     assert set(catalogue) == SIM_MODELS
     assert {t.provider for t in catalogue.values()} == {"sim"}
-    assert all(
-        t.input_nanousd_per_token > 0 and t.output_nanousd_per_token > 0 for t in catalogue.values()
-    )
+    assert all(t.input_nanousd_per_token > 0 for t in catalogue.values())
+    # Every model that writes text prices its output; an embedding model writes none.
+    assert {t.model for t in catalogue.values() if t.output_nanousd_per_token == 0} == {"sim-embed"}
 
 
 def test_upstream_models_without_a_base_url_are_not_served() -> None:

@@ -281,4 +281,10 @@ def test_conversions_and_zeros_follow_clickhouse() -> None:
     assert zero_of(Column("x", "String", "''")) == ""
     assert zero_of(Column("x", "LowCardinality(String)", "''")) == ""
     assert zero_of(Column("x", "Int64", "0")) == 0
-    assert zero_of(Column("x", "String", "'n/a'")) is UNKNOWN
+    # A plain string literal is what an older record's row holds (lineage.api on v1 rows).
+    assert zero_of(Column("x", "LowCardinality(String)", "'chat.completions'")) == (
+        "chat.completions"
+    )
+    assert zero_of(Column("x", "String", "'it''s'")) is UNKNOWN  # quoting: not evaluated
+    assert zero_of(Column("x", "String", "concat('a', 'b')")) is UNKNOWN
+    assert zero_of(Column("x", "Int64", "'7'")) is UNKNOWN

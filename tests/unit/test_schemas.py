@@ -122,7 +122,7 @@ def test_avsc_parses_and_documents_every_record_enum_and_field(path: Path) -> No
 
 
 def test_doc_check_finds_undocumented_nested_types() -> None:
-    source = load_avsc(AVRO_DIR / "lineage_record.v1.avsc")
+    source = load_avsc(AVRO_DIR / "lineage_record.v2.avsc")
     attempts = next(f for f in source["fields"] if f["name"] == "attempts")
     del attempts["type"]["items"]["fields"][0]["doc"]
     decision = next(f for f in source["fields"] if f["name"] == "decision")
@@ -256,7 +256,7 @@ def test_compatibility_check_rejects_a_field_added_without_a_default(path: Path)
 
 
 def test_compatibility_check_rejects_a_removed_enum_symbol_still_written() -> None:
-    source = load_avsc(AVRO_DIR / "lineage_record.v1.avsc")
+    source = load_avsc(AVRO_DIR / "lineage_record.v2.avsc")
     successor = copy.deepcopy(source)
     successor["namespace"] = "govledger.v2"
     decision = next(f for f in successor["fields"] if f["name"] == "decision")
@@ -425,7 +425,7 @@ def test_chains_of_different_producers_are_independent() -> None:
 
 def test_record_hash_is_sha256_of_prev_hash_and_body_with_record_hash_empty() -> None:
     record = HashChain("gateway-eu1-0a1b2c").seal(_unsealed_calls(1)[0])
-    source = load_avsc(AVRO_DIR / "lineage_record.v1.avsc")
+    source = load_avsc(AVRO_DIR / "lineage_record.v2.avsc")
     body = io.BytesIO()
     fastavro.schemaless_writer(
         body, fastavro.parse_schema(source), _plain(dataclasses.replace(record, record_hash=""))
@@ -487,3 +487,32 @@ def test_a_decoded_lineage_record_is_the_frozen_record_its_fields_make() -> None
     assert repr(decoded) == repr(record)
     with pytest.raises(dataclasses.FrozenInstanceError):
         decoded.cost_nanousd = 0  # type: ignore[misc]
+
+
+def _written_with(record: LineageRecord, schema_file: str) -> bytes:
+    """The record as a producer on an older schema version wrote it (header and body)."""
+    source = load_avsc(AVRO_DIR / schema_file)
+    body = io.BytesIO()
+    names = [f["name"] for f in source["fields"]]
+    fastavro.schemaless_writer(
+        body,
+        fastavro.parse_schema(codec._strip_logical_types(copy.deepcopy(source))),
+        {n: _plain(record)[n] for n in names},
+    )
+    return codec.MAGIC + fingerprint_le(source) + body.getvalue()
+
+
+def test_a_v1_lineage_record_decodes_as_a_chat_completion_and_replays_like_v2() -> None:
+    from replay.state import rebuild_from_events
+
+    calls = [
+        dataclasses.replace(builders.call(seq=seq, occurred_at=builders.T0 + seq), api="embeddings")
+        for seq in (1, 2)
+    ]
+    old = codec.decode_as(_written_with(calls[0], "lineage_record.v1.avsc"), LineageRecord)
+    assert old == dataclasses.replace(calls[0], api="chat.completions")
+    new = codec.decode_as(codec.encode(calls[1]), LineageRecord)
+    assert new.api == "embeddings"
+    history = [builders.funding(seq=1, occurred_at=builders.T0 - 1), old, new]
+    rebuilt = rebuild_from_events(history, builders.T0 + 10).wallets[builders.WALLET]
+    assert rebuilt.spent_nanousd == calls[0].cost_nanousd + calls[1].cost_nanousd > 0
