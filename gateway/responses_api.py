@@ -22,7 +22,9 @@ from aiohttp import web
 from gateway import api_common
 from gateway.chat import MAX_TOKENS_LIMIT
 from gateway.chat_params import FUNCTION_NAME, BodyLimits, is_integer, is_number, refuse
+from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
+from gateway.providers.compat_variants import MistralProvider
 from gateway.replies import ChunkRelay
 from gateway.tokens import estimate_text_tokens
 from schemas.settings import GatewaySettings
@@ -179,7 +181,10 @@ class ResponsesRequest:
         return dataclasses.replace(self, body={**self.body, **verdict[0]})
 
     def served_by(self, provider: Provider) -> bool:
-        return api_common.served_by(provider)
+        # Azure's Responses API is not under the deployment path its adapter builds, and
+        # Mistral has none: a clear 400 rather than the upstream's 404 as a 502.
+        unserved = isinstance(provider, (AzureOpenAIProvider, MistralProvider))
+        return api_common.served_by(provider) and not unserved
 
     async def complete(self, provider: Provider, upstream_model: str) -> Completion:
         reply = await api_common.call(provider, RESPONSES_API, upstream_model, self.body)
