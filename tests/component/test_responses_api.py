@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import httpx2
 import openai
 import orjson
@@ -21,6 +22,7 @@ from openai.types.responses import FunctionToolParam, ResponseInputParam
 from pydantic import BaseModel
 
 from gateway.catalogue import UPSTREAM_PRICES
+from gateway.providers.anthropic import AnthropicProvider
 from gateway.replies import EVENT_ID_HEADER
 from schemas.records import LineageRecord
 from tests.component.responses_upstream import (
@@ -236,9 +238,21 @@ async def test_a_budget_too_small_refuses_the_call(caller: Caller) -> None:
     await sdk.close()
 
 
+def _never_called(request: httpx.Request) -> httpx.Response:
+    raise AssertionError(f"the provider was called: {request.url}")
+
+
 async def test_a_provider_without_the_api_is_a_400_that_says_so(caller: Caller) -> None:
+    anthropic = AnthropicProvider(
+        name="anthropic",
+        api_key="sk-ant-test",
+        timeout_s=5,
+        transport=httpx.MockTransport(_never_called),
+    )
+    caller.stack.gateway.providers["anthropic"] = anthropic
     with pytest.raises(openai.BadRequestError) as raised:
         await caller.sdk.responses.create(model=ANTHROPIC_MODEL, input="hi")
+    await anthropic.close()
     body: Any = raised.value.body
     assert body["param"] == "model" and "no responses API" in body["message"]
     assert caller.records()[0].api == "responses"

@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.component.responses_upstream import RESPONSES_MODEL, ResponsesUpstream
 from tests.security.gateway_fixtures import (
     JSON,
     MARK,
+    SECRET,
     RawResponse,
     Served,
     assert_json_error,
@@ -150,11 +152,15 @@ async def test_personal_data_is_redacted_wherever_the_upstream_reads_text(
 
 
 async def test_a_stream_ends_with_its_terminal_event_and_is_billed_by_it(gateway: Served) -> None:
-    response = await post(gateway, respond(stream=True))
-    assert response.status == 200, response.body
-    events = [e for e in response.body.split(b"\n\n") if e.strip()]
+    headers = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+    async with httpx.AsyncClient() as http:  # raw_exchange reads no chunked body
+        response = await http.post(
+            gateway.url + RESPONSES, content=respond(stream=True), headers=headers
+        )
+    assert response.status_code == 200, response.content
+    events = [e for e in response.content.split(b"\n\n") if e.strip()]
     assert events[-1].startswith(b"event: response.completed\n")
-    assert b"[DONE]" not in response.body
+    assert b"[DONE]" not in response.content
     assert "stream_options" not in upstream_of(gateway).received[0]
     (record,) = gateway.lineage.lineage()
     assert record.usage_source == "reported" and record.cost_nanousd > 0
