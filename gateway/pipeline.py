@@ -33,6 +33,7 @@ from gateway.policy.chain import CallFacts, RefusalReason, evaluate, reads_text
 from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import Limits, RateLimiter, parse_team_limits
 from gateway.replies import link_headers
+from gateway.responses_api import RESPONSES_PATH
 from gateway.review import hold_for_review
 from gateway.routing import (
     group_order,
@@ -68,7 +69,7 @@ DEFAULT_PACK = "default"
 CHAT_PATH = "/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 COMPLETIONS_PATH = "/v1/completions"
-CALL_PATHS = frozenset({CHAT_PATH, EMBEDDINGS_PATH, COMPLETIONS_PATH})
+CALL_PATHS = frozenset({CHAT_PATH, EMBEDDINGS_PATH, COMPLETIONS_PATH, RESPONSES_PATH})
 
 REFUSALS: dict[RefusalReason, errors.ErrorKind] = {
     "user_required": errors.USER_REQUIRED,

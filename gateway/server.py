@@ -18,6 +18,7 @@ from gateway.providers.base import Provider
 from gateway.providers.compat_variants import mistral_provider, ollama_provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
+from gateway.responses_api import RESPONSES_PATH, responses_handler
 from gateway.views import LocalViews
 from schemas.authn import Role
 from schemas.confirmations import ConfirmationFeed
@@ -111,6 +112,7 @@ def gateway_application(
             web.post(EMBEDDINGS_PATH, gateway.embeddings),
             web.post(COMPLETIONS_PATH, gateway.completions),
         ]
+        routes.append(web.post(RESPONSES_PATH, responses_handler(gateway)))
     if settings.gateway_serves in ("all", "admin"):
         routes += admin.routes()
     app.add_routes(routes)

@@ -202,7 +202,8 @@ class OpenAICompatProvider:
         """The caller's body as sent, with the upstream's model name and, on a stream, a
         request for usage."""
         payload = {**call.body, "model": call.upstream_model}
-        if stream:
+        # The Responses API reports usage in its terminal event, and has no include_usage.
+        if stream and call.api != "responses":
             options = payload.get("stream_options")
             payload["stream_options"] = {
                 **(options if isinstance(options, dict) else {}),

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.providers import sim_api
+from gateway.providers import sim_api, sim_responses
 from gateway.providers.base import (
     ApiCall,
     ChatCall,
@@ -58,6 +58,7 @@ _WORDS = (
 
 SYSTEM_FINGERPRINT = "fp_sim"
 FLAKY_MODEL = "sim-flaky"
+RESPONSE_CHUNK_CHARS = 16  # characters of text (or arguments) per streamed Responses delta
 OUTAGE_MARKER = "[sim-outage]"
 
 
@@ -234,16 +235,25 @@ class SimProvider:
             return sim_api.embeddings_reply(call.body, call.upstream_model)
         if call.api == "completions":
             return sim_api.completion_reply(call.body, call.upstream_model, self._words_of)
+        if call.api == "responses":
+            return sim_responses.response_reply(call.body, call.upstream_model, self._words_of)
         raise UpstreamError(404, "http_4xx", f"sim provider: no /{call.api} endpoint")
 
     async def stream_api(self, call: ApiCall) -> AsyncGenerator[dict[str, Any], None]:
-        """A legacy text completion in chunks of `chunk_tokens` words (ApiProvider)."""
+        """A legacy text completion in chunks of `chunk_tokens` words, or a Responses API
+        stream of events (ApiProvider)."""
         await self._wait_or_fail_api()
-        if call.api != "completions":
+        if call.api == "responses":
+            chunks = sim_responses.response_events(
+                call.body, call.upstream_model, self._words_of, RESPONSE_CHUNK_CHARS
+            )
+        elif call.api == "completions":
+            chunks = sim_api.completion_chunks(
+                call.body, call.upstream_model, self._words_of, self.chunk_tokens
+            )
+        else:
             raise UpstreamError(400, "http_4xx", f"sim provider: /{call.api} does not stream")
-        for chunk in sim_api.completion_chunks(
-            call.body, call.upstream_model, self._words_of, self.chunk_tokens
-        ):
+        for chunk in chunks:
             yield chunk
             await asyncio.sleep(0)
 

@@ -133,6 +133,28 @@ def test_a_streamed_tool_call_names_its_audit_row(stack: RunningStack) -> None:
     assert raw.headers["traceparent"] == f"00-{row[0][0]}-{row[0][1]}-01"
 
 
+def test_a_streamed_response_is_recorded_as_the_responses_api(stack: RunningStack) -> None:
+    key = stack.create_key("responders")
+    stack.fund("responders", "1")
+    wait_for(lambda: stack.balance_nanousd("responders") > 0)
+    trace_id, header = traceparent()
+    events = list(
+        client(stack, key["key"]).responses.create(
+            model="sim-small",
+            input="Summarise the Q3 ledger.",
+            stream=True,
+            extra_headers={"traceparent": header},
+        )
+    )
+    done = events[-1]
+    assert done.type == "response.completed" and done.response.usage is not None
+    usage = done.response.usage
+    row = lineage_row(stack, trace_id, "api, stream, usage_source, cost_nanousd")
+    cost = SIM_SMALL.cost_nanousd(usage.input_tokens, usage.output_tokens)
+    assert row == ["responses", "true", "reported", str(cost)]
+    assert cost > 0
+
+
 def test_balance_equals_funding_minus_recorded_costs_exactly(stack: RunningStack) -> None:
     key = stack.create_key("finops")
     stack.fund("finops", "0.75")
