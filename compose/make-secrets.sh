@@ -1,5 +1,6 @@
 #!/bin/sh
-# One random broker password per service role, for compose/docker-compose.yml's secrets.
+# The org root keyring every service signs and verifies records with, and one random
+# broker password per service role, for compose/docker-compose.yml's secrets.
 # Run once before the first `up`; existing files are kept. To rotate a password, delete its
 # file, run this again and `up` again: kafka-init sets the new SCRAM password and the
 # service, restarted, reads the new file.
@@ -19,3 +20,9 @@ for role in gateway admin-api worker sink auditor; do
     fi
     chmod 644 "$file"
 done
+# The org root keyring: one 32-byte root as a hex line (schemas/authn.py's format).
+if [ ! -s secrets/govledger-root.keys ]; then
+    openssl rand -hex 32 > secrets/govledger-root.keys
+    echo "made secrets/govledger-root.keys"
+fi
+chmod 644 secrets/govledger-root.keys

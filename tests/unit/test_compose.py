@@ -40,6 +40,9 @@ def compose() -> dict[str, Any]:
     return parsed
 
 
+ROOT_SECRET = "govledger-root"
+
+
 def ours(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The services that run the govledger image."""
     return {
@@ -62,7 +65,9 @@ def test_every_local_file_the_stack_names_exists(compose: dict[str, Any]) -> Non
 
 
 def test_each_role_has_one_secret_file_made_by_make_secrets(compose: dict[str, Any]) -> None:
-    declared = {name: spec["file"] for name, spec in compose["secrets"].items()}
+    declared = {
+        name: spec["file"] for name, spec in compose["secrets"].items() if name != ROOT_SECRET
+    }
     assert declared == {role.secret: f"./secrets/kafka-{role.user}.password" for role in ROLES}
     loop = re.search(
         r"^for role in (.+); do$", (COMPOSE / "make-secrets.sh").read_text(), re.MULTILINE
@@ -79,9 +84,8 @@ def test_every_govledger_service_logs_in_as_its_own_role(compose: dict[str, Any]
         env = service["environment"]
         user = env["GOVLEDGER_KAFKA_SASL_USERNAME"]
         assert user in users, name
-        assert service["secrets"] == [{"source": users[user].secret, "target": "kafka-password"}], (
-            name
-        )
+        broker_secrets = [s for s in service["secrets"] if s != ROOT_SECRET]
+        assert broker_secrets == [{"source": users[user].secret, "target": "kafka-password"}], name
         assert env["GOVLEDGER_KAFKA_SASL_PASSWORD_FILE"] == "/run/secrets/kafka-password"
         assert env["GOVLEDGER_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
         assert env["GOVLEDGER_KAFKA_SASL_MECHANISM"] == SCRAM_MECHANISM
@@ -211,3 +215,16 @@ def test_every_service_keeps_its_data_directory_on_a_named_volume_of_its_own(
         assert volume in declared, f"{name}: {data_dir} is not on a named volume"
         assert volume not in seen, f"{name} and {seen[volume]} share the volume {volume}"
         seen[volume] = name
+
+
+def test_every_service_reads_the_one_org_root_keyring(compose: dict[str, Any]) -> None:
+    # Without one shared keyring each container mints a root of its own in its /data at
+    # first start, and no service can verify another's records (schemas.authn).
+    assert compose["secrets"][ROOT_SECRET]["file"] == "./secrets/govledger-root.keys"
+    script = (COMPOSE / "make-secrets.sh").read_text()
+    assert "secrets/govledger-root.keys" in script
+    for name, service in ours(compose).items():
+        environment = service["environment"]
+        assert environment["GOVLEDGER_ROOT_SECRET_FILE"] == f"/run/secrets/{ROOT_SECRET}", name
+        sources = [s["source"] if isinstance(s, dict) else s for s in service["secrets"]]
+        assert ROOT_SECRET in sources, name
