@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gateway.anthropic_errors import error_event
 from gateway.anthropic_shape import stop_reason, usage_object
 from gateway.providers.base import Delta, UpstreamError, Usage
 from gateway.replies import ChunkRelay
@@ -135,3 +136,7 @@ class MessagesRelay(ChunkRelay):
         events.append(sse("message_delta", message_delta))
         events.append(sse("message_stop", {"type": "message_stop"}))
         return events
+
+    def error_event(self, message: str) -> bytes:
+        """Anthropic's `error` event (the SDK raises it) for a stream broken midway."""
+        return error_event(502, f"upstream failed: {message}", "upstream_error")

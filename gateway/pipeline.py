@@ -527,8 +527,7 @@ class Gateway:
             await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
             if response is None:
                 return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
-            error_event = errors.error_body(errors.UPSTREAM_ERROR, str(exc))
-            await self._write_or_drop(response, b"data: " + error_event + b"\n\n")
+            await self._write_or_drop(response, relay.error_event(str(exc)))
             return response
         except ConnectionResetError:
             # The caller went away mid-stream. The upstream still produced (and billed)

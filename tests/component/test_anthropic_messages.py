@@ -23,7 +23,7 @@ from tests.component.openai_upstream import (
     TOOL_ARGUMENTS,
     OpenAIUpstream,
 )
-from tests.component.support import Component, running_component
+from tests.component.support import CUT_STREAM_MODEL, Component, running_component
 
 WEATHER_TOOL: Any = {
     "name": "get_weather",
@@ -58,7 +58,7 @@ class Caller:
 async def caller(tmp_path: Path) -> AsyncIterator[Caller]:
     upstream = OpenAIUpstream()
     async with running_component(
-        tmp_path, upstream=upstream, upstream_models=FAITHFUL_MODEL
+        tmp_path, upstream=upstream, upstream_models=f"{FAITHFUL_MODEL},{CUT_STREAM_MODEL}"
     ) as stack:
         stack.publish_balance("agents", "5")
         secret = (await stack.create_key("agents"))["key"]
@@ -303,3 +303,20 @@ async def test_structured_output_is_asked_as_a_json_schema_and_answered_as_text(
         "type": "json_schema",
         "json_schema": {"name": "output", "schema": schema, "strict": True},
     }
+
+
+async def test_a_stream_the_upstream_breaks_midway_ends_in_an_error_event_the_sdk_raises(
+    caller: Caller,
+) -> None:
+    async def read_to_the_end() -> None:
+        async with caller.sdk.messages.stream(
+            model=CUT_STREAM_MODEL, max_tokens=20, messages=ASK
+        ) as stream:
+            async for _ in stream:
+                pass
+
+    with pytest.raises(anthropic.APIStatusError) as raised:
+        await read_to_the_end()
+    assert raised.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    record = caller.stack.lineage.lineage()[-1]
+    assert (record.api, record.decision, record.http_status) == ("messages", "failed", 502)

@@ -12,8 +12,13 @@ import pytest
 from gateway.anthropic_errors import error_object, error_type
 from gateway.anthropic_shape import message_body, to_chat_body
 from gateway.anthropic_stream import MessagesRelay
+from gateway.chat_params import body_limits
 from gateway.errors import GatewayError
+from gateway.messages_endpoint import parse_messages
+from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Delta, UpstreamError, Usage
+from gateway.providers.sim import SimProvider
+from schemas.settings import GatewaySettings, load
 
 TOOL = {
     "name": "get_weather",
@@ -446,3 +451,19 @@ def test_a_system_turn_amid_the_messages_stays_a_system_message() -> None:
         }
     )
     assert chat["messages"][-1] == {"role": "system", "content": "Now formal."}
+
+
+async def test_a_request_with_tools_is_not_routed_to_the_text_only_anthropic_adapter() -> None:
+    settings = load(GatewaySettings, environ={})
+    limits = body_limits(settings)
+    plain = parse_messages(orjson.dumps(BASE), settings, limits)
+    with_tools = parse_messages(orjson.dumps({**BASE, "tools": [TOOL]}), settings, limits)
+    adapter = AnthropicProvider(
+        name="anthropic", api_key="k", base_url="http://a.test", timeout_s=1
+    )
+    sim = SimProvider(latency_ms=0, error_rate=0, chunk_tokens=1, completion_tokens=1)
+    try:
+        assert (plain.served_by(adapter), with_tools.served_by(adapter)) == (True, False)
+        assert with_tools.served_by(sim)
+    finally:
+        await adapter.close()
