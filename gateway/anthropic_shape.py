@@ -10,6 +10,7 @@ headers. The streamed side is gateway/anthropic_stream.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,6 +69,17 @@ STOP_REASONS = {
 }
 
 
+# A name of the caller's is quoted back only when it looks like an API name: hostile
+# bytes in a field or block type are never echoed.
+QUOTABLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
+
+
+def named(value: Any) -> str:
+    """A caller's field or type name as an error may quote it."""
+    text = str(value)
+    return text if QUOTABLE_NAME.fullmatch(text) else "(a name that is not an API name)"
+
+
 def message_id(event_id: str) -> str:
     """The `id` of a Message: Anthropic's prefix and the lineage event id of the call."""
     return MESSAGE_ID_PREFIX + event_id
@@ -90,7 +102,7 @@ def _text(value: Any, param: str) -> str:
 def _check_block_keys(block: Mapping[str, Any], allowed: frozenset[str], param: str) -> None:
     for key in block:
         if key not in allowed and key != "cache_control":  # a caching hint: no effect here
-            raise refuse(f"{param}.{key}", "cannot be translated to chat completions")
+            raise refuse(f"{param}.{named(key)}", "cannot be translated to chat completions")
 
 
 def _system_text(system: Any, where: str = "system") -> str:
@@ -179,7 +191,7 @@ def _user_message(content: list[Any], param: str) -> list[dict[str, Any]]:
             text = _tool_result_text(block, where)
             tool_messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
         else:
-            raise refuse(f"{where}.type", f"block type {str(kind)[:40]!r} cannot be translated")
+            raise refuse(f"{where}.type", f"block type {named(kind)!r} cannot be translated")
     if parts and tool_messages and index_of_first_text(content) < index_of_last_result(content):
         raise refuse(param, "tool_result blocks must come before other blocks in a user turn")
     return [*tool_messages, *([{"role": "user", "content": parts}] if parts else [])]
@@ -219,7 +231,7 @@ def _assistant_message(content: list[Any], param: str) -> dict[str, Any]:
             call_id = _text(block.get("id"), f"{where}.id")
             calls.append({"id": call_id, "type": "function", "function": function})
         else:
-            raise refuse(f"{where}.type", f"block type {str(kind)[:40]!r} cannot be translated")
+            raise refuse(f"{where}.type", f"block type {named(kind)!r} cannot be translated")
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         message["tool_calls"] = calls
@@ -236,7 +248,7 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
             raise refuse(param, "must be an object")
         for key in message:
             if key not in ("role", "content"):
-                raise refuse(f"{param}.{key}", "is not a field of a message")
+                raise refuse(f"{param}.{named(key)}", "is not a field of a message")
         role = message.get("role")
         if role not in ("user", "assistant", "system"):
             raise refuse(f"{param}.role", "must be 'user', 'assistant' or 'system'")
@@ -269,7 +281,7 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
         if kind != "custom":
             # Anthropic's server and client tools (web search, bash, computer use…) run
             # at Anthropic: no chat-completion provider has them.
-            raise refuse(f"{param}.type", f"tool type {str(kind)[:60]!r} cannot be translated")
+            raise refuse(f"{param}.type", f"tool type {named(kind)!r} cannot be translated")
         _check_block_keys(tool, frozenset({"type", "name", "description", "input_schema"}), param)
         schema = tool.get("input_schema")
         if not isinstance(schema, dict):
@@ -289,7 +301,7 @@ def _tool_choice(choice: Any, chat: dict[str, Any]) -> None:
     allowed = {"type", "disable_parallel_tool_use"} | ({"name"} if kind == "tool" else set())
     for key in choice:
         if key not in allowed:
-            raise refuse(f"tool_choice.{key}", "is not a field of this tool_choice")
+            raise refuse(f"tool_choice.{named(key)}", "is not a field of this tool_choice")
     if kind == "auto":
         chat["tool_choice"] = "auto"
     elif kind == "any":
@@ -326,7 +338,7 @@ def _output_config(config: Any, chat: dict[str, Any]) -> None:
         if key == "effort" and value is not None:
             raise refuse("output_config.effort", "has no equivalent in chat completions")
         if key not in ("effort", "format"):
-            raise refuse(f"output_config.{str(key)[:40]}", "cannot be translated")
+            raise refuse(f"output_config.{named(key)}", "cannot be translated")
     output = config.get("format")
     if output is None:
         return
@@ -353,7 +365,7 @@ def to_chat_body(data: Mapping[str, Any]) -> dict[str, Any]:
         if key in UNTRANSLATABLE:
             raise refuse(key, UNTRANSLATABLE[key])
         if key not in KNOWN_FIELDS:
-            raise refuse(str(key)[:80], "is not a Messages API field the gateway can translate")
+            raise refuse(named(key), "is not a Messages API field the gateway can translate")
     hint = data.get("cache_control")
     if hint is not None and not isinstance(hint, dict):
         raise refuse("cache_control", "must be an object")
