@@ -5,7 +5,8 @@ The request is translated to a chat completion (gateway.anthropic_shape) and ser
 one by any provider, under the key, the policy chain (which reads and redacts the
 translated text), the budget, pricing and routing, with one lineage record of api
 "messages". The key comes in `x-api-key` (as the anthropic SDK sends it) or as a bearer
-token; errors reach the caller in Anthropic's shape (gateway.anthropic_errors)."""
+token (gateway.credentials); errors reach the caller in Anthropic's shape
+(gateway.anthropic_errors)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 
 from gateway import anthropic_errors, api_common, errors
 from gateway.anthropic_shape import MESSAGES_API, message_body, message_id, to_chat_body
@@ -33,7 +33,6 @@ from schemas.settings import GatewaySettings
 
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
-API_KEY_HEADER = "x-api-key"
 # The Anthropic adapter carries text conversations only (gateway/providers/anthropic.py)
 # and would send a request without these: such a request is not routed there.
 NOT_CARRIED_TO_ANTHROPIC = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
@@ -124,37 +123,8 @@ def parse_messages(body: bytes, settings: GatewaySettings, limits: BodyLimits) -
     return MessagesEndpoint(parse_chat(orjson.dumps(chat_body), settings, limits))
 
 
-def with_bearer_key(request: web.Request) -> web.Request:
-    """The request with its `x-api-key` as the bearer token the pipeline reads; two keys
-    that differ, or more than one x-api-key, are refused rather than one picked."""
-    keys = request.headers.getall(API_KEY_HEADER, [])
-    if not keys:
-        return request
-    if len(keys) > 1:
-        raise GatewayError(errors.MALFORMED_API_KEY, f"more than one {API_KEY_HEADER} header")
-    bearer = "Bearer " + keys[0]
-    authorization = request.headers.getall("Authorization", [])
-    if authorization and authorization != [bearer]:
-        raise GatewayError(
-            errors.MALFORMED_API_KEY, f"send the key in {API_KEY_HEADER} or Authorization, not both"
-        )
-    headers = CIMultiDict(request.headers)
-    headers.popall(API_KEY_HEADER)
-    headers["Authorization"] = bearer
-    return request.clone(headers=headers)
-
-
-def _refused(exc: GatewayError) -> web.StreamResponse:
-    return anthropic_errors.as_anthropic(errors.refusal_response(exc))
-
-
 async def messages(gateway: Gateway, request: web.Request) -> web.StreamResponse:
     """Anthropic `POST /v1/messages`, streamed or not, through the call pipeline."""
-    try:
-        request = with_bearer_key(request)
-    except GatewayError as exc:
-        # Refused before a caller is known, like a missing key on chat completions.
-        return _refused(exc)
     response = await gateway.serve(request, MESSAGES_API, parse_messages)
     return anthropic_errors.as_anthropic(response)
 
@@ -164,7 +134,7 @@ async def count_tokens(gateway: Gateway, request: web.Request) -> web.StreamResp
     as the gateway estimates and reserves them, for a model the key may call. No provider
     is called and nothing is charged, so no lineage record is written."""
     try:
-        key = gateway._authenticate(with_bearer_key(request))
+        key = gateway._authenticate(request)
         data = api_common.read_object(await request.read(), gateway.limits)
         if "stream" in data or "max_tokens" in data:
             raise refuse("stream" if "stream" in data else "max_tokens", "is not a field here")
@@ -175,7 +145,7 @@ async def count_tokens(gateway: Gateway, request: web.Request) -> web.StreamResp
             raise GatewayError(errors.MODEL_NOT_FOUND, f"model '{endpoint.model}' does not exist")
         gateway._allowed_targets(key, endpoint.model, targets)
     except GatewayError as exc:
-        return _refused(exc)
+        return anthropic_errors.as_anthropic(errors.refusal_response(exc))
     tokens = estimate_prompt_tokens(endpoint.chat.messages)
     if "tools" in chat:
         tokens += estimate_text_tokens(orjson.dumps(chat["tools"]).decode())

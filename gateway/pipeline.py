@@ -25,6 +25,7 @@ from gateway.catalogue import SIM_FALLBACKS, Target, model_object
 from gateway.chat import parse_traceparent, traceparent_error
 from gateway.chat_endpoint import parse_chat
 from gateway.chat_params import BodyLimits, body_limits
+from gateway.credentials import presented_secret
 from gateway.embeddings import EMBEDDINGS_API, parse_embeddings
 from gateway.endpoint import Endpoint
 from gateway.errors import GatewayError, error_response, refusal_response
@@ -45,7 +46,7 @@ from gateway.routing import (
 )
 from gateway.text_completions import COMPLETIONS_API, parse_completions
 from gateway.views import LocalViews
-from schemas.auth import MalformedCredentialError, authorization_header, bearer_token
+from schemas.auth import MalformedCredentialError
 from schemas.http_errors import header_bytes
 from schemas.ids import new_trace_id, now_ms
 from schemas.publisher import Publisher
@@ -273,7 +274,7 @@ class Gateway:
 
     def _authenticate(self, request: web.Request) -> Key:
         try:
-            secret = bearer_token(authorization_header(request.headers))
+            secret = presented_secret(request.headers)  # a bearer token or x-api-key
         except MalformedCredentialError as exc:  # its message never quotes the secret
             raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
         if not secret:

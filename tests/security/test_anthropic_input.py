@@ -86,6 +86,8 @@ async def test_keys_sent_wrong_are_refused_as_anthropic_401s(
     response = await _post(gateway, headers, _body())
     assert_anthropic_error(response, 401, "authentication_error")
     assert gateway.upstream.received == []
+    [record] = gateway.lineage.lineage()  # answered, so recorded, like any refused call
+    assert (record.api, record.decision, record.http_status) == ("messages", "rejected", 401)
 
 
 async def test_the_same_key_as_x_api_key_and_bearer_is_accepted(gateway: Served) -> None:

@@ -8,16 +8,19 @@ from typing import Any
 
 import orjson
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.anthropic_errors import error_object, error_type
 from gateway.anthropic_shape import message_body, to_chat_body
 from gateway.anthropic_stream import MessagesRelay
 from gateway.chat_params import body_limits
+from gateway.credentials import presented_secret
 from gateway.errors import GatewayError
 from gateway.messages_endpoint import parse_messages
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Delta, UpstreamError, Usage
 from gateway.providers.sim import SimProvider
+from schemas.auth import MalformedCredentialError
 from schemas.settings import GatewaySettings, load
 
 TOOL = {
@@ -467,3 +470,35 @@ async def test_a_request_with_tools_is_not_routed_to_the_text_only_anthropic_ada
         assert with_tools.served_by(sim)
     finally:
         await adapter.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "presented"),
+    [
+        ([("x-api-key", "gk_a")], "gk_a"),
+        ([("Authorization", "Bearer gk_a")], "gk_a"),
+        ([("x-api-key", "gk_a"), ("Authorization", "Bearer gk_a")], "gk_a"),
+        ([], ""),
+    ],
+)
+def test_the_key_is_read_from_x_api_key_or_a_bearer_token(
+    headers: list[tuple[str, str]], presented: str
+) -> None:
+    assert presented_secret(CIMultiDictProxy(CIMultiDict(headers))) == presented
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("x-api-key", "gk_a"), ("x-api-key", "gk_a")],
+        [("x-api-key", "gk_a"), ("Authorization", "Bearer gk_b")],
+        [("x-api-key", " ")],
+        [("x-api-key", "gk a")],
+    ],
+)
+def test_an_ambiguous_or_malformed_key_is_refused_not_picked(
+    headers: list[tuple[str, str]],
+) -> None:
+    with pytest.raises(MalformedCredentialError) as raised:
+        presented_secret(CIMultiDictProxy(CIMultiDict(headers)))
+    assert "gk_" not in str(raised.value)
