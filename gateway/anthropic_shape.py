@@ -20,6 +20,8 @@ from gateway.chat_params import is_integer, refuse
 from gateway.providers.base import UpstreamError, Usage
 
 MESSAGES_API = "messages"
+MESSAGES_PATH = "/v1/messages"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 MESSAGE_ID_PREFIX = "msg_"
 # OpenAI accepts at most four stop sequences; more cannot be translated.
 MAX_STOP_SEQUENCES = 4

@@ -19,7 +19,12 @@ import orjson
 from aiohttp import web
 
 from gateway import anthropic_errors, api_common, errors
-from gateway.anthropic_shape import MESSAGES_API, message_body, message_id, to_chat_body
+from gateway.anthropic_shape import (
+    MESSAGES_API,
+    message_body,
+    message_id,
+    to_chat_body,
+)
 from gateway.anthropic_stream import MessagesRelay
 from gateway.chat_endpoint import ChatEndpoint, parse_chat
 from gateway.chat_params import BodyLimits, refuse
@@ -31,8 +36,6 @@ from gateway.replies import ChunkRelay
 from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 from schemas.settings import GatewaySettings
 
-MESSAGES_PATH = "/v1/messages"
-COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 # The Anthropic adapter carries text conversations only (gateway/providers/anthropic.py)
 # and would send a request without these: such a request is not routed there.
 NOT_CARRIED_TO_ANTHROPIC = ("tools", "tool_choice", "parallel_tool_calls", "response_format")

@@ -274,7 +274,7 @@ class Gateway:
 
     def _authenticate(self, request: web.Request) -> Key:
         try:
-            secret = presented_secret(request.headers)  # a bearer token or x-api-key
+            secret = presented_secret(request.headers, request.path)  # bearer or x-api-key
         except MalformedCredentialError as exc:  # its message never quotes the secret
             raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
         if not secret:

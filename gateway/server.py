@@ -9,9 +9,10 @@ import structlog
 from aiohttp import web
 
 from gateway.admin.api import AdminApi
+from gateway.anthropic_shape import COUNT_TOKENS_PATH, MESSAGES_PATH
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
 from gateway.errors import HEADERS_TOO_LARGE, error_response
-from gateway.messages_endpoint import MESSAGES_PATH, count_tokens, messages
+from gateway.messages_endpoint import count_tokens, messages
 from gateway.pipeline import CALL_PATHS, CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, Gateway
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
@@ -131,7 +132,7 @@ def anthropic_routes(gateway: Gateway) -> list[web.RouteDef]:
 
     return [
         web.post(MESSAGES_PATH, serve_messages),
-        web.post(MESSAGES_PATH + "/count_tokens", serve_count_tokens),
+        web.post(COUNT_TOKENS_PATH, serve_count_tokens),
     ]
 
 

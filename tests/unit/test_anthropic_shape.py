@@ -484,7 +484,14 @@ async def test_a_request_with_tools_is_not_routed_to_the_text_only_anthropic_ada
 def test_the_key_is_read_from_x_api_key_or_a_bearer_token(
     headers: list[tuple[str, str]], presented: str
 ) -> None:
-    assert presented_secret(CIMultiDictProxy(CIMultiDict(headers))) == presented
+    assert presented_secret(CIMultiDictProxy(CIMultiDict(headers)), "/v1/messages") == presented
+
+
+def test_x_api_key_is_read_on_anthropic_s_routes_only() -> None:
+    headers = CIMultiDictProxy(
+        CIMultiDict([("x-api-key", "gk_a"), ("Authorization", "Bearer gk_b")])
+    )
+    assert presented_secret(headers, "/v1/chat/completions") == "gk_b"
 
 
 @pytest.mark.parametrize(
@@ -500,5 +507,5 @@ def test_an_ambiguous_or_malformed_key_is_refused_not_picked(
     headers: list[tuple[str, str]],
 ) -> None:
     with pytest.raises(MalformedCredentialError) as raised:
-        presented_secret(CIMultiDictProxy(CIMultiDict(headers)))
+        presented_secret(CIMultiDictProxy(CIMultiDict(headers)), "/v1/messages/count_tokens")
     assert "gk_" not in str(raised.value)
