@@ -114,9 +114,10 @@ def gateway_application(
             web.post(EMBEDDINGS_PATH, gateway.embeddings),
             web.post(COMPLETIONS_PATH, gateway.completions),
         ]
-        routes += anthropic_routes(gateway)
     if settings.gateway_serves in ("all", "admin"):
         routes += admin.routes()
+    if settings.gateway_serves in ("all", "api"):  # Anthropic's Messages API
+        routes += anthropic_routes(gateway)
     app.add_routes(routes)
     return app
 
