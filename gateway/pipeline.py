@@ -25,6 +25,7 @@ from gateway.catalogue import SIM_FALLBACKS, Target, model_object
 from gateway.chat import parse_traceparent, traceparent_error
 from gateway.chat_endpoint import parse_chat
 from gateway.chat_params import BodyLimits, body_limits
+from gateway.credentials import presented_secret
 from gateway.embeddings import EMBEDDINGS_API, parse_embeddings
 from gateway.endpoint import Endpoint
 from gateway.errors import GatewayError, error_response, refusal_response
@@ -46,7 +47,7 @@ from gateway.routing import (
 )
 from gateway.text_completions import COMPLETIONS_API, parse_completions
 from gateway.views import LocalViews
-from schemas.auth import MalformedCredentialError, authorization_header, bearer_token
+from schemas.auth import MalformedCredentialError
 from schemas.http_errors import header_bytes
 from schemas.ids import new_trace_id, now_ms
 from schemas.publisher import Publisher
@@ -274,7 +275,7 @@ class Gateway:
 
     def _authenticate(self, request: web.Request) -> Key:
         try:
-            secret = bearer_token(authorization_header(request.headers))
+            secret = presented_secret(request.headers, request.path)  # bearer or x-api-key
         except MalformedCredentialError as exc:  # its message never quotes the secret
             raise GatewayError(errors.MALFORMED_API_KEY, str(exc)) from None
         if not secret:
@@ -528,8 +529,7 @@ class Gateway:
             await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
             if response is None:
                 return error_response(errors.UPSTREAM_ERROR, f"upstream failed: {exc}")
-            error_event = errors.error_body(errors.UPSTREAM_ERROR, str(exc))
-            await self._write_or_drop(response, b"data: " + error_event + b"\n\n")
+            await self._write_or_drop(response, relay.error_event(str(exc)))
             return response
         except ConnectionResetError:
             # The caller went away mid-stream. The upstream still produced (and billed)

@@ -133,3 +133,7 @@ class ChunkRelay:
                 events.append(chunk_event(self.reply_id, self.model, usage=usage))
         events.append(DONE_EVENT)
         return events
+
+    def error_event(self, message: str) -> bytes:
+        """The event that ends a stream the upstream broke after it began."""
+        return b"data: " + errors.error_body(errors.UPSTREAM_ERROR, message) + b"\n\n"

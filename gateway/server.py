@@ -9,8 +9,10 @@ import structlog
 from aiohttp import web
 
 from gateway.admin.api import AdminApi
+from gateway.anthropic_shape import COUNT_TOKENS_PATH, MESSAGES_PATH
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
 from gateway.errors import HEADERS_TOO_LARGE, error_response
+from gateway.messages_endpoint import count_tokens, messages
 from gateway.pipeline import CALL_PATHS, CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, Gateway
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
@@ -84,7 +86,8 @@ def _header_limit(max_header_bytes: int) -> Any:
     async def limit_headers(request: web.Request, handler: Any) -> web.StreamResponse:
         size = header_bytes(request)
         # The call routes check themselves, so that the refused call has its lineage record.
-        if size > max_header_bytes and request.path not in CALL_PATHS:
+        checked_itself = request.path in CALL_PATHS or request.path == MESSAGES_PATH
+        if size > max_header_bytes and not checked_itself:
             return error_response(
                 HEADERS_TOO_LARGE, f"request headers are {size} bytes; limit {max_header_bytes}"
             )
@@ -115,8 +118,25 @@ def gateway_application(
         routes.append(web.post(RESPONSES_PATH, responses_handler(gateway)))
     if settings.gateway_serves in ("all", "admin"):
         routes += admin.routes()
+    if settings.gateway_serves in ("all", "api"):  # Anthropic's Messages API
+        routes += anthropic_routes(gateway)
     app.add_routes(routes)
     return app
+
+
+def anthropic_routes(gateway: Gateway) -> list[web.RouteDef]:
+    """Anthropic's Messages API over the same pipeline (gateway.messages_endpoint)."""
+
+    async def serve_messages(request: web.Request) -> web.StreamResponse:
+        return await messages(gateway, request)
+
+    async def serve_count_tokens(request: web.Request) -> web.StreamResponse:
+        return await count_tokens(gateway, request)
+
+    return [
+        web.post(MESSAGES_PATH, serve_messages),
+        web.post(COUNT_TOKENS_PATH, serve_count_tokens),
+    ]
 
 
 def gateway_runner(settings: GatewaySettings, app: web.Application) -> web.AppRunner:
