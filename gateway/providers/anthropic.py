@@ -7,6 +7,7 @@ translation cannot carry faithfully (tool turns, images) is refused rather than 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -85,6 +86,45 @@ def _text_blocks(message: Mapping[str, Any], index: int) -> list[dict[str, Any]]
         raise _unsupported(f"messages[{index}].content is neither text nor a list of parts")
     # The API rejects empty text blocks; an empty message adds nothing to the turn.
     return [{"type": "text", "text": text} for text in texts if text]
+
+
+# What the Messages translation carries from a chat body. Everything else is refused by
+# name rather than dropped: a proxy never loses a field without an error.
+_CARRIED_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "stream",
+        "stream_options",  # usage: Anthropic always reports it
+        "user",  # sent as metadata.user_id
+    }
+)
+# Fields whose value here asks for nothing beyond the default, so there is nothing to carry.
+_NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
+    "n": (1,),
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "logprobs": (False,),
+}
+
+
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def _refuse_uncarried(body: Mapping[str, Any]) -> None:
+    for name, value in body.items():
+        if name in _CARRIED_FIELDS or value is None:
+            continue
+        if name in _NEUTRAL_VALUES and value in _NEUTRAL_VALUES[name]:
+            continue
+        # The caller's own key names come back only when they look like an API's.
+        shown = repr(name) if _FIELD_NAME.fullmatch(name) else "a field"
+        raise _unsupported(f"{shown} has no Messages API equivalent on this route")
 
 
 def _translate_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
@@ -172,6 +212,7 @@ class AnthropicProvider:
         )
 
     def _body(self, call: ChatCall, *, stream: bool) -> bytes:
+        _refuse_uncarried(call.body)
         system, messages = _translate_messages(call.messages)
         body: dict[str, Any] = {
             "model": call.upstream_model,
@@ -187,7 +228,9 @@ class AnthropicProvider:
         stop = call.extra.get("stop")
         if stop:
             body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-        # seed, n and the penalties have no Messages API equivalent; they are not sent.
+        user = call.body.get("user")
+        if isinstance(user, str) and user:
+            body["metadata"] = {"user_id": user}
         if stream:
             body["stream"] = True
         return orjson.dumps(body)

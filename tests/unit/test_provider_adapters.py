@@ -1187,3 +1187,43 @@ async def test_sse_last_event_without_its_blank_line_is_kept() -> None:
     response = httpx.Response(200, content=pieces(b"data: one\n\ndata: two", 4))
     events = [event async for event in sse_events(response, max_event_chars=1000)]
     assert [event.data for event in events] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+        ("tool_choice", "required"),
+        ("response_format", {"type": "json_object"}),
+        ("n", 2),
+        ("seed", 7),
+        ("logprobs", True),
+        ("presence_penalty", 0.5),
+        ("a_field_anthropic_never_heard_of", 1),
+    ],
+)
+async def test_anthropic_refuses_a_field_it_would_otherwise_drop(
+    providers: Callable[[Provider], Provider], field: str, value: Any
+) -> None:
+    upstream = Upstream(json_body=ANTHROPIC_MESSAGE)
+    provider = providers(anthropic(upstream))
+    call = dataclasses.replace(chat_call(), body={"model": "m", "messages": [], field: value})
+    with pytest.raises(UpstreamError) as raised:
+        await provider.complete(call)
+    assert raised.value.error_class == "http_4xx"
+    assert repr(field) in str(raised.value)
+    with pytest.raises(UpstreamError):
+        await collect(provider.stream(call))
+    assert upstream.requests == []
+
+
+async def test_anthropic_carries_user_and_takes_neutral_values(
+    providers: Callable[[Provider], Provider],
+) -> None:
+    upstream = Upstream(json_body=ANTHROPIC_MESSAGE)
+    provider = providers(anthropic(upstream))
+    body = {"model": "m", "messages": [], "user": "u-7", "n": 1, "frequency_penalty": 0}
+    await provider.complete(dataclasses.replace(chat_call(), body=body))
+    sent = json.loads(upstream.requests[0].content)
+    assert sent["metadata"] == {"user_id": "u-7"}
+    assert "n" not in sent and "frequency_penalty" not in sent
