@@ -66,9 +66,12 @@ _SYSTEM_ROLES = frozenset({"system", "developer"})
 _TURN_ROLES = frozenset({"user", "assistant"})
 
 
-def _unsupported(message: str) -> UpstreamError:
-    # Nothing was sent (status 0); http_4xx because the same call can never succeed here.
-    return UpstreamError(0, "http_4xx", f"cannot translate for Anthropic: {message}")
+def _unsupported(message: str, param: str | None = None) -> UpstreamError:
+    # Nothing was sent (status 0); http_4xx because the same call can never succeed here,
+    # and `invalid` so the caller gets a 400 saying so (gateway.replies.upstream_failure),
+    # not a 502.
+    text = f"cannot translate for Anthropic: {message}"
+    return UpstreamError(0, "http_4xx", text, invalid={"message": text, "param": param})
 
 
 def _text_blocks(message: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
@@ -124,7 +127,10 @@ def _refuse_uncarried(body: Mapping[str, Any]) -> None:
             continue
         # The caller's own key names come back only when they look like an API's.
         shown = repr(name) if _FIELD_NAME.fullmatch(name) else "a field"
-        raise _unsupported(f"{shown} has no Messages API equivalent on this route")
+        raise _unsupported(
+            f"{shown} has no Messages API equivalent on this route",
+            name if _FIELD_NAME.fullmatch(name) else None,
+        )
 
 
 def _translate_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:

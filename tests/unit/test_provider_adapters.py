@@ -18,6 +18,7 @@ from gateway.providers.base import ChatCall, Delta, Provider, UpstreamError, Usa
 from gateway.providers.compat_variants import mistral_provider, ollama_provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.upstream_http import SseEvent, parse_retry_after, sse_events
+from gateway.replies import upstream_failure
 
 
 def chat_call(
@@ -1212,6 +1213,9 @@ async def test_anthropic_refuses_a_field_it_would_otherwise_drop(
         await provider.complete(call)
     assert raised.value.error_class == "http_4xx"
     assert repr(field) in str(raised.value)
+    # The caller gets a 400 naming the field, not a 502.
+    failure = upstream_failure(raised.value)
+    assert (failure.kind.status, failure.param) == (400, field)
     with pytest.raises(UpstreamError):
         await collect(provider.stream(call))
     assert upstream.requests == []
