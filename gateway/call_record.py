@@ -6,7 +6,9 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.catalogue import Target
+from schemas import pricing
 from schemas.ids import new_span_id, now_ms, uuid7
+from schemas.pricing import USAGE_DETAIL_FIELDS, Usage
 from schemas.records import Attempt, Guardrail, LineageRecord, UsageSource
 
 CHAT_API = "chat.completions"
@@ -35,6 +37,8 @@ class CallRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_source: UsageSource = "none"
+    # The counts by token kind, as reported (or estimated); prompt/completion above too.
+    usage: Usage | None = None
     reserved_nanousd: int = 0
     ttft_ms: float | None = None
     response_sha256: str | None = None
@@ -59,7 +63,8 @@ class CallRecord:
         paid for."""
         if self.target is None or self.usage_source == "none":
             return 0
-        return self.target.cost_nanousd(self.prompt_tokens, self.completion_tokens)
+        usage = self.usage or Usage(self.prompt_tokens, self.completion_tokens)
+        return pricing.cost_nanousd(self.target.price(), usage)
 
     def lineage(
         self,
@@ -107,4 +112,9 @@ class CallRecord:
             request_sha256=self.request_sha256,
             response_sha256=self.response_sha256,
             api=self.api,
+            **self._detail_counts(),
         )
+
+    def _detail_counts(self) -> dict[str, int]:
+        usage = self.usage
+        return {name: getattr(usage, name) if usage else 0 for name in USAGE_DETAIL_FIELDS}

@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.providers.sim import FLAKY_MODEL
 from gateway.providers.sim_api import SIM_EMBEDDING_MODEL
+from schemas.pricing import LIST_PRICES, TOKENS_PER_MILLION, Price
 from schemas.settings import GatewaySettings, SettingsError
 
 
@@ -20,8 +21,24 @@ class Target:
     input_nanousd_per_token: int
     output_nanousd_per_token: int
 
+    # The provider's list price when schemas.pricing knows one (cache and reasoning
+    # rates); else the two per-token rates above.
+    list_price: Price | None = None
+
+    def price(self) -> Price:
+        """What a call costs, by token kind (schemas.pricing)."""
+        if self.list_price is not None:
+            return self.list_price
+        return Price(
+            self.provider,
+            self.upstream_model,
+            0,
+            self.input_nanousd_per_token * TOKENS_PER_MILLION,
+            self.output_nanousd_per_token * TOKENS_PER_MILLION,
+        )
+
     def cost_nanousd(self, prompt_tokens: int, completion_tokens: int) -> int:
-        """Exact integer price of a call."""
+        """Exact integer price of a call counted as plain text tokens (reservations)."""
         assert prompt_tokens >= 0 and completion_tokens >= 0, "token counts are non-negative"
         return (
             prompt_tokens * self.input_nanousd_per_token
@@ -60,6 +77,7 @@ UPSTREAM_PRICES: dict[str, tuple[int, int]] = {
     "gpt-3.5-turbo-instruct": (1_500, 2_000),
 }
 DEFAULT_UPSTREAM_PRICE = (1_000, 4_000)
+_LISTED = {(p.provider, p.model): p for p in LIST_PRICES}
 
 
 def names(text: str) -> list[str]:
@@ -105,7 +123,10 @@ def build_catalogue(settings: GatewaySettings) -> dict[str, Target]:
                     f"model {model!r} is served by both {targets[model].provider} and {provider}"
                 )
             prompt_price, completion_price = UPSTREAM_PRICES.get(model, DEFAULT_UPSTREAM_PRICE)
-            targets[model] = Target(model, provider, model, prompt_price, completion_price)
+            listed = _LISTED.get((provider, model))
+            targets[model] = Target(
+                model, provider, model, prompt_price, completion_price, list_price=listed
+            )
     return targets
 
 

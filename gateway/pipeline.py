@@ -439,6 +439,7 @@ class Gateway:
         else:
             call.usage_source = "estimated"
             resolved = endpoint.estimate_usage(text)
+        call.usage = resolved
         call.prompt_tokens, call.completion_tokens = (
             resolved.prompt_tokens,
             resolved.completion_tokens,

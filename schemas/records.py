@@ -83,7 +83,7 @@ class Guardrail:
 class LineageRecord(Event):
     """One gateway call."""
 
-    schema_name: ClassVar[str] = "govledger.v2.LineageRecord"
+    schema_name: ClassVar[str] = "govledger.v3.LineageRecord"
     event_type_name: ClassVar[str] = "gateway.call"
 
     trace_id: str
@@ -117,6 +117,14 @@ class LineageRecord(Event):
     response_sha256: str | None = None
     # The API the call came in by (OpenAI's names); v1 records were all chat completions.
     api: str = "chat.completions"
+    # v3: the parts of prompt_tokens and completion_tokens priced at their own rates
+    # (schemas.pricing); 0 in v1/v2 records, which priced every token as plain text.
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    audio_prompt_tokens: int = 0
+    image_prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_completion_tokens: int = 0
 
     @classmethod
     def from_avro(cls, data: Mapping[str, Any]) -> LineageRecord:
