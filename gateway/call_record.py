@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from gateway.catalogue import Target
 from schemas import pricing
 from schemas.ids import new_span_id, now_ms, uuid7
-from schemas.pricing import USAGE_DETAIL_FIELDS, Usage
+from schemas.pricing import PriceBook, Usage
 from schemas.records import Attempt, Guardrail, LineageRecord, UsageSource
 
 CHAT_API = "chat.completions"
@@ -39,6 +39,8 @@ class CallRecord:
     usage_source: UsageSource = "none"
     # The counts by token kind, as reported (or estimated); prompt/completion above too.
     usage: Usage | None = None
+    # Prices by date (the gateway's views); None or no price there: the target's.
+    prices: PriceBook | None = None
     reserved_nanousd: int = 0
     ttft_ms: float | None = None
     response_sha256: str | None = None
@@ -58,13 +60,17 @@ class CallRecord:
         """Time spent waiting on upstream attempts."""
         return sum(a.latency_ms for a in self.attempts)
 
-    def cost_nanousd(self) -> int:
-        """What the call costs: whatever the outcome, tokens an upstream produced are
-        paid for."""
-        if self.target is None or self.usage_source == "none":
+    def cost_nanousd(self, at_ms: int) -> int:
+        """What the call costs at the price in force at `at_ms` (its occurred_at):
+        whatever the outcome, tokens an upstream produced are paid for."""
+        target = self.target
+        if target is None or self.usage_source == "none":
             return 0
         usage = self.usage or Usage(self.prompt_tokens, self.completion_tokens)
-        return pricing.cost_nanousd(self.target.price(), usage)
+        published = None
+        if self.prices is not None:
+            published = self.prices.price_at(target.provider, target.upstream_model, at_ms)
+        return pricing.cost_nanousd(published or target.price(), usage)
 
     def lineage(
         self,
@@ -77,10 +83,12 @@ class CallRecord:
     ) -> LineageRecord:
         """The call's lineage record."""
         target = self.target
+        occurred_at = now_ms()
+        usage = self.usage or Usage(self.prompt_tokens, self.completion_tokens)
         return LineageRecord(
             event_id=self.event_id,
             event_type=LineageRecord.event_type_name,
-            occurred_at=now_ms(),
+            occurred_at=occurred_at,
             tenant_id=self.tenant_id,
             trace_id=self.trace_id,
             span_id=self.span_id,
@@ -101,7 +109,7 @@ class CallRecord:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             usage_source=self.usage_source,
-            cost_nanousd=self.cost_nanousd(),
+            cost_nanousd=self.cost_nanousd(occurred_at),
             reserved_nanousd=self.reserved_nanousd,
             latency_ms=latency_ms,
             ttft_ms=self.ttft_ms,
@@ -112,9 +120,10 @@ class CallRecord:
             request_sha256=self.request_sha256,
             response_sha256=self.response_sha256,
             api=self.api,
-            **self._detail_counts(),
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            audio_prompt_tokens=usage.audio_prompt_tokens,
+            image_prompt_tokens=usage.image_prompt_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            audio_completion_tokens=usage.audio_completion_tokens,
         )
-
-    def _detail_counts(self) -> dict[str, int]:
-        usage = self.usage
-        return {name: getattr(usage, name) if usage else 0 for name in USAGE_DETAIL_FIELDS}

@@ -181,6 +181,7 @@ class Gateway:
         traced = parse_traceparent(traceparent)
         call = CallRecord(started, "", *(traced or (new_trace_id(), None)))
         call.api = api
+        call.prices = self.views.prices
         try:
             self._check_lineage()
             body = await self._read_body(request, call)

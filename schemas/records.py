@@ -9,6 +9,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 
+from schemas.pricing import Price
+
 GuardrailAction = Literal["allow", "redact", "block", "escalate"]
 Decision = Literal["allowed", "rejected", "failed"]
 UsageSource = Literal["reported", "estimated", "none"]
@@ -291,6 +293,44 @@ class OrgBaselinePublished(Event):
     source_sha256: str
     diff: str
     published_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PricePublished(Event):
+    """A model's price from `effective_from` on (tenant_id empty: org-wide); rates in
+    nano-USD per million tokens, None: the plain input or output rate (schemas.pricing)."""
+
+    schema_name: ClassVar[str] = "govledger.v1.PricePublished"
+    event_type_name: ClassVar[str] = "pricing.price_published"
+
+    provider: str
+    model: str
+    effective_from: int
+    input_nanousd_per_mtok: int
+    output_nanousd_per_mtok: int
+    cached_input_nanousd_per_mtok: int | None = None
+    cache_write_nanousd_per_mtok: int | None = None
+    audio_input_nanousd_per_mtok: int | None = None
+    image_input_nanousd_per_mtok: int | None = None
+    reasoning_nanousd_per_mtok: int | None = None
+    audio_output_nanousd_per_mtok: int | None = None
+    published_by: str
+
+    def price(self) -> Price:
+        """The price this record publishes (ValueError when a rate is not one)."""
+        return Price(
+            self.provider,
+            self.model,
+            self.effective_from,
+            self.input_nanousd_per_mtok,
+            self.output_nanousd_per_mtok,
+            cached_input_nanousd_per_mtok=self.cached_input_nanousd_per_mtok,
+            cache_write_nanousd_per_mtok=self.cache_write_nanousd_per_mtok,
+            audio_input_nanousd_per_mtok=self.audio_input_nanousd_per_mtok,
+            image_input_nanousd_per_mtok=self.image_input_nanousd_per_mtok,
+            reasoning_nanousd_per_mtok=self.reasoning_nanousd_per_mtok,
+            audio_output_nanousd_per_mtok=self.audio_output_nanousd_per_mtok,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -616,4 +656,5 @@ RECORD_TYPES: tuple[type[Event], ...] = (
     ChainCheckpoint,
     OrgBaselinePublished,
     RecordsStored,
+    PricePublished,
 )

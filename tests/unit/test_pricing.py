@@ -114,15 +114,15 @@ MESSAGE_CACHE_READ = {
 
 Parse = Callable[[Any], Usage | None]
 CASES: list[tuple[str, dict[str, Any], Parse, Price, int]] = [
-    # 86 plain × $0.15/M + 1920 cached × $0.075/M + 300 out × $0.60/M
+    # 86 plain x $0.15/M + 1920 cached x $0.075/M + 300 out x $0.60/M
     ("chat cache hit", CHAT_CACHED, openai_usage, LISTED["openai", "gpt-4o-mini"], 336_900),
-    # 210 × $1.10 + 1024 cached × $0.275 + 1500 out (1216 reasoning) × $4.40, per M
+    # 210 x $1.10 + 1024 cached x $0.275 + 1500 out (1216 reasoning) x $4.40, per M
     ("reasoning", CHAT_REASONING, openai_usage, LISTED["openai", "o4-mini"], 7_112_600),
-    # 20 × $2.50 + 100 audio × $40 + 10 × $10 + 40 audio out × $80, per M
+    # 20 x $2.50 + 100 audio x $40 + 10 x $10 + 40 audio out x $80, per M
     ("audio", CHAT_AUDIO, openai_usage, AUDIO, 7_350_000),
-    # 904 × $2 + 4096 cached × $0.50 + 100 × $8, per M
+    # 904 x $2 + 4096 cached x $0.50 + 100 x $8, per M
     ("responses", RESPONSE_CACHED, openai_usage, LISTED["openai", "gpt-4.1"], 4_656_000),
-    # 21 × $3 + 188086 written × $3.75 + 393 × $15, per M = $0.7112805
+    # 21 x $3 + 188086 written x $3.75 + 393 x $15, per M = $0.7112805
     (
         "cache write",
         MESSAGE_CACHE_WRITE,
@@ -130,7 +130,7 @@ CASES: list[tuple[str, dict[str, Any], Parse, Price, int]] = [
         LISTED["anthropic", "claude-sonnet-4-0"],
         711_280_500,
     ),
-    # 50 × $0.80 + 100000 read × $0.08 + 200 × $4, per M
+    # 50 x $0.80 + 100000 read x $0.08 + 200 x $4, per M
     (
         "cache read",
         MESSAGE_CACHE_READ,

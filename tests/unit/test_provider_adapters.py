@@ -774,7 +774,7 @@ async def test_anthropic_prompt_tokens_count_cached_prompt_tokens_too(
         },
     }
     completion = await providers(anthropic(Upstream(json_body=message))).complete(chat_call())
-    assert completion.usage == Usage(2105, 12)
+    assert completion.usage == Usage(2105, 12, cached_prompt_tokens=2000, cache_write_tokens=100)
 
 
 async def test_anthropic_stream_yields_text_then_finish_and_usage(

@@ -521,17 +521,22 @@ def test_a_v1_lineage_record_decodes_as_a_chat_completion_and_replays_like_v2() 
 def test_v1_and_v2_lineage_records_decode_with_no_token_kinds_and_replay_like_v3() -> None:
     from replay.state import rebuild_from_events
 
-    kinds = {"cached_prompt_tokens": 40, "reasoning_tokens": 7, "cache_write_tokens": 3}
     calls = [
-        dataclasses.replace(builders.call(seq=seq, occurred_at=builders.T0 + seq), **kinds)
+        dataclasses.replace(
+            builders.call(seq=seq, occurred_at=builders.T0 + seq),
+            cached_prompt_tokens=40,
+            cache_write_tokens=3,
+            reasoning_tokens=7,
+        )
         for seq in (1, 2, 3)
     ]
     v1 = codec.decode_as(_written_with(calls[0], "lineage_record.v1.avsc"), LineageRecord)
     v2 = codec.decode_as(_written_with(calls[1], "lineage_record.v2.avsc"), LineageRecord)
     v3 = codec.decode_as(codec.encode(calls[2]), LineageRecord)
-    no_kinds = dict.fromkeys(kinds, 0)
-    assert v1 == dataclasses.replace(calls[0], **no_kinds)
-    assert v2 == dataclasses.replace(calls[1], **no_kinds)
+    for old, call in ((v1, calls[0]), (v2, calls[1])):
+        assert old == dataclasses.replace(
+            call, cached_prompt_tokens=0, cache_write_tokens=0, reasoning_tokens=0
+        )
     assert v3 == calls[2]
     history = [builders.funding(seq=1, occurred_at=builders.T0 - 1), v1, v2, v3]
     rebuilt = rebuild_from_events(history, builders.T0 + 10).wallets[builders.WALLET]
