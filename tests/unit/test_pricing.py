@@ -232,3 +232,37 @@ def test_the_lineage_record_carries_each_count_and_the_cost_of_each_kind() -> No
     )
     assert (record.cached_prompt_tokens, record.reasoning_tokens) == (1024, 1216)
     assert record.cost_nanousd == 7_112_600
+
+
+def test_replay_reprices_each_call_at_the_price_in_force_at_its_time() -> None:
+    from replay.prices import RepriceReport, price_book, reprice_calls
+    from tests.unit import builders
+
+    published = builders.price_published()  # gpt-4o: $2 in, $10 out, $1 cached from T0
+    old = builders.call(  # before T0: the list price, $2.50 in, $1.25 cached
+        model_selected="gpt-4o",
+        occurred_at=builders.T0 - 1,
+        prompt_tokens=1_000,
+        completion_tokens=10,
+        cached_prompt_tokens=800,
+        cost_nanousd=200 * 2_500 + 800 * 1_250 + 10 * 10_000,
+    )
+    new = builders.call(
+        model_selected="gpt-4o",
+        occurred_at=builders.T0,
+        prompt_tokens=1_000,
+        completion_tokens=10,
+        cached_prompt_tokens=800,
+        cost_nanousd=200 * 2_000 + 800 * 1_000 + 10 * 10_000,
+    )
+    overcharged = builders.call(model_selected="gpt-4o", occurred_at=builders.T0 + 1)
+    plain_v2 = builders.call()  # gpt-4o-mini at its list price, every token plain
+    sim = builders.call(provider="sim", model_selected="sim-small")
+    nothing = builders.call(usage_source="none", cost_nanousd=0)
+    report = RepriceReport()
+    book = price_book([published, builders.price_published(tenant_id="acme", seq=6)])
+    reprice_calls([old, new, overcharged, plain_v2, sim, nothing], book, report)
+    assert (report.checked, report.unpriced, report.mismatched) == (4, 1, 1)
+    (mismatch,) = report.mismatches
+    assert mismatch.event_id == overcharged.event_id
+    assert mismatch.repriced_nanousd == 1_200 * 2_000 + 350 * 10_000
