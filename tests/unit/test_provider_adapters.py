@@ -3,6 +3,7 @@ upstream answers: what is sent, what comes back, and how failures are classified
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
@@ -793,6 +794,20 @@ async def test_anthropic_stream_yields_text_then_finish_and_usage(
     assert sent["stream"] is True
     assert sent["max_tokens"] == 300
     assert upstream.request.headers["x-api-key"] == ANTHROPIC_KEY
+
+
+async def test_anthropic_stream_counts_cache_reads_and_writes_apart(
+    providers: Callable[[Provider], Provider],
+) -> None:
+    events = copy.deepcopy(ANTHROPIC_EVENTS)
+    events[0]["message"]["usage"] |= {
+        "cache_creation_input_tokens": 100,
+        "cache_read_input_tokens": 2000,
+    }
+    deltas = await collect(
+        providers(anthropic(Upstream(sse=anthropic_sse(*events)))).stream(chat_call())
+    )
+    assert deltas[-1].usage == Usage(2572, 17, cached_prompt_tokens=2000, cache_write_tokens=100)
 
 
 async def test_anthropic_stream_survives_any_network_chunking_and_crlf(
