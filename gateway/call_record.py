@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from gateway.catalogue import Target
+from gateway.catalogue import Target, price_in_force
 from schemas import pricing
 from schemas.ids import new_span_id, now_ms, uuid7
 from schemas.pricing import PriceBook, Usage
@@ -67,10 +67,7 @@ class CallRecord:
         if target is None or self.usage_source == "none":
             return 0
         usage = self.usage or Usage(self.prompt_tokens, self.completion_tokens)
-        published = None
-        if self.prices is not None:
-            published = self.prices.price_at(target.provider, target.upstream_model, at_ms)
-        return pricing.cost_nanousd(published or target.price(), usage)
+        return pricing.cost_nanousd(price_in_force(self.prices, target, at_ms), usage)
 
     def lineage(
         self,

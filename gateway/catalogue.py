@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.providers.sim import FLAKY_MODEL
 from gateway.providers.sim_api import SIM_EMBEDDING_MODEL
-from schemas.pricing import LIST_PRICES, TOKENS_PER_MILLION, Price
+from schemas.pricing import LIST_PRICES, TOKENS_PER_MILLION, Price, PriceBook
 from schemas.settings import GatewaySettings, SettingsError
 
 
@@ -133,3 +133,12 @@ def build_catalogue(settings: GatewaySettings) -> dict[str, Target]:
 def model_object(target: Target) -> dict[str, Any]:
     """OpenAI's `model` object of a target, as `GET /v1/models` lists it."""
     return {"id": target.model, "object": "model", "created": 0, "owned_by": target.provider}
+
+
+def price_in_force(prices: PriceBook | None, target: Target, at_ms: int) -> Price:
+    """The target's price at `at_ms`: the latest listed or published one (the gateway's
+    views), else the catalogue's per-token rates."""
+    published = None
+    if prices is not None:
+        published = prices.price_at(target.provider, target.upstream_model, at_ms)
+    return published or target.price()

@@ -122,25 +122,32 @@ class PriceBook:
 
     def __init__(self, prices: Iterable[Price] = ()) -> None:
         self._history: dict[tuple[str, str], list[Price]] = {}
+        # The effective dates of each history, kept beside it for the per-call lookup.
+        self._dates: dict[tuple[str, str], list[int]] = {}
         for price in prices:
             self.add(price)
 
     def add(self, price: Price) -> None:
         """Add a price; one at the same effective date replaces it (a correction)."""
-        history = self._history.setdefault((price.provider, price.model), [])
-        dates = [p.effective_from_ms for p in history]
+        key = (price.provider, price.model)
+        history = self._history.setdefault(key, [])
+        dates = self._dates.setdefault(key, [])
         at = bisect.bisect_left(dates, price.effective_from_ms)
-        if at < len(history) and history[at].effective_from_ms == price.effective_from_ms:
+        if at < len(history) and dates[at] == price.effective_from_ms:
             history[at] = price
         else:
             history.insert(at, price)
+            dates.insert(at, price.effective_from_ms)
 
     def price_at(self, provider: str, model: str, at_ms: int) -> Price | None:
         """The price in force at `at_ms`: the latest effective on or before it; None when
         the model has no price yet at that time."""
-        history = self._history.get((provider, model), [])
-        at = bisect.bisect_right([p.effective_from_ms for p in history], at_ms)
-        return history[at - 1] if at else None
+        key = (provider, model)
+        dates = self._dates.get(key)
+        if not dates:
+            return None
+        at = bisect.bisect_right(dates, at_ms)
+        return self._history[key][at - 1] if at else None
 
     def prices(self) -> list[Price]:
         """Every price, by provider, model and date."""
