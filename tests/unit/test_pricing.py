@@ -266,3 +266,18 @@ def test_replay_reprices_each_call_at_the_price_in_force_at_its_time() -> None:
     (mismatch,) = report.mismatches
     assert mismatch.event_id == overcharged.event_id
     assert mismatch.repriced_nanousd == 1_200 * 2_000 + 350 * 10_000
+
+
+def test_a_gateway_applies_org_wide_published_prices_only() -> None:
+    from gateway.views import LocalViews
+    from schemas.topics import CONTROL
+    from tests.unit import builders
+
+    views = LocalViews()
+    listed = views.prices.price_at("openai", "gpt-4o", builders.T0)
+    views.apply(builders.signed_message(CONTROL.name, builders.price_published(tenant_id="acme")))
+    assert views.prices.price_at("openai", "gpt-4o", builders.T0) == listed
+    views.apply(builders.signed_message(CONTROL.name, builders.price_published(seq=6)))
+    now = views.prices.price_at("openai", "gpt-4o", builders.T0)
+    assert now is not None and now.input_nanousd_per_mtok == 2_000_000_000
+    assert views.prices.price_at("openai", "gpt-4o", builders.T0 - 1) == listed
