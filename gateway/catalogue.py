@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +30,11 @@ class Target:
         """What a call costs, by token kind (schemas.pricing)."""
         if self.list_price is not None:
             return self.list_price
-        return Price(
+        return _per_token_price(
             self.provider,
             self.upstream_model,
-            0,
-            self.input_nanousd_per_token * TOKENS_PER_MILLION,
-            self.output_nanousd_per_token * TOKENS_PER_MILLION,
+            self.input_nanousd_per_token,
+            self.output_nanousd_per_token,
         )
 
     def cost_nanousd(self, prompt_tokens: int, completion_tokens: int) -> int:
@@ -44,6 +44,20 @@ class Target:
             prompt_tokens * self.input_nanousd_per_token
             + completion_tokens * self.output_nanousd_per_token
         )
+
+
+@functools.cache
+def _per_token_price(
+    provider: str, model: str, input_nanousd_per_token: int, output_nanousd_per_token: int
+) -> Price:
+    """A catalogue price as a Price (made once: the per-call lookup is hot)."""
+    return Price(
+        provider,
+        model,
+        0,
+        input_nanousd_per_token * TOKENS_PER_MILLION,
+        output_nanousd_per_token * TOKENS_PER_MILLION,
+    )
 
 
 # Prices of the built-in sim models mirror small and large hosted models so demos and

@@ -47,10 +47,10 @@ class Usage:
     audio_completion_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
+        for name in _USAGE_FIELDS:
+            value = getattr(self, name)
             if type(value) is not int or value < 0:
-                raise TypeError(f"{item.name} is not a non-negative integer: {value!r}")
+                raise TypeError(f"{name} is not a non-negative integer: {value!r}")
 
 
 USAGE_DETAIL_FIELDS = (
@@ -61,6 +61,7 @@ USAGE_DETAIL_FIELDS = (
     "reasoning_tokens",
     "audio_completion_tokens",
 )
+_USAGE_FIELDS = ("prompt_tokens", "completion_tokens", *USAGE_DETAIL_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,25 +96,29 @@ class Price:
 _REQUIRED = frozenset({"effective_from_ms", "input_nanousd_per_mtok", "output_nanousd_per_mtok"})
 
 
+def _rate(own: int | None, base: int) -> int:
+    return base if own is None else own
+
+
 def cost_nanousd(price: Price, usage: Usage) -> int:
     """The exact cost of a call in nano-USD (rounding: see the module doc)."""
     base_in = price.input_nanousd_per_mtok
     base_out = price.output_nanousd_per_mtok
-    prompt_parts = (
-        (usage.cached_prompt_tokens, price.cached_input_nanousd_per_mtok),
-        (usage.cache_write_tokens, price.cache_write_nanousd_per_mtok),
-        (usage.audio_prompt_tokens, price.audio_input_nanousd_per_mtok),
-        (usage.image_prompt_tokens, price.image_input_nanousd_per_mtok),
+    cached, written = usage.cached_prompt_tokens, usage.cache_write_tokens
+    audio_in, image_in = usage.audio_prompt_tokens, usage.image_prompt_tokens
+    reasoning, audio_out = usage.reasoning_tokens, usage.audio_completion_tokens
+    plain_in = max(usage.prompt_tokens - cached - written - audio_in - image_in, 0)
+    plain_out = max(usage.completion_tokens - reasoning - audio_out, 0)
+    total = (
+        plain_in * base_in
+        + cached * _rate(price.cached_input_nanousd_per_mtok, base_in)
+        + written * _rate(price.cache_write_nanousd_per_mtok, base_in)
+        + audio_in * _rate(price.audio_input_nanousd_per_mtok, base_in)
+        + image_in * _rate(price.image_input_nanousd_per_mtok, base_in)
+        + plain_out * base_out
+        + reasoning * _rate(price.reasoning_nanousd_per_mtok, base_out)
+        + audio_out * _rate(price.audio_output_nanousd_per_mtok, base_out)
     )
-    completion_parts = (
-        (usage.reasoning_tokens, price.reasoning_nanousd_per_mtok),
-        (usage.audio_completion_tokens, price.audio_output_nanousd_per_mtok),
-    )
-    plain_in = max(usage.prompt_tokens - sum(n for n, _ in prompt_parts), 0)
-    plain_out = max(usage.completion_tokens - sum(n for n, _ in completion_parts), 0)
-    total = plain_in * base_in + plain_out * base_out
-    total += sum(n * (base_in if rate is None else rate) for n, rate in prompt_parts)
-    total += sum(n * (base_out if rate is None else rate) for n, rate in completion_parts)
     return -(-total // TOKENS_PER_MILLION)
 
 
