@@ -277,6 +277,25 @@ async def test_azure_completion_goes_to_the_deployment_with_the_api_key(
     assert "stream" not in sent
 
 
+async def test_a_streamed_usage_chunk_reports_cached_and_reasoning_tokens(
+    providers: Callable[[Provider], Provider],
+) -> None:
+    usage = {
+        "completion_tokens": 4,
+        "prompt_tokens": 13,
+        "total_tokens": 17,
+        "prompt_tokens_details": {"cached_tokens": 8, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 2, "audio_tokens": 0},
+    }
+    body = AZURE_STREAM.replace(
+        b'"usage":{"completion_tokens":4,"prompt_tokens":13,"total_tokens":17}',
+        b'"usage":' + json.dumps(usage, separators=(",", ":")).encode(),
+    )
+    assert body != AZURE_STREAM
+    deltas = await collect(providers(azure(Upstream(sse=body))).stream(chat_call()))
+    assert deltas[-1].usage == Usage(13, 4, cached_prompt_tokens=8, reasoning_tokens=2)
+
+
 async def test_azure_picks_the_deployment_of_the_model_asked_for(
     providers: Callable[[Provider], Provider],
 ) -> None:
