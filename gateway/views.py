@@ -18,7 +18,7 @@ from gateway.policy.baseline import (
 from gateway.policy.pack import PackError, PolicyPack, parse_pack
 from schemas import authn, codec
 from schemas.auth import key_sha256
-from schemas.pricing import LIST_PRICES, PriceBook
+from schemas.pricing import LIST_PRICES, PriceBook, published_price
 from schemas.records import (
     BreakerState as BreakerStateRecord,
 )
@@ -238,7 +238,7 @@ class LocalViews:
             log.error("a price for one tenant is not a price; skipped", tenant=event.tenant_id)
             return
         try:
-            price = event.price()
+            price = published_price(event)
         except ValueError as exc:
             # The admin API checks before publishing; the price in force stays.
             log.error("published price is not one", error=str(exc))  # noqa: TRY400 - the reason is the message

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from replay.sources import PAGE_ROWS, ArrowReader, blobs, decoded, literal, paged, types_in
 from schemas import codec
-from schemas.pricing import LIST_PRICES, PriceBook, Usage, cost_nanousd
+from schemas.pricing import LIST_PRICES, PriceBook, Usage, cost_nanousd, published_price
 from schemas.records import LineageRecord, PricePublished
 
 MAX_LISTED_MISMATCHES = 1_000
@@ -51,7 +51,7 @@ def price_book(published: Iterable[PricePublished]) -> PriceBook:
         if record.tenant_id:
             continue
         try:
-            book.add(record.price())
+            book.add(published_price(record))
         except ValueError:
             continue
     return book

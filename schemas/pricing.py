@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.money import usd_to_nanousd
+from schemas.records import PricePublished
 
 TOKENS_PER_MILLION = 1_000_000
 
@@ -157,6 +158,23 @@ class PriceBook:
     def prices(self) -> list[Price]:
         """Every price, by provider, model and date."""
         return [p for key in sorted(self._history) for p in self._history[key]]
+
+
+def published_price(record: PricePublished) -> Price:
+    """The price a PricePublished record publishes (ValueError when a rate is not one)."""
+    return Price(
+        record.provider,
+        record.model,
+        record.effective_from,
+        record.input_nanousd_per_mtok,
+        record.output_nanousd_per_mtok,
+        cached_input_nanousd_per_mtok=record.cached_input_nanousd_per_mtok,
+        cache_write_nanousd_per_mtok=record.cache_write_nanousd_per_mtok,
+        audio_input_nanousd_per_mtok=record.audio_input_nanousd_per_mtok,
+        image_input_nanousd_per_mtok=record.image_input_nanousd_per_mtok,
+        reasoning_nanousd_per_mtok=record.reasoning_nanousd_per_mtok,
+        audio_output_nanousd_per_mtok=record.audio_output_nanousd_per_mtok,
+    )
 
 
 def _count(data: Mapping[str, Any], name: str) -> int:

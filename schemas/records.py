@@ -9,8 +9,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, TypeVar
 
-from schemas.pricing import Price
-
 GuardrailAction = Literal["allow", "redact", "block", "escalate"]
 Decision = Literal["allowed", "rejected", "failed"]
 UsageSource = Literal["reported", "estimated", "none"]
@@ -298,7 +296,8 @@ class OrgBaselinePublished(Event):
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class PricePublished(Event):
     """A model's price from `effective_from` on (tenant_id empty: org-wide); rates in
-    nano-USD per million tokens, None: the plain input or output rate (schemas.pricing)."""
+    nano-USD per million tokens, None: the plain input or output rate. As a Price:
+    schemas.pricing.published_price."""
 
     schema_name: ClassVar[str] = "govledger.v1.PricePublished"
     event_type_name: ClassVar[str] = "pricing.price_published"
@@ -315,22 +314,6 @@ class PricePublished(Event):
     reasoning_nanousd_per_mtok: int | None = None
     audio_output_nanousd_per_mtok: int | None = None
     published_by: str
-
-    def price(self) -> Price:
-        """The price this record publishes (ValueError when a rate is not one)."""
-        return Price(
-            self.provider,
-            self.model,
-            self.effective_from,
-            self.input_nanousd_per_mtok,
-            self.output_nanousd_per_mtok,
-            cached_input_nanousd_per_mtok=self.cached_input_nanousd_per_mtok,
-            cache_write_nanousd_per_mtok=self.cache_write_nanousd_per_mtok,
-            audio_input_nanousd_per_mtok=self.audio_input_nanousd_per_mtok,
-            image_input_nanousd_per_mtok=self.image_input_nanousd_per_mtok,
-            reasoning_nanousd_per_mtok=self.reasoning_nanousd_per_mtok,
-            audio_output_nanousd_per_mtok=self.audio_output_nanousd_per_mtok,
-        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,7 +21,7 @@ from gateway.errors import GatewayError
 from gateway.policy.baseline import ORG_TENANT
 from schemas.http_errors import json_response
 from schemas.ids import now_ms
-from schemas.pricing import Price
+from schemas.pricing import Price, published_price
 from schemas.records import PricePublished
 
 PRICES_PATH = "/v1/admin/prices"
@@ -109,7 +109,7 @@ class PriceRoutes:
             published_by=principal.identity,
             **rates,  # type: ignore[arg-type]
         )
-        price = record.price()
+        price = published_price(record)
         await self.context.publish(record)
         views = self.context.views
         await self.context.wait_until(
