@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from gateway.catalogue import Target
+from gateway.catalogue import Target, price_in_force
+from schemas import pricing
 from schemas.ids import new_span_id, now_ms, uuid7
+from schemas.pricing import PriceBook, Usage
 from schemas.records import Attempt, Guardrail, LineageRecord, UsageSource
 
 CHAT_API = "chat.completions"
@@ -35,6 +37,10 @@ class CallRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_source: UsageSource = "none"
+    # The counts by token kind, as reported (or estimated); prompt/completion above too.
+    usage: Usage | None = None
+    # Prices by date (the gateway's views); None or no price there: the target's.
+    prices: PriceBook | None = None
     reserved_nanousd: int = 0
     ttft_ms: float | None = None
     response_sha256: str | None = None
@@ -54,12 +60,14 @@ class CallRecord:
         """Time spent waiting on upstream attempts."""
         return sum(a.latency_ms for a in self.attempts)
 
-    def cost_nanousd(self) -> int:
-        """What the call costs: whatever the outcome, tokens an upstream produced are
-        paid for."""
-        if self.target is None or self.usage_source == "none":
+    def cost_nanousd(self, at_ms: int) -> int:
+        """What the call costs at the price in force at `at_ms` (its occurred_at):
+        whatever the outcome, tokens an upstream produced are paid for."""
+        target = self.target
+        if target is None or self.usage_source == "none":
             return 0
-        return self.target.cost_nanousd(self.prompt_tokens, self.completion_tokens)
+        usage = self.usage or Usage(self.prompt_tokens, self.completion_tokens)
+        return pricing.cost_nanousd(price_in_force(self.prices, target, at_ms), usage)
 
     def lineage(
         self,
@@ -72,10 +80,12 @@ class CallRecord:
     ) -> LineageRecord:
         """The call's lineage record."""
         target = self.target
+        occurred_at = now_ms()
+        usage = self.usage or Usage(self.prompt_tokens, self.completion_tokens)
         return LineageRecord(
             event_id=self.event_id,
             event_type=LineageRecord.event_type_name,
-            occurred_at=now_ms(),
+            occurred_at=occurred_at,
             tenant_id=self.tenant_id,
             trace_id=self.trace_id,
             span_id=self.span_id,
@@ -96,7 +106,7 @@ class CallRecord:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             usage_source=self.usage_source,
-            cost_nanousd=self.cost_nanousd(),
+            cost_nanousd=self.cost_nanousd(occurred_at),
             reserved_nanousd=self.reserved_nanousd,
             latency_ms=latency_ms,
             ttft_ms=self.ttft_ms,
@@ -107,4 +117,10 @@ class CallRecord:
             request_sha256=self.request_sha256,
             response_sha256=self.response_sha256,
             api=self.api,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            audio_prompt_tokens=usage.audio_prompt_tokens,
+            image_prompt_tokens=usage.image_prompt_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            audio_completion_tokens=usage.audio_completion_tokens,
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.providers.sim import FLAKY_MODEL
 from gateway.providers.sim_api import SIM_EMBEDDING_MODEL
+from schemas.pricing import LIST_PRICES, TOKENS_PER_MILLION, Price, PriceBook
 from schemas.settings import GatewaySettings, SettingsError
 
 
@@ -20,13 +22,42 @@ class Target:
     input_nanousd_per_token: int
     output_nanousd_per_token: int
 
+    # The provider's list price when schemas.pricing knows one (cache and reasoning
+    # rates); else the two per-token rates above.
+    list_price: Price | None = None
+
+    def price(self) -> Price:
+        """What a call costs, by token kind (schemas.pricing)."""
+        if self.list_price is not None:
+            return self.list_price
+        return _per_token_price(
+            self.provider,
+            self.upstream_model,
+            self.input_nanousd_per_token,
+            self.output_nanousd_per_token,
+        )
+
     def cost_nanousd(self, prompt_tokens: int, completion_tokens: int) -> int:
-        """Exact integer price of a call."""
+        """Exact integer price of a call counted as plain text tokens (reservations)."""
         assert prompt_tokens >= 0 and completion_tokens >= 0, "token counts are non-negative"
         return (
             prompt_tokens * self.input_nanousd_per_token
             + completion_tokens * self.output_nanousd_per_token
         )
+
+
+@functools.cache
+def _per_token_price(
+    provider: str, model: str, input_nanousd_per_token: int, output_nanousd_per_token: int
+) -> Price:
+    """A catalogue price as a Price (made once: the per-call lookup is hot)."""
+    return Price(
+        provider,
+        model,
+        0,
+        input_nanousd_per_token * TOKENS_PER_MILLION,
+        output_nanousd_per_token * TOKENS_PER_MILLION,
+    )
 
 
 # Prices of the built-in sim models mirror small and large hosted models so demos and
@@ -60,6 +91,7 @@ UPSTREAM_PRICES: dict[str, tuple[int, int]] = {
     "gpt-3.5-turbo-instruct": (1_500, 2_000),
 }
 DEFAULT_UPSTREAM_PRICE = (1_000, 4_000)
+_LISTED = {(p.provider, p.model): p for p in LIST_PRICES}
 
 
 def names(text: str) -> list[str]:
@@ -105,10 +137,22 @@ def build_catalogue(settings: GatewaySettings) -> dict[str, Target]:
                     f"model {model!r} is served by both {targets[model].provider} and {provider}"
                 )
             prompt_price, completion_price = UPSTREAM_PRICES.get(model, DEFAULT_UPSTREAM_PRICE)
-            targets[model] = Target(model, provider, model, prompt_price, completion_price)
+            listed = _LISTED.get((provider, model))
+            targets[model] = Target(
+                model, provider, model, prompt_price, completion_price, list_price=listed
+            )
     return targets
 
 
 def model_object(target: Target) -> dict[str, Any]:
     """OpenAI's `model` object of a target, as `GET /v1/models` lists it."""
     return {"id": target.model, "object": "model", "created": 0, "owned_by": target.provider}
+
+
+def price_in_force(prices: PriceBook | None, target: Target, at_ms: int) -> Price:
+    """The target's price at `at_ms`: the latest listed or published one (the gateway's
+    views), else the catalogue's per-token rates."""
+    published = None
+    if prices is not None:
+        published = prices.price_at(target.provider, target.upstream_model, at_ms)
+    return published or target.price()

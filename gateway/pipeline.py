@@ -21,7 +21,7 @@ from gateway.attempts import TargetRunner
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
 from gateway.call_record import CHAT_API, CallRecord
-from gateway.catalogue import SIM_FALLBACKS, Target, model_object
+from gateway.catalogue import SIM_FALLBACKS, Target, model_object, price_in_force
 from gateway.chat import parse_traceparent, traceparent_error
 from gateway.chat_endpoint import parse_chat
 from gateway.chat_params import BodyLimits, body_limits
@@ -50,6 +50,7 @@ from gateway.views import LocalViews
 from schemas.auth import MalformedCredentialError
 from schemas.http_errors import header_bytes
 from schemas.ids import new_trace_id, now_ms
+from schemas.pricing import cost_nanousd
 from schemas.publisher import Publisher
 from schemas.settings import GatewaySettings
 from schemas.topics import LINEAGE
@@ -183,6 +184,7 @@ class Gateway:
         traced = parse_traceparent(traceparent)
         call = CallRecord(started, "", *(traced or (new_trace_id(), None)))
         call.api = api
+        call.prices = self.views.prices
         try:
             self._check_lineage()
             body = await self._read_body(request, call)
@@ -376,8 +378,12 @@ class Gateway:
         prompt_tokens, completion_tokens = endpoint.reservation_tokens(
             DEFAULT_RESERVED_COMPLETION_TOKENS
         )
-        # A fallback may cost more than the primary: hold enough for the dearest.
-        return max(t.cost_nanousd(prompt_tokens, completion_tokens) for t in targets)
+        # A fallback may cost more than the primary: hold enough for the dearest, at the
+        # prices in force now, every token at the plain rate.
+        usage, at_ms = Usage(prompt_tokens, completion_tokens), now_ms()
+        return max(
+            cost_nanousd(price_in_force(self.views.prices, t, at_ms), usage) for t in targets
+        )
 
     async def _run_policies(
         self, call: CallRecord, key: Key, endpoint: E, reserve_nanousd: int
@@ -441,6 +447,7 @@ class Gateway:
         else:
             call.usage_source = "estimated"
             resolved = endpoint.estimate_usage(text)
+        call.usage = resolved
         call.prompt_tokens, call.completion_tokens = (
             resolved.prompt_tokens,
             resolved.completion_tokens,

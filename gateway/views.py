@@ -18,6 +18,7 @@ from gateway.policy.baseline import (
 from gateway.policy.pack import PackError, PolicyPack, parse_pack
 from schemas import authn, codec
 from schemas.auth import key_sha256
+from schemas.pricing import LIST_PRICES, PriceBook, published_price
 from schemas.records import (
     BreakerState as BreakerStateRecord,
 )
@@ -27,6 +28,7 @@ from schemas.records import (
     EscalationResolved,
     OrgBaselinePublished,
     PolicyPackPublished,
+    PricePublished,
     WalletBalance,
 )
 from schemas.topics import BREAKER_STATE, CONTROL, ESCALATIONS, WALLET_STATE
@@ -93,6 +95,9 @@ class LocalViews:
         self.escalation_changes: dict[str, list[EscalationChanged]] = {}
         self.undecodable = 0
         self.forged = 0
+        # Prices by provider and model with their dates: the list prices, then each
+        # published one (schemas.pricing); calls are priced at their occurred_at.
+        self.prices = PriceBook(LIST_PRICES)
 
     def apply(self, message: Any) -> None:
         """Apply one consumed record from the control, wallet-state, breaker-state or
@@ -131,6 +136,9 @@ class LocalViews:
             return
         if message.topic == CONTROL.name and isinstance(event, OrgBaselinePublished):
             self._apply_baseline(event)
+            return
+        if message.topic == CONTROL.name and isinstance(event, PricePublished):
+            self._apply_price(event)
             return
         if message.topic == CONTROL.name and isinstance(event, EscalationResolved):
             self.escalation_decisions.setdefault(event.escalation_id, event.decision)
@@ -224,3 +232,15 @@ class LocalViews:
     def key_for_secret(self, secret: str) -> keys_logic.Key | None:
         """The key whose secret this is, if any."""
         return self.keys_by_hash.get(key_sha256(secret))
+
+    def _apply_price(self, event: PricePublished) -> None:
+        if event.tenant_id:
+            log.error("a price for one tenant is not a price; skipped", tenant=event.tenant_id)
+            return
+        try:
+            price = published_price(event)
+        except ValueError as exc:
+            # The admin API checks before publishing; the price in force stays.
+            log.error("published price is not one", error=str(exc))  # noqa: TRY400 - the reason is the message
+            return
+        self.prices.add(price)

@@ -15,6 +15,7 @@ from govledger.commands import (
     export,
     keys,
     policy,
+    prices,
     replay,
     root,
     settings,
@@ -38,6 +39,7 @@ COMMAND_GROUPS = (
     replay,
     export,
     demo,
+    prices,
 )
 
 

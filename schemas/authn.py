@@ -101,6 +101,7 @@ ROLES_BY_TYPE: Mapping[type[Event], frozenset[Role]] = {
     rec.WalletFunded: _ADMIN,
     rec.PolicyPackPublished: _ADMIN,
     rec.OrgBaselinePublished: _ADMIN,
+    rec.PricePublished: _ADMIN,
     rec.EscalationResolved: _ADMIN,
     rec.EscalationChanged: _ADMIN,
     rec.WalletBudgetSet: _ADMIN,

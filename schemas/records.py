@@ -83,7 +83,7 @@ class Guardrail:
 class LineageRecord(Event):
     """One gateway call."""
 
-    schema_name: ClassVar[str] = "govledger.v2.LineageRecord"
+    schema_name: ClassVar[str] = "govledger.v3.LineageRecord"
     event_type_name: ClassVar[str] = "gateway.call"
 
     trace_id: str
@@ -117,6 +117,14 @@ class LineageRecord(Event):
     response_sha256: str | None = None
     # The API the call came in by (OpenAI's names); v1 records were all chat completions.
     api: str = "chat.completions"
+    # v3: the parts of prompt_tokens and completion_tokens priced at their own rates
+    # (schemas.pricing); 0 in v1/v2 records, which priced every token as plain text.
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    audio_prompt_tokens: int = 0
+    image_prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_completion_tokens: int = 0
 
     @classmethod
     def from_avro(cls, data: Mapping[str, Any]) -> LineageRecord:
@@ -282,6 +290,29 @@ class OrgBaselinePublished(Event):
     source_yaml: str
     source_sha256: str
     diff: str
+    published_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PricePublished(Event):
+    """A model's price from `effective_from` on (tenant_id empty: org-wide); rates in
+    nano-USD per million tokens, None: the plain input or output rate. As a Price:
+    schemas.pricing.published_price."""
+
+    schema_name: ClassVar[str] = "govledger.v1.PricePublished"
+    event_type_name: ClassVar[str] = "pricing.price_published"
+
+    provider: str
+    model: str
+    effective_from: int
+    input_nanousd_per_mtok: int
+    output_nanousd_per_mtok: int
+    cached_input_nanousd_per_mtok: int | None = None
+    cache_write_nanousd_per_mtok: int | None = None
+    audio_input_nanousd_per_mtok: int | None = None
+    image_input_nanousd_per_mtok: int | None = None
+    reasoning_nanousd_per_mtok: int | None = None
+    audio_output_nanousd_per_mtok: int | None = None
     published_by: str
 
 
@@ -608,4 +639,5 @@ RECORD_TYPES: tuple[type[Event], ...] = (
     ChainCheckpoint,
     OrgBaselinePublished,
     RecordsStored,
+    PricePublished,
 )

@@ -17,6 +17,7 @@ from schemas.records import (
     LineageRecord,
     OrgBaselinePublished,
     PolicyPackPublished,
+    PricePublished,
     QuotaThresholdCrossed,
     SlaBreached,
     SlaWindow,
@@ -53,6 +54,7 @@ TABLE_FOR: dict[type[Event], str] = {
     DeadLetter: "dead_letters",
     ChainCheckpoint: "chain_checkpoints",
     OrgBaselinePublished: "control_events",
+    PricePublished: "control_events",
 }
 ALL_TABLES: tuple[str, ...] = tuple(dict.fromkeys(TABLE_FOR.values()))
 

@@ -11,6 +11,7 @@ from gateway.admin.context import AdminContext, Handler
 from gateway.admin.escalations import EscalationRoutes
 from gateway.admin.keys import KeyRoutes
 from gateway.admin.policies import PolicyRoutes
+from gateway.admin.prices import PriceRoutes
 from gateway.admin.principals import principal_of_headers
 from gateway.admin.wallets import WalletRoutes
 from gateway.budget import Budget
@@ -47,6 +48,7 @@ class AdminApi:
         self.wallets = WalletRoutes(self.context)
         self.policies = PolicyRoutes(self.context)
         self.escalations = EscalationRoutes(self.context)
+        self.prices = PriceRoutes(self.context)
 
     @property
     def views(self) -> LocalViews:
@@ -60,6 +62,7 @@ class AdminApi:
             *self.wallets.routes(self.guard),
             *self.escalations.routes(self.guard),
             *self.policies.routes(self.guard),
+            *self.prices.routes(self.guard),
         ]
 
     def guard(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

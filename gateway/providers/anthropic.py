@@ -26,6 +26,7 @@ from gateway.providers.upstream_http import (
     sse_events,
     status_error,
 )
+from schemas.pricing import anthropic_usage
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 """Anthropic's public API."""
@@ -173,6 +174,21 @@ def _usage(data: Any) -> tuple[int | None, int | None]:
     return prompt, completion
 
 
+def _reported(data: Any) -> dict[str, Any]:
+    """The counts a usage object reports (the later of two reports of a count wins)."""
+    if not isinstance(data, Mapping):
+        return {}
+    return {name: value for name, value in data.items() if value is not None}
+
+
+def _detailed(data: Mapping[str, Any]) -> Usage:
+    """Usage with cache reads and writes as their own counts (schemas.pricing)."""
+    usage = anthropic_usage(data)
+    if usage is None:
+        raise TypeError("usage without input_tokens")
+    return usage
+
+
 def _stream_error(event: Mapping[str, Any]) -> UpstreamError:
     error = event.get("error")
     if not isinstance(error, Mapping):
@@ -260,9 +276,10 @@ class AnthropicProvider:
             text = "".join(block["text"] for block in blocks if block.get("type") == "text")
             stop_reason = data.get("stop_reason")
             prompt, completion = _usage(data.get("usage"))
+            known = prompt is not None and completion is not None
+            usage = _detailed(data["usage"]) if known else None
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise UpstreamError(status, "bad_response", repr(exc)) from exc
-        usage = None if prompt is None or completion is None else Usage(prompt, completion)
         return Completion(text, FINISH_REASONS.get(stop_reason or "", "stop"), usage)
 
     async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
@@ -274,6 +291,7 @@ class AnthropicProvider:
             raise classify_transport_error(exc) from exc
         prompt: int | None = None
         completion: int | None = None
+        reported: dict[str, Any] = {}  # the usage counts reported so far, by name
         stop_reason: str | None = None
         try:
             if response.status_code >= 400:
@@ -292,17 +310,19 @@ class AnthropicProvider:
                     if block.get("type") == "text" and block.get("text"):
                         yield Delta(block["text"])
                 elif kind == "message_start":
+                    reported.update(_reported(data["message"].get("usage")))
                     prompt, completion = _usage(data["message"].get("usage"))
                 elif kind == "message_delta":
                     stop_reason = data["delta"].get("stop_reason") or stop_reason
                     # message_delta counts are cumulative: they replace, never add.
+                    reported.update(_reported(data.get("usage")))
                     delta_prompt, delta_completion = _usage(data.get("usage"))
                     prompt = delta_prompt if delta_prompt is not None else prompt
                     completion = delta_completion if delta_completion is not None else completion
                 elif kind == "message_stop":
                     usage = None
                     if prompt is not None and completion is not None:
-                        usage = Usage(prompt, completion)
+                        usage = _detailed(reported)
                     yield Delta("", FINISH_REASONS.get(stop_reason or "", "stop"), usage)
                     return
                 elif kind == "error":

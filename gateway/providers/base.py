@@ -6,6 +6,10 @@ from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from schemas.pricing import Usage, openai_usage
+
+__all__ = ["Usage"]  # re-exported: adapters build usage from here
+
 
 @dataclass(frozen=True, slots=True)
 class ChatCall:
@@ -19,14 +23,6 @@ class ChatCall:
     # The caller's body as sent (OpenAI's shape): what an OpenAI-compatible upstream is
     # given, with `model` and `messages` replaced by the two fields above.
     body: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts as the provider reported them."""
-
-    prompt_tokens: int
-    completion_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,12 +139,4 @@ def reported_usage(data: Any) -> Usage | None:
     integers is a bad response (TypeError)."""
     if not isinstance(data, dict):
         return None
-    return Usage(_count(data.get("prompt_tokens")), _count(data.get("completion_tokens")))
-
-
-def _count(value: Any) -> int:
-    if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise TypeError(f"token count {value!r} is not a non-negative integer")
-    return value
+    return openai_usage(data)

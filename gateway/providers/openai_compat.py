@@ -32,21 +32,11 @@ from gateway.providers.upstream_http import (
     sse_events,
     status_error,
 )
+from schemas.pricing import openai_usage
 
 
 def _usage(data: Any) -> Usage | None:
-    if not isinstance(data, dict):
-        return None
-    return Usage(_count(data.get("prompt_tokens")), _count(data.get("completion_tokens")))
-
-
-def _count(value: Any) -> int:
-    """A token count as reported; anything but a non-negative integer is a bad response."""
-    if value is None:
-        return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise TypeError(f"token count {value!r} is not a non-negative integer")
-    return value
+    return openai_usage(data)
 
 
 def _first_finish(choices: list[Any]) -> str | None:

@@ -260,6 +260,31 @@ def cmd_who(args: argparse.Namespace) -> int:
     return _guarded(run)
 
 
+def cmd_reprice(args: argparse.Namespace) -> int:
+    """Every recorded call re-priced at the price in force at its time against its
+    recorded cost; 1 on any mismatch."""
+    settings = load(StreamSettings)
+
+    def run() -> int:
+        from replay.prices import reprice_store
+
+        read, rows = _reader(args, settings)
+        report = reprice_store(read, args.tenant, page_rows=rows)
+        sys.stdout.write("event_id\tprovider\tmodel\ttime\trecorded_usd\trepriced_usd\n")
+        for m in report.mismatches:
+            sys.stdout.write(
+                f"{m.event_id}\t{m.provider}\t{m.model}\t{_when(m.occurred_at)}\t"
+                f"{format_usd(m.recorded_nanousd)}\t{format_usd(m.repriced_nanousd)}\n"
+            )
+        sys.stdout.write(
+            f"{report.mismatched} of {report.checked} priced calls differ from their price; "
+            f"{report.unpriced} calls of models with no published or list price not judged\n"
+        )
+        return 1 if report.mismatched else 0
+
+    return _guarded(run)
+
+
 def _store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tenant", help="only this tenant")
     parser.add_argument(
@@ -304,3 +329,9 @@ def add_audit_commands(audit_commands: Any) -> None:
     )
     _store_options(asked)
     asked.set_defaults(func=cmd_who)
+    repriced = audit_commands.add_parser(
+        "reprice",
+        help="re-price every call at the price in force at its time; exit 1 if any differs",
+    )
+    _store_options(repriced)
+    repriced.set_defaults(func=cmd_reprice)

@@ -362,6 +362,12 @@ def test_restart_keeps_keys_and_balances(stack: RunningStack, stack_env: dict[st
     before: int = wait_for(
         lambda: (b := stack.balance_nanousd("durable")) < 2_000_000_000 and b,
     )
+    # sim-large at twice its catalogue price from now on: restored like any control record.
+    doubled = {"input_nanousd_per_mtok": 5_000_000_000, "output_nanousd_per_mtok": 20_000_000_000}
+    priced = stack.admin(
+        "PUT", "/v1/admin/prices", json={"provider": "sim", "model": "sim-large", **doubled}
+    )
+    assert priced.status_code == 201, priced.text
     revoked = stack.create_key("durable")
     stack.admin("POST", f"/v1/admin/keys/{revoked['key_id']}/revoke", json={})
     stack.stack.stop()
@@ -376,7 +382,9 @@ def test_restart_keeps_keys_and_balances(stack: RunningStack, stack_env: dict[st
             client(again, revoked["key"]).chat.completions.create(
                 model="sim-large", messages=[{"role": "user", "content": "revoked stays revoked"}]
             )
-        cost = next(t for t in SIM_TARGETS if t.model == "sim-large").cost_nanousd(
+        listed = again.admin("GET", "/v1/admin/prices?model=sim-large").json()["data"]
+        assert [p["input_nanousd_per_mtok"] for p in listed] == [5_000_000_000]
+        cost = 2 * next(t for t in SIM_TARGETS if t.model == "sim-large").cost_nanousd(
             reply.usage.prompt_tokens, reply.usage.completion_tokens
         )
         wait_for(lambda: again.balance_nanousd("durable") == before - cost)

@@ -30,6 +30,7 @@ from schemas.records import (
     LineageRecord,
     OrgBaselinePublished,
     PolicyPackPublished,
+    PricePublished,
     QuotaThresholdCrossed,
     RecordsStored,
     SketchRecord,
@@ -494,6 +495,7 @@ def one_of_each() -> list[Event]:
         checkpoint(),
         baseline_published(),
         records_stored(),
+        price_published(),
     ]
 
 
@@ -602,3 +604,23 @@ def signed_message(topic: str, record: Event) -> Any:
     role = min(authn.ROLES_BY_TYPE[type(record)])
     credential = keyring.credential(role, record.producer_id)
     return SimpleNamespace(topic=topic, value=value, headers=credential.headers(value))
+
+
+def price_published(**overrides: Any) -> PricePublished:
+    """An org admin lowers gpt-4o's input price from T0 on (cache reads at half of it)."""
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 5,
+        "tenant_id": "",
+        "occurred_at": T0 - 3_600_000,
+        "provider": "openai",
+        "model": "gpt-4o",
+        "effective_from": T0,
+        "input_nanousd_per_mtok": 2_000_000_000,
+        "output_nanousd_per_mtok": 10_000_000_000,
+        "cached_input_nanousd_per_mtok": 1_000_000_000,
+        "published_by": "admin",
+    }
+    fields.update(overrides)
+    env = _split(PricePublished, fields)
+    return PricePublished(**env, **fields)

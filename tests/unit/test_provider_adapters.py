@@ -3,6 +3,7 @@ upstream answers: what is sent, what comes back, and how failures are classified
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
@@ -275,6 +276,25 @@ async def test_azure_completion_goes_to_the_deployment_with_the_api_key(
     assert sent["messages"] == [{"role": "user", "content": "What is a ledger?"}]
     assert (sent["max_tokens"], sent["temperature"], sent["seed"]) == (64, 0.2, 7)
     assert "stream" not in sent
+
+
+async def test_a_streamed_usage_chunk_reports_cached_and_reasoning_tokens(
+    providers: Callable[[Provider], Provider],
+) -> None:
+    usage = {
+        "completion_tokens": 4,
+        "prompt_tokens": 13,
+        "total_tokens": 17,
+        "prompt_tokens_details": {"cached_tokens": 8, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 2, "audio_tokens": 0},
+    }
+    body = AZURE_STREAM.replace(
+        b'"usage":{"completion_tokens":4,"prompt_tokens":13,"total_tokens":17}',
+        b'"usage":' + json.dumps(usage, separators=(",", ":")).encode(),
+    )
+    assert body != AZURE_STREAM
+    deltas = await collect(providers(azure(Upstream(sse=body))).stream(chat_call()))
+    assert deltas[-1].usage == Usage(13, 4, cached_prompt_tokens=8, reasoning_tokens=2)
 
 
 async def test_azure_picks_the_deployment_of_the_model_asked_for(
@@ -775,7 +795,7 @@ async def test_anthropic_prompt_tokens_count_cached_prompt_tokens_too(
         },
     }
     completion = await providers(anthropic(Upstream(json_body=message))).complete(chat_call())
-    assert completion.usage == Usage(2105, 12)
+    assert completion.usage == Usage(2105, 12, cached_prompt_tokens=2000, cache_write_tokens=100)
 
 
 async def test_anthropic_stream_yields_text_then_finish_and_usage(
@@ -794,6 +814,20 @@ async def test_anthropic_stream_yields_text_then_finish_and_usage(
     assert sent["stream"] is True
     assert sent["max_tokens"] == 300
     assert upstream.request.headers["x-api-key"] == ANTHROPIC_KEY
+
+
+async def test_anthropic_stream_counts_cache_reads_and_writes_apart(
+    providers: Callable[[Provider], Provider],
+) -> None:
+    events = copy.deepcopy(ANTHROPIC_EVENTS)
+    events[0]["message"]["usage"] |= {
+        "cache_creation_input_tokens": 100,
+        "cache_read_input_tokens": 2000,
+    }
+    deltas = await collect(
+        providers(anthropic(Upstream(sse=anthropic_sse(*events)))).stream(chat_call())
+    )
+    assert deltas[-1].usage == Usage(2572, 17, cached_prompt_tokens=2000, cache_write_tokens=100)
 
 
 async def test_anthropic_stream_survives_any_network_chunking_and_crlf(

@@ -122,7 +122,7 @@ def test_avsc_parses_and_documents_every_record_enum_and_field(path: Path) -> No
 
 
 def test_doc_check_finds_undocumented_nested_types() -> None:
-    source = load_avsc(AVRO_DIR / "lineage_record.v2.avsc")
+    source = load_avsc(AVRO_DIR / "lineage_record.v3.avsc")
     attempts = next(f for f in source["fields"] if f["name"] == "attempts")
     del attempts["type"]["items"]["fields"][0]["doc"]
     decision = next(f for f in source["fields"] if f["name"] == "decision")
@@ -256,7 +256,7 @@ def test_compatibility_check_rejects_a_field_added_without_a_default(path: Path)
 
 
 def test_compatibility_check_rejects_a_removed_enum_symbol_still_written() -> None:
-    source = load_avsc(AVRO_DIR / "lineage_record.v2.avsc")
+    source = load_avsc(AVRO_DIR / "lineage_record.v3.avsc")
     successor = copy.deepcopy(source)
     successor["namespace"] = "govledger.v2"
     decision = next(f for f in successor["fields"] if f["name"] == "decision")
@@ -425,7 +425,7 @@ def test_chains_of_different_producers_are_independent() -> None:
 
 def test_record_hash_is_sha256_of_prev_hash_and_body_with_record_hash_empty() -> None:
     record = HashChain("gateway-eu1-0a1b2c").seal(_unsealed_calls(1)[0])
-    source = load_avsc(AVRO_DIR / "lineage_record.v2.avsc")
+    source = load_avsc(AVRO_DIR / "lineage_record.v3.avsc")
     body = io.BytesIO()
     fastavro.schemaless_writer(
         body, fastavro.parse_schema(source), _plain(dataclasses.replace(record, record_hash=""))
@@ -516,3 +516,28 @@ def test_a_v1_lineage_record_decodes_as_a_chat_completion_and_replays_like_v2() 
     history = [builders.funding(seq=1, occurred_at=builders.T0 - 1), old, new]
     rebuilt = rebuild_from_events(history, builders.T0 + 10).wallets[builders.WALLET]
     assert rebuilt.spent_nanousd == calls[0].cost_nanousd + calls[1].cost_nanousd > 0
+
+
+def test_v1_and_v2_lineage_records_decode_with_no_token_kinds_and_replay_like_v3() -> None:
+    from replay.state import rebuild_from_events
+
+    calls = [
+        dataclasses.replace(
+            builders.call(seq=seq, occurred_at=builders.T0 + seq),
+            cached_prompt_tokens=40,
+            cache_write_tokens=3,
+            reasoning_tokens=7,
+        )
+        for seq in (1, 2, 3)
+    ]
+    v1 = codec.decode_as(_written_with(calls[0], "lineage_record.v1.avsc"), LineageRecord)
+    v2 = codec.decode_as(_written_with(calls[1], "lineage_record.v2.avsc"), LineageRecord)
+    v3 = codec.decode_as(codec.encode(calls[2]), LineageRecord)
+    for old, call in ((v1, calls[0]), (v2, calls[1])):
+        assert old == dataclasses.replace(
+            call, cached_prompt_tokens=0, cache_write_tokens=0, reasoning_tokens=0
+        )
+    assert v3 == calls[2]
+    history = [builders.funding(seq=1, occurred_at=builders.T0 - 1), v1, v2, v3]
+    rebuilt = rebuild_from_events(history, builders.T0 + 10).wallets[builders.WALLET]
+    assert rebuilt.spent_nanousd == sum(c.cost_nanousd for c in calls) > 0
