@@ -27,6 +27,7 @@ from gateway.providers.base import Completion, Delta, Provider, UpstreamError, U
 from gateway.providers.compat_variants import MistralProvider
 from gateway.replies import ChunkRelay
 from gateway.tokens import estimate_text_tokens
+from schemas.pricing import openai_usage
 from schemas.settings import GatewaySettings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -98,17 +99,13 @@ def output_text(output: Any) -> str:
 
 
 def response_usage(data: Any, status: int = 200) -> Usage | None:
-    """The Responses API's usage (input_tokens, output_tokens) as counts; None when
-    absent; bad_response when malformed."""
-    if not isinstance(data, dict):
-        return None
-    counts = []
-    for name in ("input_tokens", "output_tokens"):
-        value = data.get(name) or 0
-        if not is_integer(value) or value < 0:
-            raise UpstreamError(status, "bad_response", f"usage.{name} is not a count")
-        counts.append(int(value))
-    return Usage(counts[0], counts[1])
+    """The Responses API's usage (input and output tokens, with their cached and
+    reasoning parts, each priced at its own rate) as counts; None when absent;
+    bad_response when malformed."""
+    try:
+        return openai_usage(data)
+    except TypeError as exc:
+        raise UpstreamError(status, "bad_response", str(exc)) from exc
 
 
 def usage_object(usage: Usage) -> dict[str, Any]:

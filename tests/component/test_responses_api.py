@@ -111,7 +111,12 @@ def _assert_priced(record: LineageRecord, *, stream: bool) -> None:
     assert (record.model_requested, record.model_selected) == (ALIAS, RESPONSES_MODEL)
     assert (record.prompt_tokens, record.completion_tokens) == (INPUT_TOKENS, OUTPUT_TOKENS)
     assert record.usage_source == "reported"
-    assert record.cost_nanousd == _price(RESPONSES_MODEL, INPUT_TOKENS, OUTPUT_TOKENS) > 0
+    # 4 of the input tokens were cache reads, priced at gpt-4.1-mini's cached rate (100
+    # nano-USD a token); the 2 reasoning tokens are output, at the output rate.
+    assert (record.cached_prompt_tokens, record.reasoning_tokens) == (4, 2)
+    cached = 4
+    expected = _price(RESPONSES_MODEL, INPUT_TOKENS - cached, OUTPUT_TOKENS) + cached * 100
+    assert record.cost_nanousd == expected > 0
 
 
 # --- an OpenAI-compatible upstream ----------------------------------------------------

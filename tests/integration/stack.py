@@ -28,7 +28,9 @@ from schemas.settings import ENV_PREFIX, RuntimeSettings, load
 # looked for every 0.25 s; legal and security escalations go to the central queue
 # (test_quotas_escalations); an open breaker half-opens after 2 s (test_demo's sim-flaky:
 # no other target fails on this stack).
-ESCALATION_P1_SLA_S = 6
+# Long enough for test_quotas_escalations to claim and reassign the late escalation (two
+# command-line runs) before it pages, on a loaded machine: at 6 s it paged first once.
+ESCALATION_P1_SLA_S = 12
 ESCALATION_TICK_S = 0.25
 SHARED_STACK_SETTINGS = {
     "GOVLEDGER_ESCALATION_SLA_S": f"P1={ESCALATION_P1_SLA_S},P2=7200,P3=28800,P4=86400",
