@@ -4,7 +4,7 @@ arrays of either), and asking a provider that serves the API in OpenAI's shape."
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, TypeGuard
 
@@ -102,3 +102,19 @@ async def chunks(
     async with aclosing(opened):
         async for chunk in opened:
             yield chunk
+
+
+def scanned_fields(body: Mapping[str, Any], not_scanned: frozenset[str]) -> list[dict[str, Any]]:
+    """What the policy chain reads of a body passed through whole: one "message" of
+    every field but those that hold no text (`not_scanned`)."""
+    return [{k: v for k, v in body.items() if k not in not_scanned}]
+
+
+def body_after_policy(
+    body: dict[str, Any], scanned: list[dict[str, Any]], verdict: Sequence[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The body with the chain's rewrites (redactions) laid over it; None when the chain
+    changed nothing (it hands back the very object it was given)."""
+    if verdict[0] is scanned[0]:
+        return None
+    return {**body, **verdict[0]}

@@ -47,14 +47,13 @@ class EmbeddingsRequest:
         return self.input_tokens, 0
 
     def policy_messages(self) -> list[dict[str, Any]]:
-        return [{k: v for k, v in self.body.items() if k not in NOT_SCANNED}]
+        return api_common.scanned_fields(self.body, NOT_SCANNED)
 
     def after_policy(
         self, scanned: list[dict[str, Any]], verdict: Sequence[dict[str, Any]]
     ) -> EmbeddingsRequest:
-        if verdict[0] is scanned[0]:
-            return self
-        return dataclasses.replace(self, body={**self.body, **verdict[0]})
+        body = api_common.body_after_policy(self.body, scanned, verdict)
+        return self if body is None else dataclasses.replace(self, body=body)
 
     def served_by(self, provider: Provider) -> bool:
         return api_common.served_by(provider)
