@@ -3,25 +3,22 @@ once, whatever is redelivered, and offsets move only after the insert."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from govledger.broker import start_tansu
 from schemas import authn, codec
 from schemas.ids import new_producer_id, now_ms, uuid7
-from schemas.kafka import ensure_topics, make_producer
-from schemas.publisher import ChainedPublisher
+from schemas.kafka import make_producer
 from schemas.records import LineageRecord, StoredRange
 from schemas.settings import SinkSettings, load
 from schemas.topics import ALERTS, CONTROL, DLQ, LINEAGE, RESENT_HEADER
 from sinks.store import Store
 from sinks.stored import stored_ranges
 from sinks.writer import CONSUMER_GROUP, RecentIds, SinkWriter
-from tests.integration.stack import free_port
+from tests.integration.sink_support import WritingSink, embedded_broker, sink_writers
 
 pytestmark = pytest.mark.integration
 
@@ -50,16 +47,8 @@ def signed(value: bytes) -> tuple[str, list[tuple[str, bytes]]]:
 
 @pytest.fixture(scope="module")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("tansu") / "broker.log").open("ab")
-    broker = start_tansu(port, log)
-    try:
-        asyncio.run(ensure_topics(f"127.0.0.1:{port}", 2))
-        yield f"127.0.0.1:{port}"
-    finally:
-        broker.terminate()
-        broker.wait(timeout=10)
-        log.close()
+    with embedded_broker(tmp_path_factory.mktemp("tansu")) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +62,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 
 
 @pytest.fixture
-async def writer_factory(bootstrap: str, store: Store) -> AsyncIterator[object]:
+async def writer_factory(bootstrap: str, store: Store) -> AsyncIterator[WritingSink]:
     settings = load(
         SinkSettings,
         environ={},
@@ -82,20 +71,8 @@ async def writer_factory(bootstrap: str, store: Store) -> AsyncIterator[object]:
         # Each writer joins the group in 1 s (half of it, rounded up to a second, on Tansu).
         kafka_session_timeout_ms=2000,
     )
-    dlq = ChainedPublisher(bootstrap, new_producer_id("sink"), role="sink")
-    await dlq.start()
-    writers: list[SinkWriter] = []
-
-    async def make() -> SinkWriter:
-        writer = SinkWriter(settings, store, dlq)
-        await writer.start()
-        writers.append(writer)
-        return writer
-
-    yield make
-    for writer in writers:
-        await writer.stop()
-    await dlq.stop()
+    async with sink_writers(settings, store) as make:
+        yield make
 
 
 def lineage(tenant: str, chain: codec.HashChain, cost: int) -> bytes:

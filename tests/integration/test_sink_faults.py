@@ -12,7 +12,7 @@ import contextlib
 import errno
 import os
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from govledger.broker import start_tansu
 from govledger.services import _stats
 from schemas import authn, codec
 from schemas.ids import new_producer_id, now_ms
-from schemas.kafka import ensure_topics
-from schemas.publisher import ChainedPublisher
 from schemas.settings import SinkSettings, load
 from schemas.topics import LINEAGE
 from sinks.access import Reader
@@ -36,7 +33,8 @@ from sinks.query_app import QueryApi
 from sinks.store import Store
 from sinks.store_faults import RECORD_ERRORS
 from sinks.writer import SinkWriter
-from tests.integration.stack import free_port, running_stack, stack_environ, wait_for
+from tests.integration.sink_support import WritingSink, embedded_broker, sink_writers
+from tests.integration.stack import running_stack, stack_environ, wait_for
 from tests.integration.test_sink import KEYRING, committed, counts, produce
 from tests.unit import builders
 
@@ -45,7 +43,6 @@ pytestmark = pytest.mark.integration
 # The tmpfs under chDB: room for the migrated store and these tests' rows, small enough
 # that the test fills what is left in a moment.
 DISK_MB = 16
-WritingSink = Callable[[], Awaitable[SinkWriter]]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,16 +52,8 @@ def keyring() -> None:
 
 @pytest.fixture(scope="module")
 def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("tansu") / "broker.log").open("ab")
-    broker = start_tansu(port, log)
-    try:
-        asyncio.run(ensure_topics(f"127.0.0.1:{port}", 2))
-        yield f"127.0.0.1:{port}"
-    finally:
-        broker.terminate()
-        broker.wait(timeout=10)
-        log.close()
+    with embedded_broker(tmp_path_factory.mktemp("tansu")) as address:
+        yield address
 
 
 @dataclass(frozen=True)
@@ -104,20 +93,8 @@ async def writer_factory(bootstrap: str, store: Store) -> AsyncIterator[WritingS
         sink_store_retry_base_ms=20,
         sink_store_retry_max_ms=200,
     )
-    dlq = ChainedPublisher(bootstrap, new_producer_id("sink"), role="sink")
-    await dlq.start()
-    writers: list[SinkWriter] = []
-
-    async def make() -> SinkWriter:
-        writer = SinkWriter(settings, store, dlq)
-        await writer.start()
-        writers.append(writer)
-        return writer
-
-    yield make
-    for writer in writers:
-        await writer.stop()
-    await dlq.stop()
+    async with sink_writers(settings, store) as make:
+        yield make
 
 
 @contextlib.asynccontextmanager
