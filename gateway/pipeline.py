@@ -29,6 +29,7 @@ from gateway.credentials import presented_secret
 from gateway.embeddings import EMBEDDINGS_API, parse_embeddings
 from gateway.endpoint import Endpoint
 from gateway.errors import GatewayError, error_response, refusal_response
+from gateway.metrics import gateway_metrics
 from gateway.policy.baseline import effective_pack
 from gateway.policy.chain import CallFacts, RefusalReason, evaluate, reads_text
 from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
@@ -111,6 +112,7 @@ class Gateway:
         self.breakers = BreakerBoard(config_of(settings), views.fleet_breakers)
         self.runner = TargetRunner(settings, self.breakers)
         self.upstream_in_flight = 0
+        self.metrics = gateway_metrics(self)  # Prometheus, labels bounded by the catalogue
         # Calls served while the lineage outbox could not keep their records.
         self.lineage_overflow = 0
         # Not for security: the pick of a model group's member only spreads the load.
@@ -575,7 +577,9 @@ class Gateway:
             error_code=error_code,
             decision=decision,
         )
+        emitting = time.perf_counter()
         sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
+        self.metrics.call_done(call, record, time.perf_counter() - emitting)
         self.budget.settled(call.wallet_id, sealed.seq, record.cost_nanousd)
 
 

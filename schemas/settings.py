@@ -69,6 +69,9 @@ class CommonSettings:
     root_secret_file: str = setting(
         "", "File of the org root secrets (record authentication); empty keeps one in data_dir."
     )
+    metrics_enabled: bool = setting(
+        True, "Serve Prometheus /metrics (docs/metrics.md); off: no route, no-op instruments."
+    )
 
     def __post_init__(self) -> None:
         for name in ("gateway_port", "query_port"):
@@ -299,6 +302,9 @@ class GatewaySettings(BreakerSettings):
     )
     max_embedding_dimensions: int = setting(
         16_384, "Largest `dimensions` an embeddings request may ask for; more gets 400."
+    )
+    metrics_tenant_labels_max: int = setting(
+        20, "Tenants with their own metrics label (first seen); the rest count as `other`."
     )
 
     def __post_init__(self) -> None:
