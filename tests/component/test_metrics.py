@@ -10,11 +10,12 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.component.support import FLAKY_MODEL, Component, running_component
 from tests.scrape import Samples, moved, parse, value
 
-HI = [{"role": "user", "content": "hi"}]
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 CHAT = "chat.completions"
 STRICT_PACK = (
     "name: strict\npolicies:\n  chain:\n"
@@ -44,12 +45,8 @@ async def scrape(stack: Component) -> Samples:
 async def test_answered_calls_move_counters_and_histograms_by_one(stack: Component) -> None:
     sdk = await stack.sdk_for("metrics-ok")
     before = await scrape(stack)
-    await sdk.chat.completions.create(model="sim-small", messages=HI)  # type: ignore[arg-type]
-    chunks = await sdk.chat.completions.create(
-        model="sim-small",
-        messages=HI,  # type: ignore[arg-type]
-        stream=True,
-    )
+    await sdk.chat.completions.create(model="sim-small", messages=HI)
+    chunks = await sdk.chat.completions.create(model="sim-small", messages=HI, stream=True)
     assert [c async for c in chunks]
     after = await scrape(stack)
 
@@ -84,7 +81,7 @@ async def test_refusals_count_under_their_reason(stack: Component) -> None:
     strict = await stack.sdk_for("metrics-strict", policy_pack="strict")
     before = await scrape(stack)
     with pytest.raises(openai.APIStatusError) as budget:
-        await unfunded.chat.completions.create(model="sim-small", messages=HI)  # type: ignore[arg-type]
+        await unfunded.chat.completions.create(model="sim-small", messages=HI)
     assert budget.value.code == "budget_exhausted"
     with pytest.raises(openai.BadRequestError) as policy:
         await strict.chat.completions.create(
@@ -99,7 +96,8 @@ async def test_refusals_count_under_their_reason(stack: Component) -> None:
     assert moved(before, after, refusals, reason="policy") == 1
     assert moved(before, after, refusals) == 2
     calls = "govledger_gateway_calls_total"
-    assert moved(before, after, calls, status="402", code="budget_exhausted", model="sim-small") == 1
+    refused = {"status": "402", "code": "budget_exhausted", "model": "sim-small"}
+    assert moved(before, after, calls, **refused) == 1
     assert moved(before, after, calls, status="400", code="content_blocked") == 1
     # Refused before any upstream: no attempt.
     assert moved(before, after, "govledger_gateway_upstream_attempts_total") == 0
@@ -110,7 +108,7 @@ async def test_a_fallback_counts_its_failed_attempts_its_retry_and_its_move(
 ) -> None:
     sdk = await stack.sdk_for("metrics-fallback")
     before = await scrape(stack)
-    reply = await sdk.chat.completions.create(model=FLAKY_MODEL, messages=HI)  # type: ignore[arg-type]
+    reply = await sdk.chat.completions.create(model=FLAKY_MODEL, messages=HI)
     assert reply.choices[0].message.content
     after = await scrape(stack)
 
@@ -133,9 +131,9 @@ async def test_labels_are_bounded_whatever_the_caller_sends(stack: Component) ->
     second = await stack.sdk_for("metrics-second", tenant="tenant-b")
     before = await scrape(stack)
     with pytest.raises(openai.NotFoundError):
-        await first.chat.completions.create(model=made_up, messages=HI)  # type: ignore[arg-type]
-    await first.chat.completions.create(model="sim-small", messages=HI)  # type: ignore[arg-type]
-    await second.chat.completions.create(model="sim-small", messages=HI)  # type: ignore[arg-type]
+        await first.chat.completions.create(model=made_up, messages=HI)
+    await first.chat.completions.create(model="sim-small", messages=HI)
+    await second.chat.completions.create(model="sim-small", messages=HI)
     response = await stack.client.get("/metrics")
     text = await response.text()
     after = parse(text)
@@ -156,5 +154,5 @@ async def test_metrics_off_serve_no_route_and_calls_still_work(tmp_path: Path) -
     async with running_component(tmp_path, metrics_enabled=False) as stack:
         assert (await stack.client.get("/metrics")).status == 404
         sdk = await stack.sdk_for("metrics-off")
-        reply = await sdk.chat.completions.create(model="sim-small", messages=HI)  # type: ignore[arg-type]
+        reply = await sdk.chat.completions.create(model="sim-small", messages=HI)
         assert reply.choices[0].message.content
