@@ -19,13 +19,13 @@ def parse(text: str) -> Samples:
     }
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
+def value(samples: Samples, name: str, /, **labels: str) -> float:
     """The sum of the samples of `name` whose labels include `labels` (0 when none)."""
     wanted = set(labels.items())
     return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
 
 
-def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+def moved(before: Samples, after: Samples, name: str, /, **labels: str) -> float:
     """How much the samples of `name` with these labels grew between two scrapes."""
     return value(after, name, **labels) - value(before, name, **labels)
 
