@@ -12,7 +12,13 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.component.support import FLAKY_MODEL, Component, running_component
+from gateway.views import LocalViews
+from tests.component.support import (
+    FLAKY_MODEL,
+    Component,
+    running_component,
+    running_query_api,
+)
 from tests.scrape import Samples, moved, parse, value
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
@@ -156,3 +162,21 @@ async def test_metrics_off_serve_no_route_and_calls_still_work(tmp_path: Path) -
         sdk = await stack.sdk_for("metrics-off")
         reply = await sdk.chat.completions.create(model="sim-small", messages=HI)
         assert reply.choices[0].message.content
+
+
+async def test_the_query_api_counts_requests_by_declared_route_and_status(
+    tmp_path: Path,
+) -> None:
+    async with running_query_api(tmp_path, LocalViews()) as client:
+        before = parse(await (await client.get("/metrics")).text())
+        assert (await client.get("/ping")).status == 200
+        assert (await client.get("/", params={"query": "SELECT 1"})).status == 401
+        assert (await client.get("/no/such/route/" + "x" * 50)).status == 404
+        after = parse(await (await client.get("/metrics")).text())
+
+    requests = "govledger_query_requests_total"
+    assert moved(before, after, requests, route="/ping", status="200") == 1
+    assert moved(before, after, requests, route="/", status="401") == 1
+    # An unmatched path is `other`: a scanner cannot add series.
+    assert moved(before, after, requests, route="other", status="404") == 1
+    assert moved(before, after, "govledger_query_duration_seconds_count", route="/ping") == 1
