@@ -14,7 +14,14 @@ from gateway.breakers import BreakerBoard
 from gateway.call_record import CallRecord
 from gateway.catalogue import Target
 from schemas.ids import now_ms
-from schemas.metrics import Allowed, FirstSeen, Metrics, MetricSpec
+from schemas.metrics import (
+    Allowed,
+    CounterLike,
+    FirstSeen,
+    HistogramLike,
+    Metrics,
+    MetricSpec,
+)
 from schemas.outbox_publisher import OutboxPublisher
 from schemas.records import LineageRecord
 from schemas.settings import GatewaySettings
@@ -195,6 +202,12 @@ REFUSAL_REASONS: dict[str, str] = {
 }
 
 
+# A kind of call: route, model, provider, HTTP status, error code (each bounded).
+CallKind = tuple[str, str, str, int, str]
+# A kind of call's instruments: calls, duration, TTFT, overhead, refusals (or None).
+CallSeries = tuple[CounterLike, HistogramLike, HistogramLike, HistogramLike, CounterLike | None]
+
+
 class GatewayMetrics:
     """The gateway's instruments, with the bounds of their labels."""
 
@@ -222,40 +235,56 @@ class GatewayMetrics:
         self._tenant_calls = m["govledger_gateway_tenant_calls_total"]
         self._tenant_cost = m["govledger_gateway_tenant_cost_nanousd_total"]
         self._emit = m["govledger_lineage_emit_duration_seconds"].histogram()
+        self._series: dict[CallKind, CallSeries] = {}
 
     def call_done(self, call: CallRecord, record: LineageRecord, emit_s: float) -> None:
         """One call answered and recorded (`emit_s`: the lineage publish's time)."""
         if not self.enabled:
             return
-        route = record.api
         target = call.target
         model = self.model(target.model if target is not None else record.model_requested)
-        provider = self.provider(record.provider)
         code = ERROR_CODES(record.error_code) if record.error_code else ""
-        status = str(record.http_status)
-        self._calls.counter(route, model, provider, status, code).inc()
-        self._duration.histogram(route, model, provider).observe(record.latency_ms / 1000)
+        # Every value of the key is bounded: so is this cache.
+        key = (record.api, model, self.provider(record.provider), record.http_status, code)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self._call_series(key, record.decision)
+        calls, duration, ttft, overhead, refusals = series
+        calls.inc()
+        duration.observe(record.latency_ms / 1000)
         if record.ttft_ms is not None:
-            self._ttft.histogram(route, model, provider).observe(record.ttft_ms / 1000)
-        self._overhead.histogram(route).observe(record.gateway_overhead_ms / 1000)
+            ttft.observe(record.ttft_ms / 1000)
+        overhead.observe(record.gateway_overhead_ms / 1000)
         self._emit.observe(emit_s)
+        if refusals is not None:
+            refusals.inc()
         tenant = self.tenant(record.tenant_id)
-        self._tenant_calls.counter(tenant).inc()
+        self._tenant_calls.child(tenant).inc()
         if record.cost_nanousd:
-            self._tenant_cost.counter(tenant).inc(record.cost_nanousd)
-        if record.decision == "rejected" or code == errors.CIRCUIT_OPEN.code:
-            self._refusals.counter(REFUSAL_REASONS.get(code, "invalid")).inc()
+            self._tenant_cost.child(tenant).inc(record.cost_nanousd)
         before: tuple[str, str] | None = None
         for attempt in record.attempts:
             provider = self.provider(attempt.provider)
             outcome = "ok" if attempt.error_class is None else attempt.error_class
-            self._attempts.counter(provider, ATTEMPT_OUTCOMES(outcome)).inc()
+            self._attempts.child(provider, ATTEMPT_OUTCOMES(outcome)).inc()
             here = (attempt.provider, attempt.model)
             if before == here:
-                self._retries.counter(provider).inc()
+                self._retries.child(provider).inc()
             elif before is not None:
-                self._fallbacks.counter(self.provider(before[0]), provider).inc()
+                self._fallbacks.child(self.provider(before[0]), provider).inc()
             before = here
+
+    def _call_series(self, key: CallKind, decision: str) -> CallSeries:
+        """The instruments one kind of call moves (made once per kind)."""
+        route, model, provider, status, code = key
+        refused = decision == "rejected" or code == errors.CIRCUIT_OPEN.code
+        return (
+            self._calls.counter(route, model, provider, str(status), code),
+            self._duration.histogram(route, model, provider),
+            self._ttft.histogram(route, model, provider),
+            self._overhead.histogram(route),
+            self._refusals.counter(REFUSAL_REASONS.get(code, "invalid")) if refused else None,
+        )
 
     def watch_routing(
         self, breakers: BreakerBoard, targets: Iterable[Target], in_flight: Callable[[], int]
