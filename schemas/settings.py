@@ -381,6 +381,9 @@ class StreamSettings(BreakerSettings):
 
     worker_app_id: str = setting("govledger-streams", "Faust application id (consumer group).")
     worker_web_port: int = setting(6066, "Port of the Faust worker's web endpoint (0 disables).")
+    worker_web_host: str = setting(
+        "127.0.0.1", "Address of the worker's web endpoint (/metrics, /ready/); 0.0.0.0 in compose."
+    )
     worker_checkpoint_interval_s: float = setting(
         60.0, "Seconds between checkpoints of the processors' hash chains (and one at stop)."
     )

@@ -81,7 +81,7 @@ def create_app(settings: StreamSettings) -> Any:
         value_serializer="raw",
         web_enabled=settings.worker_web_port > 0,
         web_port=max(settings.worker_web_port, 1),
-        web_bind="127.0.0.1",
+        web_bind=settings.worker_web_host,
         datadir=str(settings.data_path / "faust"),
     )
     metrics.install(app, settings.metrics_enabled)  # /metrics on the web port
