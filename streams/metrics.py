@@ -18,6 +18,7 @@ from schemas.metrics import CONTENT_TYPE, METRICS_PATH, OTHER, FirstSeen, Metric
 SERVICE = "streams"
 AGENTS_SERVICE = "streams-agents"
 PRIORITIES = ("P1", "P2", "P3", "P4")
+SLA_TARGETS = ("availability", "gateway_overhead_p99_ms", "ingestion_lag_ms")
 THRESHOLD_LABELS_MAX = 20
 _ATTRIBUTE = "_govledger_metrics"
 
@@ -71,6 +72,13 @@ STREAM_SPECS: tuple[MetricSpec, ...] = (
         ("priority",),
         "Escalations that missed their review deadline (SLA alerts), by priority.",
     ),
+    MetricSpec(
+        "govledger_sla_targets_missed_total",
+        "counter",
+        ("target",),
+        "Minute windows that missed an SLA target (availability, gateway_overhead_p99_ms, "
+        "ingestion_lag_ms), as sla.breached alerts.",
+    ),
 )
 
 
@@ -89,6 +97,7 @@ class StreamMetrics:
         self._oldest = m["govledger_escalations_oldest_age_seconds"]
         self._quota_alerts = m["govledger_quota_alerts_total"]
         self._breaches = m["govledger_sla_breaches_total"]
+        self._targets_missed = m["govledger_sla_targets_missed_total"]
         self._threshold = FirstSeen(THRESHOLD_LABELS_MAX)
         self._lag_readers: list[Callable[[], Iterable[tuple[str, str, int, int]]]] = []
         m.on_scrape(self._refresh_lag)
@@ -114,6 +123,10 @@ class StreamMetrics:
     def sla_breached(self, priority: str) -> None:
         """An escalation missed its deadline (its alert was published)."""
         self._breaches.counter(priority if priority in PRIORITIES else OTHER).inc()
+
+    def sla_target_missed(self, target: str) -> None:
+        """A minute window missed an SLA target (its alert is being published)."""
+        self._targets_missed.counter(target if target in SLA_TARGETS else OTHER).inc()
 
     def watch_lag(self, read: Callable[[], Iterable[tuple[str, str, int, int]]]) -> None:
         """Add a source of (service, topic, partition, lag) read at each scrape."""

@@ -141,6 +141,7 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Any:
             except codec.DecodeError as exc:
                 await reject(event, str(exc))
                 continue
+            metrics.folded("escalations", record.occurred_at)
             change = logic.input_of(record)
             if change is None or isinstance(change, EscalationSlaBreached):
                 continue

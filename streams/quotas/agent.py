@@ -77,6 +77,7 @@ def register(app: Any, chain: SignedChain) -> Any:
                 observed = up if forwarded else logic.spend_observed(wallet)
             elif isinstance(record, WalletBudgetSet):
                 observed = logic.budget_of(record)
+            metrics.folded("quotas", record.occurred_at)
         except (codec.DecodeError, ValueError) as exc:
             await reject(event, str(exc))
             return

@@ -140,6 +140,8 @@ def test_quota_thresholds_and_priorities_are_bounded() -> None:
         metrics.quota_alert(threshold)
     metrics.sla_breached("P1")
     metrics.sla_breached("P9 injected")
+    metrics.sla_target_missed("availability")
+    metrics.sla_target_missed("made_up")
     samples = scrape(metrics.metrics)
     thresholds = {
         dict(labels)["threshold"]
@@ -150,6 +152,9 @@ def test_quota_thresholds_and_priorities_are_bounded() -> None:
     assert value(samples, "govledger_quota_alerts_total") == 100
     assert value(samples, "govledger_sla_breaches_total", priority="P1") == 1
     assert value(samples, "govledger_sla_breaches_total", priority=OTHER) == 1
+    missed = "govledger_sla_targets_missed_total"
+    assert value(samples, missed, target="availability") == 1
+    assert value(samples, missed, target=OTHER) == 1
 
 
 def test_dead_letter_reasons_are_a_fixed_set() -> None:
