@@ -546,9 +546,13 @@ class Gateway:
             self._settle_usage(call, None, "".join(parts), endpoint)
             await self._record(call, 499, errors.CLIENT_CLOSED.code, "allowed")
             return response or web.StreamResponse()
-        call.attempted(target, attempt_started, 200, None)
+        ended_in = relay.failure()
+        call.attempted(target, attempt_started, 200, ended_in)
         resolved = self._settle_usage(call, usage, "".join(parts), endpoint)
-        await self._record(call, 200, None, "allowed")
+        if ended_in is None:
+            await self._record(call, 200, None, "allowed")
+        else:  # the upstream's own failure event ended it: failed, what it produced charged
+            await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
         try:
             for event in relay.tail(resolved):
                 stream = await send(event)
