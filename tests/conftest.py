@@ -2,11 +2,12 @@
 
 The shared stack: one real stack (broker, sink with chDB, worker, gateway) with the
 default test settings and SHARED_STACK_SETTINGS (tests/integration/stack.py), its
-OpenAI-compatible upstream the component tier's recording fake (`shared_upstream`), booted once
-per test process on first use and stopped at the end. A boot costs about 7 s of wall time
-and 5 s of CPU; every module that needs nothing else takes this one instead of booting its
-own. Such a module keeps to tenants (and so wallets, keys, rows) of its own, named with a
-run id, and scopes every count to them: other modules' traffic is in the same store.
+OpenAI-compatible upstream the component tier's recording fake (`shared_upstream`),
+booted once per test process on first use and stopped at the end. A boot costs about 7 s
+of wall time and 5 s of CPU; every module that needs nothing else takes this one instead
+of booting its own. Such a module keeps to tenants (and so wallets, keys, rows) of its
+own, named with a run id, and scopes every count to them: other modules' traffic is in
+the same store.
 
     @pytest.fixture(scope="module")
     def stack(shared_stack: RunningStack) -> RunningStack:
