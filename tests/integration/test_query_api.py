@@ -69,6 +69,7 @@ class World:
     org_admin: str
     a_viewer: str
     a_developer: str
+    b_developer: str
     a_calls: int
     b_calls: int
     escalation: str  # opened by one of A's calls, still undecided
@@ -119,6 +120,7 @@ def world(stack: RunningStack) -> World:
         org_admin=stack.create_key("platform", tenant=a, role="org-admin")["key"],
         a_viewer=stack.create_key("ops", tenant=a, role="viewer")["key"],
         a_developer=a_dev,
+        b_developer=b_dev,
         a_calls=3,
         b_calls=4,
         escalation=escalation,
@@ -651,7 +653,8 @@ def test_events_list_from_the_terminal(stack: RunningStack, world: World) -> Non
 @pytest.mark.parametrize("reader", ["operator", "tenant-admin"])
 def test_events_tail_follows_new_calls(stack: RunningStack, world: World, reader: str) -> None:
     """The operator follows the lineage topic (records authenticated); a tenant key its
-    tenant's rows through the query API. Either sees a new call of its tenant, once."""
+    tenant's rows through the query API. Either sees a new call of its tenant, and not
+    the other tenant's call made just before it."""
     env = dict(stack.env)
     if reader == "tenant-admin":
         env["GOVLEDGER_API_KEY"] = world.a_admin
@@ -662,6 +665,10 @@ def test_events_tail_follows_new_calls(stack: RunningStack, world: World, reader
                           text=True) as tail:  # fmt: skip
         assert tail.stderr is not None and tail.stdout is not None
         assert "following" in tail.stderr.readline()
+        _call(stack, world.b_developer)
+        if reader == "tenant-admin":  # B's row lands first in the store, at its own poll
+            wait_for(lambda: stack.sql(f"SELECT count() FROM lineage WHERE tenant_id = '{world.b}'"
+                                       f" HAVING count() = {world.b_calls + 1}"))  # fmt: skip
         _call(stack, world.a_developer)
         try:
             out, err = tail.communicate(timeout=30)
@@ -671,3 +678,4 @@ def test_events_tail_follows_new_calls(stack: RunningStack, world: World, reader
     row = json.loads(out)
     assert (row["tenant_id"], row["team_id"], row["http_status"]) == (world.a, "alpha", 200)
     world.a_calls += 1
+    world.b_calls += 1
