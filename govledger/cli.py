@@ -10,6 +10,7 @@ import sys
 from govledger.cli_support import CliError
 from govledger.commands import (
     audit,
+    config,
     demo,
     escalations,
     events,
@@ -32,6 +33,7 @@ COMMAND_GROUPS = (
     keys,
     wallets,
     policy,
+    config,
     escalations,
     events,
     sql,
