@@ -10,8 +10,10 @@ import sys
 from govledger.cli_support import CliError
 from govledger.commands import (
     audit,
+    config,
     demo,
     escalations,
+    events,
     export,
     keys,
     policy,
@@ -31,7 +33,9 @@ COMMAND_GROUPS = (
     keys,
     wallets,
     policy,
+    config,
     escalations,
+    events,
     sql,
     settings,
     audit,

@@ -43,6 +43,9 @@ class CommonSettings:
     admin_token: str = setting(
         "", "Admin bearer token for the admin API; empty generates one in data_dir."
     )
+    api_key: str = setting(
+        "", "Key the command line reads as (`govledger events`); empty: the admin token."
+    )
     gateway_host: str = setting("127.0.0.1", "Address the gateway listens on.")
     gateway_port: int = setting(8080, "Port the gateway listens on.")
     query_host: str = setting("127.0.0.1", "Address the query API (store owner) listens on.")
