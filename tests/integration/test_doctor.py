@@ -6,11 +6,17 @@ tests/unit/test_doctor_checks.py and tests/component/test_doctor.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
 
+from govledger.doctor.checks import GroupView
+from govledger.doctor.probes import LiveProbes, wall_ms
+from govledger.doctor.run import INTAKE_TOPICS, bootstrap_of
+from schemas.kafka_security import KafkaSecurity
 from tests.integration.stack import RunningStack, govledger, running_stack, stack_environ
 
 pytestmark = pytest.mark.integration
@@ -46,13 +52,32 @@ def test_doctor_passes_on_a_healthy_stack(stack: RunningStack) -> None:
 
 def test_a_stopped_worker_fails_the_worker_check_with_its_hint(stack: RunningStack) -> None:
     stop(stack, "worker")
+    written_ms = wall_ms()
+    stack.create_key("doctor-late")  # a record the stopped worker's group is behind on
     code, lines = doctor_lines(stack)
     assert code == 1
+    assert re.search(r"group govledger-streams-intake: \d member\(s\), lag [1-9]", lines["worker"])
     assert lines["worker"].startswith("fail  worker")
     assert lines["worker"].endswith(
         "fix: start the worker (`govledger worker`); a stall clears with a worker restart"
     )
     assert lines["store"].startswith("ok ")
+    # The age of the oldest record the group is behind on (what a stall is judged by).
+    view = asyncio.run(intake_positions(stack))
+    behind = [p for p in view.partitions.values() if p.lag > 0]
+    assert behind
+    oldest = min(p.oldest_uncommitted_ms or 0 for p in behind)
+    assert written_ms - 60_000 < oldest <= wall_ms()
+
+
+async def intake_positions(stack: RunningStack) -> GroupView:
+    probes = LiveProbes(
+        bootstrap_of(stack.settings), KafkaSecurity.of(stack.settings), "", None, 5.0
+    )
+    try:
+        return await probes.group("govledger-streams-intake", INTAKE_TOPICS)
+    finally:
+        await probes.close()
 
 
 def test_a_stopped_sink_fails_the_store_check_with_its_hint(stack: RunningStack) -> None:
