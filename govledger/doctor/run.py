@@ -93,10 +93,9 @@ async def check_broker(ctx: Context) -> CheckResult:
         else "start the broker or fix GOVLEDGER_KAFKA_BOOTSTRAP and the broker login"
     )
     try:
-        found = await ctx.probes.topics([])
+        await ctx.probes.topics([])  # lists the topics: the broker answered
     except ProbeError as exc:
         return CheckResult("broker", Status.FAIL, str(exc), hint)
-    del found
     return CheckResult("broker", Status.OK, f"reachable at {bootstrap_of(ctx.runtime)}")
 
 
