@@ -16,6 +16,7 @@ from schemas.settings import (
     DoctorSettings,
     GatewaySettings,
     RuntimeSettings,
+    SettingsError,
     SinkSettings,
     StreamSettings,
     load,
@@ -67,11 +68,16 @@ async def _doctor() -> list[CheckResult]:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Run every check; print one line each (or JSON); 1 if any failed."""
-    from govledger.doctor.checks import exit_code
+    from govledger.doctor.checks import CheckResult, Status, exit_code
 
     # A broker that is down is one `fail` line; aiokafka would add a log line per try.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    results = asyncio.run(_doctor())
+    try:
+        results = asyncio.run(_doctor())
+    except SettingsError as exc:
+        # Settings a service would refuse to start with: nothing else can be checked.
+        hint = "fix the variable named (docs/configuration.md lists them all)"
+        results = [CheckResult("settings", Status.FAIL, str(exc), hint)]
     code = exit_code(results)
     if args.json:
         document = {"ok": code == 0, "checks": [r.as_json() for r in results]}

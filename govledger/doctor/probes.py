@@ -124,7 +124,7 @@ class LiveProbes:
                     await admin.close()
                     await consumer.stop()
                     raise ProbeError(
-                        f"cannot reach the broker at {self._bootstrap}: {exc}"
+                        f"cannot reach the broker at {self._bootstrap} ({exc.__class__.__name__})"
                     ) from None
                 self._admin, self._consumer = admin, consumer
             return self._admin, self._consumer
@@ -224,13 +224,13 @@ class LiveProbes:
             self._http = httpx.AsyncClient(timeout=self._http_timeout_s)
         return self._http
 
-    async def get(self, url: str, headers: dict[str, str] | None = None) -> HttpReply:
+    async def get(self, url: str) -> HttpReply:
         import httpx
 
         client = await self._client()
         sent_ms = wall_ms()
         try:
-            response = await client.get(url, headers=headers or {})
+            response = await client.get(url)
         except httpx.HTTPError as exc:
             raise ProbeError(f"no answer from {url}: {exc.__class__.__name__}") from None
         received_ms = wall_ms()

@@ -176,6 +176,17 @@ async def _group(ctx: Context, group_id: str, topics: tuple[str, ...]) -> tuple[
     )
 
 
+async def _group_or_why(ctx: Context, group_id: str, topics: tuple[str, ...]) -> tuple[Status, str]:
+    """The group's findings, or why the broker could not give them (an ACL refusal is
+    this user's limit, not the group's fault: a warning)."""
+    try:
+        return await _group(ctx, group_id, topics)
+    except NotAllowedError as exc:
+        return Status.WARN, f"group {group_id}: {exc}"
+    except ProbeError as exc:
+        return Status.FAIL, f"group {group_id}: {exc}"
+
+
 async def check_worker(ctx: Context) -> CheckResult:
     hint = "start the worker (`govledger worker`); a stall clears with a worker restart"
     found: list[tuple[Status, str]] = []
@@ -188,10 +199,7 @@ async def check_worker(ctx: Context) -> CheckResult:
             # Outside the embedded stack the worker's web page is on its own host.
             ready = (Status.FAIL if ctx.embedded else Status.WARN, str(exc))
         found.append(ready)
-    try:
-        found.append(await _group(ctx, f"{ctx.stream.worker_app_id}-intake", INTAKE_TOPICS))
-    except NotAllowedError as exc:
-        found.append((Status.WARN, str(exc)))
+    found.append(await _group_or_why(ctx, f"{ctx.stream.worker_app_id}-intake", INTAKE_TOPICS))
     status = checks.worst([s for s, _ in found])
     return CheckResult("worker", status, "; ".join(d for _, d in found), hint)
 
@@ -199,10 +207,7 @@ async def check_worker(ctx: Context) -> CheckResult:
 async def check_sink(ctx: Context) -> CheckResult:
     from sinks.writer import CONSUMER_GROUP, SINK_TOPICS
 
-    try:
-        found = await _group(ctx, CONSUMER_GROUP, SINK_TOPICS)
-    except NotAllowedError as exc:
-        found = (Status.WARN, str(exc))
+    found = await _group_or_why(ctx, CONSUMER_GROUP, SINK_TOPICS)
     return _result("sink", found, "start the sink (`govledger sink`); see its log for the store")
 
 
@@ -231,16 +236,15 @@ async def check_clock(ctx: Context) -> CheckResult:
         if reply is not None and server_ms is not None:
             skews[name] = checks.skew_ms(reply.sent_ms, reply.received_ms, server_ms)
     found = checks.skew_findings(skews, ctx.doctor.doctor_clock_skew_max_ms)
-    return _result("clock", found, "run NTP (chrony, systemd-timesyncd) on every host")
+    hint = "run NTP (chrony, systemd-timesyncd) on every host"
+    return _result("clock", found, hint if skews else "start the parts the checks above name")
 
 
 async def check_data_dir(ctx: Context) -> CheckResult:
     path = ctx.runtime.data_path
-    return _result(
-        "data-dir",
-        checks.data_dir_findings(str(path), ctx.probes.stat(path)),
-        f"chmod o-w {path}",
-    )
+    found = ctx.probes.stat(path)
+    hint = f"chmod o-w {path}" if found else "start the stack once, or set GOVLEDGER_DATA_DIR"
+    return _result("data-dir", checks.data_dir_findings(str(path), found), hint)
 
 
 async def check_admin_token(ctx: Context) -> CheckResult:
@@ -250,10 +254,13 @@ async def check_admin_token(ctx: Context) -> CheckResult:
         found = checks.admin_token_findings(ctx.runtime.admin_token, generated=False)
         return _result("admin-token", found, "set GOVLEDGER_ADMIN_TOKEN to 32+ random characters")
     path = ctx.runtime.data_path / TOKEN_FILE
-    hint = f"start the stack once (it makes {path}) or set GOVLEDGER_ADMIN_TOKEN; chmod 600 {path}"
-    stat_found = checks.secret_file_findings(
-        "admin token", str(path), ctx.probes.stat(path), my_uid(), ours=True
+    present = ctx.probes.stat(path)
+    hint = (
+        f"chmod 600 {path}"
+        if present
+        else f"start the stack once (it makes {path}) or set GOVLEDGER_ADMIN_TOKEN"
     )
+    stat_found = checks.secret_file_findings("admin token", str(path), present, my_uid(), ours=True)
     if stat_found[0] is Status.FAIL or ctx.admin_token is None:
         return _result("admin-token", stat_found, hint)
     shape = checks.admin_token_findings(ctx.admin_token, generated=True)
@@ -266,13 +273,15 @@ async def check_root_secret(ctx: Context) -> CheckResult:
 
     path = authn.keyring_path(ctx.runtime.data_path, ctx.runtime.root_secret_file)
     ours = not ctx.runtime.root_secret_file
-    hint = (
-        f"start the stack once (it makes {path}); chmod 600 {path}"
-        if ours
-        else f"protect {path} (chmod 600; compose: keep compose/secrets/ at 0700)"
-    )
+    present = ctx.probes.stat(path)
+    if present is None:
+        hint = f"restore {path} from its backup (a new install: start the stack once)"
+    elif ours:
+        hint = f"chmod 600 {path}"
+    else:
+        hint = f"protect {path} (chmod 600; compose: keep compose/secrets/ at 0700)"
     stat_found = checks.secret_file_findings(
-        "root keyring", str(path), ctx.probes.stat(path), my_uid(), ours=ours
+        "root keyring", str(path), present, my_uid(), ours=ours
     )
     if stat_found[0] is Status.FAIL:
         return _result("root-secret", stat_found, hint)
