@@ -60,6 +60,14 @@ RULES: tuple[Rule, ...] = (
         "lower GOVLEDGER_RETRY_MAX_WAIT_MS below GOVLEDGER_UPSTREAM_TIMEOUT_S",
     ),
     Rule(
+        ("lineage_max_pending", "max_concurrent_upstream"),
+        # Each call in flight holds one lineage record until the broker acknowledges it.
+        lambda v: v["lineage_max_pending"] < v["max_concurrent_upstream"],
+        Status.WARN,
+        "calls are refused 503 overloaded for lineage before the concurrency limit is reached",
+        "make GOVLEDGER_LINEAGE_MAX_PENDING at least GOVLEDGER_MAX_CONCURRENT_UPSTREAM",
+    ),
+    Rule(
         ("sla_grace_ms", "sla_retention_ms"),
         lambda v: v["sla_grace_ms"] > v["sla_retention_ms"],
         Status.FAIL,

@@ -44,6 +44,11 @@ def test_every_rule_names_settings_that_exist() -> None:
             "retry_max_wait_ms",
             Status.WARN,
         ),
+        (
+            {"lineage_max_pending": 100, "max_concurrent_upstream": 512},
+            "lineage_max_pending",
+            Status.WARN,
+        ),
         ({"sla_grace_ms": 60_000, "sla_retention_ms": 30_000}, "sla_grace_ms", Status.FAIL),
         ({"sla_tick_s": 60.0, "sla_grace_ms": 30_000}, "sla_tick_s", Status.WARN),
         (
