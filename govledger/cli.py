@@ -25,6 +25,7 @@ from govledger.commands import (
     up,
     wallets,
 )
+from govledger.commands import doctor as doctor_command
 from schemas.settings import SettingsError
 
 # The order `govledger --help` lists the groups in.
@@ -44,6 +45,7 @@ COMMAND_GROUPS = (
     export,
     demo,
     prices,
+    doctor_command,
 )
 
 
