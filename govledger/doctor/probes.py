@@ -107,15 +107,16 @@ class LiveProbes:
 
         async with self._lock:
             if self._admin is None:
-                options = client_options(self._security)
                 admin = AIOKafkaAdminClient(
-                    bootstrap_servers=self._bootstrap, client_id="govledger-doctor", **options
+                    bootstrap_servers=self._bootstrap,
+                    client_id="govledger-doctor",
+                    **client_options(self._security),
                 )
                 consumer = AIOKafkaConsumer(
                     bootstrap_servers=self._bootstrap,
                     client_id="govledger-doctor",
                     enable_auto_commit=False,
-                    **options,
+                    **client_options(self._security),
                 )
                 try:
                     await admin.start()
