@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -51,8 +51,6 @@ from schemas.records import LineageRecord
 
 if TYPE_CHECKING:
     from aiohttp import web
-
-    from gateway.tracing import Traced
 
 E = TypeVar("E")
 CHAT_API = "chat.completions"  # gateway.call_record's (importing it would make a circle)
@@ -93,6 +91,16 @@ INT_PARAMS = {
     "dimensions": "gen_ai.embeddings.dimension.count",
 }
 ENCODING_FORMATS = frozenset({"float", "base64"})
+
+
+class Traced(Protocol):
+    """gateway.tracing.Traced (not imported: gateway.tracing imports this module)."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    api: str
+    event_id: str
 
 
 def otlp_tracing(*, service_name: str, latest: bool) -> OtelTracing:

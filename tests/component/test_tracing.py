@@ -289,9 +289,7 @@ async def test_with_tracing_off_no_span_is_made(
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}, False),
     ],
 )
-def test_tracing_is_on_only_when_an_otlp_endpoint_is_set(
-    environ: dict[str, str], on: bool
-) -> None:
+def test_tracing_is_on_only_when_an_otlp_endpoint_is_set(environ: dict[str, str], on: bool) -> None:
     assert otlp_configured(environ) is on
     if not on:
         assert tracing_from_env(environ) is NO_TRACING
