@@ -6,6 +6,7 @@ tracing off no span object is made."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,10 +15,13 @@ from typing import Any
 import openai
 import orjson
 import pytest
+from aiohttp.test_utils import TestServer
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from bench.otlp_sink import OtlpSink
 from gateway.tracing import NO_TRACING, latest_conventions, otlp_configured, tracing_from_env
 from gateway.tracing_otel import OtelTracing
 from schemas.records import LineageRecord
@@ -303,3 +307,38 @@ def test_the_latest_conventions_are_opted_into_by_name_and_grpc_is_refused() -> 
         tracing_from_env(
             {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
         )
+
+
+async def test_spans_reach_the_otlp_receiver_the_standard_variables_name(
+    stack: Component, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = OtlpSink(keep=True)
+    receiver = TestServer(sink.application())
+    await receiver.start_server()
+    try:
+        for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-under-test")
+        tracing = tracing_from_env()
+        assert tracing is not NO_TRACING
+        stack.gateway.tracing = tracing
+        client = await stack.sdk_for("exported")
+        await client.chat.completions.create(
+            model="sim-small", messages=[{"role": "user", "content": PROMPT}]
+        )
+        await asyncio.to_thread(tracing.shutdown)  # sends the batch (OTLP/HTTP, protobuf)
+    finally:
+        await receiver.close()
+    record = only_record(stack)
+    kinds = sorted((span.kind, span.name) for span in sink.spans)
+    assert kinds == [
+        (ProtoSpan.SPAN_KIND_INTERNAL, "policy chain"),
+        (ProtoSpan.SPAN_KIND_SERVER, "chat sim-small"),
+        (ProtoSpan.SPAN_KIND_CLIENT, "chat sim-small"),
+    ]
+    (server,) = [span for span in sink.spans if span.kind == ProtoSpan.SPAN_KIND_SERVER]
+    assert (server.trace_id.hex(), server.span_id.hex()) == (record.trace_id, record.span_id)
+    attributes = {a.key: a.value for a in server.attributes}
+    assert attributes["gen_ai.operation.name"].string_value == "chat"
+    assert attributes["gen_ai.usage.output_tokens"].int_value == record.completion_tokens
