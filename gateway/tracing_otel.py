@@ -231,6 +231,8 @@ class OtelCallTrace:
         self._answered_attempt: tuple[Span, int] | None = None
 
     def requested(self, endpoint: E) -> E:
+        if not self.span.is_recording():  # not sampled: nothing it is told is kept
+            return endpoint
         body = _body_of(endpoint)
         self.span.set_attributes(request_attributes(body, self.tracing.latest))
         if self.tracing.latest and isinstance(stream := getattr(endpoint, "stream", None), bool):
@@ -294,6 +296,9 @@ class OtelCallTrace:
 
     def finished(self, record: LineageRecord) -> None:
         span = self.span
+        if not span.is_recording():  # not sampled (its attempts and chain span neither)
+            span.end()
+            return
         model = record.model_requested
         span.update_name(f"{self.operation} {model}" if model else self.operation)
         attributes = self._outcome(record)
@@ -331,7 +336,8 @@ class OtelCallTrace:
             attributes["error.type"] = record.error_code
         if self.finish_reason is not None:
             attributes["gen_ai.response.model"] = record.model_selected
-            attributes["gen_ai.response.finish_reasons"] = (self.finish_reason,)
+            if self.operation != "embeddings":  # an embedding has no finish reason
+                attributes["gen_ai.response.finish_reasons"] = (self.finish_reason,)
             make_id = REPLY_IDS.get(record.api or CHAT_API)
             if make_id is not None:
                 attributes["gen_ai.response.id"] = make_id(record.event_id)

@@ -207,6 +207,19 @@ async def test_a_fallback_shows_each_attempt_and_joins_the_callers_trace(
     assert [(a.model, a.error_class) for a in record.attempts] == [t[:2] for t in trail]
 
 
+async def test_a_caller_that_does_not_sample_its_trace_gets_no_spans(stack: Component) -> None:
+    exporter = traced(stack)
+    client = await stack.sdk_for("unsampled")
+    trace_id = secrets.token_hex(16)
+    await client.chat.completions.create(
+        model="sim-small",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-00"},
+    )
+    assert exporter.get_finished_spans() == ()
+    assert stack.lineage_of(trace_id).trace_id == trace_id  # the record still joins it
+
+
 async def test_refusals_mark_the_call_span_with_their_error_type(stack: Component) -> None:
     exporter = traced(stack)
     unfunded = stack.sdk((await stack.create_key("unfunded"))["key"])
