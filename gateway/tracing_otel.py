@@ -18,6 +18,7 @@ numbers, enumerations and ids (content capture is not offered)."""
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -91,6 +92,13 @@ INT_PARAMS = {
     "dimensions": "gen_ai.embeddings.dimension.count",
 }
 ENCODING_FORMATS = frozenset({"float", "base64"})
+# A W3C tracestate list member (key=value); at most 32 of them, kept to 512 characters.
+TRACESTATE_MEMBER = re.compile(
+    r"([a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+    r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])"
+)
+MAX_TRACESTATE_MEMBERS = 32
+MAX_TRACESTATE_CHARS = 512
 
 
 class Traced(Protocol):
@@ -128,6 +136,22 @@ def _body_of(endpoint: Any) -> Mapping[str, Any]:
             return body
         endpoint = getattr(endpoint, "chat", None)
     return {}
+
+
+def trace_state(headers: list[str]) -> TraceState:
+    """The caller's tracestate when it is W3C's form, else none: parsed here, because the
+    SDK's parser logs each bad member with the caller's text (one hostile header, many
+    log lines)."""
+    joined = ",".join(headers)
+    if len(joined) > MAX_TRACESTATE_CHARS:
+        return TraceState()
+    members = [m.strip(" \t") for m in joined.split(",") if m.strip(" \t")]
+    matches = [TRACESTATE_MEMBER.fullmatch(m) for m in members]
+    pairs = [(m.group(1), m.group(2)) for m in matches if m is not None]
+    keys = {key for key, _ in pairs}
+    if len(pairs) != len(members) or len(keys) != len(pairs) or len(pairs) > MAX_TRACESTATE_MEMBERS:
+        return TraceState()
+    return TraceState(pairs)
 
 
 def request_attributes(body: Mapping[str, Any], latest: bool) -> dict[str, Any]:
@@ -182,7 +206,7 @@ class OtelTracing:
                 int(call.parent_span_id, 16),
                 is_remote=True,
                 trace_flags=TraceFlags(int(flags, 16) & TraceFlags.SAMPLED),
-                trace_state=TraceState.from_header(request.headers.getall("tracestate", [])),
+                trace_state=trace_state(request.headers.getall("tracestate", [])),
             )
             parent = trace.set_span_in_context(NonRecordingSpan(remote))
         operation = OPERATIONS.get(call.api, call.api)
