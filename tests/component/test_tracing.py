@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from bench.otlp_sink import OtlpSink
 from gateway.tracing import NO_TRACING, latest_conventions, otlp_configured, tracing_from_env
-from gateway.tracing_otel import OtelTracing
+from gateway.tracing_otel import OtelTracing, request_attributes
 from schemas.records import LineageRecord
 from tests.component.support import CAPTURE_MODEL, FLAKY_MODEL, Component, running_component
 
@@ -367,3 +367,30 @@ async def test_spans_reach_the_otlp_receiver_the_standard_variables_name(
     attributes = {a.key: a.value for a in server.attributes}
     assert attributes["gen_ai.operation.name"].string_value == "chat"
     assert attributes["gen_ai.usage.output_tokens"].int_value == record.completion_tokens
+
+
+def test_request_parameters_become_attributes_only_as_numbers_and_known_words() -> None:
+    hostile = {
+        "temperature": "0.5; drop table",
+        "top_p": True,
+        "max_tokens": 1.5,
+        "max_output_tokens": 300,
+        "seed": "7",
+        "n": 3,
+        "top_k": 40,
+        "frequency_penalty": float("inf"),
+        "presence_penalty": -0.5,
+        "encoding_format": "base64 and more",
+        "stop": ["the secret word"],
+        "user": "jane.doe@example.com",
+    }
+    assert request_attributes(hostile, latest=True) == {
+        "gen_ai.request.max_tokens": 300,
+        "gen_ai.request.choice.count": 3,
+        "gen_ai.request.top_k": 40,
+        "gen_ai.request.presence_penalty": -0.5,
+    }
+    assert request_attributes({"top_k": 40, "encoding_format": "float"}, latest=False) == {
+        "gen_ai.request.top_k": 40.0,
+        "gen_ai.request.encoding_formats": ("float",),
+    }
