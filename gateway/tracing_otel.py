@@ -223,7 +223,7 @@ class OtelTracing:
         ids = span.get_span_context()
         # The span's ids are the call's: the lineage record and the reply name this span.
         call.trace_id, call.span_id = format(ids.trace_id, "032x"), format(ids.span_id, "016x")
-        return OtelCallTrace(self, span, call, operation)
+        return OtelCallTrace(self, span, operation)
 
     def shutdown(self) -> None:
         self.provider.shutdown()
@@ -236,17 +236,15 @@ class OtelCallTrace:
         "_answered_attempt",
         "_attempt",
         "_context",
-        "call",
         "finish_reason",
         "operation",
         "span",
         "tracing",
     )
 
-    def __init__(self, tracing: OtelTracing, span: Span, call: Traced, operation: str) -> None:
+    def __init__(self, tracing: OtelTracing, span: Span, operation: str) -> None:
         self.tracing = tracing
         self.span = span
-        self.call = call
         self.operation = operation
         self.finish_reason: str | None = None
         self._context = trace.set_span_in_context(span)
