@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import prometheus_client
+import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+log = structlog.get_logger(__name__)
 
 OTHER = "other"
 """The label value of everything a bound does not let through."""
@@ -180,9 +183,12 @@ class Metrics:
     async def exposition(self) -> bytes:
         """The registry in Prometheus' text format, gauges refreshed first."""
         for refresh in self._refreshers:
-            done = refresh()
-            if inspect.isawaitable(done):
-                await done
+            try:
+                done = refresh()
+                if inspect.isawaitable(done):
+                    await done
+            except Exception as exc:  # noqa: BLE001 - one unreadable gauge keeps the page up
+                log.warning("metrics gauge not refreshed", error=repr(exc))
         return prometheus_client.generate_latest(self.registry)
 
     async def handler(self, request: web.Request) -> web.Response:

@@ -162,3 +162,17 @@ def test_dead_letter_reasons_are_a_fixed_set() -> None:
     assert dead_letter_reason("unauthenticated: no auth header") == "unauthenticated"
     assert dead_letter_reason("store refused the record: type mismatch") == "store_refused"
     assert dead_letter_reason("not an Avro single-object frame (no C3 01)") == "undecodable"
+
+
+def test_a_gauge_that_cannot_be_read_leaves_the_rest_of_the_page() -> None:
+    metrics = Metrics([COUNTER, MetricSpec("test_depth", "gauge", (), "Depth.")], enabled=True)
+    metrics["test_things_total"].counter("a").inc()
+
+    def broken() -> None:
+        raise RuntimeError("consumer stopped")
+
+    metrics.on_scrape(broken)
+    metrics.on_scrape(lambda: metrics["test_depth"].gauge().set(7))
+    samples = scrape(metrics)
+    assert value(samples, "test_things_total", kind="a") == 1
+    assert value(samples, "test_depth") == 7
