@@ -404,7 +404,9 @@ class Gateway:
         chain = effective_pack(
             self.views.baseline.baseline, published.pack if published is not None else None
         )
-        if (param := endpoint.token_ids_in) is not None and reads_text(chain, key.team_id):
+        if (param := endpoint.token_ids_in) is not None and reads_text(
+            chain, key.team_id, self.settings.gateway_name
+        ):
             # Token ids hide their text from the PII and content steps: fail closed.
             raise GatewayError(
                 errors.INVALID_REQUEST,
@@ -413,6 +415,7 @@ class Gateway:
             )
         now = now_ms()
         facts = CallFacts(
+            gateway=self.settings.gateway_name,
             team_id=key.team_id,
             role=key.role,
             user_id=endpoint.user,

@@ -257,6 +257,9 @@ class GatewaySettings(BreakerSettings):
         100_000, "Most lineage records awaiting broker acks; past it calls get 503 overloaded."
     )
     region: str = setting("local", "Region this gateway serves, recorded on every call.")
+    gateway_name: str = setting(
+        "", "Name packs target this gateway by (`targeting.gateways`); empty: none does."
+    )
     model_groups: str = setting(
         "", "Weighted model groups: group=model:weight|model:weight;… (A/B splits, canaries)."
     )
