@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from sinks.exports import focus
+
 # Rows per page read from the store. A lineage row with its wire bytes (base64) is about
 # 1-2 KB, so a page is some tens of MB in Arrow; the cap keeps a misconfigured page size
 # from turning one read into a giant query on the shared store thread.
@@ -37,6 +39,10 @@ class ExportType:
     columns: tuple[str, ...]
     keys: tuple[Key, ...]
     time_column: str = "occurred_at"
+    # The columns the manifest reads each producer's hash-chain head from.
+    chain_columns: tuple[str, str, str] = ("producer_id", "seq", "record_hash")
+    # The published format the rows follow, when there is one (the manifest names it).
+    standard: str | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -139,6 +145,20 @@ EXPORT_TYPES: dict[str, ExportType] = {
             Key("t.entry_count", "entry_count", "int"),
             Key("t.event_id", "event_id", "uuid"),
         ),
+    ),
+    "focus": ExportType(
+        name="focus",
+        table="lineage",
+        source="lineage AS t",
+        columns=focus.FOCUS_COLUMNS,
+        keys=(
+            Key("t.tenant_id", "x_TenantId", "str"),
+            Key("t.occurred_at", focus.TIME_COLUMN, "ms"),
+            Key("t.event_id", "x_EventId", "uuid"),
+        ),
+        time_column=focus.TIME_COLUMN,
+        chain_columns=focus.CHAIN_COLUMNS,
+        standard=focus.STANDARD,
     ),
 }
 

@@ -1,6 +1,7 @@
 """Exports on the running stack (Tansu + chDB): calls from two tenants through the gateway,
 exported as CSV, JSON Lines and Parquet; rows, SHA-256 and chain heads checked against the
-store; tenant isolation of jobs and files; and `govledger export create` end to end."""
+store; tenant isolation of jobs and files; a FOCUS export that sums back to the ledger to
+the nano-dollar; and `govledger export create` end to end."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
+from sinks.exports.focus_spec import DEFINED, FOCUS_VERSION, column_problems, row_problems
 from tests.integration.stack import (
     RunningStack,
     free_port,
@@ -27,6 +32,7 @@ from tests.integration.stack import (
 )
 
 pytestmark = pytest.mark.integration
+FUNDED_NANOUSD = 5 * 10**9  # each tenant's team wallet
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +58,8 @@ def _call(stack: RunningStack, key: str) -> None:
 @pytest.fixture(scope="module")
 def world(stack: RunningStack) -> World:
     a, b = f"xa-{secrets.token_hex(3)}", f"xb-{secrets.token_hex(3)}"
-    stack.fund("alpha", "5", tenant=a)
-    stack.fund("beta", "5", tenant=b)
+    stack.fund("alpha", str(FUNDED_NANOUSD // 10**9), tenant=a)
+    stack.fund("beta", str(FUNDED_NANOUSD // 10**9), tenant=b)
     a_dev = stack.create_key("alpha", tenant=a)["key"]
     b_dev = stack.create_key("beta", tenant=b)["key"]
     wait_for(lambda: stack.balance_nanousd("alpha", tenant=a) > 0)
@@ -239,6 +245,83 @@ def test_one_tenant_cannot_see_export_or_fetch_anothers(stack: RunningStack, wor
         assert response.json()["error"]["code"] == code
 
 
+def _focus_rows(content: bytes, fmt: str) -> list[dict[str, Any]]:
+    """The rows as written: in CSV every value as its text, a null (unquoted, empty) told
+    apart from an empty string (quoted)."""
+    if fmt != "csv":
+        return _rows_of(content, fmt)
+    header = next(csv.reader(io.StringIO(content.decode())))
+    table = pa_csv.read_csv(
+        io.BytesIO(content),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    return list(table.to_pylist())
+
+
+def test_a_focus_export_sums_back_to_the_ledger_to_the_nanodollar(
+    stack: RunningStack, world: World
+) -> None:
+    """Tenant A's calls (three answered, one refused at $0) as FOCUS 1.2 rows: the columns
+    and every value are valid for the specification, one row per call, and BilledCost read
+    as written (CSV text, Parquet decimals) sums to what the wallet was debited."""
+    where = _window({"since_ms": 0, "until_ms": 2**62}, world.a)
+    stored = {
+        event_id: int(cost)
+        for event_id, cost in stack.sql(
+            f"SELECT toString(event_id), cost_nanousd FROM lineage WHERE {where}"
+        )
+    }
+
+    # The ledger: what the team's wallet was debited, once the wallets have folded the calls.
+    def debited() -> int | None:
+        spent = FUNDED_NANOUSD - stack.balance_nanousd("alpha", tenant=world.a)
+        return spent if spent == sum(stored.values()) else None
+
+    spent = wait_for(debited, timeout_s=20)
+    assert spent > 0 and len(stored) == 4
+    for fmt in ("csv", "parquet"):
+        job = export(stack, world.a_admin, type="focus", format=fmt, since="1d")
+        manifest = job["manifest"]
+        assert manifest["standard"] == f"FOCUS {FOCUS_VERSION}" and manifest["rows"] == 4
+        content = request(stack, "GET", job["download_url"], world.a_admin).content
+        assert hashlib.sha256(content).hexdigest() == manifest["file"]["sha256"]
+        rows = _focus_rows(content, fmt)
+        assert column_problems(manifest["columns"]) == [] and list(rows[0]) == manifest["columns"]
+        assert [p for row in rows for p in row_problems(row)] == []
+        assert {r["x_EventId"] for r in rows} == set(stored)
+        for row in rows:
+            billed = Decimal(row["BilledCost"])
+            assert billed * 10**9 == int(row["x_CostNanoUsd"]) == stored[row["x_EventId"]]
+            assert row["EffectiveCost"] == row["BilledCost"] and row["ChargeCategory"] == "Usage"
+            assert json.loads(row["Tags"]) == {
+                "govledger:tenant": world.a,
+                "govledger:team": "alpha",
+                "govledger:key": row["ResourceId"],
+            }
+        assert sum(Decimal(r["BilledCost"]) for r in rows) * 10**9 == spent
+        assert sum(Decimal(r["EffectiveCost"]) for r in rows) * 10**9 == spent
+        refused = [r for r in rows if int(r["x_HttpStatus"]) == 403]
+        assert len(refused) == 1 and Decimal(refused[0]["BilledCost"]) == 0
+        if fmt == "parquet":
+            schema = pq.read_schema(io.BytesIO(content))
+            kinds = {"Decimal": "decimal", "Date/Time": "timestamp", "String": "string"}
+            for name in manifest["columns"]:
+                if name in DEFINED and DEFINED[name].data_type in kinds:
+                    assert kinds[DEFINED[name].data_type] in str(schema.field(name).type), name
+        heads = stack.sql(
+            "SELECT producer_id, max(seq), argMax(record_hash, seq) FROM lineage "
+            f"WHERE {_window(job, world.a)} GROUP BY producer_id ORDER BY producer_id"
+        )
+        assert [
+            [h["producer_id"], str(h["last_seq"]), h["record_hash"]]
+            for h in manifest["chain_heads"]
+        ] == heads
+
+
 def _cli(
     stack: RunningStack, cwd: Path, *args: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
@@ -273,9 +356,9 @@ def test_the_command_line_exports_downloads_and_verifies(
 
     listed = _cli(stack, tmp_path, "list")
     assert listed.returncode == 0 and manifest["export_id"] in listed.stdout
-    queued = _cli(stack, tmp_path, "create", "--type", "events", "--since", "1d", "--no-wait")
+    queued = _cli(stack, tmp_path, "create", "--type", "focus", "--since", "1d", "--no-wait")
     assert queued.returncode == 0, queued.stderr
     status = _cli(stack, tmp_path, "status", queued.stdout.strip())
-    assert status.returncode == 0 and json.loads(status.stdout)["type"] == "events"
+    assert status.returncode == 0 and json.loads(status.stdout)["type"] == "focus"
     unreachable = _cli(stack, tmp_path, "list", GOVLEDGER_QUERY_PORT=str(free_port()))
     assert unreachable.returncode == 2, unreachable.stderr
