@@ -1,18 +1,21 @@
-"""The FOCUS export: the calls of the `lineage` table as a FOCUS 1.2 cost and usage dataset
-(`focus_spec` says what that asks), one row per call.
+"""The FOCUS export: the wallet ledger's charges as a FOCUS 1.2 cost and usage dataset
+(`focus_spec` says what that asks): one row per call (`lineage`, ChargeCategory `Usage`), and
+one per refund (`Credit`) and per correction the wallets applied (`Adjustment`) from the
+admin log (`control_events`), so the file sums to what the wallets were charged net.
 
 Why one row per call rather than per hour or day: a row per call reconciles with the ledger
-row for row (`x_EventId` is the call's event id, and `x_CostNanoUsd` its cost as the ledger
-holds it), so a missing or doubled call shows by its id, not as a difference in a sum; the
-export keeps the keyset pages, the snapshot and the hash-chain heads of the manifest that
-the other types have; and a FinOps tool groups rows by any period it likes, which it could
-not split again if we had summed them. The charge period is the UTC second the call was
-charged in (its `occurred_at`): FOCUS date/times are whole seconds, and the end is
-exclusive, so [second, second + 1 s).
+row for row (`x_EventId` is the call's event id, and `x_CostNanoUsd` its charge as the
+ledger holds it), so a missing or doubled call shows by its id, not as a difference in a
+sum; the export keeps the keyset pages, the snapshot and the hash-chain heads of the
+manifest that the other types have; and a FinOps tool groups rows by any period it likes,
+which it could not split again if we had summed them. The charge period is the UTC second
+the charge was made in (its `occurred_at`): FOCUS date/times are whole seconds, and the end
+is exclusive, so [second, second + 1 s).
 
-Money: `cost_nanousd` is an integer of 1e-9 USD; BilledCost and the other cost columns are
-Decimal(18, 9) built in the engine as that integer times 1e-9, which is exact (the
-unscaled decimal *is* the integer), and written as decimals in every format (Parquet
+Money: `cost_nanousd` (a refund's or correction's `amount_nanousd`, negated: a credit to the
+wallet is a negative charge) is an integer of 1e-9 USD; BilledCost and the other cost
+columns are Decimal(18, 9) built in the engine as that integer times 1e-9, which is exact
+(the unscaled decimal *is* the integer), and written as decimals in every format (Parquet
 decimal, plain decimal text in CSV, JSON numbers in JSON Lines): the file sums back to the
 ledger to the nano-dollar. Every cost column holds the same amount: govledger charges at
 its price table's (list) rates with no negotiated discount, commitment or amortization.
@@ -20,18 +23,20 @@ its price table's (list) rates with no negotiated discount, commitment or amorti
 Who is who (specification/appendix/origination_of_cost_data.md, scenario 1.1, buying from
 the model provider directly): ProviderName, PublisherName and InvoiceIssuerName are the
 upstream provider that served the call (`govledger` for a call refused before any provider
-was asked, which costs 0). The tenant is the billing account, the team the sub account, the
-key the resource; tenant, team and key are also Tags (`govledger:tenant`, `govledger:team`,
-`govledger:key`). The model is the SKU (`provider/model`), and `x_` columns carry the rest
-of the call: ids, tokens by kind, the integer cost, and the hash-chain fields the manifest
-reads."""
+was asked, which costs 0, and for refunds and corrections, which the platform grants). The
+tenant is the billing account, the team the sub account, the key the resource; tenant,
+team and key are also Tags (`govledger:tenant`, `govledger:team`, `govledger:key`). The
+model is the SKU (`provider/model`), and `x_` columns carry the rest: ids, tokens by kind,
+the integer charge, the wallet, and the hash-chain fields the manifest reads."""
 
 from __future__ import annotations
 
 from sinks.exports.focus_spec import FOCUS_VERSION, SERVICE_CATEGORY_AI
 
-# How a cost column is made from the integer: exact (see the module's docstring).
-NANOUSD_AS_USD = "toDecimal64(t.cost_nanousd, 0) * toDecimal64('0.000000001', 9)"
+# How a cost column is made from an integer of nano-USD: exact (see the module's docstring).
+NANO = "toDecimal64('0.000000001', 9)"
+CALL_USD = f"toDecimal64(t.cost_nanousd, 0) * {NANO}"
+CREDIT_USD = f"toDecimal64(-t.amount_nanousd, 0) * {NANO}"
 CHARGED_SECOND = "toDateTime64(toStartOfSecond(t.occurred_at), 0, 'UTC')"
 BILLING_MONTH = "toDateTime64(toStartOfMonth(t.occurred_at), 0, 'UTC')"
 PROVIDER = "if(t.provider = '', 'govledger', toString(t.provider))"
@@ -39,6 +44,8 @@ MODEL = "if(t.model_selected = '', t.model_requested, t.model_selected)"
 SKU = f"concat({PROVIDER}, '/', {MODEL})"
 TOKENS = "toDecimal64(t.prompt_tokens + t.completion_tokens, 0)"
 TAG_PREFIX = "govledger:"
+NULL = "NULL"
+REFUND = "t.event_type = 'wallet.refunded'"
 
 
 def _text(column: str) -> str:
@@ -46,70 +53,119 @@ def _text(column: str) -> str:
     return f"nullIf(toString(t.{column}), '')"
 
 
-FOCUS_COLUMNS: tuple[str, ...] = (
-    # --- FOCUS columns, alphabetical ---
-    f"{NANOUSD_AS_USD} AS BilledCost",
-    "toString(t.tenant_id) AS BillingAccountId",
-    "toString(t.tenant_id) AS BillingAccountName",
-    "'Tenant' AS BillingAccountType",
-    "'USD' AS BillingCurrency",
-    f"{BILLING_MONTH} + toIntervalMonth(1) AS BillingPeriodEnd",
-    f"{BILLING_MONTH} AS BillingPeriodStart",
-    "'Usage' AS ChargeCategory",
-    "CAST(NULL AS Nullable(String)) AS ChargeClass",
-    f"concat({MODEL}, ' ', toString(t.api), ' call: ', toString(t.prompt_tokens), "
-    "' prompt and ', toString(t.completion_tokens), ' completion tokens') AS ChargeDescription",
-    "'Usage-Based' AS ChargeFrequency",
-    f"{CHARGED_SECOND} + toIntervalSecond(1) AS ChargePeriodEnd",
-    f"{CHARGED_SECOND} AS ChargePeriodStart",
-    f"{TOKENS} AS ConsumedQuantity",
-    "'Tokens' AS ConsumedUnit",
-    f"{NANOUSD_AS_USD} AS ContractedCost",
-    f"{NANOUSD_AS_USD} AS EffectiveCost",
-    f"{PROVIDER} AS InvoiceIssuerName",
-    f"{NANOUSD_AS_USD} AS ListCost",
-    f"{TOKENS} AS PricingQuantity",
-    "'Tokens' AS PricingUnit",
-    f"{PROVIDER} AS ProviderName",
-    f"{PROVIDER} AS PublisherName",
-    f"{_text('region')} AS RegionId",
-    f"{_text('region')} AS RegionName",
-    f"{_text('key_id')} AS ResourceId",
-    "'API Key' AS ResourceType",
-    f"'{SERVICE_CATEGORY_AI}' AS ServiceCategory",
-    f"concat({PROVIDER}, ' ', toString(t.api)) AS ServiceName",
-    "'Generative AI' AS ServiceSubcategory",
-    f"{SKU} AS SkuId",
+def _tags(key: str) -> str:
+    return (
+        f"toJSONString(map('{TAG_PREFIX}tenant', {_text('tenant_id')}, "
+        f"'{TAG_PREFIX}team', {_text('team_id')}, '{TAG_PREFIX}key', {key}))"
+    )
+
+
+# Each column: its name, its value for a call (a `lineage` row) and for a refund or
+# correction (a `control_events` row). FOCUS columns first, alphabetical; then x_ columns.
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("BilledCost", CALL_USD, CREDIT_USD),
+    ("BillingAccountId", "toString(t.tenant_id)", "toString(t.tenant_id)"),
+    ("BillingAccountName", "toString(t.tenant_id)", "toString(t.tenant_id)"),
+    ("BillingAccountType", "'Tenant'", "'Tenant'"),
+    ("BillingCurrency", "'USD'", "'USD'"),
+    (
+        "BillingPeriodEnd",
+        f"{BILLING_MONTH} + toIntervalMonth(1)",
+        f"{BILLING_MONTH} + toIntervalMonth(1)",
+    ),
+    ("BillingPeriodStart", BILLING_MONTH, BILLING_MONTH),
+    ("ChargeCategory", "'Usage'", f"if({REFUND}, 'Credit', 'Adjustment')"),
+    # Null: no row corrects a billing period already invoiced (govledger issues no invoice).
+    ("ChargeClass", "CAST(NULL AS Nullable(String))", NULL),
+    (
+        "ChargeDescription",
+        f"concat({MODEL}, ' ', toString(t.api), ' call: ', toString(t.prompt_tokens), "
+        "' prompt and ', toString(t.completion_tokens), ' completion tokens')",
+        f"if({REFUND}, concat('refund of call ', t.call_event_id), "
+        "concat('correction of entry ', t.entry_event_id))",
+    ),
+    ("ChargeFrequency", "'Usage-Based'", "'One-Time'"),
+    (
+        "ChargePeriodEnd",
+        f"{CHARGED_SECOND} + toIntervalSecond(1)",
+        f"{CHARGED_SECOND} + toIntervalSecond(1)",
+    ),
+    ("ChargePeriodStart", CHARGED_SECOND, CHARGED_SECOND),
+    ("ConsumedQuantity", TOKENS, NULL),
+    ("ConsumedUnit", "'Tokens'", NULL),
+    ("ContractedCost", CALL_USD, CREDIT_USD),
+    ("EffectiveCost", CALL_USD, CREDIT_USD),
+    ("InvoiceIssuerName", PROVIDER, "'govledger'"),
+    ("ListCost", CALL_USD, CREDIT_USD),
+    ("PricingQuantity", TOKENS, NULL),
+    ("PricingUnit", "'Tokens'", NULL),
+    ("ProviderName", PROVIDER, "'govledger'"),
+    ("PublisherName", PROVIDER, "'govledger'"),
+    ("RegionId", _text("region"), NULL),
+    ("RegionName", _text("region"), NULL),
+    ("ResourceId", _text("key_id"), NULL),
+    ("ResourceType", "if(t.key_id = '', NULL, 'API Key')", NULL),
+    ("ServiceCategory", f"'{SERVICE_CATEGORY_AI}'", f"'{SERVICE_CATEGORY_AI}'"),
+    ("ServiceName", f"concat({PROVIDER}, ' ', toString(t.api))", "'govledger wallets'"),
+    ("ServiceSubcategory", "'Generative AI'", "'Other (AI and Machine Learning)'"),
+    ("SkuId", SKU, NULL),
     # The price list is keyed by provider and model (with effective dates): the SKU.
-    f"{SKU} AS SkuPriceId",
-    f"{_text('team_id')} AS SubAccountId",
-    f"{_text('team_id')} AS SubAccountName",
-    "if(t.team_id = '', NULL, 'Team') AS SubAccountType",
-    f"toJSONString(map('{TAG_PREFIX}tenant', {_text('tenant_id')}, "
-    f"'{TAG_PREFIX}team', {_text('team_id')}, '{TAG_PREFIX}key', {_text('key_id')})) AS Tags",
+    ("SkuPriceId", SKU, NULL),
+    ("SubAccountId", _text("team_id"), _text("team_id")),
+    ("SubAccountName", _text("team_id"), _text("team_id")),
+    ("SubAccountType", "if(t.team_id = '', NULL, 'Team')", "if(t.team_id = '', NULL, 'Team')"),
+    ("Tags", _tags(_text("key_id")), _tags(NULL)),
     # --- custom columns (x_), after every FOCUS column ---
-    "toString(t.event_id) AS x_EventId",
-    "t.occurred_at AS x_OccurredAt",
-    "toString(t.tenant_id) AS x_TenantId",
-    f"{_text('team_id')} AS x_TeamId",
-    f"{_text('key_id')} AS x_KeyId",
-    "t.user_id AS x_UserId",
-    "t.model_requested AS x_ModelRequested",
-    f"{_text('model_selected')} AS x_ModelSelected",
-    "toString(t.api) AS x_Api",
-    f"{_text('decision')} AS x_Decision",
-    "t.http_status AS x_HttpStatus",
-    f"{_text('usage_source')} AS x_UsageSource",
-    "t.prompt_tokens AS x_PromptTokens",
-    "t.completion_tokens AS x_CompletionTokens",
-    "t.cached_prompt_tokens AS x_CachedPromptTokens",
-    "t.reasoning_tokens AS x_ReasoningTokens",
-    "t.cost_nanousd AS x_CostNanoUsd",
-    f"{_text('trace_id')} AS x_TraceId",
-    "t.producer_id AS x_ProducerId",
-    "t.seq AS x_Seq",
-    "t.record_hash AS x_RecordHash",
+    ("x_EventId", "toString(t.event_id)", "toString(t.event_id)"),
+    ("x_EventType", "toString(t.event_type)", "toString(t.event_type)"),
+    ("x_OccurredAt", "t.occurred_at", "t.occurred_at"),
+    ("x_TenantId", "toString(t.tenant_id)", "toString(t.tenant_id)"),
+    ("x_TeamId", _text("team_id"), _text("team_id")),
+    ("x_WalletId", _text("wallet_id"), _text("wallet_id")),
+    ("x_KeyId", _text("key_id"), NULL),
+    ("x_UserId", "t.user_id", NULL),
+    # The call a refund credits back, or the ledger entry a correction corrects.
+    ("x_RelatedEventId", NULL, f"if({REFUND}, t.call_event_id, t.entry_event_id)"),
+    ("x_ModelRequested", "t.model_requested", NULL),
+    ("x_ModelSelected", _text("model_selected"), NULL),
+    ("x_Api", "toString(t.api)", NULL),
+    ("x_Decision", _text("decision"), NULL),
+    ("x_HttpStatus", "t.http_status", NULL),
+    ("x_UsageSource", _text("usage_source"), NULL),
+    ("x_PromptTokens", "t.prompt_tokens", NULL),
+    ("x_CompletionTokens", "t.completion_tokens", NULL),
+    ("x_CachedPromptTokens", "t.cached_prompt_tokens", NULL),
+    ("x_ReasoningTokens", "t.reasoning_tokens", NULL),
+    ("x_CostNanoUsd", "t.cost_nanousd", "-t.amount_nanousd"),
+    ("x_TraceId", _text("trace_id"), NULL),
+    ("x_ProducerId", "t.producer_id", "t.producer_id"),
+    ("x_Seq", "t.seq", "t.seq"),
+    ("x_RecordHash", "t.record_hash", "t.record_hash"),
 )
+NAMES = tuple(name for name, _, _ in COLUMNS)
+# What the export's scope, keyset and snapshot read, under the names the other types use.
+ROW_KEYS = "t.tenant_id AS tenant_id, t.occurred_at AS occurred_at, t.event_id AS event_id, "
+ROW_KEYS += "t.ingested_at AS ingested_at"
+# The corrections the wallets applied: every credit; a debit only once its wallet accepted
+# it (one its balance could not cover is rejected and changes nothing).
+APPLIED = (
+    "(t.event_type = 'wallet.refunded' OR (t.event_type = 'wallet.corrected' "
+    "AND (t.amount_nanousd > 0 OR toString(t.event_id) IN (SELECT last_decided_event_id "
+    "FROM wallet_state WHERE last_decision = 'accepted'))))"
+)
+CALLS = (
+    f"SELECT {ROW_KEYS}, "  # noqa: S608 - fixed text
+    + ", ".join(f"{call} AS {name}" for name, call, _ in COLUMNS)
+    + " FROM lineage AS t"
+)
+CREDITS = (
+    f"SELECT {ROW_KEYS}, "  # noqa: S608 - fixed text
+    + ", ".join(f"{credit} AS {name}" for name, _, credit in COLUMNS)
+    + f" FROM control_events AS t WHERE {APPLIED}"
+)
+# Both kinds of rows, for the pages and the count to read as one table `t`.
+ROWS = f"({CALLS} UNION ALL {CREDITS}) AS t"
+FOCUS_COLUMNS = tuple(f"t.{name} AS {name}" for name in NAMES)
 # The columns the manifest's tally reads: the time range, and the hash-chain heads.
 TIME_COLUMN = "x_OccurredAt"
 CHAIN_COLUMNS = ("x_ProducerId", "x_Seq", "x_RecordHash")

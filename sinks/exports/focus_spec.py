@@ -163,6 +163,44 @@ def _type_problem(column: FocusColumn, value: Any) -> str | None:
     return None if isinstance(value, str) else f"not a string: {value!r}"
 
 
+# Columns a Usage row (not a correction) must fill, and columns only Usage rows may fill
+# (columns/pricingquantity.md, consumedquantity.md, skuid.md, skupriceid.md).
+USAGE_FILLS = ("PricingQuantity", "PricingUnit", "ConsumedQuantity", "ConsumedUnit", "SkuId")
+ONLY_USAGE = ("ConsumedQuantity",)  # its unit follows it (UNIT_OF)
+# A quantity and its unit are null together (columns/pricingunit.md, consumedunit.md).
+UNIT_OF = {"PricingQuantity": "PricingUnit", "ConsumedQuantity": "ConsumedUnit"}
+
+
+def _conditional_nulls(row: Mapping[str, Any]) -> list[str]:
+    """The nullability that depends on ChargeCategory, and on a quantity for its unit."""
+    category = row.get("ChargeCategory")
+    usage = category == "Usage" and row.get("ChargeClass") is None
+    problems = [
+        f"{name} is null on a Usage row"
+        for name in USAGE_FILLS
+        if usage and name in row and row[name] is None
+    ]
+    problems += [
+        f"{name} is set on a {category} row"
+        for name in ONLY_USAGE
+        if category not in (None, "Usage") and row.get(name) is not None
+    ]
+    problems += [
+        f"{quantity} and {unit} are not null together"
+        for quantity, unit in UNIT_OF.items()
+        if quantity in row and (row[quantity] is None) != (row.get(unit) is None)
+    ]
+    # columns/listcost.md, contractedcost.md, effectivecost.md: a charge unrelated to
+    # others (a credit, an adjustment) lists, contracts and takes effect at what it bills.
+    if category in ("Credit", "Adjustment"):
+        problems += [
+            f"{name} is not BilledCost on a {category} row"
+            for name in ("ListCost", "ContractedCost", "EffectiveCost")
+            if name in row and row[name] != row.get("BilledCost")
+        ]
+    return problems
+
+
 def row_problems(row: Mapping[str, Any]) -> list[str]:
     """What is wrong with one row of a FOCUS dataset: a null where the column allows none,
     a value not of the column's type or not among its allowed values, an empty string for a
@@ -184,6 +222,7 @@ def row_problems(row: Mapping[str, Any]) -> list[str]:
             problems.append(f"{name} {wrong}")
         elif name in ALLOWED_VALUES and value not in ALLOWED_VALUES[name]:
             problems.append(f"{name} {value!r} is not an allowed value")
+    problems += _conditional_nulls(row)
     if row.get("ServiceCategory") not in (None, SERVICE_CATEGORY_AI):
         problems.append(f"ServiceCategory {row['ServiceCategory']!r} is not {SERVICE_CATEGORY_AI}")
     if "ServiceSubcategory" in row and row["ServiceSubcategory"] not in AI_SUBCATEGORIES:

@@ -43,6 +43,8 @@ class ExportType:
     chain_columns: tuple[str, str, str] = ("producer_id", "seq", "record_hash")
     # The published format the rows follow, when there is one (the manifest names it).
     standard: str | None = None
+    # What the count reads as `t`, when the rows come from more than `table`.
+    count_source: str | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -148,8 +150,9 @@ EXPORT_TYPES: dict[str, ExportType] = {
     ),
     "focus": ExportType(
         name="focus",
-        table="lineage",
-        source="lineage AS t",
+        table="lineage+control_events",
+        source=focus.ROWS,
+        count_source=focus.ROWS,
         columns=focus.FOCUS_COLUMNS,
         keys=(
             Key("t.tenant_id", "x_TenantId", "str"),
@@ -172,8 +175,9 @@ SCOPE = (
 def count_sql(spec: ExportType) -> str:
     """Rows in the window and the store's clock now (the job's snapshot: rows ingested
     later are left out of every page, so the count is what the pages will hold)."""
+    counted = spec.count_source or f"{spec.table} AS t"
     return (
-        f"SELECT count(), toUnixTimestamp64Milli(now64(3)) FROM {spec.table} AS t "  # noqa: S608 - fixed text
+        f"SELECT count(), toUnixTimestamp64Milli(now64(3)) FROM {counted} "  # noqa: S608 - fixed text
         f"WHERE {SCOPE} AND t.ingested_at <= now64(3)"
     )
 

@@ -265,46 +265,66 @@ def _focus_rows(content: bytes, fmt: str) -> list[dict[str, Any]]:
 def test_a_focus_export_sums_back_to_the_ledger_to_the_nanodollar(
     stack: RunningStack, world: World
 ) -> None:
-    """Tenant A's calls (three answered, one refused at $0) as FOCUS 1.2 rows: the columns
-    and every value are valid for the specification, one row per call, and BilledCost read
-    as written (CSV text, Parquet decimals) sums to what the wallet was debited."""
+    """Tenant A's calls (three answered, one refused at $0) and a refund of part of one, as
+    FOCUS 1.2 rows: the columns and every value are valid for the specification, one row
+    per call and one Credit row for the refund, and BilledCost read as written (CSV text,
+    Parquet decimals) sums to what the team's wallet was charged net, to the nano-dollar."""
     where = _window({"since_ms": 0, "until_ms": 2**62}, world.a)
-    stored = {
+    calls = {
         event_id: int(cost)
         for event_id, cost in stack.sql(
             f"SELECT toString(event_id), cost_nanousd FROM lineage WHERE {where}"
         )
     }
+    assert len(calls) == 4
+    refunded_call = max(calls, key=lambda event_id: calls[event_id])
+    refund_nanousd = calls[refunded_call] // 3  # digits down to the nano-dollar
+    refund = stack.admin(
+        "POST",
+        "/v1/admin/wallets/refund",
+        json={
+            "tenant": world.a,
+            "team": "alpha",
+            "call_event_id": refunded_call,
+            "usd": format(Decimal(refund_nanousd).scaleb(-9), "f"),
+            "reason": "FOCUS test",
+        },
+    )
+    assert refund.status_code == 201, refund.text
+    charges = {**calls, refund.json()["event_id"]: -refund_nanousd}
 
-    # The ledger: what the team's wallet was debited, once the wallets have folded the calls.
-    def debited() -> int | None:
-        spent = FUNDED_NANOUSD - stack.balance_nanousd("alpha", tenant=world.a)
-        return spent if spent == sum(stored.values()) else None
+    # The ledger: what the team's wallet was charged net, once the wallets folded it all.
+    def charged() -> int | None:
+        net = FUNDED_NANOUSD - stack.balance_nanousd("alpha", tenant=world.a)
+        return net if net == sum(charges.values()) else None
 
-    spent = wait_for(debited, timeout_s=20)
-    assert spent > 0 and len(stored) == 4
+    net = wait_for(charged, timeout_s=20)
+    refunds = f"tenant_id = '{world.a}' AND event_type = 'wallet.refunded'"
+    wait_for(lambda: stack.sql(f"SELECT count() FROM control_events WHERE {refunds}") == [["1"]])
     for fmt in ("csv", "parquet"):
         job = export(stack, world.a_admin, type="focus", format=fmt, since="1d")
         manifest = job["manifest"]
-        assert manifest["standard"] == f"FOCUS {FOCUS_VERSION}" and manifest["rows"] == 4
+        assert manifest["standard"] == f"FOCUS {FOCUS_VERSION}" and manifest["rows"] == 5
         content = request(stack, "GET", job["download_url"], world.a_admin).content
         assert hashlib.sha256(content).hexdigest() == manifest["file"]["sha256"]
         rows = _focus_rows(content, fmt)
         assert column_problems(manifest["columns"]) == [] and list(rows[0]) == manifest["columns"]
         assert [p for row in rows for p in row_problems(row)] == []
-        assert {r["x_EventId"] for r in rows} == set(stored)
+        assert {r["x_EventId"] for r in rows} == set(charges)
         for row in rows:
             billed = Decimal(row["BilledCost"])
-            assert billed * 10**9 == int(row["x_CostNanoUsd"]) == stored[row["x_EventId"]]
-            assert row["EffectiveCost"] == row["BilledCost"] and row["ChargeCategory"] == "Usage"
-            assert json.loads(row["Tags"]) == {
-                "govledger:tenant": world.a,
-                "govledger:team": "alpha",
-                "govledger:key": row["ResourceId"],
-            }
-        assert sum(Decimal(r["BilledCost"]) for r in rows) * 10**9 == spent
-        assert sum(Decimal(r["EffectiveCost"]) for r in rows) * 10**9 == spent
-        refused = [r for r in rows if int(r["x_HttpStatus"]) == 403]
+            assert billed * 10**9 == int(row["x_CostNanoUsd"]) == charges[row["x_EventId"]]
+            assert row["EffectiveCost"] == row["BilledCost"] == row["ListCost"]
+            tags = json.loads(row["Tags"])
+            assert (tags["govledger:tenant"], tags["govledger:team"]) == (world.a, "alpha")
+            assert tags["govledger:key"] == row["ResourceId"]
+        (credit,) = [r for r in rows if r["ChargeCategory"] == "Credit"]
+        assert credit["x_RelatedEventId"] == refunded_call and credit["ConsumedQuantity"] is None
+        assert sum(Decimal(r["BilledCost"]) for r in rows) * 10**9 == net
+        assert sum(Decimal(r["EffectiveCost"]) for r in rows) * 10**9 == net
+        refused = [
+            r for r in rows if r["x_HttpStatus"] is not None and int(r["x_HttpStatus"]) == 403
+        ]
         assert len(refused) == 1 and Decimal(refused[0]["BilledCost"]) == 0
         if fmt == "parquet":
             schema = pq.read_schema(io.BytesIO(content))
@@ -312,9 +332,12 @@ def test_a_focus_export_sums_back_to_the_ledger_to_the_nanodollar(
             for name in manifest["columns"]:
                 if name in DEFINED and DEFINED[name].data_type in kinds:
                     assert kinds[DEFINED[name].data_type] in str(schema.field(name).type), name
+        window = _window(job, world.a)
         heads = stack.sql(
-            "SELECT producer_id, max(seq), argMax(record_hash, seq) FROM lineage "
-            f"WHERE {_window(job, world.a)} GROUP BY producer_id ORDER BY producer_id"
+            "SELECT producer_id, max(seq), argMax(record_hash, seq) FROM ("
+            f"SELECT producer_id, seq, record_hash FROM lineage WHERE {window} UNION ALL "
+            f"SELECT producer_id, seq, record_hash FROM control_events WHERE {window} "
+            f"AND {refunds}) GROUP BY producer_id ORDER BY producer_id"
         )
         assert [
             [h["producer_id"], str(h["last_seq"]), h["record_hash"]]

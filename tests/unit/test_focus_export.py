@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sinks.exports import focus
 from sinks.exports.focus_spec import (
     DEFINED,
     FOCUS_VERSION,
@@ -77,10 +78,14 @@ def test_the_focus_export_has_every_mandatory_column_and_only_x_custom_ones_afte
     assert names[: len(focus_columns)] == focus_columns  # custom columns come last
     assert FOCUS.time_column in names and set(FOCUS.chain_columns) <= set(names)
     assert {key.column for key in FOCUS.keys} <= set(names)
-    # Costs are the integer times 1e-9 in the engine, never through a float.
-    for name in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost"):
-        (expr,) = [c for c in FOCUS.columns if c.endswith(f" AS {name}")]
-        assert "toDecimal64(t.cost_nanousd, 0)" in expr and "Float" not in expr
+    # Costs are the integer times 1e-9 in the engine, never through a float; a credit to
+    # a wallet is a negative charge.
+    costs = {name: (call, credit) for name, call, credit in focus.COLUMNS if name.endswith("Cost")}
+    assert set(costs) == {"BilledCost", "EffectiveCost", "ListCost", "ContractedCost"}
+    for call, credit in costs.values():
+        assert call == "toDecimal64(t.cost_nanousd, 0) * toDecimal64('0.000000001', 9)"
+        assert credit == "toDecimal64(-t.amount_nanousd, 0) * toDecimal64('0.000000001', 9)"
+    assert tuple(FOCUS.column_names) == focus.NAMES
 
 
 def test_column_problems_names_what_is_wrong() -> None:
@@ -151,6 +156,19 @@ def test_row_problems_accepts_a_valid_row_and_names_each_violation() -> None:
         ({"Tags": '{"a": {"b": 1}}'}, 'Tags not a JSON object of scalars: \'{"a": {"b": 1}}\''),
         ({"Tags": "team=ops"}, "Tags not a JSON object of scalars: 'team=ops'"),
         ({"ServiceSubcategory": "Databases"}, "ServiceSubcategory 'Databases' is not an AI one"),
+        ({"SkuId": None}, "SkuId is null on a Usage row"),
+        (
+            {"ChargeCategory": "Credit", "PricingQuantity": None},
+            "PricingQuantity and PricingUnit are not null together",
+        ),
+        (
+            {"ChargeCategory": "Credit", "ConsumedQuantity": "15", "ConsumedUnit": "Tokens"},
+            "ConsumedQuantity is set on a Credit row",
+        ),
+        (
+            {"ChargeCategory": "Adjustment", "EffectiveCost": "0"},
+            "EffectiveCost is not BilledCost on a Adjustment row",
+        ),
     ]
     for changes, problem in cases:
         assert row_problems(_row(**changes)) == [problem], changes
