@@ -129,8 +129,8 @@ def _envelope(event_type: str, seconds_ago: int, tenant: str = "acme") -> str:
 
 def _workload(store: Store) -> None:
     """acme: 3 calls (team a on openai, team b on anthropic, one refused on a budget) with
-    guardrails, a budget and a balance, two escalations (one resolved) and alerts; beta: a
-    call, so that a tenant's panels leave it out."""
+    guardrails, a budget and a balance, a refund, two escalations (one resolved) and
+    alerts; beta: a call, so that a tenant's panels leave it out."""
     calls = [
         # tenant, team, model, provider, cost, decision, error, guardrails
         ("acme", "a", "gpt-4o", "openai", 2_000_000_000, "allowed", "NULL", "[('pii', 'redact')]"),
@@ -163,6 +163,11 @@ def _workload(store: Store) -> None:
             f"category) VALUES ({_envelope('escalation.opened', 300)}, '{escalation}', 'b', "
             f"'{priority}', 'fraud')"
         )
+    store.command(
+        f"INSERT INTO control_events ({ENVELOPE}, wallet_id, team_id, amount_nanousd, "
+        "call_event_id, refunded_by, reason) VALUES "
+        f"({_envelope('wallet.refunded', 45)}, 'w-a', 'a', 250000000, 'call-1', 'ops', 'dup')"
+    )
     store.command(
         f"INSERT INTO control_events ({ENVELOPE}, escalation_id, decision) VALUES "
         f"({_envelope('escalation.resolved', 100)}, 'esc-2', 'approve')"
@@ -227,6 +232,10 @@ def test_the_panels_give_the_workloads_figures(store: Store) -> None:
     assert sorted((name, action, n) for name, action, n, _teams in guardrails) == [
         ("jail", "block", 1),
         ("pii", "redact", 1),
+    ]
+    refunds = _rows(store, render(_panel("Refunds and corrections"), acme))
+    assert [(kind, usd, of) for _t, _tenant, _w, kind, usd, of, _by, _why in refunds] == [
+        ("refund", 0.25, "call-1")
     ]
     breaches = _rows(store, render(_panel("SLA breaches"), acme))
     assert sorted(kind for kind, *_ in breaches) == ["escalation.sla_breached", "sla.breached"]
