@@ -156,15 +156,16 @@ APPLIED = (
 CALLS = (
     f"SELECT {ROW_KEYS}, "  # noqa: S608 - fixed text
     + ", ".join(f"{call} AS {name}" for name, call, _ in COLUMNS)
-    + " FROM lineage AS t"
+    + " FROM lineage AS t WHERE 1"
 )
 CREDITS = (
     f"SELECT {ROW_KEYS}, "  # noqa: S608 - fixed text
     + ", ".join(f"{credit} AS {name}" for name, _, credit in COLUMNS)
     + f" FROM control_events AS t WHERE {APPLIED}"
 )
-# Both kinds of rows, for the pages and the count to read as one table `t`.
-ROWS = f"({CALLS} UNION ALL {CREDITS}) AS t"
+# Both kinds of rows, read as one table `t`: each branch is filtered, ordered and cut to a
+# page on its own table's sort key (the same in both), then the two pages are merged.
+BRANCHES = (CALLS, CREDITS)
 FOCUS_COLUMNS = tuple(f"t.{name} AS {name}" for name in NAMES)
 # The columns the manifest's tally reads: the time range, and the hash-chain heads.
 TIME_COLUMN = "x_OccurredAt"

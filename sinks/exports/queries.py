@@ -43,8 +43,9 @@ class ExportType:
     chain_columns: tuple[str, str, str] = ("producer_id", "seq", "record_hash")
     # The published format the rows follow, when there is one (the manifest names it).
     standard: str | None = None
-    # What the count reads as `t`, when the rows come from more than `table`.
-    count_source: str | None = None
+    # When the rows come from several tables: one `SELECT … WHERE …` per table, each with
+    # the columns and the scope and key columns under the same names (`source` unused).
+    branches: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -151,8 +152,8 @@ EXPORT_TYPES: dict[str, ExportType] = {
     "focus": ExportType(
         name="focus",
         table="lineage+control_events",
-        source=focus.ROWS,
-        count_source=focus.ROWS,
+        source="",
+        branches=focus.BRANCHES,
         columns=focus.FOCUS_COLUMNS,
         keys=(
             Key("t.tenant_id", "x_TenantId", "str"),
@@ -175,11 +176,20 @@ SCOPE = (
 def count_sql(spec: ExportType) -> str:
     """Rows in the window and the store's clock now (the job's snapshot: rows ingested
     later are left out of every page, so the count is what the pages will hold)."""
-    counted = spec.count_source or f"{spec.table} AS t"
-    return (
-        f"SELECT count(), toUnixTimestamp64Milli(now64(3)) FROM {counted} "  # noqa: S608 - fixed text
-        f"WHERE {SCOPE} AND t.ingested_at <= now64(3)"
+    return "SELECT count(), toUnixTimestamp64Milli(now64(3)) " + _rows_where(
+        spec, f"{spec.table} AS t", f"{SCOPE} AND t.ingested_at <= now64(3)"
     )
+
+
+def _rows_where(spec: ExportType, source: str, where: str, page: str = "") -> str:
+    """`FROM source WHERE where`; for rows from several tables, the condition (and the
+    page's order and limit) goes into each branch instead, where the engine reads its table
+    in sort-key order and stops at the page, rather than sorting every remaining row of the
+    union for each page."""
+    if not spec.branches:
+        return f"FROM {source} WHERE {where}"
+    parts = " UNION ALL ".join(f"({branch} AND {where}{page})" for branch in spec.branches)
+    return f"FROM ({parts}) AS t"
 
 
 def _key_param(key: Key, index: int) -> str:
@@ -202,10 +212,8 @@ def page_sql(spec: ExportType, rows: int, *, after: bool) -> str:
     if after:
         values = ", ".join(_key_param(k, i) for i, k in enumerate(spec.keys))
         where += f" AND ({keys}) > ({values})"
-    return (
-        f"SELECT {', '.join(spec.columns)} FROM {spec.source} WHERE {where} "  # noqa: S608 - fixed text
-        f"ORDER BY {keys} LIMIT 1 BY {keys} LIMIT {int(rows)}"
-    )
+    page = f" ORDER BY {keys} LIMIT 1 BY {keys} LIMIT {int(rows)}"
+    return f"SELECT {', '.join(spec.columns)} {_rows_where(spec, spec.source, where, page)}{page}"
 
 
 def ms_values(column: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:
