@@ -31,7 +31,11 @@ the integer charge, the wallet, and the hash-chain fields the manifest reads."""
 
 from __future__ import annotations
 
-from sinks.exports.focus_spec import FOCUS_VERSION, SERVICE_CATEGORY_AI
+import json
+import uuid
+from typing import Any
+
+from sinks.exports.focus_spec import DEFINED, FOCUS_VERSION, SERVICE_CATEGORY_AI
 
 # How a cost column is made from an integer of nano-USD: exact (see the module's docstring).
 NANO = "toDecimal64('0.000000001', 9)"
@@ -171,3 +175,57 @@ FOCUS_COLUMNS = tuple(f"t.{name} AS {name}" for name in NAMES)
 TIME_COLUMN = "x_OccurredAt"
 CHAIN_COLUMNS = ("x_ProducerId", "x_Seq", "x_RecordHash")
 STANDARD = f"FOCUS {FOCUS_VERSION}"
+
+# --- the FOCUS metadata (specification/metadata/): the manifest carries it, so the file's
+# schema is known without reading the file ---
+
+DATA_GENERATOR = "govledger"
+# When these columns were defined. SchemaId is derived from the column definitions, so a
+# change of columns is a new schema: give it its own date here (a unit test pins the id).
+SCHEMA_CREATED = "2026-12-07T00:00:00Z"
+# The custom columns that are not strings (metadata data types).
+X_TYPES = {
+    "x_OccurredAt": "DATETIME",
+    "x_HttpStatus": "INTEGER",
+    "x_PromptTokens": "INTEGER",
+    "x_CompletionTokens": "INTEGER",
+    "x_CachedPromptTokens": "INTEGER",
+    "x_ReasoningTokens": "INTEGER",
+    "x_CostNanoUsd": "INTEGER",
+    "x_Seq": "INTEGER",
+}
+METADATA_TYPES = {"Decimal": "DECIMAL", "Date/Time": "DATETIME", "String": "STRING", "JSON": "JSON"}
+QUANTITIES = ("ConsumedQuantity", "PricingQuantity")
+
+
+def column_definitions() -> list[dict[str, Any]]:
+    """The ColumnDefinition of each column, in the file's order."""
+    found: list[dict[str, Any]] = []
+    for name in NAMES:
+        kind = METADATA_TYPES[DEFINED[name].data_type] if name in DEFINED else X_TYPES.get(name)
+        kind = kind or "STRING"
+        definition: dict[str, Any] = {"ColumnName": name, "DataType": kind}
+        if kind == "DECIMAL":
+            definition["NumericPrecision"] = 18
+            definition["NumberScale"] = 0 if name in QUANTITIES else 9
+        elif kind == "STRING":
+            definition["StringEncoding"] = "UTF-8"
+        elif kind == "JSON":
+            definition["ProviderTagPrefixes"] = [TAG_PREFIX]
+        found.append(definition)
+    return found
+
+
+def metadata() -> dict[str, Any]:
+    """The FOCUS metadata of the export: its data generator and its schema."""
+    definitions = column_definitions()
+    described = json.dumps([DATA_GENERATOR, FOCUS_VERSION, definitions], sort_keys=True)
+    return {
+        "DataGenerator": {"DataGenerator": DATA_GENERATOR},
+        "Schema": {
+            "SchemaId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"govledger:focus:{described}")),
+            "FocusVersion": FOCUS_VERSION,
+            "CreationDate": SCHEMA_CREATED,
+            "ColumnDefinition": definitions,
+        },
+    }

@@ -96,7 +96,9 @@ def build_manifest(
     job: ExportJob, spec: ExportType, summary: FileSummary, tally: Tally
 ) -> dict[str, Any]:
     """The manifest of a finished export."""
-    standard = {"standard": spec.standard} if spec.standard is not None else {}
+    standard: dict[str, Any] = {}
+    if spec.standard is not None:
+        standard = {"standard": spec.standard, "standard_metadata": spec.standard_metadata}
     return {
         "export_id": job.id,
         "type": job.type,

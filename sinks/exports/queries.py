@@ -4,6 +4,7 @@ read of the primary index)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,8 +42,10 @@ class ExportType:
     time_column: str = "occurred_at"
     # The columns the manifest reads each producer's hash-chain head from.
     chain_columns: tuple[str, str, str] = ("producer_id", "seq", "record_hash")
-    # The published format the rows follow, when there is one (the manifest names it).
+    # The published format the rows follow, when there is one, and its metadata of the
+    # file (the manifest carries both).
     standard: str | None = None
+    standard_metadata: Mapping[str, Any] | None = None
     # When the rows come from several tables: one `SELECT … WHERE …` per table, each with
     # the columns and the scope and key columns under the same names (`source` unused).
     branches: tuple[str, ...] = ()
@@ -163,6 +166,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         time_column=focus.TIME_COLUMN,
         chain_columns=focus.CHAIN_COLUMNS,
         standard=focus.STANDARD,
+        standard_metadata=focus.metadata(),
     ),
 }
 

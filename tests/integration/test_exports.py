@@ -24,7 +24,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from sinks.exports.focus_spec import DEFINED, FOCUS_VERSION, column_problems, row_problems
+from sinks.exports.focus_spec import FOCUS_VERSION, column_problems, row_problems
 from tests.integration.stack import (
     RunningStack,
     free_port,
@@ -262,6 +262,18 @@ def _focus_rows(content: bytes, fmt: str) -> list[dict[str, Any]]:
     return list(table.to_pylist())
 
 
+def _parquet_type(definition: dict[str, Any], written: pa.DataType) -> pa.DataType | None:
+    """The Parquet type a FOCUS metadata column definition promises."""
+    kind = definition["DataType"]
+    if kind == "DECIMAL":
+        return pa.decimal128(definition["NumericPrecision"], definition["NumberScale"])
+    if kind == "DATETIME":
+        return pa.timestamp("ms", tz="UTC")  # Parquet keeps milliseconds at the least
+    if kind == "INTEGER":
+        return written if pa.types.is_integer(written) else None
+    return pa.string()  # STRING, and JSON as text
+
+
 def test_a_focus_export_sums_back_to_the_ledger_to_the_nanodollar(
     stack: RunningStack, world: World
 ) -> None:
@@ -326,12 +338,16 @@ def test_a_focus_export_sums_back_to_the_ledger_to_the_nanodollar(
             r for r in rows if r["x_HttpStatus"] is not None and int(r["x_HttpStatus"]) == 403
         ]
         assert len(refused) == 1 and Decimal(refused[0]["BilledCost"]) == 0
+        # The FOCUS metadata in the manifest describes the file's columns, types as written.
+        schema_metadata = manifest["standard_metadata"]["Schema"]
+        definitions = {d["ColumnName"]: d for d in schema_metadata["ColumnDefinition"]}
+        assert list(definitions) == manifest["columns"]
+        assert schema_metadata["FocusVersion"] == FOCUS_VERSION
         if fmt == "parquet":
             schema = pq.read_schema(io.BytesIO(content))
-            kinds = {"Decimal": "decimal", "Date/Time": "timestamp", "String": "string"}
-            for name in manifest["columns"]:
-                if name in DEFINED and DEFINED[name].data_type in kinds:
-                    assert kinds[DEFINED[name].data_type] in str(schema.field(name).type), name
+            for name, definition in definitions.items():
+                written = schema.field(name).type
+                assert _parquet_type(definition, written) == written, name
         window = _window(job, world.a)
         heads = stack.sql(
             "SELECT producer_id, max(seq), argMax(record_hash, seq) FROM ("

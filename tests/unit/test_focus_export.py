@@ -88,6 +88,25 @@ def test_the_focus_export_has_every_mandatory_column_and_only_x_custom_ones_afte
     assert tuple(FOCUS.column_names) == focus.NAMES
 
 
+def test_the_manifest_carries_the_focus_metadata_of_the_columns() -> None:
+    meta = focus.metadata()
+    assert meta["DataGenerator"] == {"DataGenerator": "govledger"}
+    schema = meta["Schema"]
+    assert schema["FocusVersion"] == FOCUS_VERSION
+    definitions = {d["ColumnName"]: d for d in schema["ColumnDefinition"]}
+    assert list(definitions) == FOCUS.column_names
+    kinds = {"Decimal": "DECIMAL", "Date/Time": "DATETIME", "String": "STRING", "JSON": "JSON"}
+    for name, column in DEFINED.items():
+        if name in definitions:
+            assert definitions[name]["DataType"] == kinds[column.data_type], name
+    assert definitions["BilledCost"]["NumberScale"] == 9
+    assert definitions["x_CostNanoUsd"]["DataType"] == "INTEGER"
+    assert definitions["Tags"]["ProviderTagPrefixes"] == ["govledger:"]
+    # A change of columns is a new schema: a new SchemaId, and SCHEMA_CREATED to update.
+    assert schema["SchemaId"] == "d00ea26d-4288-5671-a8bb-8b487b0a5560"
+    assert schema["CreationDate"] == focus.SCHEMA_CREATED
+
+
 def test_column_problems_names_what_is_wrong() -> None:
     names = [n for n in FOCUS.column_names if n != "BilledCost"]
     assert column_problems(names) == ["missing mandatory column BilledCost"]
