@@ -224,7 +224,7 @@ def test_the_panels_give_the_workloads_figures(store: Store) -> None:
     totals: dict[str, float] = {}
     for _time, provider, usd in by_provider:
         totals[provider] = totals.get(provider, 0.0) + usd
-    assert totals == {"openai": 2.0, "anthropic": 0.5, "": 0.0}
+    assert totals == {"openai": 2.0, "anthropic": 0.5, "(none: refused)": 0.0}
     assert sorted(_rows(store, render(_panel("Refusals by reason and team"), acme))) == [
         ("budget_exceeded", "b", 1)
     ]
