@@ -21,6 +21,11 @@ Figures, each a ratio or a difference against a baseline measured in the same ru
   5. the lineage outbox (schemas.outbox): gateway CPU per call with it minus without it
      (bench/gateway_runner.py --lineage plain), at one client's rate (bench/outbox.py
      measures the same in-process, without the noise of a shared machine)
+  6. environment variants of the gateway of 1 (ENV_VARIANTS: tracing on, spans sent over
+     OTLP/HTTP to a local receiver, bench/otlp_sink.py; Prometheus metrics off, so minus
+     what they cost): gateway CPU per call with the
+     variant minus without it, at one client's rate (bench/gateway_cpu.py measures the
+     same in-process)
 
 Run from the repository root:  .venv/bin/python bench/gateway.py   (or `make bench-gateway`)
 Flags: --duration-s, --rate, --single-rate, --skip-litellm, --quick (smoke run), --profile.
@@ -71,6 +76,13 @@ BAR_ADDED_P99_MS = 5.0
 BAR_RATE_PER_S = 1_000.0
 BAR_RATE_ADDED_P99_MS = 10.0
 BAR_LINEAGE_RATIO = 0.9
+# Figure 6: the gateway of figure 1 started with these environment overrides, each against
+# figure 1's gateway (tracing off). "{otlp}" is the local OTLP receiver's URL.
+ENV_VARIANTS: dict[str, dict[str, str]] = {
+    "tracing": {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "{otlp}/v1/traces"},
+    # Metrics are on in figure 1's gateway: this figure is minus what they cost per call.
+    "metrics_off": {"GOVLEDGER_METRICS_ENABLED": "0"},
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -294,6 +306,34 @@ def benchmark(bench: Bench) -> dict[str, Any]:
     figures["lineage_plain_cpu_ms_per_call_single"] = rounded(cpu_plain, 3)
     figures["lineage_plain_added_p99_ms_single"] = rounded(added(plain_1, direct_1, 99), 2)
     bench.stop_gateway()
+
+    # --- 6. environment variants: what each costs per call ---------------------------------
+    for variant, overrides in ENV_VARIANTS.items():
+        if any("{otlp}" in value for value in overrides.values()) and not bench.otlp_url:
+            bench.start_otlp_sink()
+        env = {name: value.format(otlp=bench.otlp_url) for name, value in overrides.items()}
+        bench.start_gateway("on", variant=variant, env_overrides=env)
+        gw_variant = bench.gateway_name
+        bench.sanity(gw_variant)
+        spans_before = bench.otlp_spans() if bench.otlp_url else 0
+        run_6 = bench.run(f"6 gateway {variant}", gw_variant, single, dur)
+        bench.stop_gateway()  # a gateway's last spans are sent as it stops
+        cpu_variant = run_6.cpu_ms_per_call(gw_variant)
+        spans = f"; {bench.otlp_spans() - spans_before} spans received" if bench.otlp_url else ""
+        rows.append(
+            (
+                f"6. {variant}: cost per call",
+                "(info)",
+                f"{(cpu_variant - cpu_on_1) * 1000:.0f} us CPU = {variant} {cpu_variant:.3f} ms "
+                f"- without {cpu_on_1:.3f} ms @ {single:g}/s; p99 added "
+                f"{added(run_6, direct_1, 99):.2f} ms vs {p99_added:.2f} ms{spans}",
+                "n/a",
+            )
+        )
+        figures[f"{variant}_cpu_us_per_call"] = rounded((cpu_variant - cpu_on_1) * 1000, 1)
+        figures[f"{variant}_added_p99_ms_single"] = rounded(added(run_6, direct_1, 99), 2)
+    if bench.otlp_url:
+        bench.children.stop("otlp-sink")
 
     # --- 4. LiteLLM on the same upstream -------------------------------------------------
     if litellm_exe is not None and bench.start_litellm(litellm_exe):

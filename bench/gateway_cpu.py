@@ -6,25 +6,38 @@ best of several repetitions: on a shared machine this is steadier than bench/gat
 wall-clock figures, so it is the one to compare two versions of the pipeline with (run it
 from each worktree in turn).
 
-Run from the repository root:  .venv/bin/python -m bench.gateway_cpu [--calls N] [--reps R]
+Each variant (VARIANTS) is one gateway built with its own settings overrides and its own
+tracing: off, on with spans kept in memory (what making the spans costs), and on with
+spans sent over OTLP/HTTP to a local receiver in another process (bench/otlp_sink.py:
+making, encoding and sending them; the receiver's CPU is not counted).
+
+Run from the repository root:
+  .venv/bin/python -m bench.gateway_cpu [--calls N] [--reps R] [--variant NAME ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import httpx
 import structlog
 
+from bench.gateway_procs import free_port
+from gateway.tracing import NO_TRACING, Tracing
 from tests.component.support import CAPTURE_MODEL, Component, running_component
 
 HELLO = [{"role": "user", "content": "Hello ledger"}]
@@ -39,6 +52,57 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "completions sim": ("/v1/completions", {"model": "sim-small", "prompt": "Hello ledger"}),
 }
 WARMUP_CALLS = 50
+OTLP_SINK = Path(__file__).resolve().parent / "otlp_sink.py"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One gateway configuration measured: GatewaySettings overrides by field name (e.g.
+    {"metrics_enabled": False}), and where its spans go: None (tracing off), "memory"
+    (the SDK's in-memory exporter) or "otlp" (OTLP/HTTP to bench/otlp_sink.py)."""
+
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    spans: str | None = None
+
+
+VARIANTS: dict[str, Variant] = {
+    "tracing off": Variant(),
+    "tracing on, in memory": Variant(spans="memory"),
+    "tracing on, OTLP": Variant(spans="otlp"),
+    # Against "tracing off" (metrics on, the default): what Prometheus metrics cost a call.
+    "metrics off": Variant(settings={"metrics_enabled": False}),
+}
+
+
+@contextlib.contextmanager
+def variant_tracing(variant: Variant) -> Iterator[tuple[Tracing, str]]:
+    """The variant's tracing, and where to read what its OTLP receiver counted."""
+    if variant.spans is None:
+        yield NO_TRACING, ""
+        return
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gateway.tracing_otel import OtelTracing
+
+    if variant.spans == "memory":
+        memory = InMemorySpanExporter()
+        yield OtelTracing.exporting(memory, service_name="bench", latest=False, batched=True), ""
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from govledger.broker import wait_for_port
+
+    port = free_port()
+    argv = [sys.executable, str(OTLP_SINK), "--port", str(port)]
+    sink = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, 20)
+        exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
+        tracing = OtelTracing.exporting(exporter, service_name="bench", latest=False, batched=True)
+        yield tracing, f"http://127.0.0.1:{port}/count"
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
 
 
 async def cpu_us_per_call(
@@ -59,17 +123,22 @@ async def cpu_us_per_call(
     for _ in range(WARMUP_CALLS):
         await call()
     best = float("inf")
+    provider = getattr(stack.gateway.tracing, "provider", None)
     for _ in range(reps):
         started = time.process_time()
         for _ in range(calls):
             await call()
+        if provider is not None:  # these calls' spans exported (encoded, sent) in the count
+            await asyncio.to_thread(provider.force_flush)
         best = min(best, (time.process_time() - started) / calls * 1e6)
     return best
 
 
-async def measure(calls: int, reps: int) -> dict[str, float]:
+async def measure(variant: Variant, tracing: Tracing, calls: int, reps: int) -> dict[str, float]:
+    """CPU µs per call of each of CALLS through a gateway of this variant."""
     with tempfile.TemporaryDirectory() as tmp:
-        async with running_component(Path(tmp)) as stack:
+        async with running_component(Path(tmp), **variant.settings) as stack:
+            stack.gateway.tracing = tracing
             stack.publish_balance("bench", "1000")
             secret = (await stack.create_key("bench"))["key"]
             headers = {"Authorization": f"Bearer {secret}"}
@@ -83,12 +152,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200, help="calls per repetition")
     parser.add_argument("--reps", type=int, default=5, help="repetitions; the best is kept")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=list(VARIANTS),
+        help="measure only this variant (repeatable; default: all, in order)",
+    )
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    figures = asyncio.run(measure(args.calls, args.reps))
-    for name, cpu_us in figures.items():
-        print(f"{name:<18} {cpu_us:8.1f} µs CPU per call")
-    print(json.dumps({"cpu_us_per_call": figures}))
+    names = args.variant or list(VARIANTS)
+    results: dict[str, dict[str, float]] = {}
+    for name in names:
+        variant = VARIANTS[name]
+        with variant_tracing(variant) as (tracing, count_url):
+            results[name] = asyncio.run(measure(variant, tracing, args.calls, args.reps))
+            tracing.shutdown()
+            received = httpx.get(count_url, timeout=10).text if count_url else ""
+        print(f"[{name}] measured" + (f"; OTLP receiver counted {received}" if received else ""))
+    print(f"{'µs CPU per call':<18}" + "".join(f"{name:>24}" for name in names))
+    for call in CALLS:
+        print(f"{call:<18}" + "".join(f"{results[name][call]:>24.1f}" for name in names))
+    first = names[0]
+    for name in names[1:]:
+        extra = [results[name][c] - results[first][c] for c in CALLS]
+        print(f"{name} minus {first}: {sum(extra) / len(extra):+.1f} µs CPU per call, mean")
+    print(json.dumps({"cpu_us_per_call": results}))
     return 0
 
 

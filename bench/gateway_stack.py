@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ class Bench:
     gateway_name: str = ""
     key: str = ""
     litellm_url: str = ""
+    otlp_url: str = ""
     phases: list[Phase] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -76,8 +77,24 @@ class Bench:
         wait_for_port("127.0.0.1", port, 20)
         self.upstream_url = f"http://127.0.0.1:{port}/v1"
 
+    def start_otlp_sink(self) -> None:
+        """A local OTLP/HTTP trace receiver (bench/otlp_sink.py) for tracing variants."""
+        from govledger.broker import wait_for_port
+
+        port = free_port()
+        argv = [sys.executable, str(REPO_ROOT / "bench" / "otlp_sink.py"), "--port", str(port)]
+        self.children.spawn("otlp-sink", argv, base_env())
+        wait_for_port("127.0.0.1", port, 20)
+        self.otlp_url = f"http://127.0.0.1:{port}"
+
+    def otlp_spans(self) -> int:
+        """Spans the OTLP receiver has counted."""
+        return int(httpx.get(f"{self.otlp_url}/count", timeout=10).json()["spans"])
+
     def govledger_env(self, **extra: str) -> dict[str, str]:
         env = base_env()
+        # A gateway traces only when a variant says so (gateway.tracing reads OTEL_*).
+        env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
         env.update(
             {
                 "GOVLEDGER_KAFKA_BOOTSTRAP": self.bootstrap,
@@ -95,7 +112,17 @@ class Bench:
         env = self.govledger_env(GOVLEDGER_WORKER_WEB_PORT="0")
         self.children.spawn("worker", [sys.executable, "-m", "govledger", "worker"], env)
 
-    def start_gateway(self, lineage: str, profile: Path | None = None) -> None:
+    def start_gateway(
+        self,
+        lineage: str,
+        profile: Path | None = None,
+        *,
+        variant: str = "",
+        env_overrides: Mapping[str, str] | None = None,
+    ) -> None:
+        """A gateway process (bench/gateway_runner.py); `variant` names one started with
+        `env_overrides` on top of the benchmark's environment (GOVLEDGER_* settings,
+        OTEL_* variables)."""
         from govledger.runtime import wait_for_http
 
         port = free_port()
@@ -108,13 +135,14 @@ class Bench:
             # (the outbox's figure is its write and fsync cost per call).
             GOVLEDGER_OUTBOX_RESEND_AFTER_S="3600",
         )
+        env.update(env_overrides or {})
         # Each gateway starts without the outboxes an earlier one left (none is confirmed).
         shutil.rmtree(self.data_dir / "outbox", ignore_errors=True)
         argv = [sys.executable, str(REPO_ROOT / "bench" / "gateway_runner.py")]
         argv += ["--lineage", lineage]
         if profile is not None:
             argv += ["--profile", str(profile)]
-        self.gateway_name = f"gateway-lineage-{lineage}"
+        self.gateway_name = f"gateway-lineage-{lineage}" + (f"-{variant}" if variant else "")
         process = self.children.spawn(self.gateway_name, argv, env)
         self.gateway_url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{self.gateway_url}/healthz", 60, process)

@@ -46,6 +46,7 @@ class TargetRunner:
                     call.attempted(target, time.perf_counter(), 0, "breaker_open")
                     break
                 started = time.perf_counter()
+                call.trace.attempt_started(target)
                 try:
                     result = await run(target)
                 except UpstreamError as exc:

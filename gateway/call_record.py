@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from gateway.catalogue import Target, price_in_force
+from gateway.tracing import NO_TRACE, CallTrace
 from schemas import pricing
 from schemas.ids import new_span_id, now_ms, uuid7
 from schemas.pricing import PriceBook, Usage
@@ -48,6 +49,8 @@ class CallRecord:
     event_id: str = field(default_factory=uuid7)
     span_id: str = field(default_factory=new_span_id)
     api: str = CHAT_API
+    # The call's spans (gateway.tracing); NO_TRACE, which does nothing, when tracing is off.
+    trace: CallTrace = NO_TRACE
 
     def attempted(self, target: Target, started: float, status: int, error: str | None) -> None:
         """Note an attempt on a target that started at `started` (perf_counter)."""
@@ -55,6 +58,7 @@ class CallRecord:
         self.attempts.append(
             Attempt(target.provider, target.upstream_model, status, latency_ms, error)
         )
+        self.trace.attempt_ended(target, status, error)
 
     def upstream_ms(self) -> float:
         """Time spent waiting on upstream attempts."""

@@ -59,6 +59,8 @@ REVIEW_REQUIRED = ErrorKind("review_required", 403, "permission_error")
 REVIEW_REJECTED = ErrorKind("review_rejected", 403, "permission_error")
 POLICY_UNAVAILABLE = ErrorKind("policy_unavailable", 503, "server_error")
 CONFLICT = ErrorKind("conflict", 409, "invalid_request_error")
+# An If-Match precondition names a version other than the current one.
+PRECONDITION_FAILED = ErrorKind("precondition_failed", 412, "invalid_request_error")
 # A transfer (allocation, debit correction) would take its source below its overdraft limit.
 TRANSFER_REJECTED = ErrorKind("transfer_rejected", 409, "invalid_request_error")
 MODEL_NOT_FOUND = ErrorKind("model_not_found", 404, "invalid_request_error")
@@ -114,6 +116,7 @@ ALL_KINDS: tuple[ErrorKind, ...] = (
     UNSUPPORTED_MEDIA_TYPE,
     TIMEOUT,
     POLICY_INVALID,
+    PRECONDITION_FAILED,
 )
 
 

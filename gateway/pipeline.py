@@ -29,8 +29,9 @@ from gateway.credentials import presented_secret
 from gateway.embeddings import EMBEDDINGS_API, parse_embeddings
 from gateway.endpoint import Endpoint
 from gateway.errors import GatewayError, error_response, refusal_response
+from gateway.metrics import gateway_metrics
 from gateway.policy.baseline import effective_pack
-from gateway.policy.chain import CallFacts, RefusalReason, evaluate, reads_text
+from gateway.policy.chain import CallFacts, RefusalReason, reads_text
 from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import Limits, RateLimiter, parse_team_limits
 from gateway.replies import link_headers
@@ -46,6 +47,7 @@ from gateway.routing import (
     plan,
 )
 from gateway.text_completions import COMPLETIONS_API, parse_completions
+from gateway.tracing import NO_TRACING, Tracing
 from gateway.views import LocalViews
 from schemas.auth import MalformedCredentialError
 from schemas.http_errors import header_bytes
@@ -111,6 +113,8 @@ class Gateway:
         self.breakers = BreakerBoard(config_of(settings), views.fleet_breakers)
         self.runner = TargetRunner(settings, self.breakers)
         self.upstream_in_flight = 0
+        self.metrics = gateway_metrics(self)  # Prometheus, labels bounded by the catalogue
+        self.tracing: Tracing = NO_TRACING  # gateway.tracing: set from the OTEL_ variables
         # Calls served while the lineage outbox could not keep their records.
         self.lineage_overflow = 0
         # Not for security: the pick of a model group's member only spreads the load.
@@ -184,6 +188,7 @@ class Gateway:
         traced = parse_traceparent(traceparent)
         call = CallRecord(started, "", *(traced or (new_trace_id(), None)))
         call.api = api
+        call.trace = self.tracing.call(call, request)  # may take the span's ids as the call's
         call.prices = self.views.prices
         try:
             self._check_lineage()
@@ -199,7 +204,7 @@ class Gateway:
                 )
             if traceparent is not None and traced is None:  # refused once the caller is known
                 raise traceparent_error()
-            endpoint = parse(body, self.settings, self.limits)
+            endpoint = call.trace.requested(parse(body, self.settings, self.limits))
             call.stream, call.model_requested = endpoint.stream, endpoint.model
             call.user_id = endpoint.user
             targets, call.selection_reason = self._plan(endpoint.model)
@@ -418,7 +423,7 @@ class Gateway:
             + self.budget.committed_nanousd(call.wallet_id),
             estimated_cost_nanousd=reserve_nanousd,
         )
-        verdict = evaluate(chain, facts)
+        verdict = call.trace.policy_chain(chain, facts)
         call.policies.extend(verdict.applied)
         call.guardrails.extend(verdict.triggered)
         if verdict.refusal is not None:
@@ -468,6 +473,7 @@ class Gateway:
             await self._record(call, failure.kind.status, failure.kind.code, "failed")
             return refusal_response(failure)
         call.attempted(target, started, 200, None)
+        call.trace.answered(completion.finish_reason)
         usage = self._settle_usage(call, completion.usage, completion.content, endpoint)
         body = endpoint.reply_body(completion, call.event_id, usage)
         await self._record(call, 200, None, "allowed")
@@ -546,9 +552,14 @@ class Gateway:
             self._settle_usage(call, None, "".join(parts), endpoint)
             await self._record(call, 499, errors.CLIENT_CLOSED.code, "allowed")
             return response or web.StreamResponse()
-        call.attempted(target, attempt_started, 200, None)
+        ended_in = relay.failure()
+        call.attempted(target, attempt_started, 200, ended_in)
+        call.trace.answered(relay.finish)
         resolved = self._settle_usage(call, usage, "".join(parts), endpoint)
-        await self._record(call, 200, None, "allowed")
+        if ended_in is None:
+            await self._record(call, 200, None, "allowed")
+        else:  # the upstream's own failure event ended it: failed, what it produced charged
+            await self._record(call, 502, errors.UPSTREAM_ERROR.code, "failed")
         try:
             for event in relay.tail(resolved):
                 stream = await send(event)
@@ -575,7 +586,10 @@ class Gateway:
             error_code=error_code,
             decision=decision,
         )
+        call.trace.finished(record)
+        emitting = time.perf_counter()
         sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
+        self.metrics.call_done(call, record, time.perf_counter() - emitting)
         self.budget.settled(call.wallet_id, sealed.seq, record.cost_nanousd)
 
 

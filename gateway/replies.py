@@ -118,6 +118,12 @@ class ChunkRelay:
             events.append(chunk_event(self.reply_id, self.model, content=delta.content))
         return events
 
+    def failure(self) -> str | None:
+        """The upstream's failure the stream ended in, when its own last event says the
+        answer failed (HTTP 200 all along); None when it ended well. A chat stream ends
+        in a finish reason, never a failure."""
+        return None
+
     def tail(self, usage: Usage) -> list[bytes]:
         """The events after the call is recorded: the held ends of choices (a translated
         answer's finish chunk), the usage chunk when the caller asked, and [DONE]."""

@@ -7,7 +7,8 @@ The reply's `id` stays the upstream's (`resp_…`): the Responses API is statefu
 (`previous_response_id`, retrieval by id), so the gateway cannot rename it; the reply
 names its audit row by the X-Govledger-Event-Id header. `model` is the model asked for,
 as in chat. A stream's terminal event (response.completed, .incomplete, .failed) is held
-until the call is recorded."""
+until the call is recorded; a stream that ends in response.failed is recorded as a failed
+call (502 upstream_error), as a chat stream the upstream breaks off is."""
 
 from __future__ import annotations
 
@@ -52,7 +53,10 @@ MAX_TOP_LOGPROBS = 20
 BOOLEANS = ("stream", "store", "background", "parallel_tool_calls")
 NUMBER_RANGES = {"temperature": (0.0, 2.0), "top_p": (0.0, 1.0)}
 # Events that end a stream: held until the call is recorded.
-TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+RESPONSE_FAILED = "response.failed"
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", RESPONSE_FAILED})
+# The attempt's error when a stream ends in response.failed (the call: 502 upstream_error).
+RESPONSE_FAILED_ERROR = "response_failed"
 # Events whose `delta` is text the model produced (hashed; estimated from when no usage).
 TEXT_DELTA_EVENTS = frozenset(
     {
@@ -139,9 +143,13 @@ class ResponsesRelay(ChunkRelay):
         if event.get("type") in RESPONSE_EVENTS and isinstance(response, dict):
             event["response"] = {**response, "model": self.model}
         if event.get("type") in TERMINAL_EVENTS:
+            self.finish = str(event["type"])
             self._terminal.append(_sse(event))
             return []
         return [_sse(event)]
+
+    def failure(self) -> str | None:
+        return RESPONSE_FAILED_ERROR if self.finish == RESPONSE_FAILED else None
 
     def tail(self, usage: Usage) -> list[bytes]:
         del usage  # the terminal event carries the provider's

@@ -21,6 +21,7 @@ from gateway.providers.compat_variants import mistral_provider, ollama_provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
 from gateway.responses_api import RESPONSES_PATH, responses_handler
+from gateway.tracing import tracing_from_env
 from gateway.views import LocalViews
 from schemas.authn import Role
 from schemas.confirmations import ConfirmationFeed
@@ -106,7 +107,7 @@ def gateway_application(
         client_max_size=settings.max_body_bytes,
         middlewares=[json_errors, _header_limit(settings.max_header_bytes)],
     )
-    routes = [web.get("/healthz", gateway.healthz)]
+    routes = [web.get("/healthz", gateway.healthz), *gateway.metrics.metrics.route()]
     if settings.gateway_serves in ("all", "api"):
         routes += [
             web.get("/v1/models", gateway.models),
@@ -203,6 +204,8 @@ class GatewayProcess:
             providers=self.providers,
             catalogue=build_catalogue(settings),
         )
+        self.gateway.metrics.watch_lineage(self.lineage)
+        self.gateway.tracing = tracing_from_env()  # OTLP when the OTEL_ variables say so
         self.admin = AdminApi(
             token=admin_token,
             views=self.views,
@@ -244,3 +247,4 @@ class GatewayProcess:
         await self.confirmations.stop()
         for provider in self.providers.values():
             await provider.close()
+        await asyncio.to_thread(self.gateway.tracing.shutdown)  # the spans still batched

@@ -44,6 +44,9 @@ MAX_ESCALATIONS = 100_000
 # Claims and reassigns a gateway keeps per escalation (past this many, the oldest are
 # forgotten, and the listing may differ from the processor for that escalation).
 MAX_CHANGES_PER_ESCALATION = 64
+# Versions of each pack a gateway keeps to revert to (the newest this many); older ones
+# stay on the control topic and in the store's `control_events`.
+MAX_PACK_VERSIONS_KEPT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,17 @@ class PublishedPack:
     version: int
     source_yaml: str
     pack: PolicyPack
+
+
+@dataclass(frozen=True, slots=True)
+class PackVersion:
+    """One published version of a pack, as its record carried it."""
+
+    version: int
+    source_yaml: str
+    source_sha256: str
+    published_by: str
+    published_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +96,9 @@ class LocalViews:
         # When this gateway last authenticated each key (one entry per known key at most).
         self.key_last_used_ms: dict[str, int] = {}
         self.packs: dict[tuple[str, str], PublishedPack] = {}
+        # Every version of each pack as published, by version (the first record of a
+        # version wins, as for `packs`), the newest MAX_PACK_VERSIONS_KEPT.
+        self.pack_versions: dict[tuple[str, str], dict[int, PackVersion]] = {}
         self.baseline = DEFAULT_PUBLISHED_BASELINE
         self.escalations: dict[str, EscalationOpened] = {}
         # Fleet-wide breaker state per (provider, model): (state, open until ms). Fed by
@@ -179,6 +196,17 @@ class LocalViews:
         self.fleet_breakers_at[target] = event.occurred_at
 
     def _apply_pack(self, event: PolicyPackPublished) -> None:
+        versions = self.pack_versions.setdefault((event.tenant_id, event.pack_name), {})
+        if event.version not in versions:
+            versions[event.version] = PackVersion(
+                event.version,
+                event.source_yaml,
+                event.source_sha256,
+                event.published_by,
+                event.occurred_at,
+            )
+            while len(versions) > MAX_PACK_VERSIONS_KEPT:
+                del versions[min(versions)]
         known = self.packs.get((event.tenant_id, event.pack_name))
         if known is not None and known.version >= event.version:
             return  # a replayed or older version never replaces the newest

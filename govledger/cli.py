@@ -10,8 +10,10 @@ import sys
 from govledger.cli_support import CliError
 from govledger.commands import (
     audit,
+    config,
     demo,
     escalations,
+    events,
     export,
     keys,
     policy,
@@ -23,6 +25,7 @@ from govledger.commands import (
     up,
     wallets,
 )
+from govledger.commands import doctor as doctor_command
 from schemas.settings import SettingsError
 
 # The order `govledger --help` lists the groups in.
@@ -31,7 +34,9 @@ COMMAND_GROUPS = (
     keys,
     wallets,
     policy,
+    config,
     escalations,
+    events,
     sql,
     settings,
     audit,
@@ -40,6 +45,7 @@ COMMAND_GROUPS = (
     export,
     demo,
     prices,
+    doctor_command,
 )
 
 

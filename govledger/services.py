@@ -158,7 +158,9 @@ async def sink_main(settings: SinkSettings) -> None:
         consumer_lag=writer.consumer_lag,
         retention_days=lambda: retention_days(views),
         exports_dir=settings.data_path / "exports",
+        metrics=writer.metrics,
     )
+    writer.metrics.watch_writer(writer)
     runner = query_runner(settings, api.application())
     await runner.setup()
     await writer.start()

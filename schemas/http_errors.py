@@ -103,9 +103,13 @@ def json_error(
     )
 
 
-def json_response(payload: Any, status: int = 200) -> web.Response:
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     """A JSON response (every JSON answer of our HTTP servers, errors aside, is made here)."""
-    return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
+    return web.Response(
+        status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
+    )
 
 
 def kind_response(kind: ErrorKind, message: str, *, param: str | None = None) -> web.Response:

@@ -43,6 +43,9 @@ class CommonSettings:
     admin_token: str = setting(
         "", "Admin bearer token for the admin API; empty generates one in data_dir."
     )
+    api_key: str = setting(
+        "", "Key the command line reads as (`govledger events`); empty: the admin token."
+    )
     gateway_host: str = setting("127.0.0.1", "Address the gateway listens on.")
     gateway_port: int = setting(8080, "Port the gateway listens on.")
     query_host: str = setting("127.0.0.1", "Address the query API (store owner) listens on.")
@@ -68,6 +71,9 @@ class CommonSettings:
     )
     root_secret_file: str = setting(
         "", "File of the org root secrets (record authentication); empty keeps one in data_dir."
+    )
+    metrics_enabled: bool = setting(
+        True, "Serve Prometheus /metrics (docs/metrics.md); off: no route, no-op instruments."
     )
 
     def __post_init__(self) -> None:
@@ -300,6 +306,9 @@ class GatewaySettings(BreakerSettings):
     max_embedding_dimensions: int = setting(
         16_384, "Largest `dimensions` an embeddings request may ask for; more gets 400."
     )
+    metrics_tenant_labels_max: int = setting(
+        20, "Tenants with their own metrics label (first seen); the rest count as `other`."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -375,6 +384,9 @@ class StreamSettings(BreakerSettings):
 
     worker_app_id: str = setting("govledger-streams", "Faust application id (consumer group).")
     worker_web_port: int = setting(6066, "Port of the Faust worker's web endpoint (0 disables).")
+    worker_web_host: str = setting(
+        "127.0.0.1", "Address of the worker's web endpoint (/metrics, /ready/); 0.0.0.0 in compose."
+    )
     worker_checkpoint_interval_s: float = setting(
         60.0, "Seconds between checkpoints of the processors' hash chains (and one at stop)."
     )
@@ -409,11 +421,35 @@ class StreamSettings(BreakerSettings):
             raise SettingsError("GOVLEDGER_WORKER_COMMIT_STALL_S must be at least 10 seconds")
 
 
+@dataclasses.dataclass(frozen=True)
+class DoctorSettings(CommonSettings):
+    """Settings of `govledger doctor` (it also reads every service's settings)."""
+
+    doctor_check_timeout_s: float = setting(
+        5.0, "Longest one `govledger doctor` check may take; past it the check fails."
+    )
+    doctor_timeout_s: float = setting(20.0, "Longest a whole `govledger doctor` run may take.")
+    doctor_clock_skew_max_ms: int = setting(
+        2_000, "Largest clock difference doctor accepts between this host and a part."
+    )
+    doctor_lag_warn_records: int = setting(
+        100_000, "Consumer-group lag (records) at which doctor warns."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.doctor_check_timeout_s <= 0 or self.doctor_timeout_s <= 0:
+            raise SettingsError("GOVLEDGER_DOCTOR_CHECK_TIMEOUT_S and _TIMEOUT_S must be positive")
+        if self.doctor_clock_skew_max_ms < 0 or self.doctor_lag_warn_records < 1:
+            raise SettingsError("doctor's skew must be >= 0 ms and its lag warning >= 1 record")
+
+
 ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
     RuntimeSettings,
     GatewaySettings,
     SinkSettings,
     StreamSettings,
+    DoctorSettings,
 )
 
 S = TypeVar("S", bound=CommonSettings)

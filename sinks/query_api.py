@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from schemas import event_filters
 from schemas.escalation_listing import escalation_page, escalation_row, escalation_status
 from schemas.ids import now_ms
 from sinks import sql_guard
@@ -49,6 +50,58 @@ def _ms(value: datetime | None) -> int | None:
     return int(value.timestamp() * 1000)
 
 
+# /v1/events/list: what each listed call shows (no request or reply content).
+LISTED_COLUMNS = (
+    "toString(event_id)",
+    "toUnixTimestamp64Milli(occurred_at)",
+    "tenant_id",
+    "team_id",
+    "key_id",
+    "producer_id",
+    "api",
+    "provider",
+    "if(model_selected = '', model_requested, model_selected)",
+    "decision",
+    "http_status",
+    "error_code",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_nanousd",
+    "latency_ms",
+    "selection_reason",
+    "guardrails_triggered.name",
+    "trace_id",
+)
+LISTED_NAMES = (
+    "event_id",
+    "occurred_at_ms",
+    "tenant_id",
+    "team_id",
+    "key_id",
+    "gateway",
+    "api",
+    "provider",
+    "model",
+    "decision",
+    "http_status",
+    "error_code",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_nanousd",
+    "latency_ms",
+    "selection_reason",
+    "guardrails",
+    "trace_id",
+)
+
+
+def _listed(row: tuple[Any, ...]) -> dict[str, Any]:
+    listed = dict(zip(LISTED_NAMES, row, strict=True))
+    listed["guardrails"] = list(listed["guardrails"])
+    listed["occurred_at_ms"] = int(listed["occurred_at_ms"])
+    return listed
+
+
 class Reports:
     """The report handlers over a store; `stats`, `consumer_lag` and `retention_days` are
     the sink writer's figures and the tenants' retention, passed in by the assembly."""
@@ -74,6 +127,7 @@ class Reports:
             web.get("/v1/me", guard(self.me)),
             web.get("/v1/ingestion", guard(self.ingestion)),
             web.get("/v1/events", guard(self.events)),
+            web.get("/v1/events/list", guard(self.event_list)),
             web.get("/v1/wallets/balance", guard(self.wallet_balances)),
             web.get("/v1/escalations", guard(self.escalations)),
             web.get("/v1/sla", guard(self.sla)),
@@ -193,6 +247,44 @@ class Reports:
                 "groups": groups,
             }
         )
+
+    async def event_list(self, request: web.Request, reader: Reader) -> web.Response:
+        """The calls themselves, newest first, filtered (`schemas.event_filters`) and paged
+        by keyset: `next` is the `after` of the following page (null on the last)."""
+        try:
+            filters = event_filters.parse_filters(request.query)
+            limit = event_filters.parse_limit(request.query.get("limit"))
+            after = event_filters.parse_cursor(request.query.get("after"))
+        except event_filters.FilterError as exc:
+            raise BadRequestError(400, "invalid_request", str(exc)) from None
+        tenant = self._tenant_scope(request, reader)
+        since = request.query.get("since", "1h")
+        since_ms = now_ms() - window_ms(since)
+        after_ms, after_id = after if after is not None else (0, "")
+        rows = await self._report(
+            f"SELECT {', '.join(LISTED_COLUMNS)} FROM lineage "  # noqa: S608 - fixed columns
+            "WHERE ({all:Bool} OR tenant_id = {tenant:String}) "
+            "AND occurred_at >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC') "
+            f"AND {event_filters.LISTING_WHERE} "
+            "AND ({after_ms:Int64} = 0 OR (occurred_at, toString(event_id)) < "
+            "(fromUnixTimestamp64Milli({after_ms:Int64}, 'UTC'), {after_id:String})) "
+            "ORDER BY occurred_at DESC, toString(event_id) DESC LIMIT {limit:UInt32}",
+            {
+                "since_ms": since_ms,
+                "after_ms": after_ms,
+                "after_id": after_id,
+                "limit": limit + 1,
+                **filters.sql_parameters(),
+            },
+            tenant,
+        )
+        data = [_listed(row) for row in rows[:limit]]
+        last = data[-1] if len(rows) > limit else None
+        next_page = (
+            event_filters.encode_cursor(last["occurred_at_ms"], last["event_id"]) if last else None
+        )
+        page = {"since": since, "since_ms": since_ms, "tenant": tenant, "data": data}
+        return json_response({**page, "next": next_page})
 
     async def wallet_balances(self, request: web.Request, reader: Reader) -> web.Response:
         """The latest published balance of each wallet (the newest by entries, then by

@@ -1,11 +1,13 @@
 """What every tier shares: the order modules run in, and the one shared stack.
 
 The shared stack: one real stack (broker, sink with chDB, worker, gateway) with the
-default test settings and SHARED_STACK_SETTINGS (tests/integration/stack.py), booted once
-per test process on first use and stopped at the end. A boot costs about 7 s of wall time
-and 5 s of CPU; every module that needs nothing else takes this one instead of booting its
-own. Such a module keeps to tenants (and so wallets, keys, rows) of its own, named with a
-run id, and scopes every count to them: other modules' traffic is in the same store.
+default test settings and SHARED_STACK_SETTINGS (tests/integration/stack.py), its
+OpenAI-compatible upstream the component tier's recording fake (`shared_upstream`),
+booted once per test process on first use and stopped at the end. A boot costs about 7 s
+of wall time and 5 s of CPU; every module that needs nothing else takes this one instead
+of booting its own. Such a module keeps to tenants (and so wallets, keys, rows) of its
+own, named with a run id, and scopes every count to them: other modules' traffic is in
+the same store.
 
     @pytest.fixture(scope="module")
     def stack(shared_stack: RunningStack) -> RunningStack:
@@ -27,15 +29,41 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from tests.component.responses_upstream import ResponsesUpstream
     from tests.integration.stack import RunningStack
 
 
 @pytest.fixture(scope="session")
-def shared_stack_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def shared_upstream_served() -> Iterator[tuple[ResponsesUpstream, str]]:
+    """The shared stack's OpenAI-compatible upstream: the component tier's recording fake
+    (chat, embeddings, legacy completions, responses) on a loopback port, and its URL."""
+    from tests.component.responses_upstream import ResponsesUpstream
+    from tests.integration.upstream import recording_upstream
+
+    fake = ResponsesUpstream()
+    with recording_upstream(fake.handle) as base_url:
+        yield fake, base_url
+
+
+@pytest.fixture(scope="session")
+def shared_upstream(shared_upstream_served: tuple[ResponsesUpstream, str]) -> ResponsesUpstream:
+    """What the shared stack's upstream received (SHARED_UPSTREAM_MODELS are its models)."""
+    return shared_upstream_served[0]
+
+
+@pytest.fixture(scope="session")
+def shared_stack_session(
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_upstream_served: tuple[ResponsesUpstream, str],
+) -> Iterator[RunningStack]:
     # Imported here: unit runs collect this file and need none of the stack's imports.
     from tests.integration.stack import SHARED_STACK_SETTINGS, running_stack, stack_environ
 
-    env = stack_environ(tmp_path_factory.mktemp("govledger-shared"), **SHARED_STACK_SETTINGS)
+    env = stack_environ(
+        tmp_path_factory.mktemp("govledger-shared"),
+        GOVLEDGER_UPSTREAM_BASE_URL=shared_upstream_served[1],
+        **SHARED_STACK_SETTINGS,
+    )
     with running_stack(env) as running:
         yield running
 

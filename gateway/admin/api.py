@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.admin.configurations import ConfigurationRoutes
 from gateway.admin.context import AdminContext, Handler
 from gateway.admin.escalations import EscalationRoutes
 from gateway.admin.keys import KeyRoutes
@@ -47,6 +48,7 @@ class AdminApi:
         self.keys = KeyRoutes(self.context)
         self.wallets = WalletRoutes(self.context)
         self.policies = PolicyRoutes(self.context)
+        self.configurations = ConfigurationRoutes(self.context, self.policies.publisher)
         self.escalations = EscalationRoutes(self.context)
         self.prices = PriceRoutes(self.context)
 
@@ -62,6 +64,7 @@ class AdminApi:
             *self.wallets.routes(self.guard),
             *self.escalations.routes(self.guard),
             *self.policies.routes(self.guard),
+            *self.configurations.routes(self.guard),
             *self.prices.routes(self.guard),
         ]
 

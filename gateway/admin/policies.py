@@ -8,9 +8,11 @@ its packs are held to); only org admins (the admin token, org-admin keys) publis
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +36,8 @@ from schemas.http_errors import json_response
 from schemas.records import OrgBaselinePublished, PolicyPackPublished, Role
 
 BASELINE_PATH = "/v1/admin/policies/baseline"
+# Packs this process holds a publishing lock for at once (idle ones are dropped past it).
+MAX_PACK_LOCKS = 10_000
 
 
 def lint_refusal(problems: Sequence[Any]) -> GatewayError:
@@ -86,11 +90,116 @@ def unified_diff(before: str, after: str, fromfile: str, tofile: str) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What publishing a pack did: a new version (`created`) or nothing (same content)."""
+
+    tenant: str
+    name: str
+    version: int
+    diff: str
+    created: bool
+
+    def body(self) -> dict[str, Any]:
+        """The admin API's answer."""
+        return {
+            "pack": self.name,
+            "tenant": self.tenant,
+            "version": self.version,
+            "diff": self.diff,
+        }
+
+
+class PackPublisher:
+    """Publishes a tenant's pack as its next version: one owner for the push route, the
+    configurations route (`PUT`, with `If-Match`) and reverts.
+
+    Versions are decided by the control topic, not by this process: two gateways may both
+    publish version N+1 of a pack, and every view keeps the first in topic order (one
+    partition per tenant). So a publisher waits to see its version land and answers 409
+    when another publisher's record took it; within this process a lock per pack keeps
+    two requests from racing at all."""
+
+    def __init__(self, context: AdminContext) -> None:
+        self.context = context
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def _lock(self, tenant: str, name: str) -> asyncio.Lock:
+        if len(self._locks) > MAX_PACK_LOCKS:  # idle locks only cost memory: start over
+            self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+        return self._locks.setdefault((tenant, name), asyncio.Lock())
+
+    async def publish(
+        self,
+        principal: Principal,
+        tenant: str,
+        source: str,
+        default_name: str | None,
+        *,
+        required_name: str | None = None,
+        expected_version: int | None = None,
+    ) -> Published:
+        """Lint `source`, hold it to the baseline and publish it unless unchanged.
+        `default_name`: the name of a pack that has none; `required_name`: the only name
+        it may have (a URL's); `expected_version` (If-Match): the version the caller
+        last saw (0: none yet), 412 when the pack is at another."""
+        views = self.context.views
+        try:
+            name = parse_pack(source, default_name=default_name).name
+        except PackError as exc:
+            raise lint_refusal(exc.errors) from None
+        if required_name is not None and name != required_name:
+            raise GatewayError(
+                errors.INVALID_REQUEST, f"the pack names itself {name!r}, not {required_name!r}"
+            )
+        check_pack(views, source, name)
+        async with self._lock(tenant, name):
+            known = views.packs.get((tenant, name))
+            current = known.version if known is not None else 0
+            if expected_version is not None and expected_version != current:
+                raise GatewayError(
+                    errors.PRECONDITION_FAILED,
+                    f"pack {name!r} is at version {current}, not {expected_version}",
+                    details={"version": current},
+                )
+            if known is not None and known.source_yaml == source:
+                return Published(tenant, name, current, "", created=False)
+            version = current + 1
+            diff = unified_diff(
+                known.source_yaml if known is not None else "",
+                source,
+                fromfile=f"{name} v{current}" if known else "/dev/null",
+                tofile=f"{name} v{version}",
+            )
+            sha256 = hashlib.sha256(source.encode()).hexdigest()
+            record = PolicyPackPublished(
+                **self.context.envelope(PolicyPackPublished, tenant),
+                pack_name=name,
+                version=version,
+                source_yaml=source,
+                source_sha256=sha256,
+                diff=diff,
+                published_by=principal.identity,
+            )
+            await self.context.publish(record)
+            await self.context.wait_until(
+                lambda: version in views.pack_versions.get((tenant, name), {})
+            )
+        landed = views.pack_versions[(tenant, name)][version]
+        if landed.source_sha256 != sha256 or landed.published_by != principal.identity:
+            raise GatewayError(
+                errors.CONFLICT,
+                f"another publisher took version {version} of {name!r}; read it and retry",
+            )
+        return Published(tenant, name, version, diff, created=True)
+
+
 class PolicyRoutes:
     """Tenant packs and the org baseline."""
 
     def __init__(self, context: AdminContext) -> None:
         self.context = context
+        self.publisher = PackPublisher(context)
 
     def routes(self, guard: Guard) -> list[web.RouteDef]:
         """The pack and baseline routes."""
@@ -104,7 +213,6 @@ class PolicyRoutes:
     async def push_policy(self, request: web.Request, principal: Principal) -> web.Response:
         """Lint a pack and publish it as the next version, with the diff from the last one.
         An unchanged pack publishes nothing."""
-        views = self.context.views
         data = await requests.read_body(request)
         tenant = requests.acted_on_tenant(principal, data, self.context.default_tenant)
         source = data.get("source_yaml")
@@ -119,39 +227,8 @@ class PolicyRoutes:
                 errors.INVALID_REQUEST,
                 "'name' must be lower-case letters, digits, '.', '_' or '-' (at most 64)",
             )
-        try:
-            name = parse_pack(source, default_name=file_name).name
-        except PackError as exc:
-            raise lint_refusal(exc.errors) from None
-        check_pack(views, source, name)
-        known = views.packs.get((tenant, name))
-        if known is not None and known.source_yaml == source:
-            return json_response(
-                {"pack": name, "tenant": tenant, "version": known.version, "diff": ""}
-            )
-        version = known.version + 1 if known is not None else 1
-        diff = unified_diff(
-            known.source_yaml if known is not None else "",
-            source,
-            fromfile=f"{name} v{version - 1}" if known else "/dev/null",
-            tofile=f"{name} v{version}",
-        )
-        record = PolicyPackPublished(
-            **self.context.envelope(PolicyPackPublished, tenant),
-            pack_name=name,
-            version=version,
-            source_yaml=source,
-            source_sha256=hashlib.sha256(source.encode()).hexdigest(),
-            diff=diff,
-            published_by=principal.identity,
-        )
-        await self.context.publish(record)
-        await self.context.wait_until(
-            lambda: (tenant, name) in views.packs and views.packs[(tenant, name)].version >= version
-        )
-        return json_response(
-            {"pack": name, "tenant": tenant, "version": version, "diff": diff}, status=201
-        )
+        outcome = await self.publisher.publish(principal, tenant, source, file_name)
+        return json_response(outcome.body(), status=201 if outcome.created else 200)
 
     async def list_policies(self, request: web.Request, principal: Principal) -> web.Response:
         """Published packs with their newest version."""

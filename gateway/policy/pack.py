@@ -323,7 +323,12 @@ def _targeting(node: Node, errors: Errors) -> Targeting:
     fields = mapping(node, "targeting", ("scope", "teams"), errors)
     scope = choice(fields["scope"], "scope", ("org", "team"), errors) if "scope" in fields else None
     teams = strings(fields["teams"], "teams", errors, MAX_TEAMS) if "teams" in fields else ()
-    if scope == "team" and not teams:
+    if scope is None and "teams" in fields:
+        # The seed writes `targeting: {teams: [...]}`: those teams, never the whole org.
+        if not teams:
+            errors.add(node, "targeting.teams is empty: list the teams (or write scope: org)")
+        scope = "team"
+    elif scope == "team" and not teams:
         errors.add(node, "targeting with scope team needs a non-empty teams list")
     if scope == "org" and teams:
         errors.add(node, "teams are only used with scope: team")

@@ -53,7 +53,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def add_parser(commands: Any) -> None:
     """`govledger keys`."""
-    keys = commands.add_parser("keys", help="issue, list and revoke gateway keys")
+    # `tokens`: the seed's name for the same commands (`kt tokens create`).
+    keys = commands.add_parser(
+        "keys", aliases=["tokens"], help="issue, list and revoke gateway keys (alias: tokens)"
+    )
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser("create", help="issue a key; prints the secret alone")
     create.add_argument("--team", required=True)

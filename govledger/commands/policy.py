@@ -113,6 +113,10 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
     if args.policy_command == "baseline":
         return cmd_baseline(args)
+    if args.policy_command == "revert":
+        from govledger.commands.config import revert
+
+        return revert(args)
 
     if args.policy_command == "templates":
         if args.name:
@@ -173,4 +177,9 @@ def add_parser(commands: Any) -> None:
     templates = policy_commands.add_parser("templates", help="list templates, or print one")
     templates.add_argument("name", nargs="?")
     add_baseline_command(policy_commands)
+    from govledger.commands.config import add_revert_arguments
+
+    add_revert_arguments(
+        policy_commands.add_parser("revert", help="publish an earlier version again, as the next")
+    )
     policy.set_defaults(func=cmd_policy)

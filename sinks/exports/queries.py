@@ -105,7 +105,9 @@ EXPORT_TYPES: dict[str, ExportType] = {
                 "policies_applied guardrails_triggered decision prompt_tokens completion_tokens "
                 "usage_source cost_nanousd reserved_nanousd latency_ms ttft_ms "
                 "gateway_overhead_ms http_status error_code stream request_sha256 "
-                "response_sha256"
+                "response_sha256 api cached_prompt_tokens cache_write_tokens "
+                "audio_prompt_tokens image_prompt_tokens reasoning_tokens "
+                "audio_completion_tokens"
             ),
             RAW,
         ),

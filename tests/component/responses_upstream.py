@@ -20,6 +20,9 @@ RESPONSE_ID = "resp_upstream_own_id"
 TOOL_ARGUMENTS = '{"city":"Paris"}'
 WEATHER_JSON = '{"city":"Paris","temperature_c":21.5}'
 TOOL_ANSWER = "It is 21.5 C in Paris."
+FAILING_INPUT = "An input the upstream fails on"
+"""Streamed, its answer begins and the stream ends in `response.failed` (HTTP 200)."""
+FAILURE = {"code": "server_error", "message": "The model failed to finish."}
 INPUT_TOKENS = 31
 OUTPUT_TOKENS = 9
 USAGE = {
@@ -111,8 +114,12 @@ def response_events(body: dict[str, Any]) -> list[dict[str, Any]]:
         ]
         events.append({"type": "response.output_text.done", **at, "text": text, "logprobs": []})
         events.append({"type": "response.content_part.done", **at, "part": part})
-    events.append({"type": "response.output_item.done", "output_index": 0, "item": item})
-    events.append({"type": "response.completed", "response": response(body)})
+    if body["input"] == FAILING_INPUT:
+        failed = {**_response(body, [], "failed"), "error": FAILURE}
+        events = [*events[:5], {"type": "response.failed", "response": failed}]
+    else:
+        events.append({"type": "response.output_item.done", "output_index": 0, "item": item})
+        events.append({"type": "response.completed", "response": response(body)})
     return [{**event, "sequence_number": index} for index, event in enumerate(events)]
 
 

@@ -26,6 +26,8 @@ from gateway.providers.anthropic import AnthropicProvider
 from gateway.replies import EVENT_ID_HEADER
 from schemas.records import LineageRecord
 from tests.component.responses_upstream import (
+    FAILING_INPUT,
+    FAILURE,
     INPUT_TOKENS,
     OUTPUT_TOKENS,
     RESPONSE_ID,
@@ -204,6 +206,29 @@ async def test_streamed_text_arrives_as_the_upstream_sent_it(caller: Caller) -> 
     assert "".join(deltas) == final.output_text == TOOL_ANSWER
     assert caller.forwarded_as_sent()
     _assert_priced(caller.records()[0], stream=True)
+
+
+async def test_a_stream_that_ends_in_response_failed_is_recorded_as_failed(
+    caller: Caller,
+) -> None:
+    stream = await caller.sdk.responses.create(model=ALIAS, input=FAILING_INPUT, stream=True)
+    events = [event async for event in stream]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == TOOL_ANSWER[:5]  # the part of an answer the upstream sent before failing
+    last = events[-1]
+    assert last.type == "response.failed"  # relayed as the upstream sent it
+    assert last.response.error is not None and last.response.error.code == FAILURE["code"]
+    (record,) = caller.records()
+    assert (record.api, record.decision, record.http_status, record.error_code) == (
+        "responses",
+        "failed",
+        502,
+        "upstream_error",
+    )
+    assert [(a.status, a.error_class) for a in record.attempts] == [(200, "response_failed")]
+    # The upstream produced (and bills) part of an answer and reported no usage: estimated.
+    assert (record.usage_source, record.completion_tokens > 0) == ("estimated", True)
+    assert record.cost_nanousd > 0
 
 
 async def test_parse_with_a_pydantic_model_gets_the_upstream_json(caller: Caller) -> None:

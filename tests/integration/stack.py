@@ -22,6 +22,9 @@ from govledger.runtime import Child, Stack, wait_for_http
 from schemas import authn
 from schemas.kafka import ensure_topics
 from schemas.settings import ENV_PREFIX, RuntimeSettings, load
+from tests.component.api_upstream import EMBED_MODEL
+from tests.component.openai_upstream import FAITHFUL_MODEL
+from tests.component.responses_upstream import RESPONSES_MODEL
 
 # The shared stack's settings beyond stack_environ's (tests/conftest.py). Each changes
 # nothing for a module that does not use it: P1 escalations are due 6 s after they open and
@@ -32,11 +35,17 @@ from schemas.settings import ENV_PREFIX, RuntimeSettings, load
 # command-line runs) before it pages, on a loaded machine: at 6 s it paged first once.
 ESCALATION_P1_SLA_S = 12
 ESCALATION_TICK_S = 0.25
+SHARED_UPSTREAM_MODELS = (FAITHFUL_MODEL, RESPONSES_MODEL, EMBED_MODEL)
+SHARED_UPSTREAM_ALIAS = "sdk-alias"
 SHARED_STACK_SETTINGS = {
     "GOVLEDGER_ESCALATION_SLA_S": f"P1={ESCALATION_P1_SLA_S},P2=7200,P3=28800,P4=86400",
     "GOVLEDGER_ESCALATION_TICK_S": str(ESCALATION_TICK_S),
     "GOVLEDGER_ESCALATION_CENTRAL_CATEGORIES": "legal,security",
     "GOVLEDGER_BREAKER_RESET_TIMEOUT_S": "2",
+    # test_sdk_stack's: the models of the recording upstream tests/conftest.py starts (its
+    # base URL is added there), and an alias that maps onto one of them.
+    "GOVLEDGER_UPSTREAM_MODELS": ",".join(SHARED_UPSTREAM_MODELS),
+    "GOVLEDGER_MODEL_GROUPS": f"{SHARED_UPSTREAM_ALIAS}={FAITHFUL_MODEL}:1",
 }
 
 

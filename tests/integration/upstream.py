@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import orjson
 from aiohttp import web
 
@@ -82,20 +83,23 @@ def fake_upstream(failing_models: set[str], cut_stream_model: str) -> Iterator[s
         request.transport.close()
         return response
 
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/outage/{state}", switch)
+    with serving(app) as base_url:
+        yield base_url
+
+
+@contextlib.contextmanager
+def serving(app: web.Application) -> Iterator[str]:
+    """Serve `app` on a loopback port from a thread of its own; yields its /v1 base URL."""
     port = free_port()
     loop = asyncio.new_event_loop()
-    started = threading.Event()
-    runner_box: list[web.AppRunner] = []
+    runner = web.AppRunner(app)
 
     async def serve() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        app.router.add_post("/v1/outage/{state}", switch)
-        runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        runner_box.append(runner)
-        started.set()
 
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -103,7 +107,35 @@ def fake_upstream(failing_models: set[str], cut_stream_model: str) -> Iterator[s
     try:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        asyncio.run_coroutine_threadsafe(runner_box[0].cleanup(), loop).result(timeout=10)
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+@contextlib.contextmanager
+def recording_upstream(handle: Callable[[httpx.Request], httpx.Response]) -> Iterator[str]:
+    """A component fake's `handle` (tests/component/*_upstream.py: it answers as the
+    provider does and keeps what it received) served over real HTTP, for a stack's gateway
+    to call; every POST under /v1 reaches it. Yields the base URL."""
+
+    async def answer(request: web.Request) -> web.Response:
+        asked = httpx.Request(
+            request.method,
+            str(request.url),
+            headers=dict(request.headers),
+            content=await request.read(),
+        )
+        # The fake is synchronous and quick: it runs on this server's own loop thread.
+        answered = handle(asked)
+        content_type = answered.headers.get("content-type", "application/json")
+        return web.Response(
+            status=answered.status_code,
+            body=answered.read(),
+            headers={"Content-Type": content_type},
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/{path:.+}", answer)
+    with serving(app) as base_url:
+        yield base_url

@@ -57,9 +57,11 @@ BOMBS = {
 
 @pytest.mark.parametrize("source", BOMBS.values(), ids=BOMBS.keys())
 def test_a_hostile_pack_is_a_lint_error_found_fast(source: str) -> None:
-    started = time.perf_counter()
+    # CPU time, not wall time: a bomb costs CPU, while a busy machine (other test
+    # processes) stretches wall time without saying anything about the parser.
+    started = time.process_time()
     problems = lint(source, default_name="from-file")
-    elapsed_s = time.perf_counter() - started
+    elapsed_s = time.process_time() - started
     assert problems, "accepted"
     assert all(p.line >= 1 and p.message for p in problems)
     assert elapsed_s < 0.5, f"took {elapsed_s:.3f} s"

@@ -40,6 +40,7 @@ HELP_SCREENS = [
     ["export", "create", "--help"],
     ["demo", "--help"],
     ["up", "--help"],
+    ["doctor", "--help"],
 ]
 
 # Prints, for each help screen in turn, the heavy modules loaded so far.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
+import dataclasses
 import gc
 import hashlib
 import io
@@ -25,6 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pyarrow import ipc
 
 from schemas.ids import now_ms, uuid7
+from schemas.records import LineageRecord
 from sinks.access import AccessDeniedError, Reader
 from sinks.exports.job import ExportJob, ExportQueueFullError
 from sinks.exports.jobs import ExportJobs
@@ -225,6 +227,13 @@ def test_page_queries_are_keyset_pages_of_bounded_size() -> None:
     with pytest.raises(AssertionError):
         page_sql(spec, MAX_PAGE_ROWS + 1, after=False)
     assert EXPORT_TYPES["wallets"].keys[2].column == "entry_count"
+
+
+def test_an_events_export_has_a_column_for_every_field_of_the_record() -> None:
+    """The API a call came in by and each token kind priced at its own rate (lineage v2,
+    v3) included: a reader of the export sees what the store holds."""
+    exported = set(EXPORT_TYPES["events"].column_names)
+    assert [f.name for f in dataclasses.fields(LineageRecord) if f.name not in exported] == []
 
 
 # --- the job runner over a fake store -----------------------------------------------------

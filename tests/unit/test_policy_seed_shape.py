@@ -92,6 +92,20 @@ def test_the_seed_s_role_names_map_onto_ours(seed_role: str, ours: str) -> None:
     assert parse_pack(source).steps[0].policy == RbacPolicy(minimum_role=ours)  # type: ignore[arg-type]
 
 
+def test_teams_without_a_scope_target_those_teams_not_the_org() -> None:
+    source = "name: p\npolicies:\n  chain:\n    - pii-detector: {targeting: {teams: [support]}}\n"
+    (step,) = parse_pack(source).steps
+    assert step.targeting.applies("support") and not step.targeting.applies("finance")
+    assert parse_pack(source) == parse_pack(
+        "name: p\npolicies:\n  chain:\n"
+        "    - pii-detector: {targeting: {scope: team, teams: [support]}}\n"
+    )
+    empty = "name: p\npolicies:\n  chain:\n    - rbac: {targeting: {teams: []}}\n"
+    assert [p.message for p in lint(empty)] == [
+        "targeting.teams is empty: list the teams (or write scope: org)"
+    ]
+
+
 def test_steps_without_parameters_take_the_defaults() -> None:
     source = "name: p\npolicies:\n  chain:\n    - rbac:\n    - audit-logger\n"
     assert parse_pack(source) == parse_pack(
