@@ -5,7 +5,7 @@ read of the primary index)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -45,7 +45,7 @@ class ExportType:
     # The published format the rows follow, when there is one, and its metadata of the
     # file (the manifest carries both).
     standard: str | None = None
-    standard_metadata: Mapping[str, Any] | None = None
+    standard_metadata: Mapping[str, Any] | None = field(default=None, hash=False)
     # When the rows come from several tables: one `SELECT … WHERE …` per table, each with
     # the columns and the scope and key columns under the same names (`source` unused).
     branches: tuple[str, ...] = ()
