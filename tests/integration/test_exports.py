@@ -279,8 +279,9 @@ def test_a_focus_export_sums_back_to_the_ledger_to_the_nanodollar(
 ) -> None:
     """Tenant A's calls (three answered, one refused at $0) and a refund of part of one, as
     FOCUS 1.2 rows: the columns and every value are valid for the specification, one row
-    per call and one Credit row for the refund, and BilledCost read as written (CSV text,
-    Parquet decimals) sums to what the team's wallet was charged net, to the nano-dollar."""
+    per call and one Credit row for the refund (none for tenant B's refund), and BilledCost
+    read as written (CSV text, Parquet decimals) sums to what the team's wallet was charged
+    net, to the nano-dollar."""
     where = _window({"since_ms": 0, "until_ms": 2**62}, world.a)
     calls = {
         event_id: int(cost)
@@ -291,19 +292,25 @@ def test_a_focus_export_sums_back_to_the_ledger_to_the_nanodollar(
     assert len(calls) == 4
     refunded_call = max(calls, key=lambda event_id: calls[event_id])
     refund_nanousd = calls[refunded_call] // 3  # digits down to the nano-dollar
-    refund = stack.admin(
-        "POST",
-        "/v1/admin/wallets/refund",
-        json={
-            "tenant": world.a,
-            "team": "alpha",
-            "call_event_id": refunded_call,
-            "usd": format(Decimal(refund_nanousd).scaleb(-9), "f"),
-            "reason": "FOCUS test",
-        },
-    )
-    assert refund.status_code == 201, refund.text
-    charges = {**calls, refund.json()["event_id"]: -refund_nanousd}
+
+    def refund(tenant: str, team: str, call: str, nanousd: int) -> str:
+        done = stack.admin(
+            "POST",
+            "/v1/admin/wallets/refund",
+            json={
+                "tenant": tenant,
+                "team": team,
+                "call_event_id": call,
+                "usd": format(Decimal(nanousd).scaleb(-9), "f"),
+                "reason": "FOCUS test",
+            },
+        )
+        assert done.status_code == 201, done.text
+        return str(done.json()["event_id"])
+
+    charges = {**calls, refund(world.a, "alpha", refunded_call, refund_nanousd): -refund_nanousd}
+    # Another tenant's refund: none of its rows may reach A's export.
+    refund(world.b, "beta", refunded_call, 1)
 
     # The ledger: what the team's wallet was charged net, once the wallets folded it all.
     def charged() -> int | None:
@@ -312,7 +319,8 @@ def test_a_focus_export_sums_back_to_the_ledger_to_the_nanodollar(
 
     net = wait_for(charged, timeout_s=20)
     refunds = f"tenant_id = '{world.a}' AND event_type = 'wallet.refunded'"
-    wait_for(lambda: stack.sql(f"SELECT count() FROM control_events WHERE {refunds}") == [["1"]])
+    stored = f"tenant_id IN ('{world.a}', '{world.b}') AND event_type = 'wallet.refunded'"
+    wait_for(lambda: stack.sql(f"SELECT count() FROM control_events WHERE {stored}") == [["2"]])
     for fmt in ("csv", "parquet"):
         job = export(stack, world.a_admin, type="focus", format=fmt, since="1d")
         manifest = job["manifest"]
