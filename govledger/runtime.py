@@ -24,7 +24,7 @@ from govledger.broker import start_tansu
 from govledger.supervision import CrashLoop, RestartPolicy, decide, how_it_ended
 from schemas.authn import resolve_keyring
 from schemas.kafka import ensure_topics
-from schemas.settings import RuntimeSettings, env_name
+from schemas.settings import ConsoleSettings, RuntimeSettings, env_name, load
 from streams.intake import READY_PATH
 
 STOP_GRACE_S = 30.0
@@ -173,6 +173,9 @@ class Stack:
                 wait_for_http(url, timeout, worker, self._stopping)
             if worker.poll() is not None:
                 raise RuntimeError("the stream worker exited at start; see its log")
+        if "console" in started:
+            url = f"{load(ConsoleSettings, self.environ).console_url}/healthz"
+            wait_for_http(url, timeout, started["console"].process, self._stopping)
 
     def start(self) -> None:
         """Start every part and wait until each is ready."""
@@ -182,6 +185,10 @@ class Stack:
             else:
                 asyncio.run(ensure_topics(self.bootstrap, self.settings.topic_partitions))
             self._launch(CLIENT_PARTS)
+            # The console (pages over the admin and query APIs) needs no broker: a new
+            # broker does not restart it. GOVLEDGER_CONSOLE_PORT=0 runs none.
+            if load(ConsoleSettings, self.environ).console_port:
+                self._launch(("console",))
         except BaseException:
             self.stop()
             raise

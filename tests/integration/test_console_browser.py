@@ -1,0 +1,168 @@
+"""The web console in Debian's chromium (headless, through Selenium and the system's
+chromedriver), against the shared stack, which serves the console: a user logs in with
+an admin key and works each page. Tenants are named with this run's id. Screenshots of
+each page go to the module's output folder (printed), and to CONSOLE_SCREENSHOTS_DIR when
+that is set (how docs/console-*.png are made).
+
+Without chromium, chromedriver or Selenium these tests skip and say which is missing."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.integration.stack import RunningStack, wait_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+WINDOW = (1280, 800)
+NARROW = (420, 800)
+
+
+def _browser_missing() -> str | None:
+    """Why no browser can be driven here, or None."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    for names in (("chromium", "chromium-browser"), ("chromedriver",)):
+        if not any(shutil.which(name) for name in names):
+            return f"no {names[0]} on PATH (apt-get install chromium chromium-driver)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def stack(shared_stack: RunningStack) -> RunningStack:
+    return shared_stack
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    missing = _browser_missing()
+    if missing is not None:
+        pytest.skip(f"no browser for the console tests: {missing}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_argument(f"--window-size={WINDOW[0]},{WINDOW[1]}")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    options.binary_location = str(binary)
+    driver = webdriver.Chrome(options=options, service=Service(str(shutil.which("chromedriver"))))
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@dataclass
+class World:
+    """This run's tenants: one with traffic and a tenant admin, another with traffic of
+    its own the first's admin must never see."""
+
+    tenant: str
+    other: str
+    tenant_admin: str
+    developer: str
+    console_url: str
+    shots: Path
+
+
+def call(stack: RunningStack, key: str, model: str = "sim-small") -> None:
+    sdk = openai.OpenAI(base_url=stack.base_url, api_key=key, max_retries=0)
+    sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": "hello"}])
+
+
+@pytest.fixture(scope="module")
+def world(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> World:
+    run = secrets.token_hex(3)
+    tenant, other = f"console-{run}", f"rival-{run}"
+    stack.fund("alpha", "5", tenant=tenant)
+    stack.fund("beta", "5", tenant=other)
+    developer = stack.create_key("alpha", tenant=tenant)["key"]
+    rival = stack.create_key("beta", tenant=other)["key"]
+    admin = stack.create_key("ops", tenant=tenant, role="tenant-admin")["key"]
+    wait_for(lambda: stack.balance_nanousd("alpha", tenant=tenant) > 0)
+    wait_for(lambda: stack.balance_nanousd("beta", tenant=other) > 0)
+    for _ in range(3):
+        call(stack, developer)
+    call(stack, developer, "sim-large")
+    for _ in range(2):
+        call(stack, rival)
+    shots = tmp_path_factory.mktemp("console-screenshots")
+    print(f"\n[console] screenshots in {shots}")
+    port = stack.env["GOVLEDGER_CONSOLE_PORT"]
+    return World(tenant, other, admin, developer, f"http://127.0.0.1:{port}", shots)
+
+
+def screenshot(browser: Any, world: World, name: str) -> None:
+    """The page as the user sees it, at 1280x800 and on a narrow window."""
+    browser.save_screenshot(str(world.shots / f"{name}.png"))
+    browser.set_window_size(*NARROW)
+    browser.save_screenshot(str(world.shots / f"{name}-narrow.png"))
+    browser.set_window_size(*WINDOW)
+    published = os.environ.get("CONSOLE_SCREENSHOTS_DIR")
+    if published:
+        browser.save_screenshot(str(Path(published) / f"console-{name}.png"))
+
+
+def login(browser: Any, world: World, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{world.console_url}/login")
+    browser.find_element(By.ID, "key").send_keys(key)
+    browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+    wait_for(lambda: browser.current_url.rstrip("/") == world.console_url, timeout_s=10)
+
+
+def text_of(browser: Any, css: str) -> str:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return str(browser.find_element(By.CSS_SELECTOR, css).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+def until(check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
+    return wait_for(check, timeout_s=timeout_s, every_s=0.2)
+
+
+def test_overview_shows_the_tenants_traffic_and_updates_without_reloading(
+    browser: Any, world: World, stack: RunningStack
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    login(browser, world, world.tenant_admin)
+
+    def calls_shown() -> str:
+        browser.get(f"{world.console_url}/?window=1h")
+        return text_of(browser, "#total-calls")
+
+    # The sink writes within a second or so; the tenant admin sees its 4 calls, not the
+    # rival's 2.
+    until(lambda: calls_shown() == "4")
+    page = browser.find_element(By.TAG_NAME, "main").text
+    assert "sim-large" in page and "sim-small" in page
+    assert world.other not in browser.page_source
+    screenshot(browser, world, "overview")
+    header = browser.find_element(By.CSS_SELECTOR, "header.top")
+    call(stack, world.developer)
+    # The live fragment polls: the figure changes while the page itself stays (its header
+    # element is the same one: no reload).
+    until(lambda: text_of(browser, "#total-calls") == "5")
+    assert header.is_displayed()
+    browser.get(f"{world.console_url}/?tenant={world.other}")
+    assert "may not see tenant" in browser.find_element(By.TAG_NAME, "main").text

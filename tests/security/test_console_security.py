@@ -1,0 +1,164 @@
+"""The console's attacks (tests/component/console_support.py: the real admin API, the
+query API's real authentication): sessions (fixation, cookie flags, expiry, logout),
+CSRF on every change, the content security policy, and above all tenant isolation — a
+tenant admin's session cannot see or change another tenant by any page, form, URL
+parameter or htmx fragment."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from console.security import CSP
+from tests.component.console_support import ConsoleHarness, running_console
+from tests.component.support import ADMIN_TOKEN
+
+TENANT, OTHER = "acme", "globex"
+# Every page and fragment a tenant admin could aim at another tenant.
+PAGES = ("/", "/overview/live")
+
+
+@pytest.fixture
+async def console(tmp_path: Path) -> AsyncIterator[ConsoleHarness]:
+    async with running_console(tmp_path) as harness:
+        yield harness
+
+
+async def tenant_admin(console: ConsoleHarness, tenant: str = TENANT) -> str:
+    key = await console.component.create_key("ops", tenant=tenant, role="tenant-admin")
+    return str(key["key"])
+
+
+async def test_pages_need_a_session_and_fragments_say_where_to_log_in(
+    console: ConsoleHarness,
+) -> None:
+    for path in PAGES:
+        page = await console.client.get(path, allow_redirects=False)
+        assert (page.status, page.headers["Location"]) == (303, "/login"), path
+    fragment = await console.client.get(
+        "/overview/live", headers={"HX-Request": "true"}, allow_redirects=False
+    )
+    assert (fragment.status, fragment.headers["HX-Redirect"]) == (401, "/login")
+
+
+async def test_only_active_admin_keys_log_in(console: ConsoleHarness) -> None:
+    viewer = await console.component.create_key("ops", tenant=TENANT, role="viewer")
+    for key in ("gk_unknown", viewer["key"], "bad key with spaces", ""):
+        answer = await console.login(str(key))
+        assert answer.status in (401, 403) or answer.status == 400, key
+        assert console.session_cookie() is None
+    assert (await console.login(await tenant_admin(console))).status == 303
+
+
+async def test_session_cookie_flags_and_csp_on_every_answer(console: ConsoleHarness) -> None:
+    answer = await console.login(ADMIN_TOKEN)
+    cookie = answer.cookies["govledger_console"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/"
+    assert not cookie["secure"]  # plain HTTP here; see the Secure test below
+    for path in ("/login", "/", "/overview/live", "/nowhere", "/static/console.css"):
+        page = await console.client.get(path)
+        assert page.headers["Content-Security-Policy"] == CSP, path
+        assert page.headers["X-Frame-Options"] == "DENY"
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert "'unsafe-inline'" not in CSP and "script-src 'self'" in CSP
+    # No inline script anywhere: htmx is configured by a meta tag.
+    assert "<script>" not in await (await console.client.get("/")).text()
+
+
+async def test_the_cookie_is_secure_behind_tls(tmp_path: Path) -> None:
+    async with running_console(tmp_path, console_secure_cookie=True) as console:
+        form = await console.client.get("/login")
+        assert form.cookies["govledger_console_login"]["secure"]
+        # A browser sends a Secure cookie over TLS only; this client over plain HTTP is
+        # handed it by hand.
+        token = form.cookies["govledger_console_login"].value
+        answer = await console.client.post(
+            "/login",
+            data={"csrf": token, "key": ADMIN_TOKEN},
+            headers={"Cookie": f"govledger_console_login={token}"},
+            allow_redirects=False,
+        )
+        assert answer.status == 303
+        cookie = answer.cookies["govledger_console"]
+        assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Strict"
+
+
+async def test_login_makes_a_new_session_whatever_cookie_came_with_it(
+    console: ConsoleHarness,
+) -> None:
+    # An attacker plants a session id of their choosing, or their own live session.
+    console.plant_session_cookie("planted-by-attacker")
+    await console.login(ADMIN_TOKEN)
+    first = console.session_cookie()
+    assert first not in (None, "planted-by-attacker")
+    await console.login(await tenant_admin(console))
+    second = console.session_cookie()
+    assert second != first
+    # The session the second login replaced is gone: its id opens nothing.
+    console.plant_session_cookie(str(first))
+    assert (await console.client.get("/", allow_redirects=False)).status == 303
+
+
+async def test_changes_without_the_csrf_token_are_403_and_change_nothing(
+    console: ConsoleHarness,
+) -> None:
+    await console.login(ADMIN_TOKEN)
+    token = await console.csrf("/")
+    for data, headers in (({}, {}), ({"csrf": "wrong"}, {}), ({}, {"X-CSRF-Token": "wrong"})):
+        answer = await console.client.post("/logout", data=data, headers=headers)
+        assert answer.status == 403
+        assert (await console.client.get("/", allow_redirects=False)).status == 200
+    form = await console.client.get("/login")
+    assert form.status == 200
+    # The login form's own token must match its cookie.
+    bad_login = await console.client.post("/login", data={"csrf": "x", "key": ADMIN_TOKEN})
+    assert bad_login.status == 403
+    logout = await console.client.post("/logout", data={"csrf": token}, allow_redirects=False)
+    assert logout.status == 303
+    assert (await console.client.get("/", allow_redirects=False)).status == 303
+
+
+async def test_a_revoked_key_ends_its_session(console: ConsoleHarness) -> None:
+    key = await console.component.create_key("ops", tenant=TENANT, role="tenant-admin")
+    await console.login(str(key["key"]))
+    assert (await console.client.get("/", allow_redirects=False)).status == 200
+    revoked = await console.component.admin("POST", f"/v1/admin/keys/{key['key_id']}/revoke")
+    assert revoked.status == 200
+    assert (await console.client.get("/", allow_redirects=False)).status == 303
+
+
+async def test_a_tenant_admin_cannot_name_another_tenant_on_any_page(
+    console: ConsoleHarness,
+) -> None:
+    await console.login(await tenant_admin(console))
+    for path in PAGES:
+        for tenant in (OTHER, "", " "):
+            page = await console.client.get(path, params={"tenant": tenant})
+            if tenant == OTHER:
+                assert page.status == 403, path
+                assert OTHER in await page.text()  # the refusal names it, nothing else
+            else:
+                assert page.status == 200, (path, await page.text())
+    fragment = await console.client.get(
+        "/overview/live", params={"tenant": OTHER}, headers={"HX-Request": "true"}
+    )
+    assert fragment.status == 403
+    # Whatever the console sent the query API, it sent with the tenant admin's key: the
+    # API's reader was the tenant's (and so the engine filters every table to it).
+    assert console.query.asked
+    assert {q.reader_tenant for q in console.query.asked} == {TENANT}
+    assert {q.params["tenant"] for q in console.query.asked} == {TENANT}
+
+
+async def test_an_org_admin_sees_every_tenant_and_may_narrow_to_one(
+    console: ConsoleHarness,
+) -> None:
+    await console.login(ADMIN_TOKEN)
+    assert (await console.client.get("/")).status == 200
+    assert (await console.client.get("/", params={"tenant": OTHER})).status == 200
+    assert {q.reader_tenant for q in console.query.asked} == {None}
+    assert {q.params["tenant"] for q in console.query.asked} == {"", OTHER}
+    refused = await console.client.get("/", params={"tenant": "x' OR 1=1 --"})
+    assert refused.status == 403
