@@ -41,7 +41,10 @@ def count(value: Any) -> str:
 
 def millis(value: Any) -> str:
     """A duration in milliseconds."""
-    return "" if value is None else f"{float(value):,.0f} ms"
+    if value is None:
+        return ""
+    shown = float(value)
+    return f"{shown:,.2f} ms" if shown < 10 else f"{shown:,.0f} ms"
 
 
 def percent(part: Any, whole: Any) -> str:

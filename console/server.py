@@ -48,6 +48,8 @@ async def errors_as_pages(request: web.Request, handler: Any) -> web.StreamRespo
         return response
     except RefusedError as exc:
         return _error_page(request, 403, "forbidden", exc.reason_text)
+    except web.HTTPNotFound as exc:
+        return _error_page(request, 404, "not_found", exc.text or "no such page")
     except ApiError as exc:
         if exc.status == 401 and SESSION_OF_REQUEST in request:
             request.app[SESSION_KEY].drop(session_of(request).session_id)

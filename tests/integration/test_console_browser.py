@@ -166,3 +166,35 @@ def test_overview_shows_the_tenants_traffic_and_updates_without_reloading(
     assert header.is_displayed()
     browser.get(f"{world.console_url}/?tenant={world.other}")
     assert "may not see tenant" in browser.find_element(By.TAG_NAME, "main").text
+
+
+def test_events_filter_by_provider_open_a_call_and_never_another_tenants(
+    browser: Any, world: World, stack: RunningStack
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    login(browser, world, world.tenant_admin)
+    browser.get(f"{world.console_url}/events")
+    browser.find_element(By.ID, "f-provider").send_keys("sim")
+    browser.find_element(By.ID, "f-model").send_keys("sim-large")
+    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    until(lambda: "provider=sim" in browser.current_url)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")
+    assert len(rows) == 1 and "sim-large" in rows[0].text, [r.text for r in rows]
+    screenshot(browser, world, "events")
+    rows[0].find_element(By.TAG_NAME, "a").click()
+    until(lambda: "/events/" in browser.current_url)
+    record = browser.find_element(By.TAG_NAME, "main").text
+    for shown in ("Attempts and fallbacks", "sim-large", "Hash chain", world.tenant):
+        assert shown in record
+    assert text_of(browser, "#call-cost").startswith("$0.")
+    screenshot(browser, world, "event")
+    # The rival's call, by its id: the engine filters the tenant admin's query to its
+    # own tenant, so there is no such call.
+    (rival_id,) = stack.sql(
+        f"SELECT toString(event_id) FROM lineage WHERE tenant_id = '{world.other}' LIMIT 1"
+    )[0]
+    browser.get(f"{world.console_url}/events/{rival_id}")
+    assert "no such call" in browser.page_source
+    browser.get(f"{world.console_url}/events?tenant={world.other}")
+    assert "may not see tenant" in browser.page_source

@@ -17,7 +17,8 @@ from tests.component.support import ADMIN_TOKEN
 
 TENANT, OTHER = "acme", "globex"
 # Every page and fragment a tenant admin could aim at another tenant.
-PAGES = ("/", "/overview/live")
+PAGES = ("/", "/overview/live", "/events")
+A_CALL = "/events/01a24fa3-c84a-7518-bfb6-b4910deaa3e4"
 
 
 @pytest.fixture
@@ -145,6 +146,10 @@ async def test_a_tenant_admin_cannot_name_another_tenant_on_any_page(
         "/overview/live", params={"tenant": OTHER}, headers={"HX-Request": "true"}
     )
     assert fragment.status == 403
+    assert (await console.client.get(A_CALL, params={"tenant": OTHER})).status == 403
+    # Another tenant's call by its id: the query runs as the tenant admin (the engine
+    # filters its rows to its tenant), so the store has no such call for it.
+    assert (await console.client.get(A_CALL)).status == 404
     # Whatever the console sent the query API, it sent with the tenant admin's key: the
     # API's reader was the tenant's (and so the engine filters every table to it).
     assert console.query.asked
