@@ -118,10 +118,11 @@ async def check_csrf(request: web.Request, expected: str) -> None:
         raise RefusedError("the form's CSRF token is missing or wrong; reload the page")
 
 
-def tenant_scope(request: web.Request, session: Session) -> str | None:
+def tenant_scope(request: web.Request, session: Session, named: str | None = None) -> str | None:
     """The tenant a page shows: a tenant admin's own, always (another named: 403); for an
-    org admin the `tenant` parameter, None (every tenant) when empty."""
-    asked = request.query.get("tenant", "").strip()
+    org admin the `tenant` parameter (or `named`: a form's), None (every tenant) when
+    empty."""
+    asked = (request.query.get("tenant", "") if named is None else named).strip()
     if asked and not TENANT_ID.fullmatch(asked):
         raise RefusedError("a tenant id is letters, digits, '.', '_' or '-'")
     if session.tenant is not None:

@@ -42,6 +42,10 @@ class Session:
         """An org admin (or the admin token): sees every tenant, may switch."""
         return self.tenant is None
 
+    def sees(self, tenant: str) -> bool:
+        """Whether this session may show or change that tenant."""
+        return self.tenant is None or self.tenant == tenant
+
 
 class SessionStore:
     """Sessions by id, oldest first; expired ones are dropped when met or when a new one

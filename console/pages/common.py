@@ -45,11 +45,11 @@ def text_filter(request: web.Request, name: str) -> str:
 class PageContext:
     """A request's session, backend and tenant, ready for a page to query with."""
 
-    def __init__(self, request: web.Request, backend: Backend) -> None:
+    def __init__(self, request: web.Request, backend: Backend, tenant: str | None = None) -> None:
         self.request = request
         self.session: Session = session_of(request)
         self.backend = backend
-        self.tenant = tenant_scope(request, self.session)
+        self.tenant = tenant_scope(request, self.session, tenant)
 
     @property
     def tenant_param(self) -> str:

@@ -198,3 +198,37 @@ def test_events_filter_by_provider_open_a_call_and_never_another_tenants(
     assert "no such call" in browser.page_source
     browser.get(f"{world.console_url}/events?tenant={world.other}")
     assert "may not see tenant" in browser.page_source
+
+
+def test_cost_center_funds_a_team_and_shows_the_new_balance(
+    browser: Any, world: World, stack: RunningStack
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    alpha = f"#wallets tr[data-wallet='{world.tenant}/alpha'] .balance"
+    # A tenant admin sees its tree but no funding form (funding is for org admins).
+    login(browser, world, world.tenant_admin)
+    browser.get(f"{world.console_url}/costs")
+    before = until(lambda: text_of(browser, alpha))
+    assert browser.find_elements(By.ID, "fund-usd") == []
+    assert world.other not in browser.page_source
+    # The org admin funds the team through the form.
+    login(browser, world, stack.token)
+    browser.get(f"{world.console_url}/costs?tenant={world.tenant}")
+    browser.find_element(By.ID, "fund-team").send_keys("alpha")
+    browser.find_element(By.ID, "fund-usd").send_keys("2")
+    browser.find_element(By.ID, "fund-memo").send_keys("from the console test")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/costs/fund'] button").click()
+    until(lambda: "done=funded" in browser.current_url)
+    assert "Funded." in browser.page_source
+
+    def balance_now() -> str:
+        browser.get(f"{world.console_url}/costs?tenant={world.tenant}")
+        shown = text_of(browser, alpha)
+        return shown if shown not in ("", before) else ""
+
+    after = until(balance_now)
+    assert float(after.lstrip("$")) - float(before.lstrip("$")) == pytest.approx(2, abs=1e-3)
+    screenshot(browser, world, "costs")
+    browser.find_element(By.LINK_TEXT, "alpha").click()
+    until(lambda: "from the console test" in browser.page_source)

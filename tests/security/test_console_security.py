@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from console.security import CSP
+from schemas.records import WalletBudgetSet, WalletFunded
 from tests.component.console_support import ConsoleHarness, running_console
 from tests.component.support import ADMIN_TOKEN
 
 TENANT, OTHER = "acme", "globex"
 # Every page and fragment a tenant admin could aim at another tenant.
-PAGES = ("/", "/overview/live", "/events")
+PAGES = ("/", "/overview/live", "/events", "/costs")
 A_CALL = "/events/01a24fa3-c84a-7518-bfb6-b4910deaa3e4"
 
 
@@ -167,3 +168,47 @@ async def test_an_org_admin_sees_every_tenant_and_may_narrow_to_one(
     assert {q.params["tenant"] for q in console.query.asked} == {"", OTHER}
     refused = await console.client.get("/", params={"tenant": "x' OR 1=1 --"})
     assert refused.status == 403
+
+
+async def test_a_tenant_admins_forms_cannot_reach_another_tenant(console: ConsoleHarness) -> None:
+    await console.login(await tenant_admin(console))
+    token = await console.csrf("/costs")
+    for path, fields in (
+        ("/costs/fund", {"team": "alpha", "usd": "1"}),
+        ("/costs/allocate", {"team": "alpha", "key": "key_x", "usd": "1"}),
+        ("/costs/budget", {"team": "alpha", "usd": "1"}),
+    ):
+        answer = await console.client.post(path, data={"csrf": token, "tenant": OTHER, **fields})
+        assert answer.status == 403, path
+    journal = await console.client.get("/costs/journal", params={"wallet": f"{OTHER}/alpha"})
+    assert journal.status == 403
+    # In its own tenant the admin API decides: funding is for org admins.
+    own = await console.client.post(
+        "/costs/fund", data={"csrf": token, "tenant": TENANT, "team": "alpha", "usd": "1"}
+    )
+    assert own.status == 403
+    assert "only an org admin may fund" in await own.text()
+    assert console.component.control.of_type(WalletFunded) == []
+
+
+async def test_changes_go_through_the_admin_api_with_the_sessions_key(
+    console: ConsoleHarness,
+) -> None:
+    await console.login(ADMIN_TOKEN)
+    token = await console.csrf("/costs")
+    form = {"tenant": OTHER, "team": "alpha", "usd": "12.5", "thresholds": "50,90"}
+    refused = await console.client.post("/costs/budget", data=form)  # no CSRF token
+    assert refused.status == 403
+    assert console.component.control.of_type(WalletBudgetSet) == []
+    done = await console.client.post(
+        "/costs/budget", data={"csrf": token, **form}, allow_redirects=False
+    )
+    assert done.status == 303
+    assert done.headers["Location"] == f"/costs?tenant={OTHER}&done=budget"
+    (budget,) = console.component.control.of_type(WalletBudgetSet)
+    assert (budget.tenant_id, budget.wallet_id, budget.set_by) == (OTHER, f"{OTHER}/alpha", "admin")
+    assert (budget.budget_nanousd, list(budget.thresholds_percent)) == (12_500_000_000, [50, 90])
+    invalid = await console.client.post(
+        "/costs/budget", data={"csrf": token, **form, "usd": "lots"}
+    )
+    assert invalid.status == 400 and "usd" in await invalid.text()
