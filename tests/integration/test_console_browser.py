@@ -232,3 +232,30 @@ def test_cost_center_funds_a_team_and_shows_the_new_balance(
     screenshot(browser, world, "costs")
     browser.find_element(By.LINK_TEXT, "alpha").click()
     until(lambda: "from the console test" in browser.page_source)
+
+
+def test_access_keys_create_shows_the_secret_once_and_revoke_stops_it(
+    browser: Any, world: World, stack: RunningStack
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    login(browser, world, world.tenant_admin)
+    browser.get(f"{world.console_url}/keys")
+    assert world.other not in browser.page_source
+    browser.find_element(By.ID, "key-team").send_keys("alpha")
+    browser.find_element(By.ID, "key-name").send_keys("made-in-the-console")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/keys'] button").click()
+    secret = until(lambda: text_of(browser, "#issued-secret"))
+    screenshot(browser, world, "keys")
+    call(stack, secret)  # the new key works
+    browser.get(f"{world.console_url}/keys")
+    assert secret not in browser.page_source  # shown once
+    (row,) = [
+        r
+        for r in browser.find_elements(By.CSS_SELECTOR, "#keys tbody tr")
+        if "made-in-the-console" in r.text
+    ]
+    row.find_element(By.CSS_SELECTOR, "button.danger").click()
+    until(lambda: "done=revoked" in browser.current_url)
+    with pytest.raises(openai.AuthenticationError):
+        call(stack, secret)

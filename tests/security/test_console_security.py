@@ -18,7 +18,7 @@ from tests.component.support import ADMIN_TOKEN
 
 TENANT, OTHER = "acme", "globex"
 # Every page and fragment a tenant admin could aim at another tenant.
-PAGES = ("/", "/overview/live", "/events", "/costs")
+PAGES = ("/", "/overview/live", "/events", "/costs", "/keys")
 A_CALL = "/events/01a24fa3-c84a-7518-bfb6-b4910deaa3e4"
 
 
@@ -212,3 +212,44 @@ async def test_changes_go_through_the_admin_api_with_the_sessions_key(
         "/costs/budget", data={"csrf": token, **form, "usd": "lots"}
     )
     assert invalid.status == 400 and "usd" in await invalid.text()
+
+
+async def test_a_tenant_admin_lists_creates_and_revokes_keys_of_its_own_tenant_only(
+    console: ConsoleHarness,
+) -> None:
+    rival = await console.component.create_key("beta", tenant=OTHER)
+    await console.login(await tenant_admin(console))
+    listing = await (await console.client.get("/keys")).text()
+    assert rival["key_id"] not in listing and OTHER not in listing
+    token = await console.csrf("/keys")
+    refused = await console.client.post(
+        "/keys", data={"csrf": token, "tenant": OTHER, "team": "beta"}
+    )
+    assert refused.status == 403
+    # The rival's key id on the tenant admin's own form: the admin API does not find it.
+    revoke = await console.client.post(
+        f"/keys/{rival['key_id']}/revoke", data={"csrf": token, "tenant": TENANT}
+    )
+    assert revoke.status == 404
+    assert console.component.views.keys[rival["key_id"]].revoked_at is None
+    # Its own: created, the secret on this answer only.
+    created = await console.client.post(
+        "/keys", data={"csrf": token, "tenant": TENANT, "team": "alpha", "role": "developer"}
+    )
+    assert created.status == 201
+    page = await created.text()
+    (issued,) = [k for k in console.component.views.keys.values() if k.team_id == "alpha"]
+    secret = page.split('class="secret">', 1)[1].split("<", 1)[0]
+    assert secret.startswith("gk_") and issued.key_prefix == secret[: len(issued.key_prefix)]
+    assert created.headers["Cache-Control"] == "no-store"
+    assert secret not in await (await console.client.get("/keys")).text()
+    # A tenant admin may not issue an org admin's key: the admin API refuses it.
+    escalated = await console.client.post(
+        "/keys", data={"csrf": token, "tenant": TENANT, "team": "alpha", "role": "org-admin"}
+    )
+    assert escalated.status == 403
+    revoked = await console.client.post(
+        f"/keys/{issued.key_id}/revoke", data={"csrf": token, "tenant": TENANT}
+    )
+    assert revoked.status == 200 and "Key revoked" in await revoked.text()
+    assert console.component.views.keys[issued.key_id].revoked_at is not None
