@@ -17,16 +17,21 @@ ERROR_TEXT_CHARS = 300
 class ApiError(Exception):
     """An API answered with an error (or could not be reached: status 502)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+        # The error object's other fields (a pack's lint `lines`, org rule `violations`).
+        self.details = details or {}
 
 
 def _error_of(status: int, body: bytes) -> ApiError:
-    """The API's OpenAI-style error (`{"error": {"code", "message"}}`), else its text."""
+    """The API's OpenAI-style error (`{"error": {"code", "message", ...}}`), else its text."""
     try:
         error = orjson.loads(body)["error"]
-        return ApiError(status, str(error.get("code") or error.get("type")), str(error["message"]))
+        code = str(error.get("code") or error.get("type"))
+        return ApiError(status, code, str(error["message"]), dict(error))
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         return ApiError(status, "error", body[:ERROR_TEXT_CHARS].decode(errors="replace"))
 

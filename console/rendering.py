@@ -23,6 +23,7 @@ NAV = (
     ("/events", "Events"),
     ("/costs", "Cost Center"),
     ("/keys", "Access keys"),
+    ("/policies", "Policies"),
 )
 
 
@@ -40,12 +41,12 @@ class Console:
         self.templates.filters.update(formats.FILTERS)
 
     def render(
-        self, request: web.Request, name: str, status: int = 200, **context: Any
+        self, request: web.Request, template: str, status: int = 200, /, **context: Any
     ) -> web.Response:
         """A page (or an htmx fragment) rendered with the session's context."""
         session: Session | None = request.get(SESSION_OF_REQUEST)
         context.setdefault("tenant", None)
-        text = self.templates.get_template(name).render(
+        text = self.templates.get_template(template).render(
             session=session,
             csrf=session.csrf if session else "",
             nav=NAV,

@@ -259,3 +259,51 @@ def test_access_keys_create_shows_the_secret_once_and_revoke_stops_it(
     until(lambda: "done=revoked" in browser.current_url)
     with pytest.raises(openai.AuthenticationError):
         call(stack, secret)
+
+
+PACK = """name: {name}
+policies:
+  chain:
+    - name: {step}
+      policy: {{retention_days: {days}}}
+"""
+
+
+def test_policies_push_a_lint_error_fix_it_and_revert(browser: Any, world: World) -> None:
+    from selenium.webdriver.common.by import By
+
+    login(browser, world, world.tenant_admin)
+    name = "console-pack"
+
+    def push(text: str) -> None:
+        source = browser.find_element(By.ID, "source")
+        source.clear()
+        source.send_keys(text)
+        browser.find_element(By.CSS_SELECTOR, "form[action='/policies/push'] button").click()
+
+    browser.get(f"{world.console_url}/policies/pack?name={name}")
+    push(PACK.format(name=name, step="audit-lagger", days=90))
+    errors = until(lambda: text_of(browser, "#lint-errors"))
+    assert "line 4" in errors and "audit-lagger" in errors
+    assert "← here" in browser.find_element(By.CSS_SELECTOR, "ol.numbered li.bad").text
+    screenshot(browser, world, "policy-lint")
+    # The text as sent is still in the editor: fix the step's name and push again.
+    push(PACK.format(name=name, step="audit-logger", days=90))
+    until(lambda: "done=pushed" in browser.current_url)
+    push(PACK.format(name=name, step="audit-logger", days=120))
+
+    def newest_stored(version: str) -> str:
+        # The versions are read from the audit store, a moment behind the admin API.
+        browser.refresh()
+        newest = text_of(browser, "details[open]")
+        return newest if newest.startswith(version) else ""
+
+    until(lambda: newest_stored("v2"))
+    first = browser.find_elements(By.CSS_SELECTOR, "details")[-1]
+    first.find_element(By.TAG_NAME, "summary").click()  # v1, folded
+    first.find_element(By.CSS_SELECTOR, "form[action='/policies/revert'] button").click()
+    until(lambda: "done=reverted" in browser.current_url)
+    newest = until(lambda: newest_stored("v3"))
+    assert newest.startswith("v3") and "-      policy: {retention_days: 120}" in newest
+    assert "retention_days: 90" in browser.find_element(By.ID, "source").get_attribute("value")
+    screenshot(browser, world, "policies")

@@ -18,7 +18,7 @@ from tests.component.support import ADMIN_TOKEN
 
 TENANT, OTHER = "acme", "globex"
 # Every page and fragment a tenant admin could aim at another tenant.
-PAGES = ("/", "/overview/live", "/events", "/costs", "/keys")
+PAGES = ("/", "/overview/live", "/events", "/costs", "/keys", "/policies")
 A_CALL = "/events/01a24fa3-c84a-7518-bfb6-b4910deaa3e4"
 
 
@@ -253,3 +253,26 @@ async def test_a_tenant_admin_lists_creates_and_revokes_keys_of_its_own_tenant_o
     )
     assert revoked.status == 200 and "Key revoked" in await revoked.text()
     assert console.component.views.keys[issued.key_id].revoked_at is not None
+
+
+async def test_a_tenant_admin_pushes_packs_to_its_own_tenant_only(console: ConsoleHarness) -> None:
+    await console.login(await tenant_admin(console))
+    page = await console.client.get("/policies/pack", params={"name": "p", "tenant": OTHER})
+    assert page.status == 403
+    token = await console.csrf("/policies")
+    pack = "name: p\npolicies:\n  chain:\n    - name: audit-logger\n      policy: {}\n"
+    for path in ("/policies/push", "/policies/revert"):
+        answer = await console.client.post(
+            path,
+            data={"csrf": token, "tenant": OTHER, "name": "p", "source_yaml": pack, "version": "1"},
+        )
+        assert answer.status == 403, path
+    assert console.component.views.packs == {}
+    # In its own tenant the admin API lints: the error is shown at its line.
+    bad = pack.replace("audit-logger", "nope")
+    linted = await console.client.post(
+        "/policies/push", data={"csrf": token, "tenant": TENANT, "name": "p", "source_yaml": bad}
+    )
+    assert linted.status == 400
+    assert "line 4:" in await linted.text()
+    assert console.component.views.packs == {}
