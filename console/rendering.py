@@ -24,6 +24,7 @@ NAV = (
     ("/costs", "Cost Center"),
     ("/keys", "Access keys"),
     ("/policies", "Policies"),
+    ("/escalations", "Escalations"),
 )
 
 

@@ -307,3 +307,57 @@ def test_policies_push_a_lint_error_fix_it_and_revert(browser: Any, world: World
     assert newest.startswith("v3") and "-      policy: {retention_days: 120}" in newest
     assert "retention_days: 90" in browser.find_element(By.ID, "source").get_attribute("value")
     screenshot(browser, world, "policies")
+
+
+HELD_PACK = """name: held
+policies:
+  chain:
+    - name: content-filter
+      policy: {deny: [wire transfer], action: flag}
+    - name: human-oversight
+      policy:
+        triggers: [content-filter]
+        mode: hold
+        hold_timeout_s: 30
+        priority: P2
+        category: fraud
+"""
+
+
+def test_escalations_claim_and_approve_and_the_held_call_completes(
+    browser: Any, world: World, stack: RunningStack
+) -> None:
+    import threading
+
+    from selenium.webdriver.common.by import By
+
+    pushed = stack.admin(
+        "POST", "/v1/admin/policies", json={"tenant": world.tenant, "source_yaml": HELD_PACK}
+    )
+    assert pushed.status_code == 201, pushed.text
+    held_key = stack.create_key("alpha", tenant=world.tenant, policy_pack="held")["key"]
+    answers: list[Any] = []
+
+    def held_call() -> None:
+        sdk = openai.OpenAI(base_url=stack.base_url, api_key=held_key, max_retries=0, timeout=60)
+        answers.append(
+            sdk.chat.completions.create(
+                model="sim-small", messages=[{"role": "user", "content": "a wire transfer"}]
+            )
+        )
+
+    caller = threading.Thread(target=held_call, daemon=True)
+    caller.start()
+    login(browser, world, world.tenant_admin)
+    browser.get(f"{world.console_url}/escalations")
+    # The queue is polled: the held call's escalation shows without a reload.
+    row = "table.escalations tr[data-escalation]"
+    until(lambda: "held until decided" in text_of(browser, row))
+    screenshot(browser, world, "escalations")
+    browser.find_element(By.CSS_SELECTOR, f"{row} form[action$='/claim'] button").click()
+    until(lambda: "done=claimed" in browser.current_url)
+    assert "claimed by key:" in text_of(browser, row)
+    browser.find_element(By.CSS_SELECTOR, f"{row} button.approve").click()
+    until(lambda: "done=approve" in browser.current_url)
+    caller.join(timeout=30)
+    assert answers and answers[0].choices[0].message.content

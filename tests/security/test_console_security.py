@@ -9,16 +9,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from console.security import CSP
 from schemas.records import WalletBudgetSet, WalletFunded
 from tests.component.console_support import ConsoleHarness, running_console
-from tests.component.support import ADMIN_TOKEN
+from tests.component.support import ADMIN_TOKEN, review_pack
 
 TENANT, OTHER = "acme", "globex"
 # Every page and fragment a tenant admin could aim at another tenant.
-PAGES = ("/", "/overview/live", "/events", "/costs", "/keys", "/policies")
+PAGES = (
+    "/",
+    "/overview/live",
+    "/events",
+    "/costs",
+    "/keys",
+    "/policies",
+    "/escalations",
+    "/escalations/live",
+)
 A_CALL = "/events/01a24fa3-c84a-7518-bfb6-b4910deaa3e4"
 
 
@@ -276,3 +286,52 @@ async def test_a_tenant_admin_pushes_packs_to_its_own_tenant_only(console: Conso
     assert linted.status == 400
     assert "line 4:" in await linted.text()
     assert console.component.views.packs == {}
+
+
+async def test_a_tenant_admin_cannot_see_or_decide_another_tenants_escalation(
+    console: ConsoleHarness,
+) -> None:
+    component = console.component
+    pack = review_pack("review", "P2", "fraud")
+    pushed = await component.admin(
+        "POST", "/v1/admin/policies", json={"tenant": OTHER, "source_yaml": pack}
+    )
+    assert pushed.status == 201
+    sdk = await component.sdk_for("beta", tenant=OTHER, usd="1", policy_pack="review")
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await sdk.chat.completions.create(
+            model="sim-small", messages=[{"role": "user", "content": "a diagnosis please"}]
+        )
+    theirs = str(refused.value.response.headers["X-Govledger-Escalation"])
+    await console.login(await tenant_admin(console))
+    page = await console.client.get("/escalations", params={"status": "all"})
+    assert page.status == 200 and theirs not in await page.text()
+    token = await console.csrf("/escalations")
+    for action, fields in (
+        ("claim", {}),
+        ("reassign", {"queue": "central"}),
+        ("resolve", {"decision": "approve"}),
+    ):
+        # With its own tenant on the form (another is refused by the console), the admin
+        # API does not find the other tenant's escalation.
+        answer = await console.client.post(
+            f"/escalations/{theirs}/{action}", data={"csrf": token, "tenant": TENANT, **fields}
+        )
+        assert answer.status == 404, action
+        assert theirs not in await answer.text() or "no escalation" in await answer.text()
+        other = await console.client.post(
+            f"/escalations/{theirs}/{action}", data={"csrf": token, "tenant": OTHER, **fields}
+        )
+        assert other.status == 403
+    assert theirs not in component.views.escalation_decisions
+    # The org admin sees it and decides it, through the admin API.
+    await console.login(ADMIN_TOKEN)
+    assert theirs in await (await console.client.get("/escalations")).text()
+    token = await console.csrf("/escalations")
+    decided = await console.client.post(
+        f"/escalations/{theirs}/resolve",
+        data={"csrf": token, "tenant": OTHER, "decision": "reject", "note": "no"},
+        allow_redirects=False,
+    )
+    assert decided.status == 303
+    assert component.views.escalation_decisions[theirs] == "reject"
