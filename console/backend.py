@@ -9,9 +9,13 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 # What the console shows of an answer that is not the API's JSON error.
 ERROR_TEXT_CHARS = 300
+RELAY_CHUNK_BYTES = 256 * 1024
+# The headers of a relayed file the browser gets.
+RELAYED_HEADERS = ("Content-Type", "Content-Disposition", "Content-Length", "X-Govledger-Sha256")
 
 
 class ApiError(Exception):
@@ -95,6 +99,10 @@ class Backend:
         """A JSON report of the query API."""
         return orjson.loads(await self._call(key, "GET", self.query_url + path, params=params))
 
+    async def query_post(self, key: str, path: str, body: Any) -> Any:
+        """A JSON POST to the query API (an export)."""
+        return orjson.loads(await self._call(key, "POST", self.query_url + path, json=body))
+
     async def sql(
         self, key: str, text: str, parameters: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
@@ -107,3 +115,33 @@ class Backend:
         )
         rows: list[dict[str, Any]] = orjson.loads(answer)["data"]
         return rows
+
+    async def relay(
+        self, key: str, path: str, request: web.Request, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        """Stream a file of the query API (an export) to the browser, chunk by chunk,
+        with `headers` added (the console's own)."""
+        assert self._http is not None, "Backend.start first"
+        url = self.query_url + path
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=self.timeout_s)
+        try:
+            async with self._http.get(
+                url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+            ) as upstream:
+                if upstream.status >= 400:
+                    raise _error_of(upstream.status, await upstream.read())
+                response = web.StreamResponse(
+                    headers={
+                        **{
+                            h: upstream.headers[h] for h in RELAYED_HEADERS if h in upstream.headers
+                        },
+                        **headers,
+                    }
+                )
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_chunked(RELAY_CHUNK_BYTES):
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(502, "unreachable", f"{path}: {exc!r}") from None

@@ -25,6 +25,7 @@ NAV = (
     ("/keys", "Access keys"),
     ("/policies", "Policies"),
     ("/escalations", "Escalations"),
+    ("/audit", "Audit"),
 )
 
 

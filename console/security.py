@@ -48,20 +48,27 @@ class RefusedError(web.HTTPForbidden):
         self.reason_text = reason
 
 
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The headers of every answer, errors included."""
+    """The headers of every answer, errors included (a streamed one sets them itself,
+    before its first byte: `SECURITY_HEADERS`)."""
     try:
         response = await handler(request)
     except web.HTTPException as exc:
         response = exc
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    if not request.path.startswith("/static/"):
-        response.headers["Cache-Control"] = "no-store"
+    if not response.prepared:
+        response.headers.update(SECURITY_HEADERS)
+        if not request.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
     if isinstance(response, web.HTTPException):
         raise response
     return response

@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 
 from console.backend import ApiError, Backend
-from console.pages import costs, escalations, events, keys, overview, policies
+from console.pages import audit, costs, escalations, events, keys, overview, policies
 from console.rendering import CONSOLE_KEY, HERE, Console, console_of
 from console.security import (
     CSRF_FIELD,
@@ -148,7 +148,7 @@ def console_application(settings: ConsoleSettings, backend: Backend) -> web.Appl
             web.static("/static", HERE / "static", append_version=False),
         ]
     )
-    for page in (overview, events, costs, keys, policies, escalations):
+    for page in (overview, events, costs, keys, policies, escalations, audit):
         app.add_routes(page.routes())
     return app
 

@@ -78,6 +78,17 @@ class RecordingQueryApi:
                 }
             )
 
+        async def exports(request: web.Request, reader: Reader) -> web.Response:
+            if request.method == "POST":
+                asked = (await request.json()).get("tenant")
+                if asked is not None and not reader.sees(asked):
+                    return json_response({"error": {"code": "forbidden", "message": "no"}}, 403)
+                return json_response({"id": "x"}, 202)
+            return json_response({"exports": []})
+
+        async def no_export(request: web.Request, reader: Reader) -> web.Response:
+            return json_response({"error": {"code": "export_not_found", "message": "no"}}, 404)
+
         app = web.Application()
         app.add_routes(
             [
@@ -85,6 +96,10 @@ class RecordingQueryApi:
                 web.post("/", protect(sql)),
                 web.get("/v1/ingestion", protect(ingestion)),
                 web.get("/v1/wallets/balance", protect(report)),
+                web.get("/v1/exports", protect(exports)),
+                web.post("/v1/exports", protect(exports)),
+                web.get("/v1/exports/{id}", protect(no_export)),
+                web.get("/v1/exports/{id}/download", protect(no_export)),
             ]
         )
         return app

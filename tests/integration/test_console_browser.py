@@ -361,3 +361,36 @@ def test_escalations_claim_and_approve_and_the_held_call_completes(
     until(lambda: "done=approve" in browser.current_url)
     caller.join(timeout=30)
     assert answers and answers[0].choices[0].message.content
+
+
+def test_audit_answers_who_used_which_model_and_exports_a_download(
+    browser: Any, world: World, stack: RunningStack
+) -> None:
+    import datetime as dt
+    import hashlib
+
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    login(browser, world, world.tenant_admin)
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    browser.get(f"{world.console_url}/audit?at={now}&around=30&model=sim-large")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#who tbody tr")
+    assert len(rows) == 1 and "sim-large" in rows[0].text and "alpha" in rows[0].text
+    browser.find_element(By.ID, "exp-since").clear()
+    browser.find_element(By.ID, "exp-since").send_keys("1d")
+    browser.find_element(By.ID, "exp-desc").send_keys("console test")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/audit/exports'] button").click()
+    until(lambda: "done=export" in browser.current_url)
+    # The list polls while the export runs: its download link shows without a reload.
+    link = until(lambda: browser.find_elements(By.CSS_SELECTOR, "#exports a.download"))[0]
+    screenshot(browser, world, "audit")
+    href = str(link.get_attribute("href"))
+    cookie = browser.get_cookie("govledger_console")["value"]
+    downloaded = httpx.get(href, cookies={"govledger_console": cookie}, timeout=30)
+    assert downloaded.status_code == 200
+    assert world.tenant in downloaded.text and world.other not in downloaded.text
+    sha256 = hashlib.sha256(downloaded.content).hexdigest()
+    assert downloaded.headers["X-Govledger-Sha256"] == sha256
+    browser.find_element(By.LINK_TEXT, "Manifest").click()
+    assert sha256 in text_of(browser, "#manifest")

@@ -28,6 +28,8 @@ PAGES = (
     "/policies",
     "/escalations",
     "/escalations/live",
+    "/audit",
+    "/audit/exports",
 )
 A_CALL = "/events/01a24fa3-c84a-7518-bfb6-b4910deaa3e4"
 
@@ -335,3 +337,22 @@ async def test_a_tenant_admin_cannot_see_or_decide_another_tenants_escalation(
     )
     assert decided.status == 303
     assert component.views.escalation_decisions[theirs] == "reject"
+
+
+async def test_a_tenant_admin_exports_and_downloads_its_own_tenant_only(
+    console: ConsoleHarness,
+) -> None:
+    await console.login(await tenant_admin(console))
+    token = await console.csrf("/audit")
+    form = {"csrf": token, "type": "events", "format": "csv", "since": "1d"}
+    refused = await console.client.post("/audit/exports", data={**form, "tenant": OTHER})
+    assert refused.status == 403
+    queued = await console.client.post(
+        "/audit/exports", data={**form, "tenant": TENANT}, allow_redirects=False
+    )
+    assert (queued.status, queued.headers["Location"]) == (303, "/audit?done=export")
+    # Another tenant's export by its id: the query API, asked with this key, has none.
+    for path in ("/audit/exports/exp_theirs/download", "/audit/exports/exp_theirs"):
+        answer = await console.client.get(path)
+        assert answer.status == 404, path
+        assert answer.headers["Content-Security-Policy"] == CSP
