@@ -120,9 +120,13 @@ class Stack:
 
     def _spawn(self, name: str) -> Child:
         log_file = self._open_log(name)
+        env = self._child_env()
+        if name == "console":
+            # The console acts with its users' keys only: it is not given the admin token.
+            env.pop(env_name("admin_token"))
         process = subprocess.Popen(
             [sys.executable, "-m", "govledger", name],
-            env=self._child_env(),
+            env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -184,11 +188,15 @@ class Stack:
                 self._start_broker()
             else:
                 asyncio.run(ensure_topics(self.bootstrap, self.settings.topic_partitions))
-            self._launch(CLIENT_PARTS)
             # The console (pages over the admin and query APIs) needs no broker: a new
-            # broker does not restart it. GOVLEDGER_CONSOLE_PORT=0 runs none.
-            if load(ConsoleSettings, self.environ).console_port:
-                self._launch(("console",))
+            # broker does not restart it. It starts first and is waited for last, so its
+            # start overlaps the others'. GOVLEDGER_CONSOLE_PORT=0 runs none.
+            console = load(ConsoleSettings, self.environ)
+            early = self._spawn("console") if console.console_port else None
+            self._launch(CLIENT_PARTS)
+            if early is not None:
+                url = f"{console.console_url}/healthz"
+                wait_for_http(url, self.settings.start_timeout_s, early.process, self._stopping)
         except BaseException:
             self.stop()
             raise

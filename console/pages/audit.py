@@ -14,8 +14,7 @@ import orjson
 from aiohttp import web
 
 from console.backend import ApiError
-from console.pages.common import TENANT_FILTER, PageContext, text_filter
-from console.pages.costs import form_fields
+from console.pages.common import TENANT_FILTER, PageContext, form_fields, text_filter
 from console.rendering import console_of
 from console.security import SECURITY_HEADERS, TENANT_ID, RefusedError, session_of
 

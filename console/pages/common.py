@@ -19,6 +19,8 @@ DEFAULT_WINDOW = "1h"
 # admin the engine also filters every table to its tenant, whatever the text says.
 TENANT_FILTER = "({tenant:String} = '' OR tenant_id = {tenant:String})"
 IDENTIFIER_CHARS = 64
+# Longest form field the console passes on (the APIs have their own, tighter limits).
+FIELD_CHARS = 128
 
 
 def now_ms() -> int:
@@ -40,6 +42,18 @@ def text_filter(request: web.Request, name: str) -> str:
     if len(value) > IDENTIFIER_CHARS or not value.isprintable():
         raise RefusedError(f"'{name}' must be printable and at most {IDENTIFIER_CHARS} characters")
     return value
+
+
+def form_fields(form: Any, *names: str) -> dict[str, str]:
+    """The named fields of a form, trimmed; empty ones left out."""
+    fields = {}
+    for name in names:
+        value = str(form.get(name, "")).strip()
+        if len(value) > FIELD_CHARS:
+            raise RefusedError(f"'{name}' is too long")
+        if value:
+            fields[name] = value
+    return fields
 
 
 class PageContext:

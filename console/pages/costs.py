@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from console.backend import ApiError
-from console.pages.common import TENANT_FILTER, PageContext
+from console.pages.common import TENANT_FILTER, PageContext, form_fields
 from console.rendering import console_of
 from console.security import TENANT_ID, RefusedError, session_of
 
@@ -55,7 +55,6 @@ DONE = {
     "allocated": "Allocated.",
     "budget": "Budget set.",
 }
-FIELD_CHARS = 128
 
 
 def tree(
@@ -141,18 +140,6 @@ async def journal(request: web.Request) -> web.Response:
     return console_of(request).render(
         request, "journal.html", tenant=page.tenant, wallet=wallet, entries=entries, calls=calls
     )
-
-
-def form_fields(form: Any, *names: str) -> dict[str, str]:
-    """The named fields of a form, trimmed; empty ones left out."""
-    fields = {}
-    for name in names:
-        value = str(form.get(name, "")).strip()
-        if len(value) > FIELD_CHARS:
-            raise RefusedError(f"'{name}' is too long")
-        if value:
-            fields[name] = value
-    return fields
 
 
 def change(path: str, names: tuple[str, ...], done: str) -> Any:

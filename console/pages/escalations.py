@@ -12,8 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from console.backend import ApiError
-from console.pages.common import PageContext, now_ms
-from console.pages.costs import form_fields
+from console.pages.common import PageContext, form_fields, now_ms
 from console.rendering import console_of
 from console.security import TENANT_ID, RefusedError, session_of
 

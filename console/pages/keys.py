@@ -10,8 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from console.backend import ApiError
-from console.pages.common import PageContext
-from console.pages.costs import form_fields
+from console.pages.common import PageContext, form_fields
 from console.rendering import console_of
 from console.security import TENANT_ID, RefusedError, session_of
 from schemas.records import ROLES

@@ -119,10 +119,12 @@ def screenshot(browser: Any, world: World, name: str) -> None:
 
 def login(browser: Any, world: World, key: str) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     browser.get(f"{world.console_url}/login")
-    browser.find_element(By.ID, "key").send_keys(key)
-    browser.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+    assert browser.find_elements(By.CSS_SELECTOR, "label[for='key']")
+    # From the keyboard: the key field has the focus; Enter submits.
+    browser.switch_to.active_element.send_keys(key + Keys.ENTER)
     wait_for(lambda: browser.current_url.rstrip("/") == world.console_url, timeout_s=10)
 
 
