@@ -50,6 +50,13 @@ GATEWAYS_SQL = (
     "GROUP BY producer_id ORDER BY producer_id LIMIT 50"
 )
 TOTALS = ("calls", "cost", "errors", "users", "triggered")
+# Circuit breakers are the fleet's, not a tenant's (their rows carry no tenant): an org
+# admin sees them; for a tenant admin the engine's filter leaves none.
+CIRCUITS_SQL = (
+    "SELECT provider, model, argMax(state, occurred_at) AS state, "
+    "max(toUnixTimestamp64Milli(occurred_at)) AS at_ms FROM breaker_state "
+    "GROUP BY provider, model ORDER BY provider, model LIMIT 100"
+)
 SERIES = (
     ("calls", "Calls", formats.count),
     ("cost", "Spend", formats.usd),
@@ -93,11 +100,12 @@ async def figures(request: web.Request) -> dict[str, Any]:
     bucket_ms = window_s * 1000 // BUCKETS
     end_ms = now_ms()
     since_ms = (end_ms // bucket_ms - BUCKETS + 1) * bucket_ms
-    series_rows, totals, distribution, gateways = await asyncio.gather(
+    series_rows, totals, distribution, gateways, circuits = await asyncio.gather(
         page.sql(SERIES_SQL, since_ms=since_ms, bucket_ms=bucket_ms),
         page.sql(TOTALS_SQL, since_ms=since_ms),
         page.sql(DISTRIBUTION_SQL, since_ms=since_ms),
         page.sql(GATEWAYS_SQL, since_ms=since_ms),
+        page.sql(CIRCUITS_SQL),
     )
     try:
         pipeline, pipeline_error = await _pipeline(page), ""
@@ -124,6 +132,7 @@ async def figures(request: web.Request) -> dict[str, Any]:
             right=lambda v: f"{v:,.4f}",
         ),
         "gateways": gateways,
+        "circuits": circuits,
         "pipeline": pipeline,
         "pipeline_error": pipeline_error,
         "now_ms": end_ms,
