@@ -55,6 +55,11 @@ async def errors_as_pages(request: web.Request, handler: Any) -> web.StreamRespo
             request.app[SESSION_KEY].drop(session_of(request).session_id)
             raise web.HTTPSeeOther("/login") from None
         return _error_page(request, exc.status, exc.code, exc.message)
+    except web.HTTPException:
+        raise  # redirects and aiohttp's own answers, as they are
+    except Exception:  # a bug: logged, and answered as a page with the console's headers
+        log.exception("console page failed", path=request.path)
+        return _error_page(request, 500, "internal_error", "the console failed; see its log")
 
 
 def _error_page(request: web.Request, status: int, code: str, message: str) -> web.Response:

@@ -57,6 +57,11 @@ CIRCUITS_SQL = (
     "max(toUnixTimestamp64Milli(occurred_at)) AS at_ms FROM breaker_state "
     "GROUP BY provider, model ORDER BY provider, model LIMIT 100"
 )
+TENANTS_SQL = (
+    "SELECT tenant_id, count() AS calls, sum(cost_nanousd) AS cost, "  # noqa: S608
+    "countIf(error_code IS NOT NULL) AS errors "
+    f"FROM lineage WHERE {SINCE} GROUP BY tenant_id ORDER BY cost DESC LIMIT 50"
+)
 SERIES = (
     ("calls", "Calls", formats.count),
     ("cost", "Spend", formats.usd),
@@ -86,6 +91,10 @@ def bucket_labels(since_ms: int, bucket_ms: int, count: int) -> list[str]:
     return [formats.when(start + i * bucket_ms)[5:16] for i in range(count)]
 
 
+async def _nothing() -> list[dict[str, Any]]:
+    return []
+
+
 async def _pipeline(page: PageContext) -> dict[str, Any] | None:
     """The sink's ingestion figures (org admins only: None for a tenant admin)."""
     if not page.session.org_level:
@@ -100,12 +109,14 @@ async def figures(request: web.Request) -> dict[str, Any]:
     bucket_ms = window_s * 1000 // BUCKETS
     end_ms = now_ms()
     since_ms = (end_ms // bucket_ms - BUCKETS + 1) * bucket_ms
-    series_rows, totals, distribution, gateways, circuits = await asyncio.gather(
+    series_rows, totals, distribution, gateways, circuits, tenants = await asyncio.gather(
         page.sql(SERIES_SQL, since_ms=since_ms, bucket_ms=bucket_ms),
         page.sql(TOTALS_SQL, since_ms=since_ms),
         page.sql(DISTRIBUTION_SQL, since_ms=since_ms),
         page.sql(GATEWAYS_SQL, since_ms=since_ms),
         page.sql(CIRCUITS_SQL),
+        # Every tenant's share, for an org admin looking at all of them (a way in).
+        page.sql(TENANTS_SQL, since_ms=since_ms) if page.tenant is None else _nothing(),
     )
     try:
         pipeline, pipeline_error = await _pipeline(page), ""
@@ -133,6 +144,7 @@ async def figures(request: web.Request) -> dict[str, Any]:
         ),
         "gateways": gateways,
         "circuits": circuits,
+        "tenants": tenants if page.session.org_level else [],
         "pipeline": pipeline,
         "pipeline_error": pipeline_error,
         "now_ms": end_ms,
