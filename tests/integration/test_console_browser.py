@@ -21,8 +21,6 @@ import pytest
 
 from tests.integration.stack import RunningStack, wait_for
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
 WINDOW = (1280, 800)
 NARROW = (420, 800)
 
@@ -39,6 +37,15 @@ def _browser_missing() -> str | None:
     return None
 
 
+MISSING = _browser_missing()
+# Skipped before any fixture runs (the shared stack is not booted for nothing).
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.skipif(MISSING is not None, reason=f"no browser for the console tests: {MISSING}"),
+]
+
+
 @pytest.fixture(scope="module")
 def stack(shared_stack: RunningStack) -> RunningStack:
     return shared_stack
@@ -46,9 +53,7 @@ def stack(shared_stack: RunningStack) -> RunningStack:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    missing = _browser_missing()
-    if missing is not None:
-        pytest.skip(f"no browser for the console tests: {missing}")
+    assert MISSING is None, MISSING
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
