@@ -61,6 +61,7 @@ def browser() -> Iterator[Any]:
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(argument)
     options.add_argument(f"--window-size={WINDOW[0]},{WINDOW[1]}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     options.binary_location = str(binary)
     driver = webdriver.Chrome(options=options, service=Service(str(shutil.which("chromedriver"))))
@@ -171,6 +172,10 @@ def test_overview_shows_the_tenants_traffic_and_updates_without_reloading(
     # element is the same one: no reload).
     until(lambda: text_of(browser, "#total-calls") == "5")
     assert header.is_displayed()
+    # htmx ran under the content security policy, which refused nothing.
+    assert browser.execute_script("return typeof htmx") == "object"
+    refused = [e for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert refused == []
     browser.get(f"{world.console_url}/?tenant={world.other}")
     assert "may not see tenant" in browser.find_element(By.TAG_NAME, "main").text
 
