@@ -40,11 +40,19 @@ def pack_name_of(value: str) -> str:
 
 
 async def policies(request: web.Request) -> web.Response:
-    """Every pack the session may see, newest version first."""
+    """Every pack the session may see, newest version first; the seed templates."""
     page = PageContext(request, console_of(request).backend)
-    listed = await page.admin("GET", "/v1/admin/policies")
+    listed, templates = await asyncio.gather(
+        page.admin("GET", "/v1/admin/policies"), page.admin("GET", "/v1/admin/policies/templates")
+    )
     packs = [p for p in listed["data"] if page.tenant is None or p["tenant"] == page.tenant]
-    return console_of(request).render(request, "policies.html", tenant=page.tenant, packs=packs)
+    return console_of(request).render(
+        request,
+        "policies.html",
+        tenant=page.tenant,
+        packs=packs,
+        templates=[t["name"] for t in templates["data"]],
+    )
 
 
 async def render_pack(
@@ -97,10 +105,33 @@ async def render_pack(
     )
 
 
+NAME_LINE = re.compile(r"^name:.*$", re.MULTILINE)
+
+
+def from_template(source: str, name: str) -> str:
+    """A template's text as the start of pack `name` (its name line says so)."""
+    if NAME_LINE.search(source):
+        return NAME_LINE.sub(f"name: {name}", source, count=1)
+    return f"name: {name}\n{source}"
+
+
 async def pack(request: web.Request) -> web.Response:
-    """One pack's page."""
+    """One pack's page; `template` starts its editor from a seed template's text."""
     name = pack_name_of(request.query.get("name", ""))
-    return await render_pack(request, name=name, notice=DONE.get(request.query.get("done", ""), ""))
+    notice = DONE.get(request.query.get("done", ""), "")
+    template = request.query.get("template", "")
+    source = None
+    if template:
+        session = session_of(request)
+        listed = await console_of(request).backend.admin(
+            session.key, "GET", "/v1/admin/policies/templates"
+        )
+        found = [t for t in listed["data"] if t["name"] == template]
+        if not found:
+            raise web.HTTPNotFound(text=f"no template {template!r}")
+        source = from_template(str(found[0]["source_yaml"]), name)
+        notice = f"The editor starts from the template {template}: push it to publish."
+    return await render_pack(request, name=name, source=source, notice=notice)
 
 
 async def _form(request: web.Request) -> tuple[Any, str, str]:
