@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from console.sessions import Session, SessionStore, same_token
+from console.sessions import LoginThrottle, Session, SessionStore, same_token
 
 SESSION_COOKIE = "govledger_console"
 LOGIN_COOKIE = "govledger_console_login"
@@ -29,6 +29,7 @@ CSRF_HEADER = "X-CSRF-Token"
 SESSION_KEY = web.AppKey("sessions", SessionStore)
 SECURE_COOKIE_KEY = web.AppKey("secure_cookie", bool)
 SESSION_OF_REQUEST = web.RequestKey("session", Session)
+THROTTLE_KEY = web.AppKey("login_throttle", LoginThrottle)
 # Routes that need no session.
 PUBLIC_PREFIXES = ("/login", "/static/", "/healthz", "/favicon.ico")
 CSP = (

@@ -22,6 +22,7 @@ from console.security import (
     SESSION_COOKIE,
     SESSION_KEY,
     SESSION_OF_REQUEST,
+    THROTTLE_KEY,
     RefusedError,
     require_session,
     secure_cookie,
@@ -29,7 +30,7 @@ from console.security import (
     session_of,
     set_session_cookie,
 )
-from console.sessions import SessionStore, new_token, same_token
+from console.sessions import LoginThrottle, SessionStore, new_token, same_token
 from schemas.auth import MalformedCredentialError, check_secret
 from schemas.settings import ConsoleSettings
 
@@ -105,14 +106,19 @@ async def login(request: web.Request) -> web.StreamResponse:
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not presented or not expected or not same_token(presented, expected):
         raise RefusedError("the login form's token is missing or wrong; reload the page")
+    throttle, address = request.app[THROTTLE_KEY], request.remote or ""
+    if not throttle.allowed(address):
+        return _login_page(request, "Too many failed logins: wait a minute.", 429)
     key = str(form.get("key", "")).strip()
     try:
         check_secret(key)
         me = await console_of(request).backend.query(key, "/v1/me")
     except MalformedCredentialError:
+        throttle.failed(address)
         return _login_page(request, "That is not a key.", 401)
     except ApiError as exc:
         if exc.status in (401, 403):
+            throttle.failed(address)
             return _login_page(request, "This key is not an active admin key.", 401)
         return _login_page(request, f"The query API did not answer: {exc.message}", 502)
     sessions = request.app[SESSION_KEY]
@@ -143,6 +149,7 @@ def console_application(settings: ConsoleSettings, backend: Backend) -> web.Appl
     app[CONSOLE_KEY] = console
     app[SESSION_KEY] = SessionStore(settings.console_session_ttl_s, settings.console_max_sessions)
     app[SECURE_COOKIE_KEY] = settings.console_secure_cookie
+    app[THROTTLE_KEY] = LoginThrottle(settings.console_login_failures_per_minute)
     app.add_routes(
         [
             web.get("/healthz", healthz),

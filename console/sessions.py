@@ -7,7 +7,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,3 +86,40 @@ class SessionStore:
     def drop(self, session_id: str) -> None:
         """Log a session out (nothing if it is unknown)."""
         self._sessions.pop(session_id, None)
+
+
+# Addresses whose failed logins are counted at once; past it the longest-quiet is forgotten.
+MAX_THROTTLED_ADDRESSES = 10_000
+THROTTLE_WINDOW_S = 60.0
+
+
+class LoginThrottle:
+    """Failed logins per address over the last minute: past `limit`, the address is told
+    to wait (every key is 256 random bits; this keeps guessing and log floods cheap)."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, address: str) -> deque[float]:
+        failures = self._failures.get(address)
+        if failures is None:
+            return deque()
+        horizon = self._clock() - THROTTLE_WINDOW_S
+        while failures and failures[0] <= horizon:
+            failures.popleft()
+        return failures
+
+    def allowed(self, address: str) -> bool:
+        """Whether a login from this address is tried at all."""
+        return len(self._recent(address)) < self.limit
+
+    def failed(self, address: str) -> None:
+        """Count a failed login."""
+        failures = self._recent(address)
+        failures.append(self._clock())
+        self._failures[address] = failures
+        self._failures.move_to_end(address)
+        while len(self._failures) > MAX_THROTTLED_ADDRESSES:
+            self._failures.popitem(last=False)

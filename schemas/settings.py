@@ -424,6 +424,9 @@ class ConsoleSettings(CommonSettings):
     console_secure_cookie: bool = setting(
         False, "Mark the session cookie Secure (behind a TLS proxy); always so over TLS."
     )
+    console_login_failures_per_minute: int = setting(
+        10, "Failed console logins one address may make a minute; past it, 429 for a minute."
+    )
     console_refresh_s: int = setting(5, "How often the Overview refreshes its figures (seconds).")
     console_api_timeout_s: float = setting(
         20.0, "Longest the console waits for the admin or query API on one request (seconds)."
@@ -433,8 +436,14 @@ class ConsoleSettings(CommonSettings):
         super().__post_init__()
         if not 0 <= self.console_port < 65536:
             raise SettingsError("GOVLEDGER_CONSOLE_PORT must be a TCP port, or 0 for none")
-        if self.console_session_ttl_s <= 0 or self.console_max_sessions < 1:
-            raise SettingsError("the console session TTL and session count must be positive")
+        if (
+            self.console_session_ttl_s <= 0
+            or self.console_max_sessions < 1
+            or self.console_login_failures_per_minute < 1
+        ):
+            raise SettingsError(
+                "the console session TTL, session count and login limit must be positive"
+            )
         if not 1 <= self.console_refresh_s <= 3600 or self.console_api_timeout_s <= 0:
             raise SettingsError("GOVLEDGER_CONSOLE_REFRESH_S must be 1..3600, the timeout > 0")
 

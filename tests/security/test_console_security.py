@@ -356,3 +356,12 @@ async def test_a_tenant_admin_exports_and_downloads_its_own_tenant_only(
         answer = await console.client.get(path)
         assert answer.status == 404, path
         assert answer.headers["Content-Security-Policy"] == CSP
+
+
+async def test_failed_logins_from_one_address_are_throttled(tmp_path: Path) -> None:
+    async with running_console(tmp_path, console_login_failures_per_minute=3) as console:
+        for _ in range(3):
+            assert (await console.login("gk_guess")).status == 401
+        # Past the limit even the right key waits: nothing is tried for a minute.
+        answer = await console.login(ADMIN_TOKEN)
+        assert answer.status == 429 and console.session_cookie() is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from console import charts, formats
 from console.pages.overview import buckets
-from console.sessions import SessionStore
+from console.sessions import MAX_THROTTLED_ADDRESSES, LoginThrottle, SessionStore
 
 
 class Clock:
@@ -69,3 +69,17 @@ def test_the_overview_fills_empty_buckets_and_drops_rows_outside_the_window() ->
         count=3,
     )
     assert filled["calls"] == [2, 0, 2] and filled["cost"] == [5, 0, 5]
+
+
+def test_failed_logins_are_throttled_per_address_for_a_minute() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(limit=3, clock=clock)
+    for _ in range(3):
+        assert throttle.allowed("10.0.0.1")
+        throttle.failed("10.0.0.1")
+    assert not throttle.allowed("10.0.0.1") and throttle.allowed("10.0.0.2")
+    clock.now_s += 61
+    assert throttle.allowed("10.0.0.1")
+    for i in range(MAX_THROTTLED_ADDRESSES + 5):  # bounded: the oldest are forgotten
+        throttle.failed(f"a{i}")
+    assert len(throttle._failures) == MAX_THROTTLED_ADDRESSES
