@@ -144,8 +144,9 @@ def text_of(browser: Any, css: str) -> str:
         return ""
 
 
-def until(check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    return wait_for(check, timeout_s=timeout_s, every_s=0.2)
+def until(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    """Poll (a loaded machine's store may take seconds to show a change)."""
+    return wait_for(check, timeout_s=timeout_s, every_s=0.3)
 
 
 def test_overview_shows_the_tenants_traffic_and_updates_without_reloading(
