@@ -447,7 +447,6 @@ class DoctorSettings(CommonSettings):
             raise SettingsError("doctor's skew must be >= 0 ms and its lag warning >= 1 record")
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ConsoleSettings(CommonSettings):
     """Settings of the web console (`govledger console`; `up` starts it on its port)."""
