@@ -20,6 +20,7 @@ from gateway import errors, replies
 from gateway.attempts import TargetRunner
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
+from gateway.call_log import log_call
 from gateway.call_record import CHAT_API, CallRecord
 from gateway.catalogue import SIM_FALLBACKS, Target, model_object, price_in_force
 from gateway.chat import parse_traceparent, traceparent_error
@@ -47,6 +48,7 @@ from gateway.routing import (
 )
 from gateway.text_completions import COMPLETIONS_API, parse_completions
 from gateway.views import LocalViews
+from schemas.access_log import ACCESS_LOGGED
 from schemas.auth import MalformedCredentialError
 from schemas.http_errors import header_bytes
 from schemas.ids import new_trace_id, now_ms
@@ -179,6 +181,7 @@ class Gateway:
         """One call to an API (its request adapter made by `parse`) under the key, the
         policy chain, the budget and routing; one lineage record whatever happens."""
         started = time.perf_counter()
+        request[ACCESS_LOGGED] = True  # by _record: one `gateway call` line per call
         # Two traceparent headers join into a value that is not W3C's form: refused.
         traceparent = ",".join(request.headers.getall("traceparent", [])) or None
         traced = parse_traceparent(traceparent)
@@ -575,6 +578,8 @@ class Gateway:
             error_code=error_code,
             decision=decision,
         )
+        known = self.views.keys.get(call.key_id)
+        log_call(record, known.key_prefix if known is not None else "")
         sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
         self.budget.settled(call.wallet_id, sealed.seq, record.cost_nanousd)
 

@@ -22,6 +22,7 @@ from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
 from gateway.responses_api import RESPONSES_PATH, responses_handler
 from gateway.views import LocalViews
+from schemas.access_log import access_lines
 from schemas.authn import Role
 from schemas.confirmations import ConfirmationFeed
 from schemas.http_errors import JsonErrorAppRunner, handler_args, header_bytes, json_errors
@@ -104,7 +105,7 @@ def gateway_application(
     (`gateway_serves`)."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[json_errors, _header_limit(settings.max_header_bytes)],
+        middlewares=[access_lines(), json_errors, _header_limit(settings.max_header_bytes)],
     )
     routes = [web.get("/healthz", gateway.healthz)]
     if settings.gateway_serves in ("all", "api"):

@@ -69,6 +69,10 @@ class CommonSettings:
     root_secret_file: str = setting(
         "", "File of the org root secrets (record authentication); empty keeps one in data_dir."
     )
+    log_format: str = setting(
+        "console",
+        "Log lines: console (for a person) or json (one object per line, for a collector).",
+    )
 
     def __post_init__(self) -> None:
         for name in ("gateway_port", "query_port"):
@@ -79,6 +83,8 @@ class CommonSettings:
         if self.topic_partitions < 1 or self.kafka_session_timeout_ms < 1000:
             raise SettingsError("topic partitions must be >= 1 and the session timeout >= 1000 ms")
         _check_kafka_security(self)
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"GOVLEDGER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
 
     @property
     def data_path(self) -> Path:
@@ -101,6 +107,7 @@ class CommonSettings:
         return f"http://{self.query_host}:{self.query_port}"
 
 
+LOG_FORMATS = ("console", "json")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 

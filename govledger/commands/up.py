@@ -18,7 +18,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from govledger.runtime import Stack
 
     settings = load(RuntimeSettings)
-    configure(settings.log_level, "runtime")
+    configure(settings.log_level, "runtime", settings.log_format)
     stack = Stack(settings)
     stopping = False
 
@@ -64,15 +64,15 @@ def cmd_service(args: argparse.Namespace) -> int:
 
     if args.command == "gateway":
         gateway_settings = load(GatewaySettings)
-        configure(gateway_settings.log_level, "gateway")
+        configure(gateway_settings.log_level, "gateway", gateway_settings.log_format)
         services.run(services.gateway_main(gateway_settings))
     elif args.command == "sink":
         sink_settings = load(SinkSettings)
-        configure(sink_settings.log_level, "sink")
+        configure(sink_settings.log_level, "sink", sink_settings.log_format)
         services.run(services.sink_main(sink_settings))
     else:
         stream_settings = load(StreamSettings)
-        configure(stream_settings.log_level, "worker")
+        configure(stream_settings.log_level, "worker", stream_settings.log_format)
         services.worker_main(stream_settings)
     return 0
 
