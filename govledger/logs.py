@@ -83,10 +83,23 @@ def renderers(log_format: str, colors: bool) -> list[Processor]:
     ]
 
 
-def shared_processors() -> list[Processor]:
+class ServiceName:
+    """Adds the process's service name to every line, from any thread (a context
+    variable would not reach the threads chDB and the executors run in)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        event_dict["service"] = self.service
+        return event_dict
+
+
+def shared_processors(service: str) -> list[Processor]:
     """What every line gets, ours or a library's: the service, level, logger and time."""
     return [
         structlog.contextvars.merge_contextvars,
+        ServiceName(service),
         structlog.processors.add_log_level,
         add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -99,12 +112,12 @@ def level_number(level: str) -> int:
     return numeric if isinstance(numeric, int) else logging.INFO
 
 
-def library_handler(log_format: str, colors: bool, stream: TextIO) -> logging.Handler:
+def library_handler(log_format: str, colors: bool, stream: TextIO, service: str) -> logging.Handler:
     """The root handler the libraries' records go through, formatted as ours."""
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared_processors(),
+            foreign_pre_chain=shared_processors(service),
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *renderers(log_format, colors),
@@ -123,19 +136,18 @@ def configure(level: str, service: str, log_format: str = "console") -> None:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(library_handler(log_format, colors, sys.stderr))
+    root.addHandler(library_handler(log_format, colors, sys.stderr, service))
     root.setLevel(numeric)
     for name in QUIETER_LOGGERS:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     # A Python warning is a line of the same format too (logger `py.warnings`).
     logging.captureWarnings(True)
     structlog.configure(
-        processors=[*shared_processors(), *renderers(log_format, colors)],
+        processors=[*shared_processors(service), *renderers(log_format, colors)],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=NamedWriteLoggerFactory(),
         cache_logger_on_first_use=True,
     )
-    structlog.contextvars.bind_contextvars(service=service)
     sys.excepthook = log_uncaught
 
 

@@ -245,4 +245,7 @@ def worker_main(settings: StreamSettings) -> None:
     # stdout and stderr into a logger: it leaves logging alone, so its lines (and mode's,
     # aiokafka's) go through govledger.logs' root handler in the format of the others.
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    # Faust drops its terminal spinner when it sets up logging below WARN; it does not set
+    # logging up here, so drop it too: it writes cursor escapes into the log.
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -37,6 +37,8 @@ SHARED_STACK_SETTINGS = {
     "GOVLEDGER_ESCALATION_TICK_S": str(ESCALATION_TICK_S),
     "GOVLEDGER_ESCALATION_CENTRAL_CATEGORIES": "legal,security",
     "GOVLEDGER_BREAKER_RESET_TIMEOUT_S": "2",
+    # Every part's log file is JSON lines: tests/integration/test_logs.py reads them.
+    "GOVLEDGER_LOG_FORMAT": "json",
 }
 
 

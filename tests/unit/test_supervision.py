@@ -206,7 +206,7 @@ def test_up_exits_1_with_the_reason_when_supervision_gives_up(
     monkeypatch.setattr(signal, "signal", lambda signum, handler: None)  # pytest keeps its own
     # `up` points the process's logs at its stderr, which pytest closes after this test:
     # later tests that log would write to a closed file.
-    monkeypatch.setattr(logs, "configure", lambda level, service: None)
+    monkeypatch.setattr(logs, "configure", lambda *args: None)
     assert cmd_up(argparse.Namespace()) == 1
     err = capsys.readouterr().err
     assert "worker crash loop: it exited after 0 restarts" in err
