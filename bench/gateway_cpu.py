@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -83,8 +84,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200, help="calls per repetition")
     parser.add_argument("--reps", type=int, default=5, help="repetitions; the best is kept")
+    parser.add_argument(
+        "--log-format",
+        choices=("off", "console", "json"),
+        default="off",
+        help="off: warnings only; else info lines (one access line per call) to /dev/null",
+    )
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.log_format == "off":
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    else:
+        from govledger.logs import configure
+
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
+        configure("info", "gateway", args.log_format)
     figures = asyncio.run(measure(args.calls, args.reps))
     for name, cpu_us in figures.items():
         print(f"{name:<18} {cpu_us:8.1f} µs CPU per call")

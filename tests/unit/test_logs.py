@@ -23,7 +23,9 @@ EMIT = textwrap.dedent(
     from govledger.logs import configure
 
     configure("info", "gateway", sys.argv[1])
-    structlog.get_logger("gateway.pipeline").info("gateway call", tenant="t1", latency_ms=1.5)
+    structlog.get_logger("gateway.pipeline").info(
+        "gateway call", tenant="t1", latency_ms=1.5, note="two\\nlines"
+    )
     structlog.get_logger("gateway.pipeline").debug("below the level")
     logging.getLogger("aiokafka.consumer.group_coordinator").info("Joined group %r", "g1")
     logging.getLogger("faust.worker").warning("[^Worker]: Starting...")
@@ -58,7 +60,11 @@ def test_json_is_one_object_per_line_for_ours_and_the_libraries() -> None:
         ("govledger", "critical", "uncaught exception"),
     ]
     assert all(ln["service"] == "gateway" and ln["timestamp"].endswith("Z") for ln in lines)
-    assert (lines[0]["tenant"], lines[0]["latency_ms"]) == ("t1", 1.5)
+    assert (lines[0]["tenant"], lines[0]["latency_ms"], lines[0]["note"]) == (
+        "t1",
+        1.5,
+        "two\nlines",
+    )
     assert "DeprecationWarning: a deprecation" in lines[4]["event"]
     assert lines[5]["exception"].endswith("RuntimeError: the process dies")
     assert list(lines[0])[:4] == ["timestamp", "level", "logger", "event"]
@@ -68,6 +74,7 @@ def test_console_lines_are_aligned_plain_text_with_the_logger() -> None:
     lines = emitted("console")
     assert "gateway call" in lines[0] and "[gateway.pipeline]" in lines[0]
     assert "tenant=t1" in lines[0] and "service=gateway" in lines[0]
+    assert "note='two\\nlines'" in lines[0]  # a value cannot start a line of its own
     assert "[info     ] Joined group 'g1'" in lines[1]
     assert "[aiokafka.consumer.group_coordinator]" in lines[1]
     assert "[warning  ] [^Worker]: Starting..." in lines[2]
