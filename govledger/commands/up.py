@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import time
 from typing import Any
 
@@ -14,11 +13,15 @@ from schemas.settings import GatewaySettings, RuntimeSettings, SinkSettings, Str
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the whole stack until Ctrl-C or SIGTERM."""
+    import structlog
+
     from govledger.logs import configure
     from govledger.runtime import Stack
 
     settings = load(RuntimeSettings)
     configure(settings.log_level, "runtime", settings.log_format)
+    # What goes to stderr is a log line in the format set; the banner goes to stdout.
+    log = structlog.get_logger("govledger.up")
     stack = Stack(settings)
     stopping = False
 
@@ -30,7 +33,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    print("starting govledger (broker, store, processors, gateway)…", file=sys.stderr)
+    log.info("starting govledger (broker, store, processors, gateway)")
     stack.start()
     print(
         f"govledger is up\n  gateway  {settings.gateway_url}/v1\n"
@@ -45,14 +48,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         while not stopping:
             if stack.gave_up is not None:
-                print(
-                    f"{stack.gave_up}; stopping (see the logs in {stack.log_dir})",
-                    file=sys.stderr,
-                )
+                log.error(f"{stack.gave_up}; stopping", logs=str(stack.log_dir))
                 return 1
             time.sleep(0.2)
     finally:
-        print("stopping…", file=sys.stderr)
+        log.info("stopping")
         stack.stop()
     return 0
 
