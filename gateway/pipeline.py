@@ -20,6 +20,7 @@ from gateway import errors, replies
 from gateway.attempts import TargetRunner
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
+from gateway.call_log import log_call
 from gateway.call_record import CHAT_API, CallRecord
 from gateway.catalogue import SIM_FALLBACKS, Target, model_object, price_in_force
 from gateway.chat import parse_traceparent, traceparent_error
@@ -49,6 +50,7 @@ from gateway.routing import (
 from gateway.text_completions import COMPLETIONS_API, parse_completions
 from gateway.tracing import NO_TRACING, Tracing
 from gateway.views import LocalViews
+from schemas.access_log import ACCESS_LOGGED
 from schemas.auth import MalformedCredentialError
 from schemas.http_errors import header_bytes
 from schemas.ids import new_trace_id, now_ms
@@ -183,6 +185,7 @@ class Gateway:
         """One call to an API (its request adapter made by `parse`) under the key, the
         policy chain, the budget and routing; one lineage record whatever happens."""
         started = time.perf_counter()
+        request[ACCESS_LOGGED] = True  # by _record: one `gateway call` line per call
         # Two traceparent headers join into a value that is not W3C's form: refused.
         traceparent = ",".join(request.headers.getall("traceparent", [])) or None
         traced = parse_traceparent(traceparent)
@@ -590,6 +593,8 @@ class Gateway:
             decision=decision,
         )
         call.trace.finished(record)
+        known = self.views.keys.get(call.key_id)
+        log_call(record, known.key_prefix if known is not None else "")
         emitting = time.perf_counter()
         sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
         self.metrics.call_done(call, record, time.perf_counter() - emitting)

@@ -75,6 +75,10 @@ class CommonSettings:
     metrics_enabled: bool = setting(
         True, "Serve Prometheus /metrics (docs/metrics.md); off: no route, no-op instruments."
     )
+    log_format: str = setting(
+        "console",
+        "Log lines: console (for a person) or json (one object per line, for a collector).",
+    )
 
     def __post_init__(self) -> None:
         for name in ("gateway_port", "query_port"):
@@ -85,6 +89,8 @@ class CommonSettings:
         if self.topic_partitions < 1 or self.kafka_session_timeout_ms < 1000:
             raise SettingsError("topic partitions must be >= 1 and the session timeout >= 1000 ms")
         _check_kafka_security(self)
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"GOVLEDGER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
 
     @property
     def data_path(self) -> Path:
@@ -107,6 +113,7 @@ class CommonSettings:
         return f"http://{self.query_host}:{self.query_port}"
 
 
+LOG_FORMATS = ("console", "json")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 

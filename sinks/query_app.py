@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from schemas.access_log import access_lines
 from schemas.http_errors import json_errors
 from sinks.access import Authenticate
 from sinks.exports.jobs import ExportJobs
@@ -65,8 +66,10 @@ class QueryApi:
     def application(self) -> web.Application:
         """The aiohttp application."""
         # json_errors: 404, 405, 413, a malformed credential and any bug answer JSON too.
+        # access_lines first: one line per request with the status finally answered.
         app = web.Application(
-            client_max_size=MAX_QUERY_BYTES, middlewares=[self.metrics.middleware(), json_errors]
+            client_max_size=MAX_QUERY_BYTES,
+            middlewares=[access_lines(), self.metrics.middleware(), json_errors],
         )
         app.add_routes([web.get("/ping", self.ping), *self.metrics.metrics.route()])
         app.add_routes(self.reports.routes(self._guard))

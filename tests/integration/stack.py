@@ -46,6 +46,8 @@ SHARED_STACK_SETTINGS = {
     # base URL is added there), and an alias that maps onto one of them.
     "GOVLEDGER_UPSTREAM_MODELS": ",".join(SHARED_UPSTREAM_MODELS),
     "GOVLEDGER_MODEL_GROUPS": f"{SHARED_UPSTREAM_ALIAS}={FAITHFUL_MODEL}:1",
+    # Every part's log file is JSON lines: tests/integration/test_logs.py reads them.
+    "GOVLEDGER_LOG_FORMAT": "json",
 }
 
 
