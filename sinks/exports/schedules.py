@@ -243,7 +243,9 @@ class ExportSchedule:
         """A schedule read back (TypeError or ValueError if the record is not one)."""
         runs = [ScheduleRun(**run) for run in kept.get("runs", [])]
         schedule = cls(**{**kept, "runs": runs})
-        schedule.cadence()  # its every or cron still parses, exactly one of them
+        if (schedule.every is None) == (schedule.cron is None):
+            raise ValueError("a schedule has exactly one of every and cron")
+        schedule.cadence()  # its every or cron still parses
         if schedule.cron is not None and parse_cron(schedule.cron) != schedule.cron:
             raise ValueError(f"cron {schedule.cron!r} is not normalized")
         return schedule
