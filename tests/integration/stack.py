@@ -46,6 +46,8 @@ SHARED_STACK_SETTINGS = {
     # base URL is added there), and an alias that maps onto one of them.
     "GOVLEDGER_UPSTREAM_MODELS": ",".join(SHARED_UPSTREAM_MODELS),
     "GOVLEDGER_MODEL_GROUPS": f"{SHARED_UPSTREAM_ALIAS}={FAITHFUL_MODEL}:1",
+    # test_export_schedules' schedules run every second (60 s is the least by default).
+    "GOVLEDGER_EXPORT_SCHEDULE_MIN_INTERVAL_S": "1",
 }
 
 
