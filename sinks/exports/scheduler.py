@@ -29,9 +29,11 @@ import structlog
 from schemas.durations import parse_duration_ms
 from schemas.ids import now_ms, uuid7
 from sinks.access import Reader
-from sinks.exports.job import JOB_ID, ExportQueueFullError
+from sinks.exports.formats import FORMATS
+from sinks.exports.job import JOB_ID, MAX_DESCRIPTION_CHARS, ExportQueueFullError
 from sinks.exports.jobs import MAX_ERROR_CHARS, ExportJobs
 from sinks.exports.manifest import write_json
+from sinks.exports.queries import EXPORT_TYPES
 from sinks.exports.schedules import (
     RUN_FINISHED,
     ExportSchedule,
@@ -131,6 +133,11 @@ class ExportSchedules:
                 schedule = ExportSchedule.from_record(orjson.loads(path.read_bytes()))
                 if schedule.id != path.stem:
                     raise ValueError("the file's name is not the schedule's id")
+                if schedule.type not in EXPORT_TYPES or schedule.format not in FORMATS:
+                    raise ValueError("an export type or format this sink does not know")
+                if len(schedule.description) > MAX_DESCRIPTION_CHARS:
+                    raise ValueError("description too long")
+                parse_duration_ms(schedule.since)
             except (OSError, TypeError, ValueError):
                 log.warning("export schedule not readable; skipped", path=str(path))
                 continue
@@ -216,14 +223,22 @@ class ExportSchedules:
     async def tick(self) -> None:
         """Follow the unfinished runs, then start each run that is due."""
         for schedule in list(self._schedules.values()):
-            finished = self._follow(schedule)
-            run = self._run_if_due(schedule)
-            if run is not None and run.status in RUN_FINISHED:
-                finished.append(run)
-            if (finished or run is not None) and schedule.id in self._schedules:
-                await asyncio.to_thread(self._save, schedule)
-            for done in finished:
-                await self._finished(schedule, done)
+            try:
+                await self._tick_one(schedule)
+            except Exception:  # one schedule's bug must not stop the others'
+                log.exception("export schedule failed", schedule_id=schedule.id)
+
+    async def _tick_one(self, schedule: ExportSchedule) -> None:
+        finished = self._follow(schedule)
+        run = self._run_if_due(schedule)
+        if run is not None and run.status in RUN_FINISHED:
+            finished.append(run)
+        if (finished or run is not None) and schedule.id in self._schedules:
+            await asyncio.to_thread(self._save, schedule)
+            if schedule.id not in self._schedules:  # removed while it was being saved
+                (self.root / f"{schedule.id}.json").unlink(missing_ok=True)
+        for done in finished:
+            await self._finished(schedule, done)
 
     def _follow(self, schedule: ExportSchedule) -> list[ScheduleRun]:
         """Copy the state of each unfinished run's job into the run; the runs that finished."""

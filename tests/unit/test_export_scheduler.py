@@ -186,7 +186,7 @@ async def test_history_and_schedules_per_tenant_are_bounded(
     assert [r.slot_ms for r in schedule.runs] == [START_MS + n * 2 * MINUTE_MS for n in (3, 4, 5)]
 
 
-async def test_tenants_see_only_their_schedules_and_removal_is_kept(
+async def test_tenants_see_only_their_schedules_and_only_sound_ones_reload(
     jobs: ExportJobs, tmp_path: Path
 ) -> None:
     schedules = ExportSchedules(jobs, tmp_path / "schedules", clock=Clock())
@@ -201,6 +201,8 @@ async def test_tenants_see_only_their_schedules_and_removal_is_kept(
     assert schedules.remove(acme.id, acme_admin) == acme
     (tmp_path / "schedules" / "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b.json").write_text("{")
     (tmp_path / "schedules" / "notes.json").write_text("{}")
+    unknown = {**globex.record(), "id": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", "type": "all"}
+    (tmp_path / "schedules" / f"{unknown['id']}.json").write_bytes(orjson.dumps(unknown))
     again = ExportSchedules(jobs, tmp_path / "schedules", clock=Clock())
     await again.start()
     await again.stop()
