@@ -264,3 +264,26 @@ class ExportSchedule:
         if with_runs:
             shown["runs"] = runs[::-1]
         return shown
+
+
+def run_outcome(schedule: ExportSchedule, run: ScheduleRun) -> dict[str, Any]:
+    """What a notification of a finished run says: the schedule (tenant, what, why) and the
+    run's outcome (export id, status, times, rows, manifest SHA-256, error). Plain JSON
+    values, no secret: the description is the creator's text, bounded and printable."""
+    return {
+        "schedule_id": schedule.id,
+        "tenant": schedule.tenant,
+        "type": schedule.type,
+        "format": schedule.format,
+        "description": schedule.description,
+        "export_id": run.job_id,
+        "status": run.status,
+        "slot_ms": run.slot_ms,
+        "missed": run.missed,
+        "started_at_ms": run.started_at_ms,
+        "finished_at_ms": run.finished_at_ms,
+        "rows": run.rows,
+        "manifest_sha256": run.manifest_sha256,
+        "error": run.error,
+        "download_url": f"/v1/exports/{run.job_id}/download" if run.status == "succeeded" else None,
+    }

@@ -15,7 +15,7 @@ import pytest
 from sinks.access import Reader
 from sinks.exports.jobs import ExportJobs
 from sinks.exports.scheduler import ExportSchedules, ScheduleLimits, ScheduleOrder
-from sinks.exports.schedules import ExportSchedule, ScheduleInputError, ScheduleRun
+from sinks.exports.schedules import ExportSchedule, ScheduleInputError, ScheduleRun, run_outcome
 from tests.unit.test_exports import T0, FakeStore, _rows
 
 ORG = Reader("org", None)
@@ -100,6 +100,10 @@ async def test_a_due_run_is_an_export_with_its_manifest_and_outcome(
     assert job.created_by == f"key:ops (schedule {schedule.id})"
     assert schedule.next_run_ms == START_MS + 2 * MINUTE_MS
     assert finished == [(schedule.id, run)]  # once, when it finished
+    told = run_outcome(schedule, run)
+    assert (told["export_id"], told["status"], told["rows"]) == (job.id, "succeeded", 75)
+    assert told["manifest_sha256"] == run.manifest_sha256 and told["tenant"] == "acme"
+    assert told["download_url"] == f"/v1/exports/{job.id}/download"
     await schedules.tick()
     assert len(finished) == 1
     kept = orjson.loads((tmp_path / "schedules" / f"{schedule.id}.json").read_bytes())
