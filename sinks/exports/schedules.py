@@ -141,10 +141,11 @@ class Cadence:
         from the anchor)."""
         if self.every_ms is not None:
             return self.every_ms
-        times = [self.next_after(self.anchor_ms)]
-        for _ in range(GAP_SAMPLES - 1):
-            times.append(self.next_after(times[-1]))
-        return min(later - earlier for earlier, later in itertools.pairwise(times))
+        assert self.cron is not None
+        start = datetime.fromtimestamp(self.anchor_ms / 1000, tz=UTC)
+        runs = croniter(self.cron, start)
+        times = [runs.get_next(float) for _ in range(GAP_SAMPLES)]
+        return int(min(later - earlier for earlier, later in itertools.pairwise(times)) * 1000)
 
 
 @dataclass(frozen=True, slots=True)
