@@ -69,6 +69,8 @@ VARIANTS: dict[str, Variant] = {
     "tracing off": Variant(),
     "tracing on, in memory": Variant(spans="memory"),
     "tracing on, OTLP": Variant(spans="otlp"),
+    # Against "tracing off" (metrics on, the default): what Prometheus metrics cost a call.
+    "metrics off": Variant(settings={"metrics_enabled": False}),
 }
 
 

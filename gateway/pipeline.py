@@ -29,6 +29,7 @@ from gateway.credentials import presented_secret
 from gateway.embeddings import EMBEDDINGS_API, parse_embeddings
 from gateway.endpoint import Endpoint
 from gateway.errors import GatewayError, error_response, refusal_response
+from gateway.metrics import gateway_metrics
 from gateway.policy.baseline import effective_pack
 from gateway.policy.chain import CallFacts, RefusalReason, reads_text
 from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
@@ -112,6 +113,7 @@ class Gateway:
         self.breakers = BreakerBoard(config_of(settings), views.fleet_breakers)
         self.runner = TargetRunner(settings, self.breakers)
         self.upstream_in_flight = 0
+        self.metrics = gateway_metrics(self)  # Prometheus, labels bounded by the catalogue
         self.tracing: Tracing = NO_TRACING  # gateway.tracing: set from the OTEL_ variables
         # Calls served while the lineage outbox could not keep their records.
         self.lineage_overflow = 0
@@ -402,7 +404,9 @@ class Gateway:
         chain = effective_pack(
             self.views.baseline.baseline, published.pack if published is not None else None
         )
-        if (param := endpoint.token_ids_in) is not None and reads_text(chain, key.team_id):
+        if (param := endpoint.token_ids_in) is not None and reads_text(
+            chain, key.team_id, self.settings.gateway_name
+        ):
             # Token ids hide their text from the PII and content steps: fail closed.
             raise GatewayError(
                 errors.INVALID_REQUEST,
@@ -411,6 +415,7 @@ class Gateway:
             )
         now = now_ms()
         facts = CallFacts(
+            gateway=self.settings.gateway_name,
             team_id=key.team_id,
             role=key.role,
             user_id=endpoint.user,
@@ -585,7 +590,9 @@ class Gateway:
             decision=decision,
         )
         call.trace.finished(record)
+        emitting = time.perf_counter()
         sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
+        self.metrics.call_done(call, record, time.perf_counter() - emitting)
         self.budget.settled(call.wallet_id, sealed.seq, record.cost_nanousd)
 
 

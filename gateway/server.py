@@ -107,7 +107,7 @@ def gateway_application(
         client_max_size=settings.max_body_bytes,
         middlewares=[json_errors, _header_limit(settings.max_header_bytes)],
     )
-    routes = [web.get("/healthz", gateway.healthz)]
+    routes = [web.get("/healthz", gateway.healthz), *gateway.metrics.metrics.route()]
     if settings.gateway_serves in ("all", "api"):
         routes += [
             web.get("/v1/models", gateway.models),
@@ -204,6 +204,7 @@ class GatewayProcess:
             providers=self.providers,
             catalogue=build_catalogue(settings),
         )
+        self.gateway.metrics.watch_lineage(self.lineage)
         self.gateway.tracing = tracing_from_env()  # OTLP when the OTEL_ variables say so
         self.admin = AdminApi(
             token=admin_token,

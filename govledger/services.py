@@ -164,7 +164,9 @@ async def sink_main(settings: SinkSettings) -> None:
             max_per_tenant=settings.export_schedules_max_per_tenant,
             runs_kept=settings.export_schedule_runs_kept,
         ),
+        metrics=writer.metrics,
     )
+    writer.metrics.watch_writer(writer)
     runner = query_runner(settings, api.application())
     await runner.setup()
     await writer.start()

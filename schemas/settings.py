@@ -72,6 +72,9 @@ class CommonSettings:
     root_secret_file: str = setting(
         "", "File of the org root secrets (record authentication); empty keeps one in data_dir."
     )
+    metrics_enabled: bool = setting(
+        True, "Serve Prometheus /metrics (docs/metrics.md); off: no route, no-op instruments."
+    )
 
     def __post_init__(self) -> None:
         for name in ("gateway_port", "query_port"):
@@ -254,6 +257,9 @@ class GatewaySettings(BreakerSettings):
         100_000, "Most lineage records awaiting broker acks; past it calls get 503 overloaded."
     )
     region: str = setting("local", "Region this gateway serves, recorded on every call.")
+    gateway_name: str = setting(
+        "", "Name packs target this gateway by (`targeting.gateways`); empty: none does."
+    )
     model_groups: str = setting(
         "", "Weighted model groups: group=model:weight|model:weight;… (A/B splits, canaries)."
     )
@@ -302,6 +308,9 @@ class GatewaySettings(BreakerSettings):
     )
     max_embedding_dimensions: int = setting(
         16_384, "Largest `dimensions` an embeddings request may ask for; more gets 400."
+    )
+    metrics_tenant_labels_max: int = setting(
+        20, "Tenants with their own metrics label (first seen); the rest count as `other`."
     )
 
     def __post_init__(self) -> None:
@@ -396,6 +405,9 @@ class StreamSettings(BreakerSettings):
 
     worker_app_id: str = setting("govledger-streams", "Faust application id (consumer group).")
     worker_web_port: int = setting(6066, "Port of the Faust worker's web endpoint (0 disables).")
+    worker_web_host: str = setting(
+        "127.0.0.1", "Address of the worker's web endpoint (/metrics, /ready/); 0.0.0.0 in compose."
+    )
     worker_checkpoint_interval_s: float = setting(
         60.0, "Seconds between checkpoints of the processors' hash chains (and one at stop)."
     )

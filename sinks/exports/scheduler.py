@@ -189,7 +189,7 @@ class ExportSchedules:
         the reader's tenant."""
         return sorted(
             (s for s in self._schedules.values() if self._may_see(reader, s)),
-            key=lambda s: s.created_at_ms,
+            key=lambda s: (s.created_at_ms, s.id),  # the same order after a restart
         )
 
     def get(self, schedule_id: str, reader: Reader) -> ExportSchedule | None:
