@@ -270,8 +270,7 @@ class ExportSchedules:
         if slot is None:
             return None
         schedule.next_run_ms = slot.next_run_ms
-        run = ScheduleRun(slot_ms=slot.slot_ms, missed=slot.missed, submitted_at_ms=now,
-                          status="queued")  # fmt: skip
+        run = ScheduleRun(slot.slot_ms, slot.missed, submitted_at_ms=now, status="queued")
         previous = schedule.last_run
         if previous is not None and previous.status not in RUN_FINISHED:
             run.status, run.finished_at_ms = "skipped", now
