@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from schemas.ids import now_ms
 from sinks.access import AccessDeniedError, Reader
-from sinks.exports.scheduler import ScheduleLimits
+from sinks.exports.scheduler import ExportSchedules, ScheduleLimits
 from sinks.query_app import QueryApi
 from tests.unit.test_exports import FakeStore, _rows
 
@@ -33,8 +34,9 @@ def _authenticate(presented: str) -> Reader:
 
 
 class Api:
-    def __init__(self, client: TestClient[Any, Any]) -> None:
+    def __init__(self, client: TestClient[Any, Any], schedules: ExportSchedules) -> None:
         self.client = client
+        self.schedules = schedules
 
     async def call(self, method: str, key: str, path: str, body: Any = None) -> tuple[int, Any]:
         response = await self.client.request(
@@ -54,8 +56,9 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         # One-second schedules looked at every 20 ms, so a run comes within the test.
         schedule_limits=ScheduleLimits(min_interval_s=1, max_per_tenant=3, tick_s=0.02),
     )
+    assert query.export_schedules is not None
     async with TestClient(TestServer(query.application())) as client:
-        yield Api(client)
+        yield Api(client, query.export_schedules)
 
 
 async def test_a_tenant_admin_schedules_its_exports_and_sees_each_runs_outcome(
@@ -70,6 +73,7 @@ async def test_a_tenant_admin_schedules_its_exports_and_sees_each_runs_outcome(
     assert schedule["tenant"] == "acme" and schedule["every"] == "1s"
     assert schedule["last_run"] is None
     assert schedule["next_run_ms"] == schedule["created_at_ms"] + 1000
+    api.schedules.clock = lambda: now_ms() + 1000  # a second later, without waiting for it
 
     path = f"/v1/exports/schedules/{schedule['id']}"
     for _ in range(300):
