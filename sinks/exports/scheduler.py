@@ -304,6 +304,15 @@ class ExportSchedules:
         return run
 
     async def _finished(self, schedule: ExportSchedule, run: ScheduleRun) -> None:
+        log.info(
+            "export schedule run finished",
+            schedule_id=schedule.id,
+            export_id=run.job_id,
+            status=run.status,
+            rows=run.rows,
+            sha256=run.manifest_sha256,
+            error=run.error,
+        )
         if self.on_run_finished is None:
             return
         try:
