@@ -465,12 +465,57 @@ class DoctorSettings(CommonSettings):
             raise SettingsError("doctor's skew must be >= 0 ms and its lag warning >= 1 record")
 
 
+@dataclasses.dataclass(frozen=True)
+class ConsoleSettings(CommonSettings):
+    """Settings of the web console (`govledger console`; `up` starts it on its port)."""
+
+    console_host: str = setting("127.0.0.1", "Address the web console listens on.")
+    console_port: int = setting(8125, "Port of the web console; 0: `up` does not start one.")
+    console_session_ttl_s: float = setting(
+        28_800.0, "How long a console login lasts (seconds) before it asks for the key again."
+    )
+    console_max_sessions: int = setting(
+        1_000, "Most console sessions kept in memory; past it the oldest is logged out."
+    )
+    console_secure_cookie: bool = setting(
+        False, "Mark the session cookie Secure (behind a TLS proxy); always so over TLS."
+    )
+    console_login_failures_per_minute: int = setting(
+        10, "Failed console logins one address may make a minute; past it, 429 for a minute."
+    )
+    console_refresh_s: int = setting(5, "How often the Overview refreshes its figures (seconds).")
+    console_api_timeout_s: float = setting(
+        20.0, "Longest the console waits for the admin or query API on one request (seconds)."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.console_port < 65536:
+            raise SettingsError("GOVLEDGER_CONSOLE_PORT must be a TCP port, or 0 for none")
+        if (
+            self.console_session_ttl_s <= 0
+            or self.console_max_sessions < 1
+            or self.console_login_failures_per_minute < 1
+        ):
+            raise SettingsError(
+                "the console session TTL, session count and login limit must be positive"
+            )
+        if not 1 <= self.console_refresh_s <= 3600 or self.console_api_timeout_s <= 0:
+            raise SettingsError("GOVLEDGER_CONSOLE_REFRESH_S must be 1..3600, the timeout > 0")
+
+    @property
+    def console_url(self) -> str:
+        """Base URL of the console."""
+        return f"http://{self.console_host}:{self.console_port}"
+
+
 ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
     RuntimeSettings,
     GatewaySettings,
     SinkSettings,
     StreamSettings,
     DoctorSettings,
+    ConsoleSettings,
 )
 
 S = TypeVar("S", bound=CommonSettings)

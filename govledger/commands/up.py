@@ -9,7 +9,14 @@ import sys
 import time
 from typing import Any
 
-from schemas.settings import GatewaySettings, RuntimeSettings, SinkSettings, StreamSettings, load
+from schemas.settings import (
+    ConsoleSettings,
+    GatewaySettings,
+    RuntimeSettings,
+    SinkSettings,
+    StreamSettings,
+    load,
+)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -32,9 +39,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     print("starting govledger (broker, store, processors, gateway)…", file=sys.stderr)
     stack.start()
+    console = load(ConsoleSettings)
+    console_line = f"  console  {console.console_url}/\n" if console.console_port else ""
     print(
         f"govledger is up\n  gateway  {settings.gateway_url}/v1\n"
-        f"  query    {settings.query_url}/?query=SELECT+1\n"
+        f"  query    {settings.query_url}/?query=SELECT+1\n{console_line}"
         f"  data     {settings.data_path}\n  logs     {stack.log_dir}\n"
         "Ctrl-C stops everything.",
         flush=True,
@@ -70,6 +79,12 @@ def cmd_service(args: argparse.Namespace) -> int:
         sink_settings = load(SinkSettings)
         configure(sink_settings.log_level, "sink")
         services.run(services.sink_main(sink_settings))
+    elif args.command == "console":
+        from console.server import console_main
+
+        console_settings = load(ConsoleSettings)
+        configure(console_settings.log_level, "console")
+        services.run(console_main(console_settings))
     else:
         stream_settings = load(StreamSettings)
         configure(stream_settings.log_level, "worker")
@@ -86,5 +101,6 @@ def add_parser(commands: Any) -> None:
         ("gateway", "run a gateway"),
         ("sink", "run the sink and query API"),
         ("worker", "run the stream processors"),
+        ("console", "run the web console (pages over the admin and query APIs)"),
     ):
         commands.add_parser(name, help=text).set_defaults(func=cmd_service)

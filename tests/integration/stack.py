@@ -73,6 +73,9 @@ def stack_environ(data_dir: Path, **extra: str) -> dict[str, str]:
             # suite. Heartbeats go every sixth of it (333 ms), so a busy machine still
             # keeps its members.
             "GOVLEDGER_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            # No web console (a process per boot); the shared stack runs one for the
+            # browser tests (tests/conftest.py).
+            "GOVLEDGER_CONSOLE_PORT": "0",
         }
     )
     env.update(extra)

@@ -79,7 +79,11 @@ class SleepingStack(Stack):
     broker or a store (the real parts: tests/integration/test_kill_any_part.py)."""
 
     def __init__(self, tmp_path: Path, **env: str) -> None:
-        environ = {"GOVLEDGER_DATA_DIR": str(tmp_path), "GOVLEDGER_RESTART_BACKOFF_S": "0"}
+        environ = {
+            "GOVLEDGER_DATA_DIR": str(tmp_path),
+            "GOVLEDGER_RESTART_BACKOFF_S": "0",
+            "GOVLEDGER_CONSOLE_PORT": "0",
+        }
         environ.update(env)
         super().__init__(load(RuntimeSettings, environ), environ)
         self.launched: list[tuple[str, ...]] = []
