@@ -32,6 +32,7 @@ from schemas.settings import (
 )
 from schemas.topics import CONTROL
 from sinks.access import AccessDeniedError, Authenticate, Reader
+from sinks.exports.scheduler import ScheduleLimits
 from sinks.query_api import retention_loop
 from sinks.query_app import QueryApi
 from sinks.retention import retention_by_tenant
@@ -158,6 +159,11 @@ async def sink_main(settings: SinkSettings) -> None:
         consumer_lag=writer.consumer_lag,
         retention_days=lambda: retention_days(views),
         exports_dir=settings.data_path / "exports",
+        schedule_limits=ScheduleLimits(
+            min_interval_s=settings.export_schedule_min_interval_s,
+            max_per_tenant=settings.export_schedules_max_per_tenant,
+            runs_kept=settings.export_schedule_runs_kept,
+        ),
         metrics=writer.metrics,
     )
     writer.metrics.watch_writer(writer)

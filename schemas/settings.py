@@ -376,6 +376,15 @@ class SinkSettings(CommonSettings):
     sink_store_retry_max_ms: int = setting(
         30_000, "Longest wait between two tries of an unwell store (the sink retries forever)."
     )
+    export_schedule_min_interval_s: float = setting(
+        60.0, "Shortest time between two runs of one export schedule (--every or --cron)."
+    )
+    export_schedules_max_per_tenant: int = setting(
+        20, "Most export schedules of one tenant (and of the org-wide ones)."
+    )
+    export_schedule_runs_kept: int = setting(
+        20, "Runs of each export schedule listed with their outcome; older ones are dropped."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -386,6 +395,15 @@ class SinkSettings(CommonSettings):
                 "GOVLEDGER_SINK_STORE_RETRY_BASE_MS must be positive and at most "
                 "GOVLEDGER_SINK_STORE_RETRY_MAX_MS"
             )
+        if (
+            min(
+                self.export_schedule_min_interval_s,
+                self.export_schedules_max_per_tenant,
+                self.export_schedule_runs_kept,
+            )
+            <= 0
+        ):
+            raise SettingsError("GOVLEDGER_EXPORT_SCHEDULE* settings must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ only its own tenant, and another tenant's job answers 404, as one that never exi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,6 +37,18 @@ def _choice(body: dict[str, Any], name: str, choices: Any, code: str) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class ExportOrder:
+    """What an export asks for, checked: `tenant` None covers every tenant."""
+
+    type_name: str
+    fmt: str
+    since: str
+    span_ms: int
+    description: str
+    tenant: str | None
+
+
 class ExportRoutes:
     """Handlers over an `ExportJobs`."""
 
@@ -55,15 +68,41 @@ class ExportRoutes:
     async def create(self, request: web.Request, reader: Reader) -> web.StreamResponse:
         """Queue an export of the reader's tenant (or, for the org level, of `tenant` or
         of every tenant)."""
+        order = self.order(await self.json_object(request, FIELDS), reader)
+        until_ms = now_ms()
+        try:
+            job = self.jobs.submit(
+                type_name=order.type_name,
+                fmt=order.fmt,
+                since=order.since,
+                since_ms=until_ms - order.span_ms,
+                until_ms=until_ms,
+                tenant=order.tenant,
+                description=order.description,
+                created_by=reader.identity,
+            )
+        except ExportQueueFullError as exc:
+            raise BadRequestError(429, "too_many_exports", f"{exc}; retry later") from None
+        return json_response(job.public(with_manifest=False), status=202)
+
+    @staticmethod
+    async def json_object(request: web.Request, fields: frozenset[str]) -> dict[str, Any]:
+        """The body: a JSON object of known fields only (also the schedules' routes')."""
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
             raise BadRequestError(400, "invalid_json", "the body must be a JSON object")
-        unknown = sorted(set(body) - FIELDS)
+        unknown = sorted(set(body) - fields)
         if unknown:
             raise BadRequestError(400, "unknown_field", f"unknown fields: {unknown}")
+        return body
+
+    @staticmethod
+    def order(body: dict[str, Any], reader: Reader) -> ExportOrder:
+        """What an export asks for, checked, with the tenant it covers (None: every one);
+        one rule for exports asked for now and for those scheduled."""
         type_name = _choice(body, "type", EXPORT_TYPES, "invalid_export_type")
         fmt = _choice(body, "format", FORMATS, "invalid_export_format")
         since = body.get("since", "30d")
@@ -88,21 +127,7 @@ class ExportRoutes:
         if tenant is not None and not reader.sees(tenant):
             raise BadRequestError(403, "forbidden", f"this key may not export tenant {tenant!r}")
         scope = tenant if tenant is not None else reader.tenant_id
-        until_ms = now_ms()
-        try:
-            job = self.jobs.submit(
-                type_name=type_name,
-                fmt=fmt,
-                since=since,
-                since_ms=until_ms - span_ms,
-                until_ms=until_ms,
-                tenant=scope,
-                description=description,
-                created_by=reader.identity,
-            )
-        except ExportQueueFullError as exc:
-            raise BadRequestError(429, "too_many_exports", f"{exc}; retry later") from None
-        return json_response(job.public(with_manifest=False), status=202)
+        return ExportOrder(type_name, fmt, since, span_ms, description, scope)
 
     async def listing(self, request: web.Request, reader: Reader) -> web.StreamResponse:
         """The jobs the reader may see, newest first (without their manifests)."""

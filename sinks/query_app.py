@@ -12,7 +12,8 @@ The parts, each importing only those before it:
 - `sinks/sql_endpoint.py`: the SQL route, the entry to `sinks/sql_guard.py`;
 - `sinks/query_api.py`: the report routes;
 - `sinks/exports_api.py`: the export routes (`/v1/exports`) over the jobs of
-  `sinks/exports/`."""
+  `sinks/exports/`;
+- `sinks/export_schedules_api.py`: the schedule routes (`/v1/exports/schedules`)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from aiohttp import web
 from schemas.access_log import access_lines
 from schemas.http_errors import json_errors
 from sinks.access import Authenticate
+from sinks.export_schedules_api import ScheduleRoutes
 from sinks.exports.jobs import ExportJobs
+from sinks.exports.scheduler import ExportSchedules, ScheduleLimits
 from sinks.exports_api import ExportRoutes
 from sinks.http_layer import guard
 from sinks.metrics import SinkMetrics
@@ -49,6 +52,7 @@ class QueryApi:
         consumer_lag: Callable[[], Awaitable[dict[str, int]]] | None = None,
         retention_days: Callable[[], dict[str, int]] | None = None,
         exports_dir: Path | None = None,
+        schedule_limits: ScheduleLimits | None = None,
         metrics: SinkMetrics | None = None,
     ) -> None:
         self.store = store
@@ -62,6 +66,13 @@ class QueryApi:
         self.sql_endpoint = SqlEndpoint(store, tables, max_rows)
         # Export jobs (`sinks/exports/`) keep their files and state under exports_dir.
         self.exports = ExportJobs(store, exports_dir) if exports_dir is not None else None
+        # Export schedules (`sinks/exports/scheduler.py`) keep theirs in exports_dir/schedules;
+        # its `on_run_finished` is the hook for notifying when a scheduled run is done.
+        self.export_schedules = (
+            ExportSchedules(self.exports, exports_dir / "schedules", schedule_limits)
+            if self.exports is not None and exports_dir is not None
+            else None
+        )
 
     def application(self) -> web.Application:
         """The aiohttp application."""
@@ -79,14 +90,18 @@ class QueryApi:
                 web.post("/", self._guard(self.sql_endpoint.sql)),
             ]
         )
-        if self.exports is not None:
-            exports = self.exports
+        if self.exports is not None and self.export_schedules is not None:
+            exports, schedules = self.exports, self.export_schedules
+            # The schedules' routes first: `/v1/exports/{id}` would match `schedules`.
+            app.add_routes(ScheduleRoutes(schedules).routes(self._guard))
             app.add_routes(ExportRoutes(exports).routes(self._guard))
 
             async def start_exports(_: web.Application) -> None:
                 await exports.start()
+                await schedules.start()
 
             async def stop_exports(_: web.Application) -> None:
+                await schedules.stop()
                 await exports.stop()
 
             app.on_startup.append(start_exports)

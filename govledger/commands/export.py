@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from govledger.cli_support import CliError, checked
+from govledger.commands.export_schedules import QueryApi, add_schedule_parsers
 from replay.progress import Bar
 from schemas.settings import SinkSettings, load
 from sinks.exports.formats import EXTENSIONS
@@ -252,3 +253,4 @@ def add_parser(commands: Any) -> None:
     fetch.add_argument("export_id")
     fetch.add_argument("--output", type=Path, help="file to write")
     fetch.set_defaults(func=cmd_download)
+    add_schedule_parsers(export_commands, QueryApi(_client, _call, _guarded, _when))

@@ -17,5 +17,7 @@ The package, by concern (each module imports only those above it):
 - `queries`: what each export type reads, and the SQL of a count and of a page;
 - `writers`: the CSV, JSON Lines and Parquet page writers and the hashing sink;
 - `job`: one job's record; `manifest`: the manifest, tallied page by page;
-- `jobs`: the job queue and its workers (`ExportJobs`).
-The routes are `sinks/exports_api.py`."""
+- `jobs`: the job queue and its workers (`ExportJobs`);
+- `schedules`: schedules, pure (cadences, next and missed runs, records); `scheduler`:
+  their runner, which submits each run to the jobs (`ExportSchedules`).
+The routes are `sinks/exports_api.py` and `sinks/export_schedules_api.py`."""

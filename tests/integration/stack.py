@@ -48,6 +48,8 @@ SHARED_STACK_SETTINGS = {
     "GOVLEDGER_MODEL_GROUPS": f"{SHARED_UPSTREAM_ALIAS}={FAITHFUL_MODEL}:1",
     # Every part's log file is JSON lines: tests/integration/test_logs.py reads them.
     "GOVLEDGER_LOG_FORMAT": "json",
+    # test_export_schedules' schedules run every second (60 s is the least by default).
+    "GOVLEDGER_EXPORT_SCHEDULE_MIN_INTERVAL_S": "1",
 }
 
 
