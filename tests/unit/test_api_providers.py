@@ -19,9 +19,9 @@ from gateway.providers import sim_api
 from gateway.providers.base import ApiCall, ApiProvider, Provider, UpstreamError
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
-from tests.unit.test_provider_adapters import Upstream, anthropic, azure, providers, sse
-
-__all__ = ["providers"]  # the fixture, used by name
+from tests.unit.provider_support import Upstream, sse
+from tests.unit.test_provider_anthropic import anthropic
+from tests.unit.test_provider_openai_shaped import azure
 
 EMBEDDINGS = {
     "object": "list",
