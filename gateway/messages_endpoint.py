@@ -146,7 +146,7 @@ async def count_tokens(gateway: Gateway, request: web.Request) -> web.StreamResp
         targets, _ = gateway._plan(endpoint.model)
         if not targets:
             raise GatewayError(errors.MODEL_NOT_FOUND, f"model '{endpoint.model}' does not exist")
-        gateway._allowed_targets(key, endpoint.model, targets)
+        gateway.access.allowed(key, endpoint.model, targets)
     except GatewayError as exc:
         return anthropic_errors.as_anthropic(errors.refusal_response(exc))
     tokens = estimate_prompt_tokens(endpoint.chat.messages)

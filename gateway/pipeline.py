@@ -40,13 +40,11 @@ from gateway.responses_api import RESPONSES_PATH
 from gateway.review import hold_for_review
 from gateway.routing import (
     group_order,
-    in_regions,
     parse_fallbacks,
     parse_model_groups,
-    parse_target_regions,
-    parse_tenant_regions,
     plan,
 )
+from gateway.target_access import TargetAccess
 from gateway.text_completions import COMPLETIONS_API, parse_completions
 from gateway.tracing import NO_TRACING, Tracing
 from gateway.views import LocalViews
@@ -110,8 +108,7 @@ class Gateway:
         self.team_limits = parse_team_limits(settings.team_rate_limits)
         self.fallbacks = {**SIM_FALLBACKS, **parse_fallbacks(settings.fallbacks)}
         self.groups = parse_model_groups(settings.model_groups)
-        self.target_regions = parse_target_regions(settings.target_regions)
-        self.tenant_regions = parse_tenant_regions(settings.tenant_regions)
+        self.access = TargetAccess(settings, catalogue)
         self.breakers = BreakerBoard(config_of(settings), views.fleet_breakers)
         self.runner = TargetRunner(settings, self.breakers)
         self.upstream_in_flight = 0
@@ -136,7 +133,7 @@ class Gateway:
             key = self._authenticate(request)
         except GatewayError as exc:
             return refusal_response(exc)
-        data = [model_object(t) for t in self._usable_targets(key)]
+        data = [model_object(t) for t in self.access.usable(key)]
         return _json({"object": "list", "data": data})
 
     async def model(self, request: web.Request) -> web.Response:
@@ -145,7 +142,7 @@ class Gateway:
         try:
             key = self._authenticate(request)
             name = request.match_info["model"]
-            found = next((t for t in self._usable_targets(key) if t.model == name), None)
+            found = next((t for t in self.access.usable(key) if t.model == name), None)
             if found is None:
                 raise GatewayError(
                     errors.MODEL_NOT_FOUND,
@@ -156,18 +153,6 @@ class Gateway:
         except GatewayError as exc:
             return refusal_response(exc)
         return _json(model_object(found))
-
-    def _usable_targets(self, key: Key) -> list[Target]:
-        """The catalogue's models the key's scopes and its tenant's regions allow."""
-        tenant_regions = self.tenant_regions.get(key.tenant_id)
-        resident = in_regions(
-            list(self.catalogue.values()), self.target_regions, self.region, tenant_regions
-        )
-        return [
-            t
-            for t in resident
-            if key.allows(model=t.model, provider=t.provider, region=self._region_of(t)) is None
-        ]
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """OpenAI `POST /v1/chat/completions`: one lineage record per call, whatever happens."""
@@ -217,7 +202,7 @@ class Gateway:
                 )
             call.target = targets[0]
             call.policies.append("key-scopes")
-            targets = self._allowed_targets(key, endpoint.model, targets)
+            targets = self.access.allowed(key, endpoint.model, targets)
             targets = self._serving_targets(endpoint, targets)
             call.target = targets[0]
             call.policies.append("rate-limit")
@@ -309,36 +294,6 @@ class Gateway:
         members = group_order(group, self._jitter.random())
         targets = [t for name in members for t in plan(name, self.catalogue, self.fallbacks)]
         return list(dict.fromkeys(targets)), "weighted"
-
-    def _allowed_targets(self, key: Key, model: str, targets: list[Target]) -> list[Target]:
-        """The targets the key's scopes and the tenant's regions allow, in order; refuses
-        the call, naming the primary's reason, when none is left."""
-        tenant_regions = self.tenant_regions.get(key.tenant_id)
-        resident = in_regions(targets, self.target_regions, self.region, tenant_regions)
-        allowed = [
-            t
-            for t in resident
-            if key.allows(model=model, provider=t.provider, region=self._region_of(t)) is None
-        ]
-        if allowed:
-            return allowed
-        primary = targets[0]
-        refused = key.allows(
-            model=model, provider=primary.provider, region=self._region_of(primary)
-        )
-        if refused == "model":
-            raise GatewayError(errors.MODEL_NOT_ALLOWED, f"key may not call model '{model}'")
-        if refused == "provider":
-            raise GatewayError(
-                errors.PROVIDER_NOT_ALLOWED, f"key may not use provider '{primary.provider}'"
-            )
-        raise GatewayError(
-            errors.REGION_NOT_ALLOWED,
-            f"no target for '{model}' in a region this key and tenant may use",
-        )
-
-    def _region_of(self, target: Target) -> str:
-        return self.target_regions.get(target.model, self.region)
 
     def _serving_targets(self, endpoint: Endpoint, targets: list[Target]) -> list[Target]:
         """The targets whose provider has the endpoint's API; refuses the call when none
