@@ -435,12 +435,43 @@ class DoctorSettings(CommonSettings):
             raise SettingsError("doctor's skew must be >= 0 ms and its lag warning >= 1 record")
 
 
+@dataclasses.dataclass(frozen=True)
+class NotifySettings(CommonSettings):
+    """Settings of the notifier (alerts to webhooks) and of the admin API's route checks."""
+
+    notifier_enabled: bool = setting(True, "Whether `up` starts the notifier part.")
+    notify_allowed_hosts: str = setting(
+        "", "Webhook hosts allowed, comma-separated: name, *.suffix or http://name; empty: none."
+    )
+    notify_private_hosts: str = setting(
+        "", "Allowed hosts that may resolve to private, loopback or link-local addresses."
+    )
+    notify_max_attempts: int = setting(6, "Delivery attempts of one event to one route.")
+    notify_backoff_s: float = setting(1.0, "Wait after a failed attempt; doubles per attempt.")
+    notify_backoff_max_s: float = setting(60.0, "Longest wait between two delivery attempts.")
+    notify_timeout_s: float = setting(10.0, "Longest one delivery request may take (seconds).")
+    notify_max_routes: int = setting(50, "Most notification routes one tenant may have.")
+    notify_dedup_entries: int = setting(
+        100_000, "Delivered (route, event) pairs the notifier remembers across restarts."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.notify_max_attempts < 1 or self.notify_max_routes < 1:
+            raise SettingsError("GOVLEDGER_NOTIFY_MAX_ATTEMPTS and _MAX_ROUTES must be >= 1")
+        if not 0 <= self.notify_backoff_s <= self.notify_backoff_max_s:
+            raise SettingsError("GOVLEDGER_NOTIFY_BACKOFF_S must be within 0.._MAX_S")
+        if self.notify_timeout_s <= 0 or self.notify_dedup_entries < 1:
+            raise SettingsError("the notify timeout and dedup entries must be positive")
+
+
 ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
     RuntimeSettings,
     GatewaySettings,
     SinkSettings,
     StreamSettings,
     DoctorSettings,
+    NotifySettings,
 )
 
 S = TypeVar("S", bound=CommonSettings)

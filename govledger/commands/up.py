@@ -1,5 +1,5 @@
-"""`govledger up` (the whole stack) and `govledger gateway | sink | worker` (one service in
-the foreground)."""
+"""`govledger up` (the whole stack) and `govledger gateway | sink | worker | notifier` (one
+service in the foreground)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import sys
 import time
 from typing import Any
 
-from schemas.settings import GatewaySettings, RuntimeSettings, SinkSettings, StreamSettings, load
+from schemas.settings import (
+    GatewaySettings,
+    NotifySettings,
+    RuntimeSettings,
+    SinkSettings,
+    StreamSettings,
+    load,
+)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -70,6 +77,10 @@ def cmd_service(args: argparse.Namespace) -> int:
         sink_settings = load(SinkSettings)
         configure(sink_settings.log_level, "sink")
         services.run(services.sink_main(sink_settings))
+    elif args.command == "notifier":
+        notify_settings = load(NotifySettings)
+        configure(notify_settings.log_level, "notifier")
+        services.run(services.notifier_main(notify_settings))
     else:
         stream_settings = load(StreamSettings)
         configure(stream_settings.log_level, "worker")
@@ -86,5 +97,6 @@ def add_parser(commands: Any) -> None:
         ("gateway", "run a gateway"),
         ("sink", "run the sink and query API"),
         ("worker", "run the stream processors"),
+        ("notifier", "run the notifier (alerts to webhooks)"),
     ):
         commands.add_parser(name, help=text).set_defaults(func=cmd_service)

@@ -1,0 +1,251 @@
+"""The notifier: its own process (`govledger notifier`, started by `up` as the `notifier`
+part), so a slow or failing webhook never holds the pipeline.
+
+It folds the routes from the whole control topic (a TopicTailer, as gateways read keys),
+consumes the alerts, escalations and control topics in its own consumer group, and for
+each record that makes a notice (streams.notify.logic) delivers it to each route of its
+tenant: at least once, with retries and exponential backoff, every attempt published as
+a NotificationAttempted record (the sink stores them in the `notifications` table). The
+webhook-id of every delivery is the notified record's event id. A delivery that ended is
+written to the delivery log (streams.notify.state) before the consumed offsets are
+committed, so a restarted notifier neither skips an event nor sends one twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas import authn, codec
+from schemas.authn import Keyring
+from schemas.ids import now_ms, uuid7
+from schemas.kafka import TopicTailer
+from schemas.kafka_security import client_options
+from schemas.notify_records import NotificationAttempted
+from schemas.notify_secrets import SealError, unseal
+from schemas.publisher import Publisher
+from schemas.records import Event
+from schemas.settings import NotifySettings
+from schemas.topics import ALERTS, CONTROL, ESCALATIONS, NOTIFICATIONS, RESTORED_HEADER
+from schemas.webhook_destinations import AllowList, DestinationRefusedError, destination
+from schemas.webhook_sender import Answer
+from streams.notify import logic
+from streams.notify.logic import Notice, Route
+from streams.notify.state import DeliveryLog
+
+log = structlog.get_logger(__name__)
+
+CONTROL_CATCH_UP_S = 5.0
+POLL_MAX_RECORDS = 200
+
+
+class Sender(Protocol):
+    """What delivers one request (schemas.webhook_sender.WebhookSender)."""
+
+    async def post(self, where: Any, body: bytes, headers: dict[str, str]) -> Answer:
+        """POST the body; the answer."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One notice to one route, sealed secret opened."""
+
+    notice: Notice
+    route: Route
+
+
+class Notifier:
+    """Routes folded, notices delivered; the consumer loop is `run`."""
+
+    def __init__(
+        self,
+        settings: NotifySettings,
+        publisher: Publisher,
+        sender: Sender,
+        keyring: Keyring,
+        state: DeliveryLog,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock_s: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.sender = sender
+        self.keyring = keyring
+        self.state = state
+        self.allow = AllowList.parse(settings.notify_allowed_hosts, settings.notify_private_hosts)
+        self.routes: dict[str, Route] = {}
+        self.control_positions: dict[int, int] = {}
+        self._sleep = sleep
+        self._clock_s = clock_s
+
+    # --- routes -----------------------------------------------------------------------
+
+    def apply_control(self, message: Any) -> None:
+        """Fold one control record into the routes (the tailer's handler)."""
+        self.control_positions[message.partition] = message.offset + 1
+        try:
+            event = authn.decode_message(message)
+        except codec.DecodeError:
+            return  # the sink dead-letters it; a view only skips it
+        self.routes = logic.evolve(self.routes, event)
+
+    # --- records ----------------------------------------------------------------------
+
+    def deliveries_of(self, record: Event) -> list[Delivery]:
+        """The deliveries one record makes that have not ended yet (and the incidents it
+        opens or closes, remembered)."""
+        notice, incidents = logic.notice_of(record, self.state.incidents)
+        self.state.set_incidents(incidents)
+        if notice is None:
+            return []
+        return [
+            Delivery(notice, route)
+            for route in logic.routes_for(notice, self.routes.values())
+            if not self.state.is_finished(route.route_id, notice.event_id)
+        ]
+
+    async def handle(self, records: list[Event]) -> None:
+        """Deliver what these records make, every delivery of them at once; returns when
+        each ended (delivered, given up or refused) and is written down."""
+        deliveries = [d for record in records for d in self.deliveries_of(record)]
+        if deliveries:
+            await asyncio.gather(*(self.deliver(d) for d in deliveries))
+
+    async def deliver(self, delivery: Delivery) -> None:
+        """Attempt until delivered or out of attempts; record every attempt."""
+        notice, route = delivery.notice, delivery.route
+        try:
+            secret = unseal(self.keyring, route.tenant_id, route.route_id, route.secret_sealed)
+        except SealError as exc:
+            await self._record(delivery, 1, "refused", Answer(0, f"secret: {exc}", 0.0), "")
+            self.state.finish(route.route_id, notice.event_id)
+            return
+        body = orjson.dumps(logic.payload(notice, route.format, secret))
+        attempts = self.settings.notify_max_attempts
+        for attempt in range(1, attempts + 1):
+            # Checked again at every attempt: the allow-list may have changed since.
+            try:
+                where = destination(route.url, self.allow)
+            except DestinationRefusedError as exc:
+                await self._record(delivery, attempt, "refused", Answer(0, str(exc), 0.0), "")
+                break
+            headers = logic.signed_headers(
+                secret, notice.event_id, int(self._clock_s()), body, route.format
+            )
+            answer = await self.sender.post(where, body, headers)
+            if answer.delivered:
+                status = "delivered"
+            else:
+                status = "gave_up" if attempt == attempts else "failed"
+            await self._record(delivery, attempt, status, answer, where.host)
+            if answer.delivered or attempt == attempts:
+                break
+            await self._sleep(
+                logic.backoff_s(
+                    attempt, self.settings.notify_backoff_s, self.settings.notify_backoff_max_s
+                )
+            )
+        self.state.finish(route.route_id, notice.event_id)
+
+    async def _record(
+        self, delivery: Delivery, attempt: int, status: str, answer: Answer, host: str
+    ) -> None:
+        notice, route = delivery.notice, delivery.route
+        record = NotificationAttempted(
+            event_id=uuid7(),
+            event_type=NotificationAttempted.event_type_name,
+            occurred_at=now_ms(),
+            tenant_id=notice.tenant_id,
+            route_id=route.route_id,
+            source_event_id=notice.event_id,
+            source_event_type=notice.record.event_type,
+            action=notice.action,
+            format=route.format,
+            attempt=attempt,
+            status=status,
+            http_status=answer.http_status,
+            latency_ms=answer.latency_ms,
+            error=answer.error,
+            destination_host=host,
+        )
+        log.info(
+            "notification attempt",
+            route_id=route.route_id,
+            event_id=notice.event_id,
+            attempt=attempt,
+            status=status,
+            http_status=answer.http_status,
+        )
+        await self.publisher.publish_and_wait(NOTIFICATIONS.name, notice.tenant_id, record)
+
+
+def _restored(message: Any) -> bool:
+    return any(key == RESTORED_HEADER for key, _ in (message.headers or ()))
+
+
+async def run(notifier: Notifier, stop: asyncio.Event) -> None:
+    """Fold the routes, then consume and deliver until `stop`; offsets are committed only
+    after a batch's deliveries ended and were written down."""
+    settings = notifier.settings
+    tailer = TopicTailer(settings.kafka_bootstrap, [CONTROL.name], notifier.apply_control)
+    await tailer.start()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id="govledger-notifier",
+        client_id="govledger-notifier",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 6, 100),
+        fetch_max_wait_ms=100,
+        **client_options(None),
+    )
+    await consumer.start()
+    try:
+        await asyncio.wait_for(tailer.caught_up.wait(), timeout=60)
+        consumer.subscribe([ALERTS.name, ESCALATIONS.name, CONTROL.name])
+        log.info("notifier ready", routes=len(notifier.routes))
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=POLL_MAX_RECORDS)
+            if not batches:
+                continue
+            await _control_caught_up(notifier, consumer)
+            records = []
+            for messages in batches.values():
+                for message in messages:
+                    if _restored(message):
+                        continue  # re-published from the store: notified when it happened
+                    try:
+                        records.append(authn.decode_message(message))
+                    except codec.DecodeError as exc:
+                        log.warning("record skipped", topic=message.topic, error=str(exc))
+            records.sort(key=lambda r: r.occurred_at)
+            await notifier.handle(records)
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+        await tailer.stop()
+
+
+async def _control_caught_up(notifier: Notifier, consumer: Any) -> None:
+    """Wait (a little) until the routes include every control record published so far: a
+    route added just before an alert must see that alert."""
+    partitions = [
+        TopicPartition(CONTROL.name, p) for p in consumer.partitions_for_topic(CONTROL.name) or ()
+    ]
+    ends = await consumer.end_offsets(partitions)
+    deadline = time.monotonic() + CONTROL_CATCH_UP_S
+    while time.monotonic() < deadline:
+        if all(notifier.control_positions.get(tp.partition, 0) >= end for tp, end in ends.items()):
+            return
+        await asyncio.sleep(0.02)
+    log.warning("routes lag the control topic; delivering with what is folded")
