@@ -30,7 +30,6 @@ from schemas.kafka import TopicTailer
 from schemas.kafka_security import client_options
 from schemas.notify_records import NotificationAttempted
 from schemas.notify_secrets import SealError, unseal
-from schemas.publisher import Publisher
 from schemas.records import Event
 from schemas.settings import NotifySettings
 from schemas.topics import ALERTS, CONTROL, ESCALATIONS, NOTIFICATIONS, RESTORED_HEADER
@@ -54,6 +53,14 @@ class Sender(Protocol):
         ...
 
 
+class AttemptPublisher(Protocol):
+    """Where attempts are recorded (a ChainedPublisher as a processor)."""
+
+    async def publish_and_wait(self, topic: str, key: str, record: Any) -> Any:
+        """Publish and wait for the broker's acknowledgement."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One notice to one route, sealed secret opened."""
@@ -68,7 +75,7 @@ class Notifier:
     def __init__(
         self,
         settings: NotifySettings,
-        publisher: Publisher,
+        publisher: AttemptPublisher,
         sender: Sender,
         keyring: Keyring,
         state: DeliveryLog,
