@@ -76,13 +76,9 @@ async def test_a_route_is_added_with_its_secret_sealed_and_listed_without_it(
     component: Component, receiver: tuple[Receiver, str]
 ) -> None:
     _, base = receiver
-    body = {
-        "events": ["quota.threshold"],
-        "url": f"{base}/hook",
-        "secret": SECRET,
-        "tenant": "acme",
-    }
-    response = await add(component, **body)
+    response = await add(
+        component, events=["quota.threshold"], url=f"{base}/hook", secret=SECRET, tenant="acme"
+    )
     assert response.status == 201, await response.text()
     route = await response.json()
     assert route["events"] == ["quota.threshold"] and route["tenant_id"] == "acme"
