@@ -14,6 +14,7 @@ committed, so a restarted notifier neither skips an event nor sends one twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +43,12 @@ from streams.notify.state import DeliveryLog
 log = structlog.get_logger(__name__)
 
 CONTROL_CATCH_UP_S = 5.0
+# What the delivery log keeps of a final attempt: the unsealed record (the producer seals).
+ATTEMPT_FIELDS = frozenset(
+    f.name
+    for f in dataclasses.fields(NotificationAttempted)
+    if f.name not in ("producer_id", "seq", "prev_hash", "record_hash")
+)
 POLL_MAX_RECORDS = 200
 
 
@@ -128,13 +135,13 @@ class Notifier:
             await asyncio.gather(*(self.deliver(d) for d in deliveries))
 
     async def deliver(self, delivery: Delivery) -> None:
-        """Attempt until delivered or out of attempts; record every attempt."""
+        """Attempt until delivered or out of attempts; record every attempt. The final one
+        is written to the delivery log before its record is published."""
         notice, route = delivery.notice, delivery.route
         try:
             secret = unseal(self.keyring, route.tenant_id, route.route_id, route.secret_sealed)
         except SealError as exc:
-            await self._record(delivery, 1, "refused", Answer(0, f"secret: {exc}", 0.0), "")
-            self.state.finish(route.route_id, notice.event_id)
+            await self._final(delivery, 1, "refused", Answer(0, f"secret: {exc}", 0.0), "")
             return
         body = orjson.dumps(logic.payload(notice, route.format, secret))
         attempts = self.settings.notify_max_attempts
@@ -143,31 +150,52 @@ class Notifier:
             try:
                 where = destination(route.url, self.allow)
             except DestinationRefusedError as exc:
-                await self._record(delivery, attempt, "refused", Answer(0, str(exc), 0.0), "")
-                break
+                await self._final(delivery, attempt, "refused", Answer(0, str(exc), 0.0), "")
+                return
             headers = logic.signed_headers(
                 secret, notice.event_id, int(self._clock_s()), body, route.format
             )
             answer = await self.sender.post(where, body, headers)
-            if answer.delivered:
-                status = "delivered"
-            else:
-                status = "gave_up" if attempt == attempts else "failed"
-            await self._record(delivery, attempt, status, answer, where.host)
             if answer.delivered or attempt == attempts:
-                break
+                status = "delivered" if answer.delivered else "gave_up"
+                await self._final(delivery, attempt, status, answer, where.host)
+                return
+            await self._publish(self._attempt(delivery, attempt, "failed", answer, where.host))
             await self._sleep(
                 logic.backoff_s(
                     attempt, self.settings.notify_backoff_s, self.settings.notify_backoff_max_s
                 )
             )
-        self.state.finish(route.route_id, notice.event_id)
 
-    async def _record(
+    async def _final(
         self, delivery: Delivery, attempt: int, status: str, answer: Answer, host: str
     ) -> None:
+        record = self._attempt(delivery, attempt, status, answer, host)
+        fields = {k: v for k, v in record.to_avro().items() if k in ATTEMPT_FIELDS}
+        self.state.finish(delivery.route.route_id, delivery.notice.event_id, fields)
+        await self._publish(record)
+        self.state.published(delivery.route.route_id, delivery.notice.event_id)
+
+    async def publish_unpublished(self) -> None:
+        """Publish the final attempts a killed notifier wrote down but did not publish."""
+        for (route_id, event_id), fields in list(self.state.unpublished.items()):
+            record = NotificationAttempted(**fields)  # type: ignore[arg-type]
+            await self._publish(record)
+            self.state.published(route_id, event_id)
+
+    def _attempt(
+        self, delivery: Delivery, attempt: int, status: str, answer: Answer, host: str
+    ) -> NotificationAttempted:
         notice, route = delivery.notice, delivery.route
-        record = NotificationAttempted(
+        log.info(
+            "notification attempt",
+            route_id=route.route_id,
+            event_id=notice.event_id,
+            attempt=attempt,
+            status=status,
+            http_status=answer.http_status,
+        )
+        return NotificationAttempted(
             event_id=uuid7(),
             event_type=NotificationAttempted.event_type_name,
             occurred_at=now_ms(),
@@ -184,15 +212,9 @@ class Notifier:
             error=answer.error,
             destination_host=host,
         )
-        log.info(
-            "notification attempt",
-            route_id=route.route_id,
-            event_id=notice.event_id,
-            attempt=attempt,
-            status=status,
-            http_status=answer.http_status,
-        )
-        await self.publisher.publish_and_wait(NOTIFICATIONS.name, notice.tenant_id, record)
+
+    async def _publish(self, record: NotificationAttempted) -> None:
+        await self.publisher.publish_and_wait(NOTIFICATIONS.name, record.tenant_id, record)
 
 
 def _restored(message: Any) -> bool:
@@ -220,6 +242,7 @@ async def run(notifier: Notifier, stop: asyncio.Event) -> None:
     try:
         await asyncio.wait_for(tailer.caught_up.wait(), timeout=60)
         consumer.subscribe([ALERTS.name, ESCALATIONS.name, CONTROL.name])
+        await notifier.publish_unpublished()
         log.info("notifier ready", routes=len(notifier.routes))
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=POLL_MAX_RECORDS)

@@ -71,6 +71,9 @@ def stack_environ(data_dir: Path, **extra: str) -> dict[str, str]:
             # suite. Heartbeats go every sixth of it (333 ms), so a busy machine still
             # keeps its members.
             "GOVLEDGER_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            # No notifier unless a module routes notifications (test_notifications): one
+            # process less to boot per stack, and no module here adds a route.
+            "GOVLEDGER_NOTIFIER_ENABLED": "0",
         }
     )
     env.update(extra)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from schemas.authn import Keyring
 from schemas.notify_records import NotificationAttempted
@@ -152,3 +153,38 @@ async def test_after_a_restart_nothing_is_sent_twice_and_open_incidents_resolve(
     assert body["type"] == "dev.govledger.circuit.closed"
     assert body["data"]["dedup_key"] == opened.event_id
     assert [r.action for r in publisher.records] == ["resolve"]
+
+
+class Killed(Exception):
+    """The process died here."""
+
+
+class DyingPublisher(Publisher):
+    async def publish_and_wait(self, topic: str, key: str, record: Any) -> Any:
+        raise Killed
+
+
+async def test_a_final_attempt_unpublished_at_a_kill_is_published_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    made, _ = notifier(tmp_path, Sender([]), [])
+    made.publisher = DyingPublisher()
+    add_route(made)
+    crossed = builders.quota_crossed()
+    with pytest.raises(Killed):
+        await made.handle([crossed])
+    made.state.close()
+    sender = Sender([])
+    restarted, publisher = notifier(tmp_path, sender, [])
+    add_route(restarted)
+    await restarted.publish_unpublished()
+    (record,) = publisher.records
+    assert (record.source_event_id, record.status, record.http_status) == (
+        crossed.event_id,
+        "delivered",
+        200,
+    )
+    await restarted.handle([crossed])  # redelivered: not sent again, not recorded again
+    assert sender.sent == [] and len(publisher.records) == 1
+    restarted.state.close()
+    assert DeliveryLog(tmp_path / "deliveries.jsonl", 100).unpublished == {}
