@@ -43,6 +43,9 @@ from streams.notify.state import DeliveryLog
 log = structlog.get_logger(__name__)
 
 CONTROL_CATCH_UP_S = 5.0
+# Under the Faust app id's prefix: in production the notifier logs in as the worker's
+# broker user, whose ACLs cover the groups under that prefix (govledger/broker_acls.py).
+CONSUMER_GROUP = "govledger-streams-notifier"
 # What the delivery log keeps of a final attempt: the unsealed record (the producer seals).
 ATTEMPT_FIELDS = frozenset(
     f.name
@@ -229,7 +232,7 @@ async def run(notifier: Notifier, stop: asyncio.Event) -> None:
     await tailer.start()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
-        group_id="govledger-notifier",
+        group_id=CONSUMER_GROUP,
         client_id="govledger-notifier",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
