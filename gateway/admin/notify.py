@@ -11,7 +11,6 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from gateway import errors
@@ -213,10 +212,7 @@ class NotifyRoutes:
             ) from None
         where = await self.checked_destination(route.url)
         notice = logic.trial_notice(route, uuid7(), now_ms())
-        body = orjson.dumps(logic.payload(notice, route.format, secret))
-        headers = logic.signed_headers(
-            secret, notice.event_id, now_ms() // 1000, body, route.format
-        )
+        body, headers = logic.signed_request(notice, route.format, secret, now_ms() // 1000)
         answer = await self.sender.post(where, body, headers)
         return json_response(
             {

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
+
 from schemas.money import format_usd
 from schemas.notify_records import NotifyRouteAdded, NotifyRouteRemoved
 from schemas.records import (
@@ -355,6 +357,20 @@ def verify(
 def backoff_s(attempt: int, base_s: float, max_s: float) -> float:
     """Wait after failed attempt number `attempt` (from 1): base doubling, capped."""
     return float(min(base_s * 2 ** (attempt - 1), max_s))
+
+
+def notice_for(record: Event, route_event: str, summary: str, severity: str = "info") -> Notice:
+    """A trigger notice for any record (e.g. a scheduled export's run: `route_event` names
+    it, `export.completed`), its own dedup key and webhook-id being the record's event id."""
+    return Notice(record, route_event, "trigger", record.event_id, summary, severity)
+
+
+def signed_request(
+    notice: Notice, fmt: str, secret: str, timestamp_s: int
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one delivery of a notice in a route's format."""
+    body = orjson.dumps(payload(notice, fmt, secret))
+    return body, signed_headers(secret, notice.event_id, timestamp_s, body, fmt)
 
 
 def trial_notice(route: Route, event_id: str, at_ms: int) -> Notice:

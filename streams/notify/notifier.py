@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -146,7 +145,6 @@ class Notifier:
         except SealError as exc:
             await self._final(delivery, 1, "refused", Answer(0, f"secret: {exc}", 0.0), "")
             return
-        body = orjson.dumps(logic.payload(notice, route.format, secret))
         attempts = self.settings.notify_max_attempts
         for attempt in range(1, attempts + 1):
             # Checked again at every attempt: the allow-list may have changed since.
@@ -155,9 +153,7 @@ class Notifier:
             except DestinationRefusedError as exc:
                 await self._final(delivery, attempt, "refused", Answer(0, str(exc), 0.0), "")
                 return
-            headers = logic.signed_headers(
-                secret, notice.event_id, int(self._clock_s()), body, route.format
-            )
+            body, headers = logic.signed_request(notice, route.format, secret, int(self._clock_s()))
             answer = await self.sender.post(where, body, headers)
             if answer.delivered or attempt == attempts:
                 status = "delivered" if answer.delivered else "gave_up"
@@ -218,6 +214,21 @@ class Notifier:
 
     async def _publish(self, record: NotificationAttempted) -> None:
         await self.publisher.publish_and_wait(NOTIFICATIONS.name, record.tenant_id, record)
+
+
+async def deliver_once(
+    route: Route, notice: Notice, keyring: Keyring, sender: Sender, allow: AllowList
+) -> Answer:
+    """One signed delivery of a notice to a route, now, not recorded and not retried: for
+    a part that notifies a route of its own outcome (scheduled exports, wired by
+    govledger/services with the route from LocalViews.notify_routes and a WebhookSender)."""
+    try:
+        secret = unseal(keyring, route.tenant_id, route.route_id, route.secret_sealed)
+        where = destination(route.url, allow)
+    except (SealError, DestinationRefusedError) as exc:
+        return Answer(0, str(exc), 0.0)
+    body, headers = logic.signed_request(notice, route.format, secret, int(time.time()))
+    return await sender.post(where, body, headers)
 
 
 def _restored(message: Any) -> bool:

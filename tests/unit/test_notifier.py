@@ -5,6 +5,7 @@ incident opened before the restart is resolved with the opening event id after i
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from schemas.authn import Keyring
 from schemas.notify_records import NotificationAttempted
 from schemas.notify_secrets import seal
 from schemas.settings import NotifySettings, load
+from schemas.webhook_destinations import AllowList
 from schemas.webhook_sender import Answer
 from streams.notify import logic
-from streams.notify.notifier import Notifier
+from streams.notify.notifier import Notifier, deliver_once
 from streams.notify.state import DeliveryLog
 from tests.unit import builders
 
@@ -188,3 +190,30 @@ async def test_a_final_attempt_unpublished_at_a_kill_is_published_at_the_next_st
     assert sender.sent == [] and len(publisher.records) == 1
     restarted.state.close()
     assert DeliveryLog(tmp_path / "deliveries.jsonl", 100).unpublished == {}
+
+
+async def test_deliver_once_sends_any_record_signed_or_refuses_a_destination() -> None:
+    route_id = "route-x"
+    route = logic.Route(
+        route_id,
+        builders.TENANT,
+        ("export.completed",),
+        "https://hooks.example.com/h",
+        "cloudevents",
+        seal(KEYRING, builders.TENANT, route_id, "s3cret"),
+        builders.T0,
+        "admin",
+    )
+    record = builders.quota_crossed()
+    notice = logic.notice_for(record, "export.completed", "weekly export done")
+    sender = Sender([])
+    answer = await deliver_once(route, notice, KEYRING, sender, notifier_allow())
+    assert answer.delivered and sender.sent[0][1]["webhook-id"] == record.event_id
+    assert logic.verify("s3cret", sender.sent[0][1], sender.sent[0][2], int(time.time()))
+    elsewhere = replace(route, url="https://elsewhere.example.com/h")
+    refused = await deliver_once(elsewhere, notice, KEYRING, sender, notifier_allow())
+    assert refused.http_status == 0 and len(sender.sent) == 1
+
+
+def notifier_allow() -> AllowList:
+    return AllowList.parse(SETTINGS.notify_allowed_hosts)
