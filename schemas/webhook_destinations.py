@@ -165,3 +165,12 @@ def refused_addresses(addresses: Iterable[str], private_ok: bool) -> list[str]:
         if never or not (private_ok or public_address(address)):
             refused.append(text)
     return refused
+
+
+def display_url(where: Destination) -> str:
+    """What listings and records show of a destination: scheme, host and port, the path
+    and query hidden (they may carry a credential, as a Slack webhook URL does)."""
+    default_port = 443 if where.scheme == "https" else 80
+    port = "" if where.port == default_port else f":{where.port}"
+    host = f"[{where.host}]" if ":" in where.host else where.host
+    return f"{where.scheme}://{host}{port}/…"

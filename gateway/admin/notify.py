@@ -22,13 +22,14 @@ from schemas import authn
 from schemas.http_errors import json_response
 from schemas.ids import now_ms, uuid7
 from schemas.notify_records import NotifyRouteAdded, NotifyRouteRemoved
-from schemas.notify_secrets import MAX_SECRET_BYTES, SealError, seal, unseal
+from schemas.notify_secrets import MAX_SECRET_BYTES, SealError, seal_route, unseal_route
 from schemas.settings import NotifySettings, load
 from schemas.webhook_destinations import (
     AllowList,
     Destination,
     DestinationRefusedError,
     destination,
+    display_url,
     refused_addresses,
 )
 from schemas.webhook_sender import WebhookSender, sender_kwargs
@@ -135,7 +136,7 @@ class NotifyRoutes:
         url = data.get("url")
         if not isinstance(url, str):
             raise GatewayError(errors.INVALID_REQUEST, "'url' must be a string")
-        await self.checked_destination(url)
+        where = await self.checked_destination(url)
         views = self.context.views
         owned = sum(1 for r in views.notify_routes.values() if r.tenant_id == tenant_id)
         if owned >= self.settings.notify_max_routes:
@@ -150,9 +151,9 @@ class NotifyRoutes:
             **self.context.envelope(NotifyRouteAdded, tenant_id),
             route_id=route_id,
             events=tuple(dict.fromkeys(events)),
-            url=url,
+            url=display_url(where),
             format=fmt,
-            secret_sealed=seal(keyring, tenant_id, route_id, secret),
+            secret_sealed=seal_route(keyring, tenant_id, route_id, url, secret),
             added_by=principal.identity,
         )
         await self.context.publish(record)
@@ -205,12 +206,14 @@ class NotifyRoutes:
         if keyring is None:
             raise GatewayError(errors.POLICY_UNAVAILABLE, "no org keyring to open the secret with")
         try:
-            secret = unseal(keyring, route.tenant_id, route.route_id, route.secret_sealed)
+            url, secret = unseal_route(
+                keyring, route.tenant_id, route.route_id, route.secret_sealed
+            )
         except SealError as exc:
             raise GatewayError(
                 errors.CONFLICT, f"the route's secret does not open: {exc}"
             ) from None
-        where = await self.checked_destination(route.url)
+        where = await self.checked_destination(url)
         notice = logic.trial_notice(route, uuid7(), now_ms())
         body, headers = logic.signed_request(notice, route.format, secret, now_ms() // 1000)
         answer = await self.sender.post(where, body, headers)

@@ -54,7 +54,7 @@ class Route:
     route_id: str
     tenant_id: str
     events: tuple[str, ...]
-    url: str
+    url: str  # shown: scheme://host[:port]/… (the full URL is sealed with the secret)
     format: str
     secret_sealed: bytes
     added_at: int

@@ -29,7 +29,7 @@ from schemas.ids import now_ms, uuid7
 from schemas.kafka import TopicTailer
 from schemas.kafka_security import client_options
 from schemas.notify_records import NotificationAttempted
-from schemas.notify_secrets import SealError, unseal
+from schemas.notify_secrets import SealError, unseal_route
 from schemas.records import Event
 from schemas.settings import NotifySettings
 from schemas.topics import ALERTS, CONTROL, ESCALATIONS, NOTIFICATIONS, RESTORED_HEADER
@@ -141,7 +141,9 @@ class Notifier:
         is written to the delivery log before its record is published."""
         notice, route = delivery.notice, delivery.route
         try:
-            secret = unseal(self.keyring, route.tenant_id, route.route_id, route.secret_sealed)
+            url, secret = unseal_route(
+                self.keyring, route.tenant_id, route.route_id, route.secret_sealed
+            )
         except SealError as exc:
             await self._final(delivery, 1, "refused", Answer(0, f"secret: {exc}", 0.0), "")
             return
@@ -149,7 +151,7 @@ class Notifier:
         for attempt in range(1, attempts + 1):
             # Checked again at every attempt: the allow-list may have changed since.
             try:
-                where = destination(route.url, self.allow)
+                where = destination(url, self.allow)
             except DestinationRefusedError as exc:
                 await self._final(delivery, attempt, "refused", Answer(0, str(exc), 0.0), "")
                 return
@@ -223,8 +225,8 @@ async def deliver_once(
     a part that notifies a route of its own outcome (scheduled exports, wired by
     govledger/services with the route from LocalViews.notify_routes and a WebhookSender)."""
     try:
-        secret = unseal(keyring, route.tenant_id, route.route_id, route.secret_sealed)
-        where = destination(route.url, allow)
+        url, secret = unseal_route(keyring, route.tenant_id, route.route_id, route.secret_sealed)
+        where = destination(url, allow)
     except (SealError, DestinationRefusedError) as exc:
         return Answer(0, str(exc), 0.0)
     body, headers = logic.signed_request(notice, route.format, secret, int(time.time()))

@@ -83,7 +83,9 @@ async def test_a_route_is_added_with_its_secret_sealed_and_listed_without_it(
     route = await response.json()
     assert route["events"] == ["quota.threshold"] and route["tenant_id"] == "acme"
     (record,) = [r for _, r in component.control.records if isinstance(r, NotifyRouteAdded)]
-    assert SECRET.encode() not in record.secret_sealed and SECRET not in record.url
+    # Neither the secret nor the URL's path (a Slack URL is a credential) is in the clear.
+    assert SECRET.encode() not in record.secret_sealed and b"/hook" not in record.secret_sealed
+    assert record.url == route["url"] == f"{base}/…"
     listed = await component.admin("GET", "/v1/admin/notify/routes")
     text = await listed.text()
     assert route["id"] in text and SECRET not in text and "secret" not in text

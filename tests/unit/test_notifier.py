@@ -15,7 +15,7 @@ import pytest
 
 from schemas.authn import Keyring
 from schemas.notify_records import NotificationAttempted
-from schemas.notify_secrets import seal
+from schemas.notify_secrets import seal_route
 from schemas.settings import NotifySettings, load
 from schemas.webhook_destinations import AllowList
 from schemas.webhook_sender import Answer
@@ -81,7 +81,7 @@ def add_route(
         url=url,
         occurred_at=builders.T0 - 1,
     )
-    added = replace(added, secret_sealed=seal(KEYRING, tenant, added.route_id, "s3cret"))
+    added = replace(added, secret_sealed=seal_route(KEYRING, tenant, added.route_id, url, "s3cret"))
     notifier.routes = {**notifier.routes, added.route_id: _routes_of(added)}
     return added.route_id
 
@@ -198,9 +198,9 @@ async def test_deliver_once_sends_any_record_signed_or_refuses_a_destination() -
         route_id,
         builders.TENANT,
         ("export.completed",),
-        "https://hooks.example.com/h",
+        "https://hooks.example.com/…",
         "cloudevents",
-        seal(KEYRING, builders.TENANT, route_id, "s3cret"),
+        seal_route(KEYRING, builders.TENANT, route_id, "https://hooks.example.com/h", "s3cret"),
         builders.T0,
         "admin",
     )
@@ -210,7 +210,12 @@ async def test_deliver_once_sends_any_record_signed_or_refuses_a_destination() -
     answer = await deliver_once(route, notice, KEYRING, sender, notifier_allow())
     assert answer.delivered and sender.sent[0][1]["webhook-id"] == record.event_id
     assert logic.verify("s3cret", sender.sent[0][1], sender.sent[0][2], int(time.time()))
-    elsewhere = replace(route, url="https://elsewhere.example.com/h")
+    elsewhere = replace(
+        route,
+        secret_sealed=seal_route(
+            KEYRING, builders.TENANT, route_id, "https://elsewhere.example.com/h", "s3cret"
+        ),
+    )
     refused = await deliver_once(elsewhere, notice, KEYRING, sender, notifier_allow())
     assert refused.http_status == 0 and len(sender.sent) == 1
 

@@ -10,6 +10,7 @@ from schemas.webhook_destinations import (
     AllowList,
     DestinationRefusedError,
     destination,
+    display_url,
     refused_addresses,
 )
 
@@ -98,3 +99,11 @@ def test_one_private_address_among_public_ones_refuses_and_private_hosts_may_be_
 def test_an_empty_allow_list_refuses_everything() -> None:
     with pytest.raises(DestinationRefusedError, match="GOVLEDGER_NOTIFY_ALLOWED_HOSTS"):
         destination("https://hooks.example.com/x", AllowList.parse(""))
+
+
+def test_the_shown_url_hides_the_path_and_query_that_may_be_a_credential() -> None:
+    slack = destination("https://hooks.example.com/services/T0/B0/XXXXsecret?x=1", ALLOW)
+    assert display_url(slack) == "https://hooks.example.com/…"
+    assert (
+        display_url(destination("http://127.0.0.1:8765/hook", ALLOW)) == "http://127.0.0.1:8765/…"
+    )
