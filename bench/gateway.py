@@ -22,7 +22,8 @@ Figures, each a ratio or a difference against a baseline measured in the same ru
      (bench/gateway_runner.py --lineage plain), at one client's rate (bench/outbox.py
      measures the same in-process, without the noise of a shared machine)
   6. environment variants of the gateway of 1 (ENV_VARIANTS: tracing on, spans sent over
-     OTLP/HTTP to a local receiver, bench/otlp_sink.py): gateway CPU per call with the
+     OTLP/HTTP to a local receiver, bench/otlp_sink.py; Prometheus metrics off, so minus
+     what they cost): gateway CPU per call with the
      variant minus without it, at one client's rate (bench/gateway_cpu.py measures the
      same in-process)
 
@@ -79,6 +80,8 @@ BAR_LINEAGE_RATIO = 0.9
 # figure 1's gateway (tracing off). "{otlp}" is the local OTLP receiver's URL.
 ENV_VARIANTS: dict[str, dict[str, str]] = {
     "tracing": {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "{otlp}/v1/traces"},
+    # Metrics are on in figure 1's gateway: this figure is minus what they cost per call.
+    "metrics_off": {"GOVLEDGER_METRICS_ENABLED": "0"},
 }
 
 

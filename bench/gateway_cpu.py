@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,8 @@ VARIANTS: dict[str, Variant] = {
     "tracing off": Variant(),
     "tracing on, in memory": Variant(spans="memory"),
     "tracing on, OTLP": Variant(spans="otlp"),
+    # Against "tracing off" (metrics on, the default): what Prometheus metrics cost a call.
+    "metrics off": Variant(settings={"metrics_enabled": False}),
 }
 
 
@@ -151,13 +154,25 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200, help="calls per repetition")
     parser.add_argument("--reps", type=int, default=5, help="repetitions; the best is kept")
     parser.add_argument(
+        "--log-format",
+        choices=("off", "console", "json"),
+        default="off",
+        help="off: warnings only; else info lines (one access line per call) to /dev/null",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         choices=list(VARIANTS),
         help="measure only this variant (repeatable; default: all, in order)",
     )
     args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    if args.log_format == "off":
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    else:
+        from govledger.logs import configure
+
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
+        configure("info", "gateway", args.log_format)
     names = args.variant or list(VARIANTS)
     results: dict[str, dict[str, float]] = {}
     for name in names:

@@ -141,7 +141,8 @@ def main() -> int:
     from govledger.logs import configure
     from schemas.settings import GatewaySettings, load
 
-    configure(load(GatewaySettings).log_level, "gateway")
+    settings = load(GatewaySettings)
+    configure(settings.log_level, "gateway", settings.log_format)
     profile = cProfile.Profile() if args.profile else None
     if profile is not None:
         profile.enable()

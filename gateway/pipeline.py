@@ -20,6 +20,7 @@ from gateway import errors, replies
 from gateway.attempts import TargetRunner
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
+from gateway.call_log import log_call
 from gateway.call_record import CHAT_API, CallRecord
 from gateway.catalogue import SIM_FALLBACKS, Target, model_object, price_in_force
 from gateway.chat import parse_traceparent, traceparent_error
@@ -29,6 +30,7 @@ from gateway.credentials import presented_secret
 from gateway.embeddings import EMBEDDINGS_API, parse_embeddings
 from gateway.endpoint import Endpoint
 from gateway.errors import GatewayError, error_response, refusal_response
+from gateway.metrics import gateway_metrics
 from gateway.policy.baseline import effective_pack
 from gateway.policy.chain import CallFacts, RefusalReason, reads_text
 from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
@@ -48,6 +50,7 @@ from gateway.routing import (
 from gateway.text_completions import COMPLETIONS_API, parse_completions
 from gateway.tracing import NO_TRACING, Tracing
 from gateway.views import LocalViews
+from schemas.access_log import ACCESS_LOGGED
 from schemas.auth import MalformedCredentialError
 from schemas.http_errors import header_bytes
 from schemas.ids import new_trace_id, now_ms
@@ -112,6 +115,7 @@ class Gateway:
         self.breakers = BreakerBoard(config_of(settings), views.fleet_breakers)
         self.runner = TargetRunner(settings, self.breakers)
         self.upstream_in_flight = 0
+        self.metrics = gateway_metrics(self)  # Prometheus, labels bounded by the catalogue
         self.tracing: Tracing = NO_TRACING  # gateway.tracing: set from the OTEL_ variables
         # Calls served while the lineage outbox could not keep their records.
         self.lineage_overflow = 0
@@ -181,6 +185,7 @@ class Gateway:
         """One call to an API (its request adapter made by `parse`) under the key, the
         policy chain, the budget and routing; one lineage record whatever happens."""
         started = time.perf_counter()
+        request[ACCESS_LOGGED] = True  # by _record: one `gateway call` line per call
         # Two traceparent headers join into a value that is not W3C's form: refused.
         traceparent = ",".join(request.headers.getall("traceparent", [])) or None
         traced = parse_traceparent(traceparent)
@@ -402,7 +407,9 @@ class Gateway:
         chain = effective_pack(
             self.views.baseline.baseline, published.pack if published is not None else None
         )
-        if (param := endpoint.token_ids_in) is not None and reads_text(chain, key.team_id):
+        if (param := endpoint.token_ids_in) is not None and reads_text(
+            chain, key.team_id, self.settings.gateway_name
+        ):
             # Token ids hide their text from the PII and content steps: fail closed.
             raise GatewayError(
                 errors.INVALID_REQUEST,
@@ -411,6 +418,7 @@ class Gateway:
             )
         now = now_ms()
         facts = CallFacts(
+            gateway=self.settings.gateway_name,
             team_id=key.team_id,
             role=key.role,
             user_id=endpoint.user,
@@ -585,7 +593,11 @@ class Gateway:
             decision=decision,
         )
         call.trace.finished(record)
+        known = self.views.keys.get(call.key_id)
+        log_call(record, known.key_prefix if known is not None else "")
+        emitting = time.perf_counter()
         sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
+        self.metrics.call_done(call, record, time.perf_counter() - emitting)
         self.budget.settled(call.wallet_id, sealed.seq, record.cost_nanousd)
 
 

@@ -23,6 +23,7 @@ from gateway.providers.sim import SimProvider
 from gateway.responses_api import RESPONSES_PATH, responses_handler
 from gateway.tracing import tracing_from_env
 from gateway.views import LocalViews
+from schemas.access_log import access_lines
 from schemas.authn import Role
 from schemas.confirmations import ConfirmationFeed
 from schemas.http_errors import JsonErrorAppRunner, handler_args, header_bytes, json_errors
@@ -105,9 +106,9 @@ def gateway_application(
     (`gateway_serves`)."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[json_errors, _header_limit(settings.max_header_bytes)],
+        middlewares=[access_lines(), json_errors, _header_limit(settings.max_header_bytes)],
     )
-    routes = [web.get("/healthz", gateway.healthz)]
+    routes = [web.get("/healthz", gateway.healthz), *gateway.metrics.metrics.route()]
     if settings.gateway_serves in ("all", "api"):
         routes += [
             web.get("/v1/models", gateway.models),
@@ -204,6 +205,7 @@ class GatewayProcess:
             providers=self.providers,
             catalogue=build_catalogue(settings),
         )
+        self.gateway.metrics.watch_lineage(self.lineage)
         self.gateway.tracing = tracing_from_env()  # OTLP when the OTEL_ variables say so
         self.admin = AdminApi(
             token=admin_token,

@@ -24,7 +24,7 @@ from govledger.broker import start_tansu
 from govledger.supervision import CrashLoop, RestartPolicy, decide, how_it_ended
 from schemas.authn import resolve_keyring
 from schemas.kafka import ensure_topics
-from schemas.settings import NotifySettings, RuntimeSettings, env_name, load
+from schemas.settings import ConsoleSettings, NotifySettings, RuntimeSettings, env_name, load
 from streams.intake import READY_PATH
 
 STOP_GRACE_S = 30.0
@@ -121,9 +121,13 @@ class Stack:
 
     def _spawn(self, name: str) -> Child:
         log_file = self._open_log(name)
+        env = self._child_env()
+        if name == "console":
+            # The console acts with its users' keys only: it is not given the admin token.
+            env.pop(env_name("admin_token"))
         process = subprocess.Popen(
             [sys.executable, "-m", "govledger", name],
-            env=self._child_env(),
+            env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -174,6 +178,9 @@ class Stack:
                 wait_for_http(url, timeout, worker, self._stopping)
             if worker.poll() is not None:
                 raise RuntimeError("the stream worker exited at start; see its log")
+        if "console" in started:
+            url = f"{load(ConsoleSettings, self.environ).console_url}/healthz"
+            wait_for_http(url, timeout, started["console"].process, self._stopping)
 
     def start(self) -> None:
         """Start every part and wait until each is ready."""
@@ -182,11 +189,19 @@ class Stack:
                 self._start_broker()
             else:
                 asyncio.run(ensure_topics(self.bootstrap, self.settings.topic_partitions))
+            # The console (pages over the admin and query APIs) needs no broker: a new
+            # broker does not restart it. It starts first and is waited for last, so its
+            # start overlaps the others'. GOVLEDGER_CONSOLE_PORT=0 runs none.
+            console = load(ConsoleSettings, self.environ)
+            early = self._spawn("console") if console.console_port else None
             self._launch(CLIENT_PARTS)
             # The notifier (alerts to webhooks) waits for no one and no one waits for it;
             # a new broker restarts it with the others (it is in NOTIFIER_PARTS).
             if load(NotifySettings, self.environ).notifier_enabled:
                 self._launch(NOTIFIER_PARTS)
+            if early is not None:
+                url = f"{console.console_url}/healthz"
+                wait_for_http(url, self.settings.start_timeout_s, early.process, self._stopping)
         except BaseException:
             self.stop()
             raise

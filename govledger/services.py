@@ -159,7 +159,9 @@ async def sink_main(settings: SinkSettings) -> None:
         consumer_lag=writer.consumer_lag,
         retention_days=lambda: retention_days(views),
         exports_dir=settings.data_path / "exports",
+        metrics=writer.metrics,
     )
+    writer.metrics.watch_writer(writer)
     runner = query_runner(settings, api.application())
     await runner.setup()
     await writer.start()
@@ -242,7 +244,13 @@ def worker_main(settings: StreamSettings) -> None:
 
     intake_chain = chains.chain(new_producer_id("streams-intake"))
     intake.register(app, settings, intake_chain, domains, on_stop=checkpoint_at_stop)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # Faust would replace the root logger's handlers with its own colour format and send
+    # stdout and stderr into a logger: it leaves logging alone, so its lines (and mode's,
+    # aiokafka's) go through govledger.logs' root handler in the format of the others.
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, override_logging=False)
+    # Faust drops its terminal spinner when it sets up logging below WARN; it does not set
+    # logging up here, so drop it too: it writes cursor escapes into the log.
+    worker.spinner = None
     worker.execute_from_commandline()
 
 

@@ -24,3 +24,20 @@ def dead_letter(
         error=error[:MAX_ERROR_CHARS],
         payload=bytes(payload or b""),
     )
+
+
+# Why a record was dead-lettered, as a bounded label (metrics): schemas.authn's Forged
+# messages name themselves; the sink names the store's refusals; the rest did not decode.
+DEAD_LETTER_PREFIXES = (
+    ("forged:", "forged"),
+    ("unauthenticated:", "unauthenticated"),
+    ("store refused", "store_refused"),
+)
+
+
+def dead_letter_reason(error: str) -> str:
+    """The bounded reason of a dead letter, from its error text."""
+    for prefix, reason in DEAD_LETTER_PREFIXES:
+        if error.startswith(prefix):
+            return reason
+    return "undecodable"

@@ -59,6 +59,8 @@ class Entry:
     start: int
     end: int
     sent_at: float
+    # When this process kept it (or found it, left by an earlier one): its age in metrics.
+    kept_at: float = 0.0
 
 
 class Outbox:
@@ -120,6 +122,11 @@ class Outbox:
         """Whether a new record would be kept on disk."""
         return self.writable and not self.full
 
+    def oldest_age_s(self) -> float:
+        """Seconds since the oldest unconfirmed record on file was kept; 0 when none."""
+        oldest = next(iter(self._entries.values()), None)
+        return 0.0 if oldest is None else max(self._clock() - oldest.kept_at, 0.0)
+
     # --- writing ----------------------------------------------------------------------
 
     def append(self, seq: int, frame: Frame) -> bool:
@@ -154,7 +161,8 @@ class Outbox:
             return False
         self.size_bytes = start + len(data)
         entry_start = self.size_bytes - frame.size_bytes
-        self._entries[seq] = Entry(entry_start, self.size_bytes, self._clock())
+        now = self._clock()
+        self._entries[seq] = Entry(entry_start, self.size_bytes, now, now)
         self.live_bytes += frame.size_bytes
         self._dirty = True
         return True
@@ -292,7 +300,7 @@ class Outbox:
             for seq, entry in self._entries.items():
                 chunk = os.pread(self._fd, entry.end - entry.start, entry.start)
                 data.append(chunk)
-                entries[seq] = Entry(position, position + len(chunk), entry.sent_at)
+                entries[seq] = Entry(position, position + len(chunk), entry.sent_at, entry.kept_at)
                 position += len(chunk)
             blob = b"".join(data) if entries else b""
             if self._write(fd, blob) != len(blob):
@@ -344,7 +352,7 @@ class Outbox:
                 if seq > self.last_seq:
                     self.last_seq = seq
                     if seq >= self._saved_watermark:
-                        self._entries[seq] = Entry(start, position, 0.0)
+                        self._entries[seq] = Entry(start, position, 0.0, self._clock())
                         self.live_bytes += position - start
             start = end = position
         self.size_bytes = os.fstat(self._fd).st_size

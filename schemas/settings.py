@@ -72,6 +72,13 @@ class CommonSettings:
     root_secret_file: str = setting(
         "", "File of the org root secrets (record authentication); empty keeps one in data_dir."
     )
+    metrics_enabled: bool = setting(
+        True, "Serve Prometheus /metrics (docs/metrics.md); off: no route, no-op instruments."
+    )
+    log_format: str = setting(
+        "console",
+        "Log lines: console (for a person) or json (one object per line, for a collector).",
+    )
 
     def __post_init__(self) -> None:
         for name in ("gateway_port", "query_port"):
@@ -82,6 +89,8 @@ class CommonSettings:
         if self.topic_partitions < 1 or self.kafka_session_timeout_ms < 1000:
             raise SettingsError("topic partitions must be >= 1 and the session timeout >= 1000 ms")
         _check_kafka_security(self)
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"GOVLEDGER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
 
     @property
     def data_path(self) -> Path:
@@ -104,6 +113,7 @@ class CommonSettings:
         return f"http://{self.query_host}:{self.query_port}"
 
 
+LOG_FORMATS = ("console", "json")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -254,6 +264,9 @@ class GatewaySettings(BreakerSettings):
         100_000, "Most lineage records awaiting broker acks; past it calls get 503 overloaded."
     )
     region: str = setting("local", "Region this gateway serves, recorded on every call.")
+    gateway_name: str = setting(
+        "", "Name packs target this gateway by (`targeting.gateways`); empty: none does."
+    )
     model_groups: str = setting(
         "", "Weighted model groups: group=model:weight|model:weight;… (A/B splits, canaries)."
     )
@@ -302,6 +315,9 @@ class GatewaySettings(BreakerSettings):
     )
     max_embedding_dimensions: int = setting(
         16_384, "Largest `dimensions` an embeddings request may ask for; more gets 400."
+    )
+    metrics_tenant_labels_max: int = setting(
+        20, "Tenants with their own metrics label (first seen); the rest count as `other`."
     )
 
     def __post_init__(self) -> None:
@@ -378,6 +394,9 @@ class StreamSettings(BreakerSettings):
 
     worker_app_id: str = setting("govledger-streams", "Faust application id (consumer group).")
     worker_web_port: int = setting(6066, "Port of the Faust worker's web endpoint (0 disables).")
+    worker_web_host: str = setting(
+        "127.0.0.1", "Address of the worker's web endpoint (/metrics, /ready/); 0.0.0.0 in compose."
+    )
     worker_checkpoint_interval_s: float = setting(
         60.0, "Seconds between checkpoints of the processors' hash chains (and one at stop)."
     )
@@ -436,6 +455,50 @@ class DoctorSettings(CommonSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class ConsoleSettings(CommonSettings):
+    """Settings of the web console (`govledger console`; `up` starts it on its port)."""
+
+    console_host: str = setting("127.0.0.1", "Address the web console listens on.")
+    console_port: int = setting(8125, "Port of the web console; 0: `up` does not start one.")
+    console_session_ttl_s: float = setting(
+        28_800.0, "How long a console login lasts (seconds) before it asks for the key again."
+    )
+    console_max_sessions: int = setting(
+        1_000, "Most console sessions kept in memory; past it the oldest is logged out."
+    )
+    console_secure_cookie: bool = setting(
+        False, "Mark the session cookie Secure (behind a TLS proxy); always so over TLS."
+    )
+    console_login_failures_per_minute: int = setting(
+        10, "Failed console logins one address may make a minute; past it, 429 for a minute."
+    )
+    console_refresh_s: int = setting(5, "How often the Overview refreshes its figures (seconds).")
+    console_api_timeout_s: float = setting(
+        20.0, "Longest the console waits for the admin or query API on one request (seconds)."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.console_port < 65536:
+            raise SettingsError("GOVLEDGER_CONSOLE_PORT must be a TCP port, or 0 for none")
+        if (
+            self.console_session_ttl_s <= 0
+            or self.console_max_sessions < 1
+            or self.console_login_failures_per_minute < 1
+        ):
+            raise SettingsError(
+                "the console session TTL, session count and login limit must be positive"
+            )
+        if not 1 <= self.console_refresh_s <= 3600 or self.console_api_timeout_s <= 0:
+            raise SettingsError("GOVLEDGER_CONSOLE_REFRESH_S must be 1..3600, the timeout > 0")
+
+    @property
+    def console_url(self) -> str:
+        """Base URL of the console."""
+        return f"http://{self.console_host}:{self.console_port}"
+
+
+@dataclasses.dataclass(frozen=True)
 class NotifySettings(CommonSettings):
     """Settings of the notifier (alerts to webhooks) and of the admin API's route checks."""
 
@@ -443,26 +506,20 @@ class NotifySettings(CommonSettings):
     notify_allowed_hosts: str = setting(
         "", "Webhook hosts allowed, comma-separated: name, *.suffix or http://name; empty: none."
     )
-    notify_private_hosts: str = setting(
-        "", "Allowed hosts that may resolve to private, loopback or link-local addresses."
-    )
+    notify_private_hosts: str = setting("", "Allowed hosts that may resolve to private addresses.")
     notify_max_attempts: int = setting(6, "Delivery attempts of one event to one route.")
     notify_backoff_s: float = setting(1.0, "Wait after a failed attempt; doubles per attempt.")
     notify_backoff_max_s: float = setting(60.0, "Longest wait between two delivery attempts.")
     notify_timeout_s: float = setting(10.0, "Longest one delivery request may take (seconds).")
     notify_max_routes: int = setting(50, "Most notification routes one tenant may have.")
-    notify_dedup_entries: int = setting(
-        100_000, "Delivered (route, event) pairs the notifier remembers across restarts."
-    )
+    notify_dedup_entries: int = setting(100_000, "Delivered (route, event) pairs remembered.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.notify_max_attempts < 1 or self.notify_max_routes < 1:
-            raise SettingsError("GOVLEDGER_NOTIFY_MAX_ATTEMPTS and _MAX_ROUTES must be >= 1")
-        if not 0 <= self.notify_backoff_s <= self.notify_backoff_max_s:
-            raise SettingsError("GOVLEDGER_NOTIFY_BACKOFF_S must be within 0.._MAX_S")
-        if self.notify_timeout_s <= 0 or self.notify_dedup_entries < 1:
-            raise SettingsError("the notify timeout and dedup entries must be positive")
+        counts = (self.notify_max_attempts, self.notify_max_routes, self.notify_dedup_entries)
+        backoff_ok = 0 <= self.notify_backoff_s <= self.notify_backoff_max_s
+        if min(counts) < 1 or not backoff_ok or self.notify_timeout_s <= 0:
+            raise SettingsError("GOVLEDGER_NOTIFY_*: counts >= 1, timeout > 0, backoff <= max")
 
 
 ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
@@ -471,6 +528,7 @@ ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
     SinkSettings,
     StreamSettings,
     DoctorSettings,
+    ConsoleSettings,
     NotifySettings,
 )
 

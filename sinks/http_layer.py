@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from schemas.access_log import note_caller
 from schemas.auth import authorization_header, bearer_token
 from schemas.durations import parse_duration_ms
 from schemas.http_errors import json_error, json_response
@@ -74,6 +75,7 @@ def guard(authenticate: Authenticate) -> Guard:
                 if not presented.isascii():
                     raise AccessDeniedError(401, "invalid_api_key", "admin key required")
                 reader = authenticate(presented)
+                note_caller(request, reader.tenant_id)
                 return await handler(request, reader)
             except (AccessDeniedError, BadRequestError) as exc:
                 return error_response(exc)

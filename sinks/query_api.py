@@ -50,53 +50,32 @@ def _ms(value: datetime | None) -> int | None:
     return int(value.timestamp() * 1000)
 
 
-# /v1/events/list: what each listed call shows (no request or reply content).
-LISTED_COLUMNS = (
-    "toString(event_id)",
-    "toUnixTimestamp64Milli(occurred_at)",
-    "tenant_id",
-    "team_id",
-    "key_id",
-    "producer_id",
-    "api",
-    "provider",
-    "if(model_selected = '', model_requested, model_selected)",
-    "decision",
-    "http_status",
-    "error_code",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_nanousd",
-    "latency_ms",
-    "selection_reason",
-    "guardrails_triggered.name",
-    "trace_id",
-)
-LISTED_NAMES = (
-    "event_id",
-    "occurred_at_ms",
-    "tenant_id",
-    "team_id",
-    "key_id",
-    "gateway",
-    "api",
-    "provider",
-    "model",
-    "decision",
-    "http_status",
-    "error_code",
-    "prompt_tokens",
-    "completion_tokens",
-    "cost_nanousd",
-    "latency_ms",
-    "selection_reason",
-    "guardrails",
-    "trace_id",
+# /v1/events/list: what each listed call shows (no request or reply content), by name.
+LISTED = (
+    ("event_id", "toString(event_id)"),
+    ("occurred_at_ms", "toUnixTimestamp64Milli(occurred_at)"),
+    ("tenant_id", "tenant_id"),
+    ("team_id", "team_id"),
+    ("key_id", "key_id"),
+    ("gateway", "producer_id"),
+    ("api", "api"),
+    ("provider", "provider"),
+    ("model", "if(model_selected = '', model_requested, model_selected)"),
+    ("decision", "decision"),
+    ("http_status", "http_status"),
+    ("error_code", "error_code"),
+    ("prompt_tokens", "prompt_tokens"),
+    ("completion_tokens", "completion_tokens"),
+    ("cost_nanousd", "cost_nanousd"),
+    ("latency_ms", "latency_ms"),
+    ("selection_reason", "selection_reason"),
+    ("guardrails", "guardrails_triggered.name"),
+    ("trace_id", "trace_id"),
 )
 
 
 def _listed(row: tuple[Any, ...]) -> dict[str, Any]:
-    listed = dict(zip(LISTED_NAMES, row, strict=True))
+    listed = {name: value for (name, _), value in zip(LISTED, row, strict=True)}
     listed["guardrails"] = list(listed["guardrails"])
     listed["occurred_at_ms"] = int(listed["occurred_at_ms"])
     return listed
@@ -262,7 +241,7 @@ class Reports:
         since_ms = now_ms() - window_ms(since)
         after_ms, after_id = after if after is not None else (0, "")
         rows = await self._report(
-            f"SELECT {', '.join(LISTED_COLUMNS)} FROM lineage "  # noqa: S608 - fixed columns
+            f"SELECT {', '.join(column for _, column in LISTED)} FROM lineage "  # noqa: S608 - fixed columns
             "WHERE ({all:Bool} OR tenant_id = {tenant:String}) "
             "AND occurred_at >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC') "
             f"AND {event_filters.LISTING_WHERE} "

@@ -22,11 +22,13 @@ from typing import Any
 
 from aiohttp import web
 
+from schemas.access_log import access_lines
 from schemas.http_errors import json_errors
 from sinks.access import Authenticate
 from sinks.exports.jobs import ExportJobs
 from sinks.exports_api import ExportRoutes
 from sinks.http_layer import guard
+from sinks.metrics import SinkMetrics
 from sinks.query_api import Reports
 from sinks.sql_endpoint import SqlEndpoint, StoreTables
 from sinks.store import Store
@@ -47,8 +49,11 @@ class QueryApi:
         consumer_lag: Callable[[], Awaitable[dict[str, int]]] | None = None,
         retention_days: Callable[[], dict[str, int]] | None = None,
         exports_dir: Path | None = None,
+        metrics: SinkMetrics | None = None,
     ) -> None:
         self.store = store
+        # The process's registry (the sink writer's, served here at /metrics).
+        self.metrics = metrics if metrics is not None else SinkMetrics(enabled=True)
         self._guard = guard(authenticate)
         tables = StoreTables(store)
         self.reports = Reports(
@@ -61,8 +66,12 @@ class QueryApi:
     def application(self) -> web.Application:
         """The aiohttp application."""
         # json_errors: 404, 405, 413, a malformed credential and any bug answer JSON too.
-        app = web.Application(client_max_size=MAX_QUERY_BYTES, middlewares=[json_errors])
-        app.add_routes([web.get("/ping", self.ping)])
+        # access_lines first: one line per request with the status finally answered.
+        app = web.Application(
+            client_max_size=MAX_QUERY_BYTES,
+            middlewares=[access_lines(), self.metrics.middleware(), json_errors],
+        )
+        app.add_routes([web.get("/ping", self.ping), *self.metrics.metrics.route()])
         app.add_routes(self.reports.routes(self._guard))
         app.add_routes(
             [

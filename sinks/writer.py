@@ -53,6 +53,7 @@ from schemas.topics import (
 )
 from sinks.avro_batch import container_file, insert_columns
 from sinks.links import DroppedCopy, keep_links, place_of
+from sinks.metrics import SinkMetrics
 from sinks.store import Store
 from sinks.store_faults import Backoff, StoreFault, record_fault
 from sinks.store_retry import StoreHealth, StoreRetry
@@ -187,6 +188,7 @@ class SinkWriter:
         self.store = store
         self.dlq = dlq
         self.stats = SinkStats()
+        self.metrics = SinkMetrics(settings.metrics_enabled)  # docs/metrics.md
         # Partitions (re)assigned recently: offset up to which their records are checked.
         self._unverified: dict[TopicPartition, int | None] = {}
         # How far past its first record after a (re)assignment a partition is checked: a
@@ -546,6 +548,7 @@ class SinkWriter:
             data = container_file(batch.entry, batch.values, batch.auths)
         except Exception as exc:  # noqa: BLE001 - our own encoding of a record: its fault
             return record_fault(f"cannot encode the insert: {exc!r}")
+        started = self.metrics.clock()
         refused = await self._retry.refused(
             self.store.insert_avro,
             batch.table,
@@ -557,6 +560,7 @@ class SinkWriter:
         )
         if refused is None:
             self.stats.rows_inserted += len(batch.values)
+            self.metrics.inserted(batch.table, len(batch.values), started)
         return refused
 
     async def _without_undecodable(self, batch: PendingBatch) -> PendingBatch:
@@ -576,6 +580,7 @@ class SinkWriter:
         self, topic: str, partition: int, offset: int, value: bytes, error: str
     ) -> None:
         self.stats.dead_lettered += 1
+        self.metrics.dead_lettered(error)
         log.warning("record dead-lettered", topic=topic, offset=offset, error=error)
         if topic == DLQ.name:
             return  # never dead-letter the dead-letter topic into itself

@@ -11,6 +11,7 @@ from faust.types.tuples import ack_lock
 
 from schemas.kafka_security import KafkaSecurity
 from schemas.settings import StreamSettings
+from streams import metrics
 
 _PATCHED = "__govledger_dedupes_acked_offsets__"
 
@@ -64,7 +65,7 @@ def create_app(settings: StreamSettings) -> Any:
     """A Faust app tuned for at-least-once processing with idempotent agents."""
     commit_past_duplicate_acks()
     session_s = settings.kafka_session_timeout_ms / 1000
-    return faust.App(
+    app = faust.App(
         settings.worker_app_id,
         broker=faust_broker_url(settings.kafka_bootstrap),
         broker_credentials=KafkaSecurity.of(settings).faust_credentials(),
@@ -80,6 +81,8 @@ def create_app(settings: StreamSettings) -> Any:
         value_serializer="raw",
         web_enabled=settings.worker_web_port > 0,
         web_port=max(settings.worker_web_port, 1),
-        web_bind="127.0.0.1",
+        web_bind=settings.worker_web_host,
         datadir=str(settings.data_path / "faust"),
     )
+    metrics.install(app, settings.metrics_enabled)  # /metrics on the web port
+    return app

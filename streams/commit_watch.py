@@ -19,6 +19,8 @@ from typing import Any
 
 import structlog
 
+from streams import metrics as stream_metrics
+
 log = structlog.get_logger("streams.commit_watch")
 
 MAX_PARTITIONS_WATCHED = 100_000  # far above any assignment; bounds the watch's memory
@@ -83,6 +85,7 @@ def register(app: Any, interval_s: float, stall_after_s: float) -> None:
     """A Faust timer looking at the positions Faust's monitor keeps."""
     assert 0 < interval_s < stall_after_s, "looks more often than a stall lasts"
     state: dict[str, dict[str, Watched]] = {"watched": {}}
+    metrics = stream_metrics.of(app)
 
     @app.timer(interval_s)  # type: ignore[untyped-decorator]
     async def watch_commits() -> None:
@@ -98,6 +101,7 @@ def register(app: Any, interval_s: float, stall_after_s: float) -> None:
         )
         state["watched"] = watched
         for stall in stalls:
+            metrics.commit_stalled()
             log.warning(
                 "faust commit position stalled; a worker restart clears it",
                 partition=stall.partition,

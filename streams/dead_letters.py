@@ -8,6 +8,7 @@ from typing import Any
 
 from schemas.authn import SignedChain
 from schemas.dead_letter import dead_letter
+from streams import metrics as stream_metrics
 
 Reject = Callable[[Any, str], Awaitable[None]]
 
@@ -15,7 +16,10 @@ Reject = Callable[[Any, str], Awaitable[None]]
 def rejecter(dead_letters: Any, chain: SignedChain, consumer: str) -> Reject:
     """`reject(event, reason)` for one agent: its DLQ topic, its chain, its name."""
 
+    metrics = stream_metrics.of(getattr(dead_letters, "app", None))
+
     async def reject(event: Any, error: str) -> None:
+        metrics.dead_lettered(consumer, error)
         message = event.message
         rejected = dead_letter(
             topic=message.topic,

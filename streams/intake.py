@@ -36,6 +36,7 @@ from schemas.kafka_security import KafkaSecurity
 from schemas.records import Event
 from schemas.settings import StreamSettings
 from schemas.topics import CONTROL, DLQ, LINEAGE
+from streams import metrics as stream_metrics
 from streams.dead_letters import rejecter
 
 log = structlog.get_logger(__name__)
@@ -112,6 +113,7 @@ class _Offsets:
     def __init__(self) -> None:
         self.pending: dict[Any, int] = {}
         self.committed_at_s = time.monotonic()
+        self.committed: dict[Any, int] = {}  # last committed per partition (consumer lag)
 
 
 class _Reassigned(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -161,6 +163,11 @@ def register(
     reject = rejecter(app.topic(DLQ.name, **RAW), chain, CONSUMER)
     stopping, stopped, ready = asyncio.Event(), asyncio.Event(), asyncio.Event()
     stopped.set()  # until the task starts: a worker stopped before then waits for nothing
+    metrics = stream_metrics.of(app)
+    # The processor a domain is, for its fold lag: its package (streams.<name>.agent).
+    processors = [domain.fold.__module__.split(".")[-2] for domain in domains]
+    lag: dict[str, Any] = {}  # the running consumer and its offsets, read by /metrics
+    metrics.watch_lag(lambda: stream_metrics.consumer_lag(CONSUMER, **lag))
 
     async def fold_batch(fetched: dict[Any, list[Any]]) -> dict[Any, int]:
         batch: list[Decoded] = []
@@ -173,8 +180,11 @@ def register(
                     batch.append(Decoded(authn.decode_message(message), received))
                 except codec.DecodeError as exc:
                     await reject(received, str(exc))
-        for domain in domains:
+        newest_ms = max((d.record.occurred_at for d in batch), default=None)
+        for domain, processor in zip(domains, processors, strict=True):
             await domain.fold(batch)
+            if newest_ms is not None:
+                metrics.folded(processor, newest_ms)
         return {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
 
     @app.task  # type: ignore[untyped-decorator]
@@ -194,6 +204,7 @@ def register(
             **KafkaSecurity.of(settings).aiokafka_options(),
         )
         offsets = _Offsets()
+        lag.update(consumer=consumer, committed=offsets.committed)
 
         async def commit() -> None:
             if not offsets.pending:
@@ -206,6 +217,8 @@ def register(
                 await consumer.commit(dict(offsets.pending))
             except (CommitFailedError, IllegalStateError) as exc:
                 log.info("intake commit refused after a rebalance", reason=str(exc))
+            else:
+                offsets.committed.update(offsets.pending)
             offsets.pending.clear()
             offsets.committed_at_s = time.monotonic()
 

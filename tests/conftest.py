@@ -57,12 +57,21 @@ def shared_stack_session(
     shared_upstream_served: tuple[ResponsesUpstream, str],
 ) -> Iterator[RunningStack]:
     # Imported here: unit runs collect this file and need none of the stack's imports.
-    from tests.integration.stack import SHARED_STACK_SETTINGS, running_stack, stack_environ
+    from tests.integration.stack import (
+        SHARED_STACK_SETTINGS,
+        free_port,
+        running_stack,
+        stack_environ,
+    )
 
+    # The shared stack serves the web console too (tests/integration/test_console_browser.py).
+    # Its Overview refreshes every second, so a test sees a new call without waiting 5 s.
+    console = {"GOVLEDGER_CONSOLE_PORT": str(free_port()), "GOVLEDGER_CONSOLE_REFRESH_S": "1"}
     env = stack_environ(
         tmp_path_factory.mktemp("govledger-shared"),
         GOVLEDGER_UPSTREAM_BASE_URL=shared_upstream_served[1],
         **SHARED_STACK_SETTINGS,
+        **console,
     )
     with running_stack(env) as running:
         yield running

@@ -19,6 +19,7 @@ from gateway.admin.wallets import WalletRoutes
 from gateway.budget import Budget
 from gateway.errors import GatewayError, refusal_response
 from gateway.views import LocalViews
+from schemas.access_log import note_caller
 from schemas.ids import now_ms
 from schemas.publisher import Publisher
 from streams.escalations.logic import EscalationConfig
@@ -78,6 +79,7 @@ class AdminApi:
         async def guarded(request: web.Request) -> web.StreamResponse:
             try:
                 principal = principal_of_headers(request.headers, self._token, self.views, now_ms())
+                note_caller(request, principal.tenant_id)
                 return await handler(request, principal)
             except GatewayError as exc:
                 return refusal_response(exc)

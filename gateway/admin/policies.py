@@ -30,12 +30,19 @@ from gateway.policy.baseline import (
     pack_violations,
     parse_baseline,
 )
-from gateway.policy.pack import PACK_NAME, PackError, parse_pack
+from gateway.policy.pack import (
+    PACK_NAME,
+    PackError,
+    parse_pack,
+    template_names,
+    template_source,
+)
 from gateway.views import LocalViews
 from schemas.http_errors import json_response
 from schemas.records import OrgBaselinePublished, PolicyPackPublished, Role
 
 BASELINE_PATH = "/v1/admin/policies/baseline"
+TEMPLATES_PATH = "/v1/admin/policies/templates"
 # Packs this process holds a publishing lock for at once (idle ones are dropped past it).
 MAX_PACK_LOCKS = 10_000
 
@@ -207,6 +214,7 @@ class PolicyRoutes:
             web.post("/v1/admin/policies", guard(self.push_policy)),
             web.get("/v1/admin/policies", guard(self.list_policies)),
             web.get(BASELINE_PATH, guard(self.show_baseline)),
+            web.get(TEMPLATES_PATH, guard(self.list_templates)),
             web.put(BASELINE_PATH, guard(self.publish_baseline)),
         ]
 
@@ -229,6 +237,12 @@ class PolicyRoutes:
             )
         outcome = await self.publisher.publish(principal, tenant, source, file_name)
         return json_response(outcome.body(), status=201 if outcome.created else 200)
+
+    async def list_templates(self, request: web.Request, principal: Principal) -> web.Response:
+        """The seed templates a pack may start from (what `govledger policy templates`
+        prints), with their text; the web console's editor offers them."""
+        templates = [{"name": n, "source_yaml": template_source(n)} for n in template_names()]
+        return json_response({"data": templates})
 
     async def list_policies(self, request: web.Request, principal: Principal) -> web.Response:
         """Published packs with their newest version."""

@@ -30,9 +30,9 @@ from gateway.policy.pack import (
     PolicyPack,
     RbacPolicy,
     Step,
-    Targeting,
     parse_document,
 )
+from gateway.policy.targeting import EVERYONE
 from gateway.policy.yaml_input import LintError
 from schemas.records import ROLES, Role
 from streams.keys.logic import role_rank
@@ -129,7 +129,7 @@ def _baseline_errors(text: str) -> tuple[OrgBaseline | None, list[LintError]]:
                 f"{step.name}: an org baseline step applies to every team; no targeting",
             )
             for step in parsed.pack.steps
-            if step.targeting != Targeting()
+            if step.targeting != EVERYONE
         )
     if errors or parsed.pack is None:
         return None, sorted(errors, key=lambda e: e.line)

@@ -44,6 +44,8 @@ class CallFacts:
     messages: Sequence[dict[str, Any]]
     team_month_spent_nanousd: int
     estimated_cost_nanousd: int
+    # The gateway's name (GOVLEDGER_GATEWAY_NAME), for steps that target gateways.
+    gateway: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -148,11 +150,12 @@ def _content_match(policy: ContentPolicy, messages: Sequence[dict[str, Any]]) ->
     return None
 
 
-def reads_text(pack: PolicyPack, team_id: str) -> bool:
-    """Whether a step of the pack that targets the team reads the request's text (PII
-    detection, the content filter)."""
+def reads_text(pack: PolicyPack, team_id: str, gateway: str = "") -> bool:
+    """Whether a step of the pack that targets the team (on this gateway) reads the
+    request's text (PII detection, the content filter)."""
     return any(
-        isinstance(step.policy, PiiPolicy | ContentPolicy) and step.targeting.applies(team_id)
+        isinstance(step.policy, PiiPolicy | ContentPolicy)
+        and step.targeting.applies(team_id, gateway)
         for step in pack.steps
     )
 
@@ -170,7 +173,7 @@ def evaluate(pack: PolicyPack, facts: CallFacts) -> Verdict:
         return Verdict(tuple(applied), tuple(triggered), messages, Refusal(reason, message))
 
     for step in pack.steps:
-        if not step.targeting.applies(facts.team_id):
+        if not step.targeting.applies(facts.team_id, facts.gateway):
             continue
         applied.append(step.name)
         policy = step.policy

@@ -27,6 +27,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.policy.content_filter import ContentFilter, compile_content_filter
 from gateway.policy.detectors import PII_KINDS
+from gateway.policy.targeting import EVERYONE, Targeting, narrowed, parse_targeting
 from gateway.policy.yaml_input import (
     Errors,
     LintError,
@@ -52,11 +53,10 @@ STEP_ORDER = (
     "audit-logger",
 )
 PRIORITIES = ("P1", "P2", "P3", "P4")
-MAX_TEAMS = 256
 MAX_HOLD_S = 300.0
 MAX_RETENTION_DAYS = 3_650
 PACK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-PACK_KEYS = ("name", "description", "pack", "policies", "policy")
+PACK_KEYS = ("name", "description", "pack", "policies", "policy", "targeting")
 # The seed's `pack:` header; its version is kept in the source only.
 PACK_HEADER_KEYS = ("name", "description", "version", "enabled")
 # The seed's role names onto ours (docs/governance.md): its members use the gateway as
@@ -79,18 +79,6 @@ class PackError(ValueError):
         assert errors, "a PackError has at least one error"
         super().__init__("; ".join(str(e) for e in errors))
         self.errors = errors
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Targeting:
-    """Whom a step applies to: the whole tenant (org) or listed teams."""
-
-    scope: Literal["org", "team"] = "org"
-    teams: frozenset[str] = frozenset()
-
-    def applies(self, team_id: str) -> bool:
-        """Whether calls of this team run the step."""
-        return self.scope == "org" or team_id in self.teams
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -319,22 +307,6 @@ _STEP_PARSERS: dict[
 }
 
 
-def _targeting(node: Node, errors: Errors) -> Targeting:
-    fields = mapping(node, "targeting", ("scope", "teams"), errors)
-    scope = choice(fields["scope"], "scope", ("org", "team"), errors) if "scope" in fields else None
-    teams = strings(fields["teams"], "teams", errors, MAX_TEAMS) if "teams" in fields else ()
-    if scope is None and "teams" in fields:
-        # The seed writes `targeting: {teams: [...]}`: those teams, never the whole org.
-        if not teams:
-            errors.add(node, "targeting.teams is empty: list the teams (or write scope: org)")
-        scope = "team"
-    elif scope == "team" and not teams:
-        errors.add(node, "targeting with scope team needs a non-empty teams list")
-    if scope == "org" and teams:
-        errors.add(node, "teams are only used with scope: team")
-    return Targeting("team", frozenset(teams)) if scope == "team" else Targeting()
-
-
 # The keys of a step in our shape; a mapping with any other key is a seed-shaped step.
 OUR_STEP_KEYS = ("name", "targeting", "policy")
 
@@ -397,7 +369,7 @@ def _entry(node: Node, errors: Errors) -> _Entry | None:
 def _step(entry: _Entry, seed_params: dict[str, Node], errors: Errors) -> Step:
     """The typed step: parameters from the step itself (our shape) or from the top-level
     `policy:` map (the seed's), never both."""
-    targeting = _targeting(entry.targeting, errors) if entry.targeting else Targeting()
+    targeting = parse_targeting(entry.targeting, errors) if entry.targeting else EVERYONE
     known, parse = _STEP_PARSERS[entry.name]
     seed = seed_params.get(entry.name)
     if entry.params is not None and seed is not None:
@@ -538,6 +510,16 @@ def parse_document(
             extras[key] = (extra, node.start_mark.line + 1)
     name, description = _pack_name(root, top, default_name, errors)
     steps, step_lines = _chain(top, root, errors)
+    if "targeting" in top:  # the pack's own targeting narrows each step's
+        pack_targeting = parse_targeting(top["targeting"], errors)
+        for index, step in enumerate(steps):
+            where = narrowed(step.targeting, pack_targeting)
+            if where is None:
+                errors.add(
+                    top["targeting"], f"{step.name} targets no team or gateway of the pack's"
+                )
+                continue
+            steps[index] = dataclasses.replace(step, targeting=where)
     content = next((st for st in steps if st.name == "content-filter"), None)
     if (
         content is not None

@@ -6,6 +6,8 @@ the pipeline has not seen). `policy revert` is `config revert` under the pack's 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from typing import Any
 
 from govledger.cli_support import CliError, admin_client, read_text, request, when
@@ -28,6 +30,20 @@ def _print_outcome(data: dict[str, Any]) -> None:
         print(f"published {data['pack']} v{data['version']} in {data['tenant']}")
     else:
         print(f"{data['pack']} v{data['version']} in {data['tenant']} is unchanged")
+
+
+def with_targeting(source: str, teams: list[str], gateways: list[str]) -> str:
+    """The pack with a top-level `targeting` for --team/--gateway (every step then runs
+    only for those teams, on those gateways); refused when the pack has one already."""
+    if not teams and not gateways:
+        return source
+    if re.search(r"^targeting\s*:", source, flags=re.MULTILINE):
+        raise CliError("the pack has a targeting of its own; edit it instead of --team/--gateway")
+    lines = ["targeting:"]
+    for key, names in (("teams", teams), ("gateways", gateways)):
+        if names:  # JSON strings are YAML flow scalars: no name can break out of the list
+            lines.append(f"  {key}: [{', '.join(json.dumps(n) for n in names)}]")
+    return source.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 
 def _tenant(args: argparse.Namespace) -> dict[str, str]:
@@ -67,7 +83,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     command = args.config_command
     if command == "push":
-        source = read_text(args.file)
+        source = with_targeting(read_text(args.file), args.team, args.gateway)
         return apply_pack(args, source, _pack_name(source, pack_name_from_file(args.file)))
     if command == "apply":
         try:
@@ -78,6 +94,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             ) from exc
         if args.name:  # the template under another name: a tenant may keep several
             source = source.replace(f"name: {args.template}\n", f"name: {args.name}\n", 1)
+        source = with_targeting(source, args.team, args.gateway)
         return apply_pack(args, source, _pack_name(source, args.name))
     if command == "revert":
         return revert(args)
@@ -115,6 +132,12 @@ def add_parser(commands: Any) -> None:
     apply.add_argument("--name", help="publish the template under this name")
     for parser in (push, apply):
         parser.add_argument("--tenant")
+        parser.add_argument(
+            "--team", action="append", default=[], help="only this team's calls (repeatable)"
+        )
+        parser.add_argument(
+            "--gateway", action="append", default=[], help="only on this gateway (repeatable)"
+        )
         parser.add_argument(
             "--if-match", type=int, help="only if the pack is at this version (0: new)"
         )

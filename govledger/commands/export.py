@@ -217,13 +217,19 @@ def cmd_download(args: argparse.Namespace) -> int:
 def add_parser(commands: Any) -> None:
     """`govledger export`."""
     export = commands.add_parser(
-        "export", help="export events, escalations or wallets with a verifiable manifest"
+        "export",
+        help="export events, escalations, wallets or FOCUS spend with a verifiable manifest",
     )
     export_commands = export.add_subparsers(dest="export_command", required=True)
     create = export_commands.add_parser(
         "create", help="run an export, wait for it, download it and check its SHA-256"
     )
-    create.add_argument("--type", required=True, choices=["events", "escalations", "wallets"])
+    create.add_argument(
+        "--type",
+        required=True,
+        choices=["events", "escalations", "wallets", "focus"],
+        help="focus: spend as FinOps FOCUS 1.2 cost and usage rows (docs/exports.md)",
+    )
     create.add_argument("--format", default="csv", choices=sorted(EXTENSIONS))
     create.add_argument("--since", default="30d", help="window such as 90d, 12h, 30m")
     create.add_argument("--description", default="", help="why (kept in the manifest)")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import time
 from typing import Any
 
 from schemas.settings import (
+    ConsoleSettings,
     GatewaySettings,
     NotifySettings,
     RuntimeSettings,
@@ -21,11 +21,15 @@ from schemas.settings import (
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the whole stack until Ctrl-C or SIGTERM."""
+    import structlog
+
     from govledger.logs import configure
     from govledger.runtime import Stack
 
     settings = load(RuntimeSettings)
-    configure(settings.log_level, "runtime")
+    configure(settings.log_level, "runtime", settings.log_format)
+    # What goes to stderr is a log line in the format set; the banner goes to stdout.
+    log = structlog.get_logger("govledger.up")
     stack = Stack(settings)
     stopping = False
 
@@ -37,11 +41,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    print("starting govledger (broker, store, processors, gateway)…", file=sys.stderr)
+    log.info("starting govledger (broker, store, processors, gateway)")
     stack.start()
+    console = load(ConsoleSettings)
+    console_line = f"  console  {console.console_url}/\n" if console.console_port else ""
     print(
         f"govledger is up\n  gateway  {settings.gateway_url}/v1\n"
-        f"  query    {settings.query_url}/?query=SELECT+1\n"
+        f"  query    {settings.query_url}/?query=SELECT+1\n{console_line}"
         f"  data     {settings.data_path}\n  logs     {stack.log_dir}\n"
         "Ctrl-C stops everything.",
         flush=True,
@@ -52,14 +58,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         while not stopping:
             if stack.gave_up is not None:
-                print(
-                    f"{stack.gave_up}; stopping (see the logs in {stack.log_dir})",
-                    file=sys.stderr,
-                )
+                log.error(f"{stack.gave_up}; stopping", logs=str(stack.log_dir))
                 return 1
             time.sleep(0.2)
     finally:
-        print("stopping…", file=sys.stderr)
+        log.info("stopping")
         stack.stop()
     return 0
 
@@ -71,19 +74,25 @@ def cmd_service(args: argparse.Namespace) -> int:
 
     if args.command == "gateway":
         gateway_settings = load(GatewaySettings)
-        configure(gateway_settings.log_level, "gateway")
+        configure(gateway_settings.log_level, "gateway", gateway_settings.log_format)
         services.run(services.gateway_main(gateway_settings))
     elif args.command == "sink":
         sink_settings = load(SinkSettings)
-        configure(sink_settings.log_level, "sink")
+        configure(sink_settings.log_level, "sink", sink_settings.log_format)
         services.run(services.sink_main(sink_settings))
     elif args.command == "notifier":
         notify_settings = load(NotifySettings)
-        configure(notify_settings.log_level, "notifier")
+        configure(notify_settings.log_level, "notifier", notify_settings.log_format)
         services.run(services.notifier_main(notify_settings))
+    elif args.command == "console":
+        from console.server import console_main
+
+        console_settings = load(ConsoleSettings)
+        configure(console_settings.log_level, "console")
+        services.run(console_main(console_settings))
     else:
         stream_settings = load(StreamSettings)
-        configure(stream_settings.log_level, "worker")
+        configure(stream_settings.log_level, "worker", stream_settings.log_format)
         services.worker_main(stream_settings)
     return 0
 
@@ -98,5 +107,6 @@ def add_parser(commands: Any) -> None:
         ("sink", "run the sink and query API"),
         ("worker", "run the stream processors"),
         ("notifier", "run the notifier (alerts to webhooks)"),
+        ("console", "run the web console (pages over the admin and query APIs)"),
     ):
         commands.add_parser(name, help=text).set_defaults(func=cmd_service)

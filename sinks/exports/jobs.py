@@ -284,7 +284,7 @@ class ExportJobs:
         directory = self.root / job.id
         partial = directory / (job.file_name + ".partial")
         out = await asyncio.to_thread(ExportFile, partial, job.format)
-        tally = Tally(spec.time_column)
+        tally = Tally(spec.time_column, spec.chain_columns)
         after: dict[str, Any] | None = None
         try:
             while True:

@@ -36,6 +36,8 @@ class Tally:
     """What the manifest says about the rows, accumulated page by page."""
 
     time_column: str
+    # The producer id, seq and record hash columns.
+    chain_columns: tuple[str, str, str] = ("producer_id", "seq", "record_hash")
     rows: int = 0
     first_ms: int | None = None
     last_ms: int | None = None
@@ -50,9 +52,10 @@ class Tally:
         low, high = bounds["min"].as_py(), bounds["max"].as_py()
         self.first_ms = low if self.first_ms is None else min(self.first_ms, low)
         self.last_ms = high if self.last_ms is None else max(self.last_ms, high)
-        producers = page.column("producer_id").to_pylist()
-        seqs = page.column("seq").to_pylist()
-        hashes = page.column("record_hash").to_pylist()
+        producer_column, seq_column, hash_column = self.chain_columns
+        producers = page.column(producer_column).to_pylist()
+        seqs = page.column(seq_column).to_pylist()
+        hashes = page.column(hash_column).to_pylist()
         for producer, seq, record_hash in zip(producers, seqs, hashes, strict=True):
             head = self.heads.get(producer)
             if head is None:
@@ -68,13 +71,17 @@ class Tally:
         return [asdict(self.heads[p]) for p in sorted(self.heads)]
 
 
-def write_pages(pages: Iterable[pa.Table], fmt: str, path: Path, time_column: str) -> tuple[
-    FileSummary, Tally
-]:  # fmt: skip
+def write_pages(
+    pages: Iterable[pa.Table],
+    fmt: str,
+    path: Path,
+    time_column: str,
+    chain_columns: tuple[str, str, str] = ("producer_id", "seq", "record_hash"),
+) -> tuple[FileSummary, Tally]:
     """Write pages to `path` as they come, one at a time (nothing keeps a page once it is
     written); the first page carries the schema even when empty."""
     out = ExportFile(path, fmt)
-    tally = Tally(time_column)
+    tally = Tally(time_column, chain_columns)
     try:
         for page in pages:
             out.write(page)
@@ -89,6 +96,9 @@ def build_manifest(
     job: ExportJob, spec: ExportType, summary: FileSummary, tally: Tally
 ) -> dict[str, Any]:
     """The manifest of a finished export."""
+    standard: dict[str, Any] = {}
+    if spec.standard is not None:
+        standard = {"standard": spec.standard, "standard_metadata": spec.standard_metadata}
     return {
         "export_id": job.id,
         "type": job.type,
@@ -106,6 +116,7 @@ def build_manifest(
         "columns": spec.column_names,
         "file": {"name": job.file_name, "bytes": summary.bytes, "sha256": summary.sha256},
         "chain_heads": tally.chain_heads(),
+        **standard,
     }
 
 

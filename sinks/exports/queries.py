@@ -4,10 +4,13 @@ read of the primary index)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
+
+from sinks.exports import focus
 
 # Rows per page read from the store. A lineage row with its wire bytes (base64) is about
 # 1-2 KB, so a page is some tens of MB in Arrow; the cap keeps a misconfigured page size
@@ -37,6 +40,15 @@ class ExportType:
     columns: tuple[str, ...]
     keys: tuple[Key, ...]
     time_column: str = "occurred_at"
+    # The columns the manifest reads each producer's hash-chain head from.
+    chain_columns: tuple[str, str, str] = ("producer_id", "seq", "record_hash")
+    # The published format the rows follow, when there is one, and its metadata of the
+    # file (the manifest carries both).
+    standard: str | None = None
+    standard_metadata: Mapping[str, Any] | None = field(default=None, hash=False)
+    # When the rows come from several tables: one `SELECT … WHERE …` per table, each with
+    # the columns and the scope and key columns under the same names (`source` unused).
+    branches: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -142,6 +154,22 @@ EXPORT_TYPES: dict[str, ExportType] = {
             Key("t.event_id", "event_id", "uuid"),
         ),
     ),
+    "focus": ExportType(
+        name="focus",
+        table="lineage+control_events",
+        source="",
+        branches=focus.BRANCHES,
+        columns=focus.FOCUS_COLUMNS,
+        keys=(
+            Key("t.tenant_id", "x_TenantId", "str"),
+            Key("t.occurred_at", focus.TIME_COLUMN, "ms"),
+            Key("t.event_id", "x_EventId", "uuid"),
+        ),
+        time_column=focus.TIME_COLUMN,
+        chain_columns=focus.CHAIN_COLUMNS,
+        standard=focus.STANDARD,
+        standard_metadata=focus.metadata(),
+    ),
 }
 
 SCOPE = (
@@ -154,10 +182,20 @@ SCOPE = (
 def count_sql(spec: ExportType) -> str:
     """Rows in the window and the store's clock now (the job's snapshot: rows ingested
     later are left out of every page, so the count is what the pages will hold)."""
-    return (
-        f"SELECT count(), toUnixTimestamp64Milli(now64(3)) FROM {spec.table} AS t "  # noqa: S608 - fixed text
-        f"WHERE {SCOPE} AND t.ingested_at <= now64(3)"
+    return "SELECT count(), toUnixTimestamp64Milli(now64(3)) " + _rows_where(
+        spec, f"{spec.table} AS t", f"{SCOPE} AND t.ingested_at <= now64(3)"
     )
+
+
+def _rows_where(spec: ExportType, source: str, where: str, page: str = "") -> str:
+    """`FROM source WHERE where`; for rows from several tables, the condition (and the
+    page's order and limit) goes into each branch instead, where the engine reads its table
+    in sort-key order and stops at the page, rather than sorting every remaining row of the
+    union for each page."""
+    if not spec.branches:
+        return f"FROM {source} WHERE {where}"
+    parts = " UNION ALL ".join(f"({branch} AND {where}{page})" for branch in spec.branches)
+    return f"FROM ({parts}) AS t"
 
 
 def _key_param(key: Key, index: int) -> str:
@@ -180,10 +218,8 @@ def page_sql(spec: ExportType, rows: int, *, after: bool) -> str:
     if after:
         values = ", ".join(_key_param(k, i) for i, k in enumerate(spec.keys))
         where += f" AND ({keys}) > ({values})"
-    return (
-        f"SELECT {', '.join(spec.columns)} FROM {spec.source} WHERE {where} "  # noqa: S608 - fixed text
-        f"ORDER BY {keys} LIMIT 1 BY {keys} LIMIT {int(rows)}"
-    )
+    page = f" ORDER BY {keys} LIMIT 1 BY {keys} LIMIT {int(rows)}"
+    return f"SELECT {', '.join(spec.columns)} {_rows_where(spec, spec.source, where, page)}{page}"
 
 
 def ms_values(column: pa.ChunkedArray | pa.Array) -> pa.Array | pa.ChunkedArray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -58,15 +59,35 @@ class HashingSink:
         return self._sha256.hexdigest()
 
 
+def plain_decimal(value: Decimal) -> str:
+    """A decimal in plain notation, every digit kept (`0.000000001`, not `1E-9`)."""
+    return format(value, "f")
+
+
+def _json_default(value: object) -> orjson.Fragment:
+    """orjson's fallback: a decimal goes out as a JSON number, digit for digit (a float
+    would round money)."""
+    if isinstance(value, Decimal):
+        return orjson.Fragment(plain_decimal(value))
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def textual(page: pa.Table, *, nested_as_json: bool) -> pa.Table:
-    """A page for text formats: timestamps as ISO 8601 UTC with milliseconds, and (for
-    CSV) lists and tuples as JSON text. Integers stay integers: money is nano-USD."""
+    """A page for text formats: timestamps as ISO 8601 UTC with milliseconds (whole
+    seconds for a column of seconds), decimals in plain notation for CSV (JSON Lines
+    writes them as numbers), and (for CSV) lists and tuples as JSON text. Integers stay
+    integers: money is nano-USD."""
     columns = []
     for column in page.columns:
         kind = column.type
         if pa.types.is_timestamp(kind):
-            ms = column.cast(pa.timestamp("ms", tz="UTC"))
-            columns.append(pc.strftime(ms, format="%Y-%m-%dT%H:%M:%SZ"))
+            unit = "s" if kind.unit == "s" else "ms"
+            at = column.cast(pa.timestamp(unit, tz="UTC"))
+            columns.append(pc.strftime(at, format="%Y-%m-%dT%H:%M:%SZ"))
+        elif nested_as_json and pa.types.is_decimal(kind):
+            values = column.to_pylist()
+            text = [None if v is None else plain_decimal(v) for v in values]
+            columns.append(pa.array(text, pa.string()))
         elif nested_as_json and (
             pa.types.is_list(kind) or pa.types.is_struct(kind) or pa.types.is_map(kind)
         ):
@@ -120,7 +141,10 @@ class JsonlPages:
         for offset in range(0, text.num_rows, JSONL_SLICE_ROWS):
             rows = text.slice(offset, JSONL_SLICE_ROWS).to_pylist()
             self._sink.write(
-                b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in rows)
+                b"".join(
+                    orjson.dumps(row, default=_json_default, option=orjson.OPT_APPEND_NEWLINE)
+                    for row in rows
+                )
             )
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from schemas.kafka import TopicTailer
 from schemas.records import EscalationSlaBreached, Event
 from schemas.settings import StreamSettings
 from schemas.topics import ALERTS, CONTROL, DLQ, ESCALATIONS
+from streams import metrics as stream_metrics
 from streams.dead_letters import rejecter
 from streams.escalations import logic
 
@@ -91,6 +92,8 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Any:
     alerts = app.topic(ALERTS.name, **RAW)
     dead_letters = app.topic(DLQ.name, **RAW)
     held = _Held()
+    metrics = stream_metrics.of(app)
+    metrics.watch_escalations(lambda: held.state.unresolved if held.ready else None)
 
     def report(notices: tuple[logic.Notice, ...]) -> list[logic.EscalationOverdue]:
         breaches = []
@@ -138,6 +141,7 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Any:
             except codec.DecodeError as exc:
                 await reject(event, str(exc))
                 continue
+            metrics.folded("escalations", record.occurred_at)
             change = logic.input_of(record)
             if change is None or isinstance(change, EscalationSlaBreached):
                 continue
@@ -162,6 +166,7 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Any:
                 await (
                     await alerts.send(key=breach.tenant_id.encode(), value=data, headers=headers)
                 )
+                metrics.sla_breached(breach.priority)
                 log.info(
                     "escalation sla breached",
                     escalation_id=breach.escalation_id,

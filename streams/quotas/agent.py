@@ -20,6 +20,7 @@ from schemas.authn import SignedChain
 from schemas.ids import now_ms
 from schemas.records import WalletBalance, WalletBudgetSet
 from schemas.topics import ALERTS, CONTROL, DLQ, WALLET_STATE
+from streams import metrics as stream_metrics
 from streams.dead_letters import rejecter
 from streams.quotas import logic
 from streams.wallets.logic import from_balance
@@ -46,6 +47,7 @@ def register(app: Any, chain: SignedChain) -> Any:
     budgets = app.topic(f"{app.conf.id}-{BUDGETS_SUFFIX}", internal=True, **RAW)
     balances = app.topic(WALLET_STATE.name, **RAW)
     alerts = app.topic(ALERTS.name, **RAW)
+    metrics = stream_metrics.of(app)
     dead_letters = app.topic(DLQ.name, **RAW)
     table = app.Table("quotas", key_type=bytes, value_type=bytes)
     # Two agents change the table and a fold awaits its alerts: one fold at a time, so
@@ -75,6 +77,7 @@ def register(app: Any, chain: SignedChain) -> Any:
                 observed = up if forwarded else logic.spend_observed(wallet)
             elif isinstance(record, WalletBudgetSet):
                 observed = logic.budget_of(record)
+            metrics.folded("quotas", record.occurred_at)
         except (codec.DecodeError, ValueError) as exc:
             await reject(event, str(exc))
             return
@@ -92,6 +95,7 @@ def register(app: Any, chain: SignedChain) -> Any:
                 _, data = chain.seal_encoded(logic.to_alert(alert, occurred_at=now_ms()))
                 headers = chain.headers(data)
                 await (await alerts.send(key=alert.tenant_id.encode(), value=data, headers=headers))
+                metrics.quota_alert(alert.threshold_percent)
             if after != quota:
                 table[key] = logic.encode_quota(after)
 

@@ -32,6 +32,7 @@ from schemas.ids import now_ms
 from schemas.records import LineageRecord
 from schemas.settings import SettingsError, StreamSettings
 from schemas.topics import ALERTS, DLQ, SLA
+from streams import metrics as stream_metrics
 from streams.dead_letters import rejecter
 from streams.intake import RAW, Decoded, Domain
 from streams.sla import logic, snapshot
@@ -123,6 +124,7 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
     reject = rejecter(app.topic(DLQ.name, **RAW), chain, CONSUMER)
     files = SnapshotFiles(settings.data_path / SNAPSHOT_DIR)
     held = _Held()
+    metrics = stream_metrics.of(app)
 
     def sealed(summary: logic.WindowSummary, at: int) -> Iterable[Outgoing]:
         window = to_window(summary, event_id=window_event_id(summary), occurred_at=at)
@@ -132,6 +134,7 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
         if summary.revision:  # a correction is judged only merged with its minute
             return
         for breach in logic.breaches(summary, targets):
+            metrics.sla_target_missed(breach.metric)
             alert = to_breached(breach, event_id=breach_event_id(breach), occurred_at=at)
             _, data = chain.seal_encoded(alert)
             key = summary.tenant_id.encode()

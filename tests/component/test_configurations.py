@@ -13,8 +13,9 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from schemas.records import PolicyPackPublished
-from tests.component.support import Component, running_component
+from tests.component.support import ECHO_MODEL, Component, running_component
 from tests.component.test_policy_cli import govledger
+from tests.component.test_seed_packs import AUDIT_ONLY_BASELINE
 
 TENANT = "gitops"
 OTHER = "elsewhere"
@@ -209,3 +210,40 @@ async def test_config_and_revert_from_the_command_line(stack: Component, tmp_pat
     assert "published team-alpha v1" in template.stdout
     tokens = await govledger(stack, "tokens", "list")  # the seed's name for `keys`
     assert tokens.returncode == 0, tokens.stderr
+
+
+async def test_packs_pushed_for_a_team_and_a_gateway_run_only_there(tmp_path: Path) -> None:
+    """`config push --team --gateway`: the pack's steps run for that team's calls through
+    the gateway of that name (GOVLEDGER_GATEWAY_NAME), and nowhere else."""
+    mail = "Please mail jane.doe@example.com the refund"
+    redacting = f"""name: {NAME}
+policies:
+  chain:
+    - name: pii-detector
+      policy: {{detect: [email], action: redact}}
+"""
+    async with running_component(tmp_path, gateway_name="prod-gw-01") as named:
+        baseline = await named.admin(  # no org-wide redaction: what redacts is the pack
+            "PUT", "/v1/admin/policies/baseline", json={"source_yaml": AUDIT_ONLY_BASELINE}
+        )
+        assert baseline.status == 201, await baseline.text()
+        pack_file = tmp_path / f"{NAME}.yaml"
+        pack_file.write_text(redacting)
+        for gateway, version in (("staging-gw", 1), ("prod-gw-01", 2)):
+            pushed = await govledger(
+                named, "config", "push", "--file", str(pack_file), "--tenant", TENANT,
+                "--team", "support", "--gateway", gateway,
+            )  # fmt: skip
+            assert f"published {NAME} v{version}" in pushed.stdout, pushed.stderr
+            assert f'+  gateways: ["{gateway}"]' in pushed.stdout
+            sdks = [
+                await named.sdk_for(team, tenant=TENANT, policy_pack=NAME)
+                for team in ("support", "finance")
+            ]
+            for sdk in sdks:
+                await sdk.chat.completions.create(
+                    model=ECHO_MODEL, messages=[{"role": "user", "content": mail}]
+                )
+        seen = [str(r["messages"]) for r in named.upstream.received]
+        # On staging-gw's pack neither team is redacted here; on ours only support is.
+        assert ["jane.doe@example.com" in s for s in seen] == [True, True, False, True]

@@ -46,6 +46,8 @@ SHARED_STACK_SETTINGS = {
     # base URL is added there), and an alias that maps onto one of them.
     "GOVLEDGER_UPSTREAM_MODELS": ",".join(SHARED_UPSTREAM_MODELS),
     "GOVLEDGER_MODEL_GROUPS": f"{SHARED_UPSTREAM_ALIAS}={FAITHFUL_MODEL}:1",
+    # Every part's log file is JSON lines: tests/integration/test_logs.py reads them.
+    "GOVLEDGER_LOG_FORMAT": "json",
 }
 
 
@@ -71,6 +73,9 @@ def stack_environ(data_dir: Path, **extra: str) -> dict[str, str]:
             # suite. Heartbeats go every sixth of it (333 ms), so a busy machine still
             # keeps its members.
             "GOVLEDGER_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            # No web console (a process per boot); the shared stack runs one for the
+            # browser tests (tests/conftest.py).
+            "GOVLEDGER_CONSOLE_PORT": "0",
             # No notifier unless a module routes notifications (test_notifications): one
             # process less to boot per stack, and no module here adds a route.
             "GOVLEDGER_NOTIFIER_ENABLED": "0",

@@ -1,6 +1,7 @@
 """Exports on the running stack (Tansu + chDB): calls from two tenants through the gateway,
 exported as CSV, JSON Lines and Parquet; rows, SHA-256 and chain heads checked against the
-store; tenant isolation of jobs and files; and `govledger export create` end to end."""
+store; tenant isolation of jobs and files; a FOCUS export that sums back to the ledger to
+the nano-dollar; and `govledger export create` end to end."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ import secrets
 import subprocess
 import sys
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
+from sinks.exports.focus_spec import FOCUS_VERSION, column_problems, row_problems
 from tests.integration.stack import (
     RunningStack,
     free_port,
@@ -27,6 +32,7 @@ from tests.integration.stack import (
 )
 
 pytestmark = pytest.mark.integration
+FUNDED_NANOUSD = 5 * 10**9  # each tenant's team wallet
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +58,8 @@ def _call(stack: RunningStack, key: str) -> None:
 @pytest.fixture(scope="module")
 def world(stack: RunningStack) -> World:
     a, b = f"xa-{secrets.token_hex(3)}", f"xb-{secrets.token_hex(3)}"
-    stack.fund("alpha", "5", tenant=a)
-    stack.fund("beta", "5", tenant=b)
+    stack.fund("alpha", str(FUNDED_NANOUSD // 10**9), tenant=a)
+    stack.fund("beta", str(FUNDED_NANOUSD // 10**9), tenant=b)
     a_dev = stack.create_key("alpha", tenant=a)["key"]
     b_dev = stack.create_key("beta", tenant=b)["key"]
     wait_for(lambda: stack.balance_nanousd("alpha", tenant=a) > 0)
@@ -239,6 +245,130 @@ def test_one_tenant_cannot_see_export_or_fetch_anothers(stack: RunningStack, wor
         assert response.json()["error"]["code"] == code
 
 
+def _focus_rows(content: bytes, fmt: str) -> list[dict[str, Any]]:
+    """The rows as written: in CSV every value as its text, a null (unquoted, empty) told
+    apart from an empty string (quoted)."""
+    if fmt != "csv":
+        return _rows_of(content, fmt)
+    header = next(csv.reader(io.StringIO(content.decode())))
+    table = pa_csv.read_csv(
+        io.BytesIO(content),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    return list(table.to_pylist())
+
+
+def _parquet_type(definition: dict[str, Any], written: pa.DataType) -> pa.DataType | None:
+    """The Parquet type a FOCUS metadata column definition promises."""
+    kind = definition["DataType"]
+    if kind == "DECIMAL":
+        return pa.decimal128(definition["NumericPrecision"], definition["NumberScale"])
+    if kind == "DATETIME":
+        return pa.timestamp("ms", tz="UTC")  # Parquet keeps milliseconds at the least
+    if kind == "INTEGER":
+        return written if pa.types.is_integer(written) else None
+    return pa.string()  # STRING, and JSON as text
+
+
+def test_a_focus_export_sums_back_to_the_ledger_to_the_nanodollar(
+    stack: RunningStack, world: World
+) -> None:
+    """Tenant A's calls (three answered, one refused at $0) and a refund of part of one, as
+    FOCUS 1.2 rows: the columns and every value are valid for the specification, one row
+    per call and one Credit row for the refund (none for tenant B's refund), and BilledCost
+    read as written (CSV text, Parquet decimals) sums to what the team's wallet was charged
+    net, to the nano-dollar."""
+    where = _window({"since_ms": 0, "until_ms": 2**62}, world.a)
+    calls = {
+        event_id: int(cost)
+        for event_id, cost in stack.sql(
+            f"SELECT toString(event_id), cost_nanousd FROM lineage WHERE {where}"
+        )
+    }
+    assert len(calls) == 4
+    refunded_call = max(calls, key=lambda event_id: calls[event_id])
+    refund_nanousd = calls[refunded_call] // 3  # digits down to the nano-dollar
+
+    def refund(tenant: str, team: str, call: str, nanousd: int) -> str:
+        done = stack.admin(
+            "POST",
+            "/v1/admin/wallets/refund",
+            json={
+                "tenant": tenant,
+                "team": team,
+                "call_event_id": call,
+                "usd": format(Decimal(nanousd).scaleb(-9), "f"),
+                "reason": "FOCUS test",
+            },
+        )
+        assert done.status_code == 201, done.text
+        return str(done.json()["event_id"])
+
+    charges = {**calls, refund(world.a, "alpha", refunded_call, refund_nanousd): -refund_nanousd}
+    # Another tenant's refund: none of its rows may reach A's export.
+    refund(world.b, "beta", refunded_call, 1)
+
+    # The ledger: what the team's wallet was charged net, once the wallets folded it all.
+    def charged() -> int | None:
+        net = FUNDED_NANOUSD - stack.balance_nanousd("alpha", tenant=world.a)
+        return net if net == sum(charges.values()) else None
+
+    net = wait_for(charged, timeout_s=20)
+    refunds = f"tenant_id = '{world.a}' AND event_type = 'wallet.refunded'"
+    stored = f"tenant_id IN ('{world.a}', '{world.b}') AND event_type = 'wallet.refunded'"
+    wait_for(lambda: stack.sql(f"SELECT count() FROM control_events WHERE {stored}") == [["2"]])
+    for fmt in ("csv", "parquet"):
+        job = export(stack, world.a_admin, type="focus", format=fmt, since="1d")
+        manifest = job["manifest"]
+        assert manifest["standard"] == f"FOCUS {FOCUS_VERSION}" and manifest["rows"] == 5
+        content = request(stack, "GET", job["download_url"], world.a_admin).content
+        assert hashlib.sha256(content).hexdigest() == manifest["file"]["sha256"]
+        rows = _focus_rows(content, fmt)
+        assert column_problems(manifest["columns"]) == [] and list(rows[0]) == manifest["columns"]
+        assert [p for row in rows for p in row_problems(row)] == []
+        assert {r["x_EventId"] for r in rows} == set(charges)
+        for row in rows:
+            billed = Decimal(row["BilledCost"])
+            assert billed * 10**9 == int(row["x_CostNanoUsd"]) == charges[row["x_EventId"]]
+            assert row["EffectiveCost"] == row["BilledCost"] == row["ListCost"]
+            tags = json.loads(row["Tags"])
+            assert (tags["govledger:tenant"], tags["govledger:team"]) == (world.a, "alpha")
+            assert tags["govledger:key"] == row["ResourceId"]
+        (credit,) = [r for r in rows if r["ChargeCategory"] == "Credit"]
+        assert credit["x_RelatedEventId"] == refunded_call and credit["ConsumedQuantity"] is None
+        assert sum(Decimal(r["BilledCost"]) for r in rows) * 10**9 == net
+        assert sum(Decimal(r["EffectiveCost"]) for r in rows) * 10**9 == net
+        refused = [
+            r for r in rows if r["x_HttpStatus"] is not None and int(r["x_HttpStatus"]) == 403
+        ]
+        assert len(refused) == 1 and Decimal(refused[0]["BilledCost"]) == 0
+        # The FOCUS metadata in the manifest describes the file's columns, types as written.
+        schema_metadata = manifest["standard_metadata"]["Schema"]
+        definitions = {d["ColumnName"]: d for d in schema_metadata["ColumnDefinition"]}
+        assert list(definitions) == manifest["columns"]
+        assert schema_metadata["FocusVersion"] == FOCUS_VERSION
+        if fmt == "parquet":
+            schema = pq.read_schema(io.BytesIO(content))
+            for name, definition in definitions.items():
+                written = schema.field(name).type
+                assert _parquet_type(definition, written) == written, name
+        window = _window(job, world.a)
+        heads = stack.sql(
+            "SELECT producer_id, max(seq), argMax(record_hash, seq) FROM ("
+            f"SELECT producer_id, seq, record_hash FROM lineage WHERE {window} UNION ALL "
+            f"SELECT producer_id, seq, record_hash FROM control_events WHERE {window} "
+            f"AND {refunds}) GROUP BY producer_id ORDER BY producer_id"
+        )
+        assert [
+            [h["producer_id"], str(h["last_seq"]), h["record_hash"]]
+            for h in manifest["chain_heads"]
+        ] == heads
+
+
 def _cli(
     stack: RunningStack, cwd: Path, *args: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
@@ -273,9 +403,9 @@ def test_the_command_line_exports_downloads_and_verifies(
 
     listed = _cli(stack, tmp_path, "list")
     assert listed.returncode == 0 and manifest["export_id"] in listed.stdout
-    queued = _cli(stack, tmp_path, "create", "--type", "events", "--since", "1d", "--no-wait")
+    queued = _cli(stack, tmp_path, "create", "--type", "focus", "--since", "1d", "--no-wait")
     assert queued.returncode == 0, queued.stderr
     status = _cli(stack, tmp_path, "status", queued.stdout.strip())
-    assert status.returncode == 0 and json.loads(status.stdout)["type"] == "events"
+    assert status.returncode == 0 and json.loads(status.stdout)["type"] == "focus"
     unreachable = _cli(stack, tmp_path, "list", GOVLEDGER_QUERY_PORT=str(free_port()))
     assert unreachable.returncode == 2, unreachable.stderr

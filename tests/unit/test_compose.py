@@ -59,7 +59,8 @@ def test_every_local_file_the_stack_names_exists(compose: dict[str, Any]) -> Non
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
-                assert (COMPOSE / source).is_file(), (name, source)
+                # A file, or a folder of them (Grafana's dashboards).
+                assert (COMPOSE / source).exists(), (name, source)
         build = service.get("build")
         if build:
             assert (COMPOSE / build["context"] / build["dockerfile"]).is_file()

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ("schemas", "gateway", "streams", "sinks", "replay", "govledger")
+FOLDERS = ("schemas", "gateway", "streams", "sinks", "replay", "govledger", "console")
 # Which folders each folder may import from (besides itself). The sink is handed the
 # admin API's authentication rule by `govledger.services`; it imports no gateway code.
 ALLOWED = {
@@ -17,6 +17,8 @@ ALLOWED = {
     "sinks": {"schemas"},
     "replay": {"schemas", "streams", "sinks"},
     "govledger": set(FOLDERS),
+    # The console reaches data only through the admin and query APIs, over HTTP.
+    "console": {"schemas"},
 }
 # Of `streams`, the gateway and replay use the pure folds only (never an agent).
 PURE_STREAMS = ("logic", "model")

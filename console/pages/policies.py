@@ -1,0 +1,193 @@
+"""Policies: each pack with its versions and their diffs; push an edited or new pack (the
+admin API lints it: errors are shown at their lines, beside the text as sent); revert to
+an earlier version, which publishes that version's text as the next version (audited on
+the control topic like any push)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from aiohttp import web
+
+from console.backend import ApiError
+from console.pages.common import TENANT_FILTER, PageContext
+from console.rendering import console_of
+from console.security import TENANT_ID, RefusedError, session_of
+
+PACK_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+MAX_SOURCE_CHARS = 32 * 1024
+# Fixed text; every value is bound by the engine ({name:Type}), never spliced.
+VERSIONS_SQL = (
+    "SELECT version, toUnixTimestamp64Milli(occurred_at) AS at_ms, published_by, diff, "  # noqa: S608
+    "source_sha256 FROM control_events WHERE event_type = 'policy.published' "
+    f"AND pack_name = {{name:String}} AND {TENANT_FILTER} ORDER BY version DESC LIMIT 100"
+)
+SOURCE_SQL = (
+    "SELECT source_yaml FROM control_events WHERE event_type = 'policy.published' "  # noqa: S608
+    f"AND pack_name = {{name:String}} AND version = {{version:Int64}} AND {TENANT_FILTER} "
+    "LIMIT 1"
+)
+DONE = {"pushed": "Pushed as a new version.", "reverted": "Reverted: published as a new version."}
+
+
+def pack_name_of(value: str) -> str:
+    """A pack name as the admin API allows it, else 403."""
+    if not PACK_NAME.fullmatch(value):
+        raise RefusedError("a pack name is lower-case letters, digits, '.', '_' or '-'")
+    return value
+
+
+async def policies(request: web.Request) -> web.Response:
+    """Every pack the session may see, newest version first; the seed templates."""
+    page = PageContext(request, console_of(request).backend)
+    listed, templates = await asyncio.gather(
+        page.admin("GET", "/v1/admin/policies"), page.admin("GET", "/v1/admin/policies/templates")
+    )
+    packs = [p for p in listed["data"] if page.tenant is None or p["tenant"] == page.tenant]
+    return console_of(request).render(
+        request,
+        "policies.html",
+        tenant=page.tenant,
+        packs=packs,
+        templates=[t["name"] for t in templates["data"]],
+    )
+
+
+async def render_pack(
+    request: web.Request,
+    *,
+    tenant: str | None = None,
+    name: str,
+    source: str | None = None,
+    error: ApiError | None = None,
+    notice: str = "",
+    status: int = 200,
+) -> web.Response:
+    """A pack's versions and diffs, and its editor (with `source` as last sent, and the
+    lint errors of `error` at their lines)."""
+    page = PageContext(request, console_of(request).backend, tenant)
+    if page.tenant is None:
+        raise RefusedError("choose a tenant (above) to see its packs")
+    versions, listed = await asyncio.gather(
+        page.sql(VERSIONS_SQL, name=name), page.admin("GET", "/v1/admin/policies")
+    )
+    published = max(
+        (
+            int(p["version"])
+            for p in listed["data"]
+            if (p["tenant"], p["pack"]) == (page.tenant, name)
+        ),
+        default=0,
+    )
+    stored = int(versions[0]["version"]) if versions else 0
+    if source is None and versions:
+        newest = await page.sql(SOURCE_SQL, name=name, version=versions[0]["version"])
+        source = str(newest[0]["source_yaml"]) if newest else ""
+    lines = (error.details.get("lines") or error.details.get("violations") or []) if error else []
+    marked = {int(item["line"]) for item in lines if isinstance(item.get("line"), int)}
+    return console_of(request).render(
+        request,
+        "pack.html",
+        status,
+        tenant=page.tenant,
+        name=name,
+        versions=versions,
+        source=source or "",
+        numbered=list(enumerate((source or "").splitlines(), start=1)),
+        marked=marked,
+        problems=lines,
+        error=error.message if error else "",
+        notice=notice,
+        published=published,
+        behind=published > stored,
+    )
+
+
+NAME_LINE = re.compile(r"^name:.*$", re.MULTILINE)
+
+
+def from_template(source: str, name: str) -> str:
+    """A template's text as the start of pack `name` (its name line says so)."""
+    if NAME_LINE.search(source):
+        return NAME_LINE.sub(f"name: {name}", source, count=1)
+    return f"name: {name}\n{source}"
+
+
+async def pack(request: web.Request) -> web.Response:
+    """One pack's page; `template` starts its editor from a seed template's text."""
+    name = pack_name_of(request.query.get("name", ""))
+    notice = DONE.get(request.query.get("done", ""), "")
+    template = request.query.get("template", "")
+    source = None
+    if template:
+        session = session_of(request)
+        listed = await console_of(request).backend.admin(
+            session.key, "GET", "/v1/admin/policies/templates"
+        )
+        found = [t for t in listed["data"] if t["name"] == template]
+        if not found:
+            raise web.HTTPNotFound(text=f"no template {template!r}")
+        source = from_template(str(found[0]["source_yaml"]), name)
+        notice = f"The editor starts from the template {template}: push it to publish."
+    return await render_pack(request, name=name, source=source, notice=notice)
+
+
+async def _form(request: web.Request) -> tuple[Any, str, str]:
+    form = await request.post()
+    tenant = str(form.get("tenant", "")).strip()
+    if not TENANT_ID.fullmatch(tenant) or not session_of(request).sees(tenant):
+        raise RefusedError(f"this key may not change tenant {tenant!r}")
+    return form, tenant, pack_name_of(str(form.get("name", "")).strip())
+
+
+async def _publish(
+    request: web.Request, tenant: str, name: str, source: str, done: str
+) -> web.StreamResponse:
+    session = session_of(request)
+    body = {"tenant": tenant, "name": name, "source_yaml": source}
+    try:
+        await console_of(request).backend.admin(session.key, "POST", "/v1/admin/policies", body)
+    except ApiError as exc:
+        if exc.status == 401:
+            raise
+        return await render_pack(
+            request, tenant=tenant, name=name, source=source, error=exc, status=exc.status
+        )
+    query = {"name": name, "done": done}
+    if session.org_level:
+        query["tenant"] = tenant
+    raise web.HTTPSeeOther(str(request.app.router["pack"].url_for().with_query(query)))
+
+
+async def push(request: web.Request) -> web.StreamResponse:
+    """Publish the edited text as the pack's next version (the admin API lints it)."""
+    form, tenant, name = await _form(request)
+    source = str(form.get("source_yaml", "")).replace("\r\n", "\n")
+    if len(source) > MAX_SOURCE_CHARS:
+        raise RefusedError(f"a pack is at most {MAX_SOURCE_CHARS} characters")
+    return await _publish(request, tenant, name, source, "pushed")
+
+
+async def revert(request: web.Request) -> web.StreamResponse:
+    """Publish an earlier version's text as the next version."""
+    form, tenant, name = await _form(request)
+    version = str(form.get("version", ""))
+    if not version.isdigit():
+        raise RefusedError("'version' is a version number")
+    page = PageContext(request, console_of(request).backend, tenant)
+    found = await page.sql(SOURCE_SQL, name=name, version=version)
+    if not found:
+        raise web.HTTPNotFound(text=f"no version {version} of {name} in {tenant}")
+    return await _publish(request, tenant, name, str(found[0]["source_yaml"]), "reverted")
+
+
+def routes() -> list[web.RouteDef]:
+    """The Policies routes."""
+    return [
+        web.get("/policies", policies),
+        web.get("/policies/pack", pack, name="pack"),
+        web.post("/policies/push", push),
+        web.post("/policies/revert", revert),
+    ]

@@ -1,0 +1,85 @@
+"""The console's pure parts: sessions (expiry, the bound, fresh ids), money and time as
+shown, the SVG charts (escaped, no style attribute), and the Overview's buckets."""
+
+from __future__ import annotations
+
+from console import charts, formats
+from console.pages.overview import buckets
+from console.sessions import MAX_THROTTLED_ADDRESSES, LoginThrottle, SessionStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_s = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def test_sessions_expire_and_the_store_keeps_at_most_its_bound() -> None:
+    clock = Clock()
+    store = SessionStore(ttl_s=60, max_sessions=2, clock=clock)
+    first = store.create("k1", "key:1", "acme")
+    second = store.create("k2", "key:2", None)
+    assert store.get(first.session_id) == first and second.org_level and not first.org_level
+    third = store.create("k3", "key:3", "acme")  # past the bound: the oldest is logged out
+    assert store.get(first.session_id) is None and len(store) == 2
+    clock.now_s += 61
+    assert store.get(second.session_id) is None and store.get(third.session_id) is None
+    assert len(store) == 0
+
+
+def test_every_session_has_its_own_unguessable_id_and_csrf_token() -> None:
+    store = SessionStore(ttl_s=60, max_sessions=100)
+    made = [store.create("k", "key:1", "acme") for _ in range(50)]
+    tokens = {s.session_id for s in made} | {s.csrf for s in made}
+    assert len(tokens) == 100 and all(len(t) >= 43 for t in tokens)
+    store.drop(made[0].session_id)
+    assert store.get(made[0].session_id) is None
+    assert made[1].sees("acme") and not made[1].sees("globex")
+
+
+def test_money_is_shown_from_integer_nanousd_without_float_drift() -> None:
+    assert formats.usd(1_234_567_890_123) == "$1,234.5679"
+    assert formats.usd(-50_000, places=6) == "-$0.000050"
+    assert formats.usd_exact(100_000_000_000_000_001) == "$100,000,000.000000001"
+    assert formats.usd(None) == "$0.0000"
+    assert formats.when(0) == "" and formats.when(86_400_000) == "1970-01-02 00:00:00 UTC"
+    assert formats.percent(1, 3) == "33.3%" and formats.percent(1, 0) == "-"
+
+
+def test_charts_escape_their_text_and_carry_no_style_attribute() -> None:
+    hostile = '<script>alert("x")</script>'
+    series = str(charts.series_chart(hostile, ["a", "b"], [1, 3]))
+    pairs = str(charts.paired_bars("t", [(hostile, 2, 0.5), ("b", 0, 0)]))
+    for svg in (series, pairs):
+        assert "<script>" not in svg and "&lt;script&gt;" in svg
+        assert "style=" not in svg and 'role="img"' in svg
+    assert "total 4, peak 3" in series
+    # An empty window draws an axis and no bar.
+    assert "<rect" not in str(charts.series_chart("empty", [], []))
+
+
+def test_the_overview_fills_empty_buckets_and_drops_rows_outside_the_window() -> None:
+    row = {"calls": 2, "cost": 5, "errors": 0, "users": 1, "triggered": 0}
+    filled = buckets(
+        [{"bucket": 10, **row}, {"bucket": 12, **row}, {"bucket": 99, **row}],
+        since_ms=10_000,
+        bucket_ms=1_000,
+        count=3,
+    )
+    assert filled["calls"] == [2, 0, 2] and filled["cost"] == [5, 0, 5]
+
+
+def test_failed_logins_are_throttled_per_address_for_a_minute() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(limit=3, clock=clock)
+    for _ in range(3):
+        assert throttle.allowed("10.0.0.1")
+        throttle.failed("10.0.0.1")
+    assert not throttle.allowed("10.0.0.1") and throttle.allowed("10.0.0.2")
+    clock.now_s += 61
+    assert throttle.allowed("10.0.0.1")
+    for i in range(MAX_THROTTLED_ADDRESSES + 5):  # bounded: the oldest are forgotten
+        throttle.failed(f"a{i}")
+    assert len(throttle._failures) == MAX_THROTTLED_ADDRESSES
