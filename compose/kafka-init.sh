@@ -45,6 +45,7 @@ topic govledger.sla delete
 topic govledger.checkpoints delete
 topic govledger.dlq delete
 topic govledger.stored delete
+topic govledger.notifications delete
 
 # One SCRAM user per role.
 user gateway kafka-gateway-password
@@ -57,17 +58,17 @@ user auditor kafka-auditor-password
 acl --allow-principal User:admin-api --operation Describe --operation Read --resource-pattern-type literal --topic govledger.breaker-state --topic govledger.escalations --topic govledger.stored --topic govledger.wallet-state
 acl --allow-principal User:admin-api --operation Describe --operation Read --operation Write --resource-pattern-type literal --topic govledger.control
 acl --allow-principal User:admin-api --operation Describe --operation Write --resource-pattern-type literal --topic govledger.checkpoints
-acl --allow-principal User:auditor --operation Describe --operation Read --resource-pattern-type literal --topic govledger.alerts --topic govledger.breaker-state --topic govledger.checkpoints --topic govledger.control --topic govledger.dlq --topic govledger.escalations --topic govledger.lineage --topic govledger.sla --topic govledger.stored --topic govledger.wallet-state
+acl --allow-principal User:auditor --operation Describe --operation Read --resource-pattern-type literal --topic govledger.alerts --topic govledger.breaker-state --topic govledger.checkpoints --topic govledger.control --topic govledger.dlq --topic govledger.escalations --topic govledger.lineage --topic govledger.notifications --topic govledger.sla --topic govledger.stored --topic govledger.wallet-state
 acl --allow-principal User:gateway --operation Describe --operation Read --resource-pattern-type literal --topic govledger.breaker-state --topic govledger.control --topic govledger.stored --topic govledger.wallet-state
 acl --allow-principal User:gateway --operation Describe --operation Read --operation Write --resource-pattern-type literal --topic govledger.escalations
 acl --allow-principal User:gateway --operation Describe --operation Write --resource-pattern-type literal --topic govledger.checkpoints --topic govledger.lineage
 acl --allow-principal User:sink --operation Describe --operation Read --resource-pattern-type literal --group govledger-sink
-acl --allow-principal User:sink --operation Describe --operation Read --resource-pattern-type literal --topic govledger.alerts --topic govledger.breaker-state --topic govledger.control --topic govledger.escalations --topic govledger.lineage --topic govledger.sla --topic govledger.wallet-state
+acl --allow-principal User:sink --operation Describe --operation Read --resource-pattern-type literal --topic govledger.alerts --topic govledger.breaker-state --topic govledger.control --topic govledger.escalations --topic govledger.lineage --topic govledger.notifications --topic govledger.sla --topic govledger.wallet-state
 acl --allow-principal User:sink --operation Describe --operation Read --operation Write --resource-pattern-type literal --topic govledger.checkpoints --topic govledger.dlq --topic govledger.stored
 acl --allow-principal User:worker --operation Describe --operation Read --resource-pattern-type prefixed --group govledger-streams
 acl --allow-principal User:worker --operation Describe --operation Read --resource-pattern-type literal --topic govledger.control --topic govledger.escalations --topic govledger.lineage
 acl --allow-principal User:worker --operation Describe --operation Read --operation Write --resource-pattern-type literal --topic govledger.alerts --topic govledger.wallet-state
-acl --allow-principal User:worker --operation Describe --operation Write --resource-pattern-type literal --topic govledger.breaker-state --topic govledger.checkpoints --topic govledger.dlq --topic govledger.sla
+acl --allow-principal User:worker --operation Describe --operation Write --resource-pattern-type literal --topic govledger.breaker-state --topic govledger.checkpoints --topic govledger.dlq --topic govledger.notifications --topic govledger.sla
 acl --allow-principal User:worker --operation Create --operation Describe --operation Read --operation Write --resource-pattern-type prefixed --topic govledger-streams
 
 echo "kafka-init: topics, users and ACLs in place"

@@ -248,4 +248,5 @@ class GatewayProcess:
         await self.confirmations.stop()
         for provider in self.providers.values():
             await provider.close()
+        await self.admin.notify.sender.close()  # the route test's webhook client
         await asyncio.to_thread(self.gateway.tracing.shutdown)  # the spans still batched

@@ -18,6 +18,7 @@ from gateway.policy.baseline import (
 from gateway.policy.pack import PackError, PolicyPack, parse_pack
 from schemas import authn, codec
 from schemas.auth import key_sha256
+from schemas.notify_records import NotifyRouteAdded, NotifyRouteRemoved
 from schemas.pricing import LIST_PRICES, PriceBook, published_price
 from schemas.records import (
     BreakerState as BreakerStateRecord,
@@ -34,6 +35,7 @@ from schemas.records import (
 from schemas.topics import BREAKER_STATE, CONTROL, ESCALATIONS, WALLET_STATE
 from streams.breakers.logic import BreakerState, state_of
 from streams.keys import logic as keys_logic
+from streams.notify import logic as notify_logic
 from streams.wallets import logic as wallets_logic
 
 log = structlog.get_logger(__name__)
@@ -115,6 +117,8 @@ class LocalViews:
         # Prices by provider and model with their dates: the list prices, then each
         # published one (schemas.pricing); calls are priced at their occurred_at.
         self.prices = PriceBook(LIST_PRICES)
+        # Notification routes (streams.notify), for the admin API's listing and checks.
+        self.notify_routes: dict[str, notify_logic.Route] = {}
 
     def apply(self, message: Any) -> None:
         """Apply one consumed record from the control, wallet-state, breaker-state or
@@ -161,6 +165,11 @@ class LocalViews:
             self.escalation_decisions.setdefault(event.escalation_id, event.decision)
             if len(self.escalation_decisions) > MAX_ESCALATIONS:
                 del self.escalation_decisions[next(iter(self.escalation_decisions))]
+            return
+        if message.topic == CONTROL.name and isinstance(
+            event, NotifyRouteAdded | NotifyRouteRemoved
+        ):
+            self.notify_routes = notify_logic.evolve(self.notify_routes, event)
             return
         if message.topic == CONTROL.name and isinstance(event, EscalationChanged):
             self._apply_escalation_change(event)

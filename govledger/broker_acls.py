@@ -24,6 +24,7 @@ from schemas.topics import (
     DLQ,
     ESCALATIONS,
     LINEAGE,
+    NOTIFICATIONS,
     SLA,
     STORED,
     WALLET_STATE,
@@ -83,9 +84,10 @@ ADMIN_API = Role(
 WORKER = Role(
     "worker",
     "Faust stream processors: state topics, alerts, SLA windows, their checkpoints and "
-    "dead letters, plus Faust's own topics and groups under the app id.",
+    "dead letters, plus Faust's own topics and groups under the app id; the notifier logs "
+    "in as this user too (its delivery attempts; its group is under the app id).",
     reads=(LINEAGE, CONTROL, ESCALATIONS, ALERTS, WALLET_STATE),
-    writes=(WALLET_STATE, BREAKER_STATE, ALERTS, SLA, CHECKPOINTS, DLQ),
+    writes=(WALLET_STATE, BREAKER_STATE, ALERTS, SLA, CHECKPOINTS, DLQ, NOTIFICATIONS),
     prefix=FAUST_APP_ID,
 )
 SINK = Role(

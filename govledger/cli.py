@@ -16,6 +16,7 @@ from govledger.commands import (
     events,
     export,
     keys,
+    notify,
     policy,
     prices,
     replay,
@@ -46,6 +47,7 @@ COMMAND_GROUPS = (
     demo,
     prices,
     doctor_command,
+    notify,
 )
 
 

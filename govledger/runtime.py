@@ -24,13 +24,14 @@ from govledger.broker import start_tansu
 from govledger.supervision import CrashLoop, RestartPolicy, decide, how_it_ended
 from schemas.authn import resolve_keyring
 from schemas.kafka import ensure_topics
-from schemas.settings import ConsoleSettings, RuntimeSettings, env_name, load
+from schemas.settings import ConsoleSettings, NotifySettings, RuntimeSettings, env_name, load
 from streams.intake import READY_PATH
 
 STOP_GRACE_S = 30.0
 SUPERVISE_EVERY_S = 0.1
 # The parts that run on the broker, in start order; a restarted broker restarts them all.
 CLIENT_PARTS = ("sink", "worker", "gateway")
+NOTIFIER_PARTS = ("notifier",)
 
 log = structlog.get_logger(__name__)
 
@@ -194,6 +195,10 @@ class Stack:
             console = load(ConsoleSettings, self.environ)
             early = self._spawn("console") if console.console_port else None
             self._launch(CLIENT_PARTS)
+            # The notifier (alerts to webhooks) waits for no one and no one waits for it;
+            # a new broker restarts it with the others (it is in NOTIFIER_PARTS).
+            if load(NotifySettings, self.environ).notifier_enabled:
+                self._launch(NOTIFIER_PARTS)
             if early is not None:
                 url = f"{console.console_url}/healthz"
                 wait_for_http(url, self.settings.start_timeout_s, early.process, self._stopping)
@@ -253,10 +258,13 @@ class Stack:
         on it stops (a gateway keeps what it could not send in its spool), the broker
         starts, and the parts start again as at `start`: the sink first, which restores
         the admin log and the balances from the store before it answers."""
-        clients = [c for c in self.children if c.name in CLIENT_PARTS]
+        on_broker = (*CLIENT_PARTS, *NOTIFIER_PARTS)
+        clients = [c for c in self.children if c.name in on_broker]
         self._stop_children(clients, self.settings.restart_stop_grace_s)
         self._start_broker()
         self._launch(CLIENT_PARTS)
+        if any(c.name in NOTIFIER_PARTS for c in clients):
+            self._launch(NOTIFIER_PARTS)
 
     def _stop_children(self, children: list[Child], grace_s: float) -> None:
         """SIGTERM all of them, then SIGKILL those still running after grace_s."""

@@ -26,6 +26,7 @@ from schemas.publisher import ChainedPublisher
 from schemas.settings import (
     CommonSettings,
     GatewaySettings,
+    NotifySettings,
     SinkSettings,
     StreamSettings,
     load,
@@ -257,3 +258,42 @@ def worker_main(settings: StreamSettings) -> None:
     # logging up here, so drop it too: it writes cursor escapes into the log.
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+async def notifier_main(settings: NotifySettings) -> None:
+    """Deliver alerts and escalations to the routes tenants set, until SIGINT/SIGTERM."""
+    from schemas.webhook_sender import WebhookSender, sender_kwargs
+    from streams.notify.notifier import Notifier
+    from streams.notify.notifier import run as run_notifier
+    from streams.notify.state import DeliveryLog
+
+    stop = _stop_event()
+    install_keyring(settings)
+    keyring = authn.installed()
+    assert keyring is not None, "install_keyring installed one"
+    await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    publisher = ChainedPublisher(
+        settings.kafka_bootstrap, new_producer_id("notifier"), role="processor"
+    )
+    await publisher.start()
+    sender = WebhookSender(**sender_kwargs(settings))
+    state = DeliveryLog(
+        settings.data_path / "notifier" / "deliveries.jsonl", settings.notify_dedup_entries
+    )
+    notifier = Notifier(settings, publisher, sender, keyring, state)
+    task = asyncio.create_task(run_notifier(notifier, stop))
+    try:
+        done, _ = await asyncio.wait(
+            [task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if task in done:
+            task.result()  # the notifier died: surface why
+        stop.set()
+        await asyncio.wait_for(task, timeout=SINK_DRAIN_LIMIT_S)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sender.close()
+        await publisher.stop()
+        state.close()

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from schemas import codec
+from schemas import codec, notify_records
 from schemas import records as rec
 from schemas.codec import HashChain
 from schemas.records import ChainCheckpoint, Event
@@ -57,6 +57,7 @@ from schemas.topics import (
     DLQ,
     ESCALATIONS,
     LINEAGE,
+    NOTIFICATIONS,
     SLA,
     STORED,
     WALLET_STATE,
@@ -88,6 +89,7 @@ ROLES_BY_TOPIC: Mapping[str, frozenset[Role]] = {
     DLQ.name: frozenset({"processor", "sink"}),
     CHECKPOINTS.name: frozenset(ROLES),
     STORED.name: frozenset({"sink"}),
+    NOTIFICATIONS.name: frozenset({"processor"}),
 }
 """Which roles may write each topic. A topic not listed takes no record at all."""
 
@@ -119,6 +121,9 @@ ROLES_BY_TYPE: Mapping[type[Event], frozenset[Role]] = {
     rec.DeadLetter: frozenset({"processor", "sink"}),
     rec.ChainCheckpoint: frozenset(ROLES),
     rec.RecordsStored: frozenset({"sink"}),
+    notify_records.NotifyRouteAdded: _ADMIN,
+    notify_records.NotifyRouteRemoved: _ADMIN,
+    notify_records.NotificationAttempted: _PROCESSOR,
 }
 """Which roles may write each record type, whatever the topic."""
 

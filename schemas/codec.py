@@ -17,7 +17,11 @@ from typing import Any, NamedTuple, TypeVar
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from schemas.notify_records import NOTIFY_RECORD_TYPES
 from schemas.records import GENESIS_HASH, RECORD_TYPES, Event
+
+ALL_RECORD_TYPES: tuple[type[Event], ...] = (*RECORD_TYPES, *NOTIFY_RECORD_TYPES)
+"""Every record type the codec knows: schemas.records' and the notification records."""
 
 MAGIC = b"\xc3\x01"
 HEADER_BYTES = 10
@@ -65,7 +69,7 @@ def _build_registry() -> tuple[dict[bytes, SchemaEntry], dict[type[Event], Schem
     by_type: dict[type[Event], SchemaEntry] = {}
     # Every version of a record decodes into one Python type (fields added later carry
     # defaults); the type writes with its newest schema, named by `schema_name`.
-    types = {t.schema_name.rsplit(".", 1)[1]: t for t in RECORD_TYPES}
+    types = {t.schema_name.rsplit(".", 1)[1]: t for t in ALL_RECORD_TYPES}
     for source in load_schema_sources().values():
         name = f"{source['namespace']}.{source['name']}"
         pcf = to_parsing_canonical_form(source)
@@ -76,7 +80,7 @@ def _build_registry() -> tuple[dict[bytes, SchemaEntry], dict[type[Event], Schem
         by_fingerprint[fp] = entry
         if name == entry.record_type.schema_name:
             by_type[entry.record_type] = entry
-    assert set(by_type) == set(RECORD_TYPES), "every record type needs its writer schema"
+    assert set(by_type) == set(ALL_RECORD_TYPES), "every record type needs its writer schema"
     return by_fingerprint, by_type
 
 

@@ -516,6 +516,30 @@ class ConsoleSettings(CommonSettings):
         return f"http://{self.console_host}:{self.console_port}"
 
 
+@dataclasses.dataclass(frozen=True)
+class NotifySettings(CommonSettings):
+    """Settings of the notifier (alerts to webhooks) and of the admin API's route checks."""
+
+    notifier_enabled: bool = setting(True, "Whether `up` starts the notifier part.")
+    notify_allowed_hosts: str = setting(
+        "", "Webhook hosts allowed, comma-separated: name, *.suffix or http://name; empty: none."
+    )
+    notify_private_hosts: str = setting("", "Allowed hosts that may resolve to private addresses.")
+    notify_max_attempts: int = setting(6, "Delivery attempts of one event to one route.")
+    notify_backoff_s: float = setting(1.0, "Wait after a failed attempt; doubles per attempt.")
+    notify_backoff_max_s: float = setting(60.0, "Longest wait between two delivery attempts.")
+    notify_timeout_s: float = setting(10.0, "Longest one delivery request may take (seconds).")
+    notify_max_routes: int = setting(50, "Most notification routes one tenant may have.")
+    notify_dedup_entries: int = setting(100_000, "Delivered (route, event) pairs remembered.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        counts = (self.notify_max_attempts, self.notify_max_routes, self.notify_dedup_entries)
+        backoff_ok = 0 <= self.notify_backoff_s <= self.notify_backoff_max_s
+        if min(counts) < 1 or not backoff_ok or self.notify_timeout_s <= 0:
+            raise SettingsError("GOVLEDGER_NOTIFY_*: counts >= 1, timeout > 0, backoff <= max")
+
+
 ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
     RuntimeSettings,
     GatewaySettings,
@@ -523,6 +547,7 @@ ALL_SETTINGS: tuple[type[CommonSettings], ...] = (
     StreamSettings,
     DoctorSettings,
     ConsoleSettings,
+    NotifySettings,
 )
 
 S = TypeVar("S", bound=CommonSettings)

@@ -35,6 +35,9 @@ DLQ = Topic("govledger.dlq", "origin topic", False, "Records that failed to deco
 STORED = Topic(
     "govledger.stored", "sink producer_id", False, "Seq ranges each sink batch stored (outboxes)."
 )
+NOTIFICATIONS = Topic(
+    "govledger.notifications", "tenant_id", False, "Every webhook delivery attempt (notifier)."
+)
 
 CATALOGUE: tuple[Topic, ...] = (
     LINEAGE,
@@ -47,6 +50,7 @@ CATALOGUE: tuple[Topic, ...] = (
     CHECKPOINTS,
     DLQ,
     STORED,
+    NOTIFICATIONS,
 )
 
 RESTORED_HEADER = "govledger-restored"

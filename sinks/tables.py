@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from schemas.notify_records import NotificationAttempted, NotifyRouteAdded, NotifyRouteRemoved
 from schemas.records import (
     BreakerState,
     ChainCheckpoint,
@@ -55,6 +56,9 @@ TABLE_FOR: dict[type[Event], str] = {
     ChainCheckpoint: "chain_checkpoints",
     OrgBaselinePublished: "control_events",
     PricePublished: "control_events",
+    NotifyRouteAdded: "control_events",
+    NotifyRouteRemoved: "control_events",
+    NotificationAttempted: "notifications",
 }
 ALL_TABLES: tuple[str, ...] = tuple(dict.fromkeys(TABLE_FOR.values()))
 
@@ -72,6 +76,7 @@ SORT_KEYS: dict[str, tuple[str, ...]] = {
     "breaker_state": ("provider", "model", "occurred_at", "event_id"),
     "sla_windows": ("tenant_id", "provider", "model", "window_start", "revision", "event_id"),
     "chain_checkpoints": ("producer_id", "seq", "event_id"),
+    "notifications": ("tenant_id", "occurred_at", "event_id"),
 }
 
 # Records the sink dropped as duplicates by event_id but that sit at another place in a

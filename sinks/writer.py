@@ -45,6 +45,7 @@ from schemas.topics import (
     DLQ,
     ESCALATIONS,
     LINEAGE,
+    NOTIFICATIONS,
     RESENT_HEADER,
     RESTORED_HEADER,
     SLA,
@@ -70,6 +71,7 @@ SINK_TOPICS = (
     ALERTS.name,
     CHECKPOINTS.name,
     DLQ.name,
+    NOTIFICATIONS.name,
 )
 CONSUMER_GROUP = "govledger-sink"
 # How long a poll waits for a write that holds a full batch before it pauses the

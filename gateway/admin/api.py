@@ -11,6 +11,7 @@ from gateway.admin.configurations import ConfigurationRoutes
 from gateway.admin.context import AdminContext, Handler
 from gateway.admin.escalations import EscalationRoutes
 from gateway.admin.keys import KeyRoutes
+from gateway.admin.notify import NotifyRoutes
 from gateway.admin.policies import PolicyRoutes
 from gateway.admin.prices import PriceRoutes
 from gateway.admin.principals import principal_of_headers
@@ -52,6 +53,8 @@ class AdminApi:
         self.configurations = ConfigurationRoutes(self.context, self.policies.publisher)
         self.escalations = EscalationRoutes(self.context)
         self.prices = PriceRoutes(self.context)
+        # Notification routes; a test may put its own (allow-list, resolver) before `routes`.
+        self.notify = NotifyRoutes(self.context)
 
     @property
     def views(self) -> LocalViews:
@@ -67,6 +70,7 @@ class AdminApi:
             *self.policies.routes(self.guard),
             *self.configurations.routes(self.guard),
             *self.prices.routes(self.guard),
+            *self.notify.routes(self.guard),
         ]
 
     def guard(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

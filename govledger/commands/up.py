@@ -1,5 +1,5 @@
-"""`govledger up` (the whole stack) and `govledger gateway | sink | worker` (one service in
-the foreground)."""
+"""`govledger up` (the whole stack) and `govledger gateway | sink | worker | notifier` (one
+service in the foreground)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from schemas.settings import (
     ConsoleSettings,
     GatewaySettings,
+    NotifySettings,
     RuntimeSettings,
     SinkSettings,
     StreamSettings,
@@ -79,6 +80,10 @@ def cmd_service(args: argparse.Namespace) -> int:
         sink_settings = load(SinkSettings)
         configure(sink_settings.log_level, "sink", sink_settings.log_format)
         services.run(services.sink_main(sink_settings))
+    elif args.command == "notifier":
+        notify_settings = load(NotifySettings)
+        configure(notify_settings.log_level, "notifier", notify_settings.log_format)
+        services.run(services.notifier_main(notify_settings))
     elif args.command == "console":
         from console.server import console_main
 
@@ -101,6 +106,7 @@ def add_parser(commands: Any) -> None:
         ("gateway", "run a gateway"),
         ("sink", "run the sink and query API"),
         ("worker", "run the stream processors"),
+        ("notifier", "run the notifier (alerts to webhooks)"),
         ("console", "run the web console (pages over the admin and query APIs)"),
     ):
         commands.add_parser(name, help=text).set_defaults(func=cmd_service)

@@ -78,6 +78,9 @@ def stack_environ(data_dir: Path, **extra: str) -> dict[str, str]:
             # No web console (a process per boot); the shared stack runs one for the
             # browser tests (tests/conftest.py).
             "GOVLEDGER_CONSOLE_PORT": "0",
+            # No notifier unless a module routes notifications (test_notifications): one
+            # process less to boot per stack, and no module here adds a route.
+            "GOVLEDGER_NOTIFIER_ENABLED": "0",
         }
     )
     env.update(extra)

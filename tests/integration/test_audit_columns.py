@@ -58,7 +58,7 @@ for copy in range(COPIES - 1):
                       container_file(entry, [first_call]), f"copy-{copy}")
 read = store_reader(store)
 from replay.columns import NOT_FROM_RAW, UNKNOWN, table_columns, zero_of
-from schemas.records import RECORD_TYPES
+from schemas.codec import ALL_RECORD_TYPES as RECORD_TYPES
 types = {t.schema_name.rsplit(".", 1)[1]: t for t in RECORD_TYPES}
 unjudged = set()
 for source in codec.load_schema_sources().values():

@@ -13,6 +13,7 @@ from typing import Any
 
 from schemas import authn, codec
 from schemas.ids import uuid7
+from schemas.notify_records import NotificationAttempted, NotifyRouteAdded, NotifyRouteRemoved
 from schemas.records import (
     Attempt,
     BreakerState,
@@ -496,6 +497,9 @@ def one_of_each() -> list[Event]:
         baseline_published(),
         records_stored(),
         price_published(),
+        notify_route_added(),
+        notify_route_removed(),
+        notification_attempted(),
     ]
 
 
@@ -624,3 +628,55 @@ def price_published(**overrides: Any) -> PricePublished:
     fields.update(overrides)
     env = _split(PricePublished, fields)
     return PricePublished(**env, **fields)
+
+
+def notify_route_added(**overrides: Any) -> NotifyRouteAdded:
+    """A tenant admin routes quota thresholds and P1 escalations to a signed webhook."""
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 6,
+        "route_id": "0190d4f0-0000-7000-8000-00000000a001",
+        "events": ("quota.threshold", "escalation.p1"),
+        "url": "https://hooks.example.com/govledger",
+        "format": "cloudevents",
+        "secret_sealed": b"v1-sealed-secret-bytes",
+        "added_by": "admin",
+    }
+    fields.update(overrides)
+    env = _split(NotifyRouteAdded, fields)
+    return NotifyRouteAdded(**env, **fields)
+
+
+def notify_route_removed(**overrides: Any) -> NotifyRouteRemoved:
+    """The route is removed."""
+    fields: dict[str, Any] = {
+        "producer_id": "admin-7f3e9d",
+        "seq": 7,
+        "route_id": "0190d4f0-0000-7000-8000-00000000a001",
+        "removed_by": "admin",
+    }
+    fields.update(overrides)
+    env = _split(NotifyRouteRemoved, fields)
+    return NotifyRouteRemoved(**env, **fields)
+
+
+def notification_attempted(**overrides: Any) -> NotificationAttempted:
+    """The notifier's second attempt at a quota threshold: the receiver answered 503."""
+    fields: dict[str, Any] = {
+        "producer_id": "notifier-1c2d3e",
+        "seq": 2,
+        "route_id": "0190d4f0-0000-7000-8000-00000000a001",
+        "source_event_id": uuid7(T0),
+        "source_event_type": "quota.threshold",
+        "action": "trigger",
+        "format": "cloudevents",
+        "attempt": 2,
+        "status": "failed",
+        "http_status": 503,
+        "latency_ms": 12.5,
+        "error": "HTTP 503",
+        "destination_host": "hooks.example.com",
+    }
+    fields.update(overrides)
+    env = _split(NotificationAttempted, fields)
+    return NotificationAttempted(**env, **fields)

@@ -160,7 +160,7 @@ def test_a_checkpoint_is_writable_by_every_role_and_lineage_by_gateways_only() -
 
 
 def test_every_record_type_names_the_roles_that_may_write_it() -> None:
-    from schemas.records import RECORD_TYPES
+    from schemas.codec import ALL_RECORD_TYPES as RECORD_TYPES
 
     # A type left out would be refused from every producer (fail closed): name its role.
     assert set(authn.ROLES_BY_TYPE) == set(RECORD_TYPES)

@@ -38,6 +38,8 @@ WRITERS = {
     "govledger.dlq": {"worker", "sink"},
     # What each sink batch stored: only sinks say so; outboxes (gateway, admin) read it.
     "govledger.stored": {"sink"},
+    # The notifier's delivery attempts: it logs in as the worker's user.
+    "govledger.notifications": {"worker"},
 }
 EVERY_READER = {"sink", "auditor"}
 READERS = {
@@ -51,6 +53,7 @@ READERS = {
     "govledger.checkpoints": EVERY_READER,
     "govledger.dlq": EVERY_READER,
     "govledger.stored": {"gateway", "admin-api"} | EVERY_READER,
+    "govledger.notifications": EVERY_READER,
 }
 
 

@@ -16,6 +16,7 @@ from govledger.broker_acls import INIT_BOOTSTRAP, ROLES, SCRAM_MECHANISM
 from schemas.settings import (
     CommonSettings,
     GatewaySettings,
+    NotifySettings,
     SinkSettings,
     StreamSettings,
     known_env_names,
@@ -29,6 +30,7 @@ SETTINGS_OF_COMMAND: dict[str, type[CommonSettings]] = {
     "gateway": GatewaySettings,
     "sink": SinkSettings,
     "worker": StreamSettings,
+    "notifier": NotifySettings,
     "--help": CommonSettings,
 }
 
@@ -158,7 +160,7 @@ def resolved(value: Any) -> str:
     )
 
 
-@pytest.mark.parametrize("service", ["sink", "worker", "gateway", "admin", "auditor"])
+@pytest.mark.parametrize("service", ["sink", "worker", "gateway", "admin", "auditor", "notifier"])
 def test_the_environment_of_each_service_loads_as_its_settings(
     compose: dict[str, Any], service: str, tmp_path: Path
 ) -> None:

@@ -21,8 +21,9 @@ from fastavro.schema import to_parsing_canonical_form
 
 import schemas
 from schemas import codec
+from schemas.codec import ALL_RECORD_TYPES as RECORD_TYPES
 from schemas.codec import DecodeError, HashChain, compute_record_hash
-from schemas.records import RECORD_TYPES, KeyIssued, KeyRevoked, LineageRecord
+from schemas.records import KeyIssued, KeyRevoked, LineageRecord
 from tests.unit import builders
 
 SCHEMA_DIR = Path(schemas.__file__).parent

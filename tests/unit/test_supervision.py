@@ -127,7 +127,7 @@ def test_a_killed_part_alone_is_restarted_and_the_restart_is_logged(
     assert {k: v for k, v in after.items() if k != "worker"} == {
         k: v for k, v in before.items() if k != "worker"
     }
-    assert [c.name for c in stack.children] == ["broker", "sink", "worker", "gateway"]
+    assert [c.name for c in stack.children] == ["broker", "sink", "worker", "gateway", "notifier"]
     assert stack.restarts == {"worker": 1}
     assert stack.restart_log[0].startswith("worker ended with signal SIGKILL; restart 1 in 0 s")
     assert stack.supervise_once() == []  # nothing else exited
@@ -142,7 +142,7 @@ def test_a_dead_broker_takes_every_part_down_and_up_again_sink_first(
     assert stack.supervise_once() == ["broker"]
     after = pids(stack)
     assert all(after[name] != before[name] for name in before)
-    assert stack.launched[-1] == ("sink", "worker", "gateway")
+    assert stack.launched[-2:] == [("sink", "worker", "gateway"), ("notifier",)]
     assert stack.restarts == {"broker": 1}
     assert "broker ended with signal SIGTERM; restart 1" in stack.restart_log[0]
 
