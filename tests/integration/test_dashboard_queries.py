@@ -123,7 +123,10 @@ ENVELOPE = "event_id, event_type, occurred_at, tenant_id, producer_id, seq, reco
 
 def _envelope(event_type: str, seconds_ago: int, tenant: str = "acme") -> str:
     return (
-        f"generateUUIDv7(), '{event_type}', now64(3) - {seconds_ago}, '{tenant}', 'p', 0, 'h', ''"
+        # From NOW, not the engine's now(): the module may run minutes after NOW was taken
+        # (a busy test process), and the panels' window is NOW's.
+        f"generateUUIDv7(), '{event_type}', toDateTime64({int(NOW.timestamp())}, 3) - "
+        f"{seconds_ago}, '{tenant}', 'p', 0, 'h', ''"
     )
 
 
