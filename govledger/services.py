@@ -17,6 +17,7 @@ from gateway.policy.pack import AuditPolicy
 from gateway.server import GatewayProcess
 from gateway.views import LocalViews
 from govledger.admin_token import resolve_admin_token
+from govledger.export_notices import for_sink
 from replay.restore import broker_is_empty, restore
 from schemas import authn
 from schemas.http_errors import JsonErrorAppRunner, handler_args
@@ -152,6 +153,13 @@ async def sink_main(settings: SinkSettings) -> None:
     notices = StoredNotices(settings.kafka_bootstrap, new_producer_id("sink"))
     await notices.start()
     writer = SinkWriter(settings, store, dlq, on_committed=notices)
+    # A scheduled export's finished run, notified to its routes (docs/notifications.md).
+    keyring = authn.installed()
+    assert keyring is not None, "install_keyring installed one"
+    # (A lambda: each route change replaces the views' dict.)
+    routes = lambda: views.notify_routes.values()  # noqa: E731, PLW0108
+    export_notices = for_sink(settings, load(NotifySettings), store, routes, keyring)
+    await export_notices.start()
     api = QueryApi(
         store,
         query_readers(views, token),
@@ -166,6 +174,7 @@ async def sink_main(settings: SinkSettings) -> None:
             runs_kept=settings.export_schedule_runs_kept,
         ),
         metrics=writer.metrics,
+        on_schedule_run_finished=export_notices,
     )
     writer.metrics.watch_writer(writer)
     runner = query_runner(settings, api.application())
@@ -200,6 +209,7 @@ async def sink_main(settings: SinkSettings) -> None:
         await notices.stop()
         await tailer.stop()
         await runner.cleanup()
+        await export_notices.stop()
         await dlq.stop()
         store.close()
 

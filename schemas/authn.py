@@ -123,7 +123,9 @@ ROLES_BY_TYPE: Mapping[type[Event], frozenset[Role]] = {
     rec.RecordsStored: frozenset({"sink"}),
     notify_records.NotifyRouteAdded: _ADMIN,
     notify_records.NotifyRouteRemoved: _ADMIN,
-    notify_records.NotificationAttempted: _PROCESSOR,
+    # The sink writes those of the scheduled exports it notifies straight into the store
+    # (sinks/notification_rows.py); it may not publish them (ROLES_BY_TOPIC).
+    notify_records.NotificationAttempted: frozenset({"processor", "sink"}),
 }
 """Which roles may write each record type, whatever the topic."""
 

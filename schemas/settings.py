@@ -531,6 +531,9 @@ class NotifySettings(CommonSettings):
     notify_timeout_s: float = setting(10.0, "Longest one delivery request may take (seconds).")
     notify_max_routes: int = setting(50, "Most notification routes one tenant may have.")
     notify_dedup_entries: int = setting(100_000, "Delivered (route, event) pairs remembered.")
+    notify_export_deliveries_max: int = setting(
+        200, "Scheduled-export notices the sink delivers at once; more are recorded refused."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -538,6 +541,8 @@ class NotifySettings(CommonSettings):
         backoff_ok = 0 <= self.notify_backoff_s <= self.notify_backoff_max_s
         if min(counts) < 1 or not backoff_ok or self.notify_timeout_s <= 0:
             raise SettingsError("GOVLEDGER_NOTIFY_*: counts >= 1, timeout > 0, backoff <= max")
+        if self.notify_export_deliveries_max < 1:
+            raise SettingsError("GOVLEDGER_NOTIFY_EXPORT_DELIVERIES_MAX must be at least 1")
 
 
 ALL_SETTINGS: tuple[type[CommonSettings], ...] = (

@@ -28,7 +28,7 @@ from schemas.http_errors import json_errors
 from sinks.access import Authenticate
 from sinks.export_schedules_api import ScheduleRoutes
 from sinks.exports.jobs import ExportJobs
-from sinks.exports.scheduler import ExportSchedules, ScheduleLimits
+from sinks.exports.scheduler import ExportSchedules, RunFinished, ScheduleLimits
 from sinks.exports_api import ExportRoutes
 from sinks.http_layer import guard
 from sinks.metrics import SinkMetrics
@@ -54,6 +54,7 @@ class QueryApi:
         exports_dir: Path | None = None,
         schedule_limits: ScheduleLimits | None = None,
         metrics: SinkMetrics | None = None,
+        on_schedule_run_finished: RunFinished | None = None,
     ) -> None:
         self.store = store
         # The process's registry (the sink writer's, served here at /metrics).
@@ -67,9 +68,14 @@ class QueryApi:
         # Export jobs (`sinks/exports/`) keep their files and state under exports_dir.
         self.exports = ExportJobs(store, exports_dir) if exports_dir is not None else None
         # Export schedules (`sinks/exports/scheduler.py`) keep theirs in exports_dir/schedules;
-        # its `on_run_finished` is the hook for notifying when a scheduled run is done.
+        # its `on_run_finished` notifies routes when a run is done (govledger/export_notices).
         self.export_schedules = (
-            ExportSchedules(self.exports, exports_dir / "schedules", schedule_limits)
+            ExportSchedules(
+                self.exports,
+                exports_dir / "schedules",
+                schedule_limits,
+                on_run_finished=on_schedule_run_finished,
+            )
             if self.exports is not None and exports_dir is not None
             else None
         )

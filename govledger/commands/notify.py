@@ -16,6 +16,7 @@ ROUTE_EVENTS = (
     "sla.breached",
     "escalation.p1",
     "escalation.sla_breached",
+    "export.completed",
 )
 FORMATS = ("cloudevents", "slack", "pagerduty")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ ROUTE_EVENTS: tuple[str, ...] = (
     "sla.breached",
     "escalation.p1",
     "escalation.sla_breached",
+    "export.completed",
 )
 CLOUDEVENT_TYPE_PREFIX = "dev.govledger."
 SIGNATURE_VERSION = "v1"
@@ -110,6 +112,9 @@ class Notice:
     dedup_key: str
     summary: str
     severity: str
+    # What a payload carries as the event's data, when not the record's fields (a scheduled
+    # export's run outcome: its record is only the envelope).
+    details: Mapping[str, Any] | None = None
 
     @property
     def event_id(self) -> str:
@@ -220,6 +225,11 @@ def record_data(record: Event) -> dict[str, Any]:
     }
 
 
+def notice_data(notice: Notice) -> dict[str, Any]:
+    """What a payload tells of the notified event: its details, else its record's fields."""
+    return dict(notice.details) if notice.details is not None else record_data(notice.record)
+
+
 def cloudevent_type(notice: Notice) -> str:
     """`dev.govledger.<event type>` of the notified record (circuit.closed for a
     breaker's resolve, escalation.resolved for an escalation's)."""
@@ -229,7 +239,7 @@ def cloudevent_type(notice: Notice) -> str:
 def cloudevent(notice: Notice) -> dict[str, Any]:
     """A CloudEvents 1.0 structured-mode JSON event; id is the source record's event id."""
     source = f"/govledger/tenants/{notice.tenant_id}" if notice.tenant_id else "/govledger/org"
-    data = record_data(notice.record)
+    data = notice_data(notice)
     data.update(action=notice.action, dedup_key=notice.dedup_key, summary=notice.summary)
     return {
         "specversion": "1.0",
@@ -281,7 +291,7 @@ def pagerduty_event(notice: Notice, routing_key: str) -> dict[str, Any]:
             "source": notice.tenant_id or "govledger-org",
             "timestamp": rfc3339(notice.record.occurred_at),
             "component": notice.route_event,
-            "custom_details": record_data(notice.record),
+            "custom_details": notice_data(notice),
         }
     return event
 
@@ -363,6 +373,42 @@ def notice_for(record: Event, route_event: str, summary: str, severity: str = "i
     """A trigger notice for any record (e.g. a scheduled export's run: `route_event` names
     it, `export.completed`), its own dedup key and webhook-id being the record's event id."""
     return Notice(record, route_event, "trigger", record.event_id, summary, severity)
+
+
+# A scheduled export's runs: their notices' ids are UUIDv5 names in this namespace.
+EXPORT_COMPLETED = "export.completed"
+EXPORT_RUN_NAMESPACE = uuid.UUID("5b0c9f3e-2d7a-5c1e-9a44-6f1d8e0b7c21")
+EXPORT_SEVERITY = {"succeeded": "info", "skipped": "warning"}  # anything else: failed
+
+
+def export_run_event_id(schedule_id: str, slot_ms: int) -> str:
+    """The stable id of one run of a schedule (a schedule runs each slot at most once): the
+    CloudEvent id and webhook-id of every delivery of its notice, so a receiver dedupes."""
+    return str(uuid.uuid5(EXPORT_RUN_NAMESPACE, f"{schedule_id}/{slot_ms}"))
+
+
+def export_run_notice(outcome: Mapping[str, Any], at_ms: int) -> Notice:
+    """The notice of a scheduled export's finished run (succeeded, failed or skipped), from
+    its outcome (sinks.exports.schedules.run_outcome), which is the payload's data. The
+    summary leaves out the creator's description (Slack would render its markup); the
+    data carries it."""
+    status = str(outcome["status"])
+    record = Event(
+        event_id=export_run_event_id(str(outcome["schedule_id"]), int(outcome["slot_ms"])),
+        event_type=EXPORT_COMPLETED,
+        occurred_at=at_ms,
+        tenant_id=str(outcome["tenant"] or ""),
+    )
+    what = f"scheduled {outcome['type']} export ({outcome['format']})"
+    what += f" of schedule {outcome['schedule_id']}"
+    if status == "succeeded":
+        summary = f"{what} succeeded: export {outcome['export_id']}, {outcome['rows']} rows"
+    else:
+        summary = f"{what} {status}: {outcome['error'] or 'no reason given'}"
+    severity = EXPORT_SEVERITY.get(status, "error")
+    return Notice(
+        record, EXPORT_COMPLETED, "trigger", record.event_id, summary, severity, dict(outcome)
+    )
 
 
 def signed_request(

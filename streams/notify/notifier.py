@@ -71,6 +71,36 @@ class AttemptPublisher(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently one notice is attempted to one route."""
+
+    max_attempts: int
+    backoff_s: float
+    backoff_max_s: float
+
+    @classmethod
+    def of(cls, settings: NotifySettings) -> RetryPolicy:
+        """From GOVLEDGER_NOTIFY_MAX_ATTEMPTS, _BACKOFF_S and _BACKOFF_MAX_S."""
+        return cls(
+            settings.notify_max_attempts, settings.notify_backoff_s, settings.notify_backoff_max_s
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivering:
+    """What a delivery needs besides its notice and route: the keyring that opens the
+    route's sealed URL and secret, the sender, the org's allow-list, the retry policy."""
+
+    keyring: Keyring
+    sender: Sender
+    allow: AllowList
+    retry: RetryPolicy
+
+
+RecordAttempt = Callable[[NotificationAttempted], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """One notice to one route, sealed secret opened."""
 
@@ -98,6 +128,7 @@ class Notifier:
         self.keyring = keyring
         self.state = state
         self.allow = AllowList.parse(settings.notify_allowed_hosts, settings.notify_private_hosts)
+        self.retry = RetryPolicy.of(settings)
         self.routes: dict[str, Route] = {}
         self.control_positions: dict[int, int] = {}
         self._sleep = sleep
@@ -139,42 +170,17 @@ class Notifier:
     async def deliver(self, delivery: Delivery) -> None:
         """Attempt until delivered or out of attempts; record every attempt. The final one
         is written to the delivery log before its record is published."""
-        notice, route = delivery.notice, delivery.route
-        try:
-            url, secret = unseal_route(
-                self.keyring, route.tenant_id, route.route_id, route.secret_sealed
-            )
-        except SealError as exc:
-            await self._final(delivery, 1, "refused", Answer(0, f"secret: {exc}", 0.0), "")
-            return
-        attempts = self.settings.notify_max_attempts
-        for attempt in range(1, attempts + 1):
-            # Checked again at every attempt: the allow-list may have changed since.
-            try:
-                where = destination(url, self.allow)
-            except DestinationRefusedError as exc:
-                await self._final(delivery, attempt, "refused", Answer(0, str(exc), 0.0), "")
-                return
-            body, headers = logic.signed_request(notice, route.format, secret, int(self._clock_s()))
-            answer = await self.sender.post(where, body, headers)
-            if answer.delivered or attempt == attempts:
-                status = "delivered" if answer.delivered else "gave_up"
-                await self._final(delivery, attempt, status, answer, where.host)
-                return
-            await self._publish(self._attempt(delivery, attempt, "failed", answer, where.host))
-            await self._sleep(
-                logic.backoff_s(
-                    attempt, self.settings.notify_backoff_s, self.settings.notify_backoff_max_s
-                )
-            )
-
-    async def _final(
-        self, delivery: Delivery, attempt: int, status: str, answer: Answer, host: str
-    ) -> None:
-        record = self._attempt(delivery, attempt, status, answer, host)
-        fields = {k: v for k, v in record.to_avro().items() if k in ATTEMPT_FIELDS}
+        final = await attempt_delivery(
+            delivery.notice,
+            delivery.route,
+            Delivering(self.keyring, self.sender, self.allow, self.retry),
+            self._publish,
+            sleep=self._sleep,
+            clock_s=self._clock_s,
+        )
+        fields = {k: v for k, v in final.to_avro().items() if k in ATTEMPT_FIELDS}
         self.state.finish(delivery.route.route_id, delivery.notice.event_id, fields)
-        await self._publish(record)
+        await self._publish(final)
         self.state.published(delivery.route.route_id, delivery.notice.event_id)
 
     async def publish_unpublished(self) -> None:
@@ -184,46 +190,87 @@ class Notifier:
             await self._publish(record)
             self.state.published(route_id, event_id)
 
-    def _attempt(
-        self, delivery: Delivery, attempt: int, status: str, answer: Answer, host: str
-    ) -> NotificationAttempted:
-        notice, route = delivery.notice, delivery.route
-        log.info(
-            "notification attempt",
-            route_id=route.route_id,
-            event_id=notice.event_id,
-            attempt=attempt,
-            status=status,
-            http_status=answer.http_status,
-        )
-        return NotificationAttempted(
-            event_id=uuid7(),
-            event_type=NotificationAttempted.event_type_name,
-            occurred_at=now_ms(),
-            tenant_id=notice.tenant_id,
-            route_id=route.route_id,
-            source_event_id=notice.event_id,
-            source_event_type=notice.record.event_type,
-            action=notice.action,
-            format=route.format,
-            attempt=attempt,
-            status=status,
-            http_status=answer.http_status,
-            latency_ms=answer.latency_ms,
-            error=answer.error,
-            destination_host=host,
-        )
-
     async def _publish(self, record: NotificationAttempted) -> None:
         await self.publisher.publish_and_wait(NOTIFICATIONS.name, record.tenant_id, record)
+
+
+def attempt_record(
+    notice: Notice, route: Route, attempt: int, status: str, answer: Answer, *, host: str
+) -> NotificationAttempted:
+    """The record of one attempt (unsealed: its publisher or writer seals it)."""
+    log.info(
+        "notification attempt",
+        route_id=route.route_id,
+        event_id=notice.event_id,
+        attempt=attempt,
+        status=status,
+        http_status=answer.http_status,
+    )
+    return NotificationAttempted(
+        event_id=uuid7(),
+        event_type=NotificationAttempted.event_type_name,
+        occurred_at=now_ms(),
+        tenant_id=notice.tenant_id,
+        route_id=route.route_id,
+        source_event_id=notice.event_id,
+        source_event_type=notice.record.event_type,
+        action=notice.action,
+        format=route.format,
+        attempt=attempt,
+        status=status,
+        http_status=answer.http_status,
+        latency_ms=answer.latency_ms,
+        error=answer.error,
+        destination_host=host,
+    )
+
+
+async def attempt_delivery(
+    notice: Notice,
+    route: Route,
+    how: Delivering,
+    on_failed: RecordAttempt,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock_s: Callable[[], float] = time.time,
+) -> NotificationAttempted:
+    """Attempt one notice to one route until delivered, refused or out of attempts, with
+    backoff between attempts. Each failed attempt that will be retried goes to
+    `on_failed`; the final one (delivered, gave_up or refused) is returned, for the caller
+    to record (the notifier writes it to its delivery log first). The destination is
+    checked again at every attempt: the allow-list may have changed since."""
+    try:
+        url, secret = unseal_route(
+            how.keyring, route.tenant_id, route.route_id, route.secret_sealed
+        )
+    except SealError as exc:
+        return attempt_record(
+            notice, route, 1, "refused", Answer(0, f"secret: {exc}", 0.0), host=""
+        )
+    attempts = how.retry.max_attempts
+    for attempt in range(1, attempts + 1):
+        try:
+            where = destination(url, how.allow)
+        except DestinationRefusedError as exc:
+            return attempt_record(
+                notice, route, attempt, "refused", Answer(0, str(exc), 0.0), host=""
+            )
+        body, headers = logic.signed_request(notice, route.format, secret, int(clock_s()))
+        answer = await how.sender.post(where, body, headers)
+        if answer.delivered or attempt == attempts:
+            status = "delivered" if answer.delivered else "gave_up"
+            return attempt_record(notice, route, attempt, status, answer, host=where.host)
+        await on_failed(attempt_record(notice, route, attempt, "failed", answer, host=where.host))
+        await sleep(logic.backoff_s(attempt, how.retry.backoff_s, how.retry.backoff_max_s))
+    raise AssertionError("unreachable: the last attempt returns")
 
 
 async def deliver_once(
     route: Route, notice: Notice, keyring: Keyring, sender: Sender, allow: AllowList
 ) -> Answer:
-    """One signed delivery of a notice to a route, now, not recorded and not retried: for
-    a part that notifies a route of its own outcome (scheduled exports, wired by
-    govledger/services with the route from LocalViews.notify_routes and a WebhookSender)."""
+    """One signed delivery of a notice to a route, now, not recorded and not retried (a
+    part that notifies a route of its own outcome with retries and records, as the sink
+    does for scheduled exports, uses `attempt_delivery`: govledger/export_notices.py)."""
     try:
         url, secret = unseal_route(keyring, route.tenant_id, route.route_id, route.secret_sealed)
         where = destination(url, allow)

@@ -188,13 +188,14 @@ async def test_the_command_line_adds_lists_tests_and_removes_and_reports_refusal
     assert refused.returncode == 1
     assert "400 invalid_request: destination refused" in refused.stderr
     added = await govledger(
-        component, "notify", "add", "--on", "quota.threshold,escalation.p1",
+        component, "notify", "add", "--on", "quota.threshold,escalation.p1,export.completed",
         "--webhook", f"{base}/hook", "--secret", SECRET, "--format", "slack",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     route_id = added.stdout.split()[1].rstrip(":")
     listed = await govledger(component, "notify", "list")
-    assert route_id in listed.stdout and "quota.threshold,escalation.p1" in listed.stdout
+    assert route_id in listed.stdout
+    assert "quota.threshold,escalation.p1,export.completed" in listed.stdout
     assert SECRET not in listed.stdout
     tested = await govledger(component, "notify", "test", route_id)
     assert tested.returncode == 0 and "delivered (HTTP 200" in tested.stdout

@@ -50,6 +50,9 @@ SHARED_STACK_SETTINGS = {
     "GOVLEDGER_LOG_FORMAT": "json",
     # test_export_schedules' schedules run every second (60 s is the least by default).
     "GOVLEDGER_EXPORT_SCHEDULE_MIN_INTERVAL_S": "1",
+    # ...and notify a webhook receiver the test runs on loopback (plain http).
+    "GOVLEDGER_NOTIFY_ALLOWED_HOSTS": "http://127.0.0.1",
+    "GOVLEDGER_NOTIFY_PRIVATE_HOSTS": "127.0.0.1",
 }
 
 

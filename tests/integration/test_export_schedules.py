@@ -1,7 +1,9 @@
 """Scheduled exports on the running stack (Tansu + chDB): a schedule every second, made and
 listed with the command line, produces exports whose manifests match the store and whose
-files match their manifests; and a schedule whose runs were missed while the sink was
-stopped runs once when it starts again, not once per missed slot."""
+files match their manifests, and notifies a route of its tenant of each finished run (a
+signed CloudEvent to a receiver in the test, each attempt in `notifications`); and a
+schedule whose runs were missed while the sink was stopped runs once when it starts again,
+not once per missed slot."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import hashlib
 import json
 import secrets
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ import httpx
 import openai
 import pytest
 
+from streams.notify import logic
 from tests.integration.stack import (
     RunningStack,
     govledger,
@@ -32,6 +38,34 @@ pytestmark = pytest.mark.integration
 def stack(shared_stack: RunningStack) -> RunningStack:
     # The shared stack (tests/conftest.py), whose minimum schedule interval is 1 s.
     return shared_stack
+
+
+SECRET = "whsec_c2NoZWR1bGVkLWV4cG9ydC1ub3RpY2Vz"
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """A webhook receiver on loopback: its URL and what it got (headers, body)."""
+    got: list[tuple[dict[str, str], bytes]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            got.append((dict(self.headers.items()), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _get(stack: RunningStack, path: str) -> httpx.Response:
@@ -59,7 +93,9 @@ def _succeeded(stack: RunningStack, schedule_id: str, count: int) -> list[dict[s
 
 
 def test_a_schedule_every_second_produces_exports_with_valid_manifests(
-    stack: RunningStack, tmp_path: Path
+    stack: RunningStack,
+    tmp_path: Path,
+    receiver: tuple[str, list[tuple[dict[str, str], bytes]]],
 ) -> None:
     tenant = f"xs-{secrets.token_hex(3)}"
     stack.fund("alpha", "5", tenant=tenant)
@@ -70,6 +106,13 @@ def test_a_schedule_every_second_produces_exports_with_valid_manifests(
         sdk.chat.completions.create(model="sim-small", messages=[{"role": "user", "content": "hi"}])
     where = f"tenant_id = '{tenant}'"
     wait_for(lambda: stack.sql(f"SELECT count() FROM lineage WHERE {where}") == [["2"]])
+    hook_url, got = receiver
+    routed = govledger(
+        stack.env, "notify", "add", "--on", "export.completed", "--webhook", hook_url,
+        "--secret", SECRET, "--tenant", tenant,
+    )  # fmt: skip
+    assert routed.returncode == 0, routed.stderr
+    route_id = routed.stdout.split()[1].rstrip(":")
 
     made = govledger(
         stack.env, "export", "schedule", "--every", "1s", "--type", "events",
@@ -110,11 +153,49 @@ def test_a_schedule_every_second_produces_exports_with_valid_manifests(
         history = govledger(stack.env, "export", "schedules", schedule_id)
         assert history.returncode == 0, history.stderr
         assert runs[0]["job_id"] in history.stdout and runs[0]["manifest_sha256"] in history.stdout
+        _notified(stack, tenant, schedule_id, got)
     finally:
         removed = govledger(stack.env, "export", "unschedule", schedule_id)
+        govledger(stack.env, "notify", "remove", route_id)
     assert removed.returncode == 0, removed.stderr
     gone = _get(stack, f"/v1/exports/schedules/{schedule_id}")
     assert gone.status_code == 404
+
+
+def _notified(
+    stack: RunningStack, tenant: str, schedule_id: str, got: list[tuple[dict[str, str], bytes]]
+) -> None:
+    """The sink told the tenant's route of finished runs: signed CloudEvents, one per run,
+    each with the run's outcome as the schedule lists it, each delivery in `notifications`."""
+    wait_for(lambda: got, timeout_s=15, every_s=0.1)
+    runs = {r["slot_ms"]: r for r in _runs(stack, schedule_id)}
+    events = []
+    for headers, body in list(got):
+        assert logic.verify(SECRET, headers, body, int(time.time()))
+        event = json.loads(body)
+        data = event["data"]
+        assert event["type"] == "dev.govledger.export.completed"
+        assert event["id"] == headers["webhook-id"]
+        assert event["id"] == logic.export_run_event_id(schedule_id, data["slot_ms"])
+        assert (data["schedule_id"], data["tenant"]) == (schedule_id, tenant)
+        run = runs.get(data["slot_ms"])
+        if run is not None:  # (an older run may have left the kept history)
+            assert (data["status"], data["export_id"]) == (run["status"], run["job_id"])
+            assert data["manifest_sha256"] == run["manifest_sha256"]
+        events.append(event["id"])
+    assert len(events) == len(set(events))  # once per run
+    where = f"tenant_id = '{tenant}' AND status = 'delivered'"
+    wait_for(
+        lambda: (
+            {
+                row[0]
+                for row in stack.sql(f"SELECT source_event_id FROM notifications WHERE {where}")
+            }
+            >= set(events)
+        ),
+        timeout_s=15,
+        every_s=0.2,
+    )
 
 
 def test_a_run_missed_while_the_sink_was_stopped_runs_once_at_start(tmp_path: Path) -> None:

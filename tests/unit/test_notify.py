@@ -203,3 +203,69 @@ def test_a_sealed_secret_opens_only_for_its_tenant_and_route_under_the_org_root(
         unseal(keyring, "acme", "r1", sealed[:-1] + bytes([sealed[-1] ^ 1]))
     rotated = Keyring([bytes(range(32)), bytes(32)])
     assert unseal(rotated, "acme", "r1", sealed) == "whsec_abc"  # older root still opens
+
+
+def _export_outcome(**overrides: object) -> dict[str, object]:
+    outcome: dict[str, object] = {
+        "schedule_id": "0190d4f0-0000-7000-8000-0000000000e1",
+        "tenant": builders.TENANT,
+        "type": "events",
+        "format": "csv",
+        "description": "weekly <!channel> *bold*",
+        "export_id": "0190d4f0-0000-7000-8000-0000000000f1",
+        "status": "succeeded",
+        "slot_ms": T0,
+        "missed": 0,
+        "started_at_ms": T0 + 1,
+        "finished_at_ms": T0 + 2,
+        "rows": 75,
+        "manifest_sha256": "ab" * 32,
+        "error": None,
+        "download_url": "/v1/exports/0190d4f0-0000-7000-8000-0000000000f1/download",
+    }
+    outcome.update(overrides)
+    return outcome
+
+
+def test_an_export_run_notice_carries_its_outcome_under_an_id_stable_per_run() -> None:
+    notice = logic.export_run_notice(_export_outcome(), T0 + 2)
+    again = logic.export_run_notice(_export_outcome(), T0 + 9)  # the same run, told again
+    later = logic.export_run_notice(_export_outcome(slot_ms=T0 + 60_000), T0 + 60_002)
+    assert notice.event_id == again.event_id != later.event_id
+    assert (notice.route_event, notice.severity, notice.tenant_id) == (
+        "export.completed",
+        "info",
+        builders.TENANT,
+    )
+    event = logic.cloudevent(notice)
+    assert event["type"] == "dev.govledger.export.completed" and event["id"] == notice.event_id
+    assert event["data"] == {
+        **_export_outcome(),
+        "action": "trigger",
+        "dedup_key": notice.event_id,
+        "summary": notice.summary,
+    }
+    # Slack renders the summary: the creator's description (markup) stays out of it.
+    slack = logic.slack_message(notice)["text"]
+    assert "succeeded" in slack and "75 rows" in slack and "<!channel>" not in slack
+    paged = logic.pagerduty_event(notice, "routing-key")
+    assert paged["payload"]["custom_details"] == _export_outcome()
+    failed = logic.export_run_notice(_export_outcome(status="failed", error="disk full"), T0)
+    assert failed.severity == "error" and "failed: disk full" in failed.summary
+    org_wide = logic.export_run_notice(_export_outcome(tenant=None), T0)
+    assert logic.cloudevent(org_wide)["source"] == "/govledger/org"
+
+
+def test_an_export_run_goes_to_its_tenants_and_the_orgs_routes_only() -> None:
+    notice = logic.export_run_notice(_export_outcome(), T0)
+    routes = [route(), route("globex"), route(""), route(events=("quota.threshold",), route_id="q")]
+    assert [r.route_id for r in logic.routes_for(notice, routes)] == [
+        f"route-{builders.TENANT}",
+        "route-org",
+    ]
+
+
+def test_the_command_line_offers_every_route_event() -> None:
+    from govledger.commands import notify as command
+
+    assert command.ROUTE_EVENTS == logic.ROUTE_EVENTS
