@@ -11,6 +11,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from console.worker_health import WorkerHealth, read_workers
+
 # What the console shows of an answer that is not the API's JSON error.
 ERROR_TEXT_CHARS = 300
 RELAY_CHUNK_BYTES = 256 * 1024
@@ -115,6 +117,12 @@ class Backend:
         )
         rows: list[dict[str, Any]] = orjson.loads(answer)["data"]
         return rows
+
+    async def workers(self, urls: tuple[str, ...], timeout_s: float) -> list[WorkerHealth]:
+        """The workers' pipeline figures from their /metrics (no credential: the page is
+        the one Prometheus reads)."""
+        assert self._http is not None, "Backend.start first"
+        return await read_workers(self._http, urls, timeout_s)
 
     async def relay(
         self, key: str, path: str, request: web.Request, headers: dict[str, str]

@@ -14,7 +14,11 @@ import pytest
 
 from console.security import CSP
 from schemas.records import WalletBudgetSet, WalletFunded
-from tests.component.console_support import ConsoleHarness, running_console
+from tests.component.console_support import (
+    ConsoleHarness,
+    running_console,
+    serving_worker_metrics,
+)
 from tests.component.support import ADMIN_TOKEN, review_pack
 
 TENANT, OTHER = "acme", "globex"
@@ -365,3 +369,19 @@ async def test_failed_logins_from_one_address_are_throttled(tmp_path: Path) -> N
         # Past the limit even the right key waits: nothing is tried for a minute.
         answer = await console.login(ADMIN_TOKEN)
         assert answer.status == 429 and console.session_cookie() is None
+
+
+async def test_a_tenant_admins_overview_reads_no_worker_metrics(tmp_path: Path) -> None:
+    # A worker's metrics are the fleet's (every tenant's lag and dead letters): only an
+    # org admin's Overview shows them.
+    async with serving_worker_metrics() as worker:
+        worker.metrics.commit_stalled()
+        async with running_console(tmp_path, console_worker_urls=worker.url) as console:
+            await console.login(await tenant_admin(console))
+            for path in ("/", "/overview/live"):
+                page = await (await console.client.get(path)).text()
+                assert "Commit stalls" not in page and worker.url not in page, path
+            assert worker.scrapes == 0
+            await console.login(ADMIN_TOKEN)
+            assert "Commit stalls" in await (await console.client.get("/overview/live")).text()
+            assert worker.scrapes == 1

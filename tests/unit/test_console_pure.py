@@ -3,9 +3,12 @@ shown, the SVG charts (escaped, no style attribute), and the Overview's buckets.
 
 from __future__ import annotations
 
+import pytest
+
 from console import charts, formats
 from console.pages.overview import buckets
 from console.sessions import MAX_THROTTLED_ADDRESSES, LoginThrottle, SessionStore
+from console.worker_health import parse_worker_metrics
 
 
 class Clock:
@@ -83,3 +86,21 @@ def test_failed_logins_are_throttled_per_address_for_a_minute() -> None:
     for i in range(MAX_THROTTLED_ADDRESSES + 5):  # bounded: the oldest are forgotten
         throttle.failed(f"a{i}")
     assert len(throttle._failures) == MAX_THROTTLED_ADDRESSES
+
+
+def test_worker_metrics_are_read_by_name_and_anything_else_is_refused() -> None:
+    text = (
+        "# TYPE govledger_commit_stalls_total counter\n"
+        'govledger_commit_stalls_total{service="streams"} 3.0\n'
+        "# TYPE govledger_consumer_lag gauge\n"
+        'govledger_consumer_lag{service="streams",topic="lineage",partition="0"} 4.0\n'
+        'govledger_consumer_lag{service="streams",topic="lineage",partition="1"} 1.0\n'
+        "# TYPE govledger_escalations_open gauge\n"
+        'govledger_escalations_open{priority="P1"} 9.0\n'
+    )
+    health = parse_worker_metrics("http://w", text)
+    assert (health.known, health.commit_stalls, health.dead_letters) == (True, 3, 0)
+    assert health.consumer_lag == {("streams", "lineage"): 5} and health.fold_lag_s == {}
+    for garbage in ("<html>not metrics</html>", 'govledger_commit_stalls_total{service="x 1'):
+        with pytest.raises(ValueError, match=r"invalid metric name|could not convert"):
+            parse_worker_metrics("http://w", garbage)
