@@ -69,9 +69,10 @@ class Backend:
         params: dict[str, str] | None = None,
         json: Any = None,
         data: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
         assert self._http is not None, "Backend.start first"
-        headers = {"Authorization": f"Bearer {key}"}
+        headers = {**(headers or {}), "Authorization": f"Bearer {key}"}
         try:
             async with self._http.request(
                 method, url, params=params, json=json, data=data, headers=headers
@@ -92,9 +93,13 @@ class Backend:
         path: str,
         body: Any = None,
         params: dict[str, str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """A JSON call to the admin API."""
-        answer = await self._call(key, method, self.admin_url + path, params=params, json=body)
+        answer = await self._call(
+            key, method, self.admin_url + path, params=params, json=body, headers=headers
+        )
         return orjson.loads(answer)
 
     async def query(self, key: str, path: str, params: dict[str, str] | None = None) -> Any:

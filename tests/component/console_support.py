@@ -47,6 +47,12 @@ class RecordingQueryApi:
     """A query API with the real guard and no store."""
 
     asked: list[AskedQuery] = field(default_factory=list)
+    # Rows a query answers when its text contains the key (else none), as a store would.
+    rows_for: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def asked_about(self, text: str) -> bool:
+        """Whether any query asked so far mentions `text`."""
+        return any(text in q.text for q in self.asked)
 
     def application(self, component: Component) -> web.Application:
         protect = guard(query_readers(component.views, ADMIN_TOKEN))
@@ -56,8 +62,10 @@ class RecordingQueryApi:
 
         async def sql(request: web.Request, reader: Reader) -> web.Response:
             params = {k[6:]: v for k, v in request.query.items() if k.startswith("param_")}
-            self.asked.append(AskedQuery(reader.tenant_id, await request.text(), params))
-            return json_response({"data": []})
+            text = await request.text()
+            self.asked.append(AskedQuery(reader.tenant_id, text, params))
+            rows = next((r for key, r in self.rows_for.items() if key in text), [])
+            return json_response({"data": rows})
 
         async def report(request: web.Request, reader: Reader) -> web.Response:
             asked = request.query.get("tenant")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp.test_utils import unused_port
 
+from schemas.records import PolicyPackPublished
 from tests.component.console_support import running_console, serving_worker_metrics
 from tests.component.support import ADMIN_TOKEN
 
@@ -67,3 +68,127 @@ async def test_the_overview_shows_each_workers_commit_stalls_and_unknown_when_on
     # The worker that does not answer is unknown, never 0.
     assert re.search(r'id="commit-stalls-2">unknown: the worker did not answer', page)
     assert worker.scrapes == 1
+
+
+ACME_P = {"tenant": "acme", "name": "p"}
+PACK = (
+    "name: p\npolicies:\n  chain:\n    # every call is logged\n"
+    "    - name: audit-logger\n      policy: {}\n"
+)
+
+
+async def test_a_pack_is_assigned_to_teams_and_gateways_as_a_new_version(tmp_path: Path) -> None:
+    async with running_console(tmp_path) as console:
+        pushed = await console.component.admin(
+            "POST", "/v1/admin/policies", json={"tenant": "acme", "source_yaml": PACK}
+        )
+        assert pushed.status == 201
+        await console.login(ADMIN_TOKEN)
+        page = await (await console.client.get("/policies/pack", params=ACME_P)).text()
+        assert 'id="assign"' in page and 'name="version" value="1"' in page
+        token = await console.csrf("/policies")
+        form = {"csrf": token, "tenant": "acme", "name": "p", "version": "1"}
+        assigned = await console.client.post(
+            "/policies/assign",
+            data={**form, "teams": "alpha, beta alpha", "gateways": "eu-1"},
+            allow_redirects=False,
+        )
+        assert assigned.status == 303, await assigned.text()
+        assert assigned.headers["Location"] == "/policies/pack?name=p&done=assigned&tenant=acme"
+        published = console.component.views.packs[("acme", "p")]
+        assert published.version == 2
+        assert published.source_yaml == (
+            PACK + 'targeting:\n  teams: ["alpha", "beta"]\n  gateways: ["eu-1"]\n'
+        )
+        assert "# every call is logged" in published.source_yaml  # the text is kept
+        (_, record) = console.component.control.of_type(PolicyPackPublished)
+        assert (record.version, record.published_by) == (2, "admin")
+        assert '+  teams: ["alpha", "beta"]' in record.diff
+        # A page that still shows v1 does not overwrite v2 (If-Match): 412, nothing published.
+        stale = await console.client.post("/policies/assign", data={**form, "teams": "gamma"})
+        assert stale.status == 412 and "is at version 2" in await stale.text()
+        assert console.component.views.packs[("acme", "p")].version == 2
+        # Neither teams nor gateways: the whole tenant again, every step as written.
+        cleared = await console.client.post(
+            "/policies/assign", data={**form, "version": "2"}, allow_redirects=False
+        )
+        assert cleared.status == 303
+        assert console.component.views.packs[("acme", "p")].source_yaml == PACK
+
+
+async def test_an_assignment_a_step_cannot_run_under_shows_the_lint_error(tmp_path: Path) -> None:
+    scoped = PACK.replace(
+        "      policy: {}\n", "      policy: {}\n      targeting: {teams: [alpha]}\n"
+    )
+    async with running_console(tmp_path) as console:
+        pushed = await console.component.admin(
+            "POST", "/v1/admin/policies", json={"tenant": "acme", "source_yaml": scoped}
+        )
+        assert pushed.status == 201, await pushed.text()
+        await console.login(ADMIN_TOKEN)
+        token = await console.csrf("/policies")
+        refused = await console.client.post(
+            "/policies/assign",
+            data={"csrf": token, "tenant": "acme", "name": "p", "version": "1", "teams": "beta"},
+        )
+        text = html.unescape(await refused.text())
+        assert refused.status == 400 and 'id="lint-errors"' in text, text
+        assert 'teams: ["beta"]' in text  # the text as sent, beside its errors
+        assert console.component.views.packs[("acme", "p")].version == 1
+        for teams in ("al pha;", "x" * 65):
+            bad = await console.client.post(
+                "/policies/assign",
+                data={"csrf": token, "tenant": "acme", "name": "p", "version": "1", "teams": teams},
+            )
+            assert bad.status == 403
+
+
+async def test_revert_goes_through_the_admin_api_and_reads_older_versions_from_the_store(
+    tmp_path: Path,
+) -> None:
+    async with running_console(tmp_path) as console:
+        for source in (PACK, PACK.replace("every call", "each call")):
+            pushed = await console.component.admin(
+                "POST", "/v1/admin/policies", json={"tenant": "acme", "source_yaml": source}
+            )
+            assert pushed.status == 201
+        await console.login(ADMIN_TOKEN)
+        token = await console.csrf("/policies")
+        form = {"csrf": token, "tenant": "acme", "name": "p", "version": "1"}
+        reverted = await console.client.post("/policies/revert", data=form, allow_redirects=False)
+        assert reverted.headers["Location"] == "/policies/pack?name=p&done=reverted&tenant=acme"
+        assert console.component.views.packs[("acme", "p")].version == 3
+        assert console.component.views.packs[("acme", "p")].source_yaml == PACK
+        assert not console.query.asked_about("source_yaml")  # no store read was needed
+        # A version the gateway no longer keeps (it keeps the newest 100): from the store.
+        del console.component.views.pack_versions[("acme", "p")][2]
+        older = PACK.replace("every call", "each call")
+        console.query.rows_for["SELECT source_yaml"] = [{"source_yaml": older}]
+        again = await console.client.post(
+            "/policies/revert", data={**form, "version": "2"}, allow_redirects=False
+        )
+        assert again.status == 303
+        assert console.component.views.packs[("acme", "p")].source_yaml == older
+        assert console.query.asked_about("source_yaml")
+        console.query.rows_for.clear()
+        missing = await console.client.post("/policies/revert", data={**form, "version": "2"})
+        assert missing.status == 404
+
+
+async def test_the_key_form_offers_the_tenants_packs(tmp_path: Path) -> None:
+    async with running_console(tmp_path) as console:
+        for tenant in ("acme", "globex"):
+            body = {"tenant": tenant, "source_yaml": PACK.replace("name: p", f"name: {tenant}-p")}
+            assert (await console.component.admin("POST", "/v1/admin/policies", json=body)).ok
+        await console.login(ADMIN_TOKEN)
+        page = await (await console.client.get("/keys", params={"tenant": "acme"})).text()
+        form = page.split('id="key-pack"', 1)[1].split("</select>", 1)[0]
+        assert '<option value="acme-p">' in form and "globex-p" not in form
+        token = await console.csrf("/keys")
+        created = await console.client.post(
+            "/keys",
+            data={"csrf": token, "tenant": "acme", "team": "alpha", "policy_pack": "acme-p"},
+        )
+        assert created.status == 201
+        (key,) = [k for k in console.component.views.keys.values() if k.team_id == "alpha"]
+        assert key.policy_pack == "acme-p"

@@ -277,11 +277,9 @@ async def test_a_tenant_admin_pushes_packs_to_its_own_tenant_only(console: Conso
     assert page.status == 403
     token = await console.csrf("/policies")
     pack = "name: p\npolicies:\n  chain:\n    - name: audit-logger\n      policy: {}\n"
-    for path in ("/policies/push", "/policies/revert"):
-        answer = await console.client.post(
-            path,
-            data={"csrf": token, "tenant": OTHER, "name": "p", "source_yaml": pack, "version": "1"},
-        )
+    fields = {"name": "p", "source_yaml": pack, "version": "1", "teams": "alpha"}
+    for path in ("/policies/push", "/policies/revert", "/policies/assign"):
+        answer = await console.client.post(path, data={"csrf": token, "tenant": OTHER, **fields})
         assert answer.status == 403, path
     assert console.component.views.packs == {}
     # In its own tenant the admin API lints: the error is shown at its line.
@@ -385,3 +383,28 @@ async def test_a_tenant_admins_overview_reads_no_worker_metrics(tmp_path: Path) 
             await console.login(ADMIN_TOKEN)
             assert "Commit stalls" in await (await console.client.get("/overview/live")).text()
             assert worker.scrapes == 1
+
+
+async def test_a_tenant_admin_cannot_assign_revert_or_offer_another_tenants_pack(
+    console: ConsoleHarness,
+) -> None:
+    pack = "name: theirs\npolicies:\n  chain:\n    - name: audit-logger\n      policy: {}\n"
+    for _ in range(2):  # two versions, so there is one to revert to
+        pushed = await console.component.admin(
+            "POST", "/v1/admin/policies", json={"tenant": OTHER, "source_yaml": pack}
+        )
+        assert pushed.status in (200, 201)
+        pack += "# again\n"
+    await console.login(await tenant_admin(console))
+    keys = await (await console.client.get("/keys")).text()
+    assert "theirs" not in keys  # the key form offers its own tenant's packs only
+    token = await console.csrf("/policies")
+    # Its own tenant on the form, the other's pack by name: the admin API finds no such
+    # pack in the tenant admin's tenant (and the store, asked with its key, has none).
+    own = {"csrf": token, "tenant": TENANT, "name": "theirs", "version": "1"}
+    assign = await console.client.post("/policies/assign", data={**own, "teams": "alpha"})
+    assert assign.status == 404
+    revert = await console.client.post("/policies/revert", data=own)
+    assert revert.status == 404
+    assert console.component.views.packs[(OTHER, "theirs")].version == 2
+    assert {q.reader_tenant for q in console.query.asked} == {TENANT}
