@@ -8,11 +8,13 @@ import re
 import time
 from pathlib import Path
 
+import openai
+import pytest
 from aiohttp.test_utils import unused_port
 
-from schemas.records import PolicyPackPublished
+from schemas.records import EscalationOpened, PolicyPackPublished
 from tests.component.console_support import running_console, serving_worker_metrics
-from tests.component.support import ADMIN_TOKEN
+from tests.component.support import ADMIN_TOKEN, review_pack
 
 
 async def test_a_pack_starts_from_a_seed_template_and_is_pushed_under_its_own_name(
@@ -192,3 +194,66 @@ async def test_the_key_form_offers_the_tenants_packs(tmp_path: Path) -> None:
         assert created.status == 201
         (key,) = [k for k in console.component.views.keys.values() if k.team_id == "alpha"]
         assert key.policy_pack == "acme-p"
+
+
+async def test_an_escalation_shows_the_held_calls_context_without_its_text(
+    tmp_path: Path,
+) -> None:
+    async with running_console(tmp_path) as console:
+        component = console.component
+        pack = review_pack("review", "P2", "fraud")
+        pushed = await component.admin(
+            "POST", "/v1/admin/policies", json={"tenant": "acme", "source_yaml": pack}
+        )
+        assert pushed.status == 201
+        sdk = await component.sdk_for("beta", tenant="acme", usd="1", policy_pack="review")
+        with pytest.raises(openai.PermissionDeniedError):
+            await sdk.chat.completions.create(
+                model="sim-small", messages=[{"role": "user", "content": "a diagnosis please"}]
+            )
+        (opened,) = component.lineage.of_type(EscalationOpened)
+        (call,) = component.lineage.lineage()
+        # The store's rows, as the sink writes them from these records.
+        console.query.rows_for["FROM escalation_events"] = [
+            {"at_ms": opened.occurred_at, "producer_id": opened.producer_id, "seq": opened.seq}
+            | {"request_sha256": opened.request_sha256}
+        ]
+        console.query.rows_for["FROM lineage WHERE trace_id"] = [
+            {
+                "id": call.event_id,
+                "at_ms": call.occurred_at,
+                "model_requested": call.model_requested,
+                "model_selected": call.model_selected,
+                "provider": call.provider,
+                "policies_applied": list(call.policies_applied),
+                "guardrails_triggered": [[g.name, g.action] for g in call.guardrails_triggered],
+                "decision": call.decision,
+                "http_status": call.http_status,
+                "error_code": call.error_code,
+                "request_sha256": call.request_sha256,
+                "cost_nanousd": call.cost_nanousd,
+            }
+        ]
+        await console.login(ADMIN_TOKEN)
+        queue = await (await console.client.get("/escalations")).text()
+        assert f'href="/escalations/{opened.escalation_id}?tenant=acme"' in queue
+        page = await console.client.get(f"/escalations/{opened.escalation_id}")
+        text = html.unescape(await page.text())
+        assert page.status == 200, text
+        key = component.views.keys[opened.key_id]
+        assert f'id="key-prefix">{key.key_prefix}…' in text
+        assert f'id="request-sha256">{opened.request_sha256}<' in text
+        assert "P2" in text and "fraud" in text and "sim-small" in text
+        assert "content-filter → human-oversight" in text  # the pack's steps
+        triggered = ", ".join(f"{g.name} ({g.action})" for g in call.guardrails_triggered)
+        assert triggered.startswith("content-filter (") and triggered in text
+        assert "human-oversight</code>" in text and "yes: its sha256 matches" in text
+        assert f"/events/{call.event_id}" in text
+        assert "diagnosis" not in text  # the prompt is nowhere: the records do not hold it
+        # What the console asked the store, it asked by this escalation and its trace.
+        asked = [q.params for q in console.query.asked if "escalation_events" in q.text]
+        assert asked[-1]["escalation"] == opened.escalation_id
+        # Without the call's record yet, the page says so.
+        del console.query.rows_for["FROM lineage WHERE trace_id"]
+        held = await (await console.client.get(f"/escalations/{opened.escalation_id}")).text()
+        assert "not in the store yet" in held

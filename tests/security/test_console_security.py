@@ -310,6 +310,14 @@ async def test_a_tenant_admin_cannot_see_or_decide_another_tenants_escalation(
     await console.login(await tenant_admin(console))
     page = await console.client.get("/escalations", params={"status": "all"})
     assert page.status == 200 and theirs not in await page.text()
+    # Its context page by id: the admin API does not list it for this key (404), and the
+    # store is not even asked; naming the other tenant is refused outright.
+    context = await console.client.get(f"/escalations/{theirs}")
+    assert context.status == 404
+    assert not console.query.asked_about("escalation_events")
+    named = await console.client.get(f"/escalations/{theirs}", params={"tenant": OTHER})
+    assert named.status == 403
+    assert (await console.client.get("/escalations/esc_x'--")).status == 403
     token = await console.csrf("/escalations")
     for action, fields in (
         ("claim", {}),
