@@ -9,15 +9,21 @@ something that is not the exposition format, is shown as unknown, never as 0."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
 
 # A worker's page is a few kilobytes; more than this is not a page we read.
 MAX_METRICS_BYTES = 4 * 1024 * 1024
+# `dns+http://name:port/metrics`: every IPv4 address the name resolves to, as Prometheus's
+# dns_sd (type A) finds a scaled compose service's replicas; at most this many.
+DNS_PREFIX = "dns+"
+MAX_RESOLVED_WORKERS = 64
 STALLS = "govledger_commit_stalls_total"
 LAG = "govledger_consumer_lag"
 FOLD_LAG = "govledger_processor_fold_lag_seconds"
@@ -75,8 +81,37 @@ async def read_worker(http: aiohttp.ClientSession, url: str, timeout_s: float) -
         return WorkerHealth(url, known=False, error="not a Prometheus metrics page")
 
 
+async def resolved(url: str, timeout_s: float) -> list[str]:
+    """The URL itself, or for `dns+` one URL per IPv4 address of its host (sorted);
+    OSError or TimeoutError when the name does not resolve."""
+    if not url.startswith(DNS_PREFIX):
+        return [url]
+    parsed = URL(url.removeprefix(DNS_PREFIX))
+    found = await asyncio.wait_for(
+        asyncio.get_running_loop().getaddrinfo(
+            parsed.host, parsed.port, family=socket.AF_INET, type=socket.SOCK_STREAM
+        ),
+        timeout_s,
+    )
+    addresses = sorted({str(info[4][0]) for info in found})[:MAX_RESOLVED_WORKERS]
+    return [str(parsed.with_host(address)) for address in addresses]
+
+
+async def _read_named(
+    http: aiohttp.ClientSession, url: str, timeout_s: float
+) -> list[WorkerHealth]:
+    try:
+        urls = await resolved(url, timeout_s)
+    except (OSError, TimeoutError) as exc:
+        return [WorkerHealth(url, known=False, error=f"no address: {type(exc).__name__}")]
+    if not urls:
+        return [WorkerHealth(url, known=False, error="no address")]
+    return list(await asyncio.gather(*(read_worker(http, u, timeout_s) for u in urls)))
+
+
 async def read_workers(
     http: aiohttp.ClientSession, urls: Sequence[str], timeout_s: float
 ) -> list[WorkerHealth]:
-    """Every configured worker's figures, read at once."""
-    return list(await asyncio.gather(*(read_worker(http, url, timeout_s) for url in urls)))
+    """Every configured worker's figures (each replica behind a `dns+` name), read at once."""
+    named = await asyncio.gather(*(_read_named(http, url, timeout_s) for url in urls))
+    return [health for found in named for health in found]

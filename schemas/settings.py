@@ -496,7 +496,8 @@ class ConsoleSettings(CommonSettings):
     )
     console_worker_urls: str = setting(
         "http://127.0.0.1:6066",
-        "Workers' web endpoints (comma-separated) whose /metrics the Overview reads; empty: none.",
+        "Workers' web endpoints (comma-separated; dns+http://name:port: every address of "
+        "name) whose /metrics the Overview reads; empty: none.",
     )
     console_worker_timeout_s: float = setting(
         2.0, "Longest the Overview waits for a worker's /metrics (seconds); then 'unknown'."
@@ -519,8 +520,8 @@ class ConsoleSettings(CommonSettings):
         if self.console_worker_timeout_s <= 0:
             raise SettingsError("GOVLEDGER_CONSOLE_WORKER_TIMEOUT_S must be positive")
         for url in self.worker_metrics_urls:
-            if not url.startswith(("http://", "https://")):
-                raise SettingsError("GOVLEDGER_CONSOLE_WORKER_URLS are http(s):// URLs")
+            if not url.removeprefix("dns+").startswith(("http://", "https://")):
+                raise SettingsError("GOVLEDGER_CONSOLE_WORKER_URLS are [dns+]http(s):// URLs")
 
     @property
     def console_url(self) -> str:

@@ -60,8 +60,12 @@ async def test_the_overview_shows_each_workers_commit_stalls_and_unknown_when_on
             lambda: [("streams-agents", "lineage", 0, 5), ("streams-agents", "lineage", 1, 2)]
         )
         down = f"http://127.0.0.1:{unused_port()}"
-        urls = f"{worker.url},{down}"
-        async with running_console(tmp_path, console_worker_urls=urls) as console:
+        # By name, as compose's console finds each replica (every address of `worker`).
+        by_name = "dns+" + worker.url.replace("127.0.0.1", "localhost")
+        urls = f"{by_name},{down},dns+http://no-such-worker.invalid:6066"
+        async with running_console(
+            tmp_path, console_worker_urls=urls, console_worker_timeout_s=1.0
+        ) as console:
             await console.login(ADMIN_TOKEN)
             page = await (await console.client.get("/overview/live")).text()
     assert re.search(r'id="commit-stalls-1">2<', page), page
@@ -69,6 +73,8 @@ async def test_the_overview_shows_each_workers_commit_stalls_and_unknown_when_on
     assert re.search(r"wallets \(fold\)</td><td class=\"num\">[34]\.\d s", page)
     # The worker that does not answer is unknown, never 0.
     assert re.search(r'id="commit-stalls-2">unknown: the worker did not answer', page)
+    assert re.search(r'id="commit-stalls-3">unknown: the worker did not answer \(no address', page)
+    assert f"<code>{worker.url}/metrics</code>" in page  # the address the name resolved to
     assert worker.scrapes == 1
 
 

@@ -260,7 +260,8 @@ def test_the_console_reaches_the_admin_and_query_apis_by_name_and_holds_no_secre
     assert settings.gateway_url == f"http://admin:{_port_of(services['admin'], 'GATEWAY')}"
     assert settings.query_url == f"http://sink:{_port_of(services['sink'], 'QUERY')}"
     worker_port = services["worker"]["environment"]["GOVLEDGER_WORKER_WEB_PORT"]
-    assert settings.worker_metrics_urls == (f"http://worker:{worker_port}/metrics",)
+    # Every replica of a scaled worker service (Docker's DNS answers each one's address).
+    assert settings.worker_metrics_urls == (f"dns+http://worker:{worker_port}/metrics",)
     assert services["worker"]["environment"]["GOVLEDGER_WORKER_WEB_HOST"] == "0.0.0.0"
     assert set(console["depends_on"]) == {"admin", "sink"}
     # It listens on every address of its container, published on the host's loopback.
