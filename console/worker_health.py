@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
-from yarl import URL
 
 # A worker's page is a few kilobytes; more than this is not a page we read.
 MAX_METRICS_BYTES = 4 * 1024 * 1024
@@ -86,15 +86,18 @@ async def resolved(url: str, timeout_s: float) -> list[str]:
     OSError or TimeoutError when the name does not resolve."""
     if not url.startswith(DNS_PREFIX):
         return [url]
-    parsed = URL(url.removeprefix(DNS_PREFIX))
+    parsed = urllib.parse.urlsplit(url.removeprefix(DNS_PREFIX))
+    if not parsed.hostname:
+        raise OSError("no host name")
     found = await asyncio.wait_for(
         asyncio.get_running_loop().getaddrinfo(
-            parsed.host, parsed.port, family=socket.AF_INET, type=socket.SOCK_STREAM
+            parsed.hostname, parsed.port, family=socket.AF_INET, type=socket.SOCK_STREAM
         ),
         timeout_s,
     )
     addresses = sorted({str(info[4][0]) for info in found})[:MAX_RESOLVED_WORKERS]
-    return [str(parsed.with_host(address)) for address in addresses]
+    port = f":{parsed.port}" if parsed.port else ""
+    return [parsed._replace(netloc=f"{address}{port}").geturl() for address in addresses]
 
 
 async def _read_named(
