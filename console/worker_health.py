@@ -83,7 +83,7 @@ async def read_worker(http: aiohttp.ClientSession, url: str, timeout_s: float) -
 
 async def resolved(url: str, timeout_s: float) -> list[str]:
     """The URL itself, or for `dns+` one URL per IPv4 address of its host (sorted);
-    OSError or TimeoutError when the name does not resolve."""
+    OSError or TimeoutError when the name does not resolve, ValueError for a bad port."""
     if not url.startswith(DNS_PREFIX):
         return [url]
     parsed = urllib.parse.urlsplit(url.removeprefix(DNS_PREFIX))
@@ -105,7 +105,7 @@ async def _read_named(
 ) -> list[WorkerHealth]:
     try:
         urls = await resolved(url, timeout_s)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a port out of range
         return [WorkerHealth(url, known=False, error=f"no address: {type(exc).__name__}")]
     if not urls:
         return [WorkerHealth(url, known=False, error="no address")]
