@@ -254,8 +254,11 @@ async def assign(request: web.Request) -> web.StreamResponse:
     except ApiError as exc:
         if exc.status == 401:
             raise
+        # Lint errors are marked on the text as sent; any other refusal (a stale page's
+        # 412) leaves the editor on the pack as stored, not on text nobody published.
+        shown = source if exc.status == 400 else None
         return await render_pack(
-            request, tenant=tenant, name=name, source=source, error=exc, status=exc.status
+            request, tenant=tenant, name=name, source=shown, error=exc, status=exc.status
         )
     raise _done(request, tenant, name, "assigned" if answer.get("diff") else "unchanged")
 
