@@ -20,8 +20,8 @@ RUN pip install --no-cache-dir .
 USER 10001:10001
 WORKDIR /data
 
-# gateway, query API (sink), Faust worker web endpoint
-EXPOSE 8080 8124 6066
+# gateway, query API (sink), Faust worker web endpoint, web console
+EXPOSE 8080 8124 6066 8125
 
 ENTRYPOINT ["govledger"]
 CMD ["--help"]

@@ -11,6 +11,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from console.worker_health import WorkerHealth, read_workers
+
 # What the console shows of an answer that is not the API's JSON error.
 ERROR_TEXT_CHARS = 300
 RELAY_CHUNK_BYTES = 256 * 1024
@@ -67,9 +69,10 @@ class Backend:
         params: dict[str, str] | None = None,
         json: Any = None,
         data: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
         assert self._http is not None, "Backend.start first"
-        headers = {"Authorization": f"Bearer {key}"}
+        headers = {**(headers or {}), "Authorization": f"Bearer {key}"}
         try:
             async with self._http.request(
                 method, url, params=params, json=json, data=data, headers=headers
@@ -90,9 +93,13 @@ class Backend:
         path: str,
         body: Any = None,
         params: dict[str, str] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """A JSON call to the admin API."""
-        answer = await self._call(key, method, self.admin_url + path, params=params, json=body)
+        answer = await self._call(
+            key, method, self.admin_url + path, params=params, json=body, headers=headers
+        )
         return orjson.loads(answer)
 
     async def query(self, key: str, path: str, params: dict[str, str] | None = None) -> Any:
@@ -115,6 +122,12 @@ class Backend:
         )
         rows: list[dict[str, Any]] = orjson.loads(answer)["data"]
         return rows
+
+    async def workers(self, urls: tuple[str, ...], timeout_s: float) -> list[WorkerHealth]:
+        """The workers' pipeline figures from their /metrics (no credential: the page is
+        the one Prometheus reads)."""
+        assert self._http is not None, "Backend.start first"
+        return await read_workers(self._http, urls, timeout_s)
 
     async def relay(
         self, key: str, path: str, request: web.Request, headers: dict[str, str]

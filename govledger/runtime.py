@@ -125,6 +125,10 @@ class Stack:
         if name == "console":
             # The console acts with its users' keys only: it is not given the admin token.
             env.pop(env_name("admin_token"))
+            # The Overview reads the worker's /metrics (commit stalls) on the port `up` gave it.
+            web_port = env.get(env_name("worker_web_port"), "6066")
+            worker_url = f"http://127.0.0.1:{web_port}" if web_port != "0" else ""
+            env.setdefault(env_name("console_worker_urls"), worker_url)
         process = subprocess.Popen(
             [sys.executable, "-m", "govledger", name],
             env=env,

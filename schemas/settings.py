@@ -494,6 +494,14 @@ class ConsoleSettings(CommonSettings):
     console_api_timeout_s: float = setting(
         20.0, "Longest the console waits for the admin or query API on one request (seconds)."
     )
+    console_worker_urls: str = setting(
+        "http://127.0.0.1:6066",
+        "Workers' web endpoints (comma-separated; dns+http://name:port: every address of "
+        "name) whose /metrics the Overview reads; empty: none.",
+    )
+    console_worker_timeout_s: float = setting(
+        2.0, "Longest the Overview waits for a worker's /metrics (seconds); then 'unknown'."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -509,11 +517,22 @@ class ConsoleSettings(CommonSettings):
             )
         if not 1 <= self.console_refresh_s <= 3600 or self.console_api_timeout_s <= 0:
             raise SettingsError("GOVLEDGER_CONSOLE_REFRESH_S must be 1..3600, the timeout > 0")
+        if self.console_worker_timeout_s <= 0:
+            raise SettingsError("GOVLEDGER_CONSOLE_WORKER_TIMEOUT_S must be positive")
+        for url in self.worker_metrics_urls:
+            if not url.removeprefix("dns+").startswith(("http://", "https://")):
+                raise SettingsError("GOVLEDGER_CONSOLE_WORKER_URLS are [dns+]http(s):// URLs")
 
     @property
     def console_url(self) -> str:
         """Base URL of the console."""
         return f"http://{self.console_host}:{self.console_port}"
+
+    @property
+    def worker_metrics_urls(self) -> tuple[str, ...]:
+        """The /metrics URL of each worker the Overview reads."""
+        bases = (u.strip().rstrip("/") for u in self.console_worker_urls.split(","))
+        return tuple(f"{base}/metrics" for base in bases if base)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,14 @@
 """Escalations: the queues (each team's and the central one) with their SLA timers by
-priority, the held call's context, and claim, reassign, approve or reject — all through
-the admin API, which answers 404 for an escalation of a tenant the session may not see.
-The table is a fragment the page polls, so timers and new escalations show up live."""
+priority, and claim, reassign, approve or reject — all through the admin API, which
+answers 404 for an escalation of a tenant the session may not see. The table is a fragment
+the page polls, so timers and new escalations show up live. One escalation's page is the
+held call's context: what its record carries (the request's sha256, never its text: the
+record has none), the key's prefix, the pack and its steps, and, once the call was
+answered, its lineage record (model, policies applied, guardrails triggered, status)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import defaultdict
 from typing import Any
@@ -12,7 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from console.backend import ApiError
-from console.pages.common import PageContext, form_fields, now_ms
+from console.pages.common import TENANT_FILTER, PageContext, form_fields, now_ms
+from console.pages.events import named
 from console.rendering import console_of
 from console.security import TENANT_ID, RefusedError, session_of
 
@@ -24,6 +29,20 @@ DONE = {
     "approve": "Approved: a held call proceeds.",
     "reject": "Rejected: a held call is refused.",
 }
+
+
+# Fixed text; every value is bound by the engine ({name:Type}), never spliced.
+OPENED_SQL = (
+    "SELECT toUnixTimestamp64Milli(occurred_at) AS at_ms, producer_id, seq, request_sha256 "  # noqa: S608
+    "FROM escalation_events WHERE escalation_id = {escalation:String} "
+    f"AND event_type = 'escalation.opened' AND {TENANT_FILTER} LIMIT 1"
+)
+CALL_SQL = (
+    "SELECT toString(event_id) AS id, toUnixTimestamp64Milli(occurred_at) AS at_ms, "  # noqa: S608
+    "model_requested, model_selected, provider, policies_applied, guardrails_triggered, "
+    "decision, http_status, error_code, request_sha256, cost_nanousd FROM lineage "
+    f"WHERE trace_id = {{trace:String}} AND {TENANT_FILTER} ORDER BY occurred_at LIMIT 5"
+)
 
 
 def timer(row: dict[str, Any], now: int) -> str:
@@ -77,6 +96,49 @@ async def live(request: web.Request) -> web.Response:
     return console_of(request).render(request, "_escalations_live.html", **context)
 
 
+async def escalation(request: web.Request) -> web.Response:
+    """One escalation and the held call's context. The admin API decides whether the
+    session may see it (404 otherwise) before the store is asked anything."""
+    escalation_id = request.match_info["escalation_id"]
+    if not ESCALATION_ID.fullmatch(escalation_id):
+        raise RefusedError("an escalation id is esc_ and hex digits")
+    page = PageContext(request, console_of(request).backend)
+    params = {"status": "all", **({"tenant": page.tenant} if page.tenant else {})}
+    listed, keys, packs = await asyncio.gather(
+        page.admin("GET", "/v1/admin/escalations", **params),
+        page.admin("GET", "/v1/admin/keys"),
+        page.admin("GET", "/v1/admin/policies"),
+    )
+    found = [row for row in listed["data"] if row["escalation_id"] == escalation_id]
+    if not found:
+        raise web.HTTPNotFound(text=f"no escalation {escalation_id} in the tenants this key sees")
+    row = {**found[0], "timer": timer(found[0], now_ms())}
+    opened, calls = await asyncio.gather(
+        page.sql(OPENED_SQL, escalation=escalation_id), page.sql(CALL_SQL, trace=row["trace_id"])
+    )
+    key = next((k for k in keys["data"] if k["key_id"] == row["key_id"]), None)
+    pack = next(
+        (
+            p
+            for p in packs["data"]
+            if (p["tenant"], p["pack"]) == (row["tenant_id"], row["policy_pack"])
+        ),
+        None,
+    )
+    for call in calls:
+        call["guardrails"] = [named(g, ("name", "action")) for g in call["guardrails_triggered"]]
+    return console_of(request).render(
+        request,
+        "escalation.html",
+        tenant=page.tenant,
+        e=row,
+        opened=opened[0] if opened else None,
+        key_prefix=key["key_prefix"] if key else "",
+        pack=pack,
+        calls=calls,
+    )
+
+
 def action(path: str, names: tuple[str, ...]) -> Any:
     """A form handler posting to one of the escalation's admin routes."""
 
@@ -115,6 +177,7 @@ def routes() -> list[web.RouteDef]:
     return [
         web.get("/escalations", escalations, name="escalations"),
         web.get("/escalations/live", live),
+        web.get("/escalations/{escalation_id}", escalation),
         web.post("/escalations/{escalation_id}/claim", action("claim", ())),
         web.post(
             "/escalations/{escalation_id}/reassign", action("reassign", ("queue", "reviewer"))

@@ -4,6 +4,7 @@ to the form and nowhere else) and revoking one; both through the admin API."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -31,7 +32,11 @@ async def render_keys(
     """The page for the request's tenant (or a form's); an org admin without one sees
     every tenant's keys."""
     page = PageContext(request, console_of(request).backend, tenant)
-    listed = await page.admin("GET", "/v1/admin/keys")
+    listed, published = await asyncio.gather(
+        page.admin("GET", "/v1/admin/keys"), page.admin("GET", "/v1/admin/policies")
+    )
+    # The packs a new key may name: its tenant's published ones.
+    packs = sorted({p["pack"] for p in published["data"] if p["tenant"] == page.tenant})
     keys = sorted(
         (k for k in listed["data"] if page.tenant is None or k["tenant"] == page.tenant),
         key=lambda k: (k["status"] != "active", k["tenant"], k["team"], k["key_id"]),
@@ -44,6 +49,7 @@ async def render_keys(
         tenant=page.tenant,
         keys=keys,
         roles=roles,
+        packs=packs,
         notice=notice,
         error=error,
         issued=issued,

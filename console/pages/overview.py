@@ -14,6 +14,7 @@ from console import charts, formats
 from console.backend import ApiError
 from console.pages.common import TENANT_FILTER, WINDOWS, PageContext, now_ms, window_of
 from console.rendering import console_of
+from console.worker_health import WorkerHealth
 
 BUCKETS = 30
 SINCE = "occurred_at >= fromUnixTimestamp64Milli({since_ms:Int64})"
@@ -95,6 +96,17 @@ async def _nothing() -> list[dict[str, Any]]:
     return []
 
 
+async def _workers(request: web.Request, page: PageContext) -> list[WorkerHealth] | None:
+    """The workers' figures (fleet-wide, so org admins only: None for a tenant admin,
+    whose Overview reads no worker at all)."""
+    if not page.session.org_level:
+        return None
+    settings = console_of(request).settings
+    return await page.backend.workers(
+        settings.worker_metrics_urls, settings.console_worker_timeout_s
+    )
+
+
 async def _pipeline(page: PageContext) -> dict[str, Any] | None:
     """The sink's ingestion figures (org admins only: None for a tenant admin)."""
     if not page.session.org_level:
@@ -109,6 +121,8 @@ async def figures(request: web.Request) -> dict[str, Any]:
     bucket_ms = window_s * 1000 // BUCKETS
     end_ms = now_ms()
     since_ms = (end_ms // bucket_ms - BUCKETS + 1) * bucket_ms
+    # Read at the same time as the store (a worker that does not answer costs its timeout).
+    reading_workers = asyncio.ensure_future(_workers(request, page))
     series_rows, totals, distribution, gateways, circuits, tenants = await asyncio.gather(
         page.sql(SERIES_SQL, since_ms=since_ms, bucket_ms=bucket_ms),
         page.sql(TOTALS_SQL, since_ms=since_ms),
@@ -118,6 +132,7 @@ async def figures(request: web.Request) -> dict[str, Any]:
         # Every tenant's share, for an org admin looking at all of them (a way in).
         page.sql(TENANTS_SQL, since_ms=since_ms) if page.tenant is None else _nothing(),
     )
+    workers = await reading_workers
     try:
         pipeline, pipeline_error = await _pipeline(page), ""
     except ApiError as exc:
@@ -147,6 +162,7 @@ async def figures(request: web.Request) -> dict[str, Any]:
         "tenants": tenants if page.session.org_level else [],
         "pipeline": pipeline,
         "pipeline_error": pipeline_error,
+        "workers": workers,
         "now_ms": end_ms,
         "percent": formats.percent,
     }

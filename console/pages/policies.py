@@ -1,7 +1,11 @@
 """Policies: each pack with its versions and their diffs; push an edited or new pack (the
-admin API lints it: errors are shown at their lines, beside the text as sent); revert to
-an earlier version, which publishes that version's text as the next version (audited on
-the control topic like any push)."""
+admin API lints it: errors are shown at their lines, beside the text as sent); assign it
+to teams and gateways (its top-level `targeting`, applied as the next version with
+`PUT /v1/configurations/{name}` and If-Match, so an assignment never overwrites a version
+its user has not seen); revert to an earlier version, which publishes that version's text
+as the next version (`POST /v1/admin/policies/{name}/revert`; a version older than the
+gateway keeps is read from the store and pushed). Every change lands on the control topic,
+audited like any push."""
 
 from __future__ import annotations
 
@@ -12,6 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from console.backend import ApiError
+from console.pack_targeting import (
+    TargetingError,
+    current_targeting,
+    target_names,
+    with_targeting,
+)
 from console.pages.common import TENANT_FILTER, PageContext
 from console.rendering import console_of
 from console.security import TENANT_ID, RefusedError, session_of
@@ -29,7 +39,13 @@ SOURCE_SQL = (
     f"AND pack_name = {{name:String}} AND version = {{version:Int64}} AND {TENANT_FILTER} "
     "LIMIT 1"
 )
-DONE = {"pushed": "Pushed as a new version.", "reverted": "Reverted: published as a new version."}
+DONE = {
+    "pushed": "Pushed as a new version.",
+    "reverted": "Reverted: published as a new version.",
+    "assigned": "Assigned: published as a new version.",
+    "unchanged": "Already so: nothing was published.",
+}
+MAX_TARGETS_CHARS = 8 * 1024
 
 
 def pack_name_of(value: str) -> str:
@@ -85,6 +101,7 @@ async def render_pack(
     if source is None and versions:
         newest = await page.sql(SOURCE_SQL, name=name, version=versions[0]["version"])
         source = str(newest[0]["source_yaml"]) if newest else ""
+    teams, gateways = current_targeting(source or "")
     lines = (error.details.get("lines") or error.details.get("violations") or []) if error else []
     marked = {int(item["line"]) for item in lines if isinstance(item.get("line"), int)}
     return console_of(request).render(
@@ -102,6 +119,8 @@ async def render_pack(
         notice=notice,
         published=published,
         behind=published > stored,
+        teams=", ".join(teams),
+        gateways=", ".join(gateways),
     )
 
 
@@ -142,6 +161,13 @@ async def _form(request: web.Request) -> tuple[Any, str, str]:
     return form, tenant, pack_name_of(str(form.get("name", "")).strip())
 
 
+def _done(request: web.Request, tenant: str, name: str, done: str) -> web.HTTPSeeOther:
+    query = {"name": name, "done": done}
+    if session_of(request).org_level:
+        query["tenant"] = tenant
+    return web.HTTPSeeOther(str(request.app.router["pack"].url_for().with_query(query)))
+
+
 async def _publish(
     request: web.Request, tenant: str, name: str, source: str, done: str
 ) -> web.StreamResponse:
@@ -155,10 +181,7 @@ async def _publish(
         return await render_pack(
             request, tenant=tenant, name=name, source=source, error=exc, status=exc.status
         )
-    query = {"name": name, "done": done}
-    if session.org_level:
-        query["tenant"] = tenant
-    raise web.HTTPSeeOther(str(request.app.router["pack"].url_for().with_query(query)))
+    raise _done(request, tenant, name, done)
 
 
 async def push(request: web.Request) -> web.StreamResponse:
@@ -171,16 +194,73 @@ async def push(request: web.Request) -> web.StreamResponse:
 
 
 async def revert(request: web.Request) -> web.StreamResponse:
-    """Publish an earlier version's text as the next version."""
+    """Publish an earlier version's text as the next version: the admin API's revert (it
+    keeps the newest versions of each pack); an older one is read from the store and
+    pushed, as before that route existed."""
     form, tenant, name = await _form(request)
     version = str(form.get("version", ""))
-    if not version.isdigit():
+    if not version.isdigit() or len(version) > 9:
         raise RefusedError("'version' is a version number")
     page = PageContext(request, console_of(request).backend, tenant)
-    found = await page.sql(SOURCE_SQL, name=name, version=version)
-    if not found:
-        raise web.HTTPNotFound(text=f"no version {version} of {name} in {tenant}")
-    return await _publish(request, tenant, name, str(found[0]["source_yaml"]), "reverted")
+    body = {"tenant": tenant, "to_version": int(version)}
+    try:
+        answer = await page.admin("POST", f"/v1/admin/policies/{name}/revert", body)
+    except ApiError as exc:
+        if exc.status == 401:
+            raise
+        if exc.status != 404:
+            return await render_pack(
+                request, tenant=tenant, name=name, error=exc, status=exc.status
+            )
+        found = await page.sql(SOURCE_SQL, name=name, version=version)
+        if not found:
+            raise web.HTTPNotFound(text=f"no version {version} of {name} in {tenant}") from None
+        return await _publish(request, tenant, name, str(found[0]["source_yaml"]), "reverted")
+    raise _done(request, tenant, name, "reverted" if answer.get("diff") else "unchanged")
+
+
+async def assign(request: web.Request) -> web.StreamResponse:
+    """Set the pack's top-level targeting (teams, gateways; none: the whole tenant) on
+    the version in force, applied as the next version if it is still the one the page
+    showed (If-Match)."""
+    form, tenant, name = await _form(request)
+    fields = {key: str(form.get(key, "")) for key in ("teams", "gateways", "version")}
+    if any(len(value) > MAX_TARGETS_CHARS for value in fields.values()):
+        raise RefusedError(f"the teams and gateways are at most {MAX_TARGETS_CHARS} characters")
+    if not fields["version"].isdigit() or len(fields["version"]) > 9:
+        raise RefusedError("'version' is a version number")
+    try:
+        teams = target_names(fields["teams"], "teams")
+        gateways = target_names(fields["gateways"], "gateways")
+    except TargetingError as exc:
+        raise RefusedError(str(exc)) from None
+    page = PageContext(request, console_of(request).backend, tenant)
+    path = f"/v1/configurations/{name}"
+    source = None
+    try:
+        current = await page.admin("GET", path, tenant=tenant)
+        source = with_targeting(str(current["source_yaml"]), teams, gateways)
+        answer = await page.backend.admin(
+            page.session.key,
+            "PUT",
+            path,
+            {"source_yaml": source},
+            {"tenant": tenant},
+            headers={"If-Match": f'"{int(fields["version"])}"'},
+        )
+    except TargetingError as exc:
+        error = ApiError(400, "invalid_request", str(exc))
+        return await render_pack(request, tenant=tenant, name=name, error=error, status=400)
+    except ApiError as exc:
+        if exc.status == 401:
+            raise
+        # Lint errors are marked on the text as sent; any other refusal (a stale page's
+        # 412) leaves the editor on the pack as stored, not on text nobody published.
+        shown = source if exc.status == 400 else None
+        return await render_pack(
+            request, tenant=tenant, name=name, source=shown, error=exc, status=exc.status
+        )
+    raise _done(request, tenant, name, "assigned" if answer.get("diff") else "unchanged")
 
 
 def routes() -> list[web.RouteDef]:
@@ -190,4 +270,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/policies/pack", pack, name="pack"),
         web.post("/policies/push", push),
         web.post("/policies/revert", revert),
+        web.post("/policies/assign", assign),
     ]

@@ -22,9 +22,11 @@ from console.backend import Backend
 from console.server import console_application
 from govledger.services import query_readers
 from schemas.http_errors import json_response
+from schemas.metrics import CONTENT_TYPE, METRICS_PATH
 from schemas.settings import ConsoleSettings, load
 from sinks.access import Reader
 from sinks.http_layer import guard
+from streams.metrics import StreamMetrics
 from tests.component.support import ADMIN_TOKEN, Component, running_component
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -45,6 +47,12 @@ class RecordingQueryApi:
     """A query API with the real guard and no store."""
 
     asked: list[AskedQuery] = field(default_factory=list)
+    # Rows a query answers when its text contains the key (else none), as a store would.
+    rows_for: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def asked_about(self, text: str) -> bool:
+        """Whether any query asked so far mentions `text`."""
+        return any(text in q.text for q in self.asked)
 
     def application(self, component: Component) -> web.Application:
         protect = guard(query_readers(component.views, ADMIN_TOKEN))
@@ -54,8 +62,10 @@ class RecordingQueryApi:
 
         async def sql(request: web.Request, reader: Reader) -> web.Response:
             params = {k[6:]: v for k, v in request.query.items() if k.startswith("param_")}
-            self.asked.append(AskedQuery(reader.tenant_id, await request.text(), params))
-            return json_response({"data": []})
+            text = await request.text()
+            self.asked.append(AskedQuery(reader.tenant_id, text, params))
+            rows = next((r for key, r in self.rows_for.items() if key in text), [])
+            return json_response({"data": rows})
 
         async def report(request: web.Request, reader: Reader) -> web.Response:
             asked = request.query.get("tenant")
@@ -152,6 +162,8 @@ async def running_console(tmp_path: Path, **settings: Any) -> AsyncIterator[Cons
         await query.start_server()
         backend = Backend(component.url, str(query.make_url("")).rstrip("/"), 10)
         await backend.start()
+        # No worker unless a test serves one (never whatever listens on 6066 here).
+        settings.setdefault("console_worker_urls", "")
         console_settings = load(ConsoleSettings, environ={}, **settings)
         client: TestClient[Any, Any] = TestClient(
             TestServer(console_application(console_settings, backend))
@@ -163,3 +175,33 @@ async def running_console(tmp_path: Path, **settings: Any) -> AsyncIterator[Cons
             await client.close()
             await backend.close()
             await query.close()
+
+
+@dataclass
+class FakeWorker:
+    """A worker's web port: the real `StreamMetrics` page, and how often it was read."""
+
+    metrics: StreamMetrics
+    url: str
+    scrapes: int = 0
+
+
+@contextlib.asynccontextmanager
+async def serving_worker_metrics() -> AsyncIterator[FakeWorker]:
+    """A worker's /metrics (streams/metrics.py's own registry and exposition)."""
+    worker = FakeWorker(StreamMetrics(enabled=True), "")
+
+    async def page(request: web.Request) -> web.Response:
+        worker.scrapes += 1
+        body = await worker.metrics.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get(METRICS_PATH, page)
+    server: TestClient[Any, Any] = TestClient(TestServer(app))
+    await server.start_server()
+    worker.url = str(server.make_url("")).rstrip("/")
+    try:
+        yield worker
+    finally:
+        await server.close()

@@ -245,6 +245,9 @@ def test_cost_center_funds_a_team_and_shows_the_new_balance(
     screenshot(browser, world, "costs")
     browser.find_element(By.LINK_TEXT, "alpha").click()
     until(lambda: "from the console test" in browser.page_source)
+    # The org admin's Overview reads the stack's worker: its commit stalls are a count.
+    browser.get(f"{world.console_url}/overview/live?tenant={world.tenant}")
+    assert text_of(browser, "#commit-stalls-1").isdigit()
 
 
 def test_access_keys_create_shows_the_secret_once_and_revoke_stops_it(
@@ -319,6 +322,10 @@ def test_policies_push_a_lint_error_fix_it_and_revert(browser: Any, world: World
     newest = until(lambda: newest_stored("v3"))
     assert newest.startswith("v3") and "-      policy: {retention_days: 120}" in newest
     assert "retention_days: 90" in browser.find_element(By.ID, "source").get_attribute("value")
+    # Assign it to a team: the next version, narrowed by its top-level targeting.
+    browser.find_element(By.ID, "assign-teams").send_keys("alpha")
+    browser.find_element(By.CSS_SELECTOR, "#assign button").click()
+    until(lambda: "done=assigned" in browser.current_url)
     screenshot(browser, world, "policies")
 
 
@@ -367,6 +374,12 @@ def test_escalations_claim_and_approve_and_the_held_call_completes(
     row = "table.escalations tr[data-escalation]"
     until(lambda: "held until decided" in text_of(browser, row))
     screenshot(browser, world, "escalations")
+    # The held call's context, a link away: key prefix, model, the pack's steps.
+    browser.find_element(By.CSS_SELECTOR, f"{row} a[href^='/escalations/esc_']").click()
+    held = until(lambda: text_of(browser, "#held-call"))
+    assert "sim-small" in held and "content-filter → human-oversight" in held
+    assert "The call is held" in text_of(browser, "#no-call")
+    browser.back()
     browser.find_element(By.CSS_SELECTOR, f"{row} form[action$='/claim'] button").click()
     until(lambda: "done=claimed" in browser.current_url)
     assert "claimed by key:" in text_of(browser, row)

@@ -14,7 +14,11 @@ import pytest
 
 from console.security import CSP
 from schemas.records import WalletBudgetSet, WalletFunded
-from tests.component.console_support import ConsoleHarness, running_console
+from tests.component.console_support import (
+    ConsoleHarness,
+    running_console,
+    serving_worker_metrics,
+)
 from tests.component.support import ADMIN_TOKEN, review_pack
 
 TENANT, OTHER = "acme", "globex"
@@ -273,11 +277,9 @@ async def test_a_tenant_admin_pushes_packs_to_its_own_tenant_only(console: Conso
     assert page.status == 403
     token = await console.csrf("/policies")
     pack = "name: p\npolicies:\n  chain:\n    - name: audit-logger\n      policy: {}\n"
-    for path in ("/policies/push", "/policies/revert"):
-        answer = await console.client.post(
-            path,
-            data={"csrf": token, "tenant": OTHER, "name": "p", "source_yaml": pack, "version": "1"},
-        )
+    fields = {"name": "p", "source_yaml": pack, "version": "1", "teams": "alpha"}
+    for path in ("/policies/push", "/policies/revert", "/policies/assign"):
+        answer = await console.client.post(path, data={"csrf": token, "tenant": OTHER, **fields})
         assert answer.status == 403, path
     assert console.component.views.packs == {}
     # In its own tenant the admin API lints: the error is shown at its line.
@@ -308,6 +310,14 @@ async def test_a_tenant_admin_cannot_see_or_decide_another_tenants_escalation(
     await console.login(await tenant_admin(console))
     page = await console.client.get("/escalations", params={"status": "all"})
     assert page.status == 200 and theirs not in await page.text()
+    # Its context page by id: the admin API does not list it for this key (404), and the
+    # store is not even asked; naming the other tenant is refused outright.
+    context = await console.client.get(f"/escalations/{theirs}")
+    assert context.status == 404
+    assert not console.query.asked_about("escalation_events")
+    named = await console.client.get(f"/escalations/{theirs}", params={"tenant": OTHER})
+    assert named.status == 403
+    assert (await console.client.get("/escalations/esc_x'--")).status == 403
     token = await console.csrf("/escalations")
     for action, fields in (
         ("claim", {}),
@@ -365,3 +375,44 @@ async def test_failed_logins_from_one_address_are_throttled(tmp_path: Path) -> N
         # Past the limit even the right key waits: nothing is tried for a minute.
         answer = await console.login(ADMIN_TOKEN)
         assert answer.status == 429 and console.session_cookie() is None
+
+
+async def test_a_tenant_admins_overview_reads_no_worker_metrics(tmp_path: Path) -> None:
+    # A worker's metrics are the fleet's (every tenant's lag and dead letters): only an
+    # org admin's Overview shows them.
+    async with serving_worker_metrics() as worker:
+        worker.metrics.commit_stalled()
+        async with running_console(tmp_path, console_worker_urls=worker.url) as console:
+            await console.login(await tenant_admin(console))
+            for path in ("/", "/overview/live"):
+                page = await (await console.client.get(path)).text()
+                assert "Commit stalls" not in page and worker.url not in page, path
+            assert worker.scrapes == 0
+            await console.login(ADMIN_TOKEN)
+            assert "Commit stalls" in await (await console.client.get("/overview/live")).text()
+            assert worker.scrapes == 1
+
+
+async def test_a_tenant_admin_cannot_assign_revert_or_offer_another_tenants_pack(
+    console: ConsoleHarness,
+) -> None:
+    pack = "name: theirs\npolicies:\n  chain:\n    - name: audit-logger\n      policy: {}\n"
+    for _ in range(2):  # two versions, so there is one to revert to
+        pushed = await console.component.admin(
+            "POST", "/v1/admin/policies", json={"tenant": OTHER, "source_yaml": pack}
+        )
+        assert pushed.status in (200, 201)
+        pack += "# again\n"
+    await console.login(await tenant_admin(console))
+    keys = await (await console.client.get("/keys")).text()
+    assert "theirs" not in keys  # the key form offers its own tenant's packs only
+    token = await console.csrf("/policies")
+    # Its own tenant on the form, the other's pack by name: the admin API finds no such
+    # pack in the tenant admin's tenant (and the store, asked with its key, has none).
+    own = {"csrf": token, "tenant": TENANT, "name": "theirs", "version": "1"}
+    assign = await console.client.post("/policies/assign", data={**own, "teams": "alpha"})
+    assert assign.status == 404
+    revert = await console.client.post("/policies/revert", data=own)
+    assert revert.status == 404
+    assert console.component.views.packs[(OTHER, "theirs")].version == 2
+    assert {q.reader_tenant for q in console.query.asked} == {TENANT}

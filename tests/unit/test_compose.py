@@ -15,6 +15,7 @@ from gateway.server import GatewayProcess
 from govledger.broker_acls import INIT_BOOTSTRAP, ROLES, SCRAM_MECHANISM
 from schemas.settings import (
     CommonSettings,
+    ConsoleSettings,
     GatewaySettings,
     NotifySettings,
     SinkSettings,
@@ -31,8 +32,13 @@ SETTINGS_OF_COMMAND: dict[str, type[CommonSettings]] = {
     "sink": SinkSettings,
     "worker": StreamSettings,
     "notifier": NotifySettings,
+    "console": ConsoleSettings,
     "--help": CommonSettings,
 }
+ROOT = COMPOSE.parent
+# Runs the govledger image but is no broker client and holds no data (pages over the
+# admin and query APIs): no broker user, secret, keyring or volume of its own.
+CONSOLE = "console"
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +52,12 @@ ROOT_SECRET = "govledger-root"
 
 
 def ours(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The services that run the govledger image."""
+    """The services that run the govledger image and are broker clients (all but the
+    console)."""
     return {
         name: service
         for name, service in compose["services"].items()
-        if service.get("image") == "govledger:local"
+        if service.get("image") == "govledger:local" and name != CONSOLE
     }
 
 
@@ -160,16 +167,19 @@ def resolved(value: Any) -> str:
     )
 
 
-@pytest.mark.parametrize("service", ["sink", "worker", "gateway", "admin", "auditor", "notifier"])
+@pytest.mark.parametrize(
+    "service", ["sink", "worker", "gateway", "admin", "auditor", "notifier", CONSOLE]
+)
 def test_the_environment_of_each_service_loads_as_its_settings(
     compose: dict[str, Any], service: str, tmp_path: Path
 ) -> None:
-    spec = ours(compose)[service]
+    spec = compose["services"][service]
     env = {key: resolved(value) for key, value in spec["environment"].items()}
     assert set(env) <= known_env_names()
     password = tmp_path / "kafka-password"
     password.write_text("0123456789abcdef0123456789abcdef\n")
-    env["GOVLEDGER_KAFKA_SASL_PASSWORD_FILE"] = str(password)
+    if "GOVLEDGER_KAFKA_SASL_PASSWORD_FILE" in env:  # the console is no broker client
+        env["GOVLEDGER_KAFKA_SASL_PASSWORD_FILE"] = str(password)
     env["GOVLEDGER_DATA_DIR"] = str(tmp_path)
     load(SETTINGS_OF_COMMAND[spec["command"][0]], environ=env)
 
@@ -231,3 +241,44 @@ def test_every_service_reads_the_one_org_root_keyring(compose: dict[str, Any]) -
         assert environment["GOVLEDGER_ROOT_SECRET_FILE"] == f"/run/secrets/{ROOT_SECRET}", name
         sources = [s["source"] if isinstance(s, dict) else s for s in service["secrets"]]
         assert ROOT_SECRET in sources, name
+
+
+def _port_of(service: dict[str, Any], name: str) -> str:
+    return str(service["environment"][f"GOVLEDGER_{name}_PORT"])
+
+
+def test_the_console_reaches_the_admin_and_query_apis_by_name_and_holds_no_secret(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    console = services[CONSOLE]
+    assert console["image"] == "govledger:local" and console["command"] == ["console"]
+    env = {key: resolved(value) for key, value in console["environment"].items()}
+    settings = load(ConsoleSettings, environ=env)
+    # The admin API is the `admin` service (the public gateway serves none), the query
+    # API the sink; each on the port that service listens on.
+    assert settings.gateway_url == f"http://admin:{_port_of(services['admin'], 'GATEWAY')}"
+    assert settings.query_url == f"http://sink:{_port_of(services['sink'], 'QUERY')}"
+    worker_port = services["worker"]["environment"]["GOVLEDGER_WORKER_WEB_PORT"]
+    # Every replica of a scaled worker service (Docker's DNS answers each one's address).
+    assert settings.worker_metrics_urls == (f"dns+http://worker:{worker_port}/metrics",)
+    assert services["worker"]["environment"]["GOVLEDGER_WORKER_WEB_HOST"] == "0.0.0.0"
+    assert set(console["depends_on"]) == {"admin", "sink"}
+    # It listens on every address of its container, published on the host's loopback.
+    assert settings.console_host == "0.0.0.0"
+    assert console["ports"] == [f"127.0.0.1:{settings.console_port}:{settings.console_port}"]
+    assert str(settings.console_port) in console["healthcheck"]["test"][-1]
+    # It acts with its users' keys only: no admin token, broker password, keyring or DSN.
+    assert "secrets" not in console and "volumes" not in console
+    assert not {
+        "GOVLEDGER_ADMIN_TOKEN",
+        "GOVLEDGER_KAFKA_BOOTSTRAP",
+        "GOVLEDGER_CLICKHOUSE_DSN",
+        "GOVLEDGER_ROOT_SECRET_FILE",
+    } & set(env)
+    # Plain HTTP on loopback: the cookie is not Secure unless the operator says so.
+    assert not settings.console_secure_cookie
+    secure = load(ConsoleSettings, environ={**env, "GOVLEDGER_CONSOLE_SECURE_COOKIE": "true"})
+    assert secure.console_secure_cookie
+    exposed = re.search(r"^EXPOSE (.+)$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert exposed is not None and str(settings.console_port) in exposed.group(1).split()

@@ -3,9 +3,13 @@ shown, the SVG charts (escaped, no style attribute), and the Overview's buckets.
 
 from __future__ import annotations
 
+import pytest
+
 from console import charts, formats
+from console.pack_targeting import TargetingError, current_targeting, target_names, with_targeting
 from console.pages.overview import buckets
 from console.sessions import MAX_THROTTLED_ADDRESSES, LoginThrottle, SessionStore
+from console.worker_health import parse_worker_metrics
 
 
 class Clock:
@@ -83,3 +87,50 @@ def test_failed_logins_are_throttled_per_address_for_a_minute() -> None:
     for i in range(MAX_THROTTLED_ADDRESSES + 5):  # bounded: the oldest are forgotten
         throttle.failed(f"a{i}")
     assert len(throttle._failures) == MAX_THROTTLED_ADDRESSES
+
+
+def test_worker_metrics_are_read_by_name_and_anything_else_is_refused() -> None:
+    text = (
+        "# TYPE govledger_commit_stalls_total counter\n"
+        'govledger_commit_stalls_total{service="streams"} 3.0\n'
+        "# TYPE govledger_consumer_lag gauge\n"
+        'govledger_consumer_lag{service="streams",topic="lineage",partition="0"} 4.0\n'
+        'govledger_consumer_lag{service="streams",topic="lineage",partition="1"} 1.0\n'
+        "# TYPE govledger_escalations_open gauge\n"
+        'govledger_escalations_open{priority="P1"} 9.0\n'
+    )
+    health = parse_worker_metrics("http://w", text)
+    assert (health.known, health.commit_stalls, health.dead_letters) == (True, 3, 0)
+    assert health.consumer_lag == {("streams", "lineage"): 5} and health.fold_lag_s == {}
+    for garbage in ("<html>not metrics</html>", 'govledger_commit_stalls_total{service="x 1'):
+        with pytest.raises(ValueError, match=r"invalid metric name|could not convert"):
+            parse_worker_metrics("http://w", garbage)
+
+
+PACK = "name: p\n# why\npolicies:\n  chain:\n    - name: audit-logger\n      policy: {}\n"
+
+
+def test_a_packs_top_level_targeting_is_replaced_and_nothing_else_changes() -> None:
+    assigned = with_targeting(PACK, ["alpha"], [])
+    assert assigned == PACK + 'targeting:\n  teams: ["alpha"]\n'
+    assert current_targeting(assigned) == (["alpha"], [])
+    # An existing block (flow or block style, wherever it is) is replaced, not repeated.
+    flow = "targeting: {teams: [x], gateways: [g]}\n" + PACK
+    block = PACK.replace("policies:", "targeting:\n  teams:\n    - x\n\npolicies:")
+    for source in (flow, block):
+        again = with_targeting(source, ["beta"], ["eu-1"])
+        assert again.count("targeting:") == 1 and "x" not in again.split("targeting:")[1]
+        assert current_targeting(again) == (["beta"], ["eu-1"])
+        assert with_targeting(source, [], []) == PACK
+    # A layout the line rewrite would change the meaning of is refused, never sent.
+    odd = "targeting:\n# teams below\n  teams: [x]\n" + PACK
+    with pytest.raises(TargetingError, match="cannot rewrite"):
+        with_targeting(odd, ["beta"], [])
+    assert current_targeting("- not: a mapping") == ([], [])
+
+
+def test_team_and_gateway_names_are_checked() -> None:
+    assert target_names(" alpha, beta\nalpha ", "teams") == ["alpha", "beta"]
+    for bad in ('a"]\nx: [', "a;b", "x" * 65, ",".join(f"t{i}" for i in range(257))):
+        with pytest.raises(TargetingError):
+            target_names(bad, "teams")
