@@ -180,12 +180,14 @@ async def test_records_the_broker_missed_are_spooled_and_sent_in_order(
         during = await publish_for(publisher, 100, 600)  # about 3 s without a broker
         assert publisher.degraded
         assert spool.size_bytes > 0
-        # The caller never waits on the broker: publishing stays a local operation.
-        assert max(during) < 0.25, max(during)
+        # The caller never waits on the broker: publishing stays a local operation. A
+        # publish that waited would take up to the outage's 3 s; 1 s leaves room for a busy
+        # machine's scheduling (0.5 s seen with four test processes on two cores).
+        assert max(during) < 1.0, max(during)
 
         await outage.restore()
         after = await publish_for(publisher, 700, 100)  # traffic goes on meanwhile
-        assert max(after) < 0.25
+        assert max(after) < 1.0
         deadline = time.monotonic() + 60
         while publisher.degraded or publisher.pending:
             assert time.monotonic() < deadline, "the spool was not sent within 60 s"
