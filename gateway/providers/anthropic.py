@@ -62,6 +62,7 @@ ERROR_STATUSES: Mapping[str, int] = {
     "overloaded_error": 529,
 }
 
+
 def _usage(data: Any) -> tuple[int | None, int | None]:
     """(input, output) tokens of a usage object; either is None when absent."""
     if not isinstance(data, Mapping):
