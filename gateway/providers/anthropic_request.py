@@ -22,7 +22,7 @@ from gateway.providers.base import ChatCall, UpstreamError
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 # A data: URL of a base64 image, as OpenAI's SDKs and gateway/anthropic_shape.py write it.
-_DATA_URL = re.compile(r"data:([a-z]+/[a-z0-9.+-]+);base64,(.*)", re.DOTALL)
+_DATA_URL = re.compile(r"data:([a-z]{1,16}/[a-z0-9.+-]{1,64});base64,(.*)", re.DOTALL)
 _FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 # What the Messages translation carries from a chat body. Everything else is refused by
@@ -84,7 +84,10 @@ def _image_block(part: Mapping[str, Any], param: str) -> dict[str, Any]:
     detail = image.get("detail")
     if detail not in (None, "auto"):
         # Anthropic picks the resolution itself: a wish for another would be lost.
-        raise unsupported(f"{param}.image_url.detail {detail!r} has no equivalent", param)
+        shown = repr(detail) if detail in ("low", "high") else "this value"
+        raise unsupported(
+            f"{param}.image_url.detail {shown} has no equivalent", f"{param}.image_url.detail"
+        )
     if (found := _DATA_URL.fullmatch(url)) is not None:
         media_type, data = found.groups()
         if media_type not in IMAGE_MEDIA_TYPES:
@@ -203,8 +206,10 @@ def _tools(tools: Any) -> list[dict[str, Any]]:
             shown = repr(kind) if isinstance(kind, str) and _FIELD_NAME.fullmatch(kind) else "a"
             raise unsupported(f"{shown} tool cannot be carried; only functions", f"{where}.type")
         parameters = function.get("parameters")
-        # A function without parameters takes none; Anthropic wants the object schema.
-        schema = parameters if isinstance(parameters, Mapping) else {"type": "object"}
+        # A function without parameters (or `{}`) takes none; Anthropic wants an object.
+        schema = (
+            parameters if isinstance(parameters, Mapping) and parameters else {"type": "object"}
+        )
         translated: dict[str, Any] = {"name": function.get("name"), "input_schema": schema}
         if isinstance(function.get("description"), str):
             translated["description"] = function["description"]

@@ -326,6 +326,12 @@ async def test_anthropic_stream_cut_before_message_stop_is_not_a_finished_answer
         },
         {
             "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "high"}}
+            ],
+        },
+        {
+            "role": "user",
             "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}],
         },
         {"role": "function", "name": "f", "content": "42"},

@@ -31,6 +31,7 @@ WEATHER_FUNCTION = {
 TOOLS = [
     {"type": "function", "function": WEATHER_FUNCTION},
     {"type": "function", "function": {"name": "get_time"}},  # takes no parameters
+    {"type": "function", "function": {"name": "ping", "parameters": {}}},  # nor this one
 ]
 PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
 
@@ -84,6 +85,7 @@ async def test_tools_and_tool_choice_are_sent_in_anthropics_terms(
             "strict": True,
         },
         {"name": "get_time", "input_schema": {"type": "object"}},
+        {"name": "ping", "input_schema": {"type": "object"}},
     ]
     assert sent["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
 
