@@ -296,3 +296,23 @@ async def test_anthropic_sdk_tools_reach_the_anthropic_provider(caller: Caller) 
     assert received["tool_choice"] == {"type": "any"}
     (record,) = caller.stack.lineage.lineage()
     assert (record.api, record.completion_tokens) == ("messages", OUTPUT_TOKENS)
+
+
+async def test_anthropic_sdk_streamed_tool_use_through_the_anthropic_provider(
+    caller: Caller,
+) -> None:
+    tool: Any = {"name": "get_weather", "input_schema": WEATHER_TOOL["function"]["parameters"]}
+    async with (
+        anthropic.AsyncAnthropic(
+            base_url=caller.stack.url, api_key=caller.secret, max_retries=0
+        ) as sdk,
+        sdk.messages.stream(model=MODEL, max_tokens=256, messages=ASK, tools=[tool]) as stream,
+    ):
+        message = await stream.get_final_message()
+    assert message.stop_reason == "tool_use"
+    (text, call) = message.content
+    assert text.type == "text" and text.text == "Checking."
+    assert call.type == "tool_use" and (call.id, call.input) == (TOOL_ID, {"city": "Paris"})
+    assert caller.upstream.received[0]["stream"] is True
+    (record,) = caller.stack.lineage.lineage()
+    assert (record.api, record.stream, record.completion_tokens) == ("messages", True, 40)
