@@ -30,15 +30,10 @@ from gateway.chat_endpoint import ChatEndpoint, parse_chat
 from gateway.chat_params import BodyLimits, refuse
 from gateway.errors import GatewayError
 from gateway.pipeline import Gateway
-from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Completion, Delta, Provider, Usage
 from gateway.replies import ChunkRelay
 from gateway.tokens import estimate_prompt_tokens, estimate_text_tokens
 from schemas.settings import GatewaySettings
-
-# The Anthropic adapter carries text conversations only (gateway/providers/anthropic.py)
-# and would send a request without these: such a request is not routed there.
-NOT_CARRIED_TO_ANTHROPIC = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +72,8 @@ class MessagesEndpoint:
         return self if chat is self.chat else MessagesEndpoint(chat)
 
     def served_by(self, provider: Provider) -> bool:
-        if isinstance(provider, AnthropicProvider):
-            return not any(name in self.chat.chat.body for name in NOT_CARRIED_TO_ANTHROPIC)
+        # Every provider has chat; the Anthropic adapter carries tools and structured
+        # output back to Anthropic's terms (gateway/providers/anthropic_request.py).
         return self.chat.served_by(provider)
 
     async def complete(self, provider: Provider, upstream_model: str) -> Completion:

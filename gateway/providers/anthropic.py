@@ -1,20 +1,30 @@
 """Anthropic's Messages API behind the gateway's chat-completions shape.
 
-Translation covers text conversations: system and developer messages become the
-top-level `system`, user and assistant turns become `messages`. Anything the
-translation cannot carry faithfully (tool turns, images) is refused rather than dropped.
+The request is translated by gateway/providers/anthropic_request.py (text, images,
+tools, tool turns, tool_choice, json_schema output, system prompts), the answer by
+gateway/providers/anthropic_reply.py into OpenAI's `chat.completion` and its chunks (tool
+calls and their streamed deltas included), which the caller gets as from an
+OpenAI-compatible upstream. What cannot be carried is refused with a 400 naming it.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
 import orjson
 
-from gateway.providers.base import ChatCall, Completion, Delta, UpstreamError, Usage
+from gateway.providers.anthropic_reply import ChunkWriter, chat_completion, finish_reason
+from gateway.providers.anthropic_request import messages_body
+from gateway.providers.base import (
+    ChatCall,
+    Completion,
+    Delta,
+    UpstreamError,
+    Usage,
+    choice_texts,
+)
 from gateway.providers.upstream_http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_SSE_EVENT_CHARS,
@@ -37,17 +47,6 @@ ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
 """Sent when the caller gives no max_tokens: the Messages API requires one."""
 
-# OpenAI's finish_reason for each Anthropic stop_reason; anything else ends as "stop".
-FINISH_REASONS: Mapping[str, str] = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
-
 # The HTTP status Anthropic documents for each error type. An error event arrives inside
 # a 200 stream; mapping it back gives the attempt the status a non-streamed call would
 # have recorded (an overloaded_error mid-stream is a 529, not a success).
@@ -62,99 +61,6 @@ ERROR_STATUSES: Mapping[str, int] = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
-
-_SYSTEM_ROLES = frozenset({"system", "developer"})
-_TURN_ROLES = frozenset({"user", "assistant"})
-
-
-def _unsupported(message: str, param: str | None = None) -> UpstreamError:
-    # Nothing was sent (status 0); http_4xx because the same call can never succeed here,
-    # and `invalid` so the caller gets a 400 saying so (gateway.replies.upstream_failure),
-    # not a 502.
-    text = f"cannot translate for Anthropic: {message}"
-    return UpstreamError(0, "http_4xx", text, invalid={"message": text, "param": param})
-
-
-def _text_blocks(message: Mapping[str, Any], index: int) -> list[dict[str, Any]]:
-    content = message.get("content")
-    if content is None or isinstance(content, str):
-        texts = [content or ""]
-    elif isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, Mapping) or part.get("type") != "text":
-                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
-                raise _unsupported(f"messages[{index}] has a {kind!r} part; only text is carried")
-            texts.append(str(part.get("text") or ""))
-    else:
-        raise _unsupported(f"messages[{index}].content is neither text nor a list of parts")
-    # The API rejects empty text blocks; an empty message adds nothing to the turn.
-    return [{"type": "text", "text": text} for text in texts if text]
-
-
-# What the Messages translation carries from a chat body. Everything else is refused by
-# name rather than dropped: a proxy never loses a field without an error.
-_CARRIED_FIELDS = frozenset(
-    {
-        "model",
-        "messages",
-        "max_tokens",
-        "max_completion_tokens",
-        "temperature",
-        "top_p",
-        "stop",
-        "stream",
-        "stream_options",  # usage: Anthropic always reports it
-        "user",  # sent as metadata.user_id
-    }
-)
-# Fields whose value here asks for nothing beyond the default, so there is nothing to carry.
-_NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
-    "n": (1,),
-    "presence_penalty": (0, 0.0),
-    "frequency_penalty": (0, 0.0),
-    "logprobs": (False,),
-}
-
-
-_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
-
-
-def _refuse_uncarried(body: Mapping[str, Any]) -> None:
-    for name, value in body.items():
-        if name in _CARRIED_FIELDS or value is None:
-            continue
-        if name in _NEUTRAL_VALUES and value in _NEUTRAL_VALUES[name]:
-            continue
-        # The caller's own key names come back only when they look like an API's.
-        shown = repr(name) if _FIELD_NAME.fullmatch(name) else "a field"
-        raise _unsupported(
-            f"{shown} has no Messages API equivalent on this route",
-            name if _FIELD_NAME.fullmatch(name) else None,
-        )
-
-
-def _translate_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    system: list[str] = []
-    turns: list[dict[str, Any]] = []
-    for index, message in enumerate(messages):
-        role = message.get("role")
-        if role in _SYSTEM_ROLES:
-            system.extend(block["text"] for block in _text_blocks(message, index))
-            continue
-        if role not in _TURN_ROLES:
-            raise _unsupported(f"messages[{index}] has role {role!r}; only text turns are carried")
-        if message.get("tool_calls"):
-            raise _unsupported(f"messages[{index}] carries tool_calls; tools are not translated")
-        blocks = _text_blocks(message, index)
-        if not blocks:
-            continue
-        # The API wants user and assistant to alternate: same-role neighbours are one turn.
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    return "\n\n".join(system), turns
 
 
 def _usage(data: Any) -> tuple[int | None, int | None]:
@@ -234,27 +140,7 @@ class AnthropicProvider:
         )
 
     def _body(self, call: ChatCall, *, stream: bool) -> bytes:
-        _refuse_uncarried(call.body)
-        system, messages = _translate_messages(call.messages)
-        body: dict[str, Any] = {
-            "model": call.upstream_model,
-            "max_tokens": call.max_tokens or self._default_max_tokens,
-            "messages": messages,
-        }
-        if system:
-            body["system"] = system
-        if call.temperature is not None:
-            body["temperature"] = call.temperature
-        if call.extra.get("top_p") is not None:
-            body["top_p"] = call.extra["top_p"]
-        stop = call.extra.get("stop")
-        if stop:
-            body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-        user = call.body.get("user")
-        if isinstance(user, str) and user:
-            body["metadata"] = {"user_id": user}
-        if stream:
-            body["stream"] = True
+        body = messages_body(call, default_max_tokens=self._default_max_tokens, stream=stream)
         return orjson.dumps(body)
 
     def _request(self, call: ChatCall, *, stream: bool) -> httpx.Request:
@@ -271,19 +157,18 @@ class AnthropicProvider:
         status, content = await fetch_body(self._client, request, limit=self._max_response_bytes)
         try:
             data = orjson.loads(content)
-            blocks = data["content"]
-            # Only text is asked for; other block kinds (thinking, tool_use) are not ours.
-            text = "".join(block["text"] for block in blocks if block.get("type") == "text")
-            stop_reason = data.get("stop_reason")
+            reply = chat_completion(data)
             prompt, completion = _usage(data.get("usage"))
             known = prompt is not None and completion is not None
             usage = _detailed(data["usage"]) if known else None
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise UpstreamError(status, "bad_response", repr(exc)) from exc
-        return Completion(text, FINISH_REASONS.get(stop_reason or "", "stop"), usage)
+        text = choice_texts(reply["choices"], "message")
+        return Completion(text, reply["choices"][0]["finish_reason"], usage, reply)
 
     async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
-        """Message events re-yielded as text deltas, then one delta with finish and usage."""
+        """Message events as chat chunks (text, tool calls and their argument fragments),
+        then one chunk with the finish reason, its delta with the usage."""
         request = self._request(call, stream=True)
         try:
             response = await self._client.send(request, stream=True)
@@ -293,6 +178,7 @@ class AnthropicProvider:
         completion: int | None = None
         reported: dict[str, Any] = {}  # the usage counts reported so far, by name
         stop_reason: str | None = None
+        writer = ChunkWriter()
         try:
             if response.status_code >= 400:
                 raise status_error(response, await read_error_body(response))
@@ -301,15 +187,13 @@ class AnthropicProvider:
                 if not isinstance(data, dict):
                     raise UpstreamError(response.status_code, "bad_response", "event not an object")
                 kind = data.get("type")
+                chunk: dict[str, Any] | None = None
                 if kind == "content_block_delta":
-                    delta = data["delta"]
-                    if delta.get("type") == "text_delta" and delta.get("text"):
-                        yield Delta(delta["text"])
+                    chunk = writer.block_delta(data)
                 elif kind == "content_block_start":
-                    block = data["content_block"]
-                    if block.get("type") == "text" and block.get("text"):
-                        yield Delta(block["text"])
+                    chunk = writer.block_started(data)
                 elif kind == "message_start":
+                    writer.started(data["message"])
                     reported.update(_reported(data["message"].get("usage")))
                     prompt, completion = _usage(data["message"].get("usage"))
                 elif kind == "message_delta":
@@ -323,11 +207,14 @@ class AnthropicProvider:
                     usage = None
                     if prompt is not None and completion is not None:
                         usage = _detailed(reported)
-                    yield Delta("", FINISH_REASONS.get(stop_reason or "", "stop"), usage)
+                    finish = finish_reason(stop_reason)
+                    yield Delta("", finish, usage, writer.chunk({}, finish))
                     return
                 elif kind == "error":
                     raise _stream_error(data)
-                # ping, content_block_stop and event types added later carry no text.
+                # ping, content_block_stop and event types added later carry no answer.
+                if chunk is not None:
+                    yield Delta(choice_texts(chunk["choices"], "delta"), chunk=chunk)
             # A body that ends before message_stop was cut off: not a finished answer.
             raise UpstreamError(
                 response.status_code, "transport", "upstream stream ended before message_stop"

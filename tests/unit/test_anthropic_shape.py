@@ -456,7 +456,7 @@ def test_a_system_turn_amid_the_messages_stays_a_system_message() -> None:
     assert chat["messages"][-1] == {"role": "system", "content": "Now formal."}
 
 
-async def test_a_request_with_tools_is_not_routed_to_the_text_only_anthropic_adapter() -> None:
+async def test_a_request_with_tools_is_routed_to_the_anthropic_adapter_too() -> None:
     settings = load(GatewaySettings, environ={})
     limits = body_limits(settings)
     plain = parse_messages(orjson.dumps(BASE), settings, limits)
@@ -466,7 +466,8 @@ async def test_a_request_with_tools_is_not_routed_to_the_text_only_anthropic_ada
     )
     sim = SimProvider(latency_ms=0, error_rate=0, chunk_tokens=1, completion_tokens=1)
     try:
-        assert (plain.served_by(adapter), with_tools.served_by(adapter)) == (True, False)
+        # The adapter carries tools back to Anthropic's terms (test_provider_anthropic_tools).
+        assert (plain.served_by(adapter), with_tools.served_by(adapter)) == (True, True)
         assert with_tools.served_by(sim)
     finally:
         await adapter.close()

@@ -318,13 +318,34 @@ async def test_anthropic_stream_cut_before_message_stop_is_not_a_finished_answer
     [
         {
             "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AA"}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "https://x/a.png", "detail": "high"}}
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}],
+        },
+        {"role": "function", "name": "f", "content": "42"},
+        {
+            "role": "tool",
+            "tool_call_id": "call_1",
             "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}],
         },
-        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
         {
             "role": "assistant",
             "content": None,
-            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f"}}],
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "[1]"}}
+            ],
         },
     ],
 )
@@ -354,9 +375,10 @@ async def test_anthropic_malformed_answer_is_a_bad_response(
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-        ("tool_choice", "required"),
+        ("tool_choice", "required"),  # without tools
         ("response_format", {"type": "json_object"}),
+        ("top_logprobs", 2),
+        ("logit_bias", {"50256": -100}),
         ("n", 2),
         ("seed", 7),
         ("logprobs", True),
