@@ -34,6 +34,7 @@ MAX_FINDINGS_SHOWN = 100
 # Details of findings on no tenant's record that are our own words (seqs and hashes).
 OWN_WORDS = frozenset({"deleted", "truncated"})
 PROGRESS_EVERY_ROWS = 1_000
+WAIT_STEP_S = 1.0  # how often a query's wait looks whether the job must end
 
 
 def _remaining_s(job: VerifyJob) -> float:
@@ -52,8 +53,17 @@ def _on_store(
     left = _remaining_s(job)
     settings = {"max_execution_time": max(1, math.ceil(left))}
     call = store.run(store.read_only, sql, fmt, settings)
-    data: bytes = asyncio.run_coroutine_threadsafe(call, loop).result(timeout=left + 5)
-    return data
+    future = asyncio.run_coroutine_threadsafe(call, loop)
+    while True:
+        try:
+            data: bytes = future.result(timeout=WAIT_STEP_S)
+        except TimeoutError:
+            # Waited on the store: end with the job (the sink stops, or its time is up).
+            if job.stop.is_set() or time.monotonic() > job.deadline_s + WAIT_STEP_S:
+                future.cancel()
+                raise VerifyStoppedError("stopped") from None
+            continue
+        return data
 
 
 def _counted(rows: Iterable[StoredRow], job: VerifyJob) -> Iterator[StoredRow]:

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from replay.store_verify import store_verification
+from replay.store_verify import shown, store_verification
+from replay.verify import Finding
 from schemas import authn
 from schemas.codec import HashChain
 from schemas.ids import uuid7
@@ -180,6 +181,20 @@ async def test_bad_requests_start_nothing(
     assert listed["verifications"] == []
     for bad in ("not-an-id", "../exports", str(uuid7())):
         assert (await http.get(f"/v1/audit/verify/{bad}", headers=auth("org"))).status == 404
+
+
+def test_a_finding_on_no_record_of_the_tenants_keeps_its_place_only() -> None:
+    refused = Finding("forged", SHARED, 0, None, f"forged: bad MAC (sent by {B})", "", "x")
+    undecodable = Finding("column_mismatch", SHARED, 3, None, f"raw of {B}", "", "lineage")
+    gap = Finding("deleted", SHARED, 4, None, "seq 4 missing (seq 5 links to ab…)")
+    own = Finding("modified", SHARED, 5, None, "bytes changed", A, "lineage", "ev-1")
+    for finding in (refused, undecodable):
+        scrubbed = shown(finding, A)
+        assert B not in str(scrubbed) and scrubbed["table"] == ""
+        assert (scrubbed["kind"], scrubbed["seq"]) == (finding.kind, finding.seq)
+        assert shown(finding, None)["detail"] == finding.detail  # the org sees it whole
+    assert shown(gap, A)["detail"] == gap.detail  # our own words: seqs and a hash
+    assert shown(own, A)["event_id"] == "ev-1" and shown(own, A)["table"] == "lineage"
 
 
 # --- the queue's limits, over a verification the test holds -----------------------------
