@@ -19,6 +19,7 @@ from gateway.views import LocalViews
 from govledger.admin_token import resolve_admin_token
 from govledger.export_notices import for_sink
 from replay.restore import broker_is_empty, restore
+from replay.store_verify import store_verification
 from schemas import authn
 from schemas.http_errors import JsonErrorAppRunner, handler_args
 from schemas.ids import new_producer_id, now_ms
@@ -40,6 +41,7 @@ from sinks.query_app import QueryApi
 from sinks.retention import retention_by_tenant
 from sinks.store import Store
 from sinks.stored import StoredNotices
+from sinks.verify_jobs import VerifyJobs
 from sinks.writer import SinkWriter
 from streams.escalations import logic as escalation_rules
 
@@ -175,6 +177,12 @@ async def sink_main(settings: SinkSettings) -> None:
         ),
         metrics=writer.metrics,
         on_schedule_run_finished=export_notices,
+        # `POST /v1/audit/verify`: `audit verify` run here, with the installed keyring.
+        audit_verify=VerifyJobs(
+            store_verification(store),
+            timeout_s=settings.audit_verify_timeout_s,
+            runs_kept=settings.audit_verify_runs_kept,
+        ),
     )
     writer.metrics.watch_writer(writer)
     runner = query_runner(settings, api.application())

@@ -385,6 +385,12 @@ class SinkSettings(CommonSettings):
     export_schedule_runs_kept: int = setting(
         20, "Runs of each export schedule listed with their outcome; older ones are dropped."
     )
+    audit_verify_timeout_s: float = setting(
+        600.0, "Longest one chain verification of the query API (POST /v1/audit/verify) runs."
+    )
+    audit_verify_runs_kept: int = setting(
+        20, "Chain verifications the query API remembers (per sink, newest kept)."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -404,6 +410,8 @@ class SinkSettings(CommonSettings):
             <= 0
         ):
             raise SettingsError("GOVLEDGER_EXPORT_SCHEDULE* settings must be positive")
+        if self.audit_verify_timeout_s <= 0 or self.audit_verify_runs_kept < 1:
+            raise SettingsError("GOVLEDGER_AUDIT_VERIFY_* settings must be positive")
 
 
 @dataclasses.dataclass(frozen=True)

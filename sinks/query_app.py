@@ -13,7 +13,9 @@ The parts, each importing only those before it:
 - `sinks/query_api.py`: the report routes;
 - `sinks/exports_api.py`: the export routes (`/v1/exports`) over the jobs of
   `sinks/exports/`;
-- `sinks/export_schedules_api.py`: the schedule routes (`/v1/exports/schedules`)."""
+- `sinks/export_schedules_api.py`: the schedule routes (`/v1/exports/schedules`);
+- `sinks/verify_api.py`: the chain verification routes (`/v1/audit/verify`) over the jobs
+  of `sinks/verify_jobs.py` (the verification itself is passed in: `replay/store_verify.py`)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ from sinks.metrics import SinkMetrics
 from sinks.query_api import Reports
 from sinks.sql_endpoint import SqlEndpoint, StoreTables
 from sinks.store import Store
+from sinks.verify_api import VerifyRoutes
+from sinks.verify_jobs import VerifyJobs
 
 MAX_QUERY_BYTES = 256 * 1024
 
@@ -55,6 +59,7 @@ class QueryApi:
         schedule_limits: ScheduleLimits | None = None,
         metrics: SinkMetrics | None = None,
         on_schedule_run_finished: RunFinished | None = None,
+        audit_verify: VerifyJobs | None = None,
     ) -> None:
         self.store = store
         # The process's registry (the sink writer's, served here at /metrics).
@@ -79,6 +84,7 @@ class QueryApi:
             if self.exports is not None and exports_dir is not None
             else None
         )
+        self.audit_verify = audit_verify
 
     def application(self) -> web.Application:
         """The aiohttp application."""
@@ -112,6 +118,18 @@ class QueryApi:
 
             app.on_startup.append(start_exports)
             app.on_cleanup.append(stop_exports)
+        if self.audit_verify is not None:
+            verify = self.audit_verify
+            app.add_routes(VerifyRoutes(verify).routes(self._guard))
+
+            async def start_verify(_: web.Application) -> None:
+                await verify.start()
+
+            async def stop_verify(_: web.Application) -> None:
+                await verify.stop()
+
+            app.on_startup.append(start_verify)
+            app.on_cleanup.append(stop_verify)
         return app
 
     async def ping(self, request: web.Request) -> web.Response:

@@ -1,7 +1,9 @@
 """Audit: each producer's chain head and last checkpoint as the store has them, the
-exports (create, progress, list, download with its manifest; the query API runs them,
-with the session's key, so a tenant admin exports its tenant only), and the question
-auditors ask — who used which model with which key around time T."""
+verification of every chain (`POST /v1/audit/verify`: the query API runs `audit verify`
+in the background for the session's key's tenant; the page shows the last result and
+polls a running one), the exports (create, progress, list, download with its manifest;
+the query API runs them, with the session's key, so a tenant admin exports its tenant
+only), and the question auditors ask — who used which model with which key around time T."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import asyncio
 import datetime as dt
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
@@ -48,7 +51,12 @@ PREFIXES_SQL = (
     "SELECT key_id, any(key_prefix) AS prefix FROM control_events "  # noqa: S608
     f"WHERE event_type = 'key.issued' AND {TENANT_FILTER} GROUP BY key_id LIMIT 10000"
 )
-DONE = {"export": "Export queued: its progress is below."}
+DONE = {
+    "export": "Export queued: its progress is below.",
+    "verify": "Verification started: its progress is below.",
+    "verifying": "A verification of this scope is already running: its progress is below.",
+}
+ACTIVE = ("queued", "running")
 
 
 def moment_ms(text: str) -> int:
@@ -87,13 +95,34 @@ async def exports_of(page: PageContext) -> list[dict[str, Any]]:
     return [j for j in jobs if page.tenant is None or j["tenant"] in (page.tenant, None)][:50]
 
 
+def _scoped(path: str, tenant: str | None) -> str:
+    return f"{path}?{urlencode({'tenant': tenant})}" if tenant else path
+
+
+async def verification_of(page: PageContext) -> dict[str, Any] | None:
+    """The newest verification of the page's scope (the tenant, or every tenant), if any."""
+    try:
+        job: dict[str, Any] = await page.backend.query(
+            page.session.key, _scoped("/v1/audit/verify/latest", page.tenant)
+        )
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return job
+
+
 async def render_audit(
     request: web.Request, *, tenant: str | None = None, error: str = "", status: int = 200
 ) -> web.Response:
     """The page."""
     page = PageContext(request, console_of(request).backend, tenant)
-    heads, checkpoints, exports, who = await asyncio.gather(
-        page.sql(HEADS_SQL), page.sql(CHECKPOINTS_SQL), exports_of(page), _who(page, request)
+    heads, checkpoints, exports, who, verification = await asyncio.gather(
+        page.sql(HEADS_SQL),
+        page.sql(CHECKPOINTS_SQL),
+        exports_of(page),
+        _who(page, request),
+        verification_of(page),
     )
     marks = {c["producer_id"]: c for c in checkpoints}
     return console_of(request).render(
@@ -106,7 +135,9 @@ async def render_audit(
             c for c in checkpoints if c["producer_id"] not in {h["producer_id"] for h in heads}
         ],
         exports=exports,
-        running=any(j["status"] in ("queued", "running") for j in exports),
+        running=any(j["status"] in ACTIVE for j in exports),
+        verification=verification,
+        verifying=verification is not None and verification["status"] in ACTIVE,
         types=EXPORT_TYPES,
         formats=EXPORT_FORMATS,
         notice=DONE.get(request.query.get("done", ""), ""),
@@ -150,6 +181,44 @@ async def create_export(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(str(request.app.router["audit"].url_for().with_query(query)))
 
 
+async def verification_live(request: web.Request) -> web.Response:
+    """The verification's status alone, polled while it is queued or running."""
+    page = PageContext(request, console_of(request).backend)
+    verification = await verification_of(page)
+    return console_of(request).render(
+        request,
+        "_verify.html",
+        tenant=page.tenant,
+        verification=verification,
+        verifying=verification is not None and verification["status"] in ACTIVE,
+    )
+
+
+async def start_verification(request: web.Request) -> web.StreamResponse:
+    """Ask the query API to verify the form's tenant's chains (an org admin without one:
+    every chain), with the session's key."""
+    session = session_of(request)
+    tenant = form_fields(await request.post(), "tenant").get("tenant")
+    if tenant is not None and (not TENANT_ID.fullmatch(tenant) or not session.sees(tenant)):
+        raise RefusedError(f"this key may not verify tenant {tenant!r}")
+    scope = tenant if tenant is not None else session.tenant
+    done = "verify"
+    try:
+        await console_of(request).backend.query_post(
+            session.key, _scoped("/v1/audit/verify", scope), None
+        )
+    except ApiError as exc:
+        if exc.status == 401:
+            raise
+        if exc.status != 409:  # 409: one runs already, which the page shows
+            return await render_audit(request, tenant=tenant, error=exc.message, status=exc.status)
+        done = "verifying"
+    query = {"done": done}
+    if session.org_level and tenant:
+        query["tenant"] = tenant
+    raise web.HTTPSeeOther(str(request.app.router["audit"].url_for().with_query(query)))
+
+
 def _export_id(request: web.Request) -> str:
     export_id = request.match_info["export_id"]
     if not EXPORT_ID.fullmatch(export_id):
@@ -179,6 +248,8 @@ def routes() -> list[web.RouteDef]:
     """The Audit routes."""
     return [
         web.get("/audit", audit, name="audit"),
+        web.get("/audit/verify", verification_live),
+        web.post("/audit/verify", start_verification),
         web.get("/audit/exports", exports_live),
         web.post("/audit/exports", create_export),
         web.get("/audit/exports/{export_id}/download", download),

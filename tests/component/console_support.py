@@ -3,13 +3,18 @@
 (`govledger.services.query_readers` behind `sinks.http_layer.guard`, over the keys the
 admin API issued) but whose store is a recorder: each SQL query answers no rows and is
 kept with the tenant its reader sees, so tests can check what the console asked and with
-which key. Pages are driven as a browser would: a cookie jar, the login form, the CSRF
-token read from the page."""
+which key. Its chain verification routes are the real ones (`sinks/verify_api.py` over
+`sinks/verify_jobs.py`) over a verification that records the tenant it was asked for and
+answers a canned result (`VERIFIED`), held while `verify_release` is clear. Pages are
+driven as a browser would: a cookie jar, the login form, the CSRF token read from the
+page."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +31,37 @@ from schemas.metrics import CONTENT_TYPE, METRICS_PATH
 from schemas.settings import ConsoleSettings, load
 from sinks.access import Reader
 from sinks.http_layer import guard
+from sinks.verify_api import VerifyRoutes
+from sinks.verify_jobs import VerifyJob, VerifyJobs
 from streams.metrics import StreamMetrics
 from tests.component.support import ADMIN_TOKEN, Component, running_component
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+# What the recorder's verification answers: a gap in a chain, named by producer and seq.
+VERIFIED: dict[str, Any] = {
+    "clean": False,
+    "producers": 2,
+    "records": 7,
+    "checkpoints": 1,
+    "open_chains": 1,
+    "expired": 0,
+    "links": 0,
+    "columns_rows": 7,
+    "findings_total": 1,
+    "findings_by_kind": {"deleted": 1},
+    "findings": [
+        {
+            "kind": "deleted",
+            "producer_id": "gateway-shared",
+            "seq": 4,
+            "at": "-",
+            "table": "",
+            "event_id": "",
+            "detail": "seq 4 missing (seq 5 links to 0123456789ab…)",
+        }
+    ],
+    "verify_ms": 3,
+}
 
 
 @dataclass
@@ -49,6 +81,20 @@ class RecordingQueryApi:
     asked: list[AskedQuery] = field(default_factory=list)
     # Rows a query answers when its text contains the key (else none), as a store would.
     rows_for: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The scopes verifications were run for (None: every tenant), and a gate holding them.
+    verified: list[str | None] = field(default_factory=list)
+    verify_release: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.verify_release.set()
+
+    def _verify(self, job: VerifyJob, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+        self.verified.append(job.tenant)
+        job.records_total, job.records_checked, job.phase = 7, 3, "chains"
+        while not self.verify_release.wait(0.01):
+            if job.stop.is_set():
+                raise RuntimeError("stopped")
+        return VERIFIED
 
     def asked_about(self, text: str) -> bool:
         """Whether any query asked so far mentions `text`."""
@@ -100,6 +146,18 @@ class RecordingQueryApi:
             return json_response({"error": {"code": "export_not_found", "message": "no"}}, 404)
 
         app = web.Application()
+        jobs = VerifyJobs(self._verify, timeout_s=10)
+        app.add_routes(VerifyRoutes(jobs).routes(protect))
+
+        async def start_verify(_: web.Application) -> None:
+            await jobs.start()
+
+        async def stop_verify(_: web.Application) -> None:
+            self.verify_release.set()
+            await jobs.stop()
+
+        app.on_startup.append(start_verify)
+        app.on_cleanup.append(stop_verify)
         app.add_routes(
             [
                 web.get("/v1/me", protect(me)),

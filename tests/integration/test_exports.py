@@ -409,3 +409,35 @@ def test_the_command_line_exports_downloads_and_verifies(
     assert status.returncode == 0 and json.loads(status.stdout)["type"] == "focus"
     unreachable = _cli(stack, tmp_path, "list", GOVLEDGER_QUERY_PORT=str(free_port()))
     assert unreachable.returncode == 2, unreachable.stderr
+
+
+def test_a_tenant_admins_verification_covers_its_chains_only(
+    stack: RunningStack, world: World
+) -> None:
+    """`POST /v1/audit/verify` on the real sink (chains, authentication with the org
+    keyring, columns): a tenant admin's job is of its tenant, checks the chains carrying
+    its records, and is another tenant's to neither read nor start."""
+    created = request(stack, "POST", "/v1/audit/verify", world.a_admin)
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    assert request(stack, "GET", f"/v1/audit/verify/{job_id}", world.b_admin).status_code == 404
+    refused = request(stack, "POST", f"/v1/audit/verify?tenant={world.a}", world.b_admin)
+    assert refused.status_code == 403
+
+    def finished() -> dict[str, Any] | None:
+        job = request(stack, "GET", f"/v1/audit/verify/{job_id}", world.a_admin).json()
+        return job if job["status"] in ("succeeded", "failed") else None
+
+    job: dict[str, Any] = wait_for(finished, timeout_s=60, every_s=0.1)
+    assert job["status"] == "succeeded", job
+    assert job["tenant"] == world.a
+    result = job["result"]
+    own = int(stack.sql(f"SELECT count() FROM lineage WHERE tenant_id = '{world.a}'")[0][0])
+    # Its calls' chains, checked whole (other tenants' records of the gateway's chain too).
+    assert result["producers"] >= 1 and result["records"] >= own == 4
+    assert result["columns_rows"] >= own
+    # The total is counted as the job starts: records stored since may be walked too.
+    assert job["records_checked"] == result["records"] and job["records_total"] > 0
+    assert world.b not in str(job)
+    latest = request(stack, "GET", "/v1/audit/verify/latest", world.a_admin).json()
+    assert latest["id"] == job_id

@@ -6,6 +6,7 @@ parameter or htmx fragment."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,6 +35,7 @@ PAGES = (
     "/escalations/live",
     "/audit",
     "/audit/exports",
+    "/audit/verify",
 )
 A_CALL = "/events/01a24fa3-c84a-7518-bfb6-b4910deaa3e4"
 
@@ -416,3 +418,54 @@ async def test_a_tenant_admin_cannot_assign_revert_or_offer_another_tenants_pack
     assert revert.status == 404
     assert console.component.views.packs[(OTHER, "theirs")].version == 2
     assert {q.reader_tenant for q in console.query.asked} == {TENANT}
+
+
+async def page_once(console: ConsoleHarness, path: str, text: str, **params: str) -> str:
+    """The page (or fragment) once it shows `text` (a job runs in the background)."""
+    for _ in range(200):
+        page = await console.client.get(path, params=params)
+        assert page.status == 200, await page.text()
+        if text in (shown := await page.text()):
+            return shown
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{path} never showed {text!r}")
+
+
+async def test_a_tenant_admin_verifies_its_own_tenant_only(console: ConsoleHarness) -> None:
+    await console.login(await tenant_admin(console))
+    token = await console.csrf("/audit")
+    assert "No verification of acme yet." in await (await console.client.get("/audit")).text()
+    refused = await console.client.post("/audit/verify", data={"csrf": token, "tenant": OTHER})
+    assert refused.status == 403
+    for data, headers in (({}, {}), ({"csrf": "wrong"}, {}), ({}, {"X-CSRF-Token": "x"})):
+        answer = await console.client.post("/audit/verify", data=data, headers=headers)
+        assert answer.status == 403
+    assert console.query.verified == []
+    started = await console.client.post(
+        "/audit/verify", data={"csrf": token}, allow_redirects=False
+    )
+    assert (started.status, started.headers["Location"]) == (303, "/audit?done=verify")
+    page = await page_once(console, "/audit", "TAMPERED: 1 finding<")
+    # Run by the query API with the tenant admin's key: the scope is its tenant.
+    assert console.query.verified == [TENANT]
+    assert "gateway-shared" in page and "seq 4 missing" in page
+    assert 'hx-get="/audit/verify' not in page  # finished: not polled
+
+
+async def test_a_running_verification_shows_progress_is_polled_and_runs_once(
+    console: ConsoleHarness,
+) -> None:
+    await console.login(ADMIN_TOKEN)
+    console.query.verify_release.clear()
+    token = await console.csrf("/audit")
+    form = {"csrf": token, "tenant": OTHER}
+    started = await console.client.post("/audit/verify", data=form, allow_redirects=False)
+    assert started.headers["Location"] == f"/audit?done=verify&tenant={OTHER}"
+    page = await page_once(console, "/audit", "3 / 7 records", tenant=OTHER)
+    assert f'hx-get="/audit/verify?tenant={OTHER}"' in page and "<progress" in page
+    again = await console.client.post("/audit/verify", data=form, allow_redirects=False)
+    assert again.headers["Location"] == f"/audit?done=verifying&tenant={OTHER}"
+    console.query.verify_release.set()
+    fragment = await page_once(console, "/audit/verify", "TAMPERED", tenant=OTHER)
+    assert "hx-get" not in fragment and "Findings: deleted" in fragment
+    assert console.query.verified == [OTHER]
