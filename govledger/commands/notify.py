@@ -7,18 +7,8 @@ import argparse
 from typing import Any
 
 from govledger.cli_support import admin_client, request, when
+from schemas.notify_events import FORMATS, ROUTE_EVENTS
 from schemas.settings import GatewaySettings, load
-
-# The names `--on` takes (streams.notify.logic.ROUTE_EVENTS; not imported: `--help` stays light).
-ROUTE_EVENTS = (
-    "quota.threshold",
-    "circuit.opened",
-    "sla.breached",
-    "escalation.p1",
-    "escalation.sla_breached",
-    "export.completed",
-)
-FORMATS = ("cloudevents", "slack", "pagerduty")
 
 
 def cmd_notify(args: argparse.Namespace) -> int:

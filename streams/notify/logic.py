@@ -18,6 +18,7 @@ from typing import Any, Literal
 import orjson
 
 from schemas.money import format_usd
+from schemas.notify_events import FORMATS, ROUTE_EVENTS, Format
 from schemas.notify_records import NotifyRouteAdded, NotifyRouteRemoved
 from schemas.records import (
     CircuitChanged,
@@ -29,20 +30,10 @@ from schemas.records import (
     SlaBreached,
 )
 
-Format = Literal["cloudevents", "slack", "pagerduty"]
-FORMATS: tuple[Format, ...] = ("cloudevents", "slack", "pagerduty")
+__all__ = ["FORMATS", "ROUTE_EVENTS", "Format"]  # the notifier's vocabulary, re-exported
+
 Action = Literal["trigger", "resolve"]
 
-# What a route subscribes to (`--on`); `circuit.opened` and `escalation.p1` also get the
-# resolve when the breaker closes or the escalation is decided.
-ROUTE_EVENTS: tuple[str, ...] = (
-    "quota.threshold",
-    "circuit.opened",
-    "sla.breached",
-    "escalation.p1",
-    "escalation.sla_breached",
-    "export.completed",
-)
 CLOUDEVENT_TYPE_PREFIX = "dev.govledger."
 SIGNATURE_VERSION = "v1"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret

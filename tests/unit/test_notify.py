@@ -263,9 +263,3 @@ def test_an_export_run_goes_to_its_tenants_and_the_orgs_routes_only() -> None:
         f"route-{builders.TENANT}",
         "route-org",
     ]
-
-
-def test_the_command_line_offers_every_route_event() -> None:
-    from govledger.commands import notify as command
-
-    assert command.ROUTE_EVENTS == logic.ROUTE_EVENTS
