@@ -98,7 +98,7 @@ def module_rank(item: pytest.Item) -> int:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The order modules run in. Under `make test` (`-n 3 --dist loadfile`) a module runs
+    """The order modules run in. Under `make test` (`-n 4 --dist loadfile`) a module runs
     whole in one test process (its module-scoped stack boots once), and each process takes
     the next module in this order as it runs low: longest first (soaks minutes long, then
     modules that boot stacks), so that the seconds-long ones fill in at the end and the
