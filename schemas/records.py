@@ -50,7 +50,14 @@ class Event:
         return cls(**data)
 
 
+# Scalars are most of a record's values: returned as they are before the slower checks
+# (a dataclass test and an ABC isinstance each cost more than the rest of the encode).
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def _plain(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):
