@@ -112,7 +112,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             return _list(client, args, {**filters, **tenant})
         reader_tenant = _get(client, "/v1/me", {}).get("tenant")
         if reader_tenant is None:
-            return _tail_topic(args, filters, args.tenant or None)
+            return _tail_topic(args, settings, filters, args.tenant or None)
         return _tail_store(client, args, {**filters, **tenant})
 
 
@@ -205,12 +205,13 @@ def listed_row(record: LineageRecord) -> dict[str, Any]:
     }
 
 
-def _tail_topic(args: argparse.Namespace, filters: dict[str, str], tenant: str | None) -> int:
+def _tail_topic(
+    args: argparse.Namespace, settings: SinkSettings, filters: dict[str, str], tenant: str | None
+) -> int:
     """An org reader: follow the lineage topic from its end, authenticated records only."""
     from schemas import authn
     from schemas.settings import RuntimeSettings
 
-    settings = load(SinkSettings)
     keyring = authn.resolve_keyring(settings.data_path, settings.root_secret_file, create=False)
     authn.install(keyring)
     bootstrap = settings.kafka_bootstrap or f"127.0.0.1:{load(RuntimeSettings).broker_port}"
