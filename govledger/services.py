@@ -139,7 +139,7 @@ async def sink_main(settings: SinkSettings) -> None:
     stop = _stop_event()
     token = resolve_admin_token(settings, create=True)
     install_keyring(settings)
-    store = Store(settings.effective_clickhouse_dsn)
+    store = Store(settings.effective_clickhouse_dsn, cluster=settings.store_cluster)
     await store.run(store.migrate)
     await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     if settings.restore_on_start and await broker_is_empty(settings.kafka_bootstrap):

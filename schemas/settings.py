@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 ENV_PREFIX = "GOVLEDGER_"
+# A cluster name as ClickHouse's remote_servers declares one (GOVLEDGER_STORE_CLUSTER).
+CLUSTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class SettingsError(ValueError):
@@ -391,6 +394,10 @@ class SinkSettings(CommonSettings):
     audit_verify_runs_kept: int = setting(
         20, "Chain verifications the query API remembers (per sink, newest kept)."
     )
+    store_cluster: str = setting(
+        "",
+        "ClickHouse cluster: migrations run ON CLUSTER with replicated tables; empty: one server.",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -412,6 +419,15 @@ class SinkSettings(CommonSettings):
             raise SettingsError("GOVLEDGER_EXPORT_SCHEDULE* settings must be positive")
         if self.audit_verify_timeout_s <= 0 or self.audit_verify_runs_kept < 1:
             raise SettingsError("GOVLEDGER_AUDIT_VERIFY_* settings must be positive")
+        # Replicated tables need a server with Keeper: chDB (the embedded store) has neither.
+        if self.store_cluster and (
+            not CLUSTER_NAME.match(self.store_cluster)
+            or not self.clickhouse_dsn.startswith(("http://", "https://"))
+        ):
+            raise SettingsError(
+                "GOVLEDGER_STORE_CLUSTER must be a cluster name and needs a ClickHouse server "
+                "in GOVLEDGER_CLICKHOUSE_DSN"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -449,12 +465,17 @@ class StreamSettings(BreakerSettings):
         "Seconds from opening to resolution per escalation priority (P1..P4), comma-separated.",
     )
     escalation_tick_s: float = setting(5.0, "How often overdue escalations are looked for.")
+    topic_replication_factor: int = setting(
+        1, "Replicas of the topics Faust creates (changelogs); 3 on a three-broker cluster."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         # Faust commits every few seconds: a shorter wait would call healthy partitions stalled.
         if self.worker_commit_stall_s < 10:
             raise SettingsError("GOVLEDGER_WORKER_COMMIT_STALL_S must be at least 10 seconds")
+        if self.topic_replication_factor < 1:
+            raise SettingsError("GOVLEDGER_TOPIC_REPLICATION_FACTOR must be at least 1")
 
 
 @dataclasses.dataclass(frozen=True)
