@@ -84,4 +84,3 @@ def clustered(statement: str, cluster: str) -> str:
     if _INSERT_SELECT.match(text):
         return text
     raise ClusterDdlError(f"no cluster form for: {text[:80]}")
-
