@@ -17,7 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
-from schemas.settings import SinkSettings, known_env_names, load
+from schemas.settings import SinkSettings, StreamSettings, known_env_names, load
+from streams.app import create_app
 from tests.unit.test_broker_acls import run_init
 from tests.unit.test_compose import ROOT_SECRET, SETTINGS_OF_COMMAND, resolved
 
@@ -150,9 +151,22 @@ def test_three_brokers_make_one_quorum_and_replicate_three_times_with_min_isr_tw
     for line in topics:
         assert "--replication-factor 3 " in line and "min.insync.replicas=2" in line, line
     assert set(init["depends_on"]) == set(brokers)
-    # Faust's own topics (changelogs) are replicated as the catalogue's.
-    for worker in services_named(cluster, "worker").values():
-        assert worker["environment"]["GOVLEDGER_TOPIC_REPLICATION_FACTOR"] == "3"
+
+
+def test_the_workers_replicate_faust_topics_as_the_catalogue(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    """Faust's own topics (table changelogs) get three replicas, as the catalogue's."""
+    workers = services_named(cluster, "worker")
+    assert len(workers) >= 2
+    password = tmp_path / "kafka-password"
+    password.write_text("0123456789abcdef0123456789abcdef\n")
+    for worker in workers.values():
+        env = {key: resolved(value) for key, value in worker["environment"].items()}
+        env["GOVLEDGER_KAFKA_SASL_PASSWORD_FILE"] = str(password)
+        env["GOVLEDGER_DATA_DIR"] = str(tmp_path)
+        app = create_app(load(StreamSettings, environ=env))
+        assert app.conf.topic_replication_factor == 3
 
 
 def test_only_sasl_listeners_reach_the_network_and_brokers_advertise_their_names(
