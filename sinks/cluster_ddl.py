@@ -11,6 +11,8 @@ written once and the cluster's is derived from it (compose/cluster.yml).
   same window on the replicated path, where the block ids live in Keeper: an insert a sink
   retries against another replica is still dropped as a repeat.
 - `INSERT ... SELECT` (backfills) runs once, on one replica; replication copies its rows.
+  Two sinks migrating at once could both run one, so compose/cluster.yml starts the other
+  sinks only once the first is up (and migrated).
 
 Pure text in, text out, over our own migration files only (never user input); any other
 kind of statement is refused, so a new migration cannot slip past the cluster unchanged.
