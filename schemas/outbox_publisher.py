@@ -96,9 +96,16 @@ class OutboxPublisher(ChainedPublisher):
             if path.stem == self.producer_id:
                 continue
             try:
-                left = Outbox(self.folder, path.stem, max(max_bytes, path.stat().st_size))
+                size_bytes = path.stat().st_size
+                # Empty: it holds no record, or a sibling process (GOVLEDGER_GATEWAY_PROCESSES)
+                # made it a moment ago and may not hold its lock yet: never take that lock.
+                if size_bytes == 0:
+                    continue
+                left = Outbox(self.folder, path.stem, max(max_bytes, size_bytes))
             except OutboxBusyError:
                 continue  # a live process of the same kind on this data dir
+            except FileNotFoundError:
+                continue  # a sibling that stopped removed it (all of it was stored)
             log.warning("outbox an earlier process left", path=str(path), records=left.unconfirmed)
             self.adopted[path.stem] = left
 
