@@ -173,6 +173,8 @@ class Stack:
         index = part_index(name)
         if index and self.gateway_processes > 1:
             env = child_env(env, self.gateway_processes, index)
+        elif index:  # one gateway: it serves alone (not 0, "by cores", again)
+            env[env_name("gateway_processes")] = "1"
         process = subprocess.Popen(
             [sys.executable, "-m", "govledger", "gateway" if index else name],
             env=env,

@@ -177,3 +177,45 @@ def test_the_parent_gives_up_on_a_crash_loop_and_says_which_process(
         assert spawned == []
     finally:
         group.stop()
+
+
+# --- outboxes in the folder the processes share ------------------------------------------
+
+
+async def test_a_starting_process_adopts_no_live_sibling_outbox_nor_one_just_made(
+    tmp_path: Path,
+) -> None:
+    from schemas.outbox import Outbox
+    from schemas.outbox_publisher import OutboxPublisher
+    from tests.unit import builders
+
+    live = Outbox(tmp_path, "gateway-sibling1", 1 << 20)  # a running sibling holds its lock
+    (tmp_path / "gateway-sibling2.outbox").touch()  # made, its lock not taken yet
+    publisher = OutboxPublisher(
+        "127.0.0.1:1", "gateway-me", tmp_path, max_bytes=1 << 20, keyring=builders.TEST_KEYRING
+    )
+    assert publisher.adopted == {}
+    sibling = Outbox(tmp_path, "gateway-sibling2", 1 << 20)  # its own file is still its to lock
+    for outbox in (live, sibling, publisher.outbox):
+        outbox.close()
+
+
+@pytest.mark.parametrize(("processes", "told"), [("2", ("2", "2")), ("1", ("1", None))])
+def test_up_starts_each_gateway_part_as_a_gateway_told_its_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: str, told: tuple[str, str | None]
+) -> None:
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    def popen(argv: list[str], *, env: dict[str, str], **kwargs: Any) -> Any:
+        started.append((argv, env))
+        return ExitedChild()
+
+    monkeypatch.setattr("govledger.runtime.subprocess.Popen", popen)
+    env = {"GOVLEDGER_DATA_DIR": str(tmp_path), "GOVLEDGER_GATEWAY_PROCESSES": processes}
+    stack = Stack(load(RuntimeSettings, env), env)
+    stack._spawn(stack.client_parts[-1])
+    ((argv, child),) = started
+    assert argv[-3:] == ["-m", "govledger", "gateway"]
+    named = (child["GOVLEDGER_GATEWAY_PROCESSES"], child.get("GOVLEDGER_GATEWAY_PROCESS_INDEX"))
+    assert named == told
+    stack.children[0].log.close()
