@@ -3,7 +3,9 @@ the rate limits they divide between them, and the parent that restarts them."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +221,22 @@ def test_up_starts_each_gateway_part_as_a_gateway_told_its_index(
     named = (child["GOVLEDGER_GATEWAY_PROCESSES"], child.get("GOVLEDGER_GATEWAY_PROCESS_INDEX"))
     assert named == told
     stack.children[0].log.close()
+
+
+async def test_an_empty_outbox_a_dead_process_left_is_adopted_and_so_cleared(
+    tmp_path: Path,
+) -> None:
+    from schemas.outbox_publisher import NEW_OUTBOX_GRACE_S, OutboxPublisher
+    from tests.unit import builders
+
+    left = tmp_path / "gateway-dead.outbox"
+    left.touch()
+    old_s = time.time() - NEW_OUTBOX_GRACE_S - 1
+    os.utime(left, (old_s, old_s))
+    publisher = OutboxPublisher(
+        "127.0.0.1:1", "gateway-me", tmp_path, max_bytes=1 << 20, keyring=builders.TEST_KEYRING
+    )
+    assert list(publisher.adopted) == ["gateway-dead"]
+    assert not publisher.adopted["gateway-dead"].unconfirmed  # removed by the maintainer
+    for outbox in (publisher.outbox, *publisher.adopted.values()):
+        outbox.close()
