@@ -2,7 +2,7 @@
 gateway` with N=2 against the shared stack's broker and store runs two processes on one
 port; each answers, and each call lands in the store exactly once, under the producer of
 the process that answered, and each serves its own /metrics. It boots no stack: its cost
-is two gateway processes starting and stopping, and 24 calls (21 s measured on this
+is two gateway processes starting and stopping, and 16 calls (21 s measured on this
 2-core machine at load 15, most of it the two processes' imports competing for the
 cores)."""
 
@@ -27,7 +27,7 @@ from tests.integration.stack import RunningStack, free_port, wait_for
 pytestmark = pytest.mark.integration
 
 TENANT = f"procs-{secrets.token_hex(3)}"
-CALLS = 24
+CALLS = 16  # on new connections: all on one process by chance once in 2**15 runs
 
 
 @pytest.fixture(scope="module")
