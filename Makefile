@@ -17,7 +17,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# One gateway process per core, less the other parts' share (GOVLEDGER_GATEWAY_PROCESSES=0,
+# gateway/processes.py); each process also serves its own /metrics on 9180, 9181, ...
 up: $(STAMP)
+	GOVLEDGER_GATEWAY_PROCESSES=$${GOVLEDGER_GATEWAY_PROCESSES:-0} \
+	GOVLEDGER_GATEWAY_METRICS_PORT=$${GOVLEDGER_GATEWAY_METRICS_PORT:-9180} \
 	$(BIN)/govledger up
 
 lint: $(STAMP)

@@ -26,6 +26,8 @@ Figures, each a ratio or a difference against a baseline measured in the same ru
      what they cost): gateway CPU per call with the
      variant minus without it, at one client's rate (bench/gateway_cpu.py measures the
      same in-process)
+  7. one gateway per core (bench/gateway_scaling.py): with 1 and 2 gateway processes on
+     one port, the highest rate with p99 added <= 10 ms and the CPU per call
 
 Run from the repository root:  .venv/bin/python bench/gateway.py   (or `make bench-gateway`)
 Flags: --duration-s, --rate, --single-rate, --skip-litellm, --quick (smoke run), --profile.
@@ -64,6 +66,7 @@ from bench.common import (
 )
 from bench.gateway_load import Phase
 from bench.gateway_procs import Children, machine_busy_seconds
+from bench.gateway_scaling import scaling_figure
 from bench.gateway_stack import (
     SEARCH_STEP,
     UPSTREAM_DELAY_MS,
@@ -334,6 +337,11 @@ def benchmark(bench: Bench) -> dict[str, Any]:
         figures[f"{variant}_added_p99_ms_single"] = rounded(added(run_6, direct_1, 99), 2)
     if bench.otlp_url:
         bench.children.stop("otlp-sink")
+
+    # --- 7. one gateway per core: 1 and 2 processes (bench/gateway_scaling.py) -----------
+    rows_7, figures_7 = scaling_figure(bench)
+    rows += rows_7
+    figures.update(figures_7)
 
     # --- 4. LiteLLM on the same upstream -------------------------------------------------
     if litellm_exe is not None and bench.start_litellm(litellm_exe):

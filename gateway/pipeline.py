@@ -33,6 +33,7 @@ from gateway.errors import GatewayError, error_response, refusal_response
 from gateway.metrics import gateway_metrics
 from gateway.policy.baseline import effective_pack
 from gateway.policy.chain import CallFacts, RefusalReason, reads_text
+from gateway.processes import serving_processes
 from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import Limits, RateLimiter, parse_team_limits
 from gateway.replies import link_headers
@@ -104,7 +105,7 @@ class Gateway:
         self.region = settings.region
         self.limits = body_limits(settings)
         self.budget = Budget(views, lineage.producer_id)
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter(processes=serving_processes(settings))
         self.team_limits = parse_team_limits(settings.team_rate_limits)
         self.fallbacks = {**SIM_FALLBACKS, **parse_fallbacks(settings.fallbacks)}
         self.groups = parse_model_groups(settings.model_groups)
@@ -125,6 +126,9 @@ class Gateway:
         """Liveness and whether the local views have caught up."""
         body = {"status": "ok", "keys": len(self.views.keys), "wallets": len(self.views.wallets)}
         body["lineage_overflow"] = self.lineage_overflow  # served while the outbox was full
+        # Which of the processes on this port answered (0: a lone gateway), and as whom.
+        body["process"] = self.settings.gateway_process_index
+        body["producer_id"] = self.lineage.producer_id
         return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
 
     async def models(self, request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from gateway.catalogue import azure_deployments, build_catalogue, provider_model
 from gateway.errors import HEADERS_TOO_LARGE, error_response
 from gateway.messages_endpoint import count_tokens, messages
 from gateway.pipeline import CALL_PATHS, CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, Gateway
+from gateway.processes import metrics_port, shares_port
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider
@@ -126,6 +127,13 @@ def gateway_application(
     return app
 
 
+def metrics_application(gateway: Gateway) -> web.Application:
+    """This process's own /metrics (and /healthz), on a port no other process shares."""
+    app = web.Application()
+    app.add_routes([web.get("/healthz", gateway.healthz), *gateway.metrics.metrics.route()])
+    return app
+
+
 def anthropic_routes(gateway: Gateway) -> list[web.RouteDef]:
     """Anthropic's Messages API over the same pipeline (gateway.messages_endpoint)."""
 
@@ -216,6 +224,7 @@ class GatewayProcess:
             escalation_config=escalation_config,
         )
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
         """The aiohttp application."""
@@ -234,14 +243,31 @@ class GatewayProcess:
         await asyncio.wait_for(self.tailer.caught_up.wait(), timeout=60)
         self._runner = gateway_runner(self.settings, self.application())
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
+        # One of several processes on this port (gateway/processes.py): the kernel spreads
+        # new connections over the sockets that share it.
+        reuse_port = shares_port(self.settings)
+        host, port = self.settings.gateway_host, self.settings.gateway_port
+        site = web.TCPSite(self._runner, host, port, reuse_port=reuse_port or None)
         await site.start()
-        log.info("gateway listening", url=self.settings.gateway_url, keys=len(self.views.keys))
+        own_metrics_port = metrics_port(self.settings)
+        if own_metrics_port and self.settings.metrics_enabled:
+            self._metrics_runner = web.AppRunner(metrics_application(self.gateway))
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, host, own_metrics_port).start()
+        log.info(
+            "gateway listening",
+            url=self.settings.gateway_url,
+            keys=len(self.views.keys),
+            process=self.settings.gateway_process_index,
+            producer_id=self.lineage.producer_id,
+        )
 
     async def stop(self) -> None:
         """Stop listening, flush lineage, disconnect."""
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         await self.tailer.stop()
         await self.lineage.stop()
         await self.control.stop()

@@ -322,6 +322,15 @@ class GatewaySettings(BreakerSettings):
     metrics_tenant_labels_max: int = setting(
         20, "Tenants with their own metrics label (first seen); the rest count as `other`."
     )
+    gateway_processes: int = setting(
+        1, "Gateway processes on one port (SO_REUSEPORT), each a producer; 0: by cores (docs)."
+    )
+    gateway_process_index: int = setting(
+        0, "Which of the gateway processes this is (1..N), set by their parent; 0: none."
+    )
+    gateway_metrics_port: int = setting(
+        0, "With several processes, process k also serves /metrics on this port + k - 1; 0: no."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -355,6 +364,10 @@ class GatewaySettings(BreakerSettings):
             raise SettingsError("GOVLEDGER_CHECKPOINT_INTERVAL_S must be positive")
         if self.outbox_resend_after_s <= 0:
             raise SettingsError("GOVLEDGER_OUTBOX_RESEND_AFTER_S must be positive")
+        if self.gateway_processes < 0 or not 0 <= self.gateway_process_index <= 1024:
+            raise SettingsError("GOVLEDGER_GATEWAY_PROCESSES must be >= 0, the index 0..1024")
+        if not 0 <= self.gateway_metrics_port < 65536:
+            raise SettingsError("GOVLEDGER_GATEWAY_METRICS_PORT must be a TCP port or 0")
 
 
 @dataclasses.dataclass(frozen=True)
