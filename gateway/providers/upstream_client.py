@@ -107,7 +107,8 @@ class AiohttpUpstream:
 
     Timeouts as httpx's single timeout set them: connecting (waiting for a pooled
     connection included) and each read each get `timeout_s`; there is no total, so a
-    long stream lives as long as the upstream keeps sending. Redirects are not followed.
+    long stream lives as long as the upstream keeps sending. Redirects are not followed;
+    cookies are neither kept nor sent.
     The proxy (HTTP(S)_PROXY, NO_PROXY) and CA bundle (SSL_CERT_FILE, SSL_CERT_DIR) are
     read from the environment once, as httpx reads them, not on every request.
     """
@@ -148,7 +149,14 @@ class AiohttpUpstream:
             keepalive_timeout=UPSTREAM_POOL.keepalive_expiry or 30.0,
             ssl=_ssl_context() if self._base_url.startswith("https:") else True,
         )
-        return aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=False)
+        # No cookie jar: one client serves every tenant, so nothing an upstream sets for
+        # one call is sent back on another's.
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
 
     async def post(self, path: str, body: bytes, *, stream: bool) -> UpstreamReply:
         session = self._session

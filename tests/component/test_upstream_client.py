@@ -77,7 +77,8 @@ def upstream_app(seen: Seen) -> web.Application:
         if model == "huge":
             return web.Response(body=b'{"pad": "' + b"x" * 4096 + b'"}')
         if not body.get("stream"):
-            return web.json_response(COMPLETION)
+            # A cookie one tenant's call gets must not ride on the next tenant's call.
+            return web.json_response(COMPLETION, headers={"Set-Cookie": "affinity=a; Path=/"})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(sse(chunk("first"), done=False))
@@ -247,10 +248,14 @@ async def test_a_body_over_the_limit_is_a_bad_response(served: tuple[TestServer,
     assert error.error_class == "bad_response"
 
 
-async def test_connections_are_reused_across_calls(served: tuple[TestServer, Seen]) -> None:
+async def test_connections_are_reused_and_cookies_not_kept(
+    served: tuple[TestServer, Seen],
+) -> None:
     server, seen = served
     seen.release.set()
-    provider = openai_at(server)
+    # By name: a cookie jar would keep nothing from an address (127.0.0.1) anyway.
+    url = str(server.make_url("/v1")).replace(f"//{server.host}:", "//localhost:")
+    provider = OpenAICompatProvider(name="openai", base_url=url, api_key="k", timeout_s=5.0)
     try:
         for _ in range(3):
             await provider.complete(chat_call())
@@ -258,3 +263,4 @@ async def test_connections_are_reused_across_calls(served: tuple[TestServer, See
     finally:
         await provider.close()
     assert len(seen.peers) == 6 and len(set(seen.peers)) == 1, seen.peers
+    assert [r[2].get("Cookie") for r in seen.requests] == [None] * 6
