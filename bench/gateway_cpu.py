@@ -58,6 +58,13 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "embeddings sim": ("/v1/embeddings", {"model": "sim-embed", "input": "Hello ledger"}),
     "completions sim": ("/v1/completions", {"model": "sim-small", "prompt": "Hello ledger"}),
 }
+# Only where the upstream is bench/upstream.py, which streams (the in-process double does not).
+TCP_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat upstream stream": (
+        "/v1/chat/completions",
+        {"model": CAPTURE_MODEL, "messages": HELLO, "stream": True},
+    ),
+}
 WARMUP_CALLS = 50
 OTLP_SINK = Path(__file__).resolve().parent / "otlp_sink.py"
 UPSTREAM = Path(__file__).resolve().parent / "upstream.py"
@@ -178,7 +185,8 @@ async def cpu_us_per_call(
 async def measure(
     variant: Variant, tracing: Tracing, upstream_url: str, calls: int, reps: int
 ) -> dict[str, float]:
-    """CPU µs per call of each of CALLS through a gateway of this variant."""
+    """CPU µs per call of each of CALLS (and TCP_CALLS over TCP) through a gateway of this
+    variant."""
     with tempfile.TemporaryDirectory() as tmp:
         async with running_component(Path(tmp), **variant.settings) as stack:
             stack.gateway.tracing = tracing
@@ -191,7 +199,7 @@ async def measure(
             headers = {"Authorization": f"Bearer {secret}"}
             return {
                 name: round(await cpu_us_per_call(stack, headers, path, body, calls, reps), 1)
-                for name, (path, body) in CALLS.items()
+                for name, (path, body) in (CALLS | (TCP_CALLS if upstream_url else {})).items()
             }
 
 
@@ -228,12 +236,16 @@ def main() -> int:
             tracing.shutdown()
             received = httpx.get(count_url, timeout=10).text if count_url else ""
         print(f"[{name}] measured" + (f"; OTLP receiver counted {received}" if received else ""))
-    print(f"{'µs CPU per call':<18}" + "".join(f"{name:>24}" for name in names))
-    for call in CALLS:
-        print(f"{call:<18}" + "".join(f"{results[name][call]:>24.1f}" for name in names))
+    print(f"{'µs CPU per call':<20}" + "".join(f"{name:>24}" for name in names))
+    for call in [*CALLS, *TCP_CALLS]:
+        figures = [results[name].get(call) for name in names]
+        if any(f is not None for f in figures):
+            cells = "".join(f"{'-' if f is None else f'{f:.1f}':>24}" for f in figures)
+            print(f"{call:<20}" + cells)
     first = names[0]
     for name in names[1:]:
-        extra = [results[name][c] - results[first][c] for c in CALLS]
+        common = [c for c in results[first] if c in results[name]]
+        extra = [results[name][c] - results[first][c] for c in common]
         print(f"{name} minus {first}: {sum(extra) / len(extra):+.1f} µs CPU per call, mean")
     print(json.dumps({"cpu_us_per_call": results}))
     return 0
