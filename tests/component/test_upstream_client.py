@@ -3,8 +3,8 @@ given, as build_providers makes them), against a real upstream on a local socket
 the upstream receives (path, query, credentials, the body's bytes), answers whole and
 streamed (each event relayed as it arrives), and every failure in the class the
 gateway's retry and fallback read (timeout, connect, transport, 429 with Retry-After,
-bad_response over the size limit). The same claims over httpx.MockTransport doubles are
-in tests/unit/test_provider_failures.py."""
+bad_response over the size limit; the timeout bounds each wait, not a whole stream). The
+same claims over httpx.MockTransport doubles are in tests/unit/test_provider_failures.py."""
 
 from __future__ import annotations
 
@@ -81,6 +81,13 @@ def upstream_app(seen: Seen) -> web.Application:
             return web.json_response(COMPLETION, headers={"Set-Cookie": "affinity=a; Path=/"})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if model == "steady":  # longer in all than the timeout, never silent that long
+            for _ in range(5):
+                await response.write(sse(chunk("."), done=False))
+                await asyncio.sleep(0.1)
+            await response.write(sse(chunk("", "stop")))
+            await response.write_eof()
+            return response
         await response.write(sse(chunk("first"), done=False))
         if model == "cut":
             assert request.transport is not None
@@ -218,6 +225,17 @@ async def test_an_upstream_slower_than_the_timeout_is_a_timeout(
 ) -> None:
     error = await failure(openai_at(served[0], timeout_s=0.2), "slow", stream=False)
     assert (error.status, error.error_class) == (0, "timeout")
+
+
+async def test_the_timeout_bounds_each_wait_not_a_whole_stream(
+    served: tuple[TestServer, Seen],
+) -> None:
+    provider = openai_at(served[0], timeout_s=0.3)
+    try:
+        deltas = await collect(provider.stream(chat_call(model="steady")))
+    finally:
+        await provider.close()
+    assert text_of(deltas) == "....." and deltas[-1].finish_reason == "stop"
 
 
 async def test_nothing_listening_is_a_connect_error() -> None:
