@@ -391,6 +391,9 @@ class SinkSettings(CommonSettings):
     audit_verify_runs_kept: int = setting(
         20, "Chain verifications the query API remembers (per sink, newest kept)."
     )
+    sink_consume_process: bool = setting(
+        False, "Consume and check records in a child process feeding the store owner."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
