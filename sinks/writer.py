@@ -390,11 +390,20 @@ class SinkWriter:
         for tp, messages in batches.items():
             for message in messages:
                 headers = message.headers
-                if headers and any(key == RESTORED_HEADER for key, _ in headers):
+                restored = resent = False
+                auths = 0
+                for key, _ in headers or ():  # one pass over them (the sink's hot loop)
+                    if key == authn.HEADER:
+                        auths += 1
+                    elif key == RESTORED_HEADER:
+                        restored = True
+                    elif key == RESENT_HEADER:
+                        resent = True
+                if restored:
                     continue  # re-published from this store at start: the row exists
                 value = message.value or b""
                 try:
-                    auth = authn.header_of(headers)
+                    auth = authn.header_of(headers) if auths else None
                     # Only records a registered producer may write are stored (Forged is
                     # a DecodeError: dead-lettered with its reason).
                     authn.verifier().check(message.topic, value, auth)
@@ -405,15 +414,16 @@ class SinkWriter:
                         (message.topic, message.partition, message.offset, value, str(exc))
                     )
                     continue
-                first = self._recent.earlier(tp, event_id, hash(value))
+                fingerprint = hash(value)
+                first = self._recent.earlier(tp, event_id, fingerprint)
                 if first is not None:
-                    if first != hash(value):  # the same id sealed again elsewhere: a link
+                    if first != fingerprint:  # the same id sealed again elsewhere: a link
                         table = TABLE_FOR[entry.record_type]
                         prepared.dropped.append(
                             DroppedCopy(message.topic, table, value, auth or b"")
                         )
                     continue  # a producer retry wrote it twice; keep the first
-                if any(key == RESENT_HEADER for key, _ in headers or ()):
+                if resent:
                     prepared.resent.add(event_id)  # sent again from an outbox: maybe stored
                 batch = pending.get(entry.fingerprint)
                 if batch is None:
