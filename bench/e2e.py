@@ -366,6 +366,7 @@ async def run_sink(settings: Any, store: Any, dlq: Any, rows: int, profile: bool
     first_records_s = math.nan
     inserts = 0
     started = time.perf_counter()
+    cpu_before = os.times()
     try:
         await writer.start()
         while writer.stats.rows_inserted < rows:
@@ -384,6 +385,9 @@ async def run_sink(settings: Any, store: Any, dlq: Any, rows: int, profile: bool
             await store.run(profiles[1].disable)
         await writer.stop()
     figures = sink_figures(rows, writer.stats, elapsed, first_records_s, inserts)
+    cpu_after = os.times()
+    cpu_s = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+    figures["sink_cpu_us_per_row"] = round(cpu_s / rows * 1e6, 1)
     if profiles:
         figures["profile"] = {
             "event_loop_thread": top_functions(profiles[0], 25),
@@ -453,6 +457,10 @@ async def run_fed_sink(
         - cpu_before.children_user
         - cpu_before.children_system,
         2,
+    )
+    # The child's CPU from its first records to its last commit (no start, no join).
+    figures["sink_consume_process_cpu_us_per_row_after_first_records"] = round(
+        feed.child_cpu_s / rows * 1e6, 1
     )
     for side in ("owner", "consume_process"):
         per_row_us = figures[f"sink_{side}_cpu_s"] / rows * 1e6
