@@ -22,7 +22,7 @@ def reading(read: object, value: bytes) -> str:
 SEALED = [codec.encode(codec.HashChain("gateway-p").seal(r)) for r in builders.one_of_each()]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.sampled_from(SEALED),
     st.lists(st.tuples(st.integers(0, 120), st.integers(0, 255)), max_size=4),
