@@ -269,6 +269,9 @@ class SinkSettings(CommonSettings):
         "",
         "ClickHouse cluster: migrations run ON CLUSTER with replicated tables; empty: one server.",
     )
+    sink_consume_process: bool = setting(
+        False, "Consume and check records in a child process feeding the store owner."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
