@@ -319,6 +319,18 @@ class GatewaySettings(BreakerSettings):
     metrics_tenant_labels_max: int = setting(
         20, "Tenants with their own metrics label (first seen); the rest count as `other`."
     )
+    admission_target_delay_ms: float = setting(
+        5.0, "Event-loop lag tolerated; above it for an interval, calls past a lower limit get 503."
+    )
+    admission_interval_ms: float = setting(
+        100.0, "Window the loop lag must stay above its target in to count as overload."
+    )
+    admission_min_calls: int = setting(
+        4, "Fewest calls in flight the adaptive admission limit lets through (at least 1)."
+    )
+    admission_retry_after_s: int = setting(
+        1, "Retry-After, in seconds, of a call refused 503 overloaded by the admission limit."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -345,6 +357,8 @@ class GatewaySettings(BreakerSettings):
             "max_json_members",
             "outbox_fsync_interval_ms",
             "max_embedding_dimensions",
+            "admission_min_calls",
+            "admission_retry_after_s",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
@@ -352,6 +366,11 @@ class GatewaySettings(BreakerSettings):
             raise SettingsError("GOVLEDGER_CHECKPOINT_INTERVAL_S must be positive")
         if self.outbox_resend_after_s <= 0:
             raise SettingsError("GOVLEDGER_OUTBOX_RESEND_AFTER_S must be positive")
+        if self.admission_target_delay_ms < 0 or self.admission_interval_ms <= 0:
+            raise SettingsError(
+                "GOVLEDGER_ADMISSION_TARGET_DELAY_MS must be >= 0 (0: off) and "
+                "GOVLEDGER_ADMISSION_INTERVAL_MS positive"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,54 @@
+"""The event loop's lag, sampled for the admission limit (gateway/admission.py): a timer
+asked to fire every period fires late by however long ready work waited before the loop
+got to it, which is what a call arriving now would wait too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from gateway.admission import Admission
+
+# Samples per admission interval: enough that the interval's lowest sample means a
+# standing queue, few enough to cost nothing (a wake-up each period).
+SAMPLES_PER_INTERVAL = 10
+
+
+async def sample_lag(
+    admission: Admission,
+    clock: Callable[[], float] = time.monotonic,
+    cpu_clock: Callable[[], float] = time.thread_time,
+) -> None:
+    """Feed `admission` one lag sample a period, until cancelled. A sample counts the
+    lag in proportion to the CPU the loop's thread used meanwhile: lag from the gateway's
+    own work is a queue that shedding shortens; lag from other processes holding the
+    machine's CPUs is not (a busy neighbour does not make the gateway refuse calls)."""
+    period_s = admission.config.interval_s / SAMPLES_PER_INTERVAL
+    while True:
+        asked_s, cpu_s = clock(), cpu_clock()
+        await asyncio.sleep(period_s)
+        now_s = clock()
+        elapsed_s = now_s - asked_s
+        busy = min(1.0, (cpu_clock() - cpu_s) / elapsed_s) if elapsed_s > 0 else 1.0
+        admission.observe_lag((elapsed_s - period_s) * busy, now_s)
+
+
+def lag_sampling(admission: Admission) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An aiohttp cleanup context running `sample_lag` while the app serves (nothing when
+    admission is off)."""
+
+    async def sampling(app: web.Application) -> AsyncIterator[None]:
+        if not admission.config.enabled:
+            yield
+            return
+        task = asyncio.create_task(sample_lag(admission))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return sampling

@@ -1,0 +1,113 @@
+"""Graceful overload (gateway/admission.py, gateway/loop_lag.py): a gateway whose event
+loop runs late refuses calls past its lowered limit at once, 503 `overloaded` with
+Retry-After, each refusal recorded in lineage like any other; once the loop is on time
+again it admits as many calls as before, by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientResponse
+
+from gateway.providers.sim import SimProvider
+from tests.component.support import Component, running_component
+from tests.scrape import parse, value
+
+SLOW_UPSTREAM_MS = 400.0
+# Each blocking step of the hog: the lag timer fires this late, 4x the target.
+HOG_BLOCK_S = 0.02
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Component]:
+    async with running_component(
+        tmp_path,
+        admission_target_delay_ms=5,
+        admission_interval_ms=100,
+        admission_min_calls=1,
+        admission_retry_after_s=2,
+    ) as running:
+        # An upstream slow enough to hold calls in flight while others arrive.
+        running.gateway.providers["sim"] = SimProvider(
+            latency_ms=SLOW_UPSTREAM_MS, error_rate=0, chunk_tokens=4, completion_tokens=8
+        )
+        yield running
+
+
+async def hog_loop(stop: asyncio.Event) -> None:
+    """CPU-bound work in the gateway's own loop: it computes, yields once, computes
+    again (a sleep would not do: only lag from the loop's own CPU counts)."""
+    while not stop.is_set():
+        until_s = time.perf_counter() + HOG_BLOCK_S
+        while time.perf_counter() < until_s:
+            pass
+        await asyncio.sleep(0)
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def chat_call(stack: Component, secret: str, trace_id: str = "") -> ClientResponse:
+    headers = {"Authorization": f"Bearer {secret}"}
+    if trace_id:
+        headers["traceparent"] = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    body = {"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}
+    response: ClientResponse = await stack.client.post(
+        "/v1/chat/completions", json=body, headers=headers
+    )
+    return response
+
+
+async def test_a_lagging_gateway_sheds_at_once_records_it_and_recovers(stack: Component) -> None:
+    stack.publish_balance("overload", "5")
+    secret = (await stack.create_key("overload"))["key"]
+    admission = stack.gateway.admission
+    assert admission.limit >= 3
+
+    stop = asyncio.Event()
+    hog = asyncio.create_task(hog_loop(stop))
+    try:
+        await until(lambda: admission.limit <= 1)  # the sampler saw the lag last an interval
+        held = asyncio.create_task(chat_call(stack, secret))
+        await until(lambda: admission.in_flight == 1)
+        trace_id = secrets.token_hex(16)
+        started = time.perf_counter()
+        refused = await chat_call(stack, secret, trace_id)
+        refused_in_s = time.perf_counter() - started
+    finally:
+        stop.set()
+        await hog
+    assert refused.status == 503
+    assert refused.headers["Retry-After"] == "2"
+    error = (await refused.json())["error"]
+    assert (error["code"], error["type"]) == ("overloaded", "server_error")
+    # At once: no upstream wait (the slow upstream answers in 400 ms).
+    assert refused_in_s < SLOW_UPSTREAM_MS / 1000
+    row = stack.lineage_of(trace_id)
+    assert (row.http_status, row.error_code, row.decision) == (503, "overloaded", "rejected")
+    assert row.attempts == ()
+    assert (await held).status == 200
+
+    # The loop is on time again: callers that keep the limit reached raise it back.
+    async def three_at_once() -> list[int]:
+        answers = await asyncio.gather(*(chat_call(stack, secret) for _ in range(3)))
+        return [a.status for a in answers]
+
+    deadline = time.monotonic() + 10
+    while (statuses := await three_at_once()) != [200, 200, 200]:
+        assert set(statuses) <= {200, 503}
+        assert time.monotonic() < deadline, f"still shedding: {statuses}"
+    assert admission.limit >= 3
+
+    scraped = parse(await (await stack.client.get("/metrics")).text())
+    assert value(scraped, "govledger_gateway_admission_refusals_total") >= 1
+    assert value(scraped, "govledger_gateway_refusals_total", reason="overload") >= 1
