@@ -26,9 +26,13 @@ Figures, each a ratio or a difference against a baseline measured in the same ru
      what they cost): gateway CPU per call with the
      variant minus without it, at one client's rate (bench/gateway_cpu.py measures the
      same in-process)
+  7. govledger and LiteLLM side by side (bench/gateway_overload.py): CPU per call, the
+     highest rate at p99 added <= 10 ms, and offered 5x capacity: goodput and how fast
+     the rest is refused (503 p50/p99)
 
 Run from the repository root:  .venv/bin/python bench/gateway.py   (or `make bench-gateway`)
-Flags: --duration-s, --rate, --single-rate, --skip-litellm, --quick (smoke run), --profile.
+Flags: --duration-s, --rate, --single-rate, --skip-litellm, --skip-overload, --quick (smoke
+run), --profile.
 Prints each phase as it ends, then the figures table, the raw phases, and one JSON line.
 
 This module holds the flags, the figures and the report; the parts it drives are
@@ -63,6 +67,7 @@ from bench.common import (
     top_functions,
 )
 from bench.gateway_load import Phase
+from bench.gateway_overload import fair_and_overload
 from bench.gateway_procs import Children, machine_busy_seconds
 from bench.gateway_stack import (
     SEARCH_STEP,
@@ -94,6 +99,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--search-duration-s", type=float, default=6.0, help="a search probe")
     parser.add_argument("--skip-litellm", action="store_true", help="leave out figure 4")
     parser.add_argument("--skip-search", action="store_true", help="no step searches")
+    parser.add_argument("--skip-overload", action="store_true", help="leave out figure 7")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 3 s runs, no step searches"
     )
@@ -392,6 +398,12 @@ def benchmark(bench: Bench) -> dict[str, Any]:
             bench.children.stop("litellm")
     elif args.skip_litellm:
         bench.notes.append("LiteLLM left out (--skip-litellm)")
+
+    # --- 7. fair comparison and overload, both proxies (bench/gateway_overload.py) ---------
+    if not args.skip_overload:
+        section_rows, section = fair_and_overload(bench, direct_1, litellm_exe)
+        rows += section_rows
+        figures["fair_and_overload"] = section
 
     # --- optional profile of the gateway under load --------------------------------------
     profile_rows: list[str] = []
