@@ -11,10 +11,12 @@ is how late a timer fired, that is how long ready work waited before the loop go
 The rule is CoDel's: lag that stays above the target for a whole interval (its *lowest*
 sample over the interval is above it) is a standing queue, not a burst. Then the limit
 drops below the calls in flight, in proportion to how far over the target the lag is (at
-most halved an interval); calls past the limit are refused at once (503 overloaded with
-Retry-After), so the ones admitted finish within the latency bar. An interval under the
-target in which the limit was reached raises the limit by a tenth (at least one call),
-so it finds the capacity again by itself once load drops or the machine frees up.
+most halved an interval; not while no more than the floor was in flight: then the calls
+are not what makes the loop late); calls past the limit are refused at once (503
+overloaded with Retry-After), so the ones admitted finish within the latency bar. An
+interval under the target in which the limit was reached raises the limit by a tenth (at
+least one call), so it finds the capacity again by itself once load drops or the machine
+frees up.
 """
 
 from __future__ import annotations
@@ -103,7 +105,9 @@ class Admission:
         self.last_lag_s = min_lag_s
         if not config.enabled:
             return
-        if min_lag_s > config.target_delay_s:
+        # Lag with no more than the floor in flight is not the calls' doing (a busy
+        # machine, a catch-up of the views): shedding calls would not shorten it.
+        if min_lag_s > config.target_delay_s and self._window_peak > config.min_limit:
             # Below what was in flight: the limit may have been far above it.
             factor = max(MAX_DECREASE, config.target_delay_s / min_lag_s)
             self.limit = max(float(config.min_limit), min(self.limit, self._window_peak) * factor)

@@ -18,23 +18,16 @@ from gateway.admission import Admission
 SAMPLES_PER_INTERVAL = 10
 
 
-async def sample_lag(
-    admission: Admission,
-    clock: Callable[[], float] = time.monotonic,
-    cpu_clock: Callable[[], float] = time.thread_time,
-) -> None:
-    """Feed `admission` one lag sample a period, until cancelled. A sample counts the
-    lag in proportion to the CPU the loop's thread used meanwhile: lag from the gateway's
-    own work is a queue that shedding shortens; lag from other processes holding the
-    machine's CPUs is not (a busy neighbour does not make the gateway refuse calls)."""
+async def sample_lag(admission: Admission, clock: Callable[[], float] = time.monotonic) -> None:
+    """Feed `admission` one lag sample a period, until cancelled. Wall-clock lag, whatever
+    its cause: a gateway starved of CPU by other processes is as late for its callers as
+    one busy with its own work (an idle one is not shed: gateway/admission.py)."""
     period_s = admission.config.interval_s / SAMPLES_PER_INTERVAL
     while True:
-        asked_s, cpu_s = clock(), cpu_clock()
+        asked_s = clock()
         await asyncio.sleep(period_s)
         now_s = clock()
-        elapsed_s = now_s - asked_s
-        busy = min(1.0, (cpu_clock() - cpu_s) / elapsed_s) if elapsed_s > 0 else 1.0
-        admission.observe_lag((elapsed_s - period_s) * busy, now_s)
+        admission.observe_lag(now_s - asked_s - period_s, now_s)
 
 
 def lag_sampling(admission: Admission) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -18,7 +18,7 @@ from gateway.providers.sim import SimProvider
 from tests.component.support import Component, running_component
 from tests.scrape import parse, value
 
-SLOW_UPSTREAM_MS = 400.0
+SLOW_UPSTREAM_MS = 1000.0
 # Each blocking step of the hog: the lag timer fires this late, 4x the target.
 HOG_BLOCK_S = 0.02
 
@@ -74,11 +74,12 @@ async def test_a_lagging_gateway_sheds_at_once_records_it_and_recovers(stack: Co
     assert admission.limit >= 3
 
     stop = asyncio.Event()
+    held = [asyncio.create_task(chat_call(stack, secret)) for _ in range(2)]
+    await until(lambda: admission.in_flight == 2)
     hog = asyncio.create_task(hog_loop(stop))
     try:
-        await until(lambda: admission.limit <= 1)  # the sampler saw the lag last an interval
-        held = asyncio.create_task(chat_call(stack, secret))
-        await until(lambda: admission.in_flight == 1)
+        # The sampler saw the lag last an interval with more than the floor in flight.
+        await until(lambda: admission.limit <= 1)
         trace_id = secrets.token_hex(16)
         started = time.perf_counter()
         refused = await chat_call(stack, secret, trace_id)
@@ -90,12 +91,12 @@ async def test_a_lagging_gateway_sheds_at_once_records_it_and_recovers(stack: Co
     assert refused.headers["Retry-After"] == "2"
     error = (await refused.json())["error"]
     assert (error["code"], error["type"]) == ("overloaded", "server_error")
-    # At once: no upstream wait (the slow upstream answers in 400 ms).
+    # At once: no upstream wait (the slow upstream answers in a second).
     assert refused_in_s < SLOW_UPSTREAM_MS / 1000
     row = stack.lineage_of(trace_id)
     assert (row.http_status, row.error_code, row.decision) == (503, "overloaded", "rejected")
     assert row.attempts == ()
-    assert (await held).status == 200
+    assert [(await call).status for call in held] == [200, 200]
 
     # The loop is on time again: callers that keep the limit reached raise it back.
     async def three_at_once() -> list[int]:

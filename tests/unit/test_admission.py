@@ -128,15 +128,16 @@ class Ticking:
         return self.now_s
 
 
-@pytest.mark.parametrize(("cpu_step_s", "shed"), [(0.02, True), (0.0, False)])
-async def test_lag_counts_only_as_far_as_the_loop_was_busy(cpu_step_s: float, shed: bool) -> None:
-    """Each sample's wall time is 2 periods (10 ms late, twice the target); only a loop
-    that spent that time on the CPU itself is overloaded, not one others kept waiting."""
+@pytest.mark.parametrize(("in_flight", "shed"), [(40, True), (2, False)])
+async def test_the_sampler_feeds_wall_clock_lag(in_flight: int, shed: bool) -> None:
+    """Each sample's timer fires 10 ms late (twice the target), by the injected clock:
+    the limit drops when calls are in flight, not for a loop late with the floor's few."""
     admission = Admission(CONFIG)
-    admit(admission, 40)
-    sampler = asyncio.create_task(sample_lag(admission, Ticking(0.02), Ticking(cpu_step_s)))
-    await asyncio.sleep(0.3)  # the fake wall clock passes 0.1 s every 3 samples
+    admit(admission, in_flight)
+    sampler = asyncio.create_task(sample_lag(admission, Ticking(0.02)))
+    await asyncio.sleep(0.3)  # the fake clock passes 0.1 s every 3 samples
     sampler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
-    assert (admission.limit < 40) is shed
+    assert admission.last_lag_s == pytest.approx(0.01)
+    assert (admission.limit < CONFIG.max_limit) is shed
