@@ -16,11 +16,13 @@ On a machine of 2 CPUs the load generator takes a good share of one at 5x: the f
 are the machine's, noted with how busy it was. Driven by bench/gateway.py (section 7 of
 `make bench-gateway`) or on its own, quicker:
   .venv/bin/python -m bench.gateway_overload --duration-s 5 --search-duration-s 3
+and what a shed call costs, in-process:  .venv/bin/python -m bench.gateway_overload --in-process
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import shutil
@@ -191,6 +193,40 @@ def fair_and_overload(
     return rows, every
 
 
+async def refusal_cpu_us(calls: int, reps: int = 3) -> dict[str, float]:
+    """In-process (tests/component/support.py's gateway, client and upstream in one
+    process, as bench/gateway_cpu.py): process CPU per call, best of `reps`, for a served
+    call (sim provider), a call shed by the admission limit (503 overloaded, its lineage
+    record and access line included) and an unrouted 404 (aiohttp and client alone)."""
+    # Here, not at the top: the component harness is heavy and only this mode needs it.
+    from govledger.logs import configure
+    from tests.component.support import running_component
+
+    configure("info", "gateway", "json")  # access lines made and written, as in production
+    body = {"model": "sim-small", "messages": [{"role": "user", "content": "Hello ledger"}]}
+    found: dict[str, float] = {}
+    async with running_component(Path(tempfile.mkdtemp(prefix="govledger-shed-"))) as stack:
+        stack.publish_balance("bench", "1000")
+        headers = {"Authorization": f"Bearer {(await stack.create_key('bench'))['key']}"}
+
+        async def per_call(name: str, path: str, status: int) -> None:
+            best = math.inf
+            for _ in range(reps):
+                started = time.process_time()
+                for _ in range(calls):
+                    reply = await stack.client.post(path, json=body, headers=headers)
+                    await reply.read()
+                    assert reply.status == status, (name, reply.status)
+                best = min(best, (time.process_time() - started) / calls * 1e6)
+            found[name] = best
+
+        await per_call("served", "/v1/chat/completions", 200)
+        await per_call("404", "/v1/no-such-route", 404)
+        stack.gateway.admission.admit = lambda: False  # type: ignore[method-assign]
+        await per_call("shed", "/v1/chat/completions", 503)
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--duration-s", type=float, default=10.0, help="measured seconds a run")
@@ -205,7 +241,14 @@ def main() -> int:
     parser.add_argument(
         "--skip-admission-off", action="store_true", help="no 7c contrast without admission"
     )
+    parser.add_argument(
+        "--in-process", action="store_true", help="only the CPU of a shed call, in-process"
+    )
     args = parser.parse_args()
+    if args.in_process:  # the access lines go to stderr
+        cpu = asyncio.run(refusal_cpu_us(500))
+        print(json.dumps({"cpu_us_per_call": {k: round(v, 1) for k, v in cpu.items()}}))
+        return 0
     interrupt_on_sigint_and_sigterm()
     data_dir = Path(tempfile.mkdtemp(prefix="govledger-overload-"))
     bench = Bench(args, Children(data_dir), data_dir)
