@@ -26,7 +26,7 @@ Figures, each a ratio or a difference against a baseline measured in the same ru
      what they cost): gateway CPU per call with the
      variant minus without it, at one client's rate (bench/gateway_cpu.py measures the
      same in-process)
-  7. govledger and LiteLLM side by side (bench/gateway_overload.py): CPU per call, the
+  8. govledger and LiteLLM side by side (bench/gateway_overload.py): CPU per call, the
      highest rate at p99 added <= 10 ms, and offered 5x capacity: goodput and how fast
      the rest is refused (503 p50/p99)
 
@@ -99,7 +99,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--search-duration-s", type=float, default=6.0, help="a search probe")
     parser.add_argument("--skip-litellm", action="store_true", help="leave out figure 4")
     parser.add_argument("--skip-search", action="store_true", help="no step searches")
-    parser.add_argument("--skip-overload", action="store_true", help="leave out figure 7")
+    parser.add_argument("--skip-overload", action="store_true", help="leave out figure 8")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 3 s runs, no step searches"
     )
@@ -399,7 +399,7 @@ def benchmark(bench: Bench) -> dict[str, Any]:
     elif args.skip_litellm:
         bench.notes.append("LiteLLM left out (--skip-litellm)")
 
-    # --- 7. fair comparison and overload, both proxies (bench/gateway_overload.py) ---------
+    # --- 8. fair comparison and overload, both proxies (bench/gateway_overload.py) ---------
     if not args.skip_overload:
         section_rows, section = fair_and_overload(bench, direct_1, litellm_exe)
         rows += section_rows

@@ -2,18 +2,18 @@
 for govledger and the LiteLLM proxy (pinned: bench.gateway_stack.LITELLM_VERSION) on the
 same upstream under the same open-loop load:
 
-  7a. CPU per call at one client's rate (the process under test, all its threads and
+  8a. CPU per call at one client's rate (the process under test, all its threads and
       children), and the capacity it implies (1 / CPU per call: one event loop);
-  7b. the highest rate each keeps up with at p99 added <= 10 ms (added: against the
+  8b. the highest rate each keeps up with at p99 added <= 10 ms (added: against the
       direct upstream's p99 at one client, measured in the same run), by bisection;
-  7c. offered 5x its capacity (7a): goodput (calls answered 200 within the latency bar,
+  8c. offered 5x its capacity (8a): goodput (calls answered 200 within the latency bar,
       the direct p99 + 10 ms, per second) against the capacity (bar: >= 0.9x for
       govledger), and how fast the rest is refused: p50/p99 of the 503s' latency
       (govledger's admission limit answers 503 `overloaded` with Retry-After; LiteLLM
       has no such limit, so its excess shows as slow answers or timeouts).
 
 On a machine of 2 CPUs the load generator takes a good share of one at 5x: the figures
-are the machine's, noted with how busy it was. Driven by bench/gateway.py (section 7 of
+are the machine's, noted with how busy it was. Driven by bench/gateway.py (section 8 of
 `make bench-gateway`) or on its own, quicker:
   .venv/bin/python -m bench.gateway_overload --duration-s 5 --search-duration-s 3
 and what a shed call costs, in-process:  .venv/bin/python -m bench.gateway_overload --in-process
@@ -74,7 +74,7 @@ def search_within_bar(
         mid = max(round((lo + hi) / 2 / SEARCH_STEP) * SEARCH_STEP, SEARCH_STEP)
         if mid <= lo or mid >= hi:
             break
-        probe = bench.run(f"7b {target} probe", target, mid, probe_s, probe=True)
+        probe = bench.run(f"8b {target} probe", target, mid, probe_s, probe=True)
         if within_bar(probe, direct_p99_ms):
             lo = mid
         else:
@@ -85,8 +85,8 @@ def search_within_bar(
 def overload(
     bench: Bench, target: str, label: str, capacity: float, offered: int, direct_p99: float
 ) -> tuple[Row, dict[str, Any]]:
-    """Figure 7c: `target` offered `offered` calls/s (5x its `capacity`)."""
-    phase = bench.run(f"7c {label} at 5x", target, offered, bench.args.duration_s)
+    """Figure 8c: `target` offered `offered` calls/s (5x its `capacity`)."""
+    phase = bench.run(f"8c {label} at 5x", target, offered, bench.args.duration_s)
     bar_ms = direct_p99 + BAR_ADDED_P99_MS
     goodput = goodput_per_s(phase, bar_ms)
     refused = sum(1 for s in phase.shots if s.status == 503)
@@ -94,7 +94,7 @@ def overload(
     ratio = goodput / capacity
     met = ratio >= BAR_GOODPUT_RATIO and failed == 0
     row = (
-        f"7c. {label} at 5x capacity",
+        f"8c. {label} at 5x capacity",
         f">= {BAR_GOODPUT_RATIO:g}x capacity within the bar, rest refused at once",
         f"goodput {goodput:.0f}/s = {ratio:.2f}x of {capacity:.0f}/s offered "
         f"{offered}/s; {refused} refused 503 in p50 {refusal_ms(phase, 50):.1f} / p99 "
@@ -118,19 +118,19 @@ def overload(
 def measure(
     bench: Bench, target: str, label: str, direct_1: Phase, search: bool
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Figures 7a-7c for one target already started and answering."""
+    """Figures 8a-8c for one target already started and answering."""
     args = bench.args
-    single = bench.run(f"7a {label}", target, args.single_rate, args.duration_s)
+    single = bench.run(f"8a {label}", target, args.single_rate, args.duration_s)
     cpu_ms = single.cpu_ms_per_call(target)
     if math.isnan(cpu_ms) and single.ok and target in single.cpu_s:
         # It did not keep up (a starved machine): its CPU over the window per answer.
         cpu_ms = single.cpu_s[target] / single.ok * 1000
-        bench.notes.append(f"{label} did not keep up at {args.single_rate:g}/s: 7a is rough")
+        bench.notes.append(f"{label} did not keep up at {args.single_rate:g}/s: 8a is rough")
     capacity = 1000 / cpu_ms if cpu_ms > 0 else math.nan
     direct_p99 = direct_1.pct(99)
     rows: list[Row] = [
         (
-            f"7a. {label} CPU per call",
+            f"8a. {label} CPU per call",
             "(info)",
             f"{cpu_ms:.3f} ms @ {args.single_rate:g}/s = capacity {capacity:.0f}/s",
             "n/a",
@@ -144,10 +144,10 @@ def measure(
         return rows, figures
     if search:
         best = search_within_bar(bench, target, 2 * capacity, direct_p99, args.search_duration_s)
-        rows.append((f"7b. {label} calls/s at p99 added <= 10 ms", "(info)", f"{best:g}/s", "n/a"))
+        rows.append((f"8b. {label} calls/s at p99 added <= 10 ms", "(info)", f"{best:g}/s", "n/a"))
         figures["rate_within_bar_per_s"] = best
     # On a starved machine 1 / CPU per call is far above what the process gets: a
-    # capacity given on the command line (--capacity-per-s) replaces it for 7c.
+    # capacity given on the command line (--capacity-per-s) replaces it for 8c.
     capacity = getattr(args, "capacity_per_s", None) or capacity
     offered = round(OVERLOAD_FACTOR * capacity)
     figures["overload_capacity_per_s"] = rounded(capacity, 1)
@@ -160,7 +160,7 @@ def measure(
 def fair_and_overload(
     bench: Bench, direct_1: Phase, litellm_exe: Path | None
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Section 7 for govledger (a fresh gateway, lineage on) and LiteLLM, one after the
+    """Section 8 for govledger (a fresh gateway, lineage on) and LiteLLM, one after the
     other on the same upstream; the gateway of the caller is stopped first."""
     search = not bench.args.skip_search
     bench.start_gateway("on", variant="overload")
@@ -230,16 +230,16 @@ async def refusal_cpu_us(calls: int, reps: int = 3) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--duration-s", type=float, default=10.0, help="measured seconds a run")
-    parser.add_argument("--single-rate", type=float, default=20.0, help="calls/s for 7a")
+    parser.add_argument("--single-rate", type=float, default=20.0, help="calls/s for 8a")
     parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured lead-in")
-    parser.add_argument("--search-duration-s", type=float, default=4.0, help="a 7b probe")
-    parser.add_argument("--skip-search", action="store_true", help="no 7b")
+    parser.add_argument("--search-duration-s", type=float, default=4.0, help="a 8b probe")
+    parser.add_argument("--skip-search", action="store_true", help="no 8b")
     parser.add_argument("--skip-litellm", action="store_true", help="govledger only")
     parser.add_argument(
-        "--capacity-per-s", type=float, help="7c's capacity instead of 1 / CPU per call"
+        "--capacity-per-s", type=float, help="8c's capacity instead of 1 / CPU per call"
     )
     parser.add_argument(
-        "--skip-admission-off", action="store_true", help="no 7c contrast without admission"
+        "--skip-admission-off", action="store_true", help="no 8c contrast without admission"
     )
     parser.add_argument(
         "--in-process", action="store_true", help="only the CPU of a shed call, in-process"
@@ -264,7 +264,7 @@ def main() -> int:
         bench.start_gateway("on")
         bench.issue_key_and_fund()
         bench.sanity("upstream")
-        direct_1 = bench.run("7 direct", "upstream", args.single_rate, args.duration_s)
+        direct_1 = bench.run("8 direct", "upstream", args.single_rate, args.duration_s)
         bench.stop_gateway()
         rows, figures = fair_and_overload(bench, direct_1, litellm_exe)
     except KeyboardInterrupt:
