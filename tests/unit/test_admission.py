@@ -135,7 +135,10 @@ async def test_the_sampler_feeds_wall_clock_lag(in_flight: int, shed: bool) -> N
     admission = Admission(CONFIG)
     admit(admission, in_flight)
     sampler = asyncio.create_task(sample_lag(admission, Ticking(0.02)))
-    await asyncio.sleep(0.3)  # the fake clock passes 0.1 s every 3 samples
+    for _ in range(500):  # the fake clock passes an interval every 3 samples
+        if admission.last_lag_s:
+            break
+        await asyncio.sleep(0.01)
     sampler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
