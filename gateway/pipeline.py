@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from gateway import errors, replies
+from gateway.admission import Admission, admission_config
 from gateway.attempts import TargetRunner
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
@@ -113,6 +114,7 @@ class Gateway:
         self.breakers = BreakerBoard(config_of(settings), views.fleet_breakers)
         self.runner = TargetRunner(settings, self.breakers)
         self.upstream_in_flight = 0
+        self.admission = Admission(admission_config(settings))  # by loop lag (loop_lag.py)
         self.metrics = gateway_metrics(self)  # Prometheus, labels bounded by the catalogue
         self.tracing: Tracing = NO_TRACING  # gateway.tracing: set from the OTEL_ variables
         # Calls served while the lineage outbox could not keep their records.
@@ -172,7 +174,18 @@ class Gateway:
 
     async def serve(self, request: web.Request, api: str, parse: Parse) -> web.StreamResponse:
         """One call to an API (its request adapter made by `parse`) under the key, the
-        policy chain, the budget and routing; one lineage record whatever happens."""
+        policy chain, the budget and routing; one lineage record whatever happens. Past
+        the admission limit (a lagging event loop), refused at once, before any work."""
+        admitted = self.admission.admit()
+        try:
+            return await self._serve(request, api, parse, admitted)
+        finally:
+            if admitted:
+                self.admission.release()
+
+    async def _serve(
+        self, request: web.Request, api: str, parse: Parse, admitted: bool
+    ) -> web.StreamResponse:
         started = time.perf_counter()
         request[ACCESS_LOGGED] = True  # by _record: one `gateway call` line per call
         # Two traceparent headers join into a value that is not W3C's form: refused.
@@ -183,6 +196,10 @@ class Gateway:
         call.trace = self.tracing.call(call, request)  # may take the span's ids as the call's
         call.prices = self.views.prices
         try:
+            if not admitted:  # shed: the loop is behind; the caller may try again soon
+                retry_s = str(self.admission.retry_after_s)
+                message = "gateway overloaded: its event loop is behind; retry shortly"
+                raise GatewayError(errors.OVERLOADED, message, {"Retry-After": retry_s})
             self._check_lineage()
             body = await self._read_body(request, call)
             call.policies.append("auth")

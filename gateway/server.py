@@ -12,6 +12,7 @@ from gateway.admin.api import AdminApi
 from gateway.anthropic_shape import COUNT_TOKENS_PATH, MESSAGES_PATH
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
 from gateway.errors import HEADERS_TOO_LARGE, error_response
+from gateway.loop_lag import lag_sampling
 from gateway.messages_endpoint import count_tokens, messages
 from gateway.pipeline import CALL_PATHS, CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, Gateway
 from gateway.processes import metrics_port, shares_port
@@ -124,6 +125,7 @@ def gateway_application(
     if settings.gateway_serves in ("all", "api"):  # Anthropic's Messages API
         routes += anthropic_routes(gateway)
     app.add_routes(routes)
+    app.cleanup_ctx.append(lag_sampling(gateway.admission))  # feeds the admission limit
     return app
 
 

@@ -189,6 +189,18 @@ class GatewaySettings(BreakerSettings):
     gateway_metrics_port: int = setting(
         0, "With several processes, process k also serves /metrics on this port + k - 1; 0: no."
     )
+    admission_target_delay_ms: float = setting(
+        5.0, "Event-loop lag tolerated; above it for an interval, calls past a lower limit get 503."
+    )
+    admission_interval_ms: float = setting(
+        100.0, "Window the loop lag must stay above its target in to count as overload."
+    )
+    admission_min_calls: int = setting(
+        4, "Fewest calls in flight the adaptive admission limit lets through (at least 1)."
+    )
+    admission_retry_after_s: int = setting(
+        1, "Retry-After, in seconds, of a call refused 503 overloaded by the admission limit."
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -215,6 +227,8 @@ class GatewaySettings(BreakerSettings):
             "max_json_members",
             "outbox_fsync_interval_ms",
             "max_embedding_dimensions",
+            "admission_min_calls",
+            "admission_retry_after_s",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{env_name(name)} must be at least 1")
@@ -226,6 +240,11 @@ class GatewaySettings(BreakerSettings):
             raise SettingsError("GOVLEDGER_GATEWAY_PROCESSES must be >= 0, the index 0..1024")
         if not 0 <= self.gateway_metrics_port < 65536:
             raise SettingsError("GOVLEDGER_GATEWAY_METRICS_PORT must be a TCP port or 0")
+        if self.admission_target_delay_ms < 0 or self.admission_interval_ms <= 0:
+            raise SettingsError(
+                "GOVLEDGER_ADMISSION_TARGET_DELAY_MS must be >= 0 (0: off) and "
+                "GOVLEDGER_ADMISSION_INTERVAL_MS positive"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
