@@ -4,7 +4,9 @@
   seconds to ready, CPU and peak RSS of the sink (which restores), the gateway and the
   stream worker (`bench/growth_fleet.py`), against N = 0 in the same run;
 - `GET /v1/events?since=30d&group_by=team` and `govledger audit who` over N lineage rows
-  (`bench/growth_store.py`), and an export of every row at one size (rows/s, peak RSS).
+  (`bench/growth_store.py`), and an export of every row at one size (rows/s, peak RSS);
+- the worker's wallets domain in-process with 1k, 10k, 100k wallets: memory a wallet and
+  CPU a settlement (`bench/growth_worker.py`).
 
 How each scales is printed after the figures: per 1,000 keys (from N = 0 to the largest
 N), and per tenfold rows. The machine's load average is printed before and after.
@@ -177,11 +179,35 @@ def report_store(results: list[dict[str, Any]]) -> None:
                   f"store of {stored:,} rows)")  # fmt: skip
 
 
+# --- the worker's wallets, in-process -----------------------------------------------------------
+
+
+def worker(wallets: tuple[int, ...], root: Path) -> list[dict[str, Any]]:
+    print(f"[worker] wallets {wallets} ... ({load()})", file=sys.stderr, flush=True)
+    argv = ["bench.growth_worker", "--wallets", ",".join(str(w) for w in (1_000, *wallets))]
+    with (root / "worker.log").open("ab") as err:
+        done = subprocess.run(  # our own module
+            [sys.executable, "-m", *argv], cwd=REPO_ROOT, env=base_env(), check=True,
+            stdout=subprocess.PIPE, stderr=err,
+        )  # fmt: skip
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith(b"{")]
+
+
+def report_worker(results: list[dict[str, Any]]) -> None:
+    print("\nthe worker's wallets domain in-process (streams/wallets/agent.py): memory held "
+          "(tracemalloc) and CPU per settlement in batches of 100")  # fmt: skip
+    for r in results:
+        print(f"{r['wallets']:>8,} wallets: {r['bytes_per_wallet']:,} bytes a wallet, RSS "
+              f"+{r['rss_growth_mib']:.0f} MiB; {r['settle_us_per_record']:.0f} us CPU a "
+              f"settlement ({r['settle_ms_per_batch']:.1f} ms a batch)")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["all", "fleet", "store"], default="all")
+    parser.add_argument("--part", choices=["all", "fleet", "store", "worker"], default="all")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a few minutes)")
     parser.add_argument("--keys", type=sizes, help="key counts, e.g. 1k,10k,100k")
+    parser.add_argument("--wallets", type=sizes, help="in-process wallet counts (10k,100k)")
     parser.add_argument("--rows", type=sizes, help="lineage row counts, e.g. 1M,10M")
     parser.add_argument("--export-rows", type=sizes, help="rows of the export (one size)")
     parser.add_argument("--export-format", choices=["csv", "jsonl", "parquet"], default="parquet")
@@ -199,7 +225,10 @@ def main() -> int:
     print(f"before: {load()}; logs under {root}", flush=True)
     fleet_results: list[dict[str, Any]] = []
     store_results: list[dict[str, Any]] = []
+    worker_results: list[dict[str, Any]] = []
     try:
+        if args.part in ("all", "worker"):
+            worker_results = worker(args.wallets or (10_000, 100_000), root)
         if args.part in ("all", "fleet"):
             fleet_results = fleet(keys, root)
         if args.part in ("all", "store"):
@@ -211,6 +240,8 @@ def main() -> int:
         print(f"after: {load()}", flush=True)
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)
+    if worker_results:
+        report_worker(worker_results)
     if fleet_results:
         report_fleet(fleet_results)
     if store_results:
