@@ -7,6 +7,8 @@ from `numbers()` (chunks of a million), then, each through the code a user reach
 - `govledger audit who --dsn chdb://…` (`cmd_who`: the calls around a moment, then every
   wallet's balance at that moment, which folds every settlement before it), and its first
   half (`replay.audit.who`) alone;
+- what restoring an empty broker folds from these rows (`replay.restore.fold_wallets`:
+  every settlement read and decoded from `raw`), up to `--restore-max-rows`;
 - an export of every row (`POST /v1/exports`, polled until it succeeded), when asked.
 
 Rows are spread evenly over `SPAN_DAYS` ending now (the 30-day window holds a third),
@@ -185,6 +187,15 @@ def who_alone(store: Any, at_ms: int) -> dict[str, Any]:
     return {"calls": len(who(store_reader(store), at_ms, round(WHO_WINDOW_S * 1000)))}
 
 
+def restore_fold(store: Any) -> dict[str, Any]:
+    """What an empty broker's restore folds from the lineage table (`replay/restore.py`):
+    every settlement decoded from `raw` (here all copies of one record, so the fold itself
+    is one wallet; the reading and decoding are the real cost)."""
+    from replay.restore import fold_wallets
+
+    return {"wallets": len(fold_wallets(store))}
+
+
 def api_step(
     store: Any, exports_dir: Path, work: Callable[[Any], Awaitable[dict[str, Any]]]
 ) -> Callable[[], dict[str, Any]]:
@@ -201,6 +212,10 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--reps", type=int, default=3, help="runs of each query (best kept)")
     parser.add_argument("--export-format", choices=["csv", "jsonl", "parquet"], default="")
+    parser.add_argument(
+        "--restore-max-rows", type=int, default=1_000_000,
+        help="time the restore's wallet fold (every settlement decoded) up to this many rows",
+    )  # fmt: skip
     args = parser.parse_args()
     from govledger.logs import configure
     from sinks.store import Store
@@ -227,6 +242,8 @@ def main() -> int:
     who_alone(store, at_ms)  # warm: imports
     steps += repeated(args.reps, "audit who (calls only)", lambda: who_alone(store, at_ms))
     steps += repeated(args.reps, "audit who (command)", lambda: who_command(dsn, at_ms))
+    if args.rows <= args.restore_max_rows:
+        steps.append(measured("restore's wallet fold", lambda: restore_fold(store)))
     if args.export_format:
         export = api_step(store, exports_dir, export_call(args.export_format))
         steps.append(measured("export events", export))
