@@ -64,8 +64,8 @@ bench-replay: $(STAMP)
 bench-cli: $(STAMP)
 	$(BIN)/python bench/cli_start.py
 
-# Start-up with 1k-100k keys, queries over 1M-10M rows, an export of 1M (about 20 min
-# here; `bench/growth.py --quick` for a few minutes).
+# Start-up with 1k-100k keys, queries over 1M-10M rows, an export of 1M, the worker's
+# wallets (about 40 min on this busy 2-core machine; `bench/growth.py --quick`: minutes).
 bench-growth: $(STAMP)
 	$(BIN)/python bench/growth.py
 

@@ -102,9 +102,9 @@ def report_fleet(results: list[dict[str, Any]]) -> None:
     for name, label in (("sink", "sink (restore)"), ("gateway", "gateway"), ("worker", "worker")):
         top_p = top[name]["idle"] if name == "worker" else top[name]
         base_p = base[name]["idle"] if name == "worker" else base[name]
-        print(f"  {label}: +{(top[name]['ready_s'] - base[name]['ready_s']) * per_k * 1000:.0f} "
-              f"ms to ready, +{(top[name]['cpu_s'] - base[name]['cpu_s']) * per_k * 1000:.0f} "
-              f"ms CPU, +{(top_p['peak_rss_mib'] - base_p['peak_rss_mib']) * per_k:.2f} MiB "
+        print(f"  {label}: {(top[name]['ready_s'] - base[name]['ready_s']) * per_k * 1000:+.0f} "
+              f"ms to ready, {(top[name]['cpu_s'] - base[name]['cpu_s']) * per_k * 1000:+.0f} "
+              f"ms CPU, {(top_p['peak_rss_mib'] - base_p['peak_rss_mib']) * per_k:+.2f} MiB "
               f"peak RSS")  # fmt: skip
 
 
