@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test install lint typecheck unit component integration bench bench-gateway bench-policy bench-streams bench-replay bench-cli clean
+.PHONY: up test install lint typecheck unit component integration bench bench-gateway bench-policy bench-streams bench-replay bench-cli bench-growth clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -67,6 +67,11 @@ bench-replay: $(STAMP)
 
 bench-cli: $(STAMP)
 	$(BIN)/python bench/cli_start.py
+
+# Start-up with 1k-100k keys, queries over 1M-10M rows, an export of 1M, the worker's
+# wallets (about 40 min on this busy 2-core machine; `bench/growth.py --quick`: minutes).
+bench-growth: $(STAMP)
+	$(BIN)/python bench/growth.py
 
 clean:
 	rm -rf $(VENV) .govledger .mypy_cache .ruff_cache .pytest_cache
