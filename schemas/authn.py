@@ -464,9 +464,9 @@ class Verifier:
     def __init__(self, keyring: Keyring | None) -> None:
         self.keyring = keyring
         self._macs: dict[tuple[str, str, str], Any] = {}
-        # Header prefixes (`v1.<root>.<role>.`) already found well-formed for a topic: the
-        # sink's hot path parses each prefix once, not once per record (see `check_sealed`).
-        self._claims: dict[tuple[str | None, bytes], tuple[str, str]] = {}
+        # (topic, header prefix, producer id, record type) of records that checked, with
+        # their producer's keyed MAC: the sink's hot path (`check_sealed`).
+        self._sealed: dict[tuple[str, bytes, str, type[Event]], Any] = {}
 
     def _keyed(self, root_id: str, role: str, producer_id: str) -> Any:
         cache_key = (root_id, role, producer_id)
@@ -525,24 +525,30 @@ class Verifier:
         self, topic: str, value: bytes, header: bytes | None, entry: codec.SchemaEntry
     ) -> None:
         """`check` for the sink's hot loop, given the record's schema (`codec.schema_of`):
-        the same MAC over the same bytes, the same refusals with the same reasons. Only
-        the header's prefix (`v1.<root>.<role>.`) is parsed once per topic, not per record:
-        a header whose prefix parsed well parses well whatever 64 characters follow it,
-        unless they hold a dot (the split) or are not ASCII, which take the full parse."""
+        the same MAC over the same bytes, the same refusals with the same reasons. What
+        does not change between one producer's records is checked once: the header's
+        prefix (`v1.<root>.<role>.`, well-formed whatever 64 characters follow it unless
+        they hold a dot or are not ASCII, which take the full parse), the role's right to
+        the topic and record type, and the producer's keyed MAC."""
         if header is not None and len(header) > MAC_HEX:
-            claim = self._claims.get((topic, header[:-MAC_HEX]))
             mac = header[-MAC_HEX:]
-            if claim is not None and mac.isascii() and b"." not in mac:
-                root_id, role = claim
-                self._prove((root_id, role, mac.decode()), entry.record_type,
-                            producer_id_of(value), value)  # fmt: skip
+            seen = (topic, header[:-MAC_HEX], producer_id_of(value), entry.record_type)
+            keyed = self._sealed.get(seen)
+            if keyed is not None and mac.isascii() and b"." not in mac:
+                keyed = keyed.copy()
+                keyed.update(value)
+                if not hmac.compare_digest(keyed.hexdigest(), mac.decode()):
+                    raise Forged("forged: bad mac")
                 return
-        root_id, role, mac_text = self._claim(topic, header)  # Forged with the reason
-        self._prove((root_id, role, mac_text), entry.record_type, producer_id_of(value), value)
-        if len(self._claims) >= KEY_CACHE_ENTRIES:
-            self._claims.clear()  # many producers' prefixes must not grow it without bound
+        claim = self._claim(topic, header)  # Forged with the reason
+        producer_id = producer_id_of(value)
+        self._prove(claim, entry.record_type, producer_id, value)
+        if len(self._sealed) >= KEY_CACHE_ENTRIES:
+            self._sealed.clear()  # many producers must not grow it without bound
         assert header is not None, "a claim has a header"
-        self._claims[(topic, header[:-MAC_HEX])] = (root_id, role)
+        root_id, role, _ = claim
+        seen = (topic, header[:-MAC_HEX], producer_id, entry.record_type)
+        self._sealed[seen] = self._keyed(root_id, role, producer_id)
 
     def decode(self, topic: str | None, value: bytes, headers: Any) -> Event:
         """The record, decoded, once its authentication is checked; DecodeError (Forged for
