@@ -394,3 +394,18 @@ class HashChain:
         self.head = record_hash
         entry = _BY_TYPE[type(record)]
         return replace(linked, record_hash=record_hash), MAGIC + entry.fingerprint + sealed_body
+
+
+def producer_seq_of(value: bytes) -> tuple[str, int]:
+    """(producer_id, seq) of single-object bytes, skipping the envelope's other fields
+    undecoded (the sink's stored notices read one per record); DecodeError when cut."""
+    at = string_span(value, HEADER_BYTES)[1]  # event_id
+    at = string_span(value, at)[1]  # event_type
+    at = read_long(value, at)[1]  # occurred_at
+    at = string_span(value, at)[1]  # tenant_id
+    start, end = string_span(value, at)
+    try:
+        producer_id = value[start:end].decode()
+    except UnicodeDecodeError as exc:
+        raise DecodeError("producer_id is not UTF-8") from exc
+    return producer_id, read_long(value, end)[0]

@@ -387,14 +387,20 @@ class SinkWriter:
         duplicates, the records grouped per schema (a consume process runs this part)."""
         prepared = Prepared()
         pending: dict[bytes, PendingBatch] = {}
+        verifier = authn.verifier()
+        schema_of, event_id_of, earlier = codec.schema_of, codec.event_id_of, self._recent.earlier
+        auth_header = authn.HEADER
         for tp, messages in batches.items():
+            topic = tp.topic
             for message in messages:
                 headers = message.headers
                 restored = resent = False
+                auth: bytes | None = None
                 auths = 0
-                for key, _ in headers or ():  # one pass over them (the sink's hot loop)
-                    if key == authn.HEADER:
+                for key, header_value in headers or ():  # one pass (the sink's hot loop)
+                    if key == auth_header:
                         auths += 1
+                        auth = bytes(header_value or b"")
                     elif key == RESTORED_HEADER:
                         restored = True
                     elif key == RESENT_HEADER:
@@ -403,19 +409,24 @@ class SinkWriter:
                     continue  # re-published from this store at start: the row exists
                 value = message.value or b""
                 try:
-                    auth = authn.header_of(headers) if auths else None
+                    if auths > 1:
+                        raise authn.Forged("forged: more than one auth header")
+                    try:
+                        entry = schema_of(value)
+                    except codec.DecodeError:
+                        verifier.check(message.topic, value, auth)  # its reason comes first
+                        raise
                     # Only records a registered producer may write are stored (Forged is
                     # a DecodeError: dead-lettered with its reason).
-                    authn.verifier().check(message.topic, value, auth)
-                    entry = codec.schema_of(value)
-                    event_id = codec.event_id_of(value)
+                    verifier.check_sealed(topic, value, auth, entry)
+                    event_id = event_id_of(value)
                 except (codec.DecodeError, UnicodeDecodeError) as exc:
                     prepared.dead_letters.append(
                         (message.topic, message.partition, message.offset, value, str(exc))
                     )
                     continue
                 fingerprint = hash(value)
-                first = self._recent.earlier(tp, event_id, fingerprint)
+                first = earlier(tp, event_id, fingerprint)
                 if first is not None:
                     if first != fingerprint:  # the same id sealed again elsewhere: a link
                         table = TABLE_FOR[entry.record_type]
