@@ -42,7 +42,12 @@ class Event:
 
     def to_avro(self) -> dict[str, Any]:
         """The record as the plain dict fastavro writes."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        names = _FIELD_NAMES.get(type(self)) or _field_names(type(self))
+        values = [getattr(self, name) for name in names]
+        return {
+            name: value if type(value) in _SCALARS else _plain(value)
+            for name, value in zip(names, values, strict=True)
+        }
 
     @classmethod
     def from_avro(cls, data: Mapping[str, Any]) -> Event:
@@ -55,11 +60,22 @@ class Event:
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 
 
+# Field names by dataclass type: dataclasses.fields() builds its tuple anew at each call,
+# a few µs a record (and again for each attempt in it).
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _plain(value: Any) -> Any:
     if type(value) in _SCALARS:
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        names = _FIELD_NAMES.get(type(value)) or _field_names(type(value))
+        return {name: _plain(getattr(value, name)) for name in names}
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
