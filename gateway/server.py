@@ -25,7 +25,7 @@ from gateway.tracing import tracing_from_env
 from gateway.views import LocalViews
 from schemas.access_log import access_lines
 from schemas.authn import Role
-from schemas.confirmations import BATCHED_FETCH_MIN_BYTES, ConfirmationFeed
+from schemas.confirmations import ConfirmationFeed
 from schemas.http_errors import JsonErrorAppRunner, handler_args, header_bytes, json_errors
 from schemas.ids import new_producer_id
 from schemas.kafka import TopicTailer
@@ -35,10 +35,6 @@ from schemas.topics import BREAKER_STATE, CONTROL, ESCALATIONS, WALLET_STATE
 from streams.escalations.logic import EscalationConfig
 
 log = structlog.get_logger(__name__)
-
-STATE_FETCH_WAIT_MS = 100
-"""Longest a key, balance or breaker change waits in the broker before this gateway reads
-it (the fetch is answered sooner once a megabyte has come)."""
 
 
 def build_providers(settings: GatewaySettings) -> dict[str, Provider]:
@@ -190,14 +186,12 @@ class GatewayProcess:
         assert settings.kafka_bootstrap, "the gateway needs a broker"
         self.settings = settings
         self.views = LocalViews()
-        # Batched fetches (issue 18): a balance the worker publishes after every call woke
-        # the gateway once per call; now at most every STATE_FETCH_WAIT_MS.
+        # Not batched (fetch_min_bytes): every admin change waits until these views show
+        # it (gateway/admin/context.py), so a held fetch would slow each by up to 100 ms.
         self.tailer = TopicTailer(
             settings.kafka_bootstrap,
             [CONTROL.name, WALLET_STATE.name, ESCALATIONS.name, BREAKER_STATE.name],
             self.views.apply,
-            fetch_max_wait_ms=STATE_FETCH_WAIT_MS,
-            fetch_min_bytes=BATCHED_FETCH_MIN_BYTES,
         )
         # Each keeps what it sends in an outbox until the store confirms it (schemas.outbox).
         self.lineage = outbox_publisher(settings, "gateway", settings.lineage_linger_ms)
