@@ -31,9 +31,8 @@ from gateway.embeddings import EMBEDDINGS_API, parse_embeddings
 from gateway.endpoint import Endpoint
 from gateway.errors import GatewayError, error_response, refusal_response
 from gateway.metrics import gateway_metrics
-from gateway.policy.baseline import OrgBaseline, effective_pack
+from gateway.policy.baseline import ChainCache
 from gateway.policy.chain import CallFacts, RefusalReason, reads_text
-from gateway.policy.pack import PolicyPack
 from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import Limits, RateLimiter, parse_team_limits
 from gateway.replies import link_headers
@@ -115,9 +114,7 @@ class Gateway:
         self.upstream_in_flight = 0
         self.metrics = gateway_metrics(self)  # Prometheus, labels bounded by the catalogue
         self.tracing: Tracing = NO_TRACING  # gateway.tracing: set from the OTEL_ variables
-        # Each (tenant, pack name)'s chain with the baseline and pack it was made of: one
-        # entry per tenant and published pack name, as bounded as the views' packs.
-        self._chains: dict[tuple[str, str], tuple[OrgBaseline, PolicyPack | None, PolicyPack]] = {}
+        self.chains = ChainCache()  # each tenant pack's effective chain, until republished
         # Calls served while the lineage outbox could not keep their records.
         self.lineage_overflow = 0
         # Not for security: the pick of a model group's member only spreads the load.
@@ -363,8 +360,11 @@ class Gateway:
             raise GatewayError(
                 errors.POLICY_UNAVAILABLE, f"policy pack '{pack_name}' is not published"
             )
-        chain = self._chain(
-            key.tenant_id, pack_name, published.pack if published is not None else None
+        chain = self.chains.chain(
+            key.tenant_id,
+            pack_name,
+            self.views.baseline.baseline,
+            published.pack if published is not None else None,
         )
         if (param := endpoint.token_ids_in) is not None and reads_text(
             chain, key.team_id, self.settings.gateway_name
@@ -403,17 +403,6 @@ class Gateway:
                 review=verdict.review,
             )
         return endpoint.after_policy(scanned, verdict.messages)
-
-    def _chain(self, tenant_id: str, pack_name: str, pack: PolicyPack | None) -> PolicyPack:
-        """effective_pack of the baseline and the tenant's pack, kept until either is
-        republished (both are immutable and replaced whole, so `is` tells)."""
-        baseline = self.views.baseline.baseline
-        kept = self._chains.get((tenant_id, pack_name))
-        if kept is not None and kept[0] is baseline and kept[1] is pack:
-            return kept[2]
-        chain = effective_pack(baseline, pack)
-        self._chains[(tenant_id, pack_name)] = (baseline, pack, chain)
-        return chain
 
     def _release(self, call: CallRecord) -> None:
         if call.reserved_nanousd:
