@@ -93,6 +93,7 @@ class OutboxPublisher(ChainedPublisher):
         # Set when a record is written to the outbox: the maintainer sleeps until then (or
         # its resend check), so an idle publisher does not wake every fsync interval.
         self._written = asyncio.Event()
+        self._fsyncing: asyncio.Future[OSError | None] | None = None
         self._adopt_leftovers(max_bytes)
 
     def _adopt_leftovers(self, max_bytes: int) -> None:
@@ -160,6 +161,8 @@ class OutboxPublisher(ChainedPublisher):
         if self._maintainer is not None:
             self._maintainer.cancel()
             await asyncio.gather(self._maintainer, return_exceptions=True)
+        if self._fsyncing is not None:  # a thread still holds a duplicate of the file
+            await asyncio.gather(self._fsyncing, return_exceptions=True)
         await super().stop()
         for outbox in (self.outbox, *self.adopted.values()):
             if outbox.unconfirmed:
@@ -309,15 +312,16 @@ class OutboxPublisher(ChainedPublisher):
             (i for i, r in enumerate(results) if isinstance(r, BaseException)), len(results)
         )
 
-    @staticmethod
-    async def _sync(outbox: Outbox) -> None:
+    async def _sync(self, outbox: Outbox) -> None:
         """Outbox.sync with its fsync in a thread, on a duplicate of the file's descriptor
         (a compaction may replace the file meanwhile; the duplicate keeps the old one open,
-        and the compaction fsyncs the new one itself)."""
+        and the compaction fsyncs the new one itself). The duplicate shares the file's
+        lock: `stop` waits for the fsync, so the lock goes with the outbox's close."""
         descriptor = outbox.prepare_sync()
         if descriptor is None:
             return
-        failure = await asyncio.to_thread(_fsync_and_close, descriptor)
+        self._fsyncing = asyncio.ensure_future(asyncio.to_thread(_fsync_and_close, descriptor))
+        failure = await asyncio.shield(self._fsyncing)
         if failure is not None:
             outbox.sync_failed(failure)
 
