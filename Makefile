@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test install lint typecheck unit component integration bench bench-gateway bench-policy bench-streams bench-replay bench-cli clean
+.PHONY: up test install lint typecheck unit component integration bench bench-gateway bench-policy bench-streams bench-replay bench-cli bench-growth clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
@@ -17,7 +17,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# One gateway process per core, less the other parts' share (GOVLEDGER_GATEWAY_PROCESSES=0,
+# gateway/processes.py); each process also serves its own /metrics on 9180, 9181, ...
 up: $(STAMP)
+	GOVLEDGER_GATEWAY_PROCESSES=$${GOVLEDGER_GATEWAY_PROCESSES:-0} \
+	GOVLEDGER_GATEWAY_METRICS_PORT=$${GOVLEDGER_GATEWAY_METRICS_PORT:-9180} \
 	$(BIN)/govledger up
 
 lint: $(STAMP)
@@ -63,6 +67,11 @@ bench-replay: $(STAMP)
 
 bench-cli: $(STAMP)
 	$(BIN)/python bench/cli_start.py
+
+# Start-up with 1k-100k keys, queries over 1M-10M rows, an export of 1M, the worker's
+# wallets (about 40 min on this busy 2-core machine; `bench/growth.py --quick`: minutes).
+bench-growth: $(STAMP)
+	$(BIN)/python bench/growth.py
 
 clean:
 	rm -rf $(VENV) .govledger .mypy_cache .ruff_cache .pytest_cache

@@ -28,9 +28,15 @@ Figures, each a ratio or a difference against a baseline measured in the same ru
      what they cost): gateway CPU per call with the
      variant minus without it, at one client's rate (bench/gateway_cpu.py measures the
      same in-process)
+  7. one gateway per core (bench/gateway_scaling.py): with 1 and 2 gateway processes on
+     one port, the highest rate with p99 added <= 10 ms and the CPU per call
+  8. govledger and LiteLLM side by side (bench/gateway_overload.py): CPU per call, the
+     highest rate at p99 added <= 10 ms, and offered 5x capacity: goodput and how fast
+     the rest is refused (503 p50/p99)
 
 Run from the repository root:  .venv/bin/python bench/gateway.py   (or `make bench-gateway`)
-Flags: --duration-s, --rate, --single-rate, --skip-litellm, --quick (smoke run), --profile.
+Flags: --duration-s, --rate, --single-rate, --skip-litellm, --skip-overload, --quick (smoke
+run), --profile.
 Prints each phase as it ends, then the figures table, the raw phases, and one JSON line.
 
 This module holds the flags, the figures and the report; the parts it drives are
@@ -66,7 +72,9 @@ from bench.common import (
 )
 from bench.gateway_hotpath import cpu_ratio, idle_cpu_ms_per_s, idle_row
 from bench.gateway_load import Phase
+from bench.gateway_overload import fair_and_overload
 from bench.gateway_procs import Children, machine_busy_seconds
+from bench.gateway_scaling import scaling_figure
 from bench.gateway_stack import (
     SEARCH_STEP,
     UPSTREAM_DELAY_MS,
@@ -97,6 +105,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--search-duration-s", type=float, default=6.0, help="a search probe")
     parser.add_argument("--skip-litellm", action="store_true", help="leave out figure 4")
     parser.add_argument("--skip-search", action="store_true", help="no step searches")
+    parser.add_argument("--skip-overload", action="store_true", help="leave out figure 8")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 3 s runs, no step searches"
     )
@@ -348,6 +357,11 @@ def benchmark(bench: Bench) -> dict[str, Any]:
     if bench.otlp_url:
         bench.children.stop("otlp-sink")
 
+    # --- 7. one gateway per core: 1 and 2 processes (bench/gateway_scaling.py) -----------
+    rows_7, figures_7 = scaling_figure(bench)
+    rows += rows_7
+    figures.update(figures_7)
+
     # --- 4. LiteLLM on the same upstream -------------------------------------------------
     if litellm_exe is not None and bench.start_litellm(litellm_exe):
         try:
@@ -405,6 +419,12 @@ def benchmark(bench: Bench) -> dict[str, Any]:
             bench.children.stop("litellm")
     elif args.skip_litellm:
         bench.notes.append("LiteLLM left out (--skip-litellm)")
+
+    # --- 8. fair comparison and overload, both proxies (bench/gateway_overload.py) ---------
+    if not args.skip_overload:
+        section_rows, section = fair_and_overload(bench, direct_1, litellm_exe)
+        rows += section_rows
+        figures["fair_and_overload"] = section
 
     # --- optional profile of the gateway under load --------------------------------------
     profile_rows: list[str] = []

@@ -9,7 +9,11 @@ from each worktree in turn).
 Each variant (VARIANTS) is one gateway built with its own settings overrides and its own
 tracing: off, on with spans kept in memory (what making the spans costs), and on with
 spans sent over OTLP/HTTP to a local receiver in another process (bench/otlp_sink.py:
-making, encoding and sending them; the receiver's CPU is not counted).
+making, encoding and sending them; the receiver's CPU is not counted). The "upstream over
+TCP" variants send "chat upstream" to bench/upstream.py in another process (its CPU not
+counted) instead of the in-process MockTransport double: with the gateway's own client
+(aiohttp), and with httpx and its connection pool (the client before issue 18), so the
+two clients are compared in one run.
 
 Run from the repository root:
   .venv/bin/python -m bench.gateway_cpu [--calls N] [--reps R] [--variant NAME ...]
@@ -38,6 +42,8 @@ import httpx
 import structlog
 
 from bench.gateway_procs import free_port
+from gateway.providers.openai_compat import OpenAICompatProvider
+from gateway.providers.upstream_http import UPSTREAM_POOL
 from gateway.tracing import NO_TRACING, Tracing
 from tests.component.support import CAPTURE_MODEL, Component, running_component
 
@@ -52,8 +58,16 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "embeddings sim": ("/v1/embeddings", {"model": "sim-embed", "input": "Hello ledger"}),
     "completions sim": ("/v1/completions", {"model": "sim-small", "prompt": "Hello ledger"}),
 }
+# Only where the upstream is bench/upstream.py, which streams (the in-process double does not).
+TCP_CALLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat upstream stream": (
+        "/v1/chat/completions",
+        {"model": CAPTURE_MODEL, "messages": HELLO, "stream": True},
+    ),
+}
 WARMUP_CALLS = 50
 OTLP_SINK = Path(__file__).resolve().parent / "otlp_sink.py"
+UPSTREAM = Path(__file__).resolve().parent / "upstream.py"
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,7 @@ class Variant:
 
     settings: Mapping[str, Any] = field(default_factory=dict)
     spans: str | None = None
+    upstream: str | None = None  # "aiohttp" or "httpx": over TCP to bench/upstream.py
 
 
 VARIANTS: dict[str, Variant] = {
@@ -72,6 +87,8 @@ VARIANTS: dict[str, Variant] = {
     "tracing on, OTLP": Variant(spans="otlp"),
     # Against "tracing off" (metrics on, the default): what Prometheus metrics cost a call.
     "metrics off": Variant(settings={"metrics_enabled": False}),
+    "upstream over TCP": Variant(upstream="aiohttp"),
+    "upstream over TCP, httpx": Variant(upstream="httpx"),
 }
 
 
@@ -106,6 +123,36 @@ def variant_tracing(variant: Variant) -> Iterator[tuple[Tracing, str]]:
         sink.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def variant_upstream(variant: Variant) -> Iterator[str]:
+    """The base URL of bench/upstream.py in another process ("" when the variant keeps
+    the in-process double)."""
+    if variant.upstream is None:
+        yield ""
+        return
+    from govledger.broker import wait_for_port
+
+    port = free_port()
+    argv = [sys.executable, str(UPSTREAM), "--port", str(port), "--delay-ms", "0"]
+    upstream = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port("127.0.0.1", port, 20)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=10)
+
+
+def tcp_provider(variant: Variant, base_url: str) -> OpenAICompatProvider:
+    """The gateway's OpenAI-compatible provider at `base_url`, over the variant's client."""
+    transport = None
+    if variant.upstream == "httpx":
+        transport = httpx.AsyncHTTPTransport(limits=UPSTREAM_POOL)
+    return OpenAICompatProvider(
+        name="openai", base_url=base_url, api_key="bench", timeout_s=30, transport=transport
+    )
+
+
 async def cpu_us_per_call(
     stack: Component,
     headers: dict[str, str],
@@ -135,17 +182,24 @@ async def cpu_us_per_call(
     return best
 
 
-async def measure(variant: Variant, tracing: Tracing, calls: int, reps: int) -> dict[str, float]:
-    """CPU µs per call of each of CALLS through a gateway of this variant."""
+async def measure(
+    variant: Variant, tracing: Tracing, upstream_url: str, calls: int, reps: int
+) -> dict[str, float]:
+    """CPU µs per call of each of CALLS (and TCP_CALLS over TCP) through a gateway of this
+    variant."""
     with tempfile.TemporaryDirectory() as tmp:
         async with running_component(Path(tmp), **variant.settings) as stack:
             stack.gateway.tracing = tracing
+            if upstream_url:
+                double = stack.gateway.providers["openai"]
+                stack.gateway.providers["openai"] = tcp_provider(variant, upstream_url)
+                await double.close()
             stack.publish_balance("bench", "1000")
             secret = (await stack.create_key("bench"))["key"]
             headers = {"Authorization": f"Bearer {secret}"}
             return {
                 name: round(await cpu_us_per_call(stack, headers, path, body, calls, reps), 1)
-                for name, (path, body) in CALLS.items()
+                for name, (path, body) in (CALLS | (TCP_CALLS if upstream_url else {})).items()
             }
 
 
@@ -177,17 +231,21 @@ def main() -> int:
     results: dict[str, dict[str, float]] = {}
     for name in names:
         variant = VARIANTS[name]
-        with variant_tracing(variant) as (tracing, count_url):
-            results[name] = asyncio.run(measure(variant, tracing, args.calls, args.reps))
+        with variant_tracing(variant) as (tracing, count_url), variant_upstream(variant) as url:
+            results[name] = asyncio.run(measure(variant, tracing, url, args.calls, args.reps))
             tracing.shutdown()
             received = httpx.get(count_url, timeout=10).text if count_url else ""
         print(f"[{name}] measured" + (f"; OTLP receiver counted {received}" if received else ""))
-    print(f"{'µs CPU per call':<18}" + "".join(f"{name:>24}" for name in names))
-    for call in CALLS:
-        print(f"{call:<18}" + "".join(f"{results[name][call]:>24.1f}" for name in names))
+    print(f"{'µs CPU per call':<20}" + "".join(f"{name:>24}" for name in names))
+    for call in [*CALLS, *TCP_CALLS]:
+        figures = [results[name].get(call) for name in names]
+        if any(f is not None for f in figures):
+            cells = "".join(f"{'-' if f is None else f'{f:.1f}':>24}" for f in figures)
+            print(f"{call:<20}" + cells)
     first = names[0]
     for name in names[1:]:
-        extra = [results[name][c] - results[first][c] for c in CALLS]
+        common = [c for c in results[first] if c in results[name]]
+        extra = [results[name][c] - results[first][c] for c in common]
         print(f"{name} minus {first}: {sum(extra) / len(extra):+.1f} µs CPU per call, mean")
     print(json.dumps({"cpu_us_per_call": results}))
     return 0

@@ -30,6 +30,11 @@ UPSTREAM_DELAY_MS = 50.0
 SEARCH_STEP = 25.0
 SEARCH_PROBES = 5
 LITELLM_VENV = REPO_ROOT / "bench" / ".venv" / "litellm"
+# The LiteLLM release compared against, installed by this exact version (never "latest",
+# so two runs compare the same thing). 1.106.12: the newest whose `proxy` extra resolves
+# from the package index this machine reaches (later ones pin litellm-proxy-extras
+# releases it lacks). Change it on purpose, and say so beside the figures.
+LITELLM_VERSION = "1.106.12"
 LITELLM_KEY = "sk-bench-" + secrets.token_hex(8)
 
 
@@ -274,19 +279,21 @@ class Bench:
     # --- LiteLLM ---
 
     def ensure_litellm(self) -> Path | None:
-        """The litellm command in bench/.venv/litellm, installed on first use; None (and a
-        note saying why) if that fails."""
+        """The litellm command in bench/.venv/litellm at LITELLM_VERSION, installed (or
+        re-pinned) when missing; None (and a note saying why) if that fails."""
         exe = LITELLM_VENV / "bin" / "litellm"
-        if exe.exists():
+        if exe.exists() and litellm_version() == LITELLM_VERSION:
             return exe
         python = shutil.which("python3.11") or sys.executable
         log = self.children.log_path("litellm-install")
-        print(f"[litellm] installing litellm[proxy] into {LITELLM_VENV} (log {log})", flush=True)
+        wanted = f"litellm[proxy]=={LITELLM_VERSION}"
+        print(f"[litellm] installing {wanted} into {LITELLM_VENV} (log {log})", flush=True)
         with log.open("ab") as out:
             steps = [
-                [python, "-m", "venv", str(LITELLM_VENV)],
-                [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", "litellm[proxy]"],
+                [str(LITELLM_VENV / "bin" / "python"), "-m", "pip", "install", wanted],
             ]
+            if not (LITELLM_VENV / "bin" / "python").exists():
+                steps.insert(0, [python, "-m", "venv", str(LITELLM_VENV)])
             for step in steps:
                 try:
                     done = subprocess.run(
@@ -302,8 +309,8 @@ class Bench:
                         + " | ".join(tail)
                     )
                     return None
-        if not exe.exists():
-            self.notes.append(f"LiteLLM not installed: no {exe} after pip install")
+        if not exe.exists() or litellm_version() != LITELLM_VERSION:
+            self.notes.append(f"LiteLLM {LITELLM_VERSION} not installed in {LITELLM_VENV}")
             return None
         return exe
 

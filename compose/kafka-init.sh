@@ -11,11 +11,15 @@ BOOTSTRAP=localhost:9094
 BIN="${KAFKA_BIN:-/opt/kafka/bin}"
 SECRETS="${SECRETS_DIR:-/run/secrets}"
 PARTITIONS="${TOPIC_PARTITIONS:?set TOPIC_PARTITIONS}"
+# One broker: 1 and 1. Three brokers (compose/cluster.yml): 3 and 2, so a record
+# acked (acks=all) is on two brokers at least and one broker may be down.
+REPLICAS="${TOPIC_REPLICATION_FACTOR:-1}"
+MIN_ISR="${TOPIC_MIN_INSYNC_REPLICAS:-1}"
 
 topic() {  # name cleanup.policy
   "$BIN/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --create --if-not-exists \
-    --topic "$1" --partitions "$PARTITIONS" --replication-factor 1 \
-    --config "cleanup.policy=$2"
+    --topic "$1" --partitions "$PARTITIONS" --replication-factor "$REPLICAS" \
+    --config "cleanup.policy=$2" --config "min.insync.replicas=$MIN_ISR"
 }
 
 user() {  # user secret-name; the password never reaches the output

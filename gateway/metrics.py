@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from gateway import errors
+from gateway.admission import Admission
 from gateway.breakers import BreakerBoard
 from gateway.call_record import CallRecord
 from gateway.catalogue import Target
@@ -117,6 +118,30 @@ GATEWAY_SPECS: tuple[MetricSpec, ...] = (
         "counter",
         ("tenant",),
         "Cost of calls per tenant in nano-USD, as priced in their lineage records.",
+    ),
+    MetricSpec(
+        "govledger_gateway_admission_limit",
+        "gauge",
+        (),
+        "Calls the adaptive admission limit lets in flight now (gateway/admission.py).",
+    ),
+    MetricSpec(
+        "govledger_gateway_admission_in_flight",
+        "gauge",
+        (),
+        "Calls admitted and not yet answered (the admission limit counts these).",
+    ),
+    MetricSpec(
+        "govledger_gateway_loop_lag_seconds",
+        "gauge",
+        (),
+        "Event-loop lag, the lowest sample of the last admission interval.",
+    ),
+    MetricSpec(
+        "govledger_gateway_admission_refusals_total",
+        "counter",
+        (),
+        "Calls refused 503 overloaded by the admission limit (a lagging event loop).",
     ),
     MetricSpec(
         "govledger_lineage_emit_duration_seconds",
@@ -303,6 +328,25 @@ class GatewayMetrics:
 
         self.metrics.on_scrape(refresh)
 
+    def watch_admission(self, admission: Admission) -> None:
+        """Read the admission limit, calls in flight, loop lag and refusals at each scrape."""
+        m = self.metrics
+        limit = m["govledger_gateway_admission_limit"].gauge()
+        in_flight = m["govledger_gateway_admission_in_flight"].gauge()
+        lag = m["govledger_gateway_loop_lag_seconds"].gauge()
+        refusals = m["govledger_gateway_admission_refusals_total"].counter()
+        counted = {"refused": 0}
+
+        def refresh() -> None:
+            limit.set(int(admission.limit))
+            in_flight.set(admission.in_flight)
+            lag.set(admission.last_lag_s)
+            if (more := admission.refused - counted["refused"]) > 0:
+                refusals.inc(more)
+                counted["refused"] = admission.refused
+
+        self.metrics.on_scrape(refresh)
+
     def watch_lineage(self, publisher: OutboxPublisher) -> None:
         """Read the lineage outbox at each scrape: depth, oldest age, resends."""
         depth = self.metrics["govledger_lineage_outbox_depth"].gauge()
@@ -330,6 +374,7 @@ class Routed(Protocol):
     providers: dict[str, Any]
     breakers: BreakerBoard
     upstream_in_flight: int
+    admission: Admission
 
 
 def gateway_metrics(gateway: Routed) -> GatewayMetrics:
@@ -343,4 +388,5 @@ def gateway_metrics(gateway: Routed) -> GatewayMetrics:
     metrics.watch_routing(
         gateway.breakers, gateway.catalogue.values(), lambda: gateway.upstream_in_flight
     )
+    metrics.watch_admission(gateway.admission)
     return metrics

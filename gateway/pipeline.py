@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 
 from gateway import errors, replies
+from gateway.admission import Admission, admission_config
 from gateway.attempts import TargetRunner
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
@@ -33,6 +34,7 @@ from gateway.errors import GatewayError, error_response, refusal_response
 from gateway.metrics import gateway_metrics
 from gateway.policy.baseline import ChainCache
 from gateway.policy.chain import CallFacts, RefusalReason, reads_text
+from gateway.processes import serving_processes
 from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
 from gateway.ratelimit import Limits, RateLimiter, parse_team_limits
 from gateway.replies import link_headers
@@ -104,7 +106,7 @@ class Gateway:
         self.region = settings.region
         self.limits = body_limits(settings)
         self.budget = Budget(views, lineage.producer_id)
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter(processes=serving_processes(settings))
         self.team_limits = parse_team_limits(settings.team_rate_limits)
         self.fallbacks = {**SIM_FALLBACKS, **parse_fallbacks(settings.fallbacks)}
         self.groups = parse_model_groups(settings.model_groups)
@@ -112,6 +114,7 @@ class Gateway:
         self.breakers = BreakerBoard(config_of(settings), views.fleet_breakers)
         self.runner = TargetRunner(settings, self.breakers)
         self.upstream_in_flight = 0
+        self.admission = Admission(admission_config(settings))  # by loop lag (loop_lag.py)
         self.metrics = gateway_metrics(self)  # Prometheus, labels bounded by the catalogue
         self.tracing: Tracing = NO_TRACING  # gateway.tracing: set from the OTEL_ variables
         self.chains = ChainCache()  # each tenant pack's effective chain, until republished
@@ -126,6 +129,9 @@ class Gateway:
         """Liveness and whether the local views have caught up."""
         body = {"status": "ok", "keys": len(self.views.keys), "wallets": len(self.views.wallets)}
         body["lineage_overflow"] = self.lineage_overflow  # served while the outbox was full
+        # Which of the processes on this port answered (0: a lone gateway), and as whom.
+        body["process"] = self.settings.gateway_process_index
+        body["producer_id"] = self.lineage.producer_id
         return web.json_response(body, dumps=lambda v: orjson.dumps(v).decode())
 
     async def models(self, request: web.Request) -> web.Response:
@@ -169,7 +175,18 @@ class Gateway:
 
     async def serve(self, request: web.Request, api: str, parse: Parse) -> web.StreamResponse:
         """One call to an API (its request adapter made by `parse`) under the key, the
-        policy chain, the budget and routing; one lineage record whatever happens."""
+        policy chain, the budget and routing; one lineage record whatever happens. Past
+        the admission limit (a lagging event loop), refused at once, before any work."""
+        admitted = self.admission.admit()
+        try:
+            return await self._serve(request, api, parse, admitted)
+        finally:
+            if admitted:
+                self.admission.release()
+
+    async def _serve(
+        self, request: web.Request, api: str, parse: Parse, admitted: bool
+    ) -> web.StreamResponse:
         started = time.perf_counter()
         request[ACCESS_LOGGED] = True  # by _record: one `gateway call` line per call
         # Two traceparent headers join into a value that is not W3C's form: refused.
@@ -180,6 +197,10 @@ class Gateway:
         call.trace = self.tracing.call(call, request)  # may take the span's ids as the call's
         call.prices = self.views.prices
         try:
+            if not admitted:  # shed: the loop is behind; the caller may try again soon
+                retry_s = str(self.admission.retry_after_s)
+                message = "gateway overloaded: its event loop is behind; retry shortly"
+                raise GatewayError(errors.OVERLOADED, message, {"Retry-After": retry_s})
             self._check_lineage()
             body = await self._read_body(request, call)
             call.policies.append("auth")

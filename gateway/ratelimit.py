@@ -1,5 +1,13 @@
 """Requests and tokens per minute per key: token buckets, refilled continuously. Pure:
-the caller passes the clock, so tests need no sleeping."""
+the caller passes the clock, so tests need no sleeping.
+
+A gateway of N processes on one port (GOVLEDGER_GATEWAY_PROCESSES) shares no bucket
+between them, so each process refills at limit / N: together they never admit more than
+the limit per minute, beyond one burst of at most N x max(limit / N, one call) (each
+bucket holds at least one call, or a limit below N could never admit one). A client
+whose calls all reach one process (one keep-alive connection: the kernel spreads
+connections, not calls) gets limit / N: strict, never over (docs/failures.md).
+"""
 
 from __future__ import annotations
 
@@ -13,38 +21,55 @@ SECONDS_PER_MINUTE = 60.0
 
 @dataclass(slots=True)
 class Bucket:
-    """Holds up to `capacity` units and refills `capacity` per minute."""
+    """Holds up to `capacity` units and refills `per_minute` (by default `capacity`)."""
 
     capacity: float
     level: float
     updated_s: float
+    per_minute: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.per_minute = self.per_minute or self.capacity
 
     def refill(self, now_s: float) -> None:
         """Add what accrued since the last look."""
         elapsed_s = max(now_s - self.updated_s, 0.0)
-        self.level = min(self.capacity, self.level + elapsed_s * self.capacity / SECONDS_PER_MINUTE)
+        self.level = min(
+            self.capacity, self.level + elapsed_s * self.per_minute / SECONDS_PER_MINUTE
+        )
         self.updated_s = now_s
 
     def wait_s(self, amount: float) -> float:
         """Seconds until `amount` is available (0 if it is now)."""
         missing = amount - self.level
-        return 0.0 if missing <= 0 else missing * SECONDS_PER_MINUTE / self.capacity
+        return 0.0 if missing <= 0 else missing * SECONDS_PER_MINUTE / self.per_minute
+
+
+def process_share(per_minute: int, processes: int) -> tuple[float, float]:
+    """One process's (capacity, refill per minute) of a limit that `processes` processes
+    enforce between them: limit / N each, the capacity never below one unit."""
+    assert per_minute > 0 and processes >= 1, "a limit, shared by at least one process"
+    share = per_minute / processes
+    return max(share, 1.0), share
 
 
 class RateLimiter:
     """Buckets per key: one for requests, one for tokens, each only if the key has a limit."""
 
-    def __init__(self, max_keys: int = 100_000) -> None:
+    def __init__(self, max_keys: int = 100_000, *, processes: int = 1) -> None:
         assert max_keys > 0, "the limiter needs room for at least one key"
+        assert processes >= 1, "at least this process enforces the limit"
         self.max_keys = max_keys
+        self.processes = processes  # this process enforces its share: limit / processes
         self._buckets: dict[tuple[str, str], Bucket] = {}
 
     def _bucket(self, key_id: str, kind: str, per_minute: int, now_s: float) -> Bucket:
         bucket = self._buckets.get((key_id, kind))
-        if bucket is None or bucket.capacity != per_minute:
+        capacity, refill = process_share(per_minute, self.processes)
+        if bucket is None or bucket.per_minute != refill:
             if len(self._buckets) >= self.max_keys:
                 self._buckets.clear()  # bounded memory; limits restart full, never stricter
-            bucket = Bucket(float(per_minute), float(per_minute), now_s)
+            bucket = Bucket(capacity, capacity, now_s, refill)
             self._buckets[(key_id, kind)] = bucket
         bucket.refill(now_s)
         return bucket
@@ -65,7 +90,7 @@ class RateLimiter:
             wants.append((self._bucket(key_id, "requests", requests_per_minute, now_s), 1.0))
         if tokens_per_minute > 0:
             bucket = self._bucket(key_id, "tokens", tokens_per_minute, now_s)
-            wants.append((bucket, float(min(tokens, tokens_per_minute))))
+            wants.append((bucket, min(float(tokens), bucket.capacity)))
         wait_s = max((bucket.wait_s(amount) for bucket, amount in wants), default=0.0)
         if wait_s > 0:
             return max(1, math.ceil(wait_s))

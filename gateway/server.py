@@ -12,8 +12,10 @@ from gateway.admin.api import AdminApi
 from gateway.anthropic_shape import COUNT_TOKENS_PATH, MESSAGES_PATH
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
 from gateway.errors import HEADERS_TOO_LARGE, error_response
+from gateway.loop_lag import lag_sampling
 from gateway.messages_endpoint import count_tokens, messages
 from gateway.pipeline import CALL_PATHS, CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, Gateway
+from gateway.processes import metrics_port, shares_port
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider
@@ -123,6 +125,14 @@ def gateway_application(
     if settings.gateway_serves in ("all", "api"):  # Anthropic's Messages API
         routes += anthropic_routes(gateway)
     app.add_routes(routes)
+    app.cleanup_ctx.append(lag_sampling(gateway.admission))  # feeds the admission limit
+    return app
+
+
+def metrics_application(gateway: Gateway) -> web.Application:
+    """This process's own /metrics (and /healthz), on a port no other process shares."""
+    app = web.Application()
+    app.add_routes([web.get("/healthz", gateway.healthz), *gateway.metrics.metrics.route()])
     return app
 
 
@@ -218,6 +228,7 @@ class GatewayProcess:
             escalation_config=escalation_config,
         )
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
         """The aiohttp application."""
@@ -236,14 +247,31 @@ class GatewayProcess:
         await asyncio.wait_for(self.tailer.caught_up.wait(), timeout=60)
         self._runner = gateway_runner(self.settings, self.application())
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.gateway_host, self.settings.gateway_port)
+        # One of several processes on this port (gateway/processes.py): the kernel spreads
+        # new connections over the sockets that share it.
+        reuse_port = shares_port(self.settings)
+        host, port = self.settings.gateway_host, self.settings.gateway_port
+        site = web.TCPSite(self._runner, host, port, reuse_port=reuse_port or None)
         await site.start()
-        log.info("gateway listening", url=self.settings.gateway_url, keys=len(self.views.keys))
+        own_metrics_port = metrics_port(self.settings)
+        if own_metrics_port and self.settings.metrics_enabled:
+            self._metrics_runner = web.AppRunner(metrics_application(self.gateway))
+            await self._metrics_runner.setup()
+            await web.TCPSite(self._metrics_runner, host, own_metrics_port).start()
+        log.info(
+            "gateway listening",
+            url=self.settings.gateway_url,
+            keys=len(self.views.keys),
+            process=self.settings.gateway_process_index,
+            producer_id=self.lineage.producer_id,
+        )
 
     async def stop(self) -> None:
         """Stop listening, flush lineage, disconnect."""
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         await self.tailer.stop()
         await self.lineage.stop()
         await self.control.stop()

@@ -6,6 +6,7 @@ is restarted, see govledger.supervision), and a clean stop."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -19,12 +20,20 @@ from typing import IO
 
 import structlog
 
+from gateway.processes import child_env, part_index, part_name, resolve_processes, usable_cores
 from govledger.admin_token import resolve_admin_token
 from govledger.broker import start_tansu
 from govledger.supervision import CrashLoop, RestartPolicy, decide, how_it_ended
 from schemas.authn import resolve_keyring
 from schemas.kafka import ensure_topics
-from schemas.settings import ConsoleSettings, NotifySettings, RuntimeSettings, env_name, load
+from schemas.settings import (
+    ConsoleSettings,
+    GatewaySettings,
+    NotifySettings,
+    RuntimeSettings,
+    env_name,
+    load,
+)
 from streams.intake import READY_PATH
 
 STOP_GRACE_S = 30.0
@@ -76,6 +85,32 @@ def wait_for_http(
     raise TimeoutError(f"{url} not up after {timeout_s}s")
 
 
+def wait_for_gateway(
+    url: str,
+    index: int | None,
+    timeout_s: float,
+    process: subprocess.Popen[bytes],
+    abort: threading.Event | None = None,
+) -> None:
+    """Block until the gateway's /healthz answers 200 from process `index` (None: any).
+    The processes share the port and the kernel picks one per connection, so each try
+    (a new connection) reaches process `index` with a chance of 1 in N."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        wait_for_http(url, max(deadline - time.monotonic(), 0.1), process, abort)
+        if index is None:
+            return
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+                if json.loads(response.read()).get("process") == index:
+                    return
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"gateway process {index} not up at {url} after {timeout_s}s")
+        time.sleep(0.02)
+
+
 class Stack:
     """The embedded runtime's children, started in dependency order, stopped in reverse;
     once `start_supervising` runs, a child that exits is restarted (see `supervise_once`)."""
@@ -103,6 +138,12 @@ class Stack:
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
+        # GOVLEDGER_GATEWAY_PROCESSES: gateway processes on one port, each a part that is
+        # restarted alone ("gateway", "gateway-2", …; see gateway/processes.py).
+        configured = load(GatewaySettings, self.environ).gateway_processes
+        self.gateway_processes = resolve_processes(configured, usable_cores())
+        gateways = tuple(part_name(i) for i in range(1, self.gateway_processes + 1))
+        self.client_parts = ("sink", "worker", *gateways)  # CLIENT_PARTS, N gateways
 
     def _open_log(self, name: str) -> IO[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -129,8 +170,13 @@ class Stack:
             web_port = env.get(env_name("worker_web_port"), "6066")
             worker_url = f"http://127.0.0.1:{web_port}" if web_port != "0" else ""
             env.setdefault(env_name("console_worker_urls"), worker_url)
+        index = part_index(name)
+        if index and self.gateway_processes > 1:
+            env = child_env(env, self.gateway_processes, index)
+        elif index:  # one gateway: it serves alone (not 0, "by cores", again)
+            env[env_name("gateway_processes")] = "1"
         process = subprocess.Popen(
-            [sys.executable, "-m", "govledger", name],
+            [sys.executable, "-m", "govledger", "gateway" if index else name],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -171,9 +217,11 @@ class Stack:
                     started[name].process,
                     self._stopping,
                 )
-        if "gateway" in started:
-            url = f"{self.settings.gateway_url}/healthz"
-            wait_for_http(url, timeout, started["gateway"].process, self._stopping)
+        url = f"{self.settings.gateway_url}/healthz"
+        for name, child in started.items():
+            if index := part_index(name):
+                wanted = index if self.gateway_processes > 1 else None
+                wait_for_gateway(url, wanted, timeout, child.process, self._stopping)
         if "worker" in started:
             worker = started["worker"].process
             web_port = int(self.environ.get(env_name("worker_web_port"), "6066"))
@@ -198,7 +246,7 @@ class Stack:
             # start overlaps the others'. GOVLEDGER_CONSOLE_PORT=0 runs none.
             console = load(ConsoleSettings, self.environ)
             early = self._spawn("console") if console.console_port else None
-            self._launch(CLIENT_PARTS)
+            self._launch(self.client_parts)
             # The notifier (alerts to webhooks) waits for no one and no one waits for it;
             # a new broker restarts it with the others (it is in NOTIFIER_PARTS).
             if load(NotifySettings, self.environ).notifier_enabled:
@@ -262,11 +310,11 @@ class Stack:
         on it stops (a gateway keeps what it could not send in its spool), the broker
         starts, and the parts start again as at `start`: the sink first, which restores
         the admin log and the balances from the store before it answers."""
-        on_broker = (*CLIENT_PARTS, *NOTIFIER_PARTS)
+        on_broker = (*self.client_parts, *NOTIFIER_PARTS)
         clients = [c for c in self.children if c.name in on_broker]
         self._stop_children(clients, self.settings.restart_stop_grace_s)
         self._start_broker()
-        self._launch(CLIENT_PARTS)
+        self._launch(self.client_parts)
         if any(c.name in NOTIFIER_PARTS for c in clients):
             self._launch(NOTIFIER_PARTS)
 

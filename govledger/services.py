@@ -35,6 +35,7 @@ from schemas.settings import (
 )
 from schemas.topics import CONTROL
 from sinks.access import AccessDeniedError, Authenticate, Reader
+from sinks.consume_process import ConsumeProcess
 from sinks.exports.scheduler import ScheduleLimits
 from sinks.query_api import retention_loop
 from sinks.query_app import QueryApi
@@ -139,7 +140,7 @@ async def sink_main(settings: SinkSettings) -> None:
     stop = _stop_event()
     token = resolve_admin_token(settings, create=True)
     install_keyring(settings)
-    store = Store(settings.effective_clickhouse_dsn)
+    store = Store(settings.effective_clickhouse_dsn, cluster=settings.store_cluster)
     await store.run(store.migrate)
     await ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     if settings.restore_on_start and await broker_is_empty(settings.kafka_bootstrap):
@@ -155,6 +156,11 @@ async def sink_main(settings: SinkSettings) -> None:
     notices = StoredNotices(settings.kafka_bootstrap, new_producer_id("sink"))
     await notices.start()
     writer = SinkWriter(settings, store, dlq, on_committed=notices)
+    # Or the consuming in a child process that feeds this one (it sends its own notices).
+    feed = None
+    if settings.sink_consume_process:
+        writer.on_committed = None
+        feed = ConsumeProcess(settings, writer, notices=True)
     # A scheduled export's finished run, notified to its routes (docs/notifications.md).
     keyring = authn.installed()
     assert keyring is not None, "install_keyring installed one"
@@ -167,7 +173,7 @@ async def sink_main(settings: SinkSettings) -> None:
         query_readers(views, token),
         lambda: _stats(writer),
         settings.query_max_rows,
-        consumer_lag=writer.consumer_lag,
+        consumer_lag=writer.consumer_lag if feed is None else feed.consumer_lag,
         retention_days=lambda: retention_days(views),
         exports_dir=settings.data_path / "exports",
         schedule_limits=ScheduleLimits(
@@ -187,8 +193,8 @@ async def sink_main(settings: SinkSettings) -> None:
     writer.metrics.watch_writer(writer)
     runner = query_runner(settings, api.application())
     await runner.setup()
-    await writer.start()
-    task = asyncio.create_task(writer.run())
+    await (writer if feed is None else feed).start()
+    task = asyncio.create_task((writer if feed is None else feed).run())
     retention = asyncio.create_task(
         retention_loop(store, lambda: retention_days(views), settings.retention_interval_s)
     )
@@ -200,12 +206,18 @@ async def sink_main(settings: SinkSettings) -> None:
         )
         if task in done:
             task.result()  # the writer died: surface why
+        if feed is not None:  # the child writes what is left, then `run` returns
+            await feed.request_stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=SINK_DRAIN_LIMIT_S)
+                task.result()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         # Stopped on purpose: the producers stopped first, so write what is left.
         try:
-            await asyncio.wait_for(writer.drain(), timeout=SINK_DRAIN_LIMIT_S)
+            if feed is None:
+                await asyncio.wait_for(writer.drain(), timeout=SINK_DRAIN_LIMIT_S)
         except TimeoutError:
             log.warning("sink stopped before writing everything", store=writer.stats.store.state())
     finally:
@@ -214,6 +226,8 @@ async def sink_main(settings: SinkSettings) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await running
         await writer.stop()
+        if feed is not None:
+            await feed.stop()
         await notices.stop()
         await tailer.stop()
         await runner.cleanup()

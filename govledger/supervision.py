@@ -11,6 +11,8 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from schemas.settings import RuntimeSettings
+
 
 @dataclass(frozen=True, slots=True)
 class RestartPolicy:
@@ -39,6 +41,16 @@ class CrashLoop:
     """Give up: the part restarted too often; `reason` says so for the operator."""
 
     reason: str
+
+
+def restart_policy(settings: RuntimeSettings) -> RestartPolicy:
+    """The policy the GOVLEDGER_RESTART_* settings say."""
+    return RestartPolicy(
+        settings.restart_limit,
+        settings.restart_window_s,
+        settings.restart_backoff_s,
+        settings.restart_backoff_max_s,
+    )
 
 
 def how_it_ended(returncode: int) -> str:

@@ -299,6 +299,34 @@ def event_id_of(value: bytes) -> str:
 def producer_id_of(value: bytes) -> str:
     """The producer_id of single-object bytes, read from the envelope (fifth field) alone,
     skipping the fields before it undecoded."""
+    # The usual record first: short strings (one-byte lengths) and an occurred_at of up
+    # to ten bytes, all in bounds; anything else takes the checked path below.
+    at = HEADER_BYTES
+    size = len(value)
+    if size > at + 60:
+        first = value[at]
+        if first < 0x80 and not first & 1:  # event_id
+            at += 1 + (first >> 1)
+            second = value[at] if at < size else 0x80
+            if second < 0x80 and not second & 1:  # event_type
+                at += 1 + (second >> 1)
+                end = at + 10
+                while at < end and at < size and value[at] & 0x80:  # occurred_at
+                    at += 1
+                at += 1  # past its last byte (one past the end if it is cut or overlong)
+                third = value[at] if at <= min(end, size - 1) else 0x80
+                if third < 0x80 and not third & 1:  # tenant_id
+                    at += 1 + (third >> 1)
+                    fourth = value[at] if at < size else 0x80
+                    if fourth < 0x80 and not fourth & 1 and at + 1 + (fourth >> 1) <= size:
+                        try:
+                            return value[at + 1 : at + 1 + (fourth >> 1)].decode()
+                        except UnicodeDecodeError:
+                            pass  # the checked path says why
+    return _producer_id_checked(value)
+
+
+def _producer_id_checked(value: bytes) -> str:
     position = string_span(value, HEADER_BYTES)[1]  # event_id
     position = string_span(value, position)[1]  # event_type
     position = read_long(value, position)[1]  # occurred_at
@@ -365,3 +393,18 @@ class HashChain:
             record_hash=record_hash,
         )
         return sealed, MAGIC + entry.fingerprint + sealed_body
+
+
+def producer_seq_of(value: bytes) -> tuple[str, int]:
+    """(producer_id, seq) of single-object bytes, skipping the envelope's other fields
+    undecoded (the sink's stored notices read one per record); DecodeError when cut."""
+    at = string_span(value, HEADER_BYTES)[1]  # event_id
+    at = string_span(value, at)[1]  # event_type
+    at = read_long(value, at)[1]  # occurred_at
+    at = string_span(value, at)[1]  # tenant_id
+    start, end = string_span(value, at)
+    try:
+        producer_id = value[start:end].decode()
+    except UnicodeDecodeError as exc:
+        raise DecodeError("producer_id is not UTF-8") from exc
+    return producer_id, read_long(value, end)[0]

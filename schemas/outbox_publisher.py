@@ -48,6 +48,8 @@ log = structlog.get_logger(__name__)
 
 RESEND_AFTER_S = 60.0
 FSYNC_INTERVAL_S = 0.05
+# An empty outbox file younger than this may be a starting sibling's not locked yet.
+NEW_OUTBOX_GRACE_S = 10.0
 
 
 class OutboxPublisher(ChainedPublisher):
@@ -102,9 +104,18 @@ class OutboxPublisher(ChainedPublisher):
             if path.stem == self.producer_id:
                 continue
             try:
-                left = Outbox(self.folder, path.stem, max(max_bytes, path.stat().st_size))
+                stat = path.stat()
+                size_bytes = stat.st_size
+                # Empty and new: a sibling process (GOVLEDGER_GATEWAY_PROCESSES) may have made
+                # it a moment ago and not hold its lock yet: never take that lock. An older
+                # empty one is a dead process's (adopted, then removed as all confirmed).
+                if size_bytes == 0 and time.time() - stat.st_mtime < NEW_OUTBOX_GRACE_S:
+                    continue
+                left = Outbox(self.folder, path.stem, max(max_bytes, size_bytes))
             except OutboxBusyError:
                 continue  # a live process of the same kind on this data dir
+            except FileNotFoundError:
+                continue  # a sibling that stopped removed it (all of it was stored)
             log.warning("outbox an earlier process left", path=str(path), records=left.unconfirmed)
             self.adopted[path.stem] = left
 

@@ -59,20 +59,38 @@ _RAW_FIELD = {"name": "raw", "type": "bytes", "doc": "The record's wire bytes."}
 _AUTH_FIELD = {"name": "auth", "type": "bytes", "doc": "The record's govledger-auth header."}
 
 
+_SHORT_LONGS = tuple(encode_long(n) for n in range(1 << 14))
+
+
+class _LongOf:
+    """encode_long by index, for lengths past the table."""
+
+    def __getitem__(self, n: int) -> bytes:
+        return encode_long(n)
+
+
 def container_file(
     entry: SchemaEntry, values: Sequence[bytes], auths: Sequence[bytes] | None = None
 ) -> bytes:
     """One container file holding every value (wire bytes of `entry`'s schema) with raw,
     and with each value's auth header when `auths` is given."""
     assert values, "a container file needs at least one record"
+    at = HEADER_BYTES
+    # Lengths from a table (records and headers are short); any longer takes encode_long.
+    short = len(_SHORT_LONGS)
+    longs: Any = _SHORT_LONGS
+    if max(map(len, values)) >= short or (auths is not None and max(map(len, auths)) >= short):
+        longs = _LongOf()
     if auths is None:
-        data = b"".join([v[HEADER_BYTES:] + encode_long(len(v)) + v for v in values])
+        data = b"".join([part for v in values for part in (v[at:], longs[len(v)], v)])
     else:
         assert len(auths) == len(values), "one auth per value"
+        # One join of every piece: no per-record concatenation (each copied the record).
         data = b"".join(
             [
-                v[HEADER_BYTES:] + encode_long(len(v)) + v + encode_long(len(a)) + a
+                part
                 for v, a in zip(values, auths, strict=True)
+                for part in (v[at:], longs[len(v)], v, longs[len(a)], a)
             ]
         )
     return b"".join(

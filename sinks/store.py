@@ -20,6 +20,7 @@ import structlog
 from clickhouse_connect.driver.binding import bind_query
 
 from sinks import reader_access
+from sinks.cluster_ddl import check_cluster_name, clustered
 
 log = structlog.get_logger(__name__)
 
@@ -66,13 +67,15 @@ def _statements(sql: str) -> list[str]:
 class Store:
     """A ClickHouse client whose calls run serially on one thread."""
 
-    def __init__(self, dsn: str, reader_dsn: str | None = None) -> None:
+    def __init__(self, dsn: str, reader_dsn: str | None = None, *, cluster: str = "") -> None:
         if dsn.startswith("chdb://"):
             # chDB creates its directory lazily; make sure the parent exists.
             from pathlib import Path
 
             Path(dsn.removeprefix("chdb://")).parent.mkdir(parents=True, exist_ok=True)
         self.dsn = dsn
+        # GOVLEDGER_STORE_CLUSTER: migrations in cluster form (sinks/cluster_ddl.py).
+        self.cluster = check_cluster_name(cluster) if cluster else ""
         self.is_embedded = dsn.startswith("chdb://")
         self.client: Any = clickhouse_connect.get_client(dsn=dsn)
         # Readers (the SQL endpoint and the reports) get a client of their own: on chDB
@@ -97,8 +100,10 @@ class Store:
     def migrate(self) -> list[str]:
         """Apply migrations not yet applied; return the names applied now."""
         self.client.command(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (number UInt32, name String, "
-            "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY number"
+            self._ddl(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (number UInt32, name String, "
+                "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY number"
+            )
         )
         done = {
             row[0] for row in self.client.query("SELECT number FROM schema_migrations").result_rows
@@ -108,7 +113,7 @@ class Store:
             if number in done:
                 continue
             for statement in _statements(sql):
-                self.client.command(statement)
+                self.client.command(self._ddl(statement))
             self.client.insert(
                 "schema_migrations", [(number, name)], column_names=["number", "name"]
             )
@@ -116,6 +121,9 @@ class Store:
         if applied:
             log.info("migrations applied", names=applied)
         return applied
+
+    def _ddl(self, statement: str) -> str:
+        return clustered(statement, self.cluster) if self.cluster else statement
 
     def insert_avro(self, table: str, columns: Sequence[str], data: bytes, token: str) -> None:
         """Insert an Avro container file; ClickHouse maps its fields to columns by name."""
@@ -130,6 +138,9 @@ class Store:
                     "input_format_avro_allow_missing_fields": 1,
                     # A retried insert that ClickHouse drops must feed no rollup either.
                     "deduplicate_blocks_in_dependent_materialized_views": 1,
+                    # On a cluster: done only once a majority of replicas hold the rows, so
+                    # the sink that next owns the partition finds them on any replica.
+                    **({"insert_quorum": "auto"} if self.cluster else {}),
                 },
             )
 

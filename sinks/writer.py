@@ -131,6 +131,12 @@ class PendingBatch:
     ids: list[str] = field(default_factory=list)
     partitions: list[TopicPartition] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    # Unverified partitions' first records in this batch: index by partition (see
+    # `SinkWriter._drop_already_written`).
+    firsts: dict[TopicPartition, int] = field(default_factory=dict)
+    # The container file of exactly these records, when built ahead (a consume process
+    # builds it: sinks.consume_process); a kept subset is built again.
+    container: bytes | None = None
 
     def keep(self, indexes: list[int]) -> PendingBatch:
         """The batch with only the records at these positions."""
@@ -143,6 +149,18 @@ class PendingBatch:
             [self.partitions[i] for i in indexes],
             [self.offsets[i] for i in indexes],
         )
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A polled batch checked without the store (`SinkWriter.prepare`): records per
+    schema, the records to dead-letter (topic, partition, offset, value, reason), the ids
+    an outbox sent again, copies dropped as duplicates."""
+
+    batches: list[PendingBatch] = field(default_factory=list)
+    dead_letters: list[tuple[str, int, int, bytes, str]] = field(default_factory=list)
+    resent: set[str] = field(default_factory=set)
+    dropped: list[DroppedCopy] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -362,35 +380,62 @@ class SinkWriter:
 
     async def write(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Check headers, dead-letter what is not ours, drop duplicates, insert."""
+        await self.store_prepared(self.prepare(batches))
+
+    def prepare(self, batches: dict[TopicPartition, list[Any]]) -> Prepared:
+        """What `write` checks without the store: headers and authentication, recent
+        duplicates, the records grouped per schema (a consume process runs this part)."""
+        prepared = Prepared()
         pending: dict[bytes, PendingBatch] = {}
-        resent: set[str] = set()
-        dropped: list[DroppedCopy] = []
+        verifier = authn.verifier()
+        schema_of, event_id_of, earlier = codec.schema_of, codec.event_id_of, self._recent.earlier
+        auth_header = authn.HEADER
         for tp, messages in batches.items():
+            topic = tp.topic
             for message in messages:
                 headers = message.headers
-                if headers and any(key == RESTORED_HEADER for key, _ in headers):
+                restored = resent = False
+                auth: bytes | None = None
+                auths = 0
+                for key, header_value in headers or ():  # one pass (the sink's hot loop)
+                    if key == auth_header:
+                        auths += 1
+                        auth = bytes(header_value or b"")
+                    elif key == RESTORED_HEADER:
+                        restored = True
+                    elif key == RESENT_HEADER:
+                        resent = True
+                if restored:
                     continue  # re-published from this store at start: the row exists
                 value = message.value or b""
                 try:
-                    auth = authn.header_of(headers)
+                    if auths > 1:
+                        raise authn.Forged("forged: more than one auth header")
+                    try:
+                        entry = schema_of(value)
+                    except codec.DecodeError:
+                        verifier.check(message.topic, value, auth)  # its reason comes first
+                        raise
                     # Only records a registered producer may write are stored (Forged is
                     # a DecodeError: dead-lettered with its reason).
-                    authn.verifier().check(message.topic, value, auth)
-                    entry = codec.schema_of(value)
-                    event_id = codec.event_id_of(value)
+                    verifier.check_sealed(topic, value, auth, entry)
+                    event_id = event_id_of(value)
                 except (codec.DecodeError, UnicodeDecodeError) as exc:
-                    await self._dead_letter(
-                        message.topic, message.partition, message.offset, value, str(exc)
+                    prepared.dead_letters.append(
+                        (message.topic, message.partition, message.offset, value, str(exc))
                     )
                     continue
-                first = self._recent.earlier(tp, event_id, hash(value))
+                fingerprint = hash(value)
+                first = earlier(tp, event_id, fingerprint)
                 if first is not None:
-                    if first != hash(value):  # the same id sealed again elsewhere: a link
+                    if first != fingerprint:  # the same id sealed again elsewhere: a link
                         table = TABLE_FOR[entry.record_type]
-                        dropped.append(DroppedCopy(message.topic, table, value, auth or b""))
+                        prepared.dropped.append(
+                            DroppedCopy(message.topic, table, value, auth or b"")
+                        )
                     continue  # a producer retry wrote it twice; keep the first
-                if any(key == RESENT_HEADER for key, _ in headers or ()):
-                    resent.add(event_id)  # sent again from an outbox: maybe stored long ago
+                if resent:
+                    prepared.resent.add(event_id)  # sent again from an outbox: maybe stored
                 batch = pending.get(entry.fingerprint)
                 if batch is None:
                     batch = PendingBatch(entry, TABLE_FOR[entry.record_type])
@@ -401,9 +446,20 @@ class SinkWriter:
                 batch.partitions.append(tp)
                 batch.offsets.append(message.offset)
         for batch in pending.values():
+            self._take_firsts(batch)
+        prepared.batches = list(pending.values())
+        return prepared
+
+    async def store_prepared(self, prepared: Prepared) -> None:
+        """The store's part of `write`: dead letters, redelivered and resent records
+        dropped, inserts, links."""
+        for topic, partition, offset, value, reason in prepared.dead_letters:
+            await self._dead_letter(topic, partition, offset, value, reason)
+        dropped = prepared.dropped
+        for batch in prepared.batches:
             unwritten = await self._drop_already_written(batch, dropped)
-            if resent:
-                unwritten = await self._drop_resent_written(unwritten, resent, dropped)
+            if prepared.resent:
+                unwritten = await self._drop_resent_written(unwritten, prepared.resent, dropped)
             if unwritten.values:
                 await self._insert(unwritten)
         if dropped:
@@ -416,6 +472,22 @@ class SinkWriter:
         self.stats.links_kept += kept
         self.stats.links_refused += refused
 
+    def _take_firsts(self, batch: PendingBatch) -> None:
+        """Note the batch's first record of each partition still unverified after a
+        (re)assignment, and move each partition's verified limit on."""
+        for i, tp in enumerate(batch.partitions):
+            if tp in self._unverified and tp not in batch.firsts:
+                batch.firsts[tp] = i
+        if not batch.firsts:
+            return
+        for i, tp in enumerate(batch.partitions):
+            limit = self._unverified.get(tp)
+            if tp in batch.firsts and limit is None:
+                limit = batch.offsets[i] + self._verify_records
+                self._unverified[tp] = limit
+            if limit is not None and batch.offsets[i] >= limit:
+                del self._unverified[tp]
+
     async def _drop_already_written(
         self, batch: PendingBatch, dropped: list[DroppedCopy]
     ) -> PendingBatch:
@@ -425,10 +497,7 @@ class SinkWriter:
         partition what was inserted is a prefix: if the first record is absent, so are
         the rest. Only when a first record is present are all of them looked up.
         """
-        firsts: dict[TopicPartition, int] = {}
-        for i, tp in enumerate(batch.partitions):
-            if tp in self._unverified and tp not in firsts:
-                firsts[tp] = i
+        firsts = batch.firsts
         if not firsts:
             return batch
         places = await self._stored_places(batch.table, [batch.ids[i] for i in firsts.values()])
@@ -437,13 +506,6 @@ class SinkWriter:
             candidates = [batch.ids[i] for i, tp in enumerate(batch.partitions) if tp in suspects]
             places = await self._stored_places(batch.table, candidates)
             log.info("redelivered rows skipped", table=batch.table, rows=len(places))
-        for i, tp in enumerate(batch.partitions):
-            limit = self._unverified.get(tp)
-            if tp in firsts and limit is None:
-                limit = batch.offsets[i] + self._verify_records
-                self._unverified[tp] = limit
-            if limit is not None and batch.offsets[i] >= limit:
-                del self._unverified[tp]
         return self._without_stored(batch, places, dropped)
 
     async def _drop_resent_written(
@@ -471,7 +533,7 @@ class SinkWriter:
             elif place_of(batch.values[i]) not in stored:
                 topic = batch.partitions[i].topic
                 dropped.append(DroppedCopy(topic, batch.table, batch.values[i], batch.auths[i]))
-        return batch.keep(kept)
+        return batch if len(kept) == len(batch.ids) else batch.keep(kept)
 
     async def _stored_ids(self, table: str, ids: list[str]) -> set[str]:
         return set(await self._stored_places(table, ids))
@@ -545,7 +607,7 @@ class SinkWriter:
         # offsets, and an offset token would make ClickHouse drop new rows as retries.
         token = hashlib.sha256("|".join([batch.table, *batch.ids]).encode()).hexdigest()
         try:
-            data = container_file(batch.entry, batch.values, batch.auths)
+            data = batch.container or container_file(batch.entry, batch.values, batch.auths)
         except Exception as exc:  # noqa: BLE001 - our own encoding of a record: its fault
             return record_fault(f"cannot encode the insert: {exc!r}")
         started = self.metrics.clock()

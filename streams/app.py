@@ -74,7 +74,7 @@ def create_app(settings: StreamSettings) -> Any:
         broker_rebalance_timeout=session_s,
         producer_acks=-1,
         topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         store="memory://",
         key_serializer="raw",

@@ -17,7 +17,7 @@ A module that needs a setting of its own may add it to SHARED_STACK_SETTINGS whe
 changes nothing for the other modules (a setting of its own model, queue or tenant); one
 that needs other global settings, or stops, restarts or tampers with its stack, or changes
 the org's baseline, boots its own (`running_stack(stack_environ(...))`). Under
-`make test` (three processes, --dist loadfile) each process boots the shared stack once, at
+`make test` (four processes, --dist loadfile) each process boots the shared stack once, at
 the first module that takes it.
 """
 

@@ -25,11 +25,10 @@ from gateway.providers.base import (
     Usage,
     choice_texts,
 )
+from gateway.providers.upstream_client import upstream_client
 from gateway.providers.upstream_http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_SSE_EVENT_CHARS,
-    UPSTREAM_POOL,
-    classify_transport_error,
     error_kind,
     fetch_body,
     read_error_body,
@@ -40,6 +39,8 @@ from schemas.pricing import anthropic_usage
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 """Anthropic's public API."""
+
+MESSAGES_PATH = "/v1/messages"
 
 ANTHROPIC_VERSION = "2023-06-01"
 """The `anthropic-version` header: the API contract this adapter was written against."""
@@ -131,11 +132,11 @@ class AnthropicProvider:
         self._default_max_tokens = default_max_tokens
         self._max_response_bytes = max_response_bytes
         self._max_event_chars = max_event_chars
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
+        self._client = upstream_client(
+            base_url=base_url,
             headers={"x-api-key": api_key, "anthropic-version": anthropic_version},
-            timeout=timeout_s,
-            limits=UPSTREAM_POOL,
+            params={},
+            timeout_s=timeout_s,
             transport=transport,
         )
 
@@ -143,18 +144,12 @@ class AnthropicProvider:
         body = messages_body(call, default_max_tokens=self._default_max_tokens, stream=stream)
         return orjson.dumps(body)
 
-    def _request(self, call: ChatCall, *, stream: bool) -> httpx.Request:
-        headers = {"Content-Type": "application/json"}
-        if stream:
-            headers["Accept"] = "text/event-stream"
-        return self._client.build_request(
-            "POST", "/v1/messages", content=self._body(call, stream=stream), headers=headers
-        )
-
     async def complete(self, call: ChatCall) -> Completion:
         """One message; non-2xx and transport failures raise UpstreamError."""
-        request = self._request(call, stream=False)
-        status, content = await fetch_body(self._client, request, limit=self._max_response_bytes)
+        body = self._body(call, stream=False)
+        status, content = await fetch_body(
+            self._client, MESSAGES_PATH, body, limit=self._max_response_bytes
+        )
         try:
             data = orjson.loads(content)
             reply = chat_completion(data)
@@ -169,11 +164,8 @@ class AnthropicProvider:
     async def stream(self, call: ChatCall) -> AsyncGenerator[Delta, None]:
         """Message events as chat chunks (text, tool calls and their argument fragments),
         then one chunk with the finish reason, its delta with the usage."""
-        request = self._request(call, stream=True)
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise classify_transport_error(exc) from exc
+        body = self._body(call, stream=True)
+        response = await self._client.post(MESSAGES_PATH, body, stream=True)
         prompt: int | None = None
         completion: int | None = None
         reported: dict[str, Any] = {}  # the usage counts reported so far, by name
@@ -219,8 +211,6 @@ class AnthropicProvider:
             raise UpstreamError(
                 response.status_code, "transport", "upstream stream ended before message_stop"
             )
-        except httpx.HTTPError as exc:
-            raise classify_transport_error(exc) from exc
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise UpstreamError(response.status_code, "bad_response", repr(exc)) from exc
         finally:

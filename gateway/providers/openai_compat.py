@@ -1,4 +1,5 @@
-"""Any OpenAI-compatible upstream over httpx: base URL and API key from settings.
+"""Any OpenAI-compatible upstream (sent with upstream_client.py): base URL and API key
+from settings.
 
 Variants that speak the same API with a different address, auth or body (Azure OpenAI,
 Mistral, Ollama) subclass this and override `_path` and `_body`.
@@ -22,11 +23,10 @@ from gateway.providers.base import (
     Usage,
     choice_texts,
 )
+from gateway.providers.upstream_client import upstream_client
 from gateway.providers.upstream_http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_SSE_EVENT_CHARS,
-    UPSTREAM_POOL,
-    classify_transport_error,
     fetch_body,
     read_error_body,
     sse_events,
@@ -59,7 +59,8 @@ class OpenAICompatProvider:
     """Chat completions against `{base_url}/chat/completions`.
 
     `headers` and `params` are added to every request (e.g. another auth header, an API
-    version); the limits bound what is held in memory per response.
+    version); the limits bound what is held in memory per response. `transport`: an
+    httpx transport to send through instead of the gateway's aiohttp client (tests).
     """
 
     def __init__(
@@ -81,12 +82,11 @@ class OpenAICompatProvider:
         self._max_event_chars = max_event_chars
         all_headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         all_headers.update(headers or {})
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
+        self._client = upstream_client(
+            base_url=base_url,
             headers=all_headers,
-            params=dict(params or {}),
-            timeout=timeout_s,
-            limits=UPSTREAM_POOL,
+            params=params or {},
+            timeout_s=timeout_s,
             transport=transport,
         )
 
@@ -120,13 +120,10 @@ class OpenAICompatProvider:
 
     async def complete(self, call: ChatCall) -> Completion:
         """One completion; non-2xx and transport failures raise UpstreamError."""
-        request = self._client.build_request(
-            "POST",
-            self._path(call),
-            content=orjson.dumps(self._body(call, stream=False)),
-            headers={"Content-Type": "application/json"},
+        body = orjson.dumps(self._body(call, stream=False))
+        status, content = await fetch_body(
+            self._client, self._path(call), body, limit=self._max_response_bytes
         )
-        status, content = await fetch_body(self._client, request, limit=self._max_response_bytes)
         try:
             data = orjson.loads(content)
             if not isinstance(data, dict):
@@ -157,16 +154,7 @@ class OpenAICompatProvider:
         self, path: str, body: dict[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
         """Each JSON chunk of a server-sent event stream, up to [DONE]."""
-        request = self._client.build_request(
-            "POST",
-            path,
-            content=orjson.dumps(body),
-            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
-        )
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise classify_transport_error(exc) from exc
+        response = await self._client.post(path, orjson.dumps(body), stream=True)
         try:
             if response.status_code >= 400:
                 raise status_error(response, await read_error_body(response))
@@ -177,8 +165,6 @@ class OpenAICompatProvider:
                 if not isinstance(chunk, dict):
                     raise UpstreamError(response.status_code, "bad_response", "chunk not an object")
                 yield chunk
-        except httpx.HTTPError as exc:
-            raise classify_transport_error(exc) from exc
         except (orjson.JSONDecodeError, AttributeError, TypeError) as exc:
             raise UpstreamError(response.status_code, "bad_response", str(exc)) from exc
         finally:
@@ -203,13 +189,10 @@ class OpenAICompatProvider:
 
     async def call_api(self, call: ApiCall) -> dict[str, Any]:
         """The upstream's whole reply to a call to another endpoint (ApiProvider)."""
-        request = self._client.build_request(
-            "POST",
-            self._api_path(call),
-            content=orjson.dumps(self._api_body(call, stream=False)),
-            headers={"Content-Type": "application/json"},
+        body = orjson.dumps(self._api_body(call, stream=False))
+        status, content = await fetch_body(
+            self._client, self._api_path(call), body, limit=self._max_response_bytes
         )
-        status, content = await fetch_body(self._client, request, limit=self._max_response_bytes)
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError as exc:

@@ -7,10 +7,10 @@ import codecs
 import math
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -44,6 +44,35 @@ RETRY_AFTER_STATUSES = frozenset({429, 503, 529})
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
+class UpstreamReply(Protocol):
+    """An answer whose body is still to be read (httpx.Response has this shape)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Looked up case-insensitively."""
+        ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The (decoded) body as it arrives; UpstreamError when the transport fails."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class UpstreamClient(Protocol):
+    """Sends a provider's requests (gateway/providers/upstream_client.py); transport
+    failures raise UpstreamError (`timeout`, `connect`, `transport`)."""
+
+    async def post(self, path: str, body: bytes, *, stream: bool) -> UpstreamReply:
+        """POST `body` (JSON) to `path` under the base URL; `stream` asks for events."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 def error_kind(status: int) -> str:
     """The error class of an HTTP status the upstream answered with."""
     if status == 429:
@@ -62,7 +91,7 @@ def classify_transport_error(exc: httpx.HTTPError) -> UpstreamError:
     return UpstreamError(0, "transport", f"upstream transport error: {exc}")
 
 
-def parse_retry_after(headers: httpx.Headers, *, now_s: float) -> float | None:
+def parse_retry_after(headers: Mapping[str, str], *, now_s: float) -> float | None:
     """Seconds the upstream asks us to wait, None when it did not say (or said nonsense).
 
     Azure sends `retry-after-ms` next to `Retry-After`; the milliseconds are more precise.
@@ -120,7 +149,7 @@ def _invalid_request(status: int, body: bytes) -> dict[str, Any] | None:
     return error
 
 
-def status_error(response: httpx.Response, body: bytes) -> UpstreamError:
+def status_error(response: UpstreamReply, body: bytes) -> UpstreamError:
     """The UpstreamError for a non-2xx answer, with Retry-After where it means something."""
     status = response.status_code
     retry_after_s = None
@@ -135,7 +164,7 @@ def status_error(response: httpx.Response, body: bytes) -> UpstreamError:
     )
 
 
-async def read_body(response: httpx.Response, *, limit: int) -> bytes:
+async def read_body(response: UpstreamReply, *, limit: int) -> bytes:
     """The whole (decoded) body of a streamed response; bad_response when over `limit`."""
     parts: list[bytes] = []
     size = 0
@@ -150,26 +179,20 @@ async def read_body(response: httpx.Response, *, limit: int) -> bytes:
 
 
 async def fetch_body(
-    client: httpx.AsyncClient, request: httpx.Request, *, limit: int
+    client: UpstreamClient, path: str, body: bytes, *, limit: int
 ) -> tuple[int, bytes]:
-    """Send a request and read the answer under a limit: (status, body). Non-2xx answers
+    """POST a request and read the answer under a limit: (status, body). Non-2xx answers
     and transport failures raise UpstreamError."""
-    try:
-        # Streamed so the body is read under a limit instead of whole, whatever its size.
-        response = await client.send(request, stream=True)
-    except httpx.HTTPError as exc:
-        raise classify_transport_error(exc) from exc
+    response = await client.post(path, body, stream=False)
     try:
         if response.status_code >= 400:
             raise status_error(response, await read_error_body(response))
         return response.status_code, await read_body(response, limit=limit)
-    except httpx.HTTPError as exc:
-        raise classify_transport_error(exc) from exc
     finally:
         await response.aclose()
 
 
-async def read_error_body(response: httpx.Response) -> bytes:
+async def read_error_body(response: UpstreamReply) -> bytes:
     """The start of an error body; the rest is left unread (the caller closes the response)."""
     parts: list[bytes] = []
     size = 0
@@ -190,7 +213,7 @@ class SseEvent:
 
 
 async def sse_events(
-    response: httpx.Response, *, max_event_chars: int
+    response: UpstreamReply, *, max_event_chars: int
 ) -> AsyncGenerator[SseEvent, None]:
     """Server-sent events as the WHATWG spec frames them, from a streamed response.
 

@@ -4,6 +4,7 @@ service in the foreground)."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import time
 from typing import Any
@@ -69,12 +70,22 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_service(args: argparse.Namespace) -> int:
     """Run one service in the foreground."""
-    from govledger import services
+    from gateway.processes import resolve_processes, usable_cores
     from govledger.logs import configure
 
     if args.command == "gateway":
         gateway_settings = load(GatewaySettings)
         configure(gateway_settings.log_level, "gateway", gateway_settings.log_format)
+        processes = resolve_processes(gateway_settings.gateway_processes, usable_cores())
+        if processes > 1 and not gateway_settings.gateway_process_index:
+            # The parent serves nothing: it imports none of the services (a quick start).
+            from govledger import gateway_parent
+            from govledger.supervision import restart_policy
+
+            return gateway_parent.run(processes, restart_policy(load(RuntimeSettings)), os.environ)
+    from govledger import services
+
+    if args.command == "gateway":
         services.run(services.gateway_main(gateway_settings))
     elif args.command == "sink":
         sink_settings = load(SinkSettings)

@@ -34,6 +34,7 @@ from sinks.exports.queries import (
     PAGE_ROWS,
     ExportType,
     count_sql,
+    distinct_keys,
     last_key,
     page_sql,
 )
@@ -50,13 +51,15 @@ MAX_ERROR_CHARS = 2_000
 
 
 def _write_page(out: ExportFile, tally: Tally, data: bytes, spec: ExportType) -> tuple[int, Any]:
-    """Decode one page of Arrow, write it, count it; the page is dropped on return."""
+    """Decode one page of Arrow, write it (a record stored twice once), count it; the rows
+    the store sent and the last key. The page is dropped on return."""
     page = ipc.open_stream(data).read_all() if data else pa.table({})
     if page.num_columns == 0:
         # A store that sends nothing for an empty result: an empty page of text columns.
         page = pa.table({name: pa.array([], pa.string()) for name in spec.column_names})
-    out.write(page)
-    tally.add(page)
+    kept = distinct_keys(page, spec)
+    out.write(kept)
+    tally.add(kept)
     return page.num_rows, (last_key(page, spec) if page.num_rows else None)
 
 

@@ -37,11 +37,17 @@ def register(app: Any, bootstrap: str, chain: SignedChain) -> Domain:
         book.wallets = await load_wallet_seeds(bootstrap, book.wallets)
 
     async def fold_wallets(batch: Sequence[Decoded]) -> None:
-        before = book.wallets
-        book.wallets = logic.fold((decoded.record for decoded in batch), before)
-        for wallet_id, wallet in book.wallets.items():
-            if before.get(wallet_id) is wallet:
-                continue
+        # Step by step in place, keeping what changed: a copy of every wallet and a scan
+        # of them all per batch cost time in proportion to the wallets, not the batch
+        # (bench/growth_worker.py: 40 ms a batch of 100 at 100,000 wallets). A fold that
+        # raises stops the intake, and the wallets are reloaded from wallet-state.
+        wallets = book.wallets
+        changed: dict[str, logic.Wallet] = {}
+        for decoded in batch:
+            stepped = logic.step(wallets, decoded.record)
+            wallets.update(stepped)
+            changed.update(stepped)
+        for wallet_id, wallet in changed.items():
             balance = logic.to_balance(wallet, event_id=uuid7(), occurred_at=now_ms())
             _, value = chain.seal_encoded(balance)
             await balances.send(key=wallet_id.encode(), value=value, headers=chain.headers(value))

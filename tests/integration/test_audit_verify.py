@@ -1,16 +1,24 @@
 """`govledger audit verify` on the real stack: a clean ledger exits 0; rows tampered in
 the store (modified, deleted, reordered, inserted, a tail truncated past a checkpoint)
-are each reported at their producer and seq, and the command exits 1. The whole stack
-makes the records; after the tampering only the store's owner (broker and sink, with the
-query API verify reads through) is started again."""
+are each reported at their producer and seq, and the command exits 1.
+
+One stack per module makes the records of every test (`ledger`): each test's calls go
+through a gateway started anew for it, so each has a hash chain of its own from seq 1,
+in a tenant of its own. The stack is then stopped, and each test tampers with its own
+copy of the stopped stack's data and serves that copy's store again (`running_store`:
+the broker and the sink, with the query API verify reads through): one boot and stop
+for the module instead of one per test."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +26,7 @@ import httpx
 import openai
 import pytest
 
+from streams.wallets.logic import team_wallet_id
 from tests.integration.stack import (
     RunningStack,
     running_stack,
@@ -74,14 +83,14 @@ def verify_export(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def events_export(
-    stack: RunningStack, folder: Path, fmt: str, kind: str = "events"
+    stack: RunningStack, folder: Path, tenant: str, fmt: str, kind: str = "events"
 ) -> tuple[Path, Path]:
-    """An export of the last day made by the running stack: its file and manifest."""
+    """An export of one tenant's last day made by the running stack: file and manifest."""
     auth = {"Authorization": f"Bearer {stack.token}"}
     created = httpx.post(
         f"{stack.settings.query_url}/v1/exports",
         headers=auth,
-        json={"type": kind, "format": fmt, "since": "1d"},
+        json={"type": kind, "format": fmt, "since": "1d", "tenant": tenant},
         timeout=30,
     )
     assert created.status_code == 202, created.text
@@ -97,49 +106,135 @@ def events_export(
     return file, manifest
 
 
-def calls_through_the_gateway(stack: RunningStack, calls: int) -> None:
-    """A funded team's key makes `calls` calls: one gateway chain of that many records."""
-    key = stack.create_key("search")
-    stack.fund("search", "5")
+# The stack's settings, and the store's again for each test's copy: checkpoints every 5
+# records (none by time), and no retention run but the tests' own.
+SETTINGS = {
+    "GOVLEDGER_CHECKPOINT_EVERY_RECORDS": str(EVERY),
+    "GOVLEDGER_CHECKPOINT_INTERVAL_S": "600",
+    "GOVLEDGER_RETENTION_INTERVAL_S": "3600",
+    "GOVLEDGER_RESTART_BACKOFF_S": "0.1",
+}
+# A tenant per test: its calls, its gateway's chain, its exports.
+TAMPERED, RETAINED, RESEALED, COLUMNS = "default", "retained", "resealed", "columns"
+TEAM = "search"
+
+
+def calls_through_the_gateway(
+    stack: RunningStack, tenant: str, calls: int, *, new_gateway: bool = True
+) -> str:
+    """A funded team's key in `tenant` makes `calls` calls through a gateway started
+    anew (the one before it stops and seals its chain's final checkpoint): one chain of
+    its own, from seq 1, with a checkpoint after every 5 records. Its producer id, once
+    every call is in the store."""
+    if new_gateway:
+        before = stack.stack.restarts["gateway"]
+        stack.stack.kill("gateway", signal.SIGTERM)
+        wait_for(lambda: stack.stack.restarts["gateway"] > before, timeout_s=60, every_s=0.1)
+        assert stack.stack.restart_log[-1].startswith("gateway ended with exit code 0")
+    key = stack.create_key(TEAM, tenant=tenant)
+    stack.fund(TEAM, "5", tenant=tenant)
     client = openai.OpenAI(base_url=stack.base_url, api_key=key["key"], max_retries=0)
     for n in range(calls):
         client.chat.completions.create(
             model="sim-small", messages=[{"role": "user", "content": f"call {n}"}]
         )
+    counted = f"SELECT count(), any(producer_id) FROM lineage WHERE tenant_id = '{tenant}'"
+    return str(wait_for(lambda: (row := stack.sql(counted)[0])[0] == str(calls) and row[1]))
 
 
-def gateway_chain(stack: RunningStack) -> tuple[str, int]:
-    rows = stack.sql(
-        "SELECT producer_id, max(checkpoint_seq) FROM chain_checkpoints "
-        "WHERE producer_id LIKE 'gateway-%' GROUP BY producer_id"
-    )
-    return rows[0][0], int(rows[0][1])
+@dataclass
+class Ledger:
+    """The stopped stack's data, and what each test saw while it ran."""
+
+    data: Path
+    folder: Path  # exports and manifests
+    producers: dict[str, str]  # tenant -> its gateway's producer id
+    clean: dict[str, subprocess.CompletedProcess[str]]  # tenant -> verify before tampering
+    covered: int  # the tampered chain's last checkpoint while running
+    exports: dict[tuple[str, str], tuple[Path, Path]]  # (kind, format) -> file, manifest
+    funding: str  # the event id of the columns tenant's funding
+    state: str  # ... and of one of its wallet's balances
+    calls: list[str]  # the columns tenant's calls' event ids, in seq order
 
 
-def test_verify_finds_each_kind_of_tampering(tmp_path: Path) -> None:
-    env = stack_environ(
-        tmp_path / "data",
-        GOVLEDGER_CHECKPOINT_EVERY_RECORDS=str(EVERY),
-        GOVLEDGER_CHECKPOINT_INTERVAL_S="600",
-    )
-    with running_stack(env) as stack:
-        calls_through_the_gateway(stack, CALLS)
-        # The gateway's second checkpoint (seq 12, covering seq 11) lands in the store.
-        wait_for(
-            lambda: (
-                stack.sql(
-                    "SELECT count() FROM chain_checkpoints WHERE producer_id LIKE 'gateway-%'"
-                )
-                == [["2"]]
-            ),
-            timeout_s=20,
+@pytest.fixture(scope="module")
+def ledger(tmp_path_factory: pytest.TempPathFactory) -> Ledger:
+    data = tmp_path_factory.mktemp("govledger-audit") / "data"
+    folder = tmp_path_factory.mktemp("audit-exports")
+    producers: dict[str, str] = {}
+    clean: dict[str, subprocess.CompletedProcess[str]] = {}
+    with running_stack(stack_environ(data, **SETTINGS), supervise=True) as stack:
+        # Tampered: 14 calls, checkpoints at seqs 6 and 12; the second (covering seq 11)
+        # lands in the store before the stop seals the final one (seq 17 covers 16).
+        producer = producers[TAMPERED] = calls_through_the_gateway(
+            stack, TAMPERED, CALLS, new_gateway=False
         )
-        wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [[str(CALLS)]], timeout_s=20)
-        clean = verify(stack.env)
-        assert clean.returncode == 0, clean.stdout + clean.stderr
-        assert clean.stdout.startswith("OK: ") and " 0 findings" in clean.stdout
-        producer, covered = gateway_chain(stack)
-        assert covered == 11
+        checkpoints = (
+            "SELECT count(), max(checkpoint_seq) FROM chain_checkpoints "
+            f"WHERE producer_id = '{producer}'"
+        )
+        covered = int(wait_for(lambda: (r := stack.sql(checkpoints)[0])[0] == "2" and r)[1])
+        clean[TAMPERED] = verify(stack.env)
+        # Retained: 14 calls, and a pack keeping the tenant's audit rows for 30 days.
+        producers[RETAINED] = calls_through_the_gateway(stack, RETAINED, CALLS)
+        pack = "name: default\npolicies:\n  chain:\n    - name: audit-logger\n"
+        published = stack.admin(
+            "POST",
+            "/v1/admin/policies",
+            json={
+                "tenant": RETAINED,
+                "source_yaml": pack + "      policy: {retention_days: 30}\n",
+            },
+        )
+        assert published.status_code in (200, 201), published.text
+        # Resealed: 8 calls and an export of them (its manifest holds the chain's head).
+        producers[RESEALED] = calls_through_the_gateway(stack, RESEALED, 8)
+        exports = {("heads", "jsonl"): events_export(stack, folder, RESEALED, "jsonl")}
+        # Columns: 5 calls, the balance they leave, and exports of every kind.
+        producers[COLUMNS] = calls_through_the_gateway(stack, COLUMNS, 5)
+        wallet = team_wallet_id(COLUMNS, TEAM)
+        states = (
+            "SELECT count(), toString(any(event_id)) FROM wallet_state "
+            f"WHERE wallet_id = '{wallet}'"
+        )
+        state = wait_for(lambda: (row := stack.sql(states)[0])[0] != "0" and row[1])
+        clean[COLUMNS] = verify(stack.env)
+        calls = [
+            row[0]
+            for row in stack.sql(
+                f"SELECT toString(event_id) FROM lineage WHERE tenant_id = '{COLUMNS}' ORDER BY seq"
+            )
+        ]
+        columns_folder = folder / COLUMNS
+        columns_folder.mkdir()
+        for kind, fmt in (
+            ("events", "csv"),
+            ("events", "jsonl"),
+            ("events", "parquet"),
+            ("wallets", "parquet"),
+        ):
+            exports[kind, fmt] = events_export(stack, columns_folder, COLUMNS, fmt, kind)
+        (funding,) = stack.sql(
+            "SELECT toString(event_id) FROM control_events "
+            f"WHERE event_type = 'wallet.funded' AND wallet_id = '{wallet}'"
+        )[0]
+    return Ledger(data, folder, producers, clean, covered, exports, funding, state, calls)
+
+
+def stopped_copy(ledger: Ledger, tmp_path: Path) -> dict[str, str]:
+    """This test's copy of the stopped stack's data (about 1 s): the environment of a
+    stack over it, on ports of its own."""
+    shutil.copytree(ledger.data, tmp_path / "data", symlinks=True)
+    return stack_environ(tmp_path / "data", **SETTINGS)
+
+
+def test_verify_finds_each_kind_of_tampering(ledger: Ledger, tmp_path: Path) -> None:
+    clean = ledger.clean[TAMPERED]
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout.startswith("OK: ") and " 0 findings" in clean.stdout
+    producer = ledger.producers[TAMPERED]
+    assert ledger.covered == 11
+    env = stopped_copy(ledger, tmp_path)
     # Stopped: the gateway sealed a final checkpoint (seq 17 covers 16). Now tamper.
     in_store(
         env,
@@ -207,34 +302,21 @@ def test_verify_finds_each_kind_of_tampering(tmp_path: Path) -> None:
 
 
 def test_gaps_that_retention_made_are_accounted_and_others_still_reported(
-    tmp_path: Path,
+    ledger: Ledger, tmp_path: Path
 ) -> None:
-    env = stack_environ(tmp_path / "data", GOVLEDGER_RETENTION_INTERVAL_S="3600")
-    with running_stack(env) as stack:
-        calls_through_the_gateway(stack, CALLS)
-        wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [[str(CALLS)]], timeout_s=20)
-        pack = "name: default\npolicies:\n  chain:\n    - name: audit-logger\n"
-        published = stack.admin(
-            "POST",
-            "/v1/admin/policies",
-            json={
-                "tenant": "default",
-                "source_yaml": pack + "      policy: {retention_days: 30}\n",
-            },
-        )
-        assert published.status_code in (200, 201), published.text
-        producer = stack.sql("SELECT any(producer_id) FROM lineage")[0][0]
-    # Stopped: seqs 3-6 of the gateway's chain are stored as 40 days old, past the pack's
-    # 30 days (the org baseline's default floor; less is refused at push) (the typed
-    # column only: the bytes, and so the chain, stay as sealed), and seq 9 is deleted
-    # behind retention's back.
+    producer = ledger.producers[RETAINED]
+    env = stopped_copy(ledger, tmp_path)
+    # Stopped: seqs 2-5 of the gateway's chain (calls; seq 6 is a checkpoint) are stored
+    # as 40 days old, past the tenant's pack's 30 days (the org baseline's default floor;
+    # less is refused at push) (the typed column only: the bytes, and so the chain, stay
+    # as sealed), and seq 9 is deleted behind retention's back.
     in_store(
         env,
         f"""
         where = "producer_id = '{producer}'"
         command("INSERT INTO lineage SELECT * REPLACE(occurred_at - INTERVAL 40 DAY AS "
-                f"occurred_at) FROM lineage WHERE {{where}} AND seq BETWEEN 3 AND 6")
-        command("DELETE FROM lineage WHERE " + where + " AND seq BETWEEN 3 AND 6 "
+                f"occurred_at) FROM lineage WHERE {{where}} AND seq BETWEEN 2 AND 5")
+        command("DELETE FROM lineage WHERE " + where + " AND seq BETWEEN 2 AND 5 "
                 "AND occurred_at > now64() - INTERVAL 1 DAY")
         command(f"DELETE FROM lineage WHERE {{where}} AND seq = 9")
         """,
@@ -253,8 +335,8 @@ def test_gaps_that_retention_made_are_accounted_and_others_still_reported(
 
         assert wait_for(run_retention, timeout_s=20)["deleted"]["lineage"] == 4
         cut = stack.sql("SELECT producer_id, rows, seqs FROM retention_cuts")
-        assert cut == [[producer, "4", "[3,4,5,6]"]]
-        # The first run's processors closed their chains at stop: balances, SLA windows.
+        assert cut == [[producer, "4", "[2,3,4,5]"]]
+        # The stack's processors closed their chains at stop: balances, SLA windows.
         closed = stack.sql(
             "SELECT DISTINCT splitByChar('-', producer_id)[2] FROM chain_checkpoints "
             "WHERE producer_id LIKE 'streams-%' AND reason = 'stop' ORDER BY 1"
@@ -268,28 +350,15 @@ def test_gaps_that_retention_made_are_accounted_and_others_still_reported(
     assert "4 records deleted by retention" in after.stdout.splitlines()[-1]
 
 
-def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(tmp_path: Path) -> None:
-    env = stack_environ(tmp_path / "data")
-    with running_stack(env) as stack:
-        calls_through_the_gateway(stack, 8)
-        wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [["8"]], timeout_s=20)
-        auth = {"Authorization": f"Bearer {stack.token}"}
-        created = httpx.post(
-            f"{stack.settings.query_url}/v1/exports",
-            headers=auth,
-            json={"type": "events", "format": "jsonl", "since": "1d"},
-            timeout=30,
-        )
-        assert created.status_code == 202, created.text
-        job_url = f"{stack.settings.query_url}/v1/exports/{created.json()['id']}"
-        wait_for(
-            lambda: httpx.get(job_url, headers=auth, timeout=30).json()["status"] == "succeeded",
-            timeout_s=30,
-        )
-        manifest = tmp_path / "manifest.json"
-        manifest.write_bytes(httpx.get(f"{job_url}/manifest", headers=auth, timeout=30).content)
-        producer = stack.sql("SELECT any(producer_id) FROM lineage")[0][0]
-        assert json.loads(manifest.read_text())["chain_heads"][0]["last_seq"] == 8
+def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    producer = ledger.producers[RESEALED]
+    _, manifest = ledger.exports["heads", "jsonl"]
+    # 8 calls: seqs 1-5 and 7-9 (6 is a checkpoint); the export's head is the last.
+    (head,) = json.loads(manifest.read_text())["chain_heads"]
+    assert (head["producer_id"], head["last_seq"], head["rows"]) == (producer, 9, 8)
+    env = stopped_copy(ledger, tmp_path)
     # Stopped: a forger who knows the format lowers the cost in seq 3 and re-seals every
     # record after it, checkpoints included, so that every link holds again.
     in_store(
@@ -335,31 +404,24 @@ def test_an_exports_chain_heads_catch_a_chain_re_sealed_after_it(tmp_path: Path)
     assert [line.split()[2] for line in resealed][:2] == ["seq=3", "seq=4"], walk_only.stdout
     assert with_heads.returncode == 1, with_heads.stdout + with_heads.stderr
     (line,) = [x for x in with_heads.stdout.splitlines()[:-1] if x.startswith("modified")]
-    assert line.split()[:3] == ["modified", f"producer={producer}", "seq=8"], line
+    assert line.split()[:3] == ["modified", f"producer={producer}", "seq=9"], line
     assert "re-sealed" in line and str(manifest) in line
 
 
-def test_verify_names_each_typed_column_changed_behind_raw(tmp_path: Path) -> None:
+def test_verify_names_each_typed_column_changed_behind_raw(ledger: Ledger, tmp_path: Path) -> None:
     """Typed columns that SQL, reports and exports read, changed in the store with `raw`
     untouched (the chains still hold): each row is reported by event and column."""
-    env = stack_environ(tmp_path / "data")
-    with running_stack(env) as stack:
-        calls_through_the_gateway(stack, 5)
-        wait_for(lambda: stack.sql("SELECT count() FROM lineage") == [["5"]], timeout_s=20)
-        wait_for(lambda: stack.sql("SELECT count() > 0 FROM wallet_state") == [["1"]], timeout_s=20)
-        clean = verify(stack.env)
-        assert clean.returncode == 0, clean.stdout + clean.stderr
-        assert "rows' typed columns checked against raw" in clean.stdout
-        calls = [row[0] for row in stack.sql("SELECT toString(event_id) FROM lineage ORDER BY seq")]
-        export, manifest = events_export(stack, tmp_path, "csv")
-        others = [
-            events_export(stack, tmp_path, fmt, kind)
-            for kind, fmt in (("events", "jsonl"), ("events", "parquet"), ("wallets", "parquet"))
-        ]
-        (funding,) = stack.sql(
-            "SELECT toString(event_id) FROM control_events WHERE event_type = 'wallet.funded'"
-        )[0]
-        (state,) = stack.sql("SELECT toString(any(event_id)) FROM wallet_state")[0]
+    clean = ledger.clean[COLUMNS]
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "rows' typed columns checked against raw" in clean.stdout
+    calls, funding, state = ledger.calls, ledger.funding, ledger.state
+    assert len(calls) == 5
+    export, manifest = ledger.exports["events", "csv"]
+    others = [
+        ledger.exports[kind, fmt]
+        for kind, fmt in (("events", "jsonl"), ("events", "parquet"), ("wallets", "parquet"))
+    ]
+    env = stopped_copy(ledger, tmp_path)
     changes = {
         ("lineage", calls[0]): "model_requested = 'cheap-model', cost_nanousd = 1",
         ("lineage", calls[1]): "team_id = 'other-team'",

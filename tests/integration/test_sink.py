@@ -3,7 +3,8 @@ once, whatever is redelivered, and offsets move only after the insert."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas import authn, codec
 from schemas.ids import new_producer_id, now_ms, uuid7
 from schemas.kafka import make_producer
+from schemas.publisher import ChainedPublisher
 from schemas.records import LineageRecord, StoredRange
 from schemas.settings import SinkSettings, load
 from schemas.topics import ALERTS, CONTROL, DLQ, LINEAGE, RESENT_HEADER
+from sinks.consume_process import ConsumeProcess
 from sinks.store import Store
 from sinks.stored import stored_ranges
-from sinks.writer import CONSUMER_GROUP, RecentIds, SinkWriter
+from sinks.writer import CONSUMER_GROUP, Prepared, RecentIds, SinkWriter
 from tests.integration.sink_support import WritingSink, embedded_broker, sink_writers
 
 pytestmark = pytest.mark.integration
@@ -291,3 +294,75 @@ async def test_a_record_an_outbox_sends_again_long_after_it_was_stored_lands_onc
         StoredRange(other.producer_id, 1, 1),
         StoredRange(chain.producer_id, 1, 5),
     ]
+
+
+class CrashesAfterFirstStore(SinkWriter):
+    """The owner's writer; `crash` runs once the first batch is stored (before the
+    consume process hears of it, so before any offset is committed)."""
+
+    crash: Callable[[], None] | None = None
+
+    async def store_prepared(self, prepared: Prepared) -> None:
+        await super().store_prepared(prepared)
+        if self.crash is not None:
+            crash, self.crash = self.crash, None
+            crash()
+
+
+async def test_the_consume_process_feeds_the_owner_once_even_if_it_dies_uncommitted(
+    bootstrap: str, store: Store
+) -> None:
+    settings = load(
+        SinkSettings,
+        environ={},
+        kafka_bootstrap=bootstrap,
+        sink_flush_ms=200,
+        kafka_session_timeout_ms=2000,
+    )
+    chain = codec.HashChain(new_producer_id("gateway"))
+    values = [("fed", lineage("fed", chain, cost=3 + i)) for i in range(200)]
+    unknown_schema = b"\xc3\x01" + bytes(8) + b"fed"
+    # A producer retry (ten records twice) and a record the sink cannot take.
+    await produce(bootstrap, [*values, *values[:10], ("fed", unknown_schema)])
+    expected = (200, 200, sum(3 + i for i in range(200)))
+
+    def refused() -> set[str]:
+        rows = store.query_rows(
+            "SELECT error FROM dead_letters WHERE payload = %(payload)s",
+            {"payload": unknown_schema},
+        )
+        return {str(row[0]) for row in rows}
+
+    dlq = ChainedPublisher(bootstrap, new_producer_id("sink"), role="sink")
+    await dlq.start()
+    try:
+        # The first consume process dies once the owner stored its first batch.
+        writer = CrashesAfterFirstStore(settings, store, dlq)
+        first = ConsumeProcess(settings, writer)
+        await first.start()
+        writer.crash = first._process.kill  # type: ignore[union-attr]
+        with pytest.raises(RuntimeError, match="consume process exited"):
+            await asyncio.wait_for(first.run(), 60)
+        await first.stop()
+        assert counts(store, "fed")[0] > 0
+        assert all(offset is None for offset in (await committed(bootstrap)).values())
+
+        # The next one gets the same records again; the owner stores none of them twice.
+        second = ConsumeProcess(settings, SinkWriter(settings, store, dlq))
+        await second.start()
+        running = asyncio.create_task(second.run())
+        try:
+            for _ in range(300):
+                done = sum(o or 0 for o in (await committed(bootstrap)).values())
+                if done >= len(values) + 11 and counts(store, "fed") == expected and refused():
+                    break
+                await asyncio.sleep(0.1)
+            assert counts(store, "fed") == expected
+            assert refused() == {"unknown schema fingerprint 0000000000000000"}
+            await second.request_stop()
+            await asyncio.wait_for(running, 30)
+        finally:
+            running.cancel()
+            await second.stop()
+    finally:
+        await dlq.stop()

@@ -201,3 +201,34 @@ def test_org_keys_are_read_from_the_pubkey_listing() -> None:
     for bad in ("", "x\ty\n", f"{root_id}\trsa:00\n"):
         with pytest.raises(ValueError, match="org public key"):
             read_org_keys(bad)
+
+
+def test_the_sinks_check_with_a_known_header_prefix_still_refuses_what_check_refuses() -> None:
+    ring = Keyring([ROOT])
+    verifier = Verifier(ring)
+    chain = SignedChain("gateway-1a2b", keyring=ring)
+    value, header = sealed(chain, builders.call())
+    assert header is not None
+    entry = codec.schema_of(value)
+    assert verifier.check_sealed(LINEAGE.name, value, header, entry) == "gateway"
+    other, other_header = sealed(chain, builders.call())  # the producer's MAC is now kept
+    assert verifier.check_sealed(LINEAGE.name, other, other_header, entry) == "gateway"
+    tampered = value[:-1] + bytes([value[-1] ^ 1])
+    forger = ring.credential("gateway", "gateway-forger")
+    refusals = [
+        (tampered, header, "forged: bad mac"),
+        (value, other_header, "forged: bad mac"),  # another record's MAC
+        (value, forger.header(value), "forged: bad mac"),  # another producer's key
+        (value, header[:-1] + b".", "forged: malformed auth header"),
+        (value, header[:-1] + b"\xff", "forged: malformed auth header"),
+        (value, header + b"0", "forged: malformed auth header"),
+        (value, None, "unauthenticated: no auth header"),
+        (value, b"", "unauthenticated: no auth header"),
+    ]
+    for record, claimed, reason in refusals:
+        with pytest.raises(Forged, match=reason):
+            verifier.check(LINEAGE.name, record, claimed)
+        with pytest.raises(Forged, match=reason):
+            verifier.check_sealed(LINEAGE.name, record, claimed, entry)
+    with pytest.raises(Forged, match="forged: role gateway may not write control"):
+        verifier.check_sealed(CONTROL.name, value, header, entry)

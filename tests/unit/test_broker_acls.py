@@ -140,8 +140,9 @@ echo "$(basename "$0") $*" >> "$CALLS"
 
 
 def run_init(
-    tmp_path: Path, passwords: dict[str, str]
+    tmp_path: Path, passwords: dict[str, str], environment: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], str]:
+    """The script run as compose runs it, with `environment` (the kafka-init service's)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("kafka-topics.sh", "kafka-configs.sh", "kafka-acls.sh"):
@@ -158,6 +159,7 @@ def run_init(
         "SECRETS_DIR": str(secrets),
         "TOPIC_PARTITIONS": "12",
         "CALLS": str(calls),
+        **(environment or {}),
     }
     done = subprocess.run(
         ["bash", str(INIT_SCRIPT)], check=False, env=env, capture_output=True, text=True, timeout=60

@@ -363,6 +363,28 @@ async def test_a_job_pages_through_the_store_and_writes_file_manifest_and_state(
     assert state["status"] == "succeeded" and state["rows_done"] == 75
 
 
+async def test_a_record_stored_twice_is_exported_once_within_and_across_pages(
+    tmp_path: Path,
+) -> None:
+    # The page query has no `LIMIT 1 BY` (it made each page read every row after the
+    # key): copies come side by side in a page, or across a page's end, and each is
+    # written once.
+    rows = _rows()
+    acme = [r for r in rows if r["tenant_id"] == "acme"]
+    store = FakeStore(rows + [dict(r) for r in acme[2:4] + acme[6:7] + [acme[6]]])
+    jobs = ExportJobs(store, tmp_path, page_rows=7)  # type: ignore[arg-type]
+    await jobs.start()
+    try:
+        job = await _finished(jobs, _submit(jobs, "acme"))
+    finally:
+        await jobs.stop()
+    assert job.status == "succeeded", job.error
+    lines = [json.loads(line) for line in jobs.file_path(job).read_text().splitlines()]
+    assert [line["event_id"] for line in lines] == [r["event_id"] for r in acme]
+    assert job.rows_done == job.manifest["rows"] == 75  # type: ignore[index]
+    assert store.pages[0] == 7 and len(store.pages) > 75 // 7 + 1  # copies filled pages
+
+
 async def test_jobs_survive_a_restart_and_a_running_one_fails(tmp_path: Path) -> None:
     store = FakeStore(_rows())
     jobs = ExportJobs(store, tmp_path, page_rows=10, max_running=1)  # type: ignore[arg-type]

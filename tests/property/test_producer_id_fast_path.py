@@ -1,0 +1,43 @@
+"""The sink reads each record's producer_id from its envelope on a fast path for the
+usual record (codec.producer_id_of); whatever the bytes, it must say what the checked
+varint-by-varint reading says, value or refusal."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import codec
+from schemas.codec import DecodeError
+from tests.unit import builders
+
+
+def reading(read: object, value: bytes) -> str:
+    try:
+        return str(read(value))  # type: ignore[operator]
+    except DecodeError:
+        return "refused"
+
+
+SEALED = [codec.encode(codec.HashChain("gateway-p").seal(r)) for r in builders.one_of_each()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(SEALED),
+    st.lists(st.tuples(st.integers(0, 120), st.integers(0, 255)), max_size=4),
+    st.integers(0, 400),
+)
+def test_the_fast_path_reads_any_bytes_as_the_checked_path_does(
+    value: bytes, changes: list[tuple[int, int]], cut: int
+) -> None:
+    changed = bytearray(value)
+    for at, byte in changes:
+        if codec.HEADER_BYTES + at < len(changed):
+            changed[codec.HEADER_BYTES + at] = byte
+    data = bytes(changed[: codec.HEADER_BYTES + cut])
+    assert reading(codec.producer_id_of, data) == reading(codec._producer_id_checked, data)
+
+
+def test_every_record_type_names_its_sealing_producer() -> None:
+    assert {codec.producer_id_of(value) for value in SEALED} == {"gateway-p"}
