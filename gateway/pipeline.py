@@ -32,7 +32,7 @@ from gateway.embeddings import EMBEDDINGS_API, parse_embeddings
 from gateway.endpoint import Endpoint
 from gateway.errors import GatewayError, error_response, refusal_response
 from gateway.metrics import gateway_metrics
-from gateway.policy.baseline import effective_pack
+from gateway.policy.baseline import ChainCache
 from gateway.policy.chain import CallFacts, RefusalReason, reads_text
 from gateway.processes import serving_processes
 from gateway.providers.base import Completion, Delta, Provider, UpstreamError, Usage
@@ -117,6 +117,7 @@ class Gateway:
         self.admission = Admission(admission_config(settings))  # by loop lag (loop_lag.py)
         self.metrics = gateway_metrics(self)  # Prometheus, labels bounded by the catalogue
         self.tracing: Tracing = NO_TRACING  # gateway.tracing: set from the OTEL_ variables
+        self.chains = ChainCache()  # each tenant pack's effective chain, until republished
         # Calls served while the lineage outbox could not keep their records.
         self.lineage_overflow = 0
         # Not for security: the pick of a model group's member only spreads the load.
@@ -380,8 +381,11 @@ class Gateway:
             raise GatewayError(
                 errors.POLICY_UNAVAILABLE, f"policy pack '{pack_name}' is not published"
             )
-        chain = effective_pack(
-            self.views.baseline.baseline, published.pack if published is not None else None
+        chain = self.chains.chain(
+            key.tenant_id,
+            pack_name,
+            self.views.baseline.baseline,
+            published.pack if published is not None else None,
         )
         if (param := endpoint.token_ids_in) is not None and reads_text(
             chain, key.team_id, self.settings.gateway_name

@@ -196,6 +196,8 @@ class GatewayProcess:
         assert settings.kafka_bootstrap, "the gateway needs a broker"
         self.settings = settings
         self.views = LocalViews()
+        # Not batched (fetch_min_bytes): every admin change waits until these views show
+        # it (gateway/admin/context.py), so a held fetch would slow each by up to 100 ms.
         self.tailer = TopicTailer(
             settings.kafka_bootstrap,
             [CONTROL.name, WALLET_STATE.name, ESCALATIONS.name, BREAKER_STATE.name],

@@ -38,6 +38,12 @@ class Confirmable(Protocol):
         ...
 
 
+NOTICE_FETCH_WAIT_MS = 500
+BATCHED_FETCH_MIN_BYTES = 1 << 20
+"""A fetch the broker holds until this much has come or its wait is over (a tailer that
+batches: aiokafka's default of 1 byte answers at every record)."""
+
+
 class ConfirmationFeed:
     """Tails `govledger.stored` and confirms each stored range in the publishers."""
 
@@ -49,8 +55,16 @@ class ConfirmationFeed:
         security: KafkaSecurity | None = None,
     ) -> None:
         self.publishers = list(publishers)
+        # Notices only free outbox room (a record is resent after minutes, not ms): read in
+        # batches, so an idle gateway does not wake ten times a second for them.
         self.tailer = TopicTailer(
-            bootstrap, [STORED.name], self.apply, security=security, earliest_on_reset=True
+            bootstrap,
+            [STORED.name],
+            self.apply,
+            security=security,
+            earliest_on_reset=True,
+            fetch_max_wait_ms=NOTICE_FETCH_WAIT_MS,
+            fetch_min_bytes=BATCHED_FETCH_MIN_BYTES,
         )
         self.confirmed = 0
         self.refused = 0

@@ -83,8 +83,14 @@ class TopicTailer:
         *,
         security: KafkaSecurity | None = None,
         earliest_on_reset: bool = False,
+        fetch_max_wait_ms: int = 100,
+        fetch_min_bytes: int = 1,
     ) -> None:
         self._bootstrap = bootstrap
+        # The broker answers a fetch once it has fetch_min_bytes or after fetch_max_wait_ms:
+        # a reader that can wait that long batches its wake-ups (see gateway/server.py).
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._fetch_min_bytes = fetch_min_bytes
         # A broker that came back empty answers the old position with out-of-range: from
         # its first record again, instead of its end (what the outbox feed needs).
         self._offset_reset = "earliest" if earliest_on_reset else "latest"
@@ -100,7 +106,8 @@ class TopicTailer:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
+            fetch_min_bytes=self._fetch_min_bytes,
             auto_offset_reset=self._offset_reset,
             client_id="govledger-tailer",
             **client_options(self._security),

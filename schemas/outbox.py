@@ -223,6 +223,29 @@ class Outbox:
                 return
             self._dirty = False
 
+    def prepare_sync(self) -> int | None:
+        """`sync` for a caller that fsyncs elsewhere (a thread): write held records, save
+        the watermark, and return a duplicate descriptor of the file to fsync and close,
+        or None when nothing was written since the last sync. Records written after this
+        call are left for the next sync."""
+        if self._held:
+            self._write_held()
+        self._save_watermark()
+        if not self._dirty:
+            return None
+        try:
+            descriptor = os.dup(self._fd)
+        except OSError as exc:
+            log.error("outbox fsync failed", error=str(exc))  # noqa: TRY400
+            return None
+        self._dirty = False
+        return descriptor
+
+    def sync_failed(self, exc: OSError) -> None:
+        """The fsync of a `prepare_sync` failed: the next sync tries again."""
+        log.error("outbox fsync failed", error=str(exc))
+        self._dirty = True
+
     # --- confirming and resending -----------------------------------------------------
 
     def confirm(self, first_seq: int, last_seq: int) -> int:

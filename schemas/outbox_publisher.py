@@ -22,6 +22,8 @@ closed (gateway/pipeline.py `_check_lineage`, the one place that decides).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,10 @@ class OutboxPublisher(ChainedPublisher):
         self._maintainer: asyncio.Task[None] | None = None
         # Highest acked offset per (topic, partition): one going back means a new broker.
         self._acked_offsets: dict[tuple[Any, Any], int] = {}
+        # Set when a record is written to the outbox: the maintainer sleeps until then (or
+        # its resend check), so an idle publisher does not wake every fsync interval.
+        self._written = asyncio.Event()
+        self._fsyncing: asyncio.Future[OSError | None] | None = None
         self._adopt_leftovers(max_bytes)
 
     def _adopt_leftovers(self, max_bytes: int) -> None:
@@ -166,6 +172,8 @@ class OutboxPublisher(ChainedPublisher):
         if self._maintainer is not None:
             self._maintainer.cancel()
             await asyncio.gather(self._maintainer, return_exceptions=True)
+        if self._fsyncing is not None:  # a thread still holds a duplicate of the file
+            await asyncio.gather(self._fsyncing, return_exceptions=True)
         await super().stop()
         for outbox in (self.outbox, *self.adopted.values()):
             if outbox.unconfirmed:
@@ -182,12 +190,15 @@ class OutboxPublisher(ChainedPublisher):
         kept = self.outbox.append(sealed.seq, frame)
         if not kept:
             log.error("outbox full; record sent without a copy", seq=sealed.seq)
+        self._written.set()  # the maintainer fsyncs it within fsync_interval_s
         if self.degraded or self._stalled():
             self._hold_back(sealed.seq, kept)
             return sealed
         try:
             # The client blocks when it has no metadata or no room: the broker is away.
-            future = await asyncio.wait_for(self._send(frame), ENQUEUE_TIMEOUT_S)
+            # (asyncio.timeout, not wait_for: no task made per call on the response path.)
+            async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
+                future = await self._send(frame)
         except TimeoutError:
             self._hold_back(sealed.seq, kept)
             return sealed
@@ -203,6 +214,7 @@ class OutboxPublisher(ChainedPublisher):
             frame = Frame(topic, key.encode(), value, auth)
             if not self.outbox.append(sealed.seq, frame):
                 log.error("outbox full; record sent without a copy", seq=sealed.seq)
+            self._written.set()
             try:
                 future = await self._send(frame)
             except BaseException:
@@ -311,16 +323,36 @@ class OutboxPublisher(ChainedPublisher):
             (i for i, r in enumerate(results) if isinstance(r, BaseException)), len(results)
         )
 
+    async def _sync(self, outbox: Outbox) -> None:
+        """Outbox.sync with its fsync in a thread, on a duplicate of the file's descriptor
+        (a compaction may replace the file meanwhile; the duplicate keeps the old one open,
+        and the compaction fsyncs the new one itself). The duplicate shares the file's
+        lock: `stop` waits for the fsync, so the lock goes with the outbox's close."""
+        descriptor = outbox.prepare_sync()
+        if descriptor is None:
+            return
+        self._fsyncing = asyncio.ensure_future(asyncio.to_thread(_fsync_and_close, descriptor))
+        failure = await asyncio.shield(self._fsyncing)
+        if failure is not None:
+            outbox.sync_failed(failure)
+
     async def _maintain(self) -> None:
-        """fsync in batches; resend what stayed unconfirmed too long; drop emptied
-        leftovers."""
+        """fsync in batches (in a thread: a busy disk's fsync takes milliseconds the event
+        loop would otherwise stall for); resend what stayed unconfirmed too long; drop
+        emptied leftovers."""
         last_resend_check = time.monotonic()
+        resend_check_s = min(self.resend_after_s / 4, 1.0)
         while True:
+            # Asleep until a record is written or the resend check is due; then batched.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(resend_check_s):
+                    await self._written.wait()
             await asyncio.sleep(self.fsync_interval_s)
+            self._written.clear()
             for outbox in (self.outbox, *self.adopted.values()):
-                outbox.sync()
+                await self._sync(outbox)
             now = time.monotonic()
-            if now - last_resend_check < min(self.resend_after_s / 4, 1.0):
+            if now - last_resend_check < resend_check_s:
                 continue
             last_resend_check = now
             for producer_id, left in list(self.adopted.items()):
@@ -336,3 +368,15 @@ class OutboxPublisher(ChainedPublisher):
             except Exception as exc:  # noqa: BLE001 - the broker is away: recover in order
                 log.warning("resend failed", error=str(exc))
                 self._start_recovery()
+
+
+def _fsync_and_close(descriptor: int) -> OSError | None:
+    """In a thread: fsync the descriptor and close it, even when the awaiting task was
+    cancelled meanwhile (so the number is never closed under a running fsync)."""
+    try:
+        os.fsync(descriptor)
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(descriptor)
+    return None

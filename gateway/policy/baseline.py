@@ -242,6 +242,26 @@ def effective_pack(baseline: OrgBaseline, pack: PolicyPack | None) -> PolicyPack
     return PolicyPack(pack.name, pack.description, tuple(steps))
 
 
+class ChainCache:
+    """effective_pack per (tenant, pack name), kept until the baseline or the pack is
+    republished: both are immutable and replaced whole, so `is` tells (a call used to build
+    its chain anew). One entry per tenant and pack name its keys run under."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, str], tuple[OrgBaseline, PolicyPack | None, PolicyPack]] = {}
+
+    def chain(
+        self, tenant_id: str, pack_name: str, baseline: OrgBaseline, pack: PolicyPack | None
+    ) -> PolicyPack:
+        """The chain a call under this tenant's pack runs (effective_pack)."""
+        kept = self._kept.get((tenant_id, pack_name))
+        if kept is not None and kept[0] is baseline and kept[1] is pack:
+            return kept[2]
+        chain = effective_pack(baseline, pack)
+        self._kept[(tenant_id, pack_name)] = (baseline, pack, chain)
+        return chain
+
+
 def floor_retention(days_by_tenant: dict[str, int], floor_days: int | None) -> dict[str, int]:
     """Each tenant's retention raised to the floor: rows younger than the floor are kept
     even under a pack published before the floor was raised."""

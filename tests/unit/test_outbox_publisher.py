@@ -4,6 +4,7 @@ sink's stored notices and the gateway's feed that reads them back."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -253,4 +254,23 @@ async def test_a_spool_an_earlier_version_left_is_sent_once_at_start(tmp_path: P
     publisher, broker = await started(tmp_path / "outbox")
     assert [v for _, v, _ in broker.log] == [value]
     assert not (tmp_path / "spool" / "gateway-before.spool").exists()
+    await publisher.stop()
+
+
+async def test_records_are_fsynced_in_batches_off_the_event_loop_and_not_while_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[threading.Thread] = []
+    monkeypatch.setattr(
+        "schemas.outbox_publisher.os.fsync", lambda _: synced.append(threading.current_thread())
+    )
+    publisher, _ = await started(tmp_path, fsync_interval_s=0.05)
+    await publish(publisher, 20)
+    await until(lambda: bool(synced))
+    await asyncio.sleep(0.15)
+    assert 1 <= len(synced) <= 2  # twenty records, one or two fsyncs
+    assert threading.main_thread() not in synced  # a slow disk does not stall the loop
+    idle = len(synced)
+    await asyncio.sleep(0.3)
+    assert len(synced) == idle  # nothing written since: no more fsyncs
     await publisher.stop()
