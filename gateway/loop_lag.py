@@ -22,8 +22,12 @@ async def sample_lag(admission: Admission, clock: Callable[[], float] = time.mon
     """Feed `admission` one lag sample a period, until cancelled. Wall-clock lag, whatever
     its cause: a gateway starved of CPU by other processes is as late for its callers as
     one busy with its own work (an idle one is not shed: gateway/admission.py)."""
-    period_s = admission.config.interval_s / SAMPLES_PER_INTERVAL
+    busy_period_s = admission.config.interval_s / SAMPLES_PER_INTERVAL
     while True:
+        # With no call in flight there is nothing to shed (and a call arriving finds the
+        # limit as the last busy interval left it): one wake-up an interval, not ten, so
+        # an idle gateway costs almost nothing.
+        period_s = busy_period_s if admission.in_flight else admission.config.interval_s
         asked_s = clock()
         await asyncio.sleep(period_s)
         now_s = clock()

@@ -144,3 +144,20 @@ async def test_the_sampler_feeds_wall_clock_lag(in_flight: int, shed: bool) -> N
         await sampler
     assert admission.last_lag_s == pytest.approx(0.01)
     assert (admission.limit < CONFIG.max_limit) is shed
+
+
+async def test_an_idle_gateway_samples_once_an_interval() -> None:
+    """No call in flight: the sampler asks for a whole interval (ten times fewer wake-ups),
+    so by a clock that passes the interval plus 5 ms per sample, each sample is 5 ms late;
+    with calls in flight the same clock would read a tenth of an interval's period late."""
+    admission = Admission(CONFIG)
+    sampler = asyncio.create_task(sample_lag(admission, Ticking(CONFIG.interval_s + 0.005)))
+    for _ in range(500):
+        if admission.last_lag_s:
+            break
+        await asyncio.sleep(0.01)
+    sampler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
+    assert admission.last_lag_s == pytest.approx(0.005)
+    assert admission.limit == CONFIG.max_limit
