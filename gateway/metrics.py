@@ -264,9 +264,12 @@ class GatewayMetrics:
 
     def call_done(self, call: CallRecord, record: LineageRecord, emit_s: float) -> None:
         """One call answered and recorded (`emit_s`: the lineage publish's time)."""
+        self.recorded(call.target, record, emit_s)
+
+    def recorded(self, target: Target | None, record: LineageRecord, emit_s: float) -> None:
+        """`call_done` from the record and the call's target (None: none was chosen)."""
         if not self.enabled:
             return
-        target = call.target
         model = self.model(target.model if target is not None else record.model_requested)
         code = ERROR_CODES(record.error_code) if record.error_code else ""
         # Every value of the key is bounded: so is this cache.

@@ -46,6 +46,7 @@ from gateway.routing import (
     parse_model_groups,
     plan,
 )
+from gateway.shed import ShedReply
 from gateway.target_access import TargetAccess
 from gateway.text_completions import COMPLETIONS_API, parse_completions
 from gateway.tracing import NO_TRACING, Tracing
@@ -115,6 +116,7 @@ class Gateway:
         self.runner = TargetRunner(settings, self.breakers)
         self.upstream_in_flight = 0
         self.admission = Admission(admission_config(settings))  # by loop lag (loop_lag.py)
+        self.shed_reply = ShedReply(settings.region, self.admission.retry_after_s)
         self.metrics = gateway_metrics(self)  # Prometheus, labels bounded by the catalogue
         self.tracing: Tracing = NO_TRACING  # gateway.tracing: set from the OTEL_ variables
         self.chains = ChainCache()  # each tenant pack's effective chain, until republished
@@ -177,16 +179,24 @@ class Gateway:
         """One call to an API (its request adapter made by `parse`) under the key, the
         policy chain, the budget and routing; one lineage record whatever happens. Past
         the admission limit (a lagging event loop), refused at once, before any work."""
-        admitted = self.admission.admit()
+        if not self.admission.admit():
+            return await self._shed(request, api)
         try:
-            return await self._serve(request, api, parse, admitted)
+            return await self._serve(request, api, parse)
         finally:
-            if admitted:
-                self.admission.release()
+            self.admission.release()
 
-    async def _serve(
-        self, request: web.Request, api: str, parse: Parse, admitted: bool
-    ) -> web.StreamResponse:
+    async def _shed(self, request: web.Request, api: str) -> web.Response:
+        """A call past the admission limit, recorded as any refusal at least cost (shed.py)."""
+        request[ACCESS_LOGGED] = True  # by log_call, as every call
+        record = self.shed_reply.record(api, request.headers)
+        log_call(record, "")
+        emitting = time.perf_counter()
+        await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
+        self.metrics.recorded(None, record, time.perf_counter() - emitting)
+        return self.shed_reply.response(record)
+
+    async def _serve(self, request: web.Request, api: str, parse: Parse) -> web.StreamResponse:
         started = time.perf_counter()
         request[ACCESS_LOGGED] = True  # by _record: one `gateway call` line per call
         # Two traceparent headers join into a value that is not W3C's form: refused.
@@ -197,10 +207,6 @@ class Gateway:
         call.trace = self.tracing.call(call, request)  # may take the span's ids as the call's
         call.prices = self.views.prices
         try:
-            if not admitted:  # shed: the loop is behind; the caller may try again soon
-                retry_s = str(self.admission.retry_after_s)
-                message = "gateway overloaded: its event loop is behind; retry shortly"
-                raise GatewayError(errors.OVERLOADED, message, {"Retry-After": retry_s})
             self._check_lineage()
             body = await self._read_body(request, call)
             call.policies.append("auth")
