@@ -200,13 +200,17 @@ async def refusal_cpu_us(calls: int, reps: int = 3) -> dict[str, float]:
     record and access line included) and an unrouted 404 (aiohttp and client alone)."""
     # Here, not at the top: the component harness is heavy and only this mode needs it.
     from govledger.logs import configure
-    from tests.component.support import running_component
+    from tests.component.support import MemoryPublisher, running_component
 
     configure("info", "gateway", "json")  # access lines made and written, as in production
     body = {"model": "sim-small", "messages": [{"role": "user", "content": "Hello ledger"}]}
     found: dict[str, float] = {}
     async with running_component(Path(tempfile.mkdtemp(prefix="govledger-shed-"))) as stack:
         stack.publish_balance("bench", "1000")
+        # The harness hands each lineage record back to the gateway's views, which verify
+        # and decode it only to drop it (a gateway consumes no lineage): not a gateway cost.
+        if isinstance(stack.gateway.lineage, MemoryPublisher):
+            stack.gateway.lineage.subscribers.clear()
         headers = {"Authorization": f"Bearer {(await stack.create_key('bench'))['key']}"}
 
         async def per_call(name: str, path: str, status: int) -> None:
