@@ -115,6 +115,7 @@ async def test_a_lagging_gateway_sheds_at_once_records_it_and_recovers(stack: Co
     row = stack.lineage_of(trace_id)
     assert (row.http_status, row.error_code, row.decision) == (503, "overloaded", "rejected")
     assert row.attempts == ()
+    assert refused.headers["X-Govledger-Event-Id"] == row.event_id  # the reply names it
     assert [(await call).status for call in held] == [200, 200]
 
     # The loop is on time again: callers that keep the limit reached raise it back.
