@@ -128,20 +128,25 @@ class Ticking:
         return self.now_s
 
 
-@pytest.mark.parametrize(("in_flight", "shed"), [(40, True), (2, False)])
-async def test_the_sampler_feeds_wall_clock_lag(in_flight: int, shed: bool) -> None:
-    """Each sample's timer fires 10 ms late (twice the target), by the injected clock:
-    the limit drops when calls are in flight, not for a loop late with the floor's few."""
-    admission = Admission(CONFIG)
-    admit(admission, in_flight)
-    sampler = asyncio.create_task(sample_lag(admission, Ticking(0.02)))
-    for _ in range(500):  # the fake clock passes an interval every 3 samples
+async def sample_until_judged(admission: Admission, clock: Ticking) -> None:
+    """Run the sampler on `clock` until the admission has judged one whole interval."""
+    sampler = asyncio.create_task(sample_lag(admission, clock))
+    for _ in range(500):
         if admission.last_lag_s:
             break
         await asyncio.sleep(0.01)
     sampler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sampler
+
+
+@pytest.mark.parametrize(("in_flight", "shed"), [(40, True), (2, False)])
+async def test_the_sampler_feeds_wall_clock_lag(in_flight: int, shed: bool) -> None:
+    """Each sample's timer fires 10 ms late (twice the target), by the injected clock:
+    the limit drops when calls are in flight, not for a loop late with the floor's few."""
+    admission = Admission(CONFIG)
+    admit(admission, in_flight)
+    await sample_until_judged(admission, Ticking(0.02))  # an interval every 3 samples
     assert admission.last_lag_s == pytest.approx(0.01)
     assert (admission.limit < CONFIG.max_limit) is shed
 
@@ -151,13 +156,6 @@ async def test_an_idle_gateway_samples_once_an_interval() -> None:
     so by a clock that passes the interval plus 5 ms per sample, each sample is 5 ms late;
     with calls in flight the same clock would read a tenth of an interval's period late."""
     admission = Admission(CONFIG)
-    sampler = asyncio.create_task(sample_lag(admission, Ticking(CONFIG.interval_s + 0.005)))
-    for _ in range(500):
-        if admission.last_lag_s:
-            break
-        await asyncio.sleep(0.01)
-    sampler.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sampler
+    await sample_until_judged(admission, Ticking(CONFIG.interval_s + 0.005))
     assert admission.last_lag_s == pytest.approx(0.005)
     assert admission.limit == CONFIG.max_limit
