@@ -20,7 +20,7 @@ from gateway import errors
 from gateway.call_record import CHAT_API
 from gateway.chat import parse_traceparent
 from gateway.errors import error_body
-from gateway.replies import EVENT_ID_HEADER
+from gateway.replies import link_headers
 from schemas.ids import new_span_id, new_trace_id, now_ms, uuid7
 from schemas.records import LineageRecord, replaced
 
@@ -89,7 +89,6 @@ class ShedReply:
         headers = {
             "Content-Type": "application/json",
             "Retry-After": self.retry_after,
-            EVENT_ID_HEADER: record.event_id,
-            "traceparent": f"00-{record.trace_id}-{record.span_id}-01",
+            **link_headers(record.event_id, record.trace_id, record.span_id),
         }
         return web.Response(status=errors.OVERLOADED.status, body=self.body, headers=headers)
