@@ -41,12 +41,7 @@ def register(app: Any, bootstrap: str, chain: SignedChain) -> Domain:
         # of them all per batch cost time in proportion to the wallets, not the batch
         # (bench/growth_worker.py: 40 ms a batch of 100 at 100,000 wallets). A fold that
         # raises stops the intake, and the wallets are reloaded from wallet-state.
-        wallets = book.wallets
-        changed: dict[str, logic.Wallet] = {}
-        for decoded in batch:
-            stepped = logic.step(wallets, decoded.record)
-            wallets.update(stepped)
-            changed.update(stepped)
+        changed = logic.fold_in_place((decoded.record for decoded in batch), book.wallets)
         for wallet_id, wallet in changed.items():
             balance = logic.to_balance(wallet, event_id=uuid7(), occurred_at=now_ms())
             _, value = chain.seal_encoded(balance)

@@ -509,9 +509,19 @@ def fold(events: Iterable[Event], wallets: Mapping[str, Wallet] | None = None) -
     """Apply events in order to a set of wallets: what the processor and replay both do.
     Wallets no event changed are the very objects of the input mapping."""
     result = dict(wallets or {})
-    for event in events:
-        result.update(step(result, event))
+    fold_in_place(events, result)
     return result
+
+
+def fold_in_place(events: Iterable[Event], wallets: dict[str, Wallet]) -> dict[str, Wallet]:
+    """`fold` into `wallets` itself, returning the wallets the events changed (as they
+    are after them): the processor's batch costs its size, not the number of wallets."""
+    changed: dict[str, Wallet] = {}
+    for event in events:
+        stepped = step(wallets, event)
+        wallets.update(stepped)
+        changed.update(stepped)
+    return changed
 
 
 def from_balance(record: WalletBalance) -> Wallet:
