@@ -144,6 +144,19 @@ def text_of(browser: Any, css: str) -> str:
         return ""
 
 
+def clicked(browser: Any, css: str) -> bool:
+    """Click the element, False if it is not there or a poll swapped it out between the
+    find and the click (the queue tables refresh themselves), so `until` tries again."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        browser.find_element(By.CSS_SELECTOR, css).click()
+    except (NoSuchElementException, StaleElementReferenceException):
+        return False
+    return True
+
+
 def until(check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
     """Poll (a loaded machine's store may take seconds to show a change)."""
     return wait_for(check, timeout_s=timeout_s, every_s=0.3)
@@ -349,8 +362,6 @@ def test_escalations_claim_and_approve_and_the_held_call_completes(
 ) -> None:
     import threading
 
-    from selenium.webdriver.common.by import By
-
     pushed = stack.admin(
         "POST", "/v1/admin/policies", json={"tenant": world.tenant, "source_yaml": HELD_PACK}
     )
@@ -375,15 +386,15 @@ def test_escalations_claim_and_approve_and_the_held_call_completes(
     until(lambda: "held until decided" in text_of(browser, row))
     screenshot(browser, world, "escalations")
     # The held call's context, a link away: key prefix, model, the pack's steps.
-    browser.find_element(By.CSS_SELECTOR, f"{row} a[href^='/escalations/esc_']").click()
+    until(lambda: clicked(browser, f"{row} a[href^='/escalations/esc_']"))
     held = until(lambda: text_of(browser, "#held-call"))
     assert "sim-small" in held and "content-filter → human-oversight" in held
     assert "The call is held" in text_of(browser, "#no-call")
     browser.back()
-    browser.find_element(By.CSS_SELECTOR, f"{row} form[action$='/claim'] button").click()
+    until(lambda: clicked(browser, f"{row} form[action$='/claim'] button"))
     until(lambda: "done=claimed" in browser.current_url)
     assert "claimed by key:" in text_of(browser, row)
-    browser.find_element(By.CSS_SELECTOR, f"{row} button.approve").click()
+    until(lambda: clicked(browser, f"{row} button.approve"))
     until(lambda: "done=approve" in browser.current_url)
     caller.join(timeout=30)
     assert answers and answers[0].choices[0].message.content
