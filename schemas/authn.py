@@ -522,7 +522,12 @@ class Verifier:
         return self._prove(claim, record_type, producer_id_of(value), value)
 
     def check_sealed(
-        self, topic: str, value: bytes, header: bytes | None, entry: codec.SchemaEntry
+        self,
+        topic: str,
+        value: bytes,
+        header: bytes | None,
+        entry: codec.SchemaEntry,
+        producer_id: str | None = None,
     ) -> str:
         """`check` for the sink's hot loop, given the record's schema (`codec.schema_of`):
         the same MAC over the same bytes, the same refusals with the same reasons, the
@@ -530,10 +535,13 @@ class Verifier:
         does not change between one producer's records is checked once: the header's
         prefix (`v1.<root>.<role>.`, well-formed whatever 64 characters follow it unless
         they hold a dot or are not ASCII, which take the full parse), the role's right to
-        the topic and record type, and the producer's keyed MAC."""
+        the topic and record type, and the producer's keyed MAC. A caller that has read
+        the record's producer_id (`codec.envelope_ids_of`) passes it."""
         if header is not None and len(header) > MAC_HEX:
             mac = header[-MAC_HEX:]
-            seen = (topic, header[:-MAC_HEX], producer_id_of(value), entry.record_type)
+            if producer_id is None:
+                producer_id = producer_id_of(value)
+            seen = (topic, header[:-MAC_HEX], producer_id, entry.record_type)
             known = self._sealed.get(seen)
             if known is not None and mac.isascii() and b"." not in mac:
                 keyed = known[0].copy()
@@ -542,7 +550,8 @@ class Verifier:
                     raise Forged("forged: bad mac")
                 return known[1]
         claim = self._claim(topic, header)  # Forged with the reason
-        producer_id = producer_id_of(value)
+        if producer_id is None:
+            producer_id = producer_id_of(value)
         self._prove(claim, entry.record_type, producer_id, value)
         if len(self._sealed) >= KEY_CACHE_ENTRIES:
             self._sealed.clear()  # many producers must not grow it without bound

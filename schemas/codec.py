@@ -299,14 +299,26 @@ def event_id_of(value: bytes) -> str:
 def producer_id_of(value: bytes) -> str:
     """The producer_id of single-object bytes, read from the envelope (fifth field) alone,
     skipping the fields before it undecoded."""
-    # The usual record first: short strings (one-byte lengths) and an occurred_at of up
-    # to ten bytes, all in bounds; anything else takes the checked path below.
+    spans = _envelope_spans(value)
+    if spans is not None:
+        try:
+            return value[spans[2] : spans[3]].decode()
+        except UnicodeDecodeError:
+            pass  # the checked path says why
+    return _producer_id_checked(value)
+
+
+def _envelope_spans(value: bytes) -> tuple[int, int, int, int] | None:
+    """Where event_id's and producer_id's bytes are (start, end, start, end) in the usual
+    record (short strings with one-byte lengths, an occurred_at of up to ten bytes, all in
+    bounds); None for anything else, which takes the checked path."""
     at = HEADER_BYTES
     size = len(value)
     if size > at + 60:
         first = value[at]
         if first < 0x80 and not first & 1:  # event_id
-            at += 1 + (first >> 1)
+            event_end = at + 1 + (first >> 1)
+            at = event_end
             second = value[at] if at < size else 0x80
             if second < 0x80 and not second & 1:  # event_type
                 at += 1 + (second >> 1)
@@ -319,11 +331,8 @@ def producer_id_of(value: bytes) -> str:
                     at += 1 + (third >> 1)
                     fourth = value[at] if at < size else 0x80
                     if fourth < 0x80 and not fourth & 1 and at + 1 + (fourth >> 1) <= size:
-                        try:
-                            return value[at + 1 : at + 1 + (fourth >> 1)].decode()
-                        except UnicodeDecodeError:
-                            pass  # the checked path says why
-    return _producer_id_checked(value)
+                        return HEADER_BYTES + 1, event_end, at + 1, at + 1 + (fourth >> 1)
+    return None
 
 
 def _producer_id_checked(value: bytes) -> str:
@@ -395,9 +404,26 @@ class HashChain:
         return sealed, MAGIC + entry.fingerprint + sealed_body
 
 
+def envelope_ids_of(value: bytes) -> tuple[str, str, int]:
+    """(event_id, producer_id, seq) of single-object bytes in one pass, the envelope's
+    other fields skipped undecoded (the sink reads them for every record); DecodeError
+    as `event_id_of` and `producer_seq_of` would raise it."""
+    spans = _envelope_spans(value)
+    if spans is not None and spans[3] < len(value):
+        end = spans[3]
+        zigzag = value[end]  # seq: one byte below 64
+        seq = (zigzag >> 1) ^ -(zigzag & 1) if zigzag < 0x80 else read_long(value, end)[0]
+        try:
+            return value[spans[0] : spans[1]].decode(), value[spans[2] : end].decode(), seq
+        except UnicodeDecodeError:
+            pass  # the checked path says why
+    event_id = read_string(value, HEADER_BYTES)[0]
+    return (event_id, *producer_seq_of(value))
+
+
 def producer_seq_of(value: bytes) -> tuple[str, int]:
     """(producer_id, seq) of single-object bytes, skipping the envelope's other fields
-    undecoded (the sink's stored notices read one per record); DecodeError when cut."""
+    undecoded; DecodeError when cut."""
     at = string_span(value, HEADER_BYTES)[1]  # event_id
     at = string_span(value, at)[1]  # event_type
     at = read_long(value, at)[1]  # occurred_at
