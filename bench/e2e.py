@@ -526,7 +526,11 @@ async def sink_async(args: argparse.Namespace, tmp: Path, records: Any) -> dict[
         # --- the sink, measured -----------------------------------------------------------
         run = run_fed_sink if args.consume_process else run_sink
         figures["sink_mode"] = "consume process" if args.consume_process else "in-process"
+        broker_cpu_s = cpu_seconds(broker.pid)
         figures.update(await run(settings, store, dlq, rows, args.profile))
+        # The broker's CPU serving the sink's fetches (it shares the machine's cores).
+        broker_cpu_s = cpu_seconds(broker.pid) - broker_cpu_s
+        figures["broker_cpu_us_per_row"] = round(broker_cpu_s / rows * 1e6, 1)
         count, distinct = (
             await store.run(store.query_rows, "SELECT count(), uniqExact(event_id) FROM lineage")
         )[0]

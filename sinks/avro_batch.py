@@ -74,7 +74,14 @@ def container_file(
 ) -> bytes:
     """One container file holding every value (wire bytes of `entry`'s schema) with raw,
     and with each value's auth header when `auths` is given."""
-    assert values, "a container file needs at least one record"
+    header = container_header(entry, with_auth=auths is not None)
+    return header + container_block(values, auths)
+
+
+def container_block(values: Sequence[bytes], auths: Sequence[bytes] | None = None) -> bytes:
+    """One data block of a container file (count, size, records, sync marker): a file is
+    its header and any number of blocks, so a batch can be encoded as it is polled."""
+    assert values, "a container block needs at least one record"
     at = HEADER_BYTES
     # Lengths from a table (records and headers are short); any longer takes encode_long.
     short = len(_SHORT_LONGS)
@@ -93,12 +100,4 @@ def container_file(
                 for part in (v[at:], longs[len(v)], v, longs[len(a)], a)
             ]
         )
-    return b"".join(
-        (
-            container_header(entry, with_auth=auths is not None),
-            encode_long(len(values)),
-            encode_long(len(data)),
-            data,
-            SYNC_MARKER,
-        )
-    )
+    return b"".join((encode_long(len(values)), encode_long(len(data)), data, SYNC_MARKER))

@@ -35,9 +35,11 @@ import structlog
 from aiokafka import TopicPartition
 
 from schemas import authn, codec
+from schemas.records import StoredRange
 from schemas.settings import SinkSettings
 from sinks.avro_batch import container_file
-from sinks.writer import PendingBatch, Prepared, SinkWriter
+from sinks.prepare import PendingBatch, Prepared
+from sinks.writer import SinkWriter
 
 log = structlog.get_logger(__name__)
 
@@ -184,7 +186,7 @@ class FeedingWriter(SinkWriter):
         self,
         settings: SinkSettings,
         send: Callable[[Any], Awaitable[None]],
-        on_committed: Callable[[dict[TopicPartition, list[Any]]], Awaitable[None]] | None,
+        on_committed: Callable[[list[StoredRange]], Awaitable[None]] | None,
     ) -> None:
         # No store and no dead-letter publisher here: both are the owner's.
         super().__init__(settings, None, None, on_committed)  # type: ignore[arg-type]
@@ -203,10 +205,10 @@ class FeedingWriter(SinkWriter):
             self.first_records_cpu_s = time.process_time()
         return polled
 
-    async def write(self, batches: dict[TopicPartition, list[Any]]) -> None:
-        prepared = self.prepare(batches)
+    async def write_prepared(self, prepared: Prepared) -> None:
         for batch in prepared.batches:
-            batch.container = container_file(batch.entry, batch.values, batch.auths)
+            if batch.container is None:
+                batch.container = container_file(batch.entry, batch.values, batch.auths)
         self._sent += 1
         number = self._sent
         answer = self._answers[number] = asyncio.get_running_loop().create_future()
@@ -251,7 +253,7 @@ async def child_main(fd: int) -> None:
         await notices.start()
     send = pipe.send
 
-    async def committed(held: dict[TopicPartition, list[Any]]) -> None:
+    async def committed(ranges: list[StoredRange]) -> None:
         stats = feeding.stats
         await send(
             (
@@ -263,7 +265,7 @@ async def child_main(fd: int) -> None:
             )
         )
         if notices is not None:
-            await notices(held)
+            await notices(ranges)
 
     feeding = FeedingWriter(settings, send, committed)
     stop = asyncio.Event()

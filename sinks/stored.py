@@ -18,8 +18,6 @@ the producer sends the records again, and the sink never waits on it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import Any
 
 import structlog
 
@@ -37,33 +35,43 @@ OUTBOX_ROLES = frozenset({"gateway", "admin"})
 SEND_TIMEOUT_S = 1.0
 
 
-def stored_ranges(messages: Iterable[Any]) -> list[StoredRange]:
-    """Runs of consecutive seqs per outbox-keeping producer among authenticated records."""
-    seqs: dict[str, set[int]] = {}
-    verifier = authn.verifier()
-    for message in messages:
-        value = message.value or b""
+class StoredSeqs:
+    """Seqs per outbox-keeping producer among authenticated records (the writer notes each
+    record as it checks it: `sinks.prepare`)."""
+
+    def __init__(self) -> None:
+        self._seqs: dict[str, set[int]] = {}
+
+    def note(self, role: str, producer_id: str, seq: int) -> None:
+        """A record whose authentication checked, sealed by a producer of `role`."""
+        if role in OUTBOX_ROLES:
+            self._seqs.setdefault(producer_id, set()).add(seq)
+
+    def note_checked(
+        self, verifier: authn.Verifier, topic: str, value: bytes, header: bytes | None
+    ) -> None:
+        """A record not checked yet: noted only if its authentication checks."""
         try:
-            header = authn.header_of(message.headers)
             # The sink's check (each producer's keyed MAC kept): the same refusals.
-            role = verifier.check_sealed(message.topic, value, header, codec.schema_of(value))
-            if role not in OUTBOX_ROLES:
-                continue
+            role = verifier.check_sealed(topic, value, header, codec.schema_of(value))
             producer_id, seq = codec.producer_seq_of(value)
         except (codec.DecodeError, UnicodeDecodeError):
-            continue
-        seqs.setdefault(producer_id, set()).add(seq)
-    ranges: list[StoredRange] = []
-    for producer_id, found in sorted(seqs.items()):
-        ordered = sorted(found)
-        first = previous = ordered[0]
-        for seq in ordered[1:]:
-            if seq != previous + 1:
-                ranges.append(StoredRange(producer_id, first, previous))
-                first = seq
-            previous = seq
-        ranges.append(StoredRange(producer_id, first, previous))
-    return ranges
+            return
+        self.note(role, producer_id, seq)
+
+    def ranges(self) -> list[StoredRange]:
+        """Runs of consecutive seqs per producer."""
+        ranges: list[StoredRange] = []
+        for producer_id, found in sorted(self._seqs.items()):
+            ordered = sorted(found)
+            first = previous = ordered[0]
+            for seq in ordered[1:]:
+                if seq != previous + 1:
+                    ranges.append(StoredRange(producer_id, first, previous))
+                    first = seq
+                previous = seq
+            ranges.append(StoredRange(producer_id, first, previous))
+        return ranges
 
 
 class StoredNotices:
@@ -86,9 +94,9 @@ class StoredNotices:
         """Connect."""
         await self._producer.start()
 
-    async def __call__(self, batches: dict[Any, list[Any]]) -> None:
-        """One committed batch: its ranges, if it held records of an outbox."""
-        ranges = stored_ranges(m for messages in batches.values() for m in messages)
+    async def __call__(self, ranges: list[StoredRange]) -> None:
+        """One committed batch's ranges (`StoredSeqs.ranges`), if it held records of an
+        outbox."""
         if not ranges:
             return
         record = RecordsStored(

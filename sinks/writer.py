@@ -21,21 +21,19 @@ import asyncio
 import contextlib
 import hashlib
 import re
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import TopicPartition
 
-from schemas import authn, codec
-from schemas.codec import SchemaEntry
+from schemas import codec
 from schemas.dead_letter import dead_letter
 from schemas.ids import now_ms
 from schemas.kafka_security import KafkaSecurity
 from schemas.publisher import Publisher
+from schemas.records import StoredRange
 from schemas.settings import SinkSettings
 from schemas.topics import (
     ALERTS,
@@ -46,18 +44,17 @@ from schemas.topics import (
     ESCALATIONS,
     LINEAGE,
     NOTIFICATIONS,
-    RESENT_HEADER,
-    RESTORED_HEADER,
     SLA,
     WALLET_STATE,
 )
 from sinks.avro_batch import container_file, insert_columns
+from sinks.group_consumer import CommitError, GroupConsumer, client_config
 from sinks.links import DroppedCopy, keep_links, place_of
 from sinks.metrics import SinkMetrics
+from sinks.prepare import RECENT_IDS_PER_PARTITION, PendingBatch, Prepared, Preparing, RecentIds
 from sinks.store import Store
 from sinks.store_faults import Backoff, StoreFault, record_fault
 from sinks.store_retry import StoreHealth, StoreRetry
-from sinks.tables import TABLE_FOR
 
 log = structlog.get_logger(__name__)
 
@@ -85,82 +82,6 @@ UUID_TEXT = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}", re.IGNORE
 WRITING_POLL_MS = 10
 # Ids per look-up query: keeps each query far under ClickHouse's max_query_size (256 KiB).
 DEDUPE_QUERY_IDS = 2_000
-# A producer that retries a send with idempotence off can leave the same record twice in
-# a partition, close together. The writer remembers this many recent ids per partition.
-RECENT_IDS_PER_PARTITION = 100_000
-
-
-class RecentIds:
-    """The last N event ids seen per partition, to drop duplicates written by retries,
-    each with a fingerprint of its first copy's bytes (to tell a byte-identical retry from
-    another record under the same id: see sinks.links)."""
-
-    def __init__(self, capacity: int) -> None:
-        assert capacity > 0, "capacity must be positive"
-        self.capacity = capacity
-        self._seen: dict[TopicPartition, tuple[dict[str, int], deque[str]]] = {}
-
-    def first_sighting(self, tp: TopicPartition, event_id: str) -> bool:
-        """Remember the id; False if it was seen recently on this partition."""
-        return self.earlier(tp, event_id, 0) is None
-
-    def earlier(self, tp: TopicPartition, event_id: str, fingerprint: int) -> int | None:
-        """Remember the id with its fingerprint; the first copy's fingerprint if the id was
-        seen recently on this partition, else None."""
-        window = self._seen.get(tp)
-        if window is None:
-            window = self._seen[tp] = ({}, deque())
-        ids, order = window
-        if event_id in ids:
-            return ids[event_id]
-        ids[event_id] = fingerprint
-        order.append(event_id)
-        if len(order) > self.capacity:
-            ids.pop(order.popleft(), None)
-        return None
-
-
-@dataclass(slots=True)
-class PendingBatch:
-    """Records of one schema bound for one table, with their ids and partitions."""
-
-    entry: SchemaEntry
-    table: str
-    values: list[bytes] = field(default_factory=list)
-    auths: list[bytes] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    partitions: list[TopicPartition] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    # Unverified partitions' first records in this batch: index by partition (see
-    # `SinkWriter._drop_already_written`).
-    firsts: dict[TopicPartition, int] = field(default_factory=dict)
-    # The container file of exactly these records, when built ahead (a consume process
-    # builds it: sinks.consume_process); a kept subset is built again.
-    container: bytes | None = None
-
-    def keep(self, indexes: list[int]) -> PendingBatch:
-        """The batch with only the records at these positions."""
-        return PendingBatch(
-            self.entry,
-            self.table,
-            [self.values[i] for i in indexes],
-            [self.auths[i] for i in indexes],
-            [self.ids[i] for i in indexes],
-            [self.partitions[i] for i in indexes],
-            [self.offsets[i] for i in indexes],
-        )
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A polled batch checked without the store (`SinkWriter.prepare`): records per
-    schema, the records to dead-letter (topic, partition, offset, value, reason), the ids
-    an outbox sent again, copies dropped as duplicates."""
-
-    batches: list[PendingBatch] = field(default_factory=list)
-    dead_letters: list[tuple[str, int, int, bytes, str]] = field(default_factory=list)
-    resent: set[str] = field(default_factory=set)
-    dropped: list[DroppedCopy] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -178,7 +99,7 @@ class SinkStats:
     store: StoreHealth = field(default_factory=StoreHealth)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance:
     def __init__(self, writer: SinkWriter) -> None:
         self._writer = writer
 
@@ -198,10 +119,11 @@ class SinkWriter:
         settings: SinkSettings,
         store: Store,
         dlq: Publisher,
-        on_committed: Callable[[dict[TopicPartition, list[Any]]], Awaitable[None]] | None = None,
+        on_committed: Callable[[list[StoredRange]], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
-        # Told each batch once it is stored and its offsets committed (sinks/stored.py).
+        # Told each batch's stored ranges once it is stored and its offsets committed
+        # (sinks/stored.py).
         self.on_committed = on_committed
         self.store = store
         self.dlq = dlq
@@ -220,6 +142,7 @@ class SinkWriter:
         )
         self._columns_by_schema: dict[bytes, list[str]] = {}
         self._held: dict[TopicPartition, list[Any]] = {}
+        self._preparing = Preparing()
         self._held_count = 0
         self._held_since: float | None = None
         self._writing: asyncio.Task[None] | None = None
@@ -229,19 +152,15 @@ class SinkWriter:
 
     async def start(self) -> None:
         """Join the sink's consumer group."""
-        session_ms = self.settings.kafka_session_timeout_ms
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+        config = client_config(
+            self.settings.kafka_bootstrap,
             group_id=CONSUMER_GROUP,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=session_ms,
-            heartbeat_interval_ms=max(session_ms // 6, 100),
-            fetch_max_wait_ms=min(self.settings.sink_flush_ms, 100),
-            max_partition_fetch_bytes=8 * 1024 * 1024,
             client_id="govledger-sink",
-            **KafkaSecurity.of(self.settings).aiokafka_options(),
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            fetch_max_wait_ms=min(self.settings.sink_flush_ms, 100),
+            security=KafkaSecurity.of(self.settings),
         )
+        self._consumer = GroupConsumer(config)
         self._consumer.subscribe(list(SINK_TOPICS), listener=_Rebalance(self))
         await self._consumer.start()
 
@@ -292,6 +211,8 @@ class SinkWriter:
         for tp, messages in batches.items():
             self._held.setdefault(tp, []).extend(messages)
             polled += len(messages)
+        # Checked and encoded now: under a backlog, while the store inserts the last batch.
+        self._preparing.add(batches, self._recent)
         if polled and self._held_since is None:
             self._held_since = asyncio.get_running_loop().time()
         self._held_count += polled
@@ -306,11 +227,11 @@ class SinkWriter:
             if not writing.done():
                 # Partitions assigned since the last pause are paused too; a record fetched
                 # before its pause is held like any other, never dropped.
-                self._consumer.pause(*self._consumer.assignment())
+                await self._consumer.pause(*self._consumer.assignment())
                 self._hold(await self._consumer.getmany(timeout_ms=0))
                 return True
         if self._consumer.paused():
-            self._consumer.resume(*self._consumer.paused())
+            await self._consumer.resume(*self._consumer.paused())
         return False
 
     async def flush(self, *, wait: bool = True) -> None:
@@ -320,8 +241,9 @@ class SinkWriter:
         await self._finish_writing()
         if self._held:
             held, self._held = self._held, {}
+            preparing, self._preparing = self._preparing, Preparing()
             self._held_count, self._held_since = 0, None
-            self._writing = asyncio.create_task(self._write_and_commit(held))
+            self._writing = asyncio.create_task(self._write_and_commit(held, preparing))
         if wait:
             await self._finish_writing()
 
@@ -337,12 +259,15 @@ class SinkWriter:
             if writing.done():
                 self._writing = None
 
-    async def _write_and_commit(self, held: dict[TopicPartition, list[Any]]) -> None:
-        await self.write(held)
-        offsets = {tp: messages[-1].offset + 1 for tp, messages in held.items()}
+    async def _write_and_commit(
+        self, held: dict[TopicPartition, list[Any]], preparing: Preparing
+    ) -> None:
+        prepared = self._finish(preparing)
+        await self.write_prepared(prepared)
+        offsets = {tp: messages[-1].offset() + 1 for tp, messages in held.items()}
         try:
             await self._consumer.commit(offsets)
-        except KafkaError as exc:
+        except CommitError as exc:
             # Every record is stored: not committing is safe (a redelivery is deduped,
             # see `_drop_already_written`); the next commit covers these offsets.
             self.stats.commit_failures += 1
@@ -351,7 +276,7 @@ class SinkWriter:
             self._committed.update(offsets)
         self.stats.last_insert_ms = now_ms()
         if self.on_committed is not None:
-            await self.on_committed(held)
+            await self.on_committed(prepared.stored.ranges())
 
     async def consumer_lag(self) -> dict[str, int]:
         """Records per topic on the broker that the sink has not yet written and committed
@@ -362,11 +287,11 @@ class SinkWriter:
         if not assigned:
             return {}
         ends = await self._consumer.end_offsets(assigned)
+        unknown = [tp for tp in assigned if tp not in self._committed]
+        group = await self._consumer.committed(unknown) if unknown else {}
         lag: dict[str, int] = {}
         for tp in assigned:
-            committed = self._committed.get(tp)
-            if committed is None:
-                committed = await self._consumer.committed(tp) or 0
+            committed = self._committed.get(tp, group.get(tp, 0))
             lag[tp.topic] = lag.get(tp.topic, 0) + max(0, ends.get(tp, 0) - committed)
         return lag
 
@@ -380,75 +305,24 @@ class SinkWriter:
 
     async def write(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Check headers, dead-letter what is not ours, drop duplicates, insert."""
-        await self.store_prepared(self.prepare(batches))
+        await self.write_prepared(self.prepare(batches))
 
     def prepare(self, batches: dict[TopicPartition, list[Any]]) -> Prepared:
         """What `write` checks without the store: headers and authentication, recent
         duplicates, the records grouped per schema (a consume process runs this part)."""
-        prepared = Prepared()
-        pending: dict[bytes, PendingBatch] = {}
-        verifier = authn.verifier()
-        schema_of, event_id_of, earlier = codec.schema_of, codec.event_id_of, self._recent.earlier
-        auth_header = authn.HEADER
-        for tp, messages in batches.items():
-            topic = tp.topic
-            for message in messages:
-                headers = message.headers
-                restored = resent = False
-                auth: bytes | None = None
-                auths = 0
-                for key, header_value in headers or ():  # one pass (the sink's hot loop)
-                    if key == auth_header:
-                        auths += 1
-                        auth = bytes(header_value or b"")
-                    elif key == RESTORED_HEADER:
-                        restored = True
-                    elif key == RESENT_HEADER:
-                        resent = True
-                if restored:
-                    continue  # re-published from this store at start: the row exists
-                value = message.value or b""
-                try:
-                    if auths > 1:
-                        raise authn.Forged("forged: more than one auth header")
-                    try:
-                        entry = schema_of(value)
-                    except codec.DecodeError:
-                        verifier.check(message.topic, value, auth)  # its reason comes first
-                        raise
-                    # Only records a registered producer may write are stored (Forged is
-                    # a DecodeError: dead-lettered with its reason).
-                    verifier.check_sealed(topic, value, auth, entry)
-                    event_id = event_id_of(value)
-                except (codec.DecodeError, UnicodeDecodeError) as exc:
-                    prepared.dead_letters.append(
-                        (message.topic, message.partition, message.offset, value, str(exc))
-                    )
-                    continue
-                fingerprint = hash(value)
-                first = earlier(tp, event_id, fingerprint)
-                if first is not None:
-                    if first != fingerprint:  # the same id sealed again elsewhere: a link
-                        table = TABLE_FOR[entry.record_type]
-                        prepared.dropped.append(
-                            DroppedCopy(message.topic, table, value, auth or b"")
-                        )
-                    continue  # a producer retry wrote it twice; keep the first
-                if resent:
-                    prepared.resent.add(event_id)  # sent again from an outbox: maybe stored
-                batch = pending.get(entry.fingerprint)
-                if batch is None:
-                    batch = PendingBatch(entry, TABLE_FOR[entry.record_type])
-                    pending[entry.fingerprint] = batch
-                batch.values.append(value)
-                batch.auths.append(auth or b"")
-                batch.ids.append(event_id)
-                batch.partitions.append(tp)
-                batch.offsets.append(message.offset)
-        for batch in pending.values():
+        preparing = Preparing()
+        preparing.add(batches, self._recent)
+        return self._finish(preparing)
+
+    def _finish(self, preparing: Preparing) -> Prepared:
+        prepared = preparing.finish()
+        for batch in prepared.batches:
             self._take_firsts(batch)
-        prepared.batches = list(pending.values())
         return prepared
+
+    async def write_prepared(self, prepared: Prepared) -> None:
+        """Store a prepared batch (a consume process sends it to the store's owner)."""
+        await self.store_prepared(prepared)
 
     async def store_prepared(self, prepared: Prepared) -> None:
         """The store's part of `write`: dead letters, redelivered and resent records

@@ -20,11 +20,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from confluent_kafka import Message
 
 from schemas.codec import event_id_of
 from schemas.ids import uuid7
@@ -116,13 +116,7 @@ class Partition:
     def __init__(self, tp: TopicPartition, records: list[Any]) -> None:
         self.tp = tp
         self.messages = [
-            SimpleNamespace(
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=offset,
-                value=m.value,
-                headers=m.headers,
-            )
+            Message(tp.topic, tp.partition, offset, None, m.value, m.headers)
             for offset, m in enumerate(records)
         ]
         self.committed = 0
@@ -166,7 +160,7 @@ def stored(store: Store, table: str, tenant: str) -> dict[str, int]:
 
 
 def ids_of(partition: Partition) -> set[str]:
-    return {event_id_of(m.value) for m in partition.messages}
+    return {event_id_of(m.value() or b"") for m in partition.messages}
 
 
 async def test_a_partition_moving_between_sinks_mid_batch_lands_each_record_once(

@@ -4,10 +4,10 @@ for tests/integration/test_chain_links.py and tests/security/test_forged_links.p
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, cast
 
 from aiokafka import TopicPartition
+from confluent_kafka import Message
 
 from schemas import authn, codec
 from schemas.codec import HashChain
@@ -36,11 +36,14 @@ def sink_writer(store: Store) -> SinkWriter:
 
 
 def message(record: Event, offset: int, *, topic: str = ALERTS.name, auth: bool = True) -> Any:
-    """A consumed message (partition 0) carrying the sealed record, signed by its producer."""
+    """A consumed message (partition 0, librdkafka's as the sink polls it) carrying the
+    sealed record, signed by its producer."""
     value = codec.encode(record)
     role = min(authn.ROLES_BY_TYPE[type(record)])
-    headers = KEYRING.credential(role, record.producer_id).headers(value) if auth else []
-    return SimpleNamespace(topic=topic, partition=0, offset=offset, value=value, headers=headers)
+    headers: list[tuple[str, str | bytes | None]] = []
+    if auth:
+        headers.extend(KEYRING.credential(role, record.producer_id).headers(value))
+    return Message(topic, 0, offset, None, value, headers)
 
 
 def batch(*messages: Any, topic: str = ALERTS.name) -> dict[TopicPartition, list[Any]]:

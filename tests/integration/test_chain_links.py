@@ -97,7 +97,7 @@ async def test_a_copy_found_in_the_store_past_every_window_is_kept_as_a_link(
     # store is asked.
     resent = [message(r, n) for n, r in enumerate(again, 300)]
     for m in resent:
-        m.headers = [*m.headers, (RESENT_HEADER, b"1")]
+        m.set_headers([*(m.headers() or []), (RESENT_HEADER, b"1")])
     writer = sink_writer(store)
     await writer.write(batch(*resent))
     rows, ids_stored, links = stored(store)

@@ -13,8 +13,8 @@ from schemas import codec
 from schemas.codec import HashChain
 from schemas.records import Event, QuotaThresholdCrossed
 from sinks.links import DroppedCopy, link_row, new_link_rows, place_of
+from sinks.prepare import RecentIds
 from sinks.tables import LINKS_TABLE
-from sinks.writer import RecentIds
 from tests.unit import builders
 
 IDS = [f"0b8e6d3c-3333-4c33-8a44-00000000000{n}" for n in range(1, 6)]

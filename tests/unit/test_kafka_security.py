@@ -17,6 +17,7 @@ from faust.types.auth import AuthProtocol, SASLMechanism
 
 import replay.restore
 import schemas.kafka
+import sinks.group_consumer
 import sinks.writer
 from schemas.kafka_security import KafkaSecurity
 from schemas.settings import (
@@ -243,12 +244,31 @@ def recorder(monkeypatch: pytest.MonkeyPatch, password_file: Path) -> list[dict[
         (schemas.kafka, "AIOKafkaProducer"),
         (schemas.kafka, "AIOKafkaConsumer"),
         (schemas.kafka, "AIOKafkaAdminClient"),
-        (sinks.writer, "AIOKafkaConsumer"),
         (replay.restore, "AIOKafkaConsumer"),
     ]:
         monkeypatch.setattr(module, name, recording)
     monkeypatch.setattr("aiokafka.AIOKafkaConsumer", recording)  # replay.sources imports late
+    monkeypatch.setattr(sinks.group_consumer, "Consumer", LibrdkafkaRecorder(made))
     return made
+
+
+class LibrdkafkaRecorder:
+    """Stands in for confluent-kafka's Consumer (the sink's): keeps the configuration it
+    was made with, in aiokafka's option names, and refuses to run."""
+
+    def __init__(self, made: list[dict[str, Any]]) -> None:
+        self.made = made
+
+    def __call__(self, config: dict[str, Any]) -> None:
+        self.made.append(
+            {
+                "security_protocol": config.get("security.protocol"),
+                "sasl_mechanism": config.get("sasl.mechanism"),
+                "sasl_plain_username": config.get("sasl.username"),
+                "sasl_plain_password": config.get("sasl.password"),
+            }
+        )
+        raise Refused
 
 
 def expect_login(options: dict[str, Any]) -> None:
@@ -302,6 +322,28 @@ async def test_real_aiokafka_clients_accept_the_options(password_file: Path) -> 
             await client.close()
         else:
             await client.stop()
+
+
+def test_a_real_librdkafka_consumer_accepts_the_options(password_file: Path) -> None:
+    from confluent_kafka import Consumer
+
+    env = sasl_env(
+        password_file,
+        GOVLEDGER_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+        GOVLEDGER_KAFKA_SSL_CA_FILE=certifi.where(),
+    )
+    security = KafkaSecurity.of(load(CommonSettings, environ=env))
+    config = sinks.group_consumer.client_config(
+        "kafka:9092",
+        group_id="g",
+        client_id="c",
+        session_timeout_ms=6000,
+        fetch_max_wait_ms=100,
+        security=security,
+    )
+    assert config["ssl.ca.location"] == certifi.where()
+    assert config["ssl.endpoint.identification.algorithm"] == "https"
+    Consumer(config).close()  # librdkafka checks every setting when the client is made
 
 
 PRODUCTION_PACKAGES = ("schemas", "gateway", "streams", "sinks", "replay", "govledger")

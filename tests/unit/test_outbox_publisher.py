@@ -10,6 +10,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from confluent_kafka import Message
 
 from schemas import authn, codec
 from schemas.confirmations import ConfirmationFeed
@@ -18,8 +20,8 @@ from schemas.outbox import Outbox
 from schemas.outbox_publisher import OutboxPublisher
 from schemas.records import RecordsStored, StoredRange
 from schemas.spool import Frame, Spool
-from schemas.topics import RESENT_HEADER, STORED
-from sinks.stored import stored_ranges
+from schemas.topics import LINEAGE, RESENT_HEADER, STORED, WALLET_STATE
+from sinks.prepare import RecentIds, prepare
 from tests.unit import builders
 
 PRODUCER = "gateway-outbox-unit"
@@ -208,23 +210,31 @@ def test_the_feed_confirms_sink_notices_and_refuses_forged_ones() -> None:
     assert feed.confirmed == 5 and feed.refused == 2
 
 
+def polled(topic: str, value: bytes, headers: list[tuple[str, bytes]], offset: int) -> Message:
+    """A record as the sink's consumer (librdkafka) hands it over."""
+    return Message(topic, 0, offset, None, value, [*headers])
+
+
 def test_stored_ranges_count_only_authenticated_records_of_outbox_keepers() -> None:
     authn.install(builders.TEST_KEYRING)
     chain = authn.SignedChain(PRODUCER, keyring=builders.TEST_KEYRING)
-    messages = []
+    lineage: list[Message] = []
     for seq in range(1, 8):
         _, value = chain.seal_encoded(builders.call(event_id=uuid7()))
         if seq in (4, 5):
             continue  # in another sink's partitions
-        messages.append(
-            SimpleNamespace(topic="govledger.lineage", value=value, headers=chain.headers(value))
-        )
+        lineage.append(polled(LINEAGE.name, value, chain.headers(value), seq))
     forged = builders.call(event_id=uuid7(), producer_id=PRODUCER, seq=40)
-    messages.append(
-        SimpleNamespace(topic="govledger.lineage", value=codec.encode(forged), headers=[])
-    )
-    messages.append(builders.signed_message("govledger.wallet-state", builders.balance()))
-    assert stored_ranges(reversed(messages)) == [
+    lineage.append(polled(LINEAGE.name, codec.encode(forged), [], 40))
+    balance = builders.signed_message(WALLET_STATE.name, builders.balance())
+    worker = [polled(WALLET_STATE.name, balance.value, balance.headers, 0)]
+    batches = {
+        TopicPartition(LINEAGE.name, 0): lineage[::-1],
+        TopicPartition(WALLET_STATE.name, 0): worker,
+    }
+    prepared = prepare(batches, RecentIds(100))
+    assert len(prepared.dead_letters) == 1  # the forged one, not counted
+    assert prepared.stored.ranges() == [
         StoredRange(PRODUCER, 1, 3),
         StoredRange(PRODUCER, 6, 7),
     ]

@@ -14,7 +14,7 @@ from schemas.codec import encode_long as zigzag_varint
 from schemas.codec import event_id_of, read_string
 from schemas.records import WalletFunded
 from sinks.avro_batch import container_file
-from sinks.writer import RecentIds
+from sinks.prepare import RecentIds
 
 
 def funded(event_id: str, amount: int) -> bytes:
