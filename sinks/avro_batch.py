@@ -1,10 +1,12 @@
 """Batches of records as Avro object container files, for ClickHouse to decode.
 
-A record on the wire is a 10-byte header and the Avro body. Appending a `raw: bytes`
-field to the schema appends `zigzag(len) ‖ bytes` to each body (and a trailing `auth`
-string, the record's authentication header, the same), so a batch of
-records-with-raw is built by concatenation alone: the sink never decodes a field in
-Python, ClickHouse does (FORMAT Avro), and each row keeps its exact wire bytes.
+A record on the wire is a 10-byte header and the Avro body. Putting a `fixed(10)` field
+first (the header: no column takes it, so ClickHouse skips it) and appending a `raw:
+bytes` field to the schema makes each row `wire bytes ‖ zigzag(len) ‖ wire bytes` (and a
+trailing `auth` bytes, the record's authentication header, the same way), so a batch of
+records-with-raw is built by concatenation alone, without even cutting the header off
+(a copy of each record): the sink never decodes a field in Python, ClickHouse does
+(FORMAT Avro), and each row keeps its exact wire bytes.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ _HEADERS: dict[tuple[bytes, bool], bytes] = {}
 
 
 def container_header(entry: SchemaEntry, *, with_auth: bool = False) -> bytes:
-    """The container-file header for a schema extended with a trailing `raw` field (and
-    `auth` after it)."""
+    """The container-file header for a schema extended with a leading `wire_header` field
+    and a trailing `raw` field (and `auth` after it)."""
     known = _HEADERS.get((entry.fingerprint, with_auth))
     if known is not None:
         return known
     added = [_RAW_FIELD, _AUTH_FIELD] if with_auth else [_RAW_FIELD]
-    extended = {**entry.source, "fields": [*entry.source["fields"], *added]}
+    assert all(f["name"] != _WIRE_HEADER_FIELD["name"] for f in entry.source["fields"])
+    extended = {**entry.source, "fields": [_WIRE_HEADER_FIELD, *entry.source["fields"], *added]}
     meta = {b"avro.schema": json.dumps(extended).encode(), b"avro.codec": b"null"}
     header = bytearray(b"Obj\x01")
     header += encode_long(len(meta))
@@ -55,6 +58,11 @@ def container_header(entry: SchemaEntry, *, with_auth: bool = False) -> bytes:
     return _HEADERS[(entry.fingerprint, with_auth)]
 
 
+_WIRE_HEADER_FIELD = {
+    "name": "wire_header",
+    "type": {"type": "fixed", "name": "WireHeader", "size": HEADER_BYTES},
+    "doc": "The wire header (magic byte, schema fingerprint); no column takes it.",
+}
 _RAW_FIELD = {"name": "raw", "type": "bytes", "doc": "The record's wire bytes."}
 _AUTH_FIELD = {"name": "auth", "type": "bytes", "doc": "The record's govledger-auth header."}
 
@@ -82,14 +90,13 @@ def container_block(values: Sequence[bytes], auths: Sequence[bytes] | None = Non
     """One data block of a container file (count, size, records, sync marker): a file is
     its header and any number of blocks, so a batch can be encoded as it is polled."""
     assert values, "a container block needs at least one record"
-    at = HEADER_BYTES
     # Lengths from a table (records and headers are short); any longer takes encode_long.
     short = len(_SHORT_LONGS)
     longs: Any = _SHORT_LONGS
     if max(map(len, values)) >= short or (auths is not None and max(map(len, auths)) >= short):
         longs = _LongOf()
     if auths is None:
-        data = b"".join([part for v in values for part in (v[at:], longs[len(v)], v)])
+        data = b"".join([part for v in values for part in (v, longs[len(v)], v)])
     else:
         assert len(auths) == len(values), "one auth per value"
         # One join of every piece: no per-record concatenation (each copied the record).
@@ -97,7 +104,7 @@ def container_block(values: Sequence[bytes], auths: Sequence[bytes] | None = Non
             [
                 part
                 for v, a in zip(values, auths, strict=True)
-                for part in (v[at:], longs[len(v)], v, longs[len(a)], a)
+                for part in (v, longs[len(v)], v, longs[len(a)], a)
             ]
         )
     return b"".join((encode_long(len(values)), encode_long(len(data)), data, SYNC_MARKER))

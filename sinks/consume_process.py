@@ -115,7 +115,7 @@ class WireBatch:
     partition_indexes: bytes
     offsets: list[int]
     firsts: list[tuple[int, int]] = field(default_factory=list)
-    container: bytes | None = None
+    container: list[bytes] | None = None
 
 
 def to_wire(batch: PendingBatch) -> WireBatch:
@@ -208,7 +208,7 @@ class FeedingWriter(SinkWriter):
     async def write_prepared(self, prepared: Prepared) -> None:
         for batch in prepared.batches:
             if batch.container is None:
-                batch.container = container_file(batch.entry, batch.values, batch.auths)
+                batch.container = [container_file(batch.entry, batch.values, batch.auths)]
         self._sent += 1
         number = self._sent
         answer = self._answers[number] = asyncio.get_running_loop().create_future()

@@ -4,7 +4,9 @@ grouped per schema with their Avro container blocks, and what the stored notices
 `Preparing` takes records as they are polled, so under a backlog the next batch is
 checked, grouped and encoded while the store inserts the previous one (the store's insert
 releases the GIL; this is Python's share of the sink's CPU). `Preparing.finish` hands the
-writer a `Prepared`: its container files are the blocks already built, joined.
+writer a `Prepared`: its container files are the blocks already built (as a list of
+chunks: the store writes them to its insert file one after another, with no copy joining
+them first).
 """
 
 from __future__ import annotations
@@ -72,9 +74,9 @@ class PendingBatch:
     # Unverified partitions' first records in this batch: index by partition (see
     # `SinkWriter._drop_already_written`).
     firsts: dict[TopicPartition, int] = field(default_factory=dict)
-    # The container file of exactly these records, when built ahead (`Preparing` joins
-    # its blocks; a consume process sends it); a kept subset is built again.
-    container: bytes | None = None
+    # The container file of exactly these records, when built ahead (`Preparing`'s header
+    # and blocks; a consume process sends it); a kept subset is built again.
+    container: list[bytes] | None = None
     # Container blocks of values[:blocked], built as records were polled.
     blocks: list[bytes] = field(default_factory=list)
     blocked: int = 0
@@ -100,8 +102,7 @@ class PendingBatch:
     def join_blocks(self) -> None:
         """The container file of every record, from the blocks built so far."""
         self.block_new_records()
-        header = container_header(self.entry, with_auth=True)
-        self.container = b"".join([header, *self.blocks])
+        self.container = [container_header(self.entry, with_auth=True), *self.blocks]
         self.blocks = []
 
 

@@ -125,13 +125,18 @@ class Store:
     def _ddl(self, statement: str) -> str:
         return clustered(statement, self.cluster) if self.cluster else statement
 
-    def insert_avro(self, table: str, columns: Sequence[str], data: bytes, token: str) -> None:
-        """Insert an Avro container file; ClickHouse maps its fields to columns by name."""
+    def insert_avro(
+        self, table: str, columns: Sequence[str], data: bytes | Sequence[bytes], token: str
+    ) -> None:
+        """Insert an Avro container file (or its chunks, in order); ClickHouse maps its
+        fields to columns by name."""
+        # Chunks go as a generator (what clickhouse-connect takes for a streamed body).
+        block = data if isinstance(data, bytes) else (chunk for chunk in data)
         with self._lock:
             self.client.raw_insert(
                 table,
                 list(columns),
-                insert_block=data,
+                insert_block=block,
                 fmt="Avro",
                 settings={
                     "insert_deduplication_token": token,
