@@ -329,6 +329,39 @@ async def consume_only(bootstrap: str, rows: int) -> float:
         await consumer.stop()
 
 
+def consume_only_librdkafka(bootstrap: str, rows: int) -> float:
+    """Baseline: the same topic read with the sink's client, librdkafka (no group, each
+    record's value, headers and offset read as the sink reads them); seconds."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer
+    from confluent_kafka import TopicPartition as KafkaPartition
+
+    from schemas.topics import LINEAGE
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-consumer",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 100,
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            "check.crcs": True,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(LINEAGE.name, timeout=10).topics[LINEAGE.name].partitions
+        consumer.assign([KafkaPartition(LINEAGE.name, p, OFFSET_BEGINNING) for p in partitions])
+        started = time.perf_counter()
+        seen = 0
+        while seen < rows:
+            for message in consumer.consume(5_000, 0.1):
+                if message.error() is None:
+                    message.value(), message.headers(), message.offset()
+                    seen += 1
+        return time.perf_counter() - started
+    finally:
+        consumer.close()
+
+
 IDLE_FUNCTIONS = ("SimpleQueue' objects", "(_worker)", "thread.py", "threading.py")
 
 

@@ -41,6 +41,7 @@ import orjson
 from bench.common import (
     bench_records,
     consume_only,
+    consume_only_librdkafka,
     cpu_count,
     cpu_seconds,
     interrupt_on_sigint_and_sigterm,
@@ -546,6 +547,9 @@ async def sink_async(args: argparse.Namespace, tmp: Path, records: Any) -> dict[
         # --- baseline 1: the same topic, consumed only -----------------------------------
         consume_s = await consume_only(bootstrap, rows)
         figures["consume_only_rows_per_s"] = round(rows / consume_s)
+        # The sink's own client (sinks/group_consumer.py), the same records.
+        librdkafka_s = await asyncio.to_thread(consume_only_librdkafka, bootstrap, rows)
+        figures["consume_only_librdkafka_rows_per_s"] = round(rows / librdkafka_s)
 
         # --- baseline 2: the same records as prebuilt container files, inserted only -----
         entry = codec.schema_for(LineageRecord)
