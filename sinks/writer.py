@@ -146,6 +146,8 @@ class SinkWriter:
         self._held_count = 0
         self._held_since: float | None = None
         self._writing: asyncio.Task[None] | None = None
+        # The commit of the last batch stored (it waits for the commits before it).
+        self._committing: asyncio.Task[None] | None = None
         self._consumer: Any = None
         # Next offset to read per partition, as this process last committed it.
         self._committed: dict[TopicPartition, int] = {}
@@ -236,8 +238,9 @@ class SinkWriter:
 
     async def flush(self, *, wait: bool = True) -> None:
         """Write what is held, then commit its offsets. With wait=False the write runs
-        while the next batch is polled; a later flush waits for it first, so inserts and
-        commits stay in order."""
+        while the next batch is polled; a later flush waits for it first, so inserts stay
+        in order (and commits: each waits for the one before; the next insert does not
+        wait for the last commit)."""
         await self._finish_writing()
         if self._held:
             held, self._held = self._held, {}
@@ -246,6 +249,7 @@ class SinkWriter:
             self._writing = asyncio.create_task(self._write_and_commit(held, preparing))
         if wait:
             await self._finish_writing()
+            await self._finish_committing()
 
     async def _finish_writing(self) -> None:
         writing = self._writing
@@ -258,6 +262,17 @@ class SinkWriter:
         finally:
             if writing.done():
                 self._writing = None
+        if self._committing is not None and self._committing.done():
+            await self._finish_committing()  # a failed notice surfaces here too
+
+    async def _finish_committing(self) -> None:
+        committing = self._committing
+        if committing is not None:
+            try:
+                await asyncio.shield(committing)
+            finally:
+                if committing.done() and self._committing is committing:
+                    self._committing = None
 
     async def _write_and_commit(
         self, held: dict[TopicPartition, list[Any]], preparing: Preparing
@@ -265,6 +280,20 @@ class SinkWriter:
         prepared = self._finish(preparing)
         await self.write_prepared(prepared)
         offsets = {tp: messages[-1].offset() + 1 for tp, messages in held.items()}
+        # Stored: its offsets are committed after the commit before them, while the next
+        # batch is already being inserted.
+        self._committing = asyncio.create_task(
+            self._commit(self._committing, offsets, prepared.stored.ranges())
+        )
+
+    async def _commit(
+        self,
+        previous: asyncio.Task[None] | None,
+        offsets: dict[TopicPartition, int],
+        ranges: list[StoredRange],
+    ) -> None:
+        if previous is not None:
+            await previous
         try:
             await self._consumer.commit(offsets)
         except CommitError as exc:
@@ -276,7 +305,7 @@ class SinkWriter:
             self._committed.update(offsets)
         self.stats.last_insert_ms = now_ms()
         if self.on_committed is not None:
-            await self.on_committed(prepared.stored.ranges())
+            await self.on_committed(ranges)
 
     async def consumer_lag(self) -> dict[str, int]:
         """Records per topic on the broker that the sink has not yet written and committed
@@ -439,7 +468,9 @@ class SinkWriter:
         """Store the batch. Records the store refuses are dead-lettered with its reason:
         first those Python cannot decode, then, halving the batch, each one the store
         still refuses once it stands alone; every other record is stored."""
-        columns = await self._retry.answer(self._columns, batch)
+        columns = self._columns_by_schema.get(batch.entry.fingerprint)
+        if columns is None:  # the store's columns, asked once per schema
+            columns = await self._retry.answer(self._columns, batch)
         refused = await self._insert_once(batch, columns)
         if refused is None:
             return
@@ -537,5 +568,10 @@ class SinkWriter:
             self._writing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writing
+        if self._committing is not None:
+            # Its rows are stored: a commit that fails now only means they are read again
+            # at the next start and dropped by event id.
+            with contextlib.suppress(Exception):
+                await self._committing
         if self._consumer is not None:
             await self._consumer.stop()
