@@ -375,3 +375,22 @@ def test_no_production_code_makes_a_kafka_client_without_the_login() -> None:
                     unguarded.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert made >= 6
     assert unguarded == []
+
+
+def test_every_librdkafka_client_takes_its_settings_with_the_login() -> None:
+    """librdkafka's clients (the sink's consumer) are made from `client_config`, which
+    takes the process's login; no production code makes one from a dict of its own."""
+    made: list[str] = []
+    logins: list[bool] = []
+    for package in PRODUCTION_PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.Call):
+                    continue
+                called = getattr(node.func, "id", getattr(node.func, "attr", ""))
+                if called in {"Consumer", "Producer", "AdminClient"}:
+                    made.append(str(path.relative_to(ROOT)))
+                elif called == "client_config":
+                    logins.append(any(k.arg == "security" for k in node.keywords))
+    assert made == ["sinks/group_consumer.py"]
+    assert logins and all(logins)
