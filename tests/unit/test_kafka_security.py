@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -356,25 +357,29 @@ def test_no_production_code_makes_a_kafka_client_without_the_login() -> None:
     broker (or, on a broker without ACLs, bypass the role)."""
     unguarded = []
     made = 0
+    for path, node, called in production_calls():
+        if called not in CLIENT_CLASSES:
+            continue
+        made += 1
+        spread = [k.value for k in node.keywords if k.arg is None]
+        names = {
+            getattr(call.func, "id", getattr(call.func, "attr", ""))
+            for call in spread
+            if isinstance(call, ast.Call)
+        }
+        if not names & LOGIN_CALLS:
+            unguarded.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert made >= 6
+    assert unguarded == []
+
+
+def production_calls() -> Iterator[tuple[Path, ast.Call, str]]:
+    """Every call in production code: its file, the node and the name called."""
     for package in PRODUCTION_PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
-                if not isinstance(node, ast.Call):
-                    continue
-                called = getattr(node.func, "id", getattr(node.func, "attr", ""))
-                if called not in CLIENT_CLASSES:
-                    continue
-                made += 1
-                spread = [k.value for k in node.keywords if k.arg is None]
-                names = {
-                    getattr(call.func, "id", getattr(call.func, "attr", ""))
-                    for call in spread
-                    if isinstance(call, ast.Call)
-                }
-                if not names & LOGIN_CALLS:
-                    unguarded.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    assert made >= 6
-    assert unguarded == []
+                if isinstance(node, ast.Call):
+                    yield path, node, getattr(node.func, "id", getattr(node.func, "attr", ""))
 
 
 def test_every_librdkafka_client_takes_its_settings_with_the_login() -> None:
@@ -382,15 +387,10 @@ def test_every_librdkafka_client_takes_its_settings_with_the_login() -> None:
     takes the process's login; no production code makes one from a dict of its own."""
     made: list[str] = []
     logins: list[bool] = []
-    for package in PRODUCTION_PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if not isinstance(node, ast.Call):
-                    continue
-                called = getattr(node.func, "id", getattr(node.func, "attr", ""))
-                if called in {"Consumer", "Producer", "AdminClient"}:
-                    made.append(str(path.relative_to(ROOT)))
-                elif called == "client_config":
-                    logins.append(any(k.arg == "security" for k in node.keywords))
+    for path, node, called in production_calls():
+        if called in {"Consumer", "Producer", "AdminClient"}:
+            made.append(str(path.relative_to(ROOT)))
+        elif called == "client_config":
+            logins.append(any(k.arg == "security" for k in node.keywords))
     assert made == ["sinks/group_consumer.py"]
     assert logins and all(logins)
