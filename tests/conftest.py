@@ -3,7 +3,8 @@
 The shared stack: one real stack (broker, sink with chDB, worker, gateway) with the
 default test settings and SHARED_STACK_SETTINGS (tests/integration/stack.py), its
 OpenAI-compatible upstream the component tier's recording fake (`shared_upstream`),
-booted once per test process on first use and stopped at the end. A boot costs about 7 s
+booted once per test process on first use and stopped when the process moves on to the
+modules that start no stack (or at the end). A boot costs about 7 s
 of wall time and 5 s of CPU; every module that needs nothing else takes this one instead
 of booting its own. Such a module keeps to tenants (and so wallets, keys, rows) of its
 own, named with a run id, and scopes every count to them: other modules' traffic is in
@@ -23,7 +24,9 @@ the first module that takes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -51,37 +54,74 @@ def shared_upstream(shared_upstream_served: tuple[ResponsesUpstream, str]) -> Re
     return shared_upstream_served[0]
 
 
-@pytest.fixture(scope="session")
-def shared_stack_session(
-    tmp_path_factory: pytest.TempPathFactory,
-    shared_upstream_served: tuple[ResponsesUpstream, str],
-) -> Iterator[RunningStack]:
-    # Imported here: unit runs collect this file and need none of the stack's imports.
-    from tests.integration.stack import (
-        SHARED_STACK_SETTINGS,
-        free_port,
-        running_stack,
-        stack_environ,
-    )
+class SharedStackHolder:
+    """This test process's shared stack: booted by the first module that takes it, stopped
+    once the modules left to this process need no stack (`pytest_runtest_teardown`), else
+    at the end of the session. An idle stack is not free (its parts poll the broker: about
+    a sixth of a core), and under `make test` each process runs the seconds-long modules
+    last, after every module that boots a stack (`pytest_collection_modifyitems`)."""
 
-    # The shared stack serves the web console too (tests/integration/test_console_browser.py).
-    # Its Overview refreshes every second, so a test sees a new call without waiting 5 s.
-    console = {"GOVLEDGER_CONSOLE_PORT": str(free_port()), "GOVLEDGER_CONSOLE_REFRESH_S": "1"}
-    env = stack_environ(
-        tmp_path_factory.mktemp("govledger-shared"),
-        GOVLEDGER_UPSTREAM_BASE_URL=shared_upstream_served[1],
-        **SHARED_STACK_SETTINGS,
-        **console,
-    )
-    with running_stack(env) as running:
-        yield running
+    def __init__(self) -> None:
+        self.running: RunningStack | None = None
+        self._exit = contextlib.ExitStack()
+
+    def get(self, data_dir: Path, upstream_url: str) -> RunningStack:
+        if self.running is None:
+            # Imported here: unit runs collect this file and need none of the stack's imports.
+            from tests.integration.stack import (
+                SHARED_STACK_SETTINGS,
+                free_port,
+                running_stack,
+                stack_environ,
+            )
+
+            # The shared stack serves the web console too (test_console_browser.py). Its
+            # Overview refreshes every second, so a test sees a new call without waiting 5 s.
+            console = {
+                "GOVLEDGER_CONSOLE_PORT": str(free_port()),
+                "GOVLEDGER_CONSOLE_REFRESH_S": "1",
+            }
+            env = stack_environ(
+                data_dir,
+                GOVLEDGER_UPSTREAM_BASE_URL=upstream_url,
+                **SHARED_STACK_SETTINGS,
+                **console,
+            )
+            self.running = self._exit.enter_context(running_stack(env))
+        return self.running
+
+    def stop(self) -> None:
+        self.running = None
+        self._exit.close()
+
+
+_SHARED_STACK = SharedStackHolder()
+
+
+@pytest.fixture(scope="session")
+def shared_stack_holder(
+    shared_upstream_served: tuple[ResponsesUpstream, str],
+) -> Iterator[SharedStackHolder]:
+    # Depends on the upstream so that the stack stops before its upstream does.
+    try:
+        yield _SHARED_STACK
+    finally:
+        _SHARED_STACK.stop()
 
 
 @pytest.fixture(scope="module")
-def shared_stack(shared_stack_session: RunningStack) -> RunningStack:
+def shared_stack(
+    shared_stack_holder: SharedStackHolder,
+    shared_upstream_served: tuple[ResponsesUpstream, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> RunningStack:
     """The shared stack, its keyring installed for this module's own publishers."""
-    shared_stack_session.install_keyring()
-    return shared_stack_session
+    running = shared_stack_holder.running
+    if running is None:
+        data_dir = tmp_path_factory.mktemp("govledger-shared")
+        running = shared_stack_holder.get(data_dir, shared_upstream_served[1])
+    running.install_keyring()
+    return running
 
 
 def module_of(item: pytest.Item) -> str:
@@ -92,9 +132,17 @@ def module_rank(item: pytest.Item) -> int:
     """Soaks first, then the other modules that start real stacks, then the rest."""
     if item.get_closest_marker("soak"):
         return 0
-    if item.get_closest_marker("integration") or item.nodeid.startswith("tests/integration/"):
+    if (
+        item.get_closest_marker("integration")
+        or item.nodeid.startswith("tests/integration/")
+        or "shared_stack" in getattr(item, "fixturenames", ())
+    ):
         return 1
     return 2
+
+
+# Each collected module's rank (module_rank of its first-ranked test).
+_MODULE_RANKS: dict[str, int] = {}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -113,3 +161,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = module_of(item)
         rank[module] = min(rank.get(module, 2), module_rank(item))
     items.sort(key=lambda item: rank[module_of(item)])
+    _MODULE_RANKS.update(rank)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, None, None]:
+    """Stop the shared stack once this process moves on to the modules that start no stack:
+    they come last (`pytest_collection_modifyitems`), and under xdist's `--dist loadfile
+    --no-loadscope-reorder` each process is handed modules in that order, so none after
+    needs it (one that did would boot it again). Its parts poll the broker while idle: four
+    idle stacks (one a process) cost about two thirds of a core during the unit tests."""
+    result = yield
+    if (
+        _SHARED_STACK.running is not None
+        and nextitem is not None
+        and module_of(nextitem) != module_of(item)
+        and _MODULE_RANKS.get(module_of(nextitem), 2) == 2
+    ):
+        _SHARED_STACK.stop()
+    return result
