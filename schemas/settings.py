@@ -361,9 +361,16 @@ class StreamSettings(BreakerSettings):
     topic_replication_factor: int = setting(
         1, "Replicas of the topics Faust creates (changelogs); 3 on a three-broker cluster."
     )
+    worker_fetch_wait_ms: int = setting(
+        20,
+        "Longest the worker's intake waits for records in one fetch; bounds how late a "
+        "balance shows on the embedded broker, and an idle worker fetches this often.",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 1 <= self.worker_fetch_wait_ms <= 1_000:
+            raise SettingsError("GOVLEDGER_WORKER_FETCH_WAIT_MS must be 1 to 1000")
         # Faust commits every few seconds: a shorter wait would call healthy partitions stalled.
         if self.worker_commit_stall_s < 10:
             raise SettingsError("GOVLEDGER_WORKER_COMMIT_STALL_S must be at least 10 seconds")
