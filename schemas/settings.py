@@ -291,11 +291,18 @@ class SinkSettings(CommonSettings):
     sink_consume_process: bool = setting(
         False, "Consume and check records in a child process feeding the store owner."
     )
+    sink_fetch_wait_ms: int = setting(
+        100,
+        "Longest the sink waits for records in one fetch (at most GOVLEDGER_SINK_FLUSH_MS); "
+        "an idle sink fetches this often.",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.retention_interval_s <= 0:
             raise SettingsError("GOVLEDGER_RETENTION_INTERVAL_S must be positive")
+        if self.sink_fetch_wait_ms < 1:
+            raise SettingsError("GOVLEDGER_SINK_FETCH_WAIT_MS must be positive")
         if not 0 < self.sink_store_retry_base_ms <= self.sink_store_retry_max_ms:
             raise SettingsError(
                 "GOVLEDGER_SINK_STORE_RETRY_BASE_MS must be positive and at most "

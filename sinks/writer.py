@@ -237,7 +237,7 @@ class SinkWriter:
             auto_offset_reset="earliest",
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(session_ms // 6, 100),
-            fetch_max_wait_ms=min(self.settings.sink_flush_ms, 100),
+            fetch_max_wait_ms=min(self.settings.sink_flush_ms, self.settings.sink_fetch_wait_ms),
             max_partition_fetch_bytes=8 * 1024 * 1024,
             client_id="govledger-sink",
             **KafkaSecurity.of(self.settings).aiokafka_options(),
