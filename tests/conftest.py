@@ -128,20 +128,44 @@ def module_of(item: pytest.Item) -> str:
     return item.nodeid.split("::", 1)[0]
 
 
-def module_rank(item: pytest.Item) -> int:
-    """Soaks first, then the other modules that start real stacks, then the rest."""
-    if item.get_closest_marker("soak"):
-        return 0
-    if (
-        item.get_closest_marker("integration")
-        or item.nodeid.startswith("tests/integration/")
-        or "shared_stack" in getattr(item, "fixturenames", ())
+SOAKS, OWN_STACKS, SHARED_STACK, NO_STACK = range(4)
+"""Module ranks, in the order they run: soaks (minutes long, each its own stack), the other
+modules that boot stacks of their own, the modules on the shared stack, then the rest."""
+
+# CPU seconds (user + sys of pytest and its children) of the slowest modules, each run
+# alone on 2026-12-07 (`/usr/bin/time` around `pytest -p no:cacheprovider <module>`): within
+# its rank a module listed here runs before the others, the longest first, so that the
+# last ones handed out are the short ones. Tests of the shared stack count its boot.
+KNOWN_CPU_S: dict[str, float] = {
+    "tests/integration/test_kill_any_part.py": 94.6,
+    "tests/integration/test_worker_kill.py": 83.8,
+    "tests/integration/test_audit_verify.py": 48.6,
+    "tests/integration/test_console_browser.py": 28.6,
+    "tests/security/test_forged_records.py": 25.1,
+    "tests/integration/test_pipeline.py": 25.0,
+    "tests/security/test_root_rotation.py": 24.9,
+    "tests/integration/test_export_schedules.py": 23.4,
+    "tests/integration/test_query_api.py": 22.7,
+    "tests/integration/test_sla_windows.py": 21.7,
+    "tests/property/test_wallet_properties.py": 18.3,
+}
+
+
+def module_rank(items: list[pytest.Item]) -> int:
+    """The rank of a module, from its tests (see SOAKS)."""
+    if any(item.get_closest_marker("soak") for item in items):
+        return SOAKS
+    if any("shared_stack" in getattr(item, "fixturenames", ()) for item in items):
+        return SHARED_STACK
+    if any(
+        item.get_closest_marker("integration") or item.nodeid.startswith("tests/integration/")
+        for item in items
     ):
-        return 1
-    return 2
+        return OWN_STACKS
+    return NO_STACK
 
 
-# Each collected module's rank (module_rank of its first-ranked test).
+# Each collected module's rank.
 _MODULE_RANKS: dict[str, int] = {}
 
 
@@ -149,18 +173,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The order modules run in. Under `make test` (`-n 4 --dist loadfile`) a module runs
     whole in one test process (its module-scoped stack boots once), and each process takes
     the next module in this order as it runs low: longest first (soaks minutes long, then
-    modules that boot stacks), so that the seconds-long ones fill in at the end and the
-    processes finish close together. Whole modules move; tests within one keep their order
-    (some rely on it: "keep it last"). Serially only the sequence changes.
+    modules that boot stacks, the slowest known first: KNOWN_CPU_S), so that the
+    seconds-long ones fill in at the end and the processes finish close together. The
+    modules on the shared stack come after those booting their own, so that a process's
+    shared stack is up only while they run (it stops at the first module of the rest:
+    `pytest_runtest_teardown`), not idle beside another stack. Whole modules move; tests
+    within one keep their order (some rely on it: "keep it last"). Serially only the
+    sequence changes.
 
     (Not `--dist loadgroup`, which could keep the shared stack's modules in one process:
     pytest-xdist 3.8 marks a group by rewriting `item._nodeid`, which pytest 9.2 no longer
     reads, so groups are silently ignored.)"""
-    rank: dict[str, int] = {}
+    by_module: dict[str, list[pytest.Item]] = {}
     for item in items:
-        module = module_of(item)
-        rank[module] = min(rank.get(module, 2), module_rank(item))
-    items.sort(key=lambda item: rank[module_of(item)])
+        by_module.setdefault(module_of(item), []).append(item)
+    rank = {module: module_rank(tests) for module, tests in by_module.items()}
+    items.sort(key=lambda item: (rank[module_of(item)], -KNOWN_CPU_S.get(module_of(item), 0.0)))
     _MODULE_RANKS.update(rank)
 
 
@@ -178,7 +206,7 @@ def pytest_runtest_teardown(
         _SHARED_STACK.running is not None
         and nextitem is not None
         and module_of(nextitem) != module_of(item)
-        and _MODULE_RANKS.get(module_of(nextitem), 2) == 2
+        and _MODULE_RANKS.get(module_of(nextitem), NO_STACK) == NO_STACK
     ):
         _SHARED_STACK.stop()
     return result
