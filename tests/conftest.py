@@ -148,6 +148,10 @@ KNOWN_CPU_S: dict[str, float] = {
     "tests/integration/test_query_api.py": 22.7,
     "tests/integration/test_sla_windows.py": 21.7,
     "tests/property/test_wallet_properties.py": 18.3,
+    "tests/component/test_configurations.py": 7.3,
+    "tests/component/test_cluster_store.py": 7.0,
+    "tests/property/test_quotas_properties.py": 5.4,
+    "tests/property/test_resends.py": 5.2,
 }
 
 
