@@ -291,11 +291,18 @@ class SinkSettings(CommonSettings):
     sink_consume_process: bool = setting(
         False, "Consume and check records in a child process feeding the store owner."
     )
+    sink_fetch_wait_ms: int = setting(
+        100,
+        "Longest the sink waits for records in one fetch (at most GOVLEDGER_SINK_FLUSH_MS); "
+        "an idle sink fetches this often.",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.retention_interval_s <= 0:
             raise SettingsError("GOVLEDGER_RETENTION_INTERVAL_S must be positive")
+        if self.sink_fetch_wait_ms < 1:
+            raise SettingsError("GOVLEDGER_SINK_FETCH_WAIT_MS must be positive")
         if not 0 < self.sink_store_retry_base_ms <= self.sink_store_retry_max_ms:
             raise SettingsError(
                 "GOVLEDGER_SINK_STORE_RETRY_BASE_MS must be positive and at most "
@@ -361,9 +368,16 @@ class StreamSettings(BreakerSettings):
     topic_replication_factor: int = setting(
         1, "Replicas of the topics Faust creates (changelogs); 3 on a three-broker cluster."
     )
+    worker_fetch_wait_ms: int = setting(
+        20,
+        "Longest the worker's intake waits for records in one fetch; bounds how late a "
+        "balance shows on the embedded broker, and an idle worker fetches this often.",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 1 <= self.worker_fetch_wait_ms <= 1_000:
+            raise SettingsError("GOVLEDGER_WORKER_FETCH_WAIT_MS must be 1 to 1000")
         # Faust commits every few seconds: a shorter wait would call healthy partitions stalled.
         if self.worker_commit_stall_s < 10:
             raise SettingsError("GOVLEDGER_WORKER_COMMIT_STALL_S must be at least 10 seconds")

@@ -159,7 +159,7 @@ class SinkWriter:
             group_id=CONSUMER_GROUP,
             client_id="govledger-sink",
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
-            fetch_max_wait_ms=min(self.settings.sink_flush_ms, 100),
+            fetch_max_wait_ms=min(self.settings.sink_flush_ms, self.settings.sink_fetch_wait_ms),
             security=KafkaSecurity.of(self.settings),
         )
         self._consumer = GroupConsumer(config)

@@ -51,8 +51,6 @@ RAW: dict[str, Any] = {
 
 BATCH_MAX = 4_000
 """Most records in one batch."""
-FETCH_WAIT_MS = 20
-"""Longest a fetch waits for records: with the fold, bounds how late a balance shows."""
 COMMIT_INTERVAL_S = 1.0
 """How often folded offsets are committed (after a producer flush). Publishing does not
 wait for it: a batch's outputs are sent as it is folded. A kill redelivers at most this
@@ -198,7 +196,7 @@ def register(
             auto_offset_reset="earliest",
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(session_ms // 6, 100),
-            fetch_max_wait_ms=FETCH_WAIT_MS,
+            fetch_max_wait_ms=settings.worker_fetch_wait_ms,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             client_id="govledger-intake",
             **KafkaSecurity.of(settings).aiokafka_options(),
@@ -228,7 +226,9 @@ def register(
         await consumer.start()
         try:
             while not stopping.is_set():
-                fetched = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=BATCH_MAX)
+                fetched = await consumer.getmany(
+                    timeout_ms=settings.worker_fetch_wait_ms, max_records=BATCH_MAX
+                )
                 async with folding:
                     if fetched:
                         offsets.pending.update(await fold_batch(fetched))

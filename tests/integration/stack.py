@@ -84,6 +84,16 @@ def stack_environ(data_dir: Path, **extra: str) -> dict[str, str]:
             # No notifier unless a module routes notifications (test_notifications): one
             # process less to boot per stack, and no module here adds a route.
             "GOVLEDGER_NOTIFIER_ENABLED": "0",
+            # The embedded broker holds an empty fetch for its whole wait (it does not answer
+            # early when records come): the intake's 20 ms default is 50 fetches a second
+            # of an idle stack, half its broker's CPU. At 100 ms an idle stack costs a fifth
+            # less CPU (15.9 % of a core against 12.8 %: the broker 8.5 -> 6.8 %, the worker
+            # 3.8 -> 2.0 %), and a balance shows at most 80 ms later.
+            "GOVLEDGER_WORKER_FETCH_WAIT_MS": "100",
+            # Likewise the sink's (100 ms by default): at its flush interval (250 ms) a record
+            # reaches the store at most 150 ms later, and an idle stack costs 12.8 % of a
+            # core against 10.8 % (the broker 6.8 -> 5.3 %, the sink 2.5 -> 2.1 %).
+            "GOVLEDGER_SINK_FETCH_WAIT_MS": "250",
         }
     )
     env.update(extra)
