@@ -207,15 +207,21 @@ class GroupConsumer:
             if p.offset != OFFSET_INVALID and p.offset >= 0
         }
 
+    def highwater(self, tp: TopicPartition) -> int | None:
+        """A partition's end offset as of the last fetch (no request), None before one."""
+        asked = KafkaPartition(tp.topic, tp.partition)
+        high = int(self._live().get_watermark_offsets(asked, cached=True)[1])
+        return None if high < 0 else high
+
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Each partition's end offset (the next record's) as of the last fetch, asked of
         the broker only for a partition not fetched yet."""
         consumer = self._live()
         ends: dict[TopicPartition, int] = {}
         for tp in partitions:
-            asked = KafkaPartition(tp.topic, tp.partition)
-            high = int(consumer.get_watermark_offsets(asked, cached=True)[1])
-            if high < 0:
+            high = self.highwater(tp)
+            if high is None:
+                asked = KafkaPartition(tp.topic, tp.partition)
                 low_high = await self._on(
                     self._requests, consumer.get_watermark_offsets, asked, REQUEST_TIMEOUT_S
                 )
