@@ -326,7 +326,7 @@ def _envelope_spans(value: bytes) -> tuple[int, int, int, int] | None:
                 while at < end and at < size and value[at] & 0x80:  # occurred_at
                     at += 1
                 at += 1  # past its last byte (one past the end if it is cut or overlong)
-                third = value[at] if at <= min(end, size - 1) else 0x80
+                third = value[at] if at <= end and at < size else 0x80
                 if third < 0x80 and not third & 1:  # tenant_id
                     at += 1 + (third >> 1)
                     fourth = value[at] if at < size else 0x80

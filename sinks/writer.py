@@ -378,6 +378,8 @@ class SinkWriter:
     def _take_firsts(self, batch: PendingBatch) -> None:
         """Note the batch's first record of each partition still unverified after a
         (re)assignment, and move each partition's verified limit on."""
+        if not self._unverified:
+            return  # every partition checked since its assignment: the usual batch
         for i, tp in enumerate(batch.partitions):
             if tp in self._unverified and tp not in batch.firsts:
                 batch.firsts[tp] = i
