@@ -133,7 +133,6 @@ class Preparing:
         verifier = authn.verifier()
         schema_of, ids_of, earlier = codec.schema_of, codec.envelope_ids_of, recent.earlier
         auth_header = authn.HEADER
-        touched: set[bytes] = set()
         for tp, messages in batches.items():
             topic = tp.topic
             for message in messages:
@@ -159,10 +158,6 @@ class Preparing:
                         raise authn.Forged("forged: more than one auth header")
                     try:
                         entry = schema_of(value)
-                    except codec.DecodeError:
-                        verifier.check(topic, value, auth)  # its reason comes first
-                        raise
-                    try:
                         event_id, producer_id, seq = ids_of(value)
                     except codec.DecodeError:
                         verifier.check(topic, value, auth)  # its reason comes first
@@ -189,17 +184,16 @@ class Preparing:
                 if batch is None:
                     batch = PendingBatch(entry, TABLE_FOR[entry.record_type])
                     pending[entry.fingerprint] = batch
-                touched.add(entry.fingerprint)
                 batch.values.append(value)
                 batch.auths.append(auth or b"")
                 batch.ids.append(event_id)
                 batch.partitions.append(tp)
                 batch.offsets.append(message.offset())
-        for schema in touched:
-            pending[schema].block_new_records()
+        for batch in pending.values():
+            batch.block_new_records()  # (a schema with no new record adds no block)
 
     def finish(self) -> Prepared:
-        """The batch, each schema's container file joined from its blocks."""
+        """The batch, each schema's container file its header and blocks."""
         for batch in self._pending.values():
             batch.join_blocks()
         self.prepared.batches = list(self._pending.values())
