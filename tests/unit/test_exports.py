@@ -296,6 +296,16 @@ async def _finished(jobs: ExportJobs, job: ExportJob) -> ExportJob:
     raise AssertionError(f"export still {job.status}")
 
 
+async def _exported_acme(store: FakeStore, tmp_path: Path) -> tuple[ExportJobs, ExportJob]:
+    """Tenant acme's export through jobs paging 7 rows at a time, run to its end."""
+    jobs = ExportJobs(store, tmp_path, page_rows=7)  # type: ignore[arg-type]
+    await jobs.start()
+    try:
+        return jobs, await _finished(jobs, _submit(jobs, "acme"))
+    finally:
+        await jobs.stop()
+
+
 def _submit(jobs: ExportJobs, tenant: str | None, fmt: str = "jsonl") -> ExportJob:
     until = T0 + 1_000_000
     return jobs.submit(
@@ -332,12 +342,7 @@ async def test_a_job_pages_through_the_store_and_writes_file_manifest_and_state(
     tmp_path: Path,
 ) -> None:
     store = FakeStore(_rows())
-    jobs = ExportJobs(store, tmp_path, page_rows=7)  # type: ignore[arg-type]
-    await jobs.start()
-    try:
-        job = await _finished(jobs, _submit(jobs, "acme"))
-    finally:
-        await jobs.stop()
+    jobs, job = await _exported_acme(store, tmp_path)
     assert job.status == "succeeded", job.error
     acme = [r for r in store.rows if r["tenant_id"] == "acme"]
     assert job.rows_total == job.rows_done == len(acme) == 75
@@ -372,12 +377,7 @@ async def test_a_record_stored_twice_is_exported_once_within_and_across_pages(
     rows = _rows()
     acme = [r for r in rows if r["tenant_id"] == "acme"]
     store = FakeStore(rows + [dict(r) for r in acme[2:4] + acme[6:7] + [acme[6]]])
-    jobs = ExportJobs(store, tmp_path, page_rows=7)  # type: ignore[arg-type]
-    await jobs.start()
-    try:
-        job = await _finished(jobs, _submit(jobs, "acme"))
-    finally:
-        await jobs.stop()
+    jobs, job = await _exported_acme(store, tmp_path)
     assert job.status == "succeeded", job.error
     lines = [json.loads(line) for line in jobs.file_path(job).read_text().splitlines()]
     assert [line["event_id"] for line in lines] == [r["event_id"] for r in acme]
