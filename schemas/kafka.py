@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
+import confluent_kafka
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from schemas.kafka_producer import AsyncProducer, producer_config
 from schemas.kafka_security import KafkaSecurity, client_options
+from schemas.rdkafka import base_config
 from schemas.topics import CATALOGUE
 
 log = structlog.get_logger(__name__)
-
-MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 def make_producer(
@@ -24,20 +26,17 @@ def make_producer(
     linger_ms: int = 0,
     client_id: str = "govledger",
     security: KafkaSecurity | None = None,
-) -> Any:
-    """A producer with acks=all, logged in as `security` (default: this process's user).
-    Idempotence is off: Tansu has no InitProducerId, and our consumers are idempotent by
-    (producer_id, seq) instead."""
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=False,
-        linger_ms=linger_ms,
-        max_request_size=MAX_REQUEST_BYTES,
+) -> AsyncProducer:
+    """A producer with acks=all, logged in as `security` (default: this process's user),
+    on librdkafka (schemas/kafka_producer.py says why). Idempotence is off: Tansu has no
+    InitProducerId, and our consumers are idempotent by (producer_id, seq) instead."""
+    config = producer_config(
+        bootstrap,
         client_id=client_id,
-        request_timeout_ms=10_000,
-        **client_options(security),
+        linger_ms=linger_ms,
+        security=security or KafkaSecurity.of_process(),
     )
+    return AsyncProducer(config)
 
 
 async def ensure_topics(
@@ -70,10 +69,59 @@ async def ensure_topics(
 
 Handler = Callable[[Any], Awaitable[None] | None]
 
+# Most records one poll hands to the handler.
+TAIL_POLL_RECORDS = 5_000
+# Longest the tailer's thread waits in one poll (and so what `stop` may wait for it).
+TAIL_POLL_WAIT_S = 0.5
+# Longest a metadata or end-offset request at start may take.
+TAIL_REQUEST_TIMEOUT_S = 10.0
+
+
+class TailedRecord(NamedTuple):
+    """One record a tailer read, in the attribute names aiokafka's records have (what the
+    handlers and `authn.decode_message` read)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp: int
+
+
+def tailer_config(
+    bootstrap: str,
+    *,
+    security: KafkaSecurity,
+    fetch_max_wait_ms: int,
+    fetch_min_bytes: int,
+    offset_reset: str,
+) -> dict[str, Any]:
+    """librdkafka's settings for a tailer: partitions assigned by us, nothing committed
+    (a group id is required by the client but no group is ever joined)."""
+    assert fetch_max_wait_ms >= 0 and fetch_min_bytes >= 1
+    assert offset_reset in ("earliest", "latest")
+    return {
+        **base_config(bootstrap, client_id="govledger-tailer", security=security),
+        "group.id": "govledger-tailer",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": offset_reset,
+        "fetch.wait.max.ms": fetch_max_wait_ms,
+        "fetch.min.bytes": fetch_min_bytes,
+        "check.crcs": True,
+    }
+
 
 class TopicTailer:
     """Reads whole topics from the beginning and follows them, without a consumer group:
-    every reader gets the full state (how gateways read the control and state topics)."""
+    every reader gets the full state (how gateways read the control and state topics).
+
+    On librdkafka: fetching and unpacking run in C on the client's threads, and the event
+    loop wakes only when records came (aiokafka's fetcher ran in Python on the loop, every
+    fetch wait, records or not: most of an idle gateway's CPU). The client's blocking
+    calls run on one thread of the tailer's own."""
 
     def __init__(
         self,
@@ -98,51 +146,86 @@ class TopicTailer:
         self._topics = list(topics)
         self._handle = handle
         self._consumer: Any = None
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, "kafka-tailer")
         self._task: asyncio.Task[None] | None = None
         self.caught_up = asyncio.Event()
 
     async def start(self) -> None:
-        """Assign every partition, seek to the beginning and start following."""
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            enable_auto_commit=False,
+        """Assign every partition from its first record and start following."""
+        config = tailer_config(
+            self._bootstrap,
+            security=self._security or KafkaSecurity.of_process(),
             fetch_max_wait_ms=self._fetch_max_wait_ms,
             fetch_min_bytes=self._fetch_min_bytes,
-            auto_offset_reset=self._offset_reset,
-            client_id="govledger-tailer",
-            **client_options(self._security),
+            offset_reset=self._offset_reset,
         )
-        await self._consumer.start()
-        partitions: list[TopicPartition] = []
-        for topic in self._topics:
-            for attempt in range(50):
-                found = self._consumer.partitions_for_topic(topic)
-                if found:
-                    break
-                # aiokafka has no public call to refresh metadata.
-                await self._consumer._client.force_metadata_update()
-                await asyncio.sleep(0.1 * (attempt + 1))
-            else:
-                raise RuntimeError(f"topic {topic} does not exist")
-            partitions.extend(TopicPartition(topic, p) for p in sorted(found))
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
-        end_offsets = await self._consumer.end_offsets(partitions)
+        self._consumer = confluent_kafka.Consumer(config)
+        try:
+            end_offsets = await self._on_thread(self._assign_all)
+        except BaseException:
+            await self._on_thread(self._consumer.close)
+            self._consumer = None
+            raise
         self._task = asyncio.create_task(self._run(end_offsets))
 
-    async def _run(self, end_offsets: dict[TopicPartition, int]) -> None:
-        pending = {tp: end for tp, end in end_offsets.items() if end > 0}
+    def _assign_all(self) -> dict[tuple[str, int], int]:
+        """On the tailer's thread: every partition of the topics, from the beginning; each
+        partition's end offset now (what `caught_up` waits for)."""
+        partitions: list[confluent_kafka.TopicPartition] = []
+        for topic in self._topics:
+            for attempt in range(50):
+                found = self._consumer.list_topics(topic, TAIL_REQUEST_TIMEOUT_S).topics.get(topic)
+                if found is not None and found.error is None and found.partitions:
+                    break
+                time.sleep(0.1 * (attempt + 1))
+            else:
+                raise RuntimeError(f"topic {topic} does not exist")
+            partitions.extend(
+                confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+                for p in sorted(found.partitions)
+            )
+        self._consumer.assign(partitions)
+        ends: dict[tuple[str, int], int] = {}
+        for tp in partitions:
+            _, high = self._consumer.get_watermark_offsets(tp, TAIL_REQUEST_TIMEOUT_S)
+            ends[(tp.topic, tp.partition)] = int(high)
+        return ends
+
+    def _poll(self) -> list[Any]:
+        """On the tailer's thread: what is at hand, waiting up to TAIL_POLL_WAIT_S for the
+        first record (librdkafka's batch call would wait for a full batch)."""
+        first = self._consumer.poll(TAIL_POLL_WAIT_S)
+        if first is None:
+            return []
+        return [first, *self._consumer.consume(TAIL_POLL_RECORDS - 1, 0)]
+
+    async def _run(self, end_offsets: dict[tuple[str, int], int]) -> None:
+        pending = {where: end for where, end in end_offsets.items() if end > 0}
         if not pending:
             self.caught_up.set()
         while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=5_000)
-            for tp, messages in batches.items():
-                for message in messages:
-                    result = self._handle(message)
-                    if result is not None:
-                        await result
-                if tp in pending and messages[-1].offset + 1 >= pending[tp]:
-                    del pending[tp]
+            for message in await self._on_thread(self._poll):
+                error = message.error()
+                if error is not None:
+                    if error.fatal():
+                        raise confluent_kafka.KafkaException(error)
+                    log.warning("tailer error", error=str(error))
+                    continue
+                record = TailedRecord(
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    message.key(),
+                    message.value(),
+                    message.headers() or [],
+                    message.timestamp()[1],
+                )
+                result = self._handle(record)
+                if result is not None:
+                    await result
+                where = (record.topic, record.partition)
+                if where in pending and record.offset + 1 >= pending[where]:
+                    del pending[where]
             if not pending and not self.caught_up.is_set():
                 self.caught_up.set()
 
@@ -151,5 +234,10 @@ class TopicTailer:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await self._on_thread(consumer.close)  # after the poll in flight returns
+        self._thread.shutdown(wait=False)
+
+    async def _on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)

@@ -27,6 +27,7 @@ from schemas.authn import Keyring, Role, SignedChain
 from schemas.codec import HashChain
 from schemas.ids import now_ms, uuid7
 from schemas.kafka import make_producer
+from schemas.kafka_producer import ProducerPort
 from schemas.records import ChainCheckpoint, Event
 from schemas.spool import Frame, Spool
 from schemas.topics import CHECKPOINTS
@@ -122,7 +123,9 @@ class ChainedPublisher:
         # Seq of the head the last checkpoint covered (its own seq minus one).
         self._checkpointed_seq = 0
         self._ticker: asyncio.Task[None] | None = None
-        self._producer = make_producer(bootstrap, linger_ms=linger_ms, client_id=producer_id)
+        self._producer: ProducerPort = make_producer(
+            bootstrap, linger_ms=linger_ms, client_id=producer_id
+        )
         self._spool = spool
         self._keyring = keyring
         # Records sent and not yet acknowledged, by seq, with when they were sent.

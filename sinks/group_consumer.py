@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -28,6 +27,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from schemas.kafka_security import KafkaSecurity
+from schemas.rdkafka import base_config
 
 log = structlog.get_logger(__name__)
 
@@ -66,10 +66,9 @@ def client_config(
     """librdkafka's settings for the sink's group member: offsets committed by the writer
     alone, after its rows are stored."""
     assert session_timeout_ms > 0 and fetch_max_wait_ms >= 0
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+    return {
+        **base_config(bootstrap, client_id=client_id, security=security),
         "group.id": group_id,
-        "client.id": client_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
@@ -80,23 +79,7 @@ def client_config(
         # Off by default in librdkafka: the headers that decide whether a record is stored
         # (resent, restored) are not under its MAC, so a corrupted batch must be refused.
         "check.crcs": True,
-        "logger": logging.getLogger("librdkafka"),
     }
-    if security.uses_sasl:
-        config.update(
-            {
-                "security.protocol": security.protocol,
-                "sasl.mechanism": security.mechanism,
-                "sasl.username": security.username,
-                "sasl.password": security.password(),
-            }
-        )
-        if security.protocol == "SASL_SSL":
-            # The broker's certificate and host name verified (librdkafka's default).
-            config["ssl.endpoint.identification.algorithm"] = "https"
-            if security.ca_file:
-                config["ssl.ca.location"] = security.ca_file
-    return config
 
 
 class GroupConsumer:

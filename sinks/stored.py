@@ -25,6 +25,7 @@ from schemas import authn, codec
 from schemas.authn import Keyring, SignedChain
 from schemas.ids import now_ms, uuid7
 from schemas.kafka import make_producer
+from schemas.kafka_producer import ProducerPort
 from schemas.kafka_security import KafkaSecurity
 from schemas.records import RecordsStored, StoredRange
 from schemas.topics import STORED
@@ -86,7 +87,9 @@ class StoredNotices:
         keyring: Keyring | None = None,
     ) -> None:
         self.chain = SignedChain(producer_id, "sink", keyring)
-        self._producer = make_producer(bootstrap, client_id=producer_id, security=security)
+        self._producer: ProducerPort = make_producer(
+            bootstrap, client_id=producer_id, security=security
+        )
         self.published = 0
         self.unsent = 0
 

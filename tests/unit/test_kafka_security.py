@@ -242,20 +242,21 @@ def recorder(monkeypatch: pytest.MonkeyPatch, password_file: Path) -> list[dict[
     made: list[dict[str, Any]] = []
     recording = type("Recording", (Recorder,), {"made": made})
     for module, name in [
-        (schemas.kafka, "AIOKafkaProducer"),
-        (schemas.kafka, "AIOKafkaConsumer"),
         (schemas.kafka, "AIOKafkaAdminClient"),
         (replay.restore, "AIOKafkaConsumer"),
     ]:
         monkeypatch.setattr(module, name, recording)
     monkeypatch.setattr("aiokafka.AIOKafkaConsumer", recording)  # replay.sources imports late
     monkeypatch.setattr(sinks.group_consumer, "Consumer", LibrdkafkaRecorder(made))
+    monkeypatch.setattr("confluent_kafka.Producer", LibrdkafkaRecorder(made))
+    monkeypatch.setattr("confluent_kafka.Consumer", LibrdkafkaRecorder(made))  # tailers
     return made
 
 
 class LibrdkafkaRecorder:
-    """Stands in for confluent-kafka's Consumer (the sink's): keeps the configuration it
-    was made with, in aiokafka's option names, and refuses to run."""
+    """Stands in for confluent-kafka's Consumer (the sink's, the tailers') and Producer:
+    keeps the configuration it was made with, in aiokafka's option names, and refuses to
+    run."""
 
     def __init__(self, made: list[dict[str, Any]]) -> None:
         self.made = made
@@ -284,7 +285,8 @@ async def test_every_client_we_make_logs_in_as_the_process_user(
 ) -> None:
     from replay.sources import read_topics
 
-    schemas.kafka.make_producer("kafka:9092")
+    with pytest.raises(Refused):
+        await schemas.kafka.make_producer("kafka:9092").start()
     with pytest.raises(Refused):
         await schemas.kafka.ensure_topics("kafka:9092", 1)
     with pytest.raises(Refused):
@@ -307,7 +309,8 @@ async def test_an_explicit_login_wins_over_the_process_one(
     other = tmp_path / "other"
     other.write_text("another-password-0123456789")
     security = KafkaSecurity("SASL_PLAINTEXT", "SCRAM-SHA-256", "auditor", str(other))
-    schemas.kafka.make_producer("kafka:9092", security=security)
+    with pytest.raises(Refused):
+        await schemas.kafka.make_producer("kafka:9092", security=security).start()
     assert recorder[0]["sasl_plain_username"] == "auditor"
     assert recorder[0]["sasl_plain_password"] == "another-password-0123456789"
 
@@ -325,8 +328,10 @@ async def test_real_aiokafka_clients_accept_the_options(password_file: Path) -> 
             await client.stop()
 
 
-def test_a_real_librdkafka_consumer_accepts_the_options(password_file: Path) -> None:
-    from confluent_kafka import Consumer
+def test_real_librdkafka_clients_accept_the_options(password_file: Path) -> None:
+    from confluent_kafka import Consumer, Producer
+
+    from schemas.kafka_producer import producer_config
 
     env = sasl_env(
         password_file,
@@ -345,6 +350,9 @@ def test_a_real_librdkafka_consumer_accepts_the_options(password_file: Path) -> 
     assert config["ssl.ca.location"] == certifi.where()
     assert config["ssl.endpoint.identification.algorithm"] == "https"
     Consumer(config).close()  # librdkafka checks every setting when the client is made
+    made = producer_config("kafka:9092", client_id="c", linger_ms=0, security=security)
+    assert made["sasl.password"] == PASSWORD and made["ssl.ca.location"] == certifi.where()
+    Producer(made).close()
 
 
 PRODUCTION_PACKAGES = ("schemas", "gateway", "streams", "sinks", "replay", "govledger")
@@ -383,14 +391,19 @@ def production_calls() -> Iterator[tuple[Path, ast.Call, str]]:
 
 
 def test_every_librdkafka_client_takes_its_settings_with_the_login() -> None:
-    """librdkafka's clients (the sink's consumer) are made from `client_config`, which
-    takes the process's login; no production code makes one from a dict of its own."""
+    """librdkafka's clients (the sink's consumer, the publishers' producer, the tailers)
+    are made from `client_config`, `producer_config` and `tailer_config`, which take the
+    login; no production code makes one from a dict of its own."""
     made: list[str] = []
     logins: list[bool] = []
     for path, node, called in production_calls():
         if called in {"Consumer", "Producer", "AdminClient"}:
             made.append(str(path.relative_to(ROOT)))
-        elif called == "client_config":
+        elif called in {"client_config", "producer_config", "tailer_config"}:
             logins.append(any(k.arg == "security" for k in node.keywords))
-    assert made == ["sinks/group_consumer.py"]
+    assert sorted(made) == [
+        "schemas/kafka.py",
+        "schemas/kafka_producer.py",
+        "sinks/group_consumer.py",
+    ]
     assert logins and all(logins)

@@ -330,8 +330,9 @@ class _FakeProducer:
         pass
 
     async def send(
-        self, topic: str, value: bytes, key: bytes, headers: Any = None
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
     ) -> asyncio.Future[Any]:
+        assert key is not None, "every record is keyed"
         self.sent.append((topic, value, key))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_result(None)

@@ -1,0 +1,44 @@
+"""librdkafka (confluent-kafka) settings every client of ours shares: where the broker is,
+who the client is, how it logs in, where its log lines go.
+
+The sink's group member (sinks/group_consumer.py) and the publishers' producer
+(schemas/kafka_producer.py) are the clients on librdkafka; both start from here, so a
+login configured once (schemas/kafka_security.py) applies to both.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from schemas.kafka_security import KafkaSecurity
+
+# librdkafka's log lines come out under this logger (docs/observability.md).
+LOGGER_NAME = "librdkafka"
+
+
+def base_config(bootstrap: str, *, client_id: str, security: KafkaSecurity) -> dict[str, Any]:
+    """The settings of any client: bootstrap, client id, login, logger. PLAINTEXT adds no
+    option; SASL_SSL verifies the broker's certificate and host name."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "client.id": client_id,
+        # Nagle's algorithm would hold a lone small request (one call's record) for an ack.
+        "socket.nagle.disable": True,
+        "logger": logging.getLogger(LOGGER_NAME),
+    }
+    if security.uses_sasl:
+        config.update(
+            {
+                "security.protocol": security.protocol,
+                "sasl.mechanism": security.mechanism,
+                "sasl.username": security.username,
+                "sasl.password": security.password(),
+            }
+        )
+        if security.protocol == "SASL_SSL":
+            # The broker's certificate and host name verified (librdkafka's default).
+            config["ssl.endpoint.identification.algorithm"] = "https"
+            if security.ca_file:
+                config["ssl.ca.location"] = security.ca_file
+    return config
