@@ -83,6 +83,8 @@ def test_every_process_exports_metrics_that_move_with_the_calls(stack: RunningSt
     publish_garbage(stack)
     stack.sql("SELECT 1")  # one query API request
 
+    seen: dict[str, object] = {}  # what the last look found, for the failure message
+
     def settled() -> dict[str, Samples] | None:
         now = {"query": scrape(where["query"]), "worker": scrape(where["worker"])}
         sink_rows = moved(
@@ -98,9 +100,16 @@ def test_every_process_exports_metrics_that_move_with_the_calls(stack: RunningSt
             "streams-agents",
         }  # the intake's and the Faust agents' partitions
         done = (sink_rows, sink_dead, worker_dead) == (CALLS, 1, 1) and folded > 0 and lagging
+        seen.update(sink_rows=sink_rows, sink_dead=sink_dead, worker_dead=worker_dead)
+        seen.update(fold_lag=folded, both_lags=lagging)
         return now if done else None
 
-    after = {**wait_for(settled, timeout_s=20, every_s=0.2), "gateway": scrape(where["gateway"])}
+    try:
+        # (30 s: under the parallel suite, settling once took more than 20.)
+        settled_now = wait_for(settled, timeout_s=30, every_s=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"metrics did not settle: {seen}") from exc
+    after = {**settled_now, "gateway": scrape(where["gateway"])}
 
     gateway = (before["gateway"], after["gateway"])
     call = {"route": "chat.completions", "model": "sim-small", "provider": "sim"}
