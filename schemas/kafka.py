@@ -165,6 +165,7 @@ class TopicTailer:
         except BaseException:
             await self._on_thread(self._consumer.close)
             self._consumer = None
+            self._thread.shutdown(wait=False)
             raise
         self._task = asyncio.create_task(self._run(end_offsets))
 
