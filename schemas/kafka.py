@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.kafka_producer import AsyncProducer, producer_config
 from schemas.kafka_security import KafkaSecurity, client_options
-from schemas.rdkafka import base_config
+from schemas.rdkafka import UNDECODABLE_HEADERS, base_config, headers_of
 from schemas.topics import CATALOGUE
 
 log = structlog.get_logger(__name__)
@@ -86,7 +86,7 @@ class TailedRecord(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
     timestamp: int
 
 
@@ -212,13 +212,19 @@ class TopicTailer:
                         raise confluent_kafka.KafkaException(error)
                     log.warning("tailer error", error=str(error))
                     continue
+                headers = headers_of(message)
+                if headers is None:
+                    # A hostile record must not stop the reader; the sink dead-letters it.
+                    at = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+                    log.warning("record skipped", at=at, reason=UNDECODABLE_HEADERS)
+                    continue
                 record = TailedRecord(
                     message.topic(),
                     message.partition(),
                     message.offset(),
                     message.key(),
                     message.value(),
-                    message.headers() or [],
+                    headers,
                     message.timestamp()[1],
                 )
                 result = self._handle(record)

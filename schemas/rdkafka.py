@@ -15,6 +15,8 @@ from schemas.kafka_security import KafkaSecurity
 
 # librdkafka's log lines come out under this logger (docs/observability.md).
 LOGGER_NAME = "librdkafka"
+# Why a record whose headers cannot be read is refused (dead-lettered, or skipped by a view).
+UNDECODABLE_HEADERS = "a header key is not UTF-8"
 
 
 def base_config(bootstrap: str, *, client_id: str, security: KafkaSecurity) -> dict[str, Any]:
@@ -42,3 +44,14 @@ def base_config(bootstrap: str, *, client_id: str, security: KafkaSecurity) -> d
             if security.ca_file:
                 config["ssl.ca.location"] = security.ca_file
     return config
+
+
+def headers_of(message: Any) -> list[tuple[str, bytes | None]] | None:
+    """A consumed librdkafka message's headers ([] when it has none), or None when they
+    cannot be read: confluent-kafka decodes header keys as UTF-8 and, for a key that is
+    not, raises SystemError (the UnicodeDecodeError as its context). Anyone may write such
+    a key, so every reader must refuse that record rather than stop on it."""
+    try:
+        return message.headers() or []
+    except (SystemError, UnicodeDecodeError):
+        return None

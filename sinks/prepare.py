@@ -19,6 +19,7 @@ from aiokafka import TopicPartition
 
 from schemas import authn, codec
 from schemas.codec import SchemaEntry
+from schemas.rdkafka import UNDECODABLE_HEADERS, headers_of
 from schemas.topics import RESENT_HEADER, RESTORED_HEADER
 from sinks.avro_batch import container_block, container_header
 from sinks.links import DroppedCopy
@@ -139,7 +140,19 @@ class Preparing:
                 restored = resent = False
                 auth: bytes | None = None
                 auths = 0
-                for key, header_value in message.headers() or ():  # one pass (the hot loop)
+                headers = headers_of(message)
+                if headers is None:
+                    prepared.dead_letters.append(
+                        (
+                            topic,
+                            tp.partition,
+                            message.offset(),
+                            message.value() or b"",
+                            UNDECODABLE_HEADERS,
+                        )
+                    )
+                    continue
+                for key, header_value in headers:  # one pass (the hot loop)
                     if key == auth_header:
                         auths += 1
                         auth = bytes(header_value or b"")
