@@ -9,6 +9,7 @@ login configured once (schemas/kafka_security.py) applies to both.
 from __future__ import annotations
 
 import logging
+import operator
 from typing import Any
 
 from schemas.kafka_security import KafkaSecurity
@@ -46,12 +47,20 @@ def base_config(bootstrap: str, *, client_id: str, security: KafkaSecurity) -> d
     return config
 
 
+# `message.headers()` through a call that always checks the result: see headers_of.
+_read_headers = operator.methodcaller("headers")
+
+
 def headers_of(message: Any) -> list[tuple[str, bytes | None]] | None:
     """A consumed librdkafka message's headers ([] when it has none), or None when they
-    cannot be read: confluent-kafka decodes header keys as UTF-8 and, for a key that is
-    not, raises SystemError (the UnicodeDecodeError as its context). Anyone may write such
-    a key, so every reader must refuse that record rather than stop on it."""
+    cannot be read. Anyone may write a header key that is not UTF-8; confluent-kafka then
+    returns a list holding a NULL item with the UnicodeDecodeError set. A checked call
+    turns that into SystemError, but Python 3.11 specializes a hot `message.headers()`
+    call site into one that skips the check, and the next loop over the list crashed the
+    process (tests/security/test_header_keys.py). So the method is called through
+    `operator.methodcaller`, whose call is always checked, and a message whose headers
+    failed is never asked again (it keeps the broken list)."""
     try:
-        return message.headers() or []
+        return _read_headers(message) or []
     except (SystemError, UnicodeDecodeError):
         return None
