@@ -212,26 +212,27 @@ class TopicTailer:
                         raise confluent_kafka.KafkaException(error)
                     log.warning("tailer error", error=str(error))
                     continue
+                where, offset = (message.topic(), message.partition()), message.offset()
                 headers = headers_of(message)
                 if headers is None:
-                    # A hostile record must not stop the reader; the sink dead-letters it.
-                    at = f"{message.topic()}[{message.partition()}]@{message.offset()}"
-                    log.warning("record skipped", at=at, reason=UNDECODABLE_HEADERS)
-                    continue
-                record = TailedRecord(
-                    message.topic(),
-                    message.partition(),
-                    message.offset(),
-                    message.key(),
-                    message.value(),
-                    headers,
-                    message.timestamp()[1],
-                )
-                result = self._handle(record)
-                if result is not None:
-                    await result
-                where = (record.topic, record.partition)
-                if where in pending and record.offset + 1 >= pending[where]:
+                    # A hostile record must not stop the reader (the sink dead-letters it);
+                    # it still counts as read, or a reader would never catch up past it.
+                    log.warning(
+                        "record skipped", at=where, offset=offset, reason=UNDECODABLE_HEADERS
+                    )
+                else:
+                    record = TailedRecord(
+                        *where,
+                        offset,
+                        message.key(),
+                        message.value(),
+                        headers,
+                        message.timestamp()[1],
+                    )
+                    result = self._handle(record)
+                    if result is not None:
+                        await result
+                if where in pending and offset + 1 >= pending[where]:
                     del pending[where]
             if not pending and not self.caught_up.is_set():
                 self.caught_up.set()

@@ -42,8 +42,9 @@ class NotUtf8Key(str):
 
 @pytest.fixture
 async def poisoned(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
-    """A mock cluster's bootstrap whose topic holds, on one partition: GOOD_BEFORE records
-    b"before" (each with a header), the hostile record b"hostile", then b"after"."""
+    """A mock cluster's bootstrap whose topic holds, on partition 0: GOOD_BEFORE records
+    b"before" (each with a header), the hostile record b"hostile", then b"after"; on
+    partition 1, a hostile record alone (the last record a reader has to catch up to)."""
     for module in (accumulator, aiokafka_producer):
         monkeypatch.setattr(module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
     cluster = confluent_kafka.Producer({"test.mock.num.brokers": 1})  # lives as long as this
@@ -58,6 +59,7 @@ async def poisoned(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
         hostile = [(NotUtf8Key("k"), b"v")]
         await producer.send_and_wait(TOPIC, b"hostile", key=b"acme", partition=0, headers=hostile)
         await producer.send_and_wait(TOPIC, b"after", key=b"acme", partition=0)
+        await producer.send_and_wait(TOPIC, b"hostile", key=b"acme", partition=1, headers=hostile)
     finally:
         await producer.stop()
     yield bootstrap
@@ -69,6 +71,8 @@ async def test_a_tailer_skips_the_record_and_keeps_following(poisoned: str) -> N
     tailer = TopicTailer(poisoned, [TOPIC], seen.append, security=KafkaSecurity())
     await tailer.start()
     try:
+        # Caught up even where the hostile record is a partition's last: a gateway waits
+        # for this before it serves.
         await asyncio.wait_for(tailer.caught_up.wait(), 10)
         assert [r.value for r in seen] == [b"before"] * GOOD_BEFORE + [b"after"]
         assert tailer._task is not None and not tailer._task.done(), "still following"
