@@ -12,7 +12,9 @@ gateway's budget check reads), the upstream, and one gateway process
 Figures, each a ratio or a difference against a baseline measured in the same run:
   1. added latency at one client (default 20 calls/s): gateway p50/p99 minus direct p50/p99;
      the gateway's CPU per call over the bare upstream's at that rate (and at --rate when
-     the gateway keeps up there), and the gateway's CPU with no calls (bench/gateway_hotpath.py)
+     the gateway keeps up there), and the gateway's CPU with no calls (bench/gateway_hotpath.py);
+     beside it, at the same rates, the least a Python proxy spends a call
+     (bench/floor_proxy.py): its CPU per call over the upstream's, and the gateway's over it
   2. one gateway process at --rate (default 1,000/s): no errors, keeps up, p99 added;
      if it does not sustain that rate, a short step search for the highest rate it does
   3. lineage emission on vs off (a bench-only no-op publisher): throughput ratio, from the
@@ -70,7 +72,7 @@ from bench.common import (
     rounded,
     top_functions,
 )
-from bench.gateway_hotpath import cpu_ratio, idle_cpu_ms_per_s, idle_row
+from bench.gateway_hotpath import cpu_ratio, floor_rows, idle_cpu_ms_per_s, idle_row
 from bench.gateway_load import Phase
 from bench.gateway_overload import fair_and_overload
 from bench.gateway_procs import Children, machine_busy_seconds
@@ -157,7 +159,8 @@ def benchmark(bench: Bench) -> dict[str, Any]:
     bench.start_worker()
     bench.start_gateway("on")
     bench.issue_key_and_fund()
-    for target in ("upstream", bench.gateway_name):
+    bench.start_floor_proxy()
+    for target in ("upstream", "floor", bench.gateway_name):
         bench.sanity(target)
     print(
         f"[setup] broker, worker, upstream ({UPSTREAM_DELAY_MS:g} ms) and gateway up, key "
@@ -197,6 +200,10 @@ def benchmark(bench: Bench) -> dict[str, Any]:
     row, ratio_figures = cpu_ratio("1.", gateway_1, gw_on, direct_1)  # issue 18: <= 4x
     rows += [row, idle_row(idle_ms_per_s, single)]
     figures.update(ratio_figures)
+    floor_1 = bench.run("1 floor proxy", "floor", single, dur)
+    more_rows, floor_figures = floor_rows("1.", floor_1, gateway_1, gw_on, direct_1)
+    rows += more_rows
+    figures.update(floor_figures)
 
     # --- 2. one gateway process at --rate ------------------------------------------------
     rate = args.rate
@@ -222,6 +229,10 @@ def benchmark(bench: Bench) -> dict[str, Any]:
         row, ratio_figures = cpu_ratio("2.", gateway_2, gw_on, direct_2)
         rows.append(row)
         figures.update(ratio_figures)
+        floor_2 = bench.run("2 floor proxy", "floor", rate, dur)
+        more_rows, floor_figures = floor_rows("2.", floor_2, gateway_2, gw_on, direct_2)
+        rows += more_rows
+        figures.update(floor_figures)
     on_best = rate if gateway_2.keeps_up else math.nan
     lineage_rate = rate
     if not gateway_2.keeps_up and not args.skip_search:

@@ -53,6 +53,41 @@ def cpu_ratio(
     return row, figures
 
 
+def floor_rows(
+    label: str, floor: Phase, gateway: Phase, gateway_name: str, direct: Phase
+) -> tuple[list[tuple[str, str, str, str]], dict[str, Any]]:
+    """What the least a Python proxy costs (bench/floor_proxy.py) says of the bar, at the
+    same rate: the floor's CPU per call over the upstream's, and the gateway's over the
+    floor's. The 4x bar leaves the gateway 4 / (floor ratio) times a bare proxy."""
+    assert floor.rate == gateway.rate == direct.rate, "compared at the same rate"
+    floor_ms = floor.cpu_ms_per_call("floor")
+    upstream_ms = direct.cpu_ms_per_call("upstream")
+    gateway_ms = gateway.cpu_ms_per_call(gateway_name)
+    floor_ratio = floor_ms / upstream_ms if upstream_ms > 0 else math.nan
+    over_floor = gateway_ms / floor_ms if floor_ms > 0 else math.nan
+    rate = f"{direct.rate:g}/s"
+    rows = [
+        (
+            f"{label} floor proxy/upstream CPU @ {rate}",
+            "(info)",
+            f"{floor_ratio:.2f}x = {floor_ms:.3f} / {upstream_ms:.3f} ms CPU per call",
+            "n/a",
+        ),
+        (
+            f"{label} gateway/floor proxy CPU @ {rate}",
+            f"(bar leaves {BAR_CPU_RATIO_UPSTREAM / floor_ratio:.2f}x)",
+            f"{over_floor:.2f}x",
+            "n/a",
+        ),
+    ]
+    figures = {
+        f"floor_cpu_ms_per_call_{direct.rate:g}_per_s": rounded(floor_ms, 3),
+        f"floor_ratio_upstream_{direct.rate:g}_per_s": rounded(floor_ratio, 2),
+        f"gateway_ratio_floor_{direct.rate:g}_per_s": rounded(over_floor, 2),
+    }
+    return rows, figures
+
+
 def idle_row(idle_ms_per_s: float, rate: float) -> tuple[str, str, str, str]:
     """The idle CPU as a figure row, with what it adds to a call at one client's rate."""
     return (

@@ -45,6 +45,7 @@ class Bench:
     data_dir: Path
     bootstrap: str = ""
     upstream_url: str = ""
+    floor_url: str = ""
     admin_token: str = field(default_factory=lambda: "adm_" + secrets.token_urlsafe(24))
     gateway_url: str = ""
     gateway_name: str = ""
@@ -81,6 +82,16 @@ class Bench:
         )
         wait_for_port("127.0.0.1", port, 20)
         self.upstream_url = f"http://127.0.0.1:{port}/v1"
+
+    def start_floor_proxy(self) -> None:
+        """The least a Python proxy spends a call (bench/floor_proxy.py), on the upstream."""
+        from govledger.broker import wait_for_port
+
+        port = free_port()
+        argv = [sys.executable, str(REPO_ROOT / "bench" / "floor_proxy.py"), "--port", str(port)]
+        self.children.spawn("floor", [*argv, "--upstream", self.upstream_url], base_env())
+        wait_for_port("127.0.0.1", port, 20)
+        self.floor_url = f"http://127.0.0.1:{port}/v1"
 
     def start_otlp_sink(self) -> None:
         """A local OTLP/HTTP trace receiver (bench/otlp_sink.py) for tracing variants."""
@@ -212,8 +223,11 @@ class Bench:
     ) -> Phase:
         import uvloop
 
+        headers: dict[str, str] = {}
         if target == "upstream":
-            url, headers = f"{self.upstream_url}/chat/completions", {}
+            url = f"{self.upstream_url}/chat/completions"
+        elif target == "floor":
+            url = f"{self.floor_url}/chat/completions"
         elif target == "litellm":
             url = f"{self.litellm_url}/v1/chat/completions"
             headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
@@ -246,6 +260,8 @@ class Bench:
         """One call: it must answer 200 with usage, or the benchmark measures errors."""
         if target == "upstream":
             url, auth = f"{self.upstream_url}/chat/completions", ""
+        elif target == "floor":
+            url, auth = f"{self.floor_url}/chat/completions", ""
         elif target == "litellm":
             url, auth = f"{self.litellm_url}/v1/chat/completions", LITELLM_KEY
         else:
