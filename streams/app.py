@@ -12,6 +12,7 @@ from faust.types.tuples import ack_lock
 from schemas.kafka_security import KafkaSecurity
 from schemas.settings import StreamSettings
 from streams import metrics
+from streams.fetch_guard import skip_batches_with_undecodable_headers
 
 _PATCHED = "__govledger_dedupes_acked_offsets__"
 
@@ -64,6 +65,7 @@ def commit_past_duplicate_acks() -> None:
 def create_app(settings: StreamSettings) -> Any:
     """A Faust app tuned for at-least-once processing with idempotent agents."""
     commit_past_duplicate_acks()
+    skip_batches_with_undecodable_headers()  # one hostile record must not stop the worker
     session_s = settings.kafka_session_timeout_ms / 1000
     app = faust.App(
         settings.worker_app_id,

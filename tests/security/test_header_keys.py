@@ -19,13 +19,15 @@ import aiokafka.producer.message_accumulator as accumulator
 import aiokafka.producer.producer as aiokafka_producer
 import confluent_kafka
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.consumer import fetcher
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
 from schemas.kafka import TailedRecord, TopicTailer
 from schemas.kafka_security import KafkaSecurity
 from schemas.rdkafka import UNDECODABLE_HEADERS
 from sinks.prepare import RecentIds, prepare
+from streams import fetch_guard
 
 TOPIC = "govledger.control"
 # Good records read before the hostile one: more than Python 3.11 needs to specialize a
@@ -106,3 +108,30 @@ async def test_the_sink_dead_letters_the_record_with_its_reason(poisoned: str) -
     # The records around it are judged on their own (not records of ours: refused too).
     others = [reason for offset, reason in reasons.items() if offset != hostile_offset]
     assert len(others) == GOOD_BEFORE + 1 and UNDECODABLE_HEADERS not in others
+
+
+async def test_the_workers_aiokafka_readers_skip_the_batch_and_keep_reading(
+    poisoned: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Faust's consumer is aiokafka's: without the guard `getmany` raises UnicodeDecodeError
+    # for that record at every call, and the worker crash-loops on it.
+    monkeypatch.setattr(fetcher.PartitionRecords, "__init__", fetcher.PartitionRecords.__init__)
+    monkeypatch.setattr(fetcher.PartitionRecords, fetch_guard._PATCHED, False, raising=False)
+    fetch_guard.skip_batches_with_undecodable_headers()
+    consumer = AIOKafkaConsumer(bootstrap_servers=poisoned, enable_auto_commit=False)
+    await consumer.start()
+    partitions = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    values: list[bytes] = []
+    try:
+        async with asyncio.timeout(10):
+            while await consumer.position(partitions[0]) < GOOD_BEFORE + 2:
+                fetched = await consumer.getmany(timeout_ms=200)
+                values += [m.value for records in fetched.values() for m in records if m.value]
+        assert values == [b"before"] * GOOD_BEFORE + [b"after"]
+        # Past both hostile records: where a restart's committed position would be.
+        assert await consumer.position(partitions[0]) == GOOD_BEFORE + 2
+        assert await consumer.position(partitions[1]) == 1
+    finally:
+        await consumer.stop()
