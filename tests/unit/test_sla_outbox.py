@@ -12,6 +12,8 @@ hand, not started).
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +27,7 @@ from confluent_kafka import Message
 from schemas import authn, codec
 from schemas.authn import SignedChain
 from schemas.confirmations import ConfirmationFeed
-from schemas.records import RecordsStored, StoredRange
+from schemas.records import RecordsStored, SlaWindow, StoredRange
 from schemas.settings import SettingsError, StreamSettings
 from schemas.topics import RESENT_HEADER, SLA, STORED
 from sinks.prepare import RecentIds, prepare
@@ -241,3 +243,69 @@ def test_the_resend_interval_and_the_bound_are_checked() -> None:
         agent.targets_of(StreamSettings(sla_resend_after_s=0))
     with pytest.raises(SettingsError):
         agent.targets_of(StreamSettings(sla_outbox_max_bytes=0))
+
+
+def test_windows_reach_the_store_whatever_dies_broker_included(
+    tmp_path: Path, clock: dict[str, int]
+) -> None:
+    # The failure this outbox is for, at random: the sink is down while windows are sent,
+    # then the embedded broker dies and comes back empty (what it held and the sink had not
+    # stored is gone), and the worker is killed too, at any point.
+    rng = random.Random(786346)
+    worker = Worker(settings_in(tmp_path), clock)
+    calls = [call(seq=n, occurred_at=T0 + n * 700) for n in range(1, 300)]
+    store: dict[str, SlaWindow] = {}
+    stored_upto = 0  # what the sink read of the broker's log (`worker.sent`)
+    sink_up = True
+
+    def sink_reads() -> None:
+        nonlocal stored_upto
+        for topic, value, _ in worker.sent[stored_upto:]:
+            if topic == SLA.name:
+                window = codec.decode_as(value, SlaWindow)
+                store.setdefault(window.event_id, window)
+            producer_id, seq = codec.producer_seq_of(value)
+            worker.stored(producer_id, seq, seq)
+        stored_upto = len(worker.sent)
+
+    async def run() -> int:
+        nonlocal sink_up, stored_upto
+        losses = committed = read = 0
+        await worker.assigned()
+        while read < len(calls):
+            step = rng.choice(("fold", "fold", "tick", "commit", "kill", "sink", "broker"))
+            if step == "fold":
+                batch = calls[read : read + 5]
+                clock["now"] = max(clock["now"], batch[-1].occurred_at + 50)
+                await worker.fold(*batch)
+                read += len(batch)
+            elif step == "tick":
+                await worker.tick_at(clock["now"] + 3_000)
+            elif step == "commit":
+                assert worker.domain.before_commit is not None
+                await worker.domain.before_commit()
+                committed = read
+            elif step == "kill":
+                await worker.restart()
+                read = committed
+            elif step == "sink":
+                sink_up = not sink_up
+            else:  # the broker dies, the supervisor restarts everything on an empty one
+                del worker.sent[stored_upto:]
+                losses += 1
+                await worker.restart()
+                read = committed
+            if sink_up:
+                sink_reads()
+        # Everything back up: the last minutes close, the outbox drains.
+        for _ in range(10):
+            await worker.tick_at(clock["now"] + 30_000)
+            sink_reads()
+        assert worker.kept() == 0
+        return losses
+
+    assert asyncio.run(run()) > 3
+    per_minute: Counter[int] = Counter()
+    for window in store.values():  # one row per event id
+        per_minute[window.window_start] += window.requests
+    assert per_minute == Counter(logic.minute_start(c.occurred_at) for c in calls)
