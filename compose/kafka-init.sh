@@ -70,7 +70,7 @@ acl --allow-principal User:sink --operation Describe --operation Read --resource
 acl --allow-principal User:sink --operation Describe --operation Read --resource-pattern-type literal --topic govledger.alerts --topic govledger.breaker-state --topic govledger.control --topic govledger.escalations --topic govledger.lineage --topic govledger.notifications --topic govledger.sla --topic govledger.wallet-state
 acl --allow-principal User:sink --operation Describe --operation Read --operation Write --resource-pattern-type literal --topic govledger.checkpoints --topic govledger.dlq --topic govledger.stored
 acl --allow-principal User:worker --operation Describe --operation Read --resource-pattern-type prefixed --group govledger-streams
-acl --allow-principal User:worker --operation Describe --operation Read --resource-pattern-type literal --topic govledger.control --topic govledger.escalations --topic govledger.lineage
+acl --allow-principal User:worker --operation Describe --operation Read --resource-pattern-type literal --topic govledger.control --topic govledger.escalations --topic govledger.lineage --topic govledger.stored
 acl --allow-principal User:worker --operation Describe --operation Read --operation Write --resource-pattern-type literal --topic govledger.alerts --topic govledger.wallet-state
 acl --allow-principal User:worker --operation Describe --operation Write --resource-pattern-type literal --topic govledger.breaker-state --topic govledger.checkpoints --topic govledger.dlq --topic govledger.notifications --topic govledger.sla
 acl --allow-principal User:worker --operation Create --operation Describe --operation Read --operation Write --resource-pattern-type prefixed --topic govledger-streams

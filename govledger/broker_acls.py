@@ -85,8 +85,9 @@ WORKER = Role(
     "worker",
     "Faust stream processors: state topics, alerts, SLA windows, their checkpoints and "
     "dead letters, plus Faust's own topics and groups under the app id; the notifier logs "
-    "in as this user too (its delivery attempts; its group is under the app id).",
-    reads=(LINEAGE, CONTROL, ESCALATIONS, ALERTS, WALLET_STATE),
+    "in as this user too (its delivery attempts; its group is under the app id); reads "
+    "what the sinks stored, to empty the SLA outbox.",
+    reads=(LINEAGE, CONTROL, ESCALATIONS, ALERTS, WALLET_STATE, STORED),
     writes=(WALLET_STATE, BREAKER_STATE, ALERTS, SLA, CHECKPOINTS, DLQ, NOTIFICATIONS),
     prefix=FAUST_APP_ID,
 )

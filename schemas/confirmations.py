@@ -30,6 +30,12 @@ from schemas.topics import STORED
 log = structlog.get_logger(__name__)
 
 
+OUTBOX_PROCESSORS = ("streams-sla-",)
+"""Producer id prefixes of the processors (role processor) that keep an outbox too, so
+the sinks confirm their records: the SLA windows (streams/sla/agent.py). Not every
+processor: a notice per balance would be traffic no one reads."""
+
+
 class Confirmable(Protocol):
     """A publisher with an outbox."""
 

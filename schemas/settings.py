@@ -357,6 +357,12 @@ class StreamSettings(BreakerSettings):
     sla_availability_min: float = setting(0.999, "SLA availability target of a minute (ratio).")
     sla_overhead_p99_max_ms: float = setting(50.0, "SLA target: gateway overhead p99 under this.")
     sla_min_eligible: int = setting(1, "Fewest eligible calls for a minute to be judged.")
+    sla_resend_after_s: float = setting(
+        60.0, "Seconds a sent SLA window may stay unconfirmed by the store before it is resent."
+    )
+    sla_outbox_max_bytes: int = setting(
+        8 * 1_048_576, "Most bytes of unconfirmed SLA records kept per lineage partition (docs)."
+    )
     escalation_central_categories: str = setting(
         "", "Escalation categories no one team owns, comma-separated; they go to `central`."
     )

@@ -1,7 +1,8 @@
 """Telling producers what the store has: after each batch is written and its offsets
 committed, the sink publishes one `RecordsStored` to `govledger.stored` with, per
-producer that keeps an outbox (gateways, the admin API), the seq ranges of the batch's
-records (schemas/confirmations.py reads them back).
+producer that keeps an outbox (gateways, the admin API, the SLA processor:
+`schemas.confirmations.OUTBOX_PROCESSORS`), the seq ranges of the batch's records
+(schemas/confirmations.py reads them back).
 
 Only records whose authentication checks are counted: a forged record must not confirm
 (and so drop from an outbox) a real one. Records the writer skipped as already stored
@@ -23,6 +24,7 @@ import structlog
 
 from schemas import authn, codec
 from schemas.authn import Keyring, SignedChain
+from schemas.confirmations import OUTBOX_PROCESSORS
 from schemas.ids import now_ms, uuid7
 from schemas.kafka import make_producer
 from schemas.kafka_producer import ProducerPort
@@ -45,7 +47,9 @@ class StoredSeqs:
 
     def note(self, role: str, producer_id: str, seq: int) -> None:
         """A record whose authentication checked, sealed by a producer of `role`."""
-        if role in OUTBOX_ROLES:
+        if role in OUTBOX_ROLES or (
+            role == "processor" and producer_id.startswith(OUTBOX_PROCESSORS)
+        ):
             self._seqs.setdefault(producer_id, set()).add(seq)
 
     def note_checked(

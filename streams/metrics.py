@@ -79,6 +79,18 @@ STREAM_SPECS: tuple[MetricSpec, ...] = (
         "Minute windows that missed an SLA target (availability, gateway_overhead_p99_ms, "
         "ingestion_lag_ms), as sla.breached alerts.",
     ),
+    MetricSpec(
+        "govledger_sla_outbox_records",
+        "gauge",
+        (),
+        "SLA windows and alerts sent or to send that the store has not confirmed yet.",
+    ),
+    MetricSpec(
+        "govledger_sla_outbox_overflowed_total",
+        "counter",
+        (),
+        "SLA records past GOVLEDGER_SLA_OUTBOX_MAX_BYTES: kept only until the broker's ack.",
+    ),
 )
 
 
@@ -98,6 +110,8 @@ class StreamMetrics:
         self._quota_alerts = m["govledger_quota_alerts_total"]
         self._breaches = m["govledger_sla_breaches_total"]
         self._targets_missed = m["govledger_sla_targets_missed_total"]
+        self._sla_outbox = m["govledger_sla_outbox_records"].gauge()
+        self._sla_overflowed = m["govledger_sla_outbox_overflowed_total"].counter()
         self._threshold = FirstSeen(THRESHOLD_LABELS_MAX)
         self._lag_readers: list[Callable[[], Iterable[tuple[str, str, int, int]]]] = []
         m.on_scrape(self._refresh_lag)
@@ -127,6 +141,14 @@ class StreamMetrics:
     def sla_target_missed(self, target: str) -> None:
         """A minute window missed an SLA target (its alert is being published)."""
         self._targets_missed.counter(target if target in SLA_TARGETS else OTHER).inc()
+
+    def sla_outbox_waiting(self, records: int) -> None:
+        """Records in the SLA outboxes the store has not confirmed."""
+        self._sla_outbox.set(records)
+
+    def sla_outbox_overflowed(self, records: int) -> None:
+        """Records past the SLA outbox's bound, dropped on the broker's ack."""
+        self._sla_overflowed.inc(records)
 
     def watch_lag(self, read: Callable[[], Iterable[tuple[str, str, int, int]]]) -> None:
         """Add a source of (service, topic, partition, lag) read at each scrape."""

@@ -139,6 +139,13 @@ RULES: tuple[Rule, ...] = (
         "one doctor check may take longer than the whole run",
         "make GOVLEDGER_DOCTOR_CHECK_TIMEOUT_S at most GOVLEDGER_DOCTOR_TIMEOUT_S",
     ),
+    Rule(
+        ("sla_resend_after_s", "sink_flush_ms"),
+        lambda v: v["sla_resend_after_s"] * 1000 <= v["sink_flush_ms"],
+        Status.FAIL,
+        "the SLA processor resends windows before the sink has had time to store them",
+        "make GOVLEDGER_SLA_RESEND_AFTER_S far longer than GOVLEDGER_SINK_FLUSH_MS",
+    ),
 )
 
 

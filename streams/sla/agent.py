@@ -10,9 +10,18 @@ nothing. The rule that makes it exact:
   read again.
 - A window is closed into the partition's outbox as sealed records (window, alerts),
   the snapshot written, and only then sent: what a window holds is fixed on disk before
-  anyone sees it. After the producer flush the outbox is emptied. A restart sends a
-  saved outbox again, byte for byte (same chain, seq and derived event id), so the sink
-  keeps one row.
+  anyone sees it. A restart sends a saved outbox again, byte for byte (same chain, seq
+  and derived event id), so the sink keeps one row.
+- A record leaves the outbox when the store has it, not when the broker acked it (an
+  embedded broker killed before the sink stored a window takes it with it): the sinks'
+  stored notices name it by (producer id, seq), and the worker's ConfirmationFeed tails
+  them. Until then it is sent again, the same bytes marked resent, every
+  `GOVLEDGER_SLA_RESEND_AFTER_S` (and once after each restart).
+- Bounded: per partition, records past `GOVLEDGER_SLA_OUTBOX_MAX_BYTES` (the newest) are
+  not kept: sent once, then dropped on the broker's ack as before, logged as an error and
+  counted (`govledger_sla_outbox_overflowed_total`). Folding and publishing go on: the
+  state has counted those calls already, so holding commits back would keep nothing, and
+  an unbounded outbox would make each snapshot write (every commit) grow without end.
 """
 
 from __future__ import annotations
@@ -28,14 +37,17 @@ from typing import Any
 import structlog
 
 from schemas.authn import SignedChain
+from schemas.confirmations import OUTBOX_PROCESSORS, ConfirmationFeed
 from schemas.ids import now_ms
+from schemas.kafka_security import KafkaSecurity
 from schemas.records import LineageRecord
 from schemas.settings import SettingsError, StreamSettings
-from schemas.topics import ALERTS, DLQ, SLA
+from schemas.topics import ALERTS, DLQ, RESENT_HEADER, SLA
 from streams import metrics as stream_metrics
 from streams.dead_letters import rejecter
 from streams.intake import RAW, Decoded, Domain
 from streams.sla import logic, snapshot
+from streams.sla.outbox import Unconfirmed
 from streams.sla.records import breach_event_id, to_breached, to_window, window_event_id
 from streams.sla.snapshot import Outgoing, Snapshot
 
@@ -54,6 +66,8 @@ def targets_of(settings: StreamSettings) -> logic.SlaTargets:
         raise SettingsError("GOVLEDGER_SLA_AVAILABILITY_MIN is a ratio between 0 and 1")
     if settings.sla_overhead_p99_max_ms <= 0 or settings.sla_min_eligible < 1:
         raise SettingsError("the overhead target is > 0 ms and min eligible >= 1")
+    if settings.sla_resend_after_s <= 0 or settings.sla_outbox_max_bytes < 1:
+        raise SettingsError("the SLA resend interval is > 0 s and the outbox holds >= 1 byte")
     return logic.SlaTargets(
         availability_min=settings.sla_availability_min,
         gateway_overhead_p99_max_ms=settings.sla_overhead_p99_max_ms,
@@ -116,15 +130,29 @@ class _Held:
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
 
-def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
-    """The SLA batch handler for the intake; registers its closing timer."""
+def register(
+    app: Any,
+    settings: StreamSettings,
+    chain: SignedChain,
+    *,
+    feed: ConfirmationFeed | None = None,
+) -> Domain:
+    """The SLA batch handler for the intake; registers its closing timer, and the feed of
+    stored notices that empties its outboxes (one on `govledger.stored` if none is given),
+    started with the app and stopped at its shutdown."""
     targets = targets_of(settings)
+    assert chain.producer_id.startswith(OUTBOX_PROCESSORS), "the sinks confirm its records"
     grace_ms, retention_ms = settings.sla_grace_ms, settings.sla_retention_ms
     topics = {SLA.name: app.topic(SLA.name, **RAW), ALERTS.name: app.topic(ALERTS.name, **RAW)}
     reject = rejecter(app.topic(DLQ.name, **RAW), chain, CONSUMER)
     files = SnapshotFiles(settings.data_path / SNAPSHOT_DIR)
     held = _Held()
     metrics = stream_metrics.of(app)
+    resend_after_ms = round(settings.sla_resend_after_s * 1000)
+    unconfirmed = Unconfirmed(resend_after_ms, settings.sla_outbox_max_bytes)
+    if feed is None:
+        feed = ConfirmationFeed(settings.kafka_bootstrap, [], security=KafkaSecurity.of(settings))
+    feed.publishers.append(unconfirmed)
 
     def sealed(summary: logic.WindowSummary, at: int) -> Iterable[Outgoing]:
         window = to_window(summary, event_id=window_event_id(summary), occurred_at=at)
@@ -147,27 +175,58 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
             await asyncio.to_thread(files.write, partition, data)
         held.dirty.clear()
 
+    def settle() -> None:
+        # Confirmed records (and acked ones past the bound) leave the outboxes.
+        overflowed = unconfirmed.overflowed
+        for partition, before in held.partitions.items():
+            outbox = unconfirmed.settled(before.outbox)
+            if outbox is not before.outbox:
+                held.partitions[partition] = dataclasses.replace(before, outbox=outbox)
+                held.dirty.add(partition)
+        if unconfirmed.overflowed > overflowed:
+            dropped = unconfirmed.overflowed - overflowed
+            metrics.sla_outbox_overflowed(dropped)
+            log.error(
+                "sla outbox full; windows sent without a copy",
+                records=dropped,
+                max_bytes=settings.sla_outbox_max_bytes,
+            )
+        metrics.sla_outbox_waiting(unconfirmed.waiting)
+
     async def send_outboxes() -> None:
-        waiting = [p for p, s in held.partitions.items() if s.outbox]
-        if not waiting:
-            return
-        for partition in waiting:
-            for out in held.partitions[partition].outbox:
-                topic = topics[out.topic]
-                await topic.send(key=out.key, value=out.value, headers=list(out.headers))
-        await app.producer.flush()
-        for partition in waiting:
-            held.partitions[partition] = dataclasses.replace(held.partitions[partition], outbox=())
-            held.dirty.add(partition)
-        await save()
+        # Under the lock: what is due (new, or unconfirmed `resend_after_ms` after its last
+        # send), then the flush (the broker's ack), then what is settled leaves.
+        at = now_ms()
+        due = [
+            sending
+            for _, state in sorted(held.partitions.items())
+            for sending in unconfirmed.due(state.outbox, at)
+        ]
+        for out, resent in due:
+            headers = [*out.headers, (RESENT_HEADER, b"1")] if resent else list(out.headers)
+            await topics[out.topic].send(key=out.key, value=out.value, headers=headers)
+        if due:
+            await app.producer.flush()
+            unconfirmed.sent((out for out, _ in due), at)
+        settle()
+        if held.dirty:
+            await save()
+
+    def track(partition: int, fresh: Iterable[Outgoing] = ()) -> None:
+        if unconfirmed.track(held.partitions[partition].outbox, fresh=fresh):
+            log.warning("sla outbox records without producer and seq dropped", partition=partition)
 
     async def load(assigned: frozenset[int]) -> None:
         async with held.lock:
             held.partitions = {p: await asyncio.to_thread(files.read, p) for p in assigned}
             held.dirty.clear()
+            unconfirmed.clear()
+            for partition in held.partitions:
+                track(partition)
             held.ready = True
-        # A saved outbox (closed before a kill) goes out, the same bytes again, with the
-        # next tick's: this runs inside the intake's rebalance, not the place to wait.
+        # A saved outbox (closed, maybe sent, before a kill) goes out, the same bytes again,
+        # with the next tick's: this runs inside the intake's rebalance, not the place to
+        # wait. What the store confirmed meanwhile leaves at a tick, the rest stays.
         resent = sum(len(s.outbox) for s in held.partitions.values())
         open_windows = sum(len(s.state.windows) for s in held.partitions.values())
         log.info(
@@ -183,6 +242,7 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
             for partition, calls in by_partition.items():
                 if partition not in held.partitions:  # never empty over a saved file
                     held.partitions[partition] = await asyncio.to_thread(files.read, partition)
+                    track(partition)
                 before = held.partitions[partition]
                 state = before.state
                 try:
@@ -198,8 +258,10 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
                     held.dirty.add(partition)
 
     async def close(moment: Callable[[logic.SlaState, int], int]) -> None:
-        # Under the lock: closes what is due at `moment(state, now)`, seals it into the
-        # outbox, saves (the closed windows are on disk before anyone sees them), sends.
+        # Under the lock: drops what the store confirmed, closes what is due at
+        # `moment(state, now)`, seals it into the outbox, saves (the closed windows are on
+        # disk before anyone sees them), sends what is due.
+        settle()
         at = now_ms()
         for partition, before in held.partitions.items():
             state, due = logic.closed(
@@ -210,6 +272,7 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
             outgoing = tuple(out for summary in due for out in sealed(summary, at))
             held.partitions[partition] = Snapshot(state, before.outbox + outgoing)
             held.dirty.add(partition)
+            track(partition, fresh=outgoing)
         if held.dirty:
             await save()
         await send_outboxes()
@@ -246,6 +309,20 @@ def register(app: Any, settings: StreamSettings, chain: SignedChain) -> Domain:
         async with held.lock:
             await save()
             held.partitions, held.ready = {}, False
+            unconfirmed.clear()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_stored_notices() -> None:
+        try:
+            await feed.start()
+        except Exception:  # nothing is lost: unconfirmed records are resent, not confirmed
+            log.exception("stored notices not followed; sla outboxes are not emptied")
+
+    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
+    async def stop_following(_app: Any, **_: Any) -> None:
+        # Whether before or after the intake's last close: a record confirmed after this is
+        # sent again at the next start, and confirmed then.
+        await feed.stop()
 
     return Domain(
         fold_batch,

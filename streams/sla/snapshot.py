@@ -2,8 +2,9 @@
 
 A `Snapshot` is one partition's `SlaState` (open windows, watermarks, revisions, the
 closed and kept frontiers) and its outbox: the sealed records of windows (and their
-alerts) already closed, kept until the producer has them, so that a window's content is
-fixed on disk before it is first published and a restart republishes the very same bytes.
+alerts) already closed, kept until the store confirms them (not just the broker: see
+agent.py), so that a window's content is fixed on disk before it is first published and
+every resend, after a restart too, publishes the very same bytes.
 `encode` / `decode` are exact inverses (`decode(encode(s)) == s`); `decode` refuses
 anything else with ValueError (a file cut short, another version, hand edits).
 """
@@ -27,7 +28,7 @@ VERSION = 1
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A sealed record waiting for the producer: topic, key, value, auth headers."""
+    """A sealed record waiting for the store: topic, key, value, auth headers."""
 
     topic: str
     key: bytes
@@ -37,7 +38,7 @@ class Outgoing:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One lineage partition's SLA state and the records closed from it not yet flushed."""
+    """One lineage partition's SLA state and the records closed from it not yet stored."""
 
     state: SlaState = dataclasses.field(default_factory=SlaState)
     outbox: tuple[Outgoing, ...] = ()

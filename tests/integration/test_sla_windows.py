@@ -13,12 +13,15 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from streams.sla import snapshot
+from streams.sla.agent import SNAPSHOT_DIR
 from tests.integration.stack import RunningStack, running_stack, stack_environ, wait_for
 
 TENANT = "sla-acme"
@@ -202,6 +205,16 @@ def test_calls_become_minute_windows_that_add_up_to_the_lineage(stack: RunningSt
         assert float(observed) == pytest.approx(1 - int(errors) / (int(requests) - int(faults)))
         assert float(observed) < float(target) == 0.999
         assert int(end) == int(start) + 60_000
+
+    # The sinks' stored notices reached the worker: its outboxes let the stored windows go
+    # (they would otherwise wait there, sent again every GOVLEDGER_SLA_RESEND_AFTER_S).
+    wait_for(lambda: unconfirmed_sla_records(stack) == 0, timeout_s=15, every_s=0.25)
+
+
+def unconfirmed_sla_records(stack: RunningStack) -> int:
+    """Records in the SLA processor's outboxes, as its snapshot files hold them."""
+    folder = Path(stack.env["GOVLEDGER_DATA_DIR"]) / SNAPSHOT_DIR
+    return sum(len(snapshot.decode(path.read_bytes()).outbox) for path in folder.glob("*.json"))
 
 
 def test_a_graceful_stop_publishes_the_minute_in_progress(stack: RunningStack) -> None:

@@ -36,7 +36,7 @@ WRITERS = {
     "govledger.sla": {"worker"},
     "govledger.checkpoints": {"gateway", "admin-api", "worker", "sink"},
     "govledger.dlq": {"worker", "sink"},
-    # What each sink batch stored: only sinks say so; outboxes (gateway, admin) read it.
+    # What each sink batch stored: only sinks say so; outboxes (gateway, admin, SLA) read it.
     "govledger.stored": {"sink"},
     # The notifier's delivery attempts: it logs in as the worker's user.
     "govledger.notifications": {"worker"},
@@ -52,7 +52,7 @@ READERS = {
     "govledger.sla": EVERY_READER,
     "govledger.checkpoints": EVERY_READER,
     "govledger.dlq": EVERY_READER,
-    "govledger.stored": {"gateway", "admin-api"} | EVERY_READER,
+    "govledger.stored": {"gateway", "admin-api", "worker"} | EVERY_READER,
     "govledger.notifications": EVERY_READER,
 }
 

@@ -62,6 +62,11 @@ def test_every_rule_names_settings_that_exist() -> None:
             Status.FAIL,
         ),
         (
+            {"sla_resend_after_s": 0.2, "sink_flush_ms": 250},
+            "sla_resend_after_s",
+            Status.FAIL,
+        ),
+        (
             {"worker_commit_stall_s": 10.0, "kafka_session_timeout_ms": 30_000},
             "worker_commit_stall_s",
             Status.WARN,
