@@ -90,6 +90,20 @@ class TailedRecord(NamedTuple):
     timestamp: int
 
 
+def record_of(message: Any, headers: list[tuple[str, bytes | None]]) -> TailedRecord:
+    """A consumed librdkafka message as a `TailedRecord`, with its headers as read by
+    `schemas.rdkafka.headers_of` (never asked of the message again: see there)."""
+    return TailedRecord(
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        message.key(),
+        message.value(),
+        headers,
+        message.timestamp()[1],
+    )
+
+
 def tailer_config(
     bootstrap: str,
     *,
@@ -221,15 +235,7 @@ class TopicTailer:
                         "record skipped", at=where, offset=offset, reason=UNDECODABLE_HEADERS
                     )
                 else:
-                    record = TailedRecord(
-                        *where,
-                        offset,
-                        message.key(),
-                        message.value(),
-                        headers,
-                        message.timestamp()[1],
-                    )
-                    result = self._handle(record)
+                    result = self._handle(record_of(message, headers))
                     if result is not None:
                         await result
                 if where in pending and offset + 1 >= pending[where]:

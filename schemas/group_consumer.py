@@ -1,11 +1,14 @@
-"""The sink's consumer-group member, on librdkafka (confluent-kafka).
+"""A consumer-group member on librdkafka (confluent-kafka): the sink's and the worker
+intake's.
 
 The sink is CPU-bound under a backlog, and Python's share of a row decides its pace:
 librdkafka fetches, checks and unpacks record batches in C on threads of its own, where
 aiokafka did it per record in Python on the event loop (about 4.5 µs of the loop's CPU a
-row against 1.5 µs; see docs/performance.md). The writer keeps aiokafka's shape of a
-consumer (`getmany`, `pause`, `commit`, a rebalance listener), so this module is the only
-place that knows the client.
+row against 1.5 µs; see docs/performance.md). And a record aiokafka cannot unpack (a
+header key that is not UTF-8) made its poll raise, for good; here it is one record whose
+headers `schemas.rdkafka.headers_of` refuses. Both keep aiokafka's shape of a consumer
+(`getmany`, `pause`, `commit`, a rebalance listener), so this module is the only place
+that knows the client.
 
 librdkafka's calls block, so each runs on a thread: `consume` (and the rebalance
 callbacks librdkafka makes inside it) on the consumer's own thread, commits and offset
@@ -35,10 +38,10 @@ log = structlog.get_logger(__name__)
 POLL_RECORDS = 5_000
 # Longest a blocking look-up (committed offsets, end offsets) or a commit may take.
 REQUEST_TIMEOUT_S = 10.0
-# Longest the consumer thread waits for the listener: a revocation flushes the held batch,
-# which waits out an unwell store. The group waits as long for a member's rejoin
-# (max.poll.interval.ms, librdkafka's default, as aiokafka's max_poll_interval_ms was),
-# then moves on without it; past it the poll raises and the sink restarts.
+# Longest the consumer thread waits for the listener: the sink's revocation flushes the
+# held batch, which waits out an unwell store. The group waits as long for a member's
+# rejoin (max.poll.interval.ms, librdkafka's default, as aiokafka's max_poll_interval_ms
+# was), then moves on without it; past it the poll raises and the member's owner restarts.
 LISTENER_TIMEOUT_S = 300.0
 
 
@@ -63,8 +66,8 @@ def client_config(
     fetch_max_wait_ms: int,
     security: KafkaSecurity,
 ) -> dict[str, Any]:
-    """librdkafka's settings for the sink's group member: offsets committed by the writer
-    alone, after its rows are stored."""
+    """librdkafka's settings for a group member: offsets committed by its owner alone
+    (the sink's writer once its rows are stored, the intake once its batch is folded)."""
     assert session_timeout_ms > 0 and fetch_max_wait_ms >= 0
     return {
         **base_config(bootstrap, client_id=client_id, security=security),
@@ -83,7 +86,8 @@ def client_config(
 
 
 class GroupConsumer:
-    """A consumer-group member with the async shape the sink's writer uses."""
+    """A consumer-group member with the async shape of aiokafka's consumer (what the sink's
+    writer and the worker's intake use). Its threads are named after the client id."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._config = config
@@ -92,8 +96,9 @@ class GroupConsumer:
         self._topics: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # One thread owns `consume` (and so the rebalance callbacks); one runs the rest.
-        self._polling = concurrent.futures.ThreadPoolExecutor(1, "sink-consume")
-        self._requests = concurrent.futures.ThreadPoolExecutor(1, "sink-commit")
+        name = str(config.get("client.id", "govledger"))
+        self._polling = concurrent.futures.ThreadPoolExecutor(1, f"{name}-consume")
+        self._requests = concurrent.futures.ThreadPoolExecutor(1, f"{name}-commit")
         self._paused: set[TopicPartition] = set()
         self._assigned: set[TopicPartition] = set()
         # What a rebalance callback raised: librdkafka cannot carry it out of `consume`
@@ -213,7 +218,7 @@ class GroupConsumer:
         return ends
 
     async def stop(self) -> None:
-        """Leave the group (the writer has written or abandoned what it held)."""
+        """Leave the group (its owner has written or abandoned what it held)."""
         consumer, self._consumer = self._consumer, None
         self._closing = True
         try:
@@ -238,7 +243,7 @@ class GroupConsumer:
         listener, loop = self._listener, self._loop
         try:
             if listener is not None and loop is not None and not self._closing:
-                # (At close the writer has already flushed or abandoned its batch.)
+                # (At close the owner has already flushed or abandoned its batch.)
                 call = getattr(listener, event)(given)
                 asyncio.run_coroutine_threadsafe(call, loop).result(LISTENER_TIMEOUT_S)
         except BaseException as exc:  # noqa: BLE001 - raised by the next poll, on the loop
