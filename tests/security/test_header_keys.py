@@ -13,6 +13,7 @@ records come first for the readers' call sites to be specialized."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiokafka.producer.message_accumulator as accumulator
@@ -40,19 +41,32 @@ class NotUtf8Key(str):
         return b"\xff\xfe-key"
 
 
-@pytest.fixture
-async def poisoned(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
-    """A mock cluster's bootstrap whose topic holds, on partition 0: GOOD_BEFORE records
-    b"before" (each with a header), the hostile record b"hostile", then b"after"; on
-    partition 1, a hostile record alone (the last record a reader has to catch up to)."""
+@contextlib.asynccontextmanager
+async def mock_cluster_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[str, AIOKafkaProducer]]:
+    """A librdkafka mock cluster's bootstrap (the cluster lives as long as this), and a
+    started producer that writes a header key's bytes as its `encode` gives them."""
     for module in (accumulator, aiokafka_producer):
         monkeypatch.setattr(module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
-    cluster = confluent_kafka.Producer({"test.mock.num.brokers": 1})  # lives as long as this
+    cluster = confluent_kafka.Producer({"test.mock.num.brokers": 1})
     brokers = cluster.list_topics(timeout=5).brokers.values()
     bootstrap = ",".join(f"{b.host}:{b.port}" for b in brokers)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     try:
+        yield bootstrap, producer
+    finally:
+        await producer.stop()
+        cluster.flush(1)
+
+
+@pytest.fixture
+async def poisoned(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """A mock cluster's bootstrap whose topic holds, on partition 0: GOOD_BEFORE records
+    b"before" (each with a header), the hostile record b"hostile", then b"after"; on
+    partition 1, a hostile record alone (the last record a reader has to catch up to)."""
+    async with mock_cluster_writer(monkeypatch) as (bootstrap, producer):
         for _ in range(GOOD_BEFORE):
             header = [("govledger-resent", b"1")]
             await producer.send_and_wait(TOPIC, b"before", key=b"acme", partition=0, headers=header)
@@ -60,10 +74,7 @@ async def poisoned(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
         await producer.send_and_wait(TOPIC, b"hostile", key=b"acme", partition=0, headers=hostile)
         await producer.send_and_wait(TOPIC, b"after", key=b"acme", partition=0)
         await producer.send_and_wait(TOPIC, b"hostile", key=b"acme", partition=1, headers=hostile)
-    finally:
-        await producer.stop()
-    yield bootstrap
-    cluster.flush(1)
+        yield bootstrap
 
 
 async def test_a_tailer_skips_the_record_and_keeps_following(poisoned: str) -> None:

@@ -18,12 +18,8 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-import aiokafka.producer.message_accumulator as accumulator
-import aiokafka.producer.producer as aiokafka_producer
 import confluent_kafka
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
 from schemas import codec
 from schemas.authn import SignedChain
@@ -33,7 +29,7 @@ from schemas.settings import StreamSettings, load
 from schemas.topics import CONTROL, LINEAGE
 from streams import intake
 from streams.intake import Decoded, Domain
-from tests.security.test_header_keys import GOOD_BEFORE, NotUtf8Key
+from tests.security.test_header_keys import GOOD_BEFORE, NotUtf8Key, mock_cluster_writer
 from tests.unit import builders
 
 APP_ID = "govledger-test"
@@ -87,33 +83,23 @@ async def poisoned(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
     """A mock cluster whose lineage partition 0 holds GOOD_BEFORE signed calls, a hostile
     record, one more call; whose control partition 0 holds a hostile record, then a
     signed funding."""
-    for module in (accumulator, aiokafka_producer):
-        monkeypatch.setattr(module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
-    cluster = confluent_kafka.Producer({"test.mock.num.brokers": 1})  # lives as long as this
-    brokers = cluster.list_topics(timeout=5).brokers.values()
-    bootstrap = ",".join(f"{b.host}:{b.port}" for b in brokers)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-    await producer.start()
+    async with mock_cluster_writer(monkeypatch) as (bootstrap, producer):
 
-    async def send(topic: str, record: Event | None) -> None:
-        if record is None:
-            value, headers = b"hostile", [(NotUtf8Key("k"), b"v")]
-        else:
-            signed = builders.signed_message(topic, record)
-            value, headers = signed.value, signed.headers
-        await producer.send_and_wait(topic, value, key=b"acme", partition=0, headers=headers)
+        async def send(topic: str, record: Event | None) -> None:
+            if record is None:
+                value, headers = b"hostile", [(NotUtf8Key("k"), b"v")]
+            else:
+                signed = builders.signed_message(topic, record)
+                value, headers = signed.value, signed.headers
+            await producer.send_and_wait(topic, value, key=b"acme", partition=0, headers=headers)
 
-    try:
         for _ in range(GOOD_BEFORE):
             await send(LINEAGE.name, builders.call())
         await send(LINEAGE.name, None)
         await send(LINEAGE.name, builders.call(model_requested="after"))
         await send(CONTROL.name, None)
         await send(CONTROL.name, builders.funding(memo="after"))
-    finally:
-        await producer.stop()
-    yield bootstrap
-    cluster.flush(1)
+        yield bootstrap
 
 
 def committed(bootstrap: str) -> dict[str, int]:
