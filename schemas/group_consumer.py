@@ -1,5 +1,5 @@
-"""A consumer-group member on librdkafka (confluent-kafka): the sink's and the worker
-intake's.
+"""A consumer-group member on librdkafka (confluent-kafka): the sink's, the worker
+intake's and the notifier's.
 
 The sink is CPU-bound under a backlog, and Python's share of a row decides its pace:
 librdkafka fetches, checks and unpacks record batches in C on threads of its own, where
@@ -106,8 +106,8 @@ class GroupConsumer:
         self._failure: BaseException | None = None
         self._closing = False
 
-    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
-        """The topics to follow, and who hears of partitions given and taken."""
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener | None = None) -> None:
+        """The topics to follow, and who hears of partitions given and taken (if anyone)."""
         self._topics, self._listener = list(topics), listener
 
     async def start(self) -> None:
@@ -194,6 +194,13 @@ class GroupConsumer:
             for p in found
             if p.offset != OFFSET_INVALID and p.offset >= 0
         }
+
+    async def partitions_of(self, topic: str) -> list[TopicPartition]:
+        """A topic's partitions, as the broker's metadata names them."""
+        consumer = self._live()
+        found = await self._on(self._requests, consumer.list_topics, topic, REQUEST_TIMEOUT_S)
+        known = found.topics.get(topic)
+        return [TopicPartition(topic, p) for p in sorted(known.partitions if known else ())]
 
     def highwater(self, tp: TopicPartition) -> int | None:
         """A partition's end offset as of the last fetch (no request), None before one."""

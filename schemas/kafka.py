@@ -163,6 +163,8 @@ class TopicTailer:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "kafka-tailer")
         self._task: asyncio.Task[None] | None = None
         self.caught_up = asyncio.Event()
+        # Next offset to read per (topic, partition): past every record handled or skipped.
+        self.positions: dict[tuple[str, int], int] = {}
 
     async def start(self) -> None:
         """Assign every partition from its first record and start following."""
@@ -238,6 +240,7 @@ class TopicTailer:
                     result = self._handle(record_of(message, headers))
                     if result is not None:
                         await result
+                self.positions[where] = offset + 1
                 if where in pending and offset + 1 >= pending[where]:
                     del pending[where]
             if not pending and not self.caught_up.is_set():

@@ -26,7 +26,9 @@ from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 from schemas.kafka import TailedRecord, TopicTailer
 from schemas.kafka_security import KafkaSecurity
 from schemas.rdkafka import UNDECODABLE_HEADERS
+from schemas.records import Event
 from sinks.prepare import RecentIds, prepare
+from tests.unit import builders
 
 TOPIC = "govledger.control"
 # Good records read before the hostile one: more than Python 3.11 needs to specialize a
@@ -59,6 +61,27 @@ async def mock_cluster_writer(
     finally:
         await producer.stop()
         cluster.flush(1)
+
+
+async def write_at_0(producer: AIOKafkaProducer, topic: str, record: Event | None) -> None:
+    """Write to the topic's partition 0 the record signed as its producer signs it, or
+    (None) a record b"hostile" whose header key is not UTF-8."""
+    if record is None:
+        value, headers = b"hostile", [(NotUtf8Key("k"), b"v")]
+    else:
+        signed = builders.signed_message(topic, record)
+        value, headers = signed.value, signed.headers
+    await producer.send_and_wait(topic, value, key=b"acme", partition=0, headers=headers)
+
+
+def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
+    """A consumer group's committed offset of each topic's partition 0."""
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        asked = [confluent_kafka.TopicPartition(topic, 0) for topic in topics]
+        return {p.topic: p.offset for p in consumer.committed(asked, timeout=10)}
+    finally:
+        consumer.close()
 
 
 @pytest.fixture

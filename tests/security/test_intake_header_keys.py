@@ -18,7 +18,6 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-import confluent_kafka
 import pytest
 
 from schemas import codec
@@ -29,7 +28,12 @@ from schemas.settings import StreamSettings, load
 from schemas.topics import CONTROL, LINEAGE
 from streams import intake
 from streams.intake import Decoded, Domain
-from tests.security.test_header_keys import GOOD_BEFORE, NotUtf8Key, mock_cluster_writer
+from tests.security.test_header_keys import (
+    GOOD_BEFORE,
+    committed_offsets,
+    mock_cluster_writer,
+    write_at_0,
+)
 from tests.unit import builders
 
 APP_ID = "govledger-test"
@@ -84,34 +88,18 @@ async def poisoned(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
     record, one more call; whose control partition 0 holds a hostile record, then a
     signed funding."""
     async with mock_cluster_writer(monkeypatch) as (bootstrap, producer):
-
-        async def send(topic: str, record: Event | None) -> None:
-            if record is None:
-                value, headers = b"hostile", [(NotUtf8Key("k"), b"v")]
-            else:
-                signed = builders.signed_message(topic, record)
-                value, headers = signed.value, signed.headers
-            await producer.send_and_wait(topic, value, key=b"acme", partition=0, headers=headers)
-
         for _ in range(GOOD_BEFORE):
-            await send(LINEAGE.name, builders.call())
-        await send(LINEAGE.name, None)
-        await send(LINEAGE.name, builders.call(model_requested="after"))
-        await send(CONTROL.name, None)
-        await send(CONTROL.name, builders.funding(memo="after"))
+            await write_at_0(producer, LINEAGE.name, builders.call())
+        await write_at_0(producer, LINEAGE.name, None)
+        await write_at_0(producer, LINEAGE.name, builders.call(model_requested="after"))
+        await write_at_0(producer, CONTROL.name, None)
+        await write_at_0(producer, CONTROL.name, builders.funding(memo="after"))
         yield bootstrap
 
 
 def committed(bootstrap: str) -> dict[str, int]:
     """The intake group's committed offset of each topic's partition 0."""
-    consumer = confluent_kafka.Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{APP_ID}-intake"}
-    )
-    try:
-        asked = [confluent_kafka.TopicPartition(t.name, 0) for t in (LINEAGE, CONTROL)]
-        return {p.topic: p.offset for p in consumer.committed(asked, timeout=10)}
-    finally:
-        consumer.close()
+    return committed_offsets(bootstrap, f"{APP_ID}-intake", [LINEAGE.name, CONTROL.name])
 
 
 async def test_the_intake_dead_letters_the_record_and_folds_on(poisoned: str) -> None:
