@@ -6,9 +6,9 @@ librdkafka fetches, checks and unpacks record batches in C on threads of its own
 aiokafka did it per record in Python on the event loop (about 4.5 µs of the loop's CPU a
 row against 1.5 µs; see docs/performance.md). And a record aiokafka cannot unpack (a
 header key that is not UTF-8) made its poll raise, for good; here it is one record whose
-headers `schemas.rdkafka.headers_of` refuses. Both keep aiokafka's shape of a consumer
-(`getmany`, `pause`, `commit`, a rebalance listener), so this module is the only place
-that knows the client.
+headers `schemas.rdkafka.headers_of` refuses. The member keeps aiokafka's shape of a
+consumer (`getmany`, `pause`, `commit`, a rebalance listener), so this module is the only
+place that knows the client.
 
 librdkafka's calls block, so each runs on a thread: `consume` (and the rebalance
 callbacks librdkafka makes inside it) on the consumer's own thread, commits and offset
@@ -46,7 +46,8 @@ LISTENER_TIMEOUT_S = 300.0
 
 
 class CommitError(Exception):
-    """The broker did not take an offset commit (the rows it covers are stored)."""
+    """The broker did not take an offset commit (what it covers is done all the same: the
+    records come again, to owners that skip what is done)."""
 
 
 class RebalanceListener(Protocol):
@@ -67,7 +68,8 @@ def client_config(
     security: KafkaSecurity,
 ) -> dict[str, Any]:
     """librdkafka's settings for a group member: offsets committed by its owner alone
-    (the sink's writer once its rows are stored, the intake once its batch is folded)."""
+    (the sink's writer once its rows are stored, the intake once its batch is folded, the
+    notifier once its deliveries are written down)."""
     assert session_timeout_ms > 0 and fetch_max_wait_ms >= 0
     return {
         **base_config(bootstrap, client_id=client_id, security=security),
@@ -87,7 +89,8 @@ def client_config(
 
 class GroupConsumer:
     """A consumer-group member with the async shape of aiokafka's consumer (what the sink's
-    writer and the worker's intake use). Its threads are named after the client id."""
+    writer, the worker's intake and the notifier use). Its threads are named after the
+    client id."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._config = config
