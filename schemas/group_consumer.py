@@ -120,15 +120,17 @@ class GroupConsumer:
         self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     async def getmany(
-        self, timeout_ms: int = 0, max_records: int | None = None
+        self, timeout_ms: int = 0, max_records: int | None = None, *, at_hand: bool = False
     ) -> dict[TopicPartition, list[Any]]:
         """Records polled within `timeout_ms` (librdkafka's `Message`s), per partition,
-        in offset order."""
+        in offset order. `at_hand`: as soon as there is one, with what else is queued
+        (aiokafka's way), instead of waiting out the timeout for `max_records`."""
         consumer = self._live()
         # librdkafka's consume waits for `count` records or the timeout: a poll takes what
         # is at hand, a chunk at a time, so a backlog is checked while the last is stored.
         count = min(max_records or POLL_RECORDS, POLL_RECORDS)
-        messages = await self._on(self._polling, consumer.consume, count, max(timeout_ms, 0) / 1000)
+        read = _at_hand if at_hand else _waiting
+        messages = await self._on(self._polling, read, consumer, count, max(timeout_ms, 0) / 1000)
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure
@@ -273,3 +275,17 @@ class GroupConsumer:
         self, executor: concurrent.futures.ThreadPoolExecutor, function: Any, *args: Any
     ) -> Any:
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+
+def _waiting(consumer: Consumer, count: int, timeout_s: float) -> list[Any]:
+    """On the consumer thread: `count` records, or what came within the timeout."""
+    return list(consumer.consume(count, timeout_s))
+
+
+def _at_hand(consumer: Consumer, count: int, timeout_s: float) -> list[Any]:
+    """On the consumer thread: the first record within the timeout, with what else is
+    queued (a balance waits for no fetch wait of ours)."""
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(count - 1, 0)] if count > 1 else [first]

@@ -238,7 +238,7 @@ def register(
         try:
             while not stopping.is_set():
                 fetched = await consumer.getmany(
-                    timeout_ms=settings.worker_fetch_wait_ms, max_records=BATCH_MAX
+                    timeout_ms=settings.worker_fetch_wait_ms, max_records=BATCH_MAX, at_hand=True
                 )
                 async with folding:
                     if fetched:

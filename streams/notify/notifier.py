@@ -309,7 +309,9 @@ async def run(notifier: Notifier, stop: asyncio.Event) -> None:
         await notifier.publish_unpublished()
         log.info("notifier ready", routes=len(notifier.routes))
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=POLL_MAX_RECORDS)
+            batches = await consumer.getmany(
+                timeout_ms=200, max_records=POLL_MAX_RECORDS, at_hand=True
+            )
             if not batches:
                 continue
             await _control_caught_up(tailer, consumer, control)
