@@ -547,7 +547,7 @@ async def sink_async(args: argparse.Namespace, tmp: Path, records: Any) -> dict[
         # --- baseline 1: the same topic, consumed only -----------------------------------
         consume_s = await consume_only(bootstrap, rows)
         figures["consume_only_rows_per_s"] = round(rows / consume_s)
-        # The sink's own client (sinks/group_consumer.py), the same records.
+        # The sink's own client (schemas/group_consumer.py), the same records.
         librdkafka_s = await asyncio.to_thread(consume_only_librdkafka, bootstrap, rows)
         figures["consume_only_librdkafka_rows_per_s"] = round(rows / librdkafka_s)
 

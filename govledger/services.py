@@ -295,12 +295,10 @@ def worker_main(settings: StreamSettings) -> None:
 async def notifier_main(settings: NotifySettings) -> None:
     """Deliver alerts and escalations to the routes tenants set, until SIGINT/SIGTERM."""
     from schemas.webhook_sender import WebhookSender, sender_kwargs
-    from streams.fetch_guard import skip_batches_with_undecodable_headers
     from streams.notify.notifier import Notifier
     from streams.notify.notifier import run as run_notifier
     from streams.notify.state import DeliveryLog
 
-    skip_batches_with_undecodable_headers()  # its consumer is aiokafka's
     stop = _stop_event()
     install_keyring(settings)
     keyring = authn.installed()

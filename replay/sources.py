@@ -236,8 +236,10 @@ async def read_topics(bootstrap: str, topics: Sequence[str], at_ms: int) -> list
     keeps: recent history only on a broker that compacts or expires)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from schemas.aiokafka_guard import skip_batches_with_undecodable_headers
     from schemas.kafka_security import client_options
 
+    skip_batches_with_undecodable_headers()  # one hostile record must not stop a replay
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,

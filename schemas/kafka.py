@@ -90,6 +90,20 @@ class TailedRecord(NamedTuple):
     timestamp: int
 
 
+def record_of(message: Any, headers: list[tuple[str, bytes | None]]) -> TailedRecord:
+    """A consumed librdkafka message as a `TailedRecord`, with its headers as read by
+    `schemas.rdkafka.headers_of` (never asked of the message again: see there)."""
+    return TailedRecord(
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        message.key(),
+        message.value(),
+        headers,
+        message.timestamp()[1],
+    )
+
+
 def tailer_config(
     bootstrap: str,
     *,
@@ -149,6 +163,8 @@ class TopicTailer:
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "kafka-tailer")
         self._task: asyncio.Task[None] | None = None
         self.caught_up = asyncio.Event()
+        # Next offset to read per (topic, partition): past every record handled or skipped.
+        self.positions: dict[tuple[str, int], int] = {}
 
     async def start(self) -> None:
         """Assign every partition from its first record and start following."""
@@ -221,17 +237,10 @@ class TopicTailer:
                         "record skipped", at=where, offset=offset, reason=UNDECODABLE_HEADERS
                     )
                 else:
-                    record = TailedRecord(
-                        *where,
-                        offset,
-                        message.key(),
-                        message.value(),
-                        headers,
-                        message.timestamp()[1],
-                    )
-                    result = self._handle(record)
+                    result = self._handle(record_of(message, headers))
                     if result is not None:
                         await result
+                self.positions[where] = offset + 1
                 if where in pending and offset + 1 >= pending[where]:
                     del pending[where]
             if not pending and not self.caught_up.is_set():

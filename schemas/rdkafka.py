@@ -1,9 +1,10 @@
 """librdkafka (confluent-kafka) settings every client of ours shares: where the broker is,
 who the client is, how it logs in, where its log lines go.
 
-The sink's group member (sinks/group_consumer.py) and the publishers' producer
-(schemas/kafka_producer.py) are the clients on librdkafka; both start from here, so a
-login configured once (schemas/kafka_security.py) applies to both.
+The group member of the sink, the worker's intake and the notifier
+(schemas/group_consumer.py), the topic tailers (schemas/kafka.py) and the publishers'
+producer (schemas/kafka_producer.py) are the clients on librdkafka; all start from here,
+so a login configured once (schemas/kafka_security.py) applies to all.
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ class Preparing:
         self._pending: dict[bytes, PendingBatch] = {}
 
     def add(self, batches: dict[TopicPartition, list[Any]], recent: RecentIds) -> None:
-        """Check and group polled records (librdkafka's: sinks.group_consumer); each
+        """Check and group polled records (librdkafka's: schemas.group_consumer); each
         schema's new records become a block."""
         prepared, pending, stored = self.prepared, self._pending, self.prepared.stored
         verifier = authn.verifier()

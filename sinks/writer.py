@@ -30,6 +30,7 @@ from aiokafka import TopicPartition
 
 from schemas import codec
 from schemas.dead_letter import dead_letter
+from schemas.group_consumer import CommitError, GroupConsumer, client_config
 from schemas.ids import now_ms
 from schemas.kafka_security import KafkaSecurity
 from schemas.publisher import Publisher
@@ -48,7 +49,6 @@ from schemas.topics import (
     WALLET_STATE,
 )
 from sinks.avro_batch import container_file, insert_columns
-from sinks.group_consumer import CommitError, GroupConsumer, client_config
 from sinks.links import DroppedCopy, keep_links, place_of
 from sinks.metrics import SinkMetrics
 from sinks.prepare import RECENT_IDS_PER_PARTITION, PendingBatch, Prepared, Preparing, RecentIds

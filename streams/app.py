@@ -9,10 +9,10 @@ import faust
 from faust.transport.consumer import Consumer
 from faust.types.tuples import ack_lock
 
+from schemas.aiokafka_guard import skip_batches_with_undecodable_headers
 from schemas.kafka_security import KafkaSecurity
 from schemas.settings import StreamSettings
 from streams import metrics
-from streams.fetch_guard import skip_batches_with_undecodable_headers
 
 _PATCHED = "__govledger_dedupes_acked_offsets__"
 

@@ -4,10 +4,16 @@ Every lineage record feeds three domains (wallets, breakers, SLA). As three Faus
 each record cost three stream iterations, three decodes and a state write per domain:
 about 2 ms of CPU per record. Batched Faust agents still spent half the worker's CPU in
 Faust's per-record delivery (about 250 µs a record, see docs/performance.md). So the
-intake reads the two topics with a plain aiokafka consumer in its own group, in batches;
-decodes each record once; dead-letters what does not decode; and hands the decoded batch
-to each domain's fold in turn, which writes its state once per key per batch. The
-domains' outputs go through the Faust producer like every agent's.
+intake reads the two topics with a consumer of its own group, in batches; decodes each
+record once; dead-letters what does not decode; and hands the decoded batch to each
+domain's fold in turn, which writes its state once per key per batch. The domains'
+outputs go through the Faust producer like every agent's.
+
+The consumer is librdkafka's (schemas/group_consumer.py, as the sink's): anyone who may
+write a topic can send a record whose header key is not UTF-8, which made aiokafka's poll
+raise for good (the worker crashed on it at every restart). Here that record is
+dead-lettered with its reason like any record that does not decode, and the batch goes
+on.
 
 Order: fold a batch (its outputs are sent at once), and at most every second let each
 domain make durable what must be (`before_commit`: the SLA snapshots), flush the
@@ -15,7 +21,9 @@ producer, then commit the offsets folded. What a batch caused is on the broker b
 records are committed, so a worker killed at any point redelivers
 records whose effects may already be published: each domain's fold is idempotent for
 that. A commit refused after a rebalance is not an error: the partitions' new owner
-folds the same records again, to the same result.
+folds the same records again, to the same result. (librdkafka tells no refusal from
+another, so any refused commit is taken so: the records come again at worst, and the
+next commit of their partitions covers them.)
 """
 
 from __future__ import annotations
@@ -27,12 +35,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from schemas import authn, codec
 from schemas.authn import SignedChain
+from schemas.group_consumer import CommitError, GroupConsumer, client_config
+from schemas.kafka import record_of
 from schemas.kafka_security import KafkaSecurity
+from schemas.rdkafka import UNDECODABLE_HEADERS, headers_of
 from schemas.records import Event
 from schemas.settings import StreamSettings
 from schemas.topics import CONTROL, DLQ, LINEAGE
@@ -65,7 +74,8 @@ the domains reloaded their state, 503 before."""
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Received:
-    """Where a record was read, in the shape the dead-letter helper reads off an event."""
+    """Where a record was read (`message`: a `schemas.kafka.TailedRecord`), in the shape
+    the dead-letter helper reads off an event."""
 
     message: Any
     value: bytes
@@ -114,10 +124,10 @@ class _Offsets:
         self.committed: dict[Any, int] = {}  # last committed per partition (consumer lag)
 
 
-class _Reassigned(ConsumerRebalanceListener):  # type: ignore[misc]
-    """aiokafka runs these in its coordinator while the intake may be mid-batch: the lock
-    makes a rebalance wait for the batch and its commit, and keeps a domain's reload from
-    replacing state a batch is folding into."""
+class _Reassigned:
+    """The consumer runs these (on the event loop, from its polling thread) while the
+    intake may be mid-batch: the lock makes a rebalance wait for the batch and its commit,
+    and keeps a domain's reload from replacing state a batch is folding into."""
 
     def __init__(
         self,
@@ -171,11 +181,16 @@ def register(
         batch: list[Decoded] = []
         for messages in fetched.values():
             for message in messages:
-                received = Received(message, message.value)
+                headers = headers_of(message)  # None: unreadable (never ask again)
+                record = record_of(message, headers or [])
+                received = Received(record, record.value or b"")
+                if headers is None:
+                    await reject(received, UNDECODABLE_HEADERS)
+                    continue
                 try:
                     # Authenticated first: a forged record is dead-lettered with its
                     # reason and folds into nothing.
-                    batch.append(Decoded(authn.decode_message(message), received))
+                    batch.append(Decoded(authn.decode_message(record), received))
                 except codec.DecodeError as exc:
                     await reject(received, str(exc))
         newest_ms = max((d.record.occurred_at for d in batch), default=None)
@@ -183,24 +198,20 @@ def register(
             await domain.fold(batch)
             if newest_ms is not None:
                 metrics.folded(processor, newest_ms)
-        return {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
+        return {tp: messages[-1].offset() + 1 for tp, messages in fetched.items()}
 
     @app.task  # type: ignore[untyped-decorator]
     async def intake() -> None:
         stopped.clear()
-        session_ms = settings.kafka_session_timeout_ms
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+        config = client_config(
+            settings.kafka_bootstrap,
             group_id=f"{settings.worker_app_id}-intake",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=session_ms,
-            heartbeat_interval_ms=max(session_ms // 6, 100),
-            fetch_max_wait_ms=settings.worker_fetch_wait_ms,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
             client_id="govledger-intake",
-            **KafkaSecurity.of(settings).aiokafka_options(),
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            fetch_max_wait_ms=settings.worker_fetch_wait_ms,
+            security=KafkaSecurity.of(settings),
         )
+        consumer = GroupConsumer(config)
         offsets = _Offsets()
         lag.update(consumer=consumer, committed=offsets.committed)
 
@@ -213,8 +224,8 @@ def register(
             await app.producer.flush()  # what the records caused is on the broker first
             try:
                 await consumer.commit(dict(offsets.pending))
-            except (CommitFailedError, IllegalStateError) as exc:
-                log.info("intake commit refused after a rebalance", reason=str(exc))
+            except CommitError as exc:  # after a rebalance: the new owner folds them again
+                log.info("intake commit refused", reason=str(exc))
             else:
                 offsets.committed.update(offsets.pending)
             offsets.pending.clear()
@@ -227,7 +238,7 @@ def register(
         try:
             while not stopping.is_set():
                 fetched = await consumer.getmany(
-                    timeout_ms=settings.worker_fetch_wait_ms, max_records=BATCH_MAX
+                    timeout_ms=settings.worker_fetch_wait_ms, max_records=BATCH_MAX, at_hand=True
                 )
                 async with folding:
                     if fetched:
@@ -248,6 +259,7 @@ def register(
                 await commit()
             except Exception:  # the consumer must still leave its group
                 log.exception("intake stop incomplete: records since the last commit come again")
+            lag.clear()  # a stopped consumer has no lag to show
             await consumer.stop()
             stopped.set()
 

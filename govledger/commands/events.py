@@ -236,10 +236,12 @@ async def _follow(
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from schemas import authn, codec
+    from schemas.aiokafka_guard import skip_batches_with_undecodable_headers
     from schemas.kafka_security import client_options
     from schemas.records import LineageRecord
     from schemas.topics import LINEAGE
 
+    skip_batches_with_undecodable_headers()  # one hostile record must not stop the tail
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,

@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from schemas import authn, codec
 from schemas.authn import Keyring
+from schemas.group_consumer import GroupConsumer, client_config
 from schemas.ids import now_ms, uuid7
-from schemas.kafka import TopicTailer
-from schemas.kafka_security import client_options
+from schemas.kafka import TopicTailer, record_of
+from schemas.kafka_security import KafkaSecurity
 from schemas.notify_records import NotificationAttempted
 from schemas.notify_secrets import SealError, unseal_route
+from schemas.rdkafka import UNDECODABLE_HEADERS, headers_of
 from schemas.records import Event
 from schemas.settings import NotifySettings
 from schemas.topics import ALERTS, CONTROL, ESCALATIONS, NOTIFICATIONS, RESTORED_HEADER
@@ -130,7 +132,6 @@ class Notifier:
         self.allow = AllowList.parse(settings.notify_allowed_hosts, settings.notify_private_hosts)
         self.retry = RetryPolicy.of(settings)
         self.routes: dict[str, Route] = {}
-        self.control_positions: dict[int, int] = {}
         self._sleep = sleep
         self._clock_s = clock_s
 
@@ -138,7 +139,6 @@ class Notifier:
 
     def apply_control(self, message: Any) -> None:
         """Fold one control record into the routes (the tailer's handler)."""
-        self.control_positions[message.partition] = message.offset + 1
         try:
             event = authn.decode_message(message)
         except codec.DecodeError:
@@ -280,8 +280,8 @@ async def deliver_once(
     return await sender.post(where, body, headers)
 
 
-def _restored(message: Any) -> bool:
-    return any(key == RESTORED_HEADER for key, _ in (message.headers or ()))
+def _restored(headers: list[tuple[str, bytes | None]]) -> bool:
+    return any(key == RESTORED_HEADER for key, _ in headers)
 
 
 async def run(notifier: Notifier, stop: asyncio.Event) -> None:
@@ -290,55 +290,66 @@ async def run(notifier: Notifier, stop: asyncio.Event) -> None:
     settings = notifier.settings
     tailer = TopicTailer(settings.kafka_bootstrap, [CONTROL.name], notifier.apply_control)
     await tailer.start()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    # On librdkafka (as the worker's intake): a record whose headers cannot be read is
+    # skipped, where aiokafka's poll raised on it at every restart.
+    config = client_config(
+        settings.kafka_bootstrap,
         group_id=CONSUMER_GROUP,
         client_id="govledger-notifier",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 6, 100),
         fetch_max_wait_ms=100,
-        **client_options(None),
+        security=KafkaSecurity.of_process(),
     )
-    await consumer.start()
+    consumer = GroupConsumer(config)
     try:
         await asyncio.wait_for(tailer.caught_up.wait(), timeout=60)
         consumer.subscribe([ALERTS.name, ESCALATIONS.name, CONTROL.name])
+        await consumer.start()
+        control = await consumer.partitions_of(CONTROL.name)
         await notifier.publish_unpublished()
         log.info("notifier ready", routes=len(notifier.routes))
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=200, max_records=POLL_MAX_RECORDS)
+            batches = await consumer.getmany(
+                timeout_ms=200, max_records=POLL_MAX_RECORDS, at_hand=True
+            )
             if not batches:
                 continue
-            await _control_caught_up(notifier, consumer)
+            await _control_caught_up(tailer, consumer, control)
             records = []
             for messages in batches.values():
                 for message in messages:
-                    if _restored(message):
+                    headers = headers_of(message)
+                    if headers is None:
+                        log.warning(
+                            "record skipped", topic=message.topic(), error=UNDECODABLE_HEADERS
+                        )
+                        continue
+                    if _restored(headers):
                         continue  # re-published from the store: notified when it happened
                     try:
-                        records.append(authn.decode_message(message))
+                        records.append(authn.decode_message(record_of(message, headers)))
                     except codec.DecodeError as exc:
-                        log.warning("record skipped", topic=message.topic, error=str(exc))
+                        log.warning("record skipped", topic=message.topic(), error=str(exc))
             records.sort(key=lambda r: r.occurred_at)
             await notifier.handle(records)
-            await consumer.commit()
+            await consumer.commit({tp: ms[-1].offset() + 1 for tp, ms in batches.items()})
     finally:
         await consumer.stop()
         await tailer.stop()
 
 
-async def _control_caught_up(notifier: Notifier, consumer: Any) -> None:
+async def _control_caught_up(
+    tailer: TopicTailer, consumer: GroupConsumer, control: list[TopicPartition]
+) -> None:
     """Wait (a little) until the routes include every control record published so far: a
-    route added just before an alert must see that alert."""
-    partitions = [
-        TopicPartition(CONTROL.name, p) for p in consumer.partitions_for_topic(CONTROL.name) or ()
-    ]
-    ends = await consumer.end_offsets(partitions)
+    route added just before an alert must see that alert. (The tailer's positions: past a
+    record it skipped too, or a hostile one would hold every batch.)"""
+    ends = await consumer.end_offsets(control)
     deadline = time.monotonic() + CONTROL_CATCH_UP_S
     while time.monotonic() < deadline:
-        if all(notifier.control_positions.get(tp.partition, 0) >= end for tp, end in ends.items()):
+        if all(
+            tailer.positions.get((tp.topic, tp.partition), 0) >= end for tp, end in ends.items()
+        ):
             return
         await asyncio.sleep(0.02)
     log.warning("routes lag the control topic; delivering with what is folded")

@@ -14,6 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import KafkaException
 
 from schemas import kafka_producer
+from schemas.group_consumer import GroupConsumer, client_config
 from schemas.kafka import TailedRecord, TopicTailer
 from schemas.kafka_producer import AsyncProducer, Delivered, producer_config
 from schemas.kafka_security import KafkaSecurity
@@ -155,5 +156,35 @@ async def test_a_tailer_refuses_a_topic_that_does_not_exist(
         with pytest.raises(RuntimeError, match="topic missing does not exist"):
             await tailer.start()
         await tailer.stop()
+    finally:
+        await producer.stop()
+
+
+async def test_a_group_member_reading_at_hand_answers_once_a_record_is_there() -> None:
+    # The worker's intake and the notifier read so: a balance or a notice waits for no
+    # fetch wait of ours (librdkafka's batch call would wait out the whole timeout).
+    producer = await started()
+    try:
+        brokers = producer._live().list_topics(timeout=5).brokers.values()
+        bootstrap = ",".join(f"{b.host}:{b.port}" for b in brokers)
+        await (await producer.send("lineage", b"v", key=b"k"))
+        config = client_config(
+            bootstrap,
+            group_id="at-hand",
+            client_id="test",
+            session_timeout_ms=6_000,
+            fetch_max_wait_ms=10,
+            security=KafkaSecurity(),
+        )
+        consumer = GroupConsumer(config)
+        consumer.subscribe(["lineage"])
+        await consumer.start()
+        try:
+            began = time.monotonic()
+            fetched = await consumer.getmany(timeout_ms=30_000, max_records=100, at_hand=True)
+            assert [m.value() for ms in fetched.values() for m in ms] == [b"v"]
+            assert time.monotonic() - began < 15, "not the 30 s timeout"
+        finally:
+            await consumer.stop()
     finally:
         await producer.stop()

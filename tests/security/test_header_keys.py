@@ -13,6 +13,7 @@ records come first for the readers' call sites to be specialized."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiokafka.producer.message_accumulator as accumulator
@@ -23,11 +24,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.consumer import fetcher
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
+from schemas import aiokafka_guard
 from schemas.kafka import TailedRecord, TopicTailer
 from schemas.kafka_security import KafkaSecurity
 from schemas.rdkafka import UNDECODABLE_HEADERS
+from schemas.records import Event
 from sinks.prepare import RecentIds, prepare
-from streams import fetch_guard
+from tests.unit import builders
 
 TOPIC = "govledger.control"
 # Good records read before the hostile one: more than Python 3.11 needs to specialize a
@@ -42,19 +45,53 @@ class NotUtf8Key(str):
         return b"\xff\xfe-key"
 
 
-@pytest.fixture
-async def poisoned(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
-    """A mock cluster's bootstrap whose topic holds, on partition 0: GOOD_BEFORE records
-    b"before" (each with a header), the hostile record b"hostile", then b"after"; on
-    partition 1, a hostile record alone (the last record a reader has to catch up to)."""
+@contextlib.asynccontextmanager
+async def mock_cluster_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[str, AIOKafkaProducer]]:
+    """A librdkafka mock cluster's bootstrap (the cluster lives as long as this), and a
+    started producer that writes a header key's bytes as its `encode` gives them."""
     for module in (accumulator, aiokafka_producer):
         monkeypatch.setattr(module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
-    cluster = confluent_kafka.Producer({"test.mock.num.brokers": 1})  # lives as long as this
+    cluster = confluent_kafka.Producer({"test.mock.num.brokers": 1})
     brokers = cluster.list_topics(timeout=5).brokers.values()
     bootstrap = ",".join(f"{b.host}:{b.port}" for b in brokers)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     try:
+        yield bootstrap, producer
+    finally:
+        await producer.stop()
+        cluster.flush(1)
+
+
+async def write_at_0(producer: AIOKafkaProducer, topic: str, record: Event | None) -> None:
+    """Write to the topic's partition 0 the record signed as its producer signs it, or
+    (None) a record b"hostile" whose header key is not UTF-8."""
+    if record is None:
+        value, headers = b"hostile", [(NotUtf8Key("k"), b"v")]
+    else:
+        signed = builders.signed_message(topic, record)
+        value, headers = signed.value, signed.headers
+    await producer.send_and_wait(topic, value, key=b"acme", partition=0, headers=headers)
+
+
+def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
+    """A consumer group's committed offset of each topic's partition 0."""
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        asked = [confluent_kafka.TopicPartition(topic, 0) for topic in topics]
+        return {p.topic: p.offset for p in consumer.committed(asked, timeout=10)}
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+async def poisoned(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """A mock cluster's bootstrap whose topic holds, on partition 0: GOOD_BEFORE records
+    b"before" (each with a header), the hostile record b"hostile", then b"after"; on
+    partition 1, a hostile record alone (the last record a reader has to catch up to)."""
+    async with mock_cluster_writer(monkeypatch) as (bootstrap, producer):
         for _ in range(GOOD_BEFORE):
             header = [("govledger-resent", b"1")]
             await producer.send_and_wait(TOPIC, b"before", key=b"acme", partition=0, headers=header)
@@ -62,10 +99,7 @@ async def poisoned(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
         await producer.send_and_wait(TOPIC, b"hostile", key=b"acme", partition=0, headers=hostile)
         await producer.send_and_wait(TOPIC, b"after", key=b"acme", partition=0)
         await producer.send_and_wait(TOPIC, b"hostile", key=b"acme", partition=1, headers=hostile)
-    finally:
-        await producer.stop()
-    yield bootstrap
-    cluster.flush(1)
+        yield bootstrap
 
 
 async def test_a_tailer_skips_the_record_and_keeps_following(poisoned: str) -> None:
@@ -116,8 +150,8 @@ async def test_the_workers_aiokafka_readers_skip_the_batch_and_keep_reading(
     # Faust's consumer is aiokafka's: without the guard `getmany` raises UnicodeDecodeError
     # for that record at every call, and the worker crash-loops on it.
     monkeypatch.setattr(fetcher.PartitionRecords, "__init__", fetcher.PartitionRecords.__init__)
-    monkeypatch.setattr(fetcher.PartitionRecords, fetch_guard._PATCHED, False, raising=False)
-    fetch_guard.skip_batches_with_undecodable_headers()
+    monkeypatch.setattr(fetcher.PartitionRecords, aiokafka_guard._PATCHED, False, raising=False)
+    aiokafka_guard.skip_batches_with_undecodable_headers()
     consumer = AIOKafkaConsumer(bootstrap_servers=poisoned, enable_auto_commit=False)
     await consumer.start()
     partitions = [TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer
 
+from schemas.group_consumer import client_config
 from schemas.kafka_security import KafkaSecurity
-from sinks.group_consumer import client_config
 
 
 def config() -> dict[str, object]:

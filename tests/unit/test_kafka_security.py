@@ -17,8 +17,8 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import AuthProtocol, SASLMechanism
 
 import replay.restore
+import schemas.group_consumer
 import schemas.kafka
-import sinks.group_consumer
 import sinks.writer
 from schemas.kafka_security import KafkaSecurity
 from schemas.settings import (
@@ -247,7 +247,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch, password_file: Path) -> list[dict[
     ]:
         monkeypatch.setattr(module, name, recording)
     monkeypatch.setattr("aiokafka.AIOKafkaConsumer", recording)  # replay.sources imports late
-    monkeypatch.setattr(sinks.group_consumer, "Consumer", LibrdkafkaRecorder(made))
+    monkeypatch.setattr(schemas.group_consumer, "Consumer", LibrdkafkaRecorder(made))
     monkeypatch.setattr("confluent_kafka.Producer", LibrdkafkaRecorder(made))
     monkeypatch.setattr("confluent_kafka.Consumer", LibrdkafkaRecorder(made))  # tailers
     return made
@@ -339,7 +339,7 @@ def test_real_librdkafka_clients_accept_the_options(password_file: Path) -> None
         GOVLEDGER_KAFKA_SSL_CA_FILE=certifi.where(),
     )
     security = KafkaSecurity.of(load(CommonSettings, environ=env))
-    config = sinks.group_consumer.client_config(
+    config = schemas.group_consumer.client_config(
         "kafka:9092",
         group_id="g",
         client_id="c",
@@ -391,19 +391,23 @@ def production_calls() -> Iterator[tuple[Path, ast.Call, str]]:
 
 
 def test_every_librdkafka_client_takes_its_settings_with_the_login() -> None:
-    """librdkafka's clients (the sink's consumer, the publishers' producer, the tailers)
-    are made from `client_config`, `producer_config` and `tailer_config`, which take the
-    login; no production code makes one from a dict of its own."""
+    """librdkafka's clients (the group member of the sink and the worker's intake, the
+    publishers' producer, the tailers) are made from `client_config`, `producer_config`
+    and `tailer_config`, which take the login; no production code makes one from a dict
+    of its own."""
     made: list[str] = []
-    logins: list[bool] = []
+    logins: dict[str, list[bool]] = {}
     for path, node, called in production_calls():
         if called in {"Consumer", "Producer", "AdminClient"}:
             made.append(str(path.relative_to(ROOT)))
         elif called in {"client_config", "producer_config", "tailer_config"}:
-            logins.append(any(k.arg == "security" for k in node.keywords))
+            with_login = any(k.arg == "security" for k in node.keywords)
+            logins.setdefault(str(path.relative_to(ROOT)), []).append(with_login)
     assert sorted(made) == [
+        "schemas/group_consumer.py",
         "schemas/kafka.py",
         "schemas/kafka_producer.py",
-        "sinks/group_consumer.py",
     ]
-    assert logins and all(logins)
+    # The group member's users (the sink, the worker's intake) among them.
+    assert {"sinks/writer.py", "streams/intake.py"} <= logins.keys()
+    assert all(all(calls) for calls in logins.values())

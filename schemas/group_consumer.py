@@ -1,9 +1,12 @@
-"""The sink's consumer-group member, on librdkafka (confluent-kafka).
+"""A consumer-group member on librdkafka (confluent-kafka): the sink's, the worker
+intake's and the notifier's.
 
 The sink is CPU-bound under a backlog, and Python's share of a row decides its pace:
 librdkafka fetches, checks and unpacks record batches in C on threads of its own, where
 aiokafka did it per record in Python on the event loop (about 4.5 µs of the loop's CPU a
-row against 1.5 µs; see docs/performance.md). The writer keeps aiokafka's shape of a
+row against 1.5 µs; see docs/performance.md). And a record aiokafka cannot unpack (a
+header key that is not UTF-8) made its poll raise, for good; here it is one record whose
+headers `schemas.rdkafka.headers_of` refuses. The member keeps aiokafka's shape of a
 consumer (`getmany`, `pause`, `commit`, a rebalance listener), so this module is the only
 place that knows the client.
 
@@ -35,15 +38,16 @@ log = structlog.get_logger(__name__)
 POLL_RECORDS = 5_000
 # Longest a blocking look-up (committed offsets, end offsets) or a commit may take.
 REQUEST_TIMEOUT_S = 10.0
-# Longest the consumer thread waits for the listener: a revocation flushes the held batch,
-# which waits out an unwell store. The group waits as long for a member's rejoin
-# (max.poll.interval.ms, librdkafka's default, as aiokafka's max_poll_interval_ms was),
-# then moves on without it; past it the poll raises and the sink restarts.
+# Longest the consumer thread waits for the listener: the sink's revocation flushes the
+# held batch, which waits out an unwell store. The group waits as long for a member's
+# rejoin (max.poll.interval.ms, librdkafka's default, as aiokafka's max_poll_interval_ms
+# was), then moves on without it; past it the poll raises and the member's owner restarts.
 LISTENER_TIMEOUT_S = 300.0
 
 
 class CommitError(Exception):
-    """The broker did not take an offset commit (the rows it covers are stored)."""
+    """The broker did not take an offset commit (what it covers is done all the same: the
+    records come again, to owners that skip what is done)."""
 
 
 class RebalanceListener(Protocol):
@@ -63,8 +67,9 @@ def client_config(
     fetch_max_wait_ms: int,
     security: KafkaSecurity,
 ) -> dict[str, Any]:
-    """librdkafka's settings for the sink's group member: offsets committed by the writer
-    alone, after its rows are stored."""
+    """librdkafka's settings for a group member: offsets committed by its owner alone
+    (the sink's writer once its rows are stored, the intake once its batch is folded, the
+    notifier once its deliveries are written down)."""
     assert session_timeout_ms > 0 and fetch_max_wait_ms >= 0
     return {
         **base_config(bootstrap, client_id=client_id, security=security),
@@ -83,7 +88,9 @@ def client_config(
 
 
 class GroupConsumer:
-    """A consumer-group member with the async shape the sink's writer uses."""
+    """A consumer-group member with the async shape of aiokafka's consumer (what the sink's
+    writer, the worker's intake and the notifier use). Its threads are named after the
+    client id."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._config = config
@@ -92,8 +99,9 @@ class GroupConsumer:
         self._topics: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         # One thread owns `consume` (and so the rebalance callbacks); one runs the rest.
-        self._polling = concurrent.futures.ThreadPoolExecutor(1, "sink-consume")
-        self._requests = concurrent.futures.ThreadPoolExecutor(1, "sink-commit")
+        name = str(config.get("client.id", "govledger"))
+        self._polling = concurrent.futures.ThreadPoolExecutor(1, f"{name}-consume")
+        self._requests = concurrent.futures.ThreadPoolExecutor(1, f"{name}-commit")
         self._paused: set[TopicPartition] = set()
         self._assigned: set[TopicPartition] = set()
         # What a rebalance callback raised: librdkafka cannot carry it out of `consume`
@@ -101,8 +109,8 @@ class GroupConsumer:
         self._failure: BaseException | None = None
         self._closing = False
 
-    def subscribe(self, topics: Sequence[str], listener: RebalanceListener) -> None:
-        """The topics to follow, and who hears of partitions given and taken."""
+    def subscribe(self, topics: Sequence[str], listener: RebalanceListener | None = None) -> None:
+        """The topics to follow, and who hears of partitions given and taken (if anyone)."""
         self._topics, self._listener = list(topics), listener
 
     async def start(self) -> None:
@@ -112,15 +120,17 @@ class GroupConsumer:
         self._consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     async def getmany(
-        self, timeout_ms: int = 0, max_records: int | None = None
+        self, timeout_ms: int = 0, max_records: int | None = None, *, at_hand: bool = False
     ) -> dict[TopicPartition, list[Any]]:
         """Records polled within `timeout_ms` (librdkafka's `Message`s), per partition,
-        in offset order."""
+        in offset order. `at_hand`: as soon as there is one, with what else is queued
+        (aiokafka's way), instead of waiting out the timeout for `max_records`."""
         consumer = self._live()
         # librdkafka's consume waits for `count` records or the timeout: a poll takes what
         # is at hand, a chunk at a time, so a backlog is checked while the last is stored.
         count = min(max_records or POLL_RECORDS, POLL_RECORDS)
-        messages = await self._on(self._polling, consumer.consume, count, max(timeout_ms, 0) / 1000)
+        read = _at_hand if at_hand else _waiting
+        messages = await self._on(self._polling, read, consumer, count, max(timeout_ms, 0) / 1000)
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise failure
@@ -190,6 +200,13 @@ class GroupConsumer:
             if p.offset != OFFSET_INVALID and p.offset >= 0
         }
 
+    async def partitions_of(self, topic: str) -> list[TopicPartition]:
+        """A topic's partitions, as the broker's metadata names them."""
+        consumer = self._live()
+        found = await self._on(self._requests, consumer.list_topics, topic, REQUEST_TIMEOUT_S)
+        known = found.topics.get(topic)
+        return [TopicPartition(topic, p) for p in sorted(known.partitions if known else ())]
+
     def highwater(self, tp: TopicPartition) -> int | None:
         """A partition's end offset as of the last fetch (no request), None before one."""
         asked = KafkaPartition(tp.topic, tp.partition)
@@ -213,7 +230,7 @@ class GroupConsumer:
         return ends
 
     async def stop(self) -> None:
-        """Leave the group (the writer has written or abandoned what it held)."""
+        """Leave the group (its owner has written or abandoned what it held)."""
         consumer, self._consumer = self._consumer, None
         self._closing = True
         try:
@@ -238,7 +255,7 @@ class GroupConsumer:
         listener, loop = self._listener, self._loop
         try:
             if listener is not None and loop is not None and not self._closing:
-                # (At close the writer has already flushed or abandoned its batch.)
+                # (At close the owner has already flushed or abandoned its batch.)
                 call = getattr(listener, event)(given)
                 asyncio.run_coroutine_threadsafe(call, loop).result(LISTENER_TIMEOUT_S)
         except BaseException as exc:  # noqa: BLE001 - raised by the next poll, on the loop
@@ -258,3 +275,17 @@ class GroupConsumer:
         self, executor: concurrent.futures.ThreadPoolExecutor, function: Any, *args: Any
     ) -> Any:
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+
+def _waiting(consumer: Consumer, count: int, timeout_s: float) -> list[Any]:
+    """On the consumer thread: `count` records, or what came within the timeout."""
+    return list(consumer.consume(count, timeout_s))
+
+
+def _at_hand(consumer: Consumer, count: int, timeout_s: float) -> list[Any]:
+    """On the consumer thread: the first record within the timeout, with what else is
+    queued (a balance waits for no fetch wait of ours)."""
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(count - 1, 0)] if count > 1 else [first]

@@ -1,11 +1,12 @@
-"""The worker's aiokafka readers skip a record batch whose header keys are not UTF-8.
+"""aiokafka readers skip a record batch whose header keys are not UTF-8.
 
 Anyone who may write a topic can send a record whose header key is not UTF-8 (see
 docs/security.md). aiokafka decodes every header key while it unpacks a fetched batch, and
 raises UnicodeDecodeError out of `getmany` for that record; the fetch position stays before
 it, so every later `getmany` raises again. Faust's consumer (the worker's agents read the
 control, escalation, wallet-state and internal topics with it) would stop on the first such
-record and crash again on it at every restart: one record would stop the ledger.
+record and crash again on it at every restart: one record would stop the ledger. The
+readers of `govledger replay` and `govledger events` would fail on it too.
 
 A record batch is written by one producer in one request, so a batch holding such a
 record is that producer's: it is skipped from the record that cannot be read to the
@@ -13,7 +14,8 @@ batch's end (its records before it were handed over already, each on its own mer
 fetch position moves past it, and the skip is logged as an error with where it was. The
 records are not dead-lettered: this runs inside aiokafka's fetcher, which cannot publish;
 the log line names topic, partition and offsets. The librdkafka readers (the sink, the
-topic tailers) refuse such a record one by one instead (`schemas.rdkafka.headers_of`).
+worker's intake, the notifier, the topic tailers) refuse such a record one by one instead
+(`schemas.rdkafka.headers_of`).
 
 This patches aiokafka's `PartitionRecords` (aiokafka is pinned below 0.15 in
 pyproject.toml and the attributes used are checked to exist), as streams/app.py patches
@@ -94,7 +96,8 @@ def skip_batches_with_undecodable_headers() -> None:
         return
     if not hasattr(partition_records, "_unpack_records"):
         raise RuntimeError(
-            "aiokafka changed: PartitionRecords._unpack_records is gone; see streams/fetch_guard.py"
+            "aiokafka changed: PartitionRecords._unpack_records is gone; "
+            "see schemas/aiokafka_guard.py"
         )
     original = partition_records.__init__
 
