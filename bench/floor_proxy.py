@@ -47,7 +47,8 @@ class FloorProxy:
     async def chat(self, request: web.Request) -> web.Response:
         assert self.session is not None, "started"
         body = await request.read()
-        model = orjson.loads(body).get("model")  # what a router must read at least
+        if not orjson.loads(body).get("model"):  # what a router must read at least
+            return web.Response(status=400, text='{"error":{"message":"model is required"}}')
         async with self.session.post(
             self.url, data=body, headers={"Content-Type": "application/json"}
         ) as answer:
@@ -55,7 +56,6 @@ class FloorProxy:
             status = answer.status
         usage = orjson.loads(data).get("usage") or {}
         self.tokens += int(usage.get("total_tokens", 0))
-        assert model is not None
         return web.Response(status=status, body=data, content_type="application/json")
 
 
