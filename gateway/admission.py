@@ -31,6 +31,9 @@ from schemas.settings import GatewaySettings
 MAX_DECREASE = 0.5
 # Growth per interval under the target in which the limit was reached (a fraction).
 INCREASE = 0.1
+# Lag samples an interval while calls are in flight and none of the interval's samples has
+# been under the target yet: enough that the interval's lowest means a standing queue.
+SAMPLES_PER_INTERVAL = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +93,15 @@ class Admission:
 
     def observe_lag(self, lag_s: float, now_s: float) -> None:
         """One loop-lag sample taken at `now_s`; at the end of each interval the limit is
-        judged by the lowest sample of the interval."""
-        self._window_min_lag_s = min(self._window_min_lag_s, max(0.0, lag_s))
+        judged by the lowest sample of the interval. The sample that ends an interval is
+        also the next one's first: it is the loop's lag at the boundary of both."""
+        lag_s = max(0.0, lag_s)
+        self._window_min_lag_s = min(self._window_min_lag_s, lag_s)
         if now_s - self._window_start_s < self.config.interval_s:
             return
         self._judge(self._window_min_lag_s)
         self._window_start_s = now_s
-        self._window_min_lag_s = math.inf
+        self._window_min_lag_s = lag_s
         self._window_peak = self.in_flight
         self._window_full = self.in_flight >= int(self.limit)
 
@@ -113,6 +118,21 @@ class Admission:
             self.limit = max(float(config.min_limit), min(self.limit, self._window_peak) * factor)
         elif self._window_full:
             self.limit = min(float(config.max_limit), self.limit + max(1.0, self.limit * INCREASE))
+
+    def next_sample_in_s(self, now_s: float) -> float:
+        """How long the lag sampler may wait before its next sample. Only an interval's
+        lowest sample counts, so once one is at or under the target the interval cannot be
+        judged overloaded, and one more sample, at its end, judges it and opens the next:
+        a gateway within its capacity wakes once an interval for this, not ten times (at
+        one client's pace those wake-ups were half of its event loop's). With no call in
+        flight there is nothing to shed: one sample an interval too."""
+        interval_s = self.config.interval_s
+        busy_period_s = interval_s / SAMPLES_PER_INTERVAL
+        if not self.in_flight:
+            return interval_s
+        if self._window_min_lag_s <= self.config.target_delay_s:
+            return max(busy_period_s, self._window_start_s + interval_s - now_s)
+        return busy_period_s
 
     @property
     def retry_after_s(self) -> int:

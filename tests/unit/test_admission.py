@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import pytest
 
@@ -159,3 +160,58 @@ async def test_an_idle_gateway_samples_once_an_interval() -> None:
     await sample_until_judged(admission, Ticking(CONFIG.interval_s + 0.005))
     assert admission.last_lag_s == pytest.approx(0.005)
     assert admission.limit == CONFIG.max_limit
+
+
+def test_a_busy_gateway_under_its_target_waits_for_the_end_of_the_interval() -> None:
+    """Once an interval has a sample under the target it cannot be judged overloaded, so
+    the next sample is due at its end; while every sample is over the target, or before
+    the first, a tenth of an interval."""
+    admission = Admission(CONFIG)
+    admit(admission, 10)
+    assert admission.next_sample_in_s(0.0) == pytest.approx(0.01)
+    admission.observe_lag(0.02, 0.01)  # over the target: keep looking for a low one
+    assert admission.next_sample_in_s(0.01) == pytest.approx(0.01)
+    admission.observe_lag(0.001, 0.03)  # under it: the interval's verdict is in
+    assert admission.next_sample_in_s(0.03) == pytest.approx(0.07)
+    assert admission.next_sample_in_s(0.095) == pytest.approx(0.01)  # never sooner
+    admission.observe_lag(0.001, 0.1)  # ends the interval, and is the next one's first
+    assert admission.last_lag_s == pytest.approx(0.001)
+    assert admission.next_sample_in_s(0.1) == pytest.approx(0.1)
+    for _ in range(10):
+        admission.release()
+    assert admission.next_sample_in_s(0.1) == pytest.approx(CONFIG.interval_s)
+
+
+def test_a_sample_over_the_target_at_an_intervals_end_counts_for_the_next_one() -> None:
+    """The boundary sample opens the next interval: lag that stays over the target from it
+    on cuts the limit at that interval's end, as if sampled all along."""
+    admission = Admission(CONFIG)
+    admit(admission, 40)
+    admission.observe_lag(0.001, 0.05)
+    admission.observe_lag(0.02, 0.1)  # ends a fine interval; the next starts over target
+    assert admission.limit == CONFIG.max_limit
+    assert admission.next_sample_in_s(0.1) == pytest.approx(0.01)
+    admission.observe_lag(0.02, 0.2)
+    assert admission.limit == 20
+
+
+async def test_a_busy_gateway_within_its_capacity_samples_about_once_an_interval() -> None:
+    """Calls in flight and a loop on time: the sampler wakes about once an interval (it
+    woke ten times an interval, half of a gateway's wake-ups at one client's pace)."""
+    admission = Admission(AdmissionConfig(0.005, 0.05, 2, 64), now_s=time.monotonic())
+    admit(admission, 10)
+    samples: list[float] = []
+    observe = admission.observe_lag
+
+    def counted(lag_s: float, now_s: float) -> None:
+        samples.append(lag_s)
+        observe(lag_s, now_s)
+
+    admission.observe_lag = counted  # type: ignore[method-assign]
+    sampler = asyncio.create_task(sample_lag(admission))
+    await asyncio.sleep(0.5)  # ten intervals
+    sampler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
+    assert 8 <= len(samples) <= 13, samples
+    assert admission.limit == 64
