@@ -18,13 +18,20 @@ The guarantees the publishers rely on are kept, each by a setting below:
   aiokafka's request timeout did, so the publishers' recovery starts.
 
 Delivery reports are served by one thread of ours (librdkafka makes them only inside
-`poll`); each poll's reports are handed to the event loop at once.
+`poll`) and settled on the event loop in the order they came. A record sent with
+`prompt=True` (the default), or one that failed, has its report handed to the loop at
+once. The others (a gateway's lineage: nobody awaits its ack on the response path) wait
+for the loop's next `send`, or LAZY_REPORT_S at most: at one client's pace, waking the
+event loop for each ack was one of its few wake-ups a call, each costing more than the
+Python it ran.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
@@ -43,6 +50,9 @@ START_TIMEOUT_S = 10.0
 POLL_WAIT_S = 0.2
 # How long `send` waits between tries while librdkafka's queue is full.
 FULL_QUEUE_WAIT_S = 0.005
+# Longest the report of a record sent with prompt=False waits for the event loop's next
+# `send` before the report thread hands it over.
+LAZY_REPORT_S = 0.2
 
 
 class Delivered(NamedTuple):
@@ -65,6 +75,7 @@ class ProducerPort(Protocol):
         *,
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] | None = None,
+        prompt: bool = True,
     ) -> asyncio.Future[Any]: ...
 
     async def flush(self) -> None: ...
@@ -100,9 +111,16 @@ class AsyncProducer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reporter: threading.Thread | None = None
         self._stopping = threading.Event()
-        # Reports made by the current poll, handed to the loop when it returns (only the
-        # report thread polls, so only it appends).
-        self._reports: list[tuple[asyncio.Future[Delivered], Any, Any]] = []
+        # Reports not settled yet, in the order librdkafka made them: only the report
+        # thread appends (only it polls), only the event loop takes (`_settle`).
+        self._reports: collections.deque[tuple[asyncio.Future[Delivered], Any, Any]] = (
+            collections.deque()
+        )
+        # A report waiting is for a prompt record or a failure (read and reset by the
+        # report thread only).
+        self._hurry = False
+        # `flush` calls waiting: every report is handed over at once meanwhile.
+        self._flushing = 0
         # Futures not settled yet: what `flush` waits for.
         self._outstanding: set[asyncio.Future[Delivered]] = set()
 
@@ -131,16 +149,22 @@ class AsyncProducer:
         *,
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] | None = None,
+        prompt: bool = True,
     ) -> asyncio.Future[Delivered]:
         """Hand a record to the client; a future of where the broker put it, or of the
         KafkaException that says why not. Waits (as aiokafka's send blocks) only while the
-        client's queue is full."""
+        client's queue is full. `prompt=False`: nobody awaits the future soon, and its
+        success may be settled up to LAZY_REPORT_S late (a failure is settled at once)."""
         producer = self._live()
+        if self._reports:
+            self._settle()  # acks that came since the loop last looked, before this one's
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivered] = loop.create_future()
 
         def report(error: Any, message: Any) -> None:  # on the report thread
             self._reports.append((future, error, message))
+            if prompt or error is not None:
+                self._hurry = True
 
         while True:
             try:
@@ -153,8 +177,13 @@ class AsyncProducer:
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged or has failed."""
-        while self._outstanding:
-            await asyncio.gather(*list(self._outstanding), return_exceptions=True)
+        self._flushing += 1
+        try:
+            while self._outstanding:
+                self._settle()
+                await asyncio.gather(*list(self._outstanding), return_exceptions=True)
+        finally:
+            self._flushing -= 1
 
     async def stop(self) -> None:
         """Flush, stop serving reports, close the client."""
@@ -172,20 +201,32 @@ class AsyncProducer:
     def _serve_reports(self) -> None:
         producer, loop = self._producer, self._loop
         assert producer is not None and loop is not None, "started"
+        waiting_since: float | None = None  # when the oldest report not handed over came
         while not self._stopping.is_set():
-            producer.poll(POLL_WAIT_S)
+            wait_s = POLL_WAIT_S
+            if waiting_since is not None:
+                wait_s = max(0.0, waiting_since + LAZY_REPORT_S - time.monotonic())
+            producer.poll(wait_s)
             if not self._reports:
+                waiting_since = None  # the loop settled them on a send
                 continue
-            reports, self._reports = self._reports, []
+            now = time.monotonic()
+            waiting_since = now if waiting_since is None else waiting_since
+            if not (self._hurry or self._flushing or now - waiting_since >= LAZY_REPORT_S):
+                continue
+            self._hurry, waiting_since = False, None
             try:
-                loop.call_soon_threadsafe(self._settle, reports)
+                loop.call_soon_threadsafe(self._settle)
             except RuntimeError:
                 return  # the loop is closed: nobody waits for these any more
 
     # --- on the event loop ----------------------------------------------------------------
 
-    def _settle(self, reports: list[tuple[asyncio.Future[Delivered], Any, Any]]) -> None:
-        for future, error, message in reports:
+    def _settle(self) -> None:
+        """Settle every report waiting, oldest first."""
+        reports = self._reports
+        while reports:
+            future, error, message = reports.popleft()
             self._outstanding.discard(future)
             if future.done():
                 continue

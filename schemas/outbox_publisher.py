@@ -22,6 +22,7 @@ closed (gateway/pipeline.py `_check_lineage`, the one place that decides).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import time
@@ -95,7 +96,10 @@ class OutboxPublisher(ChainedPublisher):
         # Set when a record is written to the outbox: the maintainer sleeps until then (or
         # its resend check), so an idle publisher does not wake every fsync interval.
         self._written = asyncio.Event()
-        self._fsyncing: asyncio.Future[OSError | None] | None = None
+        # One thread fsyncs; the event loop hands it a descriptor and does not wait (see
+        # `_sync`). The fsync in flight, if any.
+        self._fsyncer = concurrent.futures.ThreadPoolExecutor(1, "outbox-fsync")
+        self._fsyncing: concurrent.futures.Future[OSError | None] | None = None
         self._adopt_leftovers(max_bytes)
 
     def _adopt_leftovers(self, max_bytes: int) -> None:
@@ -173,7 +177,8 @@ class OutboxPublisher(ChainedPublisher):
             self._maintainer.cancel()
             await asyncio.gather(self._maintainer, return_exceptions=True)
         if self._fsyncing is not None:  # a thread still holds a duplicate of the file
-            await asyncio.gather(self._fsyncing, return_exceptions=True)
+            await asyncio.gather(asyncio.wrap_future(self._fsyncing), return_exceptions=True)
+        self._fsyncer.shutdown(wait=False)
         await super().stop()
         for outbox in (self.outbox, *self.adopted.values()):
             if outbox.unconfirmed:
@@ -198,7 +203,9 @@ class OutboxPublisher(ChainedPublisher):
             # The client blocks when it has no metadata or no room: the broker is away.
             # (asyncio.timeout, not wait_for: no task made per call on the response path.)
             async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
-                future = await self._send(frame)
+                # Not prompt: nothing on the response path awaits the ack (`_delivered`
+                # only forgets it, or starts recovery on a failure, which comes at once).
+                future = await self._send(frame, prompt=False)
         except TimeoutError:
             self._hold_back(sealed.seq, kept)
             return sealed
@@ -323,18 +330,36 @@ class OutboxPublisher(ChainedPublisher):
             (i for i, r in enumerate(results) if isinstance(r, BaseException)), len(results)
         )
 
-    async def _sync(self, outbox: Outbox) -> None:
+    def _sync(self, outbox: Outbox) -> None:
         """Outbox.sync with its fsync in a thread, on a duplicate of the file's descriptor
         (a compaction may replace the file meanwhile; the duplicate keeps the old one open,
         and the compaction fsyncs the new one itself). The duplicate shares the file's
-        lock: `stop` waits for the fsync, so the lock goes with the outbox's close."""
+        lock: `stop` waits for the fsync, so the lock goes with the outbox's close.
+
+        The event loop does not wait for the fsync: its end would wake the loop once a
+        call at one client's pace, for nothing but a failure, which the thread hands back
+        (`Outbox.sync_failed`: the next sync tries again). One fsync at a time: while one
+        runs, this outbox's writes wait for the next tick, which is kept due."""
+        if self._fsyncing is not None and not self._fsyncing.done():
+            self._written.set()  # a slow disk: try again after the next fsync interval
+            return
         descriptor = outbox.prepare_sync()
         if descriptor is None:
             return
-        self._fsyncing = asyncio.ensure_future(asyncio.to_thread(_fsync_and_close, descriptor))
-        failure = await asyncio.shield(self._fsyncing)
-        if failure is not None:
-            outbox.sync_failed(failure)
+        loop = asyncio.get_running_loop()
+
+        def report_failure(done: concurrent.futures.Future[OSError | None]) -> None:
+            failure = done.result()  # on the fsync thread
+            if failure is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: process ending
+                    loop.call_soon_threadsafe(self._fsync_failed, outbox, failure)
+
+        self._fsyncing = self._fsyncer.submit(_fsync_and_close, descriptor)
+        self._fsyncing.add_done_callback(report_failure)
+
+    def _fsync_failed(self, outbox: Outbox, failure: OSError) -> None:
+        outbox.sync_failed(failure)
+        self._written.set()  # tried again after the next fsync interval
 
     async def _maintain(self) -> None:
         """fsync in batches (in a thread: a busy disk's fsync takes milliseconds the event
@@ -350,7 +375,7 @@ class OutboxPublisher(ChainedPublisher):
             await asyncio.sleep(self.fsync_interval_s)
             self._written.clear()
             for outbox in (self.outbox, *self.adopted.values()):
-                await self._sync(outbox)
+                self._sync(outbox)
             now = time.monotonic()
             if now - last_resend_check < resend_check_s:
                 continue
@@ -371,8 +396,8 @@ class OutboxPublisher(ChainedPublisher):
 
 
 def _fsync_and_close(descriptor: int) -> OSError | None:
-    """In a thread: fsync the descriptor and close it, even when the awaiting task was
-    cancelled meanwhile (so the number is never closed under a running fsync)."""
+    """In a thread: fsync the descriptor and close it, whatever the event loop does
+    meanwhile (so the number is never closed under a running fsync)."""
     try:
         os.fsync(descriptor)
     except OSError as exc:

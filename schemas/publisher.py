@@ -316,9 +316,10 @@ class ChainedPublisher:
             (i for i, r in enumerate(results) if isinstance(r, BaseException)), len(results)
         )
 
-    async def _send(self, frame: Frame) -> Any:
+    async def _send(self, frame: Frame, *, prompt: bool = True) -> Any:
         """Enqueue one frame with its auth header. A frame spooled before records were
-        authenticated has none: it is signed now, under its own producer's id."""
+        authenticated has none: it is signed now, under its own producer's id. `prompt`:
+        see AsyncProducer.send (False: nobody awaits the ack soon)."""
         if not frame.auth:
             producer_id = authn.producer_id_of(frame.value)
             signer = self.chain
@@ -326,7 +327,7 @@ class ChainedPublisher:
                 signer = SignedChain(producer_id, None, self._keyring)
             frame = replace(frame, auth=authn.header_of(signer.headers(frame.value)) or b"")
         return await self._producer.send(
-            frame.topic, frame.value, key=frame.key, headers=frame.headers
+            frame.topic, frame.value, key=frame.key, headers=frame.headers, prompt=prompt
         )
 
     async def stop(self) -> None:

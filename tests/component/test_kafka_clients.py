@@ -77,16 +77,62 @@ async def test_flush_waits_for_every_ack_and_stop_leaves_nothing_outstanding() -
         await producer.send("lineage", b"v")
 
 
-async def test_a_record_the_broker_does_not_ack_in_time_fails_its_future() -> None:
+async def test_a_record_the_broker_does_not_ack_in_time_fails_its_future(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Every broker answer takes 400 ms; a record has 100: the publisher's recovery must
-    # hear of the failure rather than wait for ever.
+    # hear of the failure rather than wait for ever, whether or not the sender awaits it
+    # (a failure is handed over at once: the lazy hand-over's deadline is a minute away).
+    monkeypatch.setattr(kafka_producer, "LAZY_REPORT_S", 60.0)
     producer = await started(**{"test.mock.broker.rtt": 400, "message.timeout.ms": 100})
     try:
         future = await producer.send("lineage", b"v", key=b"k")
+        not_awaited = await producer.send("lineage", b"w", key=b"k", prompt=False)
         began = time.monotonic()
-        with pytest.raises(KafkaException):
-            await asyncio.wait_for(future, 5)
+        for failing in (future, not_awaited):
+            with pytest.raises(KafkaException):
+                await asyncio.wait_for(failing, 5)
         assert time.monotonic() - began < 2
+    finally:
+        await producer.stop()
+
+
+async def wait_for_report(producer: AsyncProducer) -> None:
+    """Until librdkafka has made a report the event loop was not handed."""
+    deadline = time.monotonic() + 5
+    while not producer._reports:
+        assert time.monotonic() < deadline, "no delivery report in 5 s"
+        await asyncio.sleep(0.005)
+
+
+async def test_an_ack_nobody_awaits_waits_for_the_next_send_or_a_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway's lineage ack does not wake the event loop: the next send settles it, in
+    order, or a flush does; a prompt record's ack is handed over at once (with the hand-over
+    deadline far off, only the prompt path can settle it within the test's wait)."""
+    monkeypatch.setattr(kafka_producer, "LAZY_REPORT_S", 60.0)
+    producer = await started()
+    try:
+        first = await producer.send("lineage", b"1", key=b"k", prompt=False)
+        await wait_for_report(producer)
+        await asyncio.sleep(0.05)
+        assert not first.done(), "acked, and the loop was not woken for it"
+        second = await producer.send("lineage", b"2", key=b"k", prompt=False)
+        assert first.done() and first.result().offset >= 0, "settled by the next send"
+        await asyncio.wait_for(producer.flush(), 5)
+        assert second.result().offset == first.result().offset + 1
+        prompt = await producer.send("lineage", b"3", key=b"k")
+        assert (await asyncio.wait_for(prompt, 5)).offset == second.result().offset + 1
+    finally:
+        await producer.stop()
+
+
+async def test_an_ack_nobody_awaits_is_settled_by_its_deadline_without_another_send() -> None:
+    producer = await started()
+    try:
+        future = await producer.send("lineage", b"v", key=b"k", prompt=False)
+        await asyncio.wait_for(future, kafka_producer.LAZY_REPORT_S + 5)
     finally:
         await producer.stop()
 

@@ -39,7 +39,12 @@ class BrokerDouble:
         pass
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Any = None,
+        prompt: bool = True,
     ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.down:
@@ -283,4 +288,31 @@ async def test_records_are_fsynced_in_batches_off_the_event_loop_and_not_while_i
     idle = len(synced)
     await asyncio.sleep(0.3)
     assert len(synced) == idle  # nothing written since: no more fsyncs
+    await publisher.stop()
+
+
+async def test_a_failed_fsync_is_tried_again_and_a_slow_one_is_not_overlapped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop does not wait for an fsync: a failure comes back from the thread and the
+    next tick fsyncs again; while one is slow, the next waits for it, not skipped for good."""
+    calls: list[str] = []
+    release = threading.Event()
+
+    def fsync(_: int) -> None:
+        calls.append("fsync")
+        if len(calls) == 1:
+            raise OSError(5, "I/O error")
+        if len(calls) == 2:
+            release.wait(5)  # a slow disk
+
+    monkeypatch.setattr("schemas.outbox_publisher.os.fsync", fsync)
+    publisher, _ = await started(tmp_path, fsync_interval_s=0.02)
+    await publish(publisher, 3)
+    await until(lambda: len(calls) >= 2)  # failed, then tried again with nothing new written
+    await publish(publisher, 3)
+    await asyncio.sleep(0.2)  # ten ticks while the second is stuck: none overlaps it
+    assert len(calls) == 2
+    release.set()
+    await until(lambda: len(calls) == 3)  # the records written meanwhile, fsynced after it
     await publisher.stop()

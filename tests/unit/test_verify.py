@@ -330,7 +330,12 @@ class _FakeProducer:
         pass
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Any = None,
+        prompt: bool = True,
     ) -> asyncio.Future[Any]:
         assert key is not None, "every record is keyed"
         self.sent.append((topic, value, key))
