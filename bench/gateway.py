@@ -261,8 +261,7 @@ def benchmark(bench: Bench) -> dict[str, Any]:
             on_3 = bench.run("3 gateway lineage on", gw_on, lineage_rate, dur)
     else:
         lineage_rate, on_3 = single, gateway_1
-    bench.stop_gateway()
-    bench.start_gateway("off")
+    bench.renew_broker("off")  # each figure group on a new broker (Bench.renew_broker)
     gw_off = bench.gateway_name
     bench.sanity(gw_off)
     off_1 = bench.run("3 gateway lineage off", gw_off, single, dur)
@@ -320,7 +319,7 @@ def benchmark(bench: Bench) -> dict[str, Any]:
     # --- 5. the outbox's cost per call -----------------------------------------------------
     # Lineage as before the outbox (a spool only while the broker is away) against the
     # gateway of 1, at one client's rate, where both keep up on a shared machine.
-    bench.start_gateway("plain")
+    bench.renew_broker("plain")
     gw_plain = bench.gateway_name
     bench.sanity(gw_plain)
     plain_1 = bench.run("5 gateway lineage without outbox", gw_plain, single, dur)
@@ -345,7 +344,7 @@ def benchmark(bench: Bench) -> dict[str, Any]:
         if any("{otlp}" in value for value in overrides.values()) and not bench.otlp_url:
             bench.start_otlp_sink()
         env = {name: value.format(otlp=bench.otlp_url) for name, value in overrides.items()}
-        bench.start_gateway("on", variant=variant, env_overrides=env)
+        bench.renew_broker("on", variant=variant, env_overrides=env)
         gw_variant = bench.gateway_name
         bench.sanity(gw_variant)
         spans_before = bench.otlp_spans() if bench.otlp_url else 0
@@ -441,7 +440,7 @@ def benchmark(bench: Bench) -> dict[str, Any]:
     profile_rows: list[str] = []
     if args.profile:
         stats = bench.data_dir / "gateway.prof"
-        bench.start_gateway("on", profile=stats)
+        bench.renew_broker("on", profile=stats)
         # Half the compared rate: cProfile about doubles the CPU a call costs, and the
         # profile should show a gateway that keeps up, not one drowning in its backlog.
         profiled_rate = max(round(lineage_rate / 2 / SEARCH_STEP) * SEARCH_STEP, 10.0)

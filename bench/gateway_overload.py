@@ -166,7 +166,7 @@ def fair_and_overload(
     """Section 8 for govledger (a fresh gateway, lineage on) and LiteLLM, one after the
     other on the same upstream; the gateway of the caller is stopped first."""
     search = not bench.args.skip_search
-    bench.start_gateway("on", variant="overload")
+    bench.renew_broker("on", variant="overload")
     bench.sanity(bench.gateway_name)
     rows, figures = measure(bench, bench.gateway_name, "govledger", direct_1, search)
     every: dict[str, Any] = {"govledger": figures}
@@ -174,7 +174,7 @@ def fair_and_overload(
     if "overload_offered_per_s" in figures and not getattr(bench.args, "skip_admission_off", 0):
         # The contrast: the same gateway and load with the admission limit off.
         off = {"GOVLEDGER_ADMISSION_TARGET_DELAY_MS": "0"}
-        bench.start_gateway("on", variant="admission-off", env_overrides=off)
+        bench.renew_broker("on", variant="admission-off", env_overrides=off)
         row, every["govledger_admission_off"] = overload(
             bench,
             bench.gateway_name,
@@ -267,12 +267,8 @@ def main() -> int:
     try:
         litellm_exe = None if args.skip_litellm else bench.ensure_litellm()
         bench.start_broker_and_upstream()
-        bench.start_worker()
-        bench.start_gateway("on")
-        bench.issue_key_and_fund()
         bench.sanity("upstream")
         direct_1 = bench.run("8 direct", "upstream", args.single_rate, args.duration_s)
-        bench.stop_gateway()
         rows, figures = fair_and_overload(bench, direct_1, litellm_exe)
     except KeyboardInterrupt:
         return 130

@@ -125,6 +125,8 @@ def scaling_figure(bench: Bench) -> tuple[list[tuple[str, str, str, str]], dict[
     search = Search(bench)
     highest: dict[int, float] = {}
     for processes in PROCESS_COUNTS:
+        bench.renew_broker()  # each count on a new broker, key and funds (Bench.renew_broker)
+        bench.stop_gateway()
         name = start_processes(bench, processes)
         try:
             bench.sanity(name)
@@ -178,10 +180,6 @@ def main() -> int:
     busy, total = machine_busy_seconds()
     try:
         bench.start_broker_and_upstream()
-        bench.start_worker()
-        bench.start_gateway("on")  # issues the key and funds it, then stops
-        bench.issue_key_and_fund()
-        bench.stop_gateway()
         rows, figures = scaling_figure(bench)
     except KeyboardInterrupt:
         return 130

@@ -57,8 +57,8 @@ class Bench:
 
     # --- processes ---
 
-    def start_broker_and_upstream(self) -> None:
-        from govledger.broker import start_tansu, wait_for_port
+    def start_broker(self) -> None:
+        from govledger.broker import start_tansu
         from schemas.kafka import ensure_topics
 
         port = free_port()
@@ -67,6 +67,27 @@ class Bench:
         self.bootstrap = f"127.0.0.1:{port}"
         asyncio.run(ensure_topics(self.bootstrap, 4))
 
+    def renew_broker(self, lineage: str = "on", **gateway: Any) -> None:
+        """A new, empty embedded broker and worker, and a gateway on them (`start_gateway`'s
+        arguments) with a key issued and funded. The embedded broker's CPU grows with the
+        batches it holds (docs/performance.md, `bench.broker_history`): after a few
+        thousand calls it takes a good part of a core, and on 2 cores every later figure
+        would measure it as much as the gateway. So each figure group starts on a new one."""
+        for name in (self.gateway_name, "worker", "broker"):
+            if name:
+                self.children.stop(name)
+        # What the worker and a spooling gateway kept belongs to the old broker's offsets.
+        for kept in ("faust", "sla", "spool"):
+            shutil.rmtree(self.data_dir / kept, ignore_errors=True)
+        self.start_broker()
+        self.start_worker()
+        self.start_gateway(lineage, **gateway)
+        self.issue_key_and_fund()
+
+    def start_broker_and_upstream(self) -> None:
+        from govledger.broker import wait_for_port
+
+        self.start_broker()
         port = free_port()
         self.children.spawn(
             "upstream",
