@@ -17,13 +17,14 @@ The guarantees the publishers rely on are kept, each by a setting below:
 - a record the broker does not take fails its future within `DELIVERY_TIMEOUT_MS`, as
   aiokafka's request timeout did, so the publishers' recovery starts.
 
-Delivery reports are served by one thread of ours (librdkafka makes them only inside
-`poll`) and settled on the event loop in the order they came. A record sent with
-`prompt=True` (the default), or one that failed, has its report handed to the loop at
-once. The others (a gateway's lineage: nobody awaits its ack on the response path) wait
-for the loop's next `send`, or LAZY_REPORT_S at most: at one client's pace, waking the
-event loop for each ack was one of its few wake-ups a call, each costing more than the
-Python it ran.
+Delivery reports (librdkafka makes them only inside `poll`) are settled on the event
+loop in the order they came. While a record sent with `prompt=True` (the default) or a
+`flush` waits, a thread of ours polls and hands each report to the loop at once. Records
+sent with `prompt=False` (a gateway's lineage: nobody awaits its ack on the response
+path) do not wake anything: the loop's next `send` polls for their reports, and the
+thread sweeps every LAZY_REPORT_S for what is left (a failure among them is handed over
+at that sweep). At one client's pace, a wake-up of the event loop and of the thread for
+each ack cost more than the Python they ran.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ START_TIMEOUT_S = 10.0
 POLL_WAIT_S = 0.2
 # How long `send` waits between tries while librdkafka's queue is full.
 FULL_QUEUE_WAIT_S = 0.005
-# Longest the report of a record sent with prompt=False waits for the event loop's next
-# `send` before the report thread hands it over.
+# How often the report thread sweeps for reports of records sent with prompt=False that
+# no later `send` collected: the longest such a report (a failure too) waits.
 LAZY_REPORT_S = 0.2
 
 
@@ -111,16 +112,20 @@ class AsyncProducer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reporter: threading.Thread | None = None
         self._stopping = threading.Event()
-        # Reports not settled yet, in the order librdkafka made them: only the report
-        # thread appends (only it polls), only the event loop takes (`_settle`).
+        # Reports not settled yet, in the order librdkafka made them: appended by whoever
+        # polls (the report thread, or the loop in `send`), taken by the loop (`_settle`).
         self._reports: collections.deque[tuple[asyncio.Future[Delivered], Any, Any]] = (
             collections.deque()
         )
-        # A report waiting is for a prompt record or a failure (read and reset by the
-        # report thread only).
+        # A report waiting is for a prompt record or a failure (reset by the report thread).
         self._hurry = False
-        # `flush` calls waiting: every report is handed over at once meanwhile.
+        # Prompt records not settled yet, and `flush` calls waiting: while either is
+        # there, the report thread polls and hands every report over at once.
+        self._prompt_pending: set[asyncio.Future[Delivered]] = set()
         self._flushing = 0
+        # Set when a prompt record is sent or a flush starts: the report thread, asleep
+        # between sweeps, starts polling.
+        self._wake = threading.Event()
         # Futures not settled yet: what `flush` waits for.
         self._outstanding: set[asyncio.Future[Delivered]] = set()
 
@@ -153,15 +158,16 @@ class AsyncProducer:
     ) -> asyncio.Future[Delivered]:
         """Hand a record to the client; a future of where the broker put it, or of the
         KafkaException that says why not. Waits (as aiokafka's send blocks) only while the
-        client's queue is full. `prompt=False`: nobody awaits the future soon, and its
-        success may be settled up to LAZY_REPORT_S late (a failure is settled at once)."""
+        client's queue is full. `prompt=False`: nobody awaits the future soon, and it may
+        be settled (failed too) up to LAZY_REPORT_S late."""
         producer = self._live()
+        producer.poll(0)  # reports made since the loop last looked, settled before this one
         if self._reports:
-            self._settle()  # acks that came since the loop last looked, before this one's
+            self._settle()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Delivered] = loop.create_future()
 
-        def report(error: Any, message: Any) -> None:  # on the report thread
+        def report(error: Any, message: Any) -> None:  # on whichever thread polled
             self._reports.append((future, error, message))
             if prompt or error is not None:
                 self._hurry = True
@@ -173,11 +179,15 @@ class AsyncProducer:
             except BufferError:
                 await asyncio.sleep(FULL_QUEUE_WAIT_S)
         self._outstanding.add(future)
+        if prompt:
+            self._prompt_pending.add(future)
+            self._wake.set()
         return future
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged or has failed."""
         self._flushing += 1
+        self._wake.set()
         try:
             while self._outstanding:
                 self._settle()
@@ -191,6 +201,7 @@ class AsyncProducer:
             return
         await self.flush()
         self._stopping.set()
+        self._wake.set()
         if self._reporter is not None:
             await asyncio.to_thread(self._reporter.join)
         producer, self._producer = self._producer, None
@@ -201,20 +212,20 @@ class AsyncProducer:
     def _serve_reports(self) -> None:
         producer, loop = self._producer, self._loop
         assert producer is not None and loop is not None, "started"
-        waiting_since: float | None = None  # when the oldest report not handed over came
+        handed_s = time.monotonic()  # when reports were last handed to the loop
         while not self._stopping.is_set():
-            wait_s = POLL_WAIT_S
-            if waiting_since is not None:
-                wait_s = max(0.0, waiting_since + LAZY_REPORT_S - time.monotonic())
-            producer.poll(wait_s)
+            if self._prompt_pending or self._flushing:
+                producer.poll(POLL_WAIT_S)  # returns as soon as a report is made
+            else:
+                self._wake.wait(LAZY_REPORT_S)  # until a prompt record, a flush, a sweep
+                self._wake.clear()
+                producer.poll(0)
             if not self._reports:
-                waiting_since = None  # the loop settled them on a send
                 continue
             now = time.monotonic()
-            waiting_since = now if waiting_since is None else waiting_since
-            if not (self._hurry or self._flushing or now - waiting_since >= LAZY_REPORT_S):
-                continue
-            self._hurry, waiting_since = False, None
+            if not (self._hurry or self._flushing or now - handed_s >= LAZY_REPORT_S):
+                continue  # only acks nobody waits for, handed over recently: keep them
+            self._hurry, handed_s = False, now
             try:
                 loop.call_soon_threadsafe(self._settle)
             except RuntimeError:
@@ -228,6 +239,7 @@ class AsyncProducer:
         while reports:
             future, error, message = reports.popleft()
             self._outstanding.discard(future)
+            self._prompt_pending.discard(future)
             if future.done():
                 continue
             if error is not None:
