@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
@@ -135,7 +136,9 @@ class TopicTailer:
     On librdkafka: fetching and unpacking run in C on the client's threads, and the event
     loop wakes only when records came (aiokafka's fetcher ran in Python on the loop, every
     fetch wait, records or not: most of an idle gateway's CPU). The client's blocking
-    calls run on one thread of the tailer's own."""
+    calls run on one thread of the tailer's own, which follows the topics on its own:
+    it polls, hands each batch to the loop and waits until the loop has handled it (so a
+    batch wakes the loop once and the thread once, and an empty poll wakes neither)."""
 
     def __init__(
         self,
@@ -162,6 +165,12 @@ class TopicTailer:
         self._consumer: Any = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "kafka-tailer")
         self._task: asyncio.Task[None] | None = None
+        # Batches (or the exception that stopped the thread) handed to the loop; the thread
+        # waits on `_handled` until the loop is done with each; `_stopping` ends it.
+        self._batches: asyncio.Queue[list[Any] | BaseException] = asyncio.Queue()
+        self._handled = threading.Event()
+        self._stopping = threading.Event()
+        self._following: concurrent.futures.Future[None] | None = None
         self.caught_up = asyncio.Event()
         # Next offset to read per (topic, partition): past every record handled or skipped.
         self.positions: dict[tuple[str, int], int] = {}
@@ -183,6 +192,7 @@ class TopicTailer:
             self._consumer = None
             self._thread.shutdown(wait=False)
             raise
+        self._following = self._thread.submit(self._follow, asyncio.get_running_loop())
         self._task = asyncio.create_task(self._run(end_offsets))
 
     def _assign_all(self) -> dict[tuple[str, int], int]:
@@ -216,12 +226,34 @@ class TopicTailer:
             return []
         return [first, *self._consumer.consume(TAIL_POLL_RECORDS - 1, 0)]
 
+    def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the tailer's thread until `stop`: poll; hand a batch to the loop and wait
+        until it is handled (the records' order, and no batch piling up behind a slow
+        handler)."""
+        try:
+            while not self._stopping.is_set():
+                batch = self._poll()
+                if not batch:
+                    continue
+                loop.call_soon_threadsafe(self._batches.put_nowait, batch)
+                self._handled.wait()
+                self._handled.clear()
+        except BaseException as exc:  # noqa: BLE001 - the loop's reader raises it
+            if not self._stopping.is_set():
+                loop.call_soon_threadsafe(self._batches.put_nowait, exc)
+
+    async def _next_batch(self) -> list[Any]:
+        batch = await self._batches.get()
+        if isinstance(batch, BaseException):
+            raise batch
+        return batch
+
     async def _run(self, end_offsets: dict[tuple[str, int], int]) -> None:
         pending = {where: end for where, end in end_offsets.items() if end > 0}
         if not pending:
             self.caught_up.set()
         while True:
-            for message in await self._on_thread(self._poll):
+            for message in await self._next_batch():
                 error = message.error()
                 if error is not None:
                     if error.fatal():
@@ -243,6 +275,7 @@ class TopicTailer:
                 self.positions[where] = offset + 1
                 if where in pending and offset + 1 >= pending[where]:
                     del pending[where]
+            self._handled.set()
             if not pending and not self.caught_up.is_set():
                 self.caught_up.set()
 
@@ -251,9 +284,11 @@ class TopicTailer:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        self._stopping.set()
+        self._handled.set()  # the thread may wait for a batch the loop will not handle
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await self._on_thread(consumer.close)  # after the poll in flight returns
+            await self._on_thread(consumer.close)  # after the thread's last poll returns
         self._thread.shutdown(wait=False)
 
     async def _on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
