@@ -22,6 +22,7 @@ frees up.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from schemas.settings import GatewaySettings
@@ -74,6 +75,9 @@ class Admission:
         self._window_min_lag_s = math.inf
         self._window_peak = 0  # most calls in flight during the window
         self._window_full = False  # a call found the limit reached during the window
+        # Called when a call is admitted with none in flight before (the lag sampler waits
+        # for it instead of sampling an idle loop).
+        self.on_busy: Callable[[], None] | None = None
 
     def admit(self) -> bool:
         """Whether a new call may start now; counted in flight when it may."""
@@ -82,6 +86,8 @@ class Admission:
             self.refused += 1
             return False
         self.in_flight += 1
+        if self.in_flight == 1 and self.on_busy is not None:
+            self.on_busy()
         self._window_peak = max(self._window_peak, self.in_flight)
         if self.in_flight >= int(self.limit):
             self._window_full = True
@@ -125,7 +131,8 @@ class Admission:
         judged overloaded, and one more sample, at its end, judges it and opens the next:
         a gateway within its capacity wakes once an interval for this, not ten times (at
         one client's pace those wake-ups were half of its event loop's). With no call in
-        flight there is nothing to shed: one sample an interval too."""
+        flight there is nothing to shed: the sampler waits for `on_busy` (this says one
+        interval, for a caller that does not)."""
         interval_s = self.config.interval_s
         busy_period_s = interval_s / SAMPLES_PER_INTERVAL
         if not self.in_flight:

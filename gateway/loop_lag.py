@@ -17,9 +17,15 @@ from gateway.admission import Admission
 async def sample_lag(admission: Admission, clock: Callable[[], float] = time.monotonic) -> None:
     """Feed `admission` lag samples, as often as it asks (`Admission.next_sample_in_s`),
     until cancelled. Wall-clock lag, whatever its cause: a gateway starved of CPU by other
-    processes is as late for its callers as one busy with its own work (an idle one is not
-    shed: gateway/admission.py)."""
+    processes is as late for its callers as one busy with its own work. With no call in
+    flight nothing is sampled (nothing to shed, and an idle gateway should not wake): the
+    next admitted call starts the sampling again."""
+    busy = asyncio.Event()
+    admission.on_busy = busy.set
     while True:
+        if not admission.in_flight:
+            busy.clear()
+            await busy.wait()
         asked_s = clock()
         period_s = admission.next_sample_in_s(asked_s)
         await asyncio.sleep(period_s)

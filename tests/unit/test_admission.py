@@ -152,14 +152,24 @@ async def test_the_sampler_feeds_wall_clock_lag(in_flight: int, shed: bool) -> N
     assert (admission.limit < CONFIG.max_limit) is shed
 
 
-async def test_an_idle_gateway_samples_once_an_interval() -> None:
-    """No call in flight: the sampler asks for a whole interval (ten times fewer wake-ups),
-    so by a clock that passes the interval plus 5 ms per sample, each sample is 5 ms late;
-    with calls in flight the same clock would read a tenth of an interval's period late."""
+async def test_an_idle_gateway_does_not_sample_until_a_call_is_admitted() -> None:
+    """No call in flight: the sampler does not wake at all; the first call admitted starts
+    it, and its samples judge the interval as before."""
     admission = Admission(CONFIG)
-    await sample_until_judged(admission, Ticking(CONFIG.interval_s + 0.005))
-    assert admission.last_lag_s == pytest.approx(0.005)
-    assert admission.limit == CONFIG.max_limit
+    clock = Ticking(0.02)
+    sampler = asyncio.create_task(sample_lag(admission, clock))
+    await asyncio.sleep(0.3)  # three intervals of an idle gateway
+    assert clock.now_s == 0.0, "the idle sampler read no clock: it slept"
+    admit(admission, 40)
+    for _ in range(500):
+        if admission.last_lag_s:
+            break
+        await asyncio.sleep(0.01)
+    sampler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
+    assert admission.last_lag_s == pytest.approx(0.01)
+    assert admission.limit < CONFIG.max_limit
 
 
 def test_a_busy_gateway_under_its_target_waits_for_the_end_of_the_interval() -> None:
