@@ -76,6 +76,8 @@ TAIL_POLL_RECORDS = 5_000
 TAIL_POLL_WAIT_S = 0.5
 # Longest a metadata or end-offset request at start may take.
 TAIL_REQUEST_TIMEOUT_S = 10.0
+# Most batches the tailer's thread hands the event loop before the loop has handled them.
+TAIL_BATCHES_AHEAD = 4
 
 
 class TailedRecord(NamedTuple):
@@ -137,8 +139,8 @@ class TopicTailer:
     loop wakes only when records came (aiokafka's fetcher ran in Python on the loop, every
     fetch wait, records or not: most of an idle gateway's CPU). The client's blocking
     calls run on one thread of the tailer's own, which follows the topics on its own:
-    it polls, hands each batch to the loop and waits until the loop has handled it (so a
-    batch wakes the loop once and the thread once, and an empty poll wakes neither)."""
+    it polls and hands each batch to the loop, up to TAIL_BATCHES_AHEAD of them not yet
+    handled (so a batch wakes the loop once, and an empty poll wakes nothing)."""
 
     def __init__(
         self,
@@ -165,10 +167,11 @@ class TopicTailer:
         self._consumer: Any = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, "kafka-tailer")
         self._task: asyncio.Task[None] | None = None
-        # Batches (or the exception that stopped the thread) handed to the loop; the thread
-        # waits on `_handled` until the loop is done with each; `_stopping` ends it.
+        # Batches (or the exception that stopped the thread) handed to the loop; a slot of
+        # `_ahead` is taken for each and given back once the loop has handled it; `_stopping`
+        # ends the thread.
         self._batches: asyncio.Queue[list[Any] | BaseException] = asyncio.Queue()
-        self._handled = threading.Event()
+        self._ahead = threading.BoundedSemaphore(TAIL_BATCHES_AHEAD)
         self._stopping = threading.Event()
         self._following: concurrent.futures.Future[None] | None = None
         self.caught_up = asyncio.Event()
@@ -227,17 +230,18 @@ class TopicTailer:
         return [first, *self._consumer.consume(TAIL_POLL_RECORDS - 1, 0)]
 
     def _follow(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the tailer's thread until `stop`: poll; hand a batch to the loop and wait
-        until it is handled (the records' order, and no batch piling up behind a slow
-        handler)."""
+        """On the tailer's thread until `stop`: poll; hand each batch to the loop, in order,
+        while fewer than TAIL_BATCHES_AHEAD wait there (a slow handler holds the thread
+        back instead of letting batches pile up)."""
         try:
             while not self._stopping.is_set():
                 batch = self._poll()
                 if not batch:
                     continue
+                while not self._ahead.acquire(timeout=TAIL_POLL_WAIT_S):
+                    if self._stopping.is_set():
+                        return
                 loop.call_soon_threadsafe(self._batches.put_nowait, batch)
-                self._handled.wait()
-                self._handled.clear()
         except BaseException as exc:  # noqa: BLE001 - the loop's reader raises it
             if not self._stopping.is_set():
                 loop.call_soon_threadsafe(self._batches.put_nowait, exc)
@@ -275,7 +279,7 @@ class TopicTailer:
                 self.positions[where] = offset + 1
                 if where in pending and offset + 1 >= pending[where]:
                     del pending[where]
-            self._handled.set()
+            self._ahead.release()
             if not pending and not self.caught_up.is_set():
                 self.caught_up.set()
 
@@ -284,8 +288,7 @@ class TopicTailer:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._stopping.set()
-        self._handled.set()  # the thread may wait for a batch the loop will not handle
+        self._stopping.set()  # the thread sees it within TAIL_POLL_WAIT_S
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await self._on_thread(consumer.close)  # after the thread's last poll returns
