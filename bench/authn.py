@@ -7,7 +7,7 @@ Prints one JSON line: µs per record to sign (HMAC-SHA256 of the record bytes, a
 header), to verify bytes alone (allow-lists, envelope read, HMAC; keyed MACs cached),
 what verifying adds to the decode a consumer does anyway, to verify with a cold key
 cache (one HKDF per new producer), and to sign a checkpoint (Ed25519);
-then the share of the gateway's CPU per call (about 5 ms, docs/performance.md) and of the
+then the share of the gateway's CPU per call (about 5 ms, docs/performance-gateway.md) and of the
 worker's CPU per folded record (about 125 µs, docs/performance.md) that signing /
 verifying adds. The bars of issue 11: at most 5 % of the gateway's CPU per call, at most
 10 % off the fold rate.
@@ -27,7 +27,7 @@ from schemas.publisher import checkpoint_of
 from schemas.topics import LINEAGE
 
 GATEWAY_CPU_PER_CALL_US = 5_000.0
-"""docs/performance.md: about 5 ms of CPU per call in one gateway process (lineage on)."""
+"""docs/performance-gateway.md: about 5 ms of CPU per call in one gateway process (lineage on)."""
 WORKER_CPU_PER_RECORD_US = 125.0
 """docs/performance.md: the worker's CPU per folded lineage record (124-130 µs)."""
 
