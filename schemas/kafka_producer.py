@@ -126,6 +126,10 @@ class AsyncProducer:
         # Set when a prompt record is sent or a flush starts: the report thread, asleep
         # between sweeps, starts polling.
         self._wake = threading.Event()
+        # Held by whoever polls: two threads polling at once could append one partition's
+        # reports out of offset order, which the publishers read as a broker that lost
+        # its data (`OutboxPublisher._check_offset`).
+        self._polling = threading.Lock()
         # Futures not settled yet: what `flush` waits for.
         self._outstanding: set[asyncio.Future[Delivered]] = set()
 
@@ -161,7 +165,11 @@ class AsyncProducer:
         client's queue is full. `prompt=False`: nobody awaits the future soon, and it may
         be settled (failed too) up to LAZY_REPORT_S late."""
         producer = self._live()
-        producer.poll(0)  # reports made since the loop last looked, settled before this one
+        if self._polling.acquire(blocking=False):  # else the report thread is polling
+            try:
+                producer.poll(0)  # reports made since the loop last looked, settled first
+            finally:
+                self._polling.release()
         if self._reports:
             self._settle()
         loop = asyncio.get_running_loop()
@@ -215,11 +223,13 @@ class AsyncProducer:
         handed_s = time.monotonic()  # when reports were last handed to the loop
         while not self._stopping.is_set():
             if self._prompt_pending or self._flushing:
-                producer.poll(POLL_WAIT_S)  # returns as soon as a report is made
+                with self._polling:
+                    producer.poll(POLL_WAIT_S)  # returns as soon as a report is made
             else:
                 self._wake.wait(LAZY_REPORT_S)  # until a prompt record, a flush, a sweep
                 self._wake.clear()
-                producer.poll(0)
+                with self._polling:
+                    producer.poll(0)
             if not self._reports:
                 continue
             now = time.monotonic()

@@ -128,6 +128,29 @@ async def test_an_ack_nobody_awaits_waits_for_the_next_send_or_a_flush(
         await producer.stop()
 
 
+async def test_acks_are_settled_in_the_order_each_partition_made_them() -> None:
+    """The loop (in `send`) and the report thread both poll for reports; the publishers
+    read an offset going back as a broker that lost its data, so acks of one partition
+    must be settled in offset order whichever thread polled them."""
+    producer = await started()
+    settled: list[Delivered] = []
+    try:
+        futures = []
+        for n in range(1500):
+            future = await producer.send("lineage", b"v", key=b"k", prompt=n % 7 == 0)
+            future.add_done_callback(lambda done: settled.append(done.result()))
+            futures.append(future)
+            if n % 50 == 0:
+                await asyncio.sleep(0)  # let acks and hand-overs interleave with sends
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        await asyncio.sleep(0)  # the last done callbacks
+        offsets = [d.offset for d in settled]
+        assert len(offsets) == 1500
+        assert offsets == sorted(offsets)
+    finally:
+        await producer.stop()
+
+
 async def test_an_ack_nobody_awaits_is_settled_by_its_deadline_without_another_send() -> None:
     producer = await started()
     try:
