@@ -99,7 +99,10 @@ def test_every_process_exports_metrics_that_move_with_the_calls(stack: RunningSt
             "streams",
             "streams-agents",
         }  # the intake's and the Faust agents' partitions
-        done = (sink_rows, sink_dead, worker_dead) == (CALLS, 1, 1) and folded > 0 and lagging
+        # At least: this stack is shared, and a row another module's gateway resends from
+        # its outbox may land meanwhile (exactly once per call is checked in the store).
+        done = sink_rows >= CALLS and (sink_dead, worker_dead) == (1, 1)
+        done = done and folded > 0 and lagging
         seen.update(sink_rows=sink_rows, sink_dead=sink_dead, worker_dead=worker_dead)
         seen.update(fold_lag=folded, both_lags=lagging)
         return now if done else None
@@ -139,3 +142,6 @@ def test_every_process_exports_metrics_that_move_with_the_calls(stack: RunningSt
         0 < value(after["worker"], "govledger_processor_fold_lag_seconds", processor="wallets") < 60
     )
     assert ("govledger_escalations_open", frozenset({("priority", "P1")})) in after["worker"]
+    # Each call's row is in the store once (the sink's counter above may include others').
+    stored = f"SELECT count(), uniqExact(event_id) FROM lineage WHERE tenant_id = '{TENANT}'"
+    assert stack.sql(stored) == [[str(CALLS), str(CALLS)]]
