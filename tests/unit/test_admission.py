@@ -131,7 +131,11 @@ class Ticking:
 
 async def sample_until_judged(admission: Admission, clock: Ticking) -> None:
     """Run the sampler on `clock` until the admission has judged one whole interval."""
-    sampler = asyncio.create_task(sample_lag(admission, clock))
+    await until_judged(admission, asyncio.create_task(sample_lag(admission, clock)))
+
+
+async def until_judged(admission: Admission, sampler: asyncio.Task[None]) -> None:
+    """Wait (5 s at most) until the admission has judged an interval; stop the sampler."""
     for _ in range(500):
         if admission.last_lag_s:
             break
@@ -161,13 +165,7 @@ async def test_an_idle_gateway_does_not_sample_until_a_call_is_admitted() -> Non
     await asyncio.sleep(0.3)  # three intervals of an idle gateway
     assert clock.now_s == 0.0, "the idle sampler read no clock: it slept"
     admit(admission, 40)
-    for _ in range(500):
-        if admission.last_lag_s:
-            break
-        await asyncio.sleep(0.01)
-    sampler.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sampler
+    await until_judged(admission, sampler)
     assert admission.last_lag_s == pytest.approx(0.01)
     assert admission.limit < CONFIG.max_limit
 
