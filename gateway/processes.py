@@ -17,7 +17,8 @@ from schemas.settings import GatewaySettings
 # CPU the other parts of `govledger up` spend per gateway call, as a share of the
 # gateway's own: the worker folds a lineage record in ~0.13 ms and the sink stores a row
 # in ~0.02 ms, against ~1 ms (the issue-18 bar) to ~5 ms of gateway CPU a call
-# (docs/performance-gateway.md). So N gateway processes keep about 0.15 x N cores busy elsewhere.
+# (docs/performance-gateway.md). So N gateway processes keep about 0.15 x N cores busy
+# elsewhere.
 OTHER_PARTS_SHARE = 0.15
 
 

@@ -173,7 +173,6 @@ class TopicTailer:
         self._batches: asyncio.Queue[list[Any] | BaseException] = asyncio.Queue()
         self._ahead = threading.BoundedSemaphore(TAIL_BATCHES_AHEAD)
         self._stopping = threading.Event()
-        self._following: concurrent.futures.Future[None] | None = None
         self.caught_up = asyncio.Event()
         # Next offset to read per (topic, partition): past every record handled or skipped.
         self.positions: dict[tuple[str, int], int] = {}
@@ -195,7 +194,7 @@ class TopicTailer:
             self._consumer = None
             self._thread.shutdown(wait=False)
             raise
-        self._following = self._thread.submit(self._follow, asyncio.get_running_loop())
+        self._thread.submit(self._follow, asyncio.get_running_loop())
         self._task = asyncio.create_task(self._run(end_offsets))
 
     def _assign_all(self) -> dict[tuple[str, int], int]:

@@ -4,8 +4,9 @@ shape: `start`, `send` (an awaitable giving a future of the record's metadata), 
 
 Why librdkafka: a gateway publishes one lineage record a call, and aiokafka built each
 produce request, and read each ack, in Python on the gateway's event loop: about a third
-of the gateway's CPU a call (docs/performance-gateway.md). librdkafka does that in C on threads of
-its own; the event loop only hands the record over and later settles its future.
+of the gateway's CPU a call (docs/performance-gateway.md). librdkafka does that in C on
+threads of its own; the event loop only hands the record over and later settles its
+future.
 
 The guarantees the publishers rely on are kept, each by a setting below:
 - acks from every in-sync replica (`acks=all`);

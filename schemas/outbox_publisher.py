@@ -204,7 +204,8 @@ class OutboxPublisher(ChainedPublisher):
             # (asyncio.timeout, not wait_for: no task made per call on the response path.)
             async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
                 # Not prompt: nothing on the response path awaits the ack (`_delivered`
-                # only forgets it, or starts recovery on a failure, which comes at once).
+                # only forgets it, or starts recovery on a failure, which then comes at
+                # the producer's next send or sweep: within LAZY_REPORT_S).
                 future = await self._send(frame, prompt=False)
         except TimeoutError:
             self._hold_back(sealed.seq, kept)
