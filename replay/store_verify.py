@@ -23,8 +23,9 @@ from pyarrow import ipc
 
 from replay.columns import check_store
 from replay.forged import forged_findings
+from replay.settle import SETTLE_S, settle_gaps
 from replay.stored import StoredRow, quote, stored_rows
-from replay.verify import KINDS, Finding, orphan_links, retention_cuts, verify_rows
+from replay.verify import KINDS, Finding, chain_walk, orphan_links, retention_cuts
 from schemas import authn
 from sinks.store import Store
 from sinks.tables import CHAINED_TABLES
@@ -108,7 +109,9 @@ def shown(finding: Finding, tenant: str | None) -> dict[str, Any]:
 
 
 def store_verification(
-    store: Store, keyring: Callable[[], authn.Keyring | None] = authn.installed
+    store: Store,
+    keyring: Callable[[], authn.Keyring | None] = authn.installed,
+    settle_s: float = SETTLE_S,
 ) -> Verification:
     """The verification of a job's scope over a store this process owns."""
 
@@ -129,10 +132,19 @@ def store_verification(
         tenant = job.tenant
         job.phase = "chains"
         job.records_total = int(query(_count_sql(tenant))[0][0])
+
+        def counted(*args: Any, **kwargs: Any) -> Iterator[StoredRow]:
+            return _counted(stored_rows(*args, **kwargs), job)
+
+        def wait(seconds: float) -> None:
+            job.phase = "settling"
+            if job.stop.wait(min(seconds, _remaining_s(job))):
+                raise VerifyStoppedError("stopped")
+
         expired = retention_cuts(query)
-        report = verify_rows(
-            _counted(stored_rows(query, tenant_id=tenant), job), tenant_id=tenant, expired=expired
-        )
+        first = chain_walk(query, expired, tenant_id=tenant, rows=counted)(None)
+        again = chain_walk(query, expired, tenant_id=tenant)  # progress counts the first
+        report = settle_gaps(first, again, wait, settle_s)
         report.findings.extend(orphan_links(query, tenant_id=tenant))
         job.phase = "authentication"
         report.findings.extend(forged_findings(query, authn.Verifier(ring), tenant_id=tenant))
@@ -149,6 +161,7 @@ def store_verification(
             "open_chains": report.open_chains,
             "expired": report.expired,
             "links": report.links,
+            "in_flight": report.in_flight,
             "columns_rows": columns.rows,
             "findings_total": len(report.findings),
             "findings_by_kind": by_kind,

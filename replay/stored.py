@@ -4,7 +4,7 @@ at a time (see replay.verify)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +44,11 @@ def stored_rows(
     tenant_id: str | None = None,
     tables: Iterable[str] = CHAINED_TABLES,
     page_rows: int = PAGE_ROWS,
+    producers: Collection[str] | None = None,
 ) -> Iterator[StoredRow]:
     """Every chained row of every table, in (producer_id, seq) order, a page at a time.
-    With a tenant: every row of the producers that wrote at least one of its records."""
+    With a tenant: every row of the producers that wrote at least one of its records.
+    With producers: only theirs."""
     union = _union(tables)
     scope = "1"
     if tenant_id is not None:
@@ -54,6 +56,9 @@ def stored_rows(
             f"producer_id IN (SELECT producer_id FROM ({union}) "  # noqa: S608
             f"WHERE tenant_id = {quote(tenant_id)})"
         )
+    if producers is not None:
+        listed = ", ".join(quote(p) for p in sorted(producers)) or "''"
+        scope += f" AND producer_id IN ({listed})"
     select = f"SELECT producer_id, toString(seq), tbl, hex(raw) FROM ({union}) "  # noqa: S608
 
     def read(where: str, limit: str = "") -> list[StoredRow]:

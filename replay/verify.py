@@ -134,6 +134,7 @@ class Finding:
     tenant_id: str = ""
     table: str = ""
     event_id: str = ""
+    through_seq: int = 0  # a gap's last missing seq (seq is its first); 0 for the rest
 
     @property
     def time(self) -> str:
@@ -163,6 +164,7 @@ class Report:
     open_chains: int = 0
     expired: int = 0
     links: int = 0
+    in_flight: int = 0  # gaps filled while verifying: records the sink had not stored yet
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -179,7 +181,13 @@ class Report:
             f"{self.checkpoints} checkpoints, {self.open_chains} chains without a final "
             f"checkpoint (running or crashed), {self.expired} records deleted by retention, "
             f"{self.links} duplicates kept as chain links, "
-            f"{len(self.findings)} findings" + (f" ({kinds})" if kinds else "")
+            + (
+                f"{self.in_flight} gaps filled while verifying (in flight), "
+                if self.in_flight
+                else ""
+            )
+            + f"{len(self.findings)} findings"
+            + (f" ({kinds})" if kinds else "")
         )
 
 
@@ -251,7 +259,9 @@ class _Chain:
         self.last_time: int | None = None
         self.last: _Sealed | None = None
 
-    def find(self, kind: Kind, seq: int, at: int | None, detail: str, r: Any = None) -> None:
+    def find(
+        self, kind: Kind, seq: int, at: int | None, detail: str, r: Any = None, *, through: int = 0
+    ) -> None:
         self.report.findings.append(
             Finding(
                 kind,
@@ -262,6 +272,7 @@ class _Chain:
                 tenant_id=r.tenant_id if r is not None else "",
                 table=r.row.table if r is not None else "",
                 event_id=r.event_id if r is not None else "",
+                through_seq=through,
             )
         )
 
@@ -376,6 +387,7 @@ class _Chain:
                 f"the stored chain stops at seq {first - 1} but the checkpoint at seq "
                 f"{record.seq} vouches for records up to {covers}: {missing} missing",
                 None,
+                through=last,
             )
         else:
             self.find(
@@ -384,6 +396,7 @@ class _Chain:
                 at,
                 f"{missing} missing (seq {record.seq} links to {record.prev_hash[:12]}…)",
                 None,
+                through=last,
             )
 
     def _check(self, record: _Sealed) -> None:
@@ -556,15 +569,44 @@ def orphan_links(query: Query, *, tenant_id: str | None = None) -> list[Finding]
     ]
 
 
+Walk = Callable[[frozenset[str] | None], Report]
+"""Verifies the chains of the given producers (None: every producer in scope)."""
+Settle = Callable[[Report, Walk], Report]
+"""Confirms or drops a walk's gaps (replay.settle: records still in flight)."""
+
+
+def chain_walk(
+    query: Query,
+    expired: Mapping[str, Sequence[SeqRange]],
+    *,
+    tenant_id: str | None = None,
+    rows: Callable[..., Iterable[StoredRow]] = stored_rows,
+) -> Walk:
+    """The walk of the store's chains in a scope; `rows` reads them (stored_rows, or a
+    wrapper that counts them)."""
+
+    def walk(producers: frozenset[str] | None) -> Report:
+        stored = rows(query, tenant_id=tenant_id, producers=producers)
+        return verify_rows(stored, tenant_id=tenant_id, expired=expired)
+
+    return walk
+
+
 def verify_store(
-    query: Query, *, tenant_id: str | None = None, heads: Sequence[KnownHead] = ()
+    query: Query,
+    *,
+    tenant_id: str | None = None,
+    heads: Sequence[KnownHead] = (),
+    settle: Settle | None = None,
 ) -> Report:
     """Verify every chain in the store (or the chains carrying a tenant's records), and
-    that the store still holds each head kept outside it."""
+    that the store still holds each head kept outside it. On a running stack, `settle`
+    tells gaps from records in flight."""
     expired = retention_cuts(query)
-    report = verify_rows(
-        stored_rows(query, tenant_id=tenant_id), tenant_id=tenant_id, expired=expired
-    )
+    walk = chain_walk(query, expired, tenant_id=tenant_id)
+    report = walk(None)
+    if settle is not None:
+        report = settle(report, walk)
     report.findings.extend(check_heads(heads, rows_at(query), expired))
     report.findings.extend(orphan_links(query, tenant_id=tenant_id))
     report.findings.sort(key=lambda f: (f.producer_id, f.seq, KINDS.index(f.kind)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import orjson
 
 from govledger.commands import replay as replay_group
 from govledger.commands import root as root_group
+from replay.settle import MAX_SETTLE_S, SETTLE_S
 from schemas.settings import SinkSettings, load
 
 if TYPE_CHECKING:  # imported by the commands that run: pyarrow, cryptography
@@ -87,6 +89,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"worker processes that decode raw for the column check (default "
         f"{DEFAULT_JOBS}, at most {MAX_JOBS})",
     )
+    parser.add_argument(
+        "--settle-s",
+        type=_settle_s,
+        default=SETTLE_S,
+        metavar="S",
+        help=f"a gap in a chain is a finding only if it is still there S seconds later: "
+        f"records the sink has not stored yet fill theirs (default {SETTLE_S:g}; 0 on a "
+        f"stopped stack, at most {MAX_SETTLE_S:g})",
+    )
+
+
+def _settle_s(text: str) -> float:
+    seconds = float(text)
+    if not 0 <= seconds <= MAX_SETTLE_S:
+        raise argparse.ArgumentTypeError(f"between 0 and {MAX_SETTLE_S:g}")
+    return seconds
 
 
 def _jobs(text: str) -> int:
@@ -114,6 +132,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from govledger.admin_token import resolve_admin_token
     from replay.columns import check_store
     from replay.forged import forged_findings, read_org_keys
+    from replay.settle import settle_gaps
     from replay.sources import http_reader
     from replay.verify import KINDS, verify_store
     from schemas import authn
@@ -134,7 +153,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             )
             verifier = authn.Verifier(keyring)
         query = query_api(settings.query_url, token)
-        report = verify_store(query, tenant_id=args.tenant, heads=heads)
+        report = verify_store(
+            query,
+            tenant_id=args.tenant,
+            heads=heads,
+            settle=lambda first, walk: settle_gaps(first, walk, time.sleep, args.settle_s),
+        )
         report.findings.extend(
             forged_findings(query, verifier, tenant_id=args.tenant, org_public_keys=org_keys)
         )
