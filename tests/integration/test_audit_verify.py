@@ -107,10 +107,12 @@ def events_export(
 
 
 # The stack's settings, and the store's again for each test's copy: checkpoints every 5
-# records (none by time), and no retention run but the tests' own.
+# records (none by time: the processors' chains are closed only at stop, however slow the
+# machine), and no retention run but the tests' own.
 SETTINGS = {
     "GOVLEDGER_CHECKPOINT_EVERY_RECORDS": str(EVERY),
     "GOVLEDGER_CHECKPOINT_INTERVAL_S": "600",
+    "GOVLEDGER_WORKER_CHECKPOINT_INTERVAL_S": "600",
     "GOVLEDGER_RETENTION_INTERVAL_S": "3600",
     "GOVLEDGER_RESTART_BACKOFF_S": "0.1",
 }
