@@ -10,13 +10,14 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
 from typing import Any, NamedTuple, TypeVar
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from schemas import avro_writer
+from schemas.avro_writer import Write
 from schemas.notify_records import NOTIFY_RECORD_TYPES
 from schemas.records import GENESIS_HASH, RECORD_TYPES, Event, replaced
 
@@ -42,6 +43,9 @@ class SchemaEntry:
     parsed: Any
     record_type: type[Event]
     source: dict[str, Any]
+    # The fields after the envelope with their compiled writers (schemas.avro_writer);
+    # None: fastavro writes this type.
+    writer: list[tuple[str, Write]] | None = None
 
 
 def _strip_logical_types(node: Any) -> Any:
@@ -75,7 +79,14 @@ def _build_registry() -> tuple[dict[bytes, SchemaEntry], dict[type[Event], Schem
         pcf = to_parsing_canonical_form(source)
         fp = bytes.fromhex(fingerprint(pcf, "CRC-64-AVRO"))
         parsed = fastavro.parse_schema(_strip_logical_types(copy.deepcopy(source)))
-        entry = SchemaEntry(name, fp, parsed, types[source["name"]], source)
+        entry = SchemaEntry(
+            name,
+            fp,
+            parsed,
+            types[source["name"]],
+            source,
+            avro_writer.compile_writer(parsed),
+        )
         assert fp not in by_fingerprint, f"fingerprint clash: {name}"
         by_fingerprint[fp] = entry
         if name == entry.record_type.schema_name:
@@ -94,6 +105,23 @@ def schema_for(record_type: type[Event]) -> SchemaEntry:
 
 def encode_body(record: Event) -> bytes:
     """The Avro binary body of a record, without the single-object header."""
+    entry = _BY_TYPE[type(record)]
+    if entry.writer is not None:
+        r = record
+        parts = avro_writer.write_parts(
+            r,
+            entry.writer,
+            producer_id=r.producer_id,
+            seq=r.seq,
+            prev_hash=r.prev_hash,
+            record_hash=r.record_hash,
+        )
+        return b"".join(parts)
+    return fastavro_body(record)
+
+
+def fastavro_body(record: Event) -> bytes:
+    """`encode_body` as fastavro writes it: the reference the compiled writers match."""
     buffer = io.BytesIO()
     fastavro.schemaless_writer(buffer, _BY_TYPE[type(record)].parsed, record.to_avro())
     return buffer.getvalue()
@@ -159,22 +187,9 @@ def compute_record_hash(record: Event) -> str:
 # The sink's container files (sinks.avro_batch), verify (replay.verify), record
 # authentication (schemas.authn) and the sealing below read and write the wire with these.
 
-LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
+encode_long = avro_writer.encode_long  # the varint's owner is schemas.avro_writer
 MAX_LONG_BYTES = 10
 """A zig-zag varint of a 64-bit long is at most ten bytes; more is not Avro."""
-
-
-@lru_cache(maxsize=65_536)
-def encode_long(value: int) -> bytes:
-    """Avro's zig-zag varint encoding of a long (cached: record lengths repeat)."""
-    assert LONG_MIN <= value <= LONG_MAX, f"{value} is not an Avro long"
-    zigzag = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while zigzag > 0x7F:
-        out.append((zigzag & 0x7F) | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
-    return bytes(out)
 
 
 def long_size(value: int) -> int:
@@ -374,24 +389,24 @@ class HashChain:
 
     def seal_encoded(self, record: E) -> tuple[E, bytes]:
         """`seal`, and the sealed record's single-object encoding, encoding the body once:
-        the hash covers the body with record_hash empty, which is one byte to replace.
-        The envelope is set in the dict fastavro writes, and the sealed record is built
-        once, its slots copied (records.replaced): no dataclasses.replace, which cost
-        about 25 µs a lineage record."""
+        the hash covers the body with record_hash empty, which is one part to replace.
+        The body is written from the record's own attributes (schemas.avro_writer: no
+        dict built for fastavro), and the sealed record is built once, its slots copied
+        (records.replaced): no dataclasses.replace, which cost about 25 µs a lineage
+        record."""
         seq, prev_hash = self.seq + 1, self.head
-        fields = record.to_avro()
-        fields["producer_id"], fields["seq"] = self.producer_id, seq
-        fields["prev_hash"], fields["record_hash"] = prev_hash, ""
         entry = _BY_TYPE[type(record)]
-        buffer = io.BytesIO()
-        fastavro.schemaless_writer(buffer, entry.parsed, fields)
-        body = buffer.getvalue()
-        record_hash = hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
-        offset = _envelope_size(record, self.producer_id, seq, prev_hash)
-        assert body[offset] == 0, "an empty record_hash is the one byte 0"
-        sealed_body = body[:offset] + encode_string(record_hash) + body[offset + 1 :]
-        # What verify reads back (read_envelope) is what was hashed and written.
-        assert read_string(sealed_body, offset) == (record_hash, offset + 2 + len(record_hash))
+        if entry.writer is None:
+            sealed_body, record_hash = self._sealed_by_fastavro(entry, record, seq, prev_hash)
+        else:
+            parts = avro_writer.write_parts(
+                record, entry.writer, producer_id=self.producer_id, seq=seq, prev_hash=prev_hash
+            )
+            at = avro_writer.RECORD_HASH_PART
+            assert parts[at : at + 2] == [b"\x00", b""], "an empty record_hash is the byte 0"
+            record_hash = hashlib.sha256(bytes.fromhex(prev_hash) + b"".join(parts)).hexdigest()
+            parts[at : at + 2] = [encode_long(len(record_hash)), record_hash.encode()]
+            sealed_body = b"".join(parts)
         self.seq = seq
         self.head = record_hash
         sealed = replaced(
@@ -402,6 +417,25 @@ class HashChain:
             record_hash=record_hash,
         )
         return sealed, MAGIC + entry.fingerprint + sealed_body
+
+    def _sealed_by_fastavro(
+        self, entry: SchemaEntry, record: Event, seq: int, prev_hash: str
+    ) -> tuple[bytes, str]:
+        """The sealed body and its hash, written by fastavro (a type with no compiled
+        writer): the body encoded once with record_hash empty, then that byte replaced."""
+        fields = record.to_avro()
+        fields["producer_id"], fields["seq"] = self.producer_id, seq
+        fields["prev_hash"], fields["record_hash"] = prev_hash, ""
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, entry.parsed, fields)
+        body = buffer.getvalue()
+        record_hash = hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+        offset = _envelope_size(record, self.producer_id, seq, prev_hash)
+        assert body[offset] == 0, "an empty record_hash is the one byte 0"
+        sealed_body = body[:offset] + encode_string(record_hash) + body[offset + 1 :]
+        # What verify reads back (read_envelope) is what was hashed and written.
+        assert read_string(sealed_body, offset) == (record_hash, offset + 2 + len(record_hash))
+        return sealed_body, record_hash
 
 
 def envelope_ids_of(value: bytes) -> tuple[str, str, int]:

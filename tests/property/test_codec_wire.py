@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import codec
+from schemas import avro_writer, codec
 from schemas.codec import HashChain
 from tests.unit import builders
 
-LONGS = st.integers(min_value=codec.LONG_MIN, max_value=codec.LONG_MAX)
+LONGS = st.integers(min_value=avro_writer.LONG_MIN, max_value=avro_writer.LONG_MAX)
 UNICODE = st.characters(exclude_categories=["Cs"])  # every code point UTF-8 can carry
 TEXTS = st.text(alphabet=UNICODE, max_size=300)
 IDS = st.text(alphabet=UNICODE, min_size=1, max_size=80)
