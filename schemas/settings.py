@@ -120,7 +120,11 @@ class GatewaySettings(BreakerSettings):
     mistral_models: str = setting("", "Comma-separated models served via Mistral.")
     ollama_base_url: str = setting("", "Ollama's OpenAI-compatible URL (http://host:11434/v1).")
     ollama_models: str = setting("", "Comma-separated models served by Ollama.")
-    lineage_linger_ms: int = setting(2, "Producer linger for lineage records.")
+    lineage_linger_ms: int = setting(
+        20,
+        "Producer linger for lineage records: they are in the outbox before the answer and "
+        "nothing waits for their acks, so a longer linger batches them (fewer requests).",
+    )
     lineage_max_pending: int = setting(
         100_000, "Most lineage records awaiting broker acks; past it calls get 503 overloaded."
     )
