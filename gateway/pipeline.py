@@ -6,6 +6,7 @@ serves them is built in server.py."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import time
@@ -580,10 +581,13 @@ class Gateway:
         )
         call.trace.finished(record)
         known = self.views.keys.get(call.key_id)
-        log_call(record, known.key_prefix if known is not None else "")
+        # The access line and the metrics wait until the answer is written: the handler
+        # returns it within this task step, and callbacks queued now run after that step.
+        loop = asyncio.get_running_loop()
+        loop.call_soon(log_call, record, known.key_prefix if known is not None else "")
         emitting = time.perf_counter()
         sealed = await self.lineage.publish(LINEAGE.name, record.tenant_id, record)
-        self.metrics.call_done(call, record, time.perf_counter() - emitting)
+        loop.call_soon(self.metrics.call_done, call, record, time.perf_counter() - emitting)
         self.budget.settled(call.wallet_id, sealed.seq, record.cost_nanousd)
 
 
