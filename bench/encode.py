@@ -1,7 +1,9 @@
 """What encoding one lineage record costs, in-process: the record as fastavro's plain dict
-(`Event.to_avro`) and its Avro body (`schemas.codec.encode_body`), each per record, best
-of several repetitions. Every gateway call encodes one; the processors encode what they
-publish.
+(`Event.to_avro`), its Avro body by the compiled writer (`schemas.codec.encode_body`,
+schemas/avro_writer.py) and by fastavro (`codec.fastavro_body`), and sealing it into a
+chain (`HashChain.seal_encoded`), each per record, best of several repetitions, with the
+compiled writer's ratio to fastavro. Every gateway call seals one; the processors seal
+what they publish.
 
 Run from the repository root:  .venv/bin/python -m bench.encode [--records N]
 """
@@ -34,12 +36,19 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=20_000, help="records per repetition")
     args = parser.parse_args()
     record = call()
+    chain = codec.HashChain("gateway-bench-encode")
     figures = {
         "to_avro_us": per_record_us(record.to_avro, args.records),
         "encode_body_us": per_record_us(lambda: codec.encode_body(record), args.records),
+        "fastavro_body_us": per_record_us(lambda: codec.fastavro_body(record), args.records),
+        "seal_encoded_us": per_record_us(lambda: chain.seal_encoded(record), args.records),
     }
+    figures["ratio_encode_body_to_fastavro"] = round(
+        figures["encode_body_us"] / figures["fastavro_body_us"], 3
+    )
     for name, value in figures.items():
-        print(f"{name:<16} {value:8.2f} µs per record")
+        unit = "" if name.startswith("ratio") else " µs per record"
+        print(f"{name:<30} {value:8.2f}{unit}")
     print(json.dumps(figures))
     return 0
 

@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from schemas import codec
+from schemas.avro_writer import ENVELOPE_FIELDS
 from sinks.store import Store
 from sinks.store_retry import StoreRetry
 from sinks.tables import LINKS_TABLE
@@ -31,14 +32,7 @@ log = structlog.get_logger(__name__)
 LOOKUP_IDS = 2_000
 
 LINK_COLUMNS = (
-    "event_id",
-    "event_type",
-    "occurred_at",
-    "tenant_id",
-    "producer_id",
-    "seq",
-    "prev_hash",
-    "record_hash",
+    *ENVELOPE_FIELDS,
     "topic",
     "table_name",
     "raw",

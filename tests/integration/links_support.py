@@ -4,6 +4,8 @@ for tests/integration/test_chain_links.py and tests/security/test_forged_links.p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 from aiokafka import TopicPartition
@@ -27,6 +29,16 @@ class RefusingDlq:
 
     async def publish_and_wait(self, *args: Any) -> None:
         raise AssertionError(f"dead-lettered: {args!r}")
+
+
+def migrated_store(folder: Path) -> Iterator[Store]:
+    """An in-process chDB store, migrated, with the test keyring installed; for a module
+    fixture (closed after the module)."""
+    authn.install(KEYRING)
+    store = Store(f"chdb://{folder / 'store'}")
+    store.migrate()
+    yield store
+    store.close()
 
 
 def sink_writer(store: Store) -> SinkWriter:

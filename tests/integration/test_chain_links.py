@@ -25,6 +25,7 @@ from tests.integration.links_support import (
     KEYRING,
     batch,
     message,
+    migrated_store,
     query,
     restarted_chains,
     sink_writer,
@@ -38,11 +39,7 @@ IDS = [f"0b8e6d3c-1111-4c33-8a44-00000000000{n}" for n in range(1, 5)]
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    authn.install(KEYRING)
-    store = Store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'store'}")
-    store.migrate()
-    yield store
-    store.close()
+    yield from migrated_store(tmp_path_factory.mktemp("chdb"))
 
 
 def audit(store: Store) -> tuple[list[str], int, str]:

@@ -13,23 +13,25 @@ import pytest
 
 from replay.settle import settle_gaps
 from replay.verify import Report, verify_store
-from schemas import authn
 from schemas.codec import HashChain
 from schemas.publisher import checkpoint_of
 from schemas.topics import CHECKPOINTS
 from sinks.store import Store
-from tests.integration.links_support import KEYRING, alert, batch, message, query, sink_writer
+from tests.integration.links_support import (
+    alert,
+    batch,
+    message,
+    migrated_store,
+    query,
+    sink_writer,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    authn.install(KEYRING)
-    store = Store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'store'}")
-    store.migrate()
-    yield store
-    store.close()
+    yield from migrated_store(tmp_path_factory.mktemp("chdb"))
 
 
 async def verify_while_storing(store: Store, late: list[object]) -> tuple[Report, list[float]]:

@@ -25,17 +25,20 @@ from schemas.records import Event, LineageRecord
 from schemas.topics import LINEAGE
 from sinks.links import LINK_COLUMNS, DroppedCopy, link_row
 from sinks.store import Store
-from tests.integration.links_support import KEYRING, batch, message, query, sink_writer
+from tests.integration.links_support import (
+    KEYRING,
+    batch,
+    message,
+    migrated_store,
+    query,
+    sink_writer,
+)
 from tests.unit import builders
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    authn.install(KEYRING)
-    store = Store(f"chdb://{tmp_path_factory.mktemp('chdb') / 'store'}")
-    store.migrate()
-    yield store
-    store.close()
+    yield from migrated_store(tmp_path_factory.mktemp("chdb"))
 
 
 async def stored_chain(store: Store, producer_id: str, calls: int) -> list[LineageRecord]:
