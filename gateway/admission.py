@@ -146,6 +146,14 @@ class Admission:
         return self.config.retry_after_s
 
 
+def admitted_ahead(protocol: object) -> bool:
+    """Whether the connection (`protocol`) admitted its current call as it parsed it
+    (gateway/shed_protocol.py `take_admitted`): then the call is in flight already, and
+    its handler releases it."""
+    take = getattr(protocol, "take_admitted", None)
+    return take is not None and bool(take())
+
+
 def admission_config(settings: GatewaySettings) -> AdmissionConfig:
     """The admission of a gateway's settings: up to its limit of upstream calls (a call
     admitted past it would be refused there anyway)."""

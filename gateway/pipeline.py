@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from gateway import errors, replies
-from gateway.admission import Admission, admission_config
+from gateway.admission import Admission, admission_config, admitted_ahead
 from gateway.attempts import TargetRunner
 from gateway.breakers import BreakerBoard, config_of
 from gateway.budget import Budget
@@ -179,8 +179,9 @@ class Gateway:
     async def serve(self, request: web.Request, api: str, parse: Parse) -> web.StreamResponse:
         """One call to an API (its request adapter made by `parse`) under the key, the
         policy chain, the budget and routing; one lineage record whatever happens. Past
-        the admission limit (a lagging event loop), refused at once, before any work."""
-        if not self.admission.admit():
+        the admission limit (a lagging event loop), refused at once, before any work (or
+        before the request reached a handler: gateway/shed_protocol.py)."""
+        if not (admitted_ahead(request.protocol) or self.admission.admit()):
             return await self._shed(request, api)
         try:
             return await self._serve(request, api, parse)

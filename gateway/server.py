@@ -9,8 +9,11 @@ import structlog
 from aiohttp import web
 
 from gateway.admin.api import AdminApi
-from gateway.anthropic_shape import COUNT_TOKENS_PATH, MESSAGES_PATH
+from gateway.anthropic_shape import COUNT_TOKENS_PATH, MESSAGES_API, MESSAGES_PATH
+from gateway.call_record import CHAT_API
 from gateway.catalogue import azure_deployments, build_catalogue, provider_models
+from gateway.early_shed import EarlyShed
+from gateway.embeddings import EMBEDDINGS_API
 from gateway.errors import HEADERS_TOO_LARGE, error_response
 from gateway.loop_lag import lag_sampling
 from gateway.messages_endpoint import count_tokens, messages
@@ -22,7 +25,9 @@ from gateway.providers.base import Provider
 from gateway.providers.compat_variants import mistral_provider, ollama_provider
 from gateway.providers.openai_compat import OpenAICompatProvider
 from gateway.providers.sim import SimProvider
-from gateway.responses_api import RESPONSES_PATH, responses_handler
+from gateway.responses_api import RESPONSES_API, RESPONSES_PATH, responses_handler
+from gateway.shed_protocol import EARLY_SHED, SheddingAppRunner
+from gateway.text_completions import COMPLETIONS_API
 from gateway.tracing import tracing_from_env
 from gateway.views import LocalViews
 from schemas.access_log import access_lines
@@ -37,6 +42,16 @@ from schemas.topics import BREAKER_STATE, CONTROL, ESCALATIONS, WALLET_STATE
 from streams.escalations.logic import EscalationConfig
 
 log = structlog.get_logger(__name__)
+
+# The calls the HTTP server may shed as it parses them (gateway/shed_protocol.py): the
+# paths whose handler is the call pipeline's, and each one's API.
+SHED_APIS = {
+    CHAT_PATH: CHAT_API,
+    EMBEDDINGS_PATH: EMBEDDINGS_API,
+    COMPLETIONS_PATH: COMPLETIONS_API,
+    RESPONSES_PATH: RESPONSES_API,
+    MESSAGES_PATH: MESSAGES_API,
+}
 
 
 def build_providers(settings: GatewaySettings) -> dict[str, Provider]:
@@ -124,6 +139,9 @@ def gateway_application(
         routes += admin.routes()
     if settings.gateway_serves in ("all", "api"):  # Anthropic's Messages API
         routes += anthropic_routes(gateway)
+        app[EARLY_SHED] = EarlyShed(
+            SHED_APIS, gateway.admission, gateway.shed_reply, gateway.lineage, gateway.metrics
+        )
     app.add_routes(routes)
     app.cleanup_ctx.append(lag_sampling(gateway.admission))  # feeds the admission limit
     return app
@@ -154,16 +172,17 @@ def anthropic_routes(gateway: Gateway) -> list[web.RouteDef]:
 def gateway_runner(settings: GatewaySettings, app: web.Application) -> web.AppRunner:
     """A runner whose HTTP parser refuses, as JSON, one header field over the total
     limit, too many headers and a long request line (see schemas.http_errors); the
-    middleware refuses headers whose total is over the limit."""
-    return JsonErrorAppRunner(
-        app,
-        access_log=None,
-        **handler_args(
-            max_header_bytes=settings.max_header_bytes,
-            max_headers=settings.max_header_count,
-            max_url_bytes=settings.max_url_bytes,
-        ),
+    middleware refuses headers whose total is over the limit. Where the app serves calls
+    its server sheds them as it parses them (gateway/shed_protocol.py)."""
+    limits = handler_args(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_header_count,
+        max_url_bytes=settings.max_url_bytes,
     )
+    early = app.get(EARLY_SHED)
+    if early is not None:  # it serves calls: shed as it parses
+        return SheddingAppRunner(app, early, access_log=None, **limits)
+    return JsonErrorAppRunner(app, access_log=None, **limits)
 
 
 def outbox_publisher(settings: GatewaySettings, role: Role, linger_ms: int) -> OutboxPublisher:

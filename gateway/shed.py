@@ -12,11 +12,16 @@ key is known), and its reply body is bytes made once.
 from __future__ import annotations
 
 import time
+from http import HTTPStatus
 
+import orjson
 from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDictProxy
 
-from gateway import errors
+from gateway import anthropic_errors, errors
+from gateway.anthropic_shape import MESSAGES_API
 from gateway.call_record import CHAT_API
 from gateway.chat import parse_traceparent
 from gateway.errors import error_body
@@ -34,7 +39,12 @@ class ShedReply:
     def __init__(self, region: str, retry_after_s: int) -> None:
         kind = errors.OVERLOADED
         self.body = error_body(kind, SHED_MESSAGE)
+        # What anthropic_errors.as_anthropic makes of `body` for the Messages API.
+        self.anthropic_body = orjson.dumps(
+            anthropic_errors.error_object(kind.status, SHED_MESSAGE, kind.code)
+        )
         self.retry_after = str(retry_after_s)
+        self._status_line = f"HTTP/1.1 {kind.status} {HTTPStatus(kind.status).phrase}\r\n"
         self.template = LineageRecord(
             event_id="",
             event_type=LineageRecord.event_type_name,
@@ -92,3 +102,24 @@ class ShedReply:
             **link_headers(record.event_id, record.trace_id, record.span_id),
         }
         return web.Response(status=errors.OVERLOADED.status, body=self.body, headers=headers)
+
+    def wire(self, record: LineageRecord, *, keep_alive: bool) -> bytes:
+        """The whole HTTP/1.1 reply of a call shed before its request reached a handler
+        (gateway/shed_protocol.py): what `response` makes (and aiohttp adds: its length,
+        Date and Server), as bytes; in Anthropic's shape for the Messages API."""
+        body = self.anthropic_body if record.api == MESSAGES_API else self.body
+        linked = link_headers(record.event_id, record.trace_id, record.span_id)
+        head = "".join(
+            (
+                self._status_line,
+                "Content-Type: application/json\r\n",
+                f"Retry-After: {self.retry_after}\r\n",
+                *(f"{name}: {value}\r\n" for name, value in linked.items()),
+                f"Content-Length: {len(body)}\r\n",
+                f"Date: {rfc822_formatted_time()}\r\n",
+                f"Server: {SERVER_SOFTWARE}\r\n",
+                "" if keep_alive else "Connection: close\r\n",
+                "\r\n",
+            )
+        )
+        return head.encode("latin-1") + body

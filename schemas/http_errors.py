@@ -225,10 +225,14 @@ class JsonErrorServer(web.Server):
 class JsonErrorAppRunner(web.AppRunner):
     """`web.AppRunner` whose server answers HTTP parse errors as JSON."""
 
+    def _new_server(self, *args: Any, **kwargs: Any) -> JsonErrorServer:
+        """The server (a subclass of JsonErrorServer for a runner that needs one)."""
+        return JsonErrorServer(*args, **kwargs)
+
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         # The same server, made by the subclass: its own (private) loop and handler args.
-        return JsonErrorServer(
+        return self._new_server(
             server.request_handler,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
