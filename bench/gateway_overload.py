@@ -61,6 +61,12 @@ def refusal_ms(phase: Phase, q: float) -> float:
     return percentile(refused, q)
 
 
+def send_lateness_ms(phase: Phase, q: float) -> float:
+    """Percentile of how late the load generator sent its calls (its own event loop's
+    lag): what of the latencies measured is the machine's, not the target's."""
+    return percentile([(s.sent - s.due) * 1000 for s in phase.shots if not math.isnan(s.sent)], q)
+
+
 def within_bar(phase: Phase, direct_p99_ms: float) -> bool:
     return phase.keeps_up and phase.pct(99) - direct_p99_ms <= BAR_ADDED_P99_MS
 
@@ -99,8 +105,11 @@ def overload(
         f">= {BAR_GOODPUT_RATIO:g}x capacity within the bar, rest refused at once",
         f"goodput {goodput:.0f}/s = {ratio:.2f}x of {capacity:.0f}/s offered "
         f"{offered}/s; {refused} refused 503 in p50 {refusal_ms(phase, 50):.1f} / p99 "
-        f"{refusal_ms(phase, 99):.1f} ms; {failed} other errors or timeouts; "
-        f"answered p99 {phase.pct(99):.1f} ms; machine {phase.machine_busy * 100:.0f}% busy",
+        f"{refusal_ms(phase, 99):.1f} ms; {failed} other errors or timeouts; answered "
+        f"{phase.ok / phase.duration_s:.0f}/s ({phase.ok / phase.duration_s / capacity:.2f}x) "
+        f"in p50 {phase.pct(50):.1f} / p99 {phase.pct(99):.1f} ms; load generator sent "
+        f"p50 {send_lateness_ms(phase, 50):.1f} / p99 {send_lateness_ms(phase, 99):.1f} ms "
+        f"late; machine {phase.machine_busy * 100:.0f}% busy",
         ("met" if met else "NOT met") if label == "govledger" else "n/a",
     )
     return row, {
@@ -111,7 +120,11 @@ def overload(
         "overload_refusal_p50_ms": rounded(refusal_ms(phase, 50), 2),
         "overload_refusal_p99_ms": rounded(refusal_ms(phase, 99), 2),
         "overload_other_errors": failed,
+        "overload_answered_per_s": rounded(phase.ok / phase.duration_s, 1),
+        "overload_answered_p50_ms": rounded(phase.pct(50), 2),
         "overload_answered_p99_ms": rounded(phase.pct(99), 2),
+        "overload_send_late_p50_ms": rounded(send_lateness_ms(phase, 50), 2),
+        "overload_send_late_p99_ms": rounded(send_lateness_ms(phase, 99), 2),
         "overload_machine_busy_percent": rounded(phase.machine_busy * 100, 1),
     }
 
