@@ -38,10 +38,13 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
 import confluent_kafka
+import structlog
 from confluent_kafka import KafkaException
 
 from schemas.kafka_security import KafkaSecurity
 from schemas.rdkafka import base_config
+
+log = structlog.get_logger(__name__)
 
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 # What aiokafka's request_timeout_ms was for us: a record not acked by then has failed.
@@ -52,6 +55,12 @@ START_TIMEOUT_S = 10.0
 POLL_WAIT_S = 0.2
 # How long `send` waits between tries while librdkafka's queue is full.
 FULL_QUEUE_WAIT_S = 0.005
+# How long `stop` waits for the records sent to be acked or failed. librdkafka fails a
+# record by DELIVERY_TIMEOUT_MS, but not always: a record for a partition it has lost the
+# leader of, with no broker reachable, can stay queued past it (librdkafka issues #2226,
+# #999; a test's publisher stopping during an outage waited forever). Past this they are
+# purged and fail (their publishers keep them in the spool or outbox).
+STOP_FLUSH_S = DELIVERY_TIMEOUT_MS / 1000 + 5
 # How often the report thread sweeps for reports of records sent with prompt=False that
 # no later `send` collected: the longest such a report (a failure too) waits.
 LAZY_REPORT_S = 0.2
@@ -200,7 +209,14 @@ class AsyncProducer:
         try:
             while self._outstanding:
                 self._settle()
-                await asyncio.gather(*list(self._outstanding), return_exceptions=True)
+                # `wait`, not `gather`: a flush cancelled (under a timeout) must leave the
+                # records' futures to their reports. One cancelled by its own waiter stays
+                # outstanding until its report comes: wait for that, not spin on it.
+                waiting = [future for future in self._outstanding if not future.done()]
+                if waiting:
+                    await asyncio.wait(waiting)
+                else:
+                    await asyncio.sleep(POLL_WAIT_S)
         finally:
             self._flushing -= 1
 
@@ -208,13 +224,30 @@ class AsyncProducer:
         """Flush, stop serving reports, close the client."""
         if self._producer is None:
             return
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), STOP_FLUSH_S)
+        except TimeoutError:
+            await self._purge()
         self._stopping.set()
         self._wake.set()
         if self._reporter is not None:
             await asyncio.to_thread(self._reporter.join)
         producer, self._producer = self._producer, None
         await asyncio.to_thread(producer.close)
+
+    async def _purge(self) -> None:
+        """Fail what librdkafka still holds after STOP_FLUSH_S (see there)."""
+        producer = self._live()
+        log.warning("records neither acked nor failed at stop; purged", records=len(producer))
+        with self._polling:  # the report thread may be polling: one poller at a time
+            producer.purge(in_queue=True, in_flight=True, blocking=False)
+            producer.poll(0)  # their reports: a purged record fails
+        self._settle()
+        for future in self._outstanding:
+            if not future.done():
+                future.set_exception(ConnectionError("not acknowledged before the stop"))
+        self._outstanding.clear()
+        self._prompt_pending.clear()
 
     # --- on the report thread -----------------------------------------------------------
 
