@@ -53,12 +53,21 @@ class SheddingRequestHandler(JsonErrorRequestHandler):
             self._waiter = waiter
         if not self._replies_due:
             self._shed_leading()
+        # aiohttp paused reading when the queue filled (a pipelining client); the loop
+        # resumes it as it takes requests, but it does not see the ones shed here. The
+        # resume parses what the parser holds through here again (`data_received(b"")`):
+        # only new bytes resume, or a short queue would resume for ever.
+        resumable = len(self._messages) <= self._msg_queue_resume_size
+        if data and self._buffer_paused and resumable:
+            self._resume_reading_if_drained()
         self._wake_for_queued()
 
     def _shed_leading(self) -> None:
         """Decide the calls at the head of the queue: shed each the limit refuses (taken
         off the queue), up to the first one it admits (admitted now, for its handler:
         `take_admitted`) or the first request that is not a whole call."""
+        if self._admitted:
+            return  # the head was admitted already, for its handler
         admission = self._early.admission
         while self._messages:
             message, payload = self._messages[0]
