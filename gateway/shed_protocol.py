@@ -159,3 +159,25 @@ class SheddingAppRunner(JsonErrorAppRunner):
 
     def _new_server(self, *args: Any, **kwargs: Any) -> JsonErrorServer:
         return SheddingServer(self._early, *args, **kwargs)
+
+
+def _check_aiohttp() -> None:
+    # The handler reads and sets these of aiohttp's connection handler (private, slots):
+    # fail at import, not on the first call shed.
+    for name in (
+        "_waiter",
+        "_messages",
+        "_parser",
+        "_manager",
+        "_loop",
+        "_buffer_paused",
+        "_msg_queue_resume_size",
+        "_resume_reading_if_drained",
+        "_next_keepalive_close_time",
+        "_keepalive_timeout",
+    ):
+        if not hasattr(web_protocol.RequestHandler, name):
+            raise RuntimeError(f"aiohttp changed: RequestHandler.{name} is gone")
+
+
+_check_aiohttp()

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.replies import EVENT_ID_HEADER
 from tests.component.support import Component, running_component
+from tests.raw_http import read_response
 
 CHAT_BODY = orjson.dumps({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]})
 
@@ -44,25 +45,6 @@ def post(path: str, body: bytes = CHAT_BODY, *headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-class Reply:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-async def read_reply(reader: asyncio.StreamReader) -> Reply:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    status_line, *lines = head.decode("latin-1").split("\r\n")[:-2]
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers["content-length"]))
-    return Reply(int(status_line.split()[1]), headers, body)
-
-
 async def connect(stack: Component) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     server = stack.client.server
     return await asyncio.open_connection(server.host, server.port)
@@ -83,7 +65,7 @@ async def test_a_whole_call_is_shed_as_parsed_recorded_and_the_connection_kept(
                 f"traceparent: 00-{trace_id}-{secrets.token_hex(8)}-01",
             )
         )
-        shed = await read_reply(reader)
+        shed = await read_response(reader)
         assert shed.status == 503
         assert shed.headers["retry-after"] == "1"
         assert shed.headers["content-type"] == "application/json"
@@ -104,7 +86,7 @@ async def test_a_whole_call_is_shed_as_parsed_recorded_and_the_connection_kept(
         # The same connection serves the next request once the limit lets calls through.
         stack.gateway.admission.limit = 10.0
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
-        assert (await read_reply(reader)).status == 200
+        assert (await read_response(reader)).status == 200
     finally:
         writer.close()
     assert stack.gateway.admission.in_flight == 0
@@ -121,9 +103,9 @@ async def test_the_reply_is_the_one_the_handler_gives(stack: Component) -> None:
         await writer.drain()
         await asyncio.sleep(0.05)
         writer.write(request[-5:])
-        by_handler = await read_reply(reader)
+        by_handler = await read_response(reader)
         writer.write(request)
-        as_parsed = await read_reply(reader)
+        as_parsed = await read_response(reader)
     finally:
         writer.close()
     per_call = {EVENT_ID_HEADER.lower(), "traceparent", "date"}
@@ -147,7 +129,7 @@ async def test_pipelined_calls_are_answered_in_order(
         writer.write(
             post("/v1/chat/completions") + post("/v1/embeddings") + health + post("/v1/completions")
         )
-        replies = [await read_reply(reader) for _ in range(4)]
+        replies = [await read_response(reader) for _ in range(4)]
     finally:
         writer.close()
     assert [r.status for r in replies] == [503, 503, 200, 503]
@@ -165,7 +147,7 @@ async def test_connection_close_is_honoured(
     reader, writer = await connect(stack)
     try:
         writer.write(post("/v1/chat/completions", CHAT_BODY, "Connection: close"))
-        shed = await read_reply(reader)
+        shed = await read_response(reader)
         assert shed.headers["connection"] == "close"
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed after it
     finally:
@@ -183,7 +165,7 @@ async def test_the_messages_api_is_shed_in_anthropics_shape(
     reader, writer = await connect(stack)
     try:
         writer.write(post("/v1/messages", body))
-        shed = await read_reply(reader)
+        shed = await read_response(reader)
     finally:
         writer.close()
     assert shed.status == 503
@@ -198,9 +180,9 @@ async def test_paths_the_router_does_not_serve_are_not_shed(stack: Component) ->
     reader, writer = await connect(stack)
     try:
         writer.write(post("/v1/chat%2Fcompletions"))
-        assert (await read_reply(reader)).status == 404
+        assert (await read_response(reader)).status == 404
         writer.write(post("/v1/chat/completions/"))
-        assert (await read_reply(reader)).status == 404
+        assert (await read_response(reader)).status == 404
     finally:
         writer.close()
     assert stack.lineage.lineage() == []
@@ -213,7 +195,7 @@ async def test_a_call_admitted_as_parsed_is_released_whatever_happens(stack: Com
     reader, writer = await connect(stack)
     try:
         writer.write(post("/v1/chat/completions"))  # no key: refused 401 by the handler
-        assert (await read_reply(reader)).status == 401
+        assert (await read_response(reader)).status == 401
     finally:
         writer.close()
     assert admission.in_flight == 0
@@ -237,7 +219,7 @@ async def test_a_record_that_cannot_be_kept_gets_a_500_and_a_closed_connection(
     reader, writer = await connect(stack)
     try:
         writer.write(post("/v1/chat/completions"))
-        reply = await read_reply(reader)
+        reply = await read_response(reader)
         assert reply.status == 500
         assert reply.json()["error"]["code"] == "internal_error"
         assert await asyncio.wait_for(reader.read(), 5) == b""
@@ -248,6 +230,6 @@ async def test_a_record_that_cannot_be_kept_gets_a_500_and_a_closed_connection(
     reader, writer = await connect(stack)
     try:
         writer.write(post("/v1/chat/completions"))
-        assert (await read_reply(reader)).status == 503
+        assert (await read_response(reader)).status == 503
     finally:
         writer.close()

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from gateway.policy.pack import parse_pack
@@ -35,6 +34,7 @@ from tests.component.support import (
     Upstream,
     wire_gateway,
 )
+from tests.raw_http import RawResponse, parse_response, read_raw
 from tests.unit import builders
 
 SECRET = "gk_test_secret_0123456789abcdef"
@@ -147,39 +147,11 @@ async def raw_exchange(host: str, port: int, request: bytes, timeout_s: float = 
     try:
         writer.write(request)
         await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)
-        length = 0
-        for line in head.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        body = await asyncio.wait_for(reader.readexactly(length), timeout_s)
-        return head + body
+        return await read_raw(reader, timeout_s)
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-
-
-@dataclass(frozen=True)
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-def parse_response(raw: bytes) -> RawResponse:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return RawResponse(status, headers, body)
 
 
 async def send(host: str, port: int, request: bytes) -> RawResponse:

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from tests.component.support import CAPTURE_MODEL
+from tests.raw_http import RawResponse
 from tests.security.gateway_fixtures import (
     JSON,
     MARK,
     SECRET,
-    RawResponse,
     Served,
     bearer,
     request,

@@ -18,6 +18,7 @@ import structlog
 
 from schemas import codec
 from tests.component.support import ADMIN_TOKEN, CAPTURE_MODEL
+from tests.raw_http import RawResponse
 from tests.security.gateway_corpus import (
     BAD_CREDENTIALS,
     BAD_TRACEPARENTS,
@@ -28,7 +29,6 @@ from tests.security.gateway_fixtures import (
     JSON,
     MARK,
     SECRET,
-    RawResponse,
     Served,
     assert_json_error,
     bearer,

@@ -19,11 +19,11 @@ import httpx
 import pytest
 
 from tests.component.responses_upstream import RESPONSES_MODEL, ResponsesUpstream
+from tests.raw_http import RawResponse
 from tests.security.gateway_fixtures import (
     JSON,
     MARK,
     SECRET,
-    RawResponse,
     Served,
     assert_json_error,
     bearer,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.component.support import Component, running_component
+from tests.raw_http import read_response
 from tests.security.gateway_fixtures import MARK, assert_json_error, chat_body, request, send
 
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-01$")
@@ -91,13 +92,9 @@ async def test_a_flood_of_pipelined_calls_is_answered_in_order_and_recorded_once
         writer.write(one * calls)
         event_ids = []
         for _ in range(calls):
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            fields = dict(
-                line.split(": ", 1) for line in head.decode("latin-1").split("\r\n")[1:] if line
-            )
-            await reader.readexactly(int(fields["Content-Length"]))
-            assert head.startswith(b"HTTP/1.1 503 ")
-            event_ids.append(fields["X-Govledger-Event-Id"])
+            reply = await read_response(reader, 10)
+            assert reply.status == 503
+            event_ids.append(reply.headers["x-govledger-event-id"])
     finally:
         writer.close()
     assert event_ids == [record.event_id for record in stack.lineage.lineage()]
